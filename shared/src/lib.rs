@@ -1,0 +1,23 @@
+//! Contracts shared by every Tiny Analytics binary.
+//!
+//! ```text
+//!  sites file ──▶ SiteRegistry ──▶ ta-edge: auth, CORS ──▶ EnrichedEvent (JSON, versioned)
+//!                                      │                         │ Kafka topic `events.enriched`
+//!  salt secret ─▶ SaltSchedule ──▶ VisitorHash                   ▼
+//!                                                       ta-loader ─▶ ClickHouse ─▶ ta-query
+//! ```
+//!
+//! This crate has no async runtime and does no I/O beyond reading the sites file, so every
+//! rule in it is unit-testable and identical on every node.
+
+pub mod event;
+pub mod page;
+pub mod signature;
+pub mod site;
+pub mod telemetry;
+pub mod visitor;
+
+pub use event::{EnrichedEvent, EventDecodeError, SCHEMA_VERSION};
+pub use page::{PageUrl, Utm};
+pub use site::{SiteConfig, SiteRegistry, SitesFileError};
+pub use visitor::{SaltSchedule, VisitorHash, VisitorIdentity};

@@ -1,0 +1,207 @@
+//! The site registry: which sites exist, their ingest keys, signing secrets and origins.
+//!
+//! Loaded from a TOML sites file (see `deploy/config/sites.dev.toml`):
+//!
+//! ```toml
+//! [[site]]
+//! id = "site-1"
+//! api_keys = ["key-a", "key-b"]          # two keys are valid during a rotation
+//! hmac_secret = "…"                      # optional: server senders sign with it
+//! require_signature = false              # true: unsigned requests are refused
+//! allowed_origins = ["https://example.com"]  # browser origins; "*" allows any
+//! ```
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+/// Longest accepted site id.
+pub const MAX_SITE_ID_LEN: usize = 64;
+
+/// One site as configured in the sites file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    pub id: String,
+    pub api_keys: Vec<String>,
+    #[serde(default)]
+    pub hmac_secret: Option<String>,
+    #[serde(default)]
+    pub require_signature: bool,
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
+impl SiteConfig {
+    /// Whether `key` is one of this site's ingest keys (constant-time per key).
+    pub fn accepts_key(&self, key: &str) -> bool {
+        self.api_keys
+            .iter()
+            .fold(false, |found, k| found | bool::from(k.as_bytes().ct_eq(key.as_bytes())))
+    }
+
+    /// Whether a browser on `origin` may send events for this site.
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.allowed_origins
+            .iter()
+            .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SitesFile {
+    #[serde(default, rename = "site")]
+    sites: Vec<SiteConfig>,
+}
+
+/// Why a sites file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SitesFileError {
+    #[error("cannot read sites file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("sites file is not valid TOML: {0}")]
+    Parse(#[from] toml::de::Error),
+    #[error("site id `{0}` is invalid: use 1-{MAX_SITE_ID_LEN} characters from [A-Za-z0-9._-]")]
+    InvalidId(String),
+    #[error("site `{0}` appears twice in the sites file")]
+    Duplicate(String),
+    #[error("site `{0}` has no api_keys; give it at least one non-empty key")]
+    NoKeys(String),
+    #[error("site `{0}` requires signatures but has no hmac_secret")]
+    SignatureWithoutSecret(String),
+}
+
+/// All configured sites, by id.
+#[derive(Debug, Clone, Default)]
+pub struct SiteRegistry {
+    sites: HashMap<String, SiteConfig>,
+}
+
+/// Whether `id` is a well-formed site id.
+pub fn is_valid_site_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_SITE_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+impl SiteRegistry {
+    pub fn load(path: &Path) -> Result<Self, SitesFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SitesFileError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, SitesFileError> {
+        let file: SitesFile = toml::from_str(text)?;
+        Self::from_sites(file.sites)
+    }
+
+    pub fn from_sites(list: Vec<SiteConfig>) -> Result<Self, SitesFileError> {
+        let mut sites = HashMap::with_capacity(list.len());
+        for site in list {
+            if !is_valid_site_id(&site.id) {
+                return Err(SitesFileError::InvalidId(site.id));
+            }
+            if site.api_keys.is_empty() || site.api_keys.iter().any(String::is_empty) {
+                return Err(SitesFileError::NoKeys(site.id));
+            }
+            if site.require_signature && site.hmac_secret.is_none() {
+                return Err(SitesFileError::SignatureWithoutSecret(site.id));
+            }
+            if sites.contains_key(&site.id) {
+                return Err(SitesFileError::Duplicate(site.id));
+            }
+            sites.insert(site.id.clone(), site);
+        }
+        Ok(Self { sites })
+    }
+
+    pub fn get(&self, site_id: &str) -> Option<&SiteConfig> {
+        self.sites.get(site_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.sites.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sites.is_empty()
+    }
+
+    /// Site ids in sorted order (stable for metrics and listings).
+    pub fn ids(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self.sites.keys().map(String::as_str).collect();
+        ids.sort_unstable();
+        ids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TWO_SITES: &str = r#"
+        [[site]]
+        id = "site-1"
+        api_keys = ["old", "new"]
+        allowed_origins = ["https://example.com"]
+
+        [[site]]
+        id = "site-2"
+        api_keys = ["k2"]
+        hmac_secret = "s2"
+        require_signature = true
+        allowed_origins = ["*"]
+    "#;
+
+    #[test]
+    fn loads_sites_with_keys_and_origins() {
+        let reg = SiteRegistry::from_toml(TWO_SITES).unwrap();
+        assert_eq!(reg.ids(), ["site-1", "site-2"]);
+        let s1 = reg.get("site-1").unwrap();
+        assert!(s1.accepts_key("old") && s1.accepts_key("new"));
+        assert!(!s1.accepts_key("k2") && !s1.accepts_key(""));
+        assert!(s1.allows_origin("https://EXAMPLE.com"));
+        assert!(!s1.allows_origin("https://evil.com"));
+        assert!(reg.get("site-2").unwrap().allows_origin("https://any.where"));
+        assert!(reg.get("site-3").is_none());
+    }
+
+    #[test]
+    fn rejects_duplicates_bad_ids_and_keyless_sites() {
+        let dup = "[[site]]\nid='a'\napi_keys=['k']\n[[site]]\nid='a'\napi_keys=['j']";
+        assert!(matches!(SiteRegistry::from_toml(dup), Err(SitesFileError::Duplicate(_))));
+        let bad = "[[site]]\nid='a b'\napi_keys=['k']";
+        assert!(matches!(SiteRegistry::from_toml(bad), Err(SitesFileError::InvalidId(_))));
+        let keyless = "[[site]]\nid='a'\napi_keys=[]";
+        assert!(matches!(SiteRegistry::from_toml(keyless), Err(SitesFileError::NoKeys(_))));
+        let unsigned = "[[site]]\nid='a'\napi_keys=['k']\nrequire_signature=true";
+        assert!(matches!(
+            SiteRegistry::from_toml(unsigned),
+            Err(SitesFileError::SignatureWithoutSecret(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_not_silently_ignored() {
+        let typo = "[[site]]\nid='a'\napi_key=['k']";
+        assert!(matches!(SiteRegistry::from_toml(typo), Err(SitesFileError::Parse(_))));
+    }
+
+    #[test]
+    fn the_shipped_dev_sites_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/sites.dev.toml");
+        let reg = SiteRegistry::load(&path).unwrap();
+        assert!(reg.get("site-1").is_some() && reg.get("site-2").is_some());
+    }
+}
