@@ -1,0 +1,114 @@
+//! Every way a collect request can fail, and the one place that maps them to HTTP.
+
+/// Why an event was not accepted. `Display` is the sentence the client sees in `message`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CollectError {
+    #[error("missing X-TA-API-Key header")]
+    MissingApiKey,
+    #[error("unknown site or wrong API key for this site")]
+    InvalidApiKey,
+    #[error("this site requires an X-TA-Signature header (HMAC-SHA256 of the body)")]
+    MissingSignature,
+    #[error("X-TA-Signature does not match the body")]
+    BadSignature,
+    #[error("origin {0} is not allowed to send events for this site")]
+    OriginNotAllowed(String),
+    #[error("request body is larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("request body is not valid JSON: {0}")]
+    BadJson(String),
+    #[error("field `{field}` {rule}")]
+    InvalidField { field: &'static str, rule: String },
+    #[error("Content-Type must be application/json or text/plain")]
+    UnsupportedMediaType,
+    #[error("event pipeline is not available right now; retry later")]
+    Unavailable,
+}
+
+impl CollectError {
+    pub(crate) fn invalid(field: &'static str, rule: impl Into<String>) -> Self {
+        Self::InvalidField {
+            field,
+            rule: rule.into(),
+        }
+    }
+
+    /// HTTP status for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::MissingApiKey
+            | Self::InvalidApiKey
+            | Self::MissingSignature
+            | Self::BadSignature => 401,
+            Self::OriginNotAllowed(_) => 403,
+            Self::BodyTooLarge { .. } => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::BadJson(_) | Self::InvalidField { .. } => 400,
+            Self::Unavailable => 503,
+        }
+    }
+
+    /// Stable machine-readable code, also the `reason` label of the rejection metric.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingApiKey => "missing_api_key",
+            Self::InvalidApiKey => "invalid_api_key",
+            Self::MissingSignature => "missing_signature",
+            Self::BadSignature => "bad_signature",
+            Self::OriginNotAllowed(_) => "origin_not_allowed",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::BadJson(_) => "bad_json",
+            Self::InvalidField { .. } => "invalid_field",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
+    /// The JSON body sent to the client.
+    pub fn body(&self) -> serde_json::Value {
+        let mut body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
+        if let Self::InvalidField { field, .. } = self {
+            body["field"] = (*field).into();
+        }
+        body
+    }
+
+    /// Seconds the client should wait before retrying, for retryable errors.
+    pub fn retry_after_secs(&self) -> Option<u32> {
+        matches!(self, Self::Unavailable).then_some(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_input_is_never_a_5xx() {
+        let bad_input = [
+            CollectError::MissingApiKey,
+            CollectError::InvalidApiKey,
+            CollectError::MissingSignature,
+            CollectError::BadSignature,
+            CollectError::OriginNotAllowed("https://x".into()),
+            CollectError::BodyTooLarge { limit: 1 },
+            CollectError::BadJson("eof".into()),
+            CollectError::invalid("url", "is required"),
+            CollectError::UnsupportedMediaType,
+        ];
+        for e in bad_input {
+            assert!((400..500).contains(&e.status()), "{e:?}");
+            assert!(e.retry_after_secs().is_none());
+        }
+        assert_eq!(CollectError::Unavailable.status(), 503);
+        assert_eq!(CollectError::Unavailable.retry_after_secs(), Some(1));
+    }
+
+    #[test]
+    fn field_errors_name_the_field_and_the_rule() {
+        let body = CollectError::invalid("url", "must be at most 2048 bytes").body();
+        assert_eq!(body["error"], "invalid_field");
+        assert_eq!(body["field"], "url");
+        assert_eq!(body["message"], "field `url` must be at most 2048 bytes");
+    }
+}

@@ -1,0 +1,266 @@
+//! The collect payload as senders write it, and the rules it must satisfy.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::error::CollectError;
+
+pub const MAX_EVENT_NAME_CHARS: usize = 64;
+pub const MAX_URL_BYTES: usize = 2048;
+pub const MAX_ID_BYTES: usize = 128;
+pub const MAX_PROPS: usize = 30;
+pub const MAX_PROP_KEY_BYTES: usize = 64;
+pub const MAX_PROP_VALUE_BYTES: usize = 256;
+/// Events may be stamped at most this far ahead of the edge's clock.
+pub const MAX_FUTURE_SKEW_MS: i64 = 5 * 60 * 1000;
+/// Events older than this are refused (late, replayed or mis-stamped).
+pub const MAX_AGE_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// One event as sent to `POST /v1/collect`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CollectPayload {
+    pub site_id: Option<String>,
+    pub event_name: Option<String>,
+    pub url: Option<String>,
+    #[serde(default)]
+    pub referrer: Option<String>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// Unix milliseconds, or an RFC 3339 string. Absent: the time the edge received it.
+    #[serde(default)]
+    pub ts: Option<serde_json::Value>,
+    #[serde(default)]
+    pub props: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A payload that passed every rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidEvent {
+    pub site_id: String,
+    pub event_name: String,
+    pub url: String,
+    pub referrer: String,
+    pub user_id: Option<String>,
+    pub session_id: String,
+    pub ts_ms: i64,
+    pub props: BTreeMap<String, String>,
+}
+
+impl CollectPayload {
+    pub fn parse(body: &[u8]) -> Result<Self, CollectError> {
+        serde_json::from_slice(body).map_err(|e| CollectError::BadJson(e.to_string()))
+    }
+
+    /// Check every field against the limits; `now_ms` is the edge's clock.
+    pub fn validate(self, now_ms: i64) -> Result<ValidEvent, CollectError> {
+        let site_id = required("site_id", self.site_id)?;
+        if !ta_shared::site::is_valid_site_id(&site_id) {
+            return Err(CollectError::invalid(
+                "site_id",
+                "must be 1-64 characters from [A-Za-z0-9._-]",
+            ));
+        }
+        let event_name = required("event_name", self.event_name)?;
+        if event_name.chars().count() > MAX_EVENT_NAME_CHARS
+            || !event_name
+                .chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | ' ' | '/'))
+        {
+            return Err(CollectError::invalid(
+                "event_name",
+                "must be 1-64 letters, digits, spaces or _-.:/",
+            ));
+        }
+        let url = required("url", self.url)?;
+        max_bytes("url", &url, MAX_URL_BYTES)?;
+        let referrer = self.referrer.unwrap_or_default();
+        max_bytes("referrer", &referrer, MAX_URL_BYTES)?;
+        let user_id = self.user_id.filter(|u| !u.is_empty());
+        if let Some(u) = &user_id {
+            max_bytes("user_id", u, MAX_ID_BYTES)?;
+        }
+        let session_id = self.session_id.unwrap_or_default();
+        max_bytes("session_id", &session_id, MAX_ID_BYTES)?;
+        let ts_ms = match self.ts {
+            None | Some(serde_json::Value::Null) => now_ms,
+            Some(v) => parse_ts(&v)?,
+        };
+        if ts_ms > now_ms + MAX_FUTURE_SKEW_MS {
+            return Err(CollectError::invalid(
+                "ts",
+                "is more than 5 minutes in the future",
+            ));
+        }
+        if ts_ms < now_ms - MAX_AGE_MS {
+            return Err(CollectError::invalid("ts", "is more than 7 days in the past"));
+        }
+        let props = validate_props(self.props.unwrap_or_default())?;
+        Ok(ValidEvent {
+            site_id,
+            event_name,
+            url,
+            referrer,
+            user_id,
+            session_id,
+            ts_ms,
+            props,
+        })
+    }
+}
+
+fn required(field: &'static str, value: Option<String>) -> Result<String, CollectError> {
+    match value {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(CollectError::invalid(field, "is required")),
+    }
+}
+
+fn max_bytes(field: &'static str, value: &str, limit: usize) -> Result<(), CollectError> {
+    if value.len() > limit {
+        return Err(CollectError::invalid(
+            field,
+            format!("must be at most {limit} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_ts(v: &serde_json::Value) -> Result<i64, CollectError> {
+    let rule = "must be Unix milliseconds or an RFC 3339 timestamp";
+    match v {
+        serde_json::Value::Number(n) => n.as_i64().ok_or_else(|| CollectError::invalid("ts", rule)),
+        serde_json::Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| t.timestamp_millis())
+            .map_err(|_| CollectError::invalid("ts", rule)),
+        _ => Err(CollectError::invalid("ts", rule)),
+    }
+}
+
+fn validate_props(
+    raw: serde_json::Map<String, serde_json::Value>,
+) -> Result<BTreeMap<String, String>, CollectError> {
+    if raw.len() > MAX_PROPS {
+        return Err(CollectError::invalid(
+            "props",
+            format!("must have at most {MAX_PROPS} entries"),
+        ));
+    }
+    let mut props = BTreeMap::new();
+    for (key, value) in raw {
+        if key.is_empty() || key.len() > MAX_PROP_KEY_BYTES {
+            return Err(CollectError::invalid(
+                "props",
+                format!("keys must be 1-{MAX_PROP_KEY_BYTES} bytes"),
+            ));
+        }
+        let value = match value {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            _ => {
+                return Err(CollectError::invalid(
+                    "props",
+                    "values must be strings, numbers or booleans",
+                ));
+            }
+        };
+        if value.len() > MAX_PROP_VALUE_BYTES {
+            return Err(CollectError::invalid(
+                "props",
+                format!("values must be at most {MAX_PROP_VALUE_BYTES} bytes"),
+            ));
+        }
+        props.insert(key, value);
+    }
+    Ok(props)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_764_000_000_000;
+
+    fn valid(json: &str) -> Result<ValidEvent, CollectError> {
+        CollectPayload::parse(json.as_bytes())?.validate(NOW)
+    }
+
+    fn field_of(err: CollectError) -> &'static str {
+        match err {
+            CollectError::InvalidField { field, .. } => field,
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn accepts_the_seed_payload() {
+        let ev = valid(
+            r#"{"site_id":"site-1","event_name":"pageview","url":"https://e.com/a",
+                "referrer":"https://google.com","user_id":"u1","session_id":"s1",
+                "ts":1764000000000,"props":{"plan":"pro","n":3,"ok":true}}"#,
+        )
+        .unwrap();
+        assert_eq!(ev.site_id, "site-1");
+        assert_eq!(ev.ts_ms, NOW);
+        assert_eq!(ev.user_id.as_deref(), Some("u1"));
+        assert_eq!(ev.props["n"], "3");
+        assert_eq!(ev.props["ok"], "true");
+    }
+
+    #[test]
+    fn missing_ts_means_now_and_rfc3339_is_accepted() {
+        let base = r#""site_id":"s","event_name":"pageview","url":"https://e.com/""#;
+        assert_eq!(valid(&format!("{{{base}}}")).unwrap().ts_ms, NOW);
+        let ev = valid(&format!(r#"{{{base},"ts":"2025-11-24T16:00:00Z"}}"#)).unwrap();
+        assert_eq!(ev.ts_ms, 1_764_000_000_000);
+    }
+
+    #[test]
+    fn each_missing_required_field_is_named() {
+        assert_eq!(field_of(valid(r#"{"event_name":"x","url":"u"}"#).unwrap_err()), "site_id");
+        assert_eq!(field_of(valid(r#"{"site_id":"s","url":"u"}"#).unwrap_err()), "event_name");
+        assert_eq!(field_of(valid(r#"{"site_id":"s","event_name":"x"}"#).unwrap_err()), "url");
+        assert_eq!(
+            field_of(valid(r#"{"site_id":"","event_name":"x","url":"u"}"#).unwrap_err()),
+            "site_id"
+        );
+    }
+
+    #[test]
+    fn limits_are_enforced_with_the_field_named() {
+        let long_url = format!("https://e.com/{}", "a".repeat(MAX_URL_BYTES));
+        let e = valid(&format!(r#"{{"site_id":"s","event_name":"x","url":"{long_url}"}}"#));
+        assert_eq!(field_of(e.unwrap_err()), "url");
+        let e = valid(r#"{"site_id":"s","event_name":"<script>","url":"u"}"#);
+        assert_eq!(field_of(e.unwrap_err()), "event_name");
+        let future = NOW + MAX_FUTURE_SKEW_MS + 1;
+        let e = valid(&format!(r#"{{"site_id":"s","event_name":"x","url":"u","ts":{future}}}"#));
+        assert_eq!(field_of(e.unwrap_err()), "ts");
+        let old = NOW - MAX_AGE_MS - 1;
+        let e = valid(&format!(r#"{{"site_id":"s","event_name":"x","url":"u","ts":{old}}}"#));
+        assert_eq!(field_of(e.unwrap_err()), "ts");
+        let e = valid(r#"{"site_id":"s","event_name":"x","url":"u","ts":"yesterday"}"#);
+        assert_eq!(field_of(e.unwrap_err()), "ts");
+        let e = valid(r#"{"site_id":"s","event_name":"x","url":"u","props":{"a":{"b":1}}}"#);
+        assert_eq!(field_of(e.unwrap_err()), "props");
+        let many: Vec<String> = (0..=MAX_PROPS).map(|i| format!(r#""k{i}":1"#)).collect();
+        let e = valid(&format!(
+            r#"{{"site_id":"s","event_name":"x","url":"u","props":{{{}}}}}"#,
+            many.join(",")
+        ));
+        assert_eq!(field_of(e.unwrap_err()), "props");
+    }
+
+    #[test]
+    fn malformed_json_is_a_bad_json_error() {
+        assert!(matches!(valid("{"), Err(CollectError::BadJson(_))));
+        assert!(matches!(valid("[]"), Err(CollectError::BadJson(_))));
+        assert!(matches!(
+            valid(r#"{"site_id":5,"event_name":"x","url":"u"}"#),
+            Err(CollectError::BadJson(_))
+        ));
+    }
+}

@@ -1,0 +1,262 @@
+//! The HTTP surface of the edge node (tide), built by [`app`] so tests can drive it without a
+//! socket, and served by [`serve`] with `TCP_NODELAY` set on every connection.
+//!
+//! tide is marked unmaintained (RUSTSEC-2026-0170) but required by the design card; it is
+//! confined to this file so a later swap touches nothing else.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use async_std::io::ReadExt;
+use async_std::net::TcpListener;
+use futures::StreamExt;
+use serde_json::json;
+use tide::http::headers::HeaderValue;
+use tide::{Request, Response, StatusCode};
+use tracing::{debug, warn};
+
+use crate::config::EdgeConfig;
+use crate::error::CollectError;
+use crate::ingest::{Ingest, IngestRequest, Outcome};
+use crate::metrics::EdgeMetrics;
+use crate::sink::EventSink;
+
+/// Shared by every request handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub ingest: Arc<Ingest>,
+    pub sink: Arc<OnceLock<Arc<dyn EventSink>>>,
+    pub metrics: EdgeMetrics,
+    pub max_body_bytes: usize,
+    pub trust_forwarded_for: bool,
+}
+
+impl AppState {
+    pub fn new(ingest: Ingest, metrics: EdgeMetrics, config: &EdgeConfig) -> Self {
+        Self {
+            ingest: Arc::new(ingest),
+            sink: Arc::new(OnceLock::new()),
+            metrics,
+            max_body_bytes: config.max_body_bytes,
+            trust_forwarded_for: config.trust_forwarded_for,
+        }
+    }
+}
+
+const ALLOWED_HEADERS: &str = "Content-Type, X-TA-API-Key, X-TA-Signature";
+
+/// The edge's routes.
+pub fn app(state: AppState) -> tide::Server<AppState> {
+    let mut app = tide::with_state(state);
+    app.with(track_requests);
+    app.at("/v1/collect").post(collect).options(preflight);
+    app.at("/metrics").get(|req: Request<AppState>| async move {
+        Ok(Response::builder(200)
+            .content_type(ta_shared::telemetry::TEXT_CONTENT_TYPE)
+            .body(req.state().metrics.render())
+            .build())
+    });
+    app.at("/healthz").get(|_| async { Ok(json_response(200, json!({"status": "ok"}))) });
+    app.at("/readyz").get(|req: Request<AppState>| async move {
+        Ok(if req.state().sink.get().is_some() {
+            json_response(200, json!({"status": "ready"}))
+        } else {
+            json_response(503, json!({"status": "not_ready", "reason": "not connected to Kafka"}))
+        })
+    });
+    app
+}
+
+/// Accept connections forever, one task per connection.
+pub async fn serve(listener: TcpListener, app: tide::Server<AppState>) -> std::io::Result<()> {
+    let mut incoming = listener.incoming();
+    while let Some(stream) = incoming.next().await {
+        let stream = match stream {
+            Ok(s) => s,
+            Err(error) => {
+                warn!(message = "Accept failed.", %error);
+                continue;
+            }
+        };
+        // Without NODELAY, small responses wait on the peer's delayed ACK (~40 ms).
+        let _ = stream.set_nodelay(true);
+        let peer = stream.peer_addr().ok();
+        let app = app.clone();
+        async_std::task::spawn(async move {
+            let result = async_h1::accept(stream, |mut req| {
+                req.set_peer_addr(peer);
+                let app = app.clone();
+                async move { app.respond(req).await }
+            })
+            .await;
+            if let Err(error) = result {
+                debug!(message = "Connection closed with error.", %error);
+            }
+        });
+    }
+    Ok(())
+}
+
+fn route_label(path: &str) -> &'static str {
+    match path {
+        "/v1/collect" => "collect",
+        "/metrics" => "metrics",
+        "/healthz" => "healthz",
+        "/readyz" => "readyz",
+        _ => "other",
+    }
+}
+
+fn track_requests<'a>(
+    req: Request<AppState>,
+    next: tide::Next<'a, AppState>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = tide::Result> + Send + 'a>> {
+    Box::pin(async move {
+        let started = Instant::now();
+        let route = route_label(req.url().path());
+        let metrics = req.state().metrics.clone();
+        let res = next.run(req).await;
+        let status = u16::from(res.status()).to_string();
+        metrics.requests.with_label_values(&[route, &status]).inc();
+        metrics.request_seconds.with_label_values(&[route]).observe(started.elapsed().as_secs_f64());
+        Ok(res)
+    })
+}
+
+fn json_response(status: u16, body: serde_json::Value) -> Response {
+    Response::builder(StatusCode::try_from(status).unwrap_or(StatusCode::InternalServerError))
+        .content_type(tide::http::mime::JSON)
+        .body(body.to_string())
+        .build()
+}
+
+fn error_response(err: &CollectError) -> Response {
+    let mut res = json_response(err.status(), err.body());
+    if let Some(secs) = err.retry_after_secs() {
+        res.insert_header("Retry-After", secs.to_string());
+    }
+    res
+}
+
+fn header<'r>(req: &'r Request<AppState>, name: &str) -> Option<&'r str> {
+    req.header(name).map(|v| v.last().as_str())
+}
+
+fn client_ip(req: &Request<AppState>, trust_forwarded_for: bool) -> String {
+    if trust_forwarded_for
+        && let Some(first) = header(req, "X-Forwarded-For").and_then(|v| v.split(',').next())
+        && let Ok(ip) = first.trim().parse::<std::net::IpAddr>()
+    {
+        return ip.to_string();
+    }
+    req.peer_addr()
+        .and_then(|p| p.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
+}
+
+async fn read_body(req: &mut Request<AppState>, limit: usize) -> Result<Vec<u8>, CollectError> {
+    if req.len().is_some_and(|len| len > limit) {
+        return Err(CollectError::BodyTooLarge { limit });
+    }
+    let mut buf = Vec::new();
+    let body = req.take_body();
+    body.take(limit as u64 + 1)
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|e| CollectError::BadJson(format!("could not read body: {e}")))?;
+    if buf.len() > limit {
+        return Err(CollectError::BodyTooLarge { limit });
+    }
+    Ok(buf)
+}
+
+fn content_type_ok(req: &Request<AppState>) -> bool {
+    match header(req, "Content-Type") {
+        None => true,
+        Some(ct) => {
+            let essence = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+            essence == "application/json" || essence == "text/plain"
+        }
+    }
+}
+
+async fn collect(mut req: Request<AppState>) -> tide::Result {
+    let state = req.state().clone();
+    let origin = header(&req, "Origin").map(str::to_owned);
+    let mut res = match collect_one(&mut req, &state).await {
+        Ok(res) => res,
+        Err(err) => {
+            state.metrics.rejected.with_label_values(&[err.code()]).inc();
+            error_response(&err)
+        }
+    };
+    // Browsers only see the answer when the origin is allowed for some site; the per-site
+    // check already ran inside the pipeline.
+    if let Some(origin) = origin
+        && state.ingest.sites.ids().iter().any(|id| {
+            state.ingest.sites.get(id).is_some_and(|s| s.allows_origin(&origin))
+        })
+    {
+        res.insert_header("Access-Control-Allow-Origin", origin);
+        res.insert_header("Vary", "Origin");
+    }
+    Ok(res)
+}
+
+async fn collect_one(req: &mut Request<AppState>, state: &AppState) -> Result<Response, CollectError> {
+    if !content_type_ok(req) {
+        return Err(CollectError::UnsupportedMediaType);
+    }
+    let body = read_body(req, state.max_body_bytes).await?;
+    let ip = client_ip(req, state.trust_forwarded_for);
+    let outcome = state.ingest.process(IngestRequest {
+        body: &body,
+        api_key: header(req, "X-TA-API-Key"),
+        signature: header(req, "X-TA-Signature"),
+        origin: header(req, "Origin"),
+        client_ip: &ip,
+        user_agent: header(req, "User-Agent").unwrap_or_default(),
+        now: chrono::Utc::now(),
+    })?;
+    match outcome {
+        Outcome::Bot { reason, .. } => {
+            state.metrics.bots.with_label_values(&[reason.as_str()]).inc();
+            Ok(json_response(202, json!({"status": "ignored", "reason": "bot"})))
+        }
+        Outcome::Accepted(event) => {
+            let sink = state.sink.get().ok_or(CollectError::Unavailable)?;
+            if let Err(error) = sink.send(&event).await {
+                warn!(message = "Event not acknowledged by Kafka.", %error, site_id = %event.site_id);
+                return Err(CollectError::Unavailable);
+            }
+            state.metrics.accepted.inc();
+            Ok(json_response(202, json!({"status": "accepted", "event_id": event.event_id})))
+        }
+    }
+}
+
+async fn preflight(req: Request<AppState>) -> tide::Result {
+    let state = req.state();
+    let Some(origin) = header(&req, "Origin") else {
+        return Ok(json_response(
+            400,
+            json!({"error": "missing_origin", "message": "CORS preflight without an Origin header"}),
+        ));
+    };
+    let sites = &state.ingest.sites;
+    let allowed = sites.ids().iter().any(|id| sites.get(id).is_some_and(|s| s.allows_origin(origin)));
+    if !allowed {
+        return Ok(json_response(
+            403,
+            json!({"error": "origin_not_allowed", "message": format!("origin {origin} is not allowed for any site")}),
+        ));
+    }
+    let mut res = Response::new(204);
+    res.insert_header("Access-Control-Allow-Origin", origin);
+    res.insert_header("Access-Control-Allow-Methods", "POST, OPTIONS");
+    res.insert_header("Access-Control-Allow-Headers", ALLOWED_HEADERS);
+    res.insert_header("Access-Control-Max-Age", "86400");
+    res.insert_header("Vary", HeaderValue::from_bytes(b"Origin".to_vec()).expect("ascii"));
+    Ok(res)
+}
