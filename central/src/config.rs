@@ -1,0 +1,164 @@
+//! Typed configuration of `ta-loader` and `ta-query`, from flags or `TA_*` variables.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser};
+
+/// Where the analytics store is.
+#[derive(Debug, Clone, Args)]
+pub struct ClickHouseArgs {
+    /// ClickHouse HTTP endpoint.
+    #[arg(long, env = "TA_CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123")]
+    pub clickhouse_url: String,
+
+    /// Database holding the analytics tables (created if missing).
+    #[arg(long, env = "TA_CLICKHOUSE_DATABASE", default_value = "tiny_analytics")]
+    pub clickhouse_database: String,
+
+    /// ClickHouse user.
+    #[arg(long, env = "TA_CLICKHOUSE_USER", default_value = "default")]
+    pub clickhouse_user: String,
+
+    /// ClickHouse password.
+    #[arg(long, env = "TA_CLICKHOUSE_PASSWORD", default_value = "", hide_env_values = true)]
+    pub clickhouse_password: String,
+}
+
+impl ClickHouseArgs {
+    pub fn client(&self) -> clickhouse::Client {
+        crate::store::client(self)
+    }
+}
+
+/// ta-loader: loads `events.enriched` from Kafka into ClickHouse, exactly once.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ta-loader", version, about)]
+pub struct LoaderConfig {
+    /// Comma-separated Kafka bootstrap brokers.
+    #[arg(long, env = "TA_KAFKA_BROKERS", default_value = "127.0.0.1:9092", value_delimiter = ',')]
+    pub kafka_brokers: Vec<String>,
+
+    /// Topic to load.
+    #[arg(long, env = "TA_KAFKA_TOPIC", default_value = "events.enriched")]
+    pub kafka_topic: String,
+
+    /// Partitions to create the topic with when it does not exist yet.
+    #[arg(long, env = "TA_KAFKA_TOPIC_PARTITIONS", default_value_t = 3)]
+    pub kafka_topic_partitions: i32,
+
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
+
+    /// This loader's index among `--of` loaders; it loads partitions p with p % of == instance.
+    #[arg(long, env = "TA_LOADER_INSTANCE", default_value_t = 0)]
+    pub instance: u32,
+
+    /// Number of loaders sharing the topic.
+    #[arg(long, env = "TA_LOADER_OF", default_value_t = 1)]
+    pub of: u32,
+
+    /// A batch is inserted once it holds this many rows.
+    #[arg(long, env = "TA_LOADER_BATCH_MAX_ROWS", default_value_t = 50_000)]
+    pub batch_max_rows: usize,
+
+    /// A batch is inserted once it holds this many bytes of records.
+    #[arg(long, env = "TA_LOADER_BATCH_MAX_BYTES", default_value_t = 16 << 20)]
+    pub batch_max_bytes: usize,
+
+    /// A non-empty batch is inserted at the latest this long after its first record, in ms.
+    #[arg(long, env = "TA_LOADER_BATCH_MAX_WAIT_MS", default_value_t = 500)]
+    pub batch_max_wait_ms: u64,
+
+    /// Largest fetch response per partition, in bytes.
+    #[arg(long, env = "TA_LOADER_FETCH_MAX_BYTES", default_value_t = 4 << 20)]
+    pub fetch_max_bytes: i32,
+
+    /// How long the broker may hold a fetch waiting for new records, in ms.
+    #[arg(long, env = "TA_LOADER_FETCH_WAIT_MS", default_value_t = 200)]
+    pub fetch_wait_ms: i32,
+
+    /// Address of the loader's /metrics and /healthz endpoint.
+    #[arg(long, env = "TA_LOADER_LISTEN", default_value = "127.0.0.1:9465")]
+    pub listen: SocketAddr,
+
+    /// Log filter (tracing `EnvFilter` syntax).
+    #[arg(long, env = "TA_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        Self::parse_from(["ta-loader"])
+    }
+}
+
+impl LoaderConfig {
+    pub fn batch_max_wait(&self) -> Duration {
+        Duration::from_millis(self.batch_max_wait_ms)
+    }
+
+    /// Whether this instance loads `partition`.
+    pub fn owns_partition(&self, partition: i32) -> bool {
+        let of = self.of.max(1);
+        u32::try_from(partition).is_ok_and(|p| p % of == self.instance % of)
+    }
+}
+
+/// ta-query: the stats API over ClickHouse, with cached answers.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ta-query", version, about)]
+pub struct QueryConfig {
+    /// Address the stats API listens on.
+    #[arg(long, env = "TA_QUERY_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
+
+    /// Most cached answers kept in memory.
+    #[arg(long, env = "TA_QUERY_CACHE_ENTRIES", default_value_t = 10_000)]
+    pub cache_entries: usize,
+
+    /// Cache lifetime of answers whose range reaches into the last hour, in ms.
+    #[arg(long, env = "TA_QUERY_CACHE_RECENT_TTL_MS", default_value_t = 2_000)]
+    pub cache_recent_ttl_ms: u64,
+
+    /// Cache lifetime of answers about ranges that ended over an hour ago, in seconds.
+    #[arg(long, env = "TA_QUERY_CACHE_PAST_TTL_SECS", default_value_t = 300)]
+    pub cache_past_ttl_secs: u64,
+
+    /// Log filter (tracing `EnvFilter` syntax).
+    #[arg(long, env = "TA_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self::parse_from(["ta-query"])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_assignment_splits_partitions_between_loaders() {
+        let mut a = LoaderConfig::default();
+        a.of = 2;
+        a.instance = 0;
+        let mut b = a.clone();
+        b.instance = 1;
+        let owned_a: Vec<i32> = (0..5).filter(|p| a.owns_partition(*p)).collect();
+        let owned_b: Vec<i32> = (0..5).filter(|p| b.owns_partition(*p)).collect();
+        assert_eq!(owned_a, [0, 2, 4]);
+        assert_eq!(owned_b, [1, 3]);
+    }
+
+    #[test]
+    fn a_single_loader_owns_everything() {
+        let c = LoaderConfig::default();
+        assert!((0..8).all(|p| c.owns_partition(p)));
+    }
+}

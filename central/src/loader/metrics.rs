@@ -1,0 +1,91 @@
+//! The loader's Prometheus metrics; the only label is the partition number (bounded by the
+//! topic's partition count).
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
+use ta_shared::telemetry::{BATCH_RECORDS_BUCKETS, LATENCY_SECONDS_BUCKETS};
+
+#[derive(Debug, Clone)]
+pub struct LoaderMetrics {
+    pub registry: Registry,
+    pub fetched: IntCounter,
+    pub inserted: IntCounter,
+    pub dead_lettered: IntCounterVec,
+    pub batch_rows: Histogram,
+    pub insert_seconds: Histogram,
+    pub errors: IntCounterVec,
+    pub lag_records: IntGaugeVec,
+    pub next_offset: IntGaugeVec,
+}
+
+impl LoaderMetrics {
+    pub fn new() -> Self {
+        let m = Self {
+            registry: Registry::new(),
+            fetched: IntCounter::new("ta_loader_records_fetched_total", "Records fetched from Kafka.")
+                .unwrap(),
+            inserted: IntCounter::new(
+                "ta_loader_events_inserted_total",
+                "Events inserted into ClickHouse (committed).",
+            )
+            .unwrap(),
+            dead_lettered: IntCounterVec::new(
+                Opts::new(
+                    "ta_loader_dead_letters_total",
+                    "Records written to the dead-letter table, by reason.",
+                ),
+                &["reason"],
+            )
+            .unwrap(),
+            batch_rows: Histogram::with_opts(
+                HistogramOpts::new("ta_loader_insert_batch_rows", "Rows per ClickHouse insert.")
+                    .buckets(BATCH_RECORDS_BUCKETS.to_vec()),
+            )
+            .unwrap(),
+            insert_seconds: Histogram::with_opts(
+                HistogramOpts::new("ta_loader_insert_duration_seconds", "ClickHouse insert latency.")
+                    .buckets(LATENCY_SECONDS_BUCKETS.to_vec()),
+            )
+            .unwrap(),
+            errors: IntCounterVec::new(
+                Opts::new("ta_loader_errors_total", "Failures that caused a retry, by kind."),
+                &["kind"],
+            )
+            .unwrap(),
+            lag_records: IntGaugeVec::new(
+                Opts::new(
+                    "ta_loader_lag_records",
+                    "Records in the partition not yet loaded (high watermark minus next offset).",
+                ),
+                &["partition"],
+            )
+            .unwrap(),
+            next_offset: IntGaugeVec::new(
+                Opts::new("ta_loader_next_offset", "Next offset to load; all before it are committed."),
+                &["partition"],
+            )
+            .unwrap(),
+        };
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.fetched.clone()),
+            Box::new(m.inserted.clone()),
+            Box::new(m.dead_lettered.clone()),
+            Box::new(m.batch_rows.clone()),
+            Box::new(m.insert_seconds.clone()),
+            Box::new(m.errors.clone()),
+            Box::new(m.lag_records.clone()),
+            Box::new(m.next_offset.clone()),
+        ];
+        for c in collectors {
+            m.registry.register(c).expect("metric names are unique");
+        }
+        m
+    }
+}
+
+impl Default for LoaderMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,19 @@
+//! Telemetry plumbing shared by both central binaries.
+
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use prometheus::Registry;
+
+/// `GET /metrics` body for `registry`.
+pub fn metrics_response(registry: &Registry) -> Response {
+    (
+        [(CONTENT_TYPE, ta_shared::telemetry::TEXT_CONTENT_TYPE)],
+        ta_shared::telemetry::encode_text(registry),
+    )
+        .into_response()
+}
+
+/// Initialise key/value logging with `filter` (tracing `EnvFilter` syntax).
+pub fn init_logging(filter: &str) {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).init();
+}
