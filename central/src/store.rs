@@ -282,6 +282,36 @@ pub async fn next_offset(
     Ok(next)
 }
 
+/// The `query_id` prefix of the inserts one loader makes for one partition.
+pub fn insert_query_prefix(topic: &str, partition: u32) -> String {
+    format!("ta-loader/{topic}/{partition}/")
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct Running {
+    n: u64,
+}
+
+/// Wait until no insert with `prefix` is still running on the server.
+///
+/// A loader that crashed (or gave up on a timed-out insert) may leave an INSERT that the
+/// server is still committing. Reading the committed offset before it finishes would load
+/// its rows twice, so the offset is read only once the server has no such insert in flight.
+pub async fn wait_for_inflight_inserts(db: &Client, prefix: &str) -> Result<(), clickhouse::error::Error> {
+    loop {
+        let running: Running = db
+            .query("SELECT count() AS n FROM system.processes WHERE substring(query_id, 1, length(?)) = ?")
+            .bind(prefix)
+            .bind(prefix)
+            .fetch_one()
+            .await?;
+        if running.n == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -204,6 +204,8 @@ async fn load_inner(ctx: &Ctx, pc: &PartitionClient, backoff: &mut Backoff) -> a
     let partition = pc.partition();
     let partition_u32 = u32::try_from(partition).unwrap_or(0);
     let label = partition.to_string();
+    let prefix = store::insert_query_prefix(&cfg.kafka_topic, partition_u32);
+    store::wait_for_inflight_inserts(&ctx.db, &prefix).await?;
     let mut next = match store::next_offset(&ctx.db, &cfg.kafka_topic, partition_u32).await? {
         Some(next) => next,
         None => pc.get_offset(OffsetAt::Earliest).await?,
@@ -241,7 +243,7 @@ async fn load_inner(ctx: &Ctx, pc: &PartitionClient, backoff: &mut Backoff) -> a
         ctx.metrics.lag_records.with_label_values(&[&label]).set((high_watermark - next).max(0));
         if batch.is_ready(cfg.batch_max_rows, cfg.batch_max_bytes, cfg.batch_max_wait(), Instant::now()) {
             let full = std::mem::take(&mut batch);
-            insert_batch(ctx, full).await?;
+            insert_batch(ctx, full, &prefix).await?;
             backoff.reset();
             ctx.metrics.next_offset.with_label_values(&[&label]).set(next);
         }
@@ -249,13 +251,14 @@ async fn load_inner(ctx: &Ctx, pc: &PartitionClient, backoff: &mut Backoff) -> a
 }
 
 /// Insert a batch run by run, in offset order.
-async fn insert_batch(ctx: &Ctx, batch: Batch) -> Result<(), clickhouse::error::Error> {
+async fn insert_batch(ctx: &Ctx, batch: Batch, prefix: &str) -> Result<(), clickhouse::error::Error> {
     for run in batch.into_runs() {
+        let query_id = format!("{prefix}{}", uuid::Uuid::now_v7());
         let started = Instant::now();
         let rows = run.len();
         match &run {
             Run::Events(events) => {
-                let mut insert = ctx.db.insert::<EventRow>("events").await?;
+                let mut insert = ctx.db.insert::<EventRow>("events").await?.with_setting("query_id", &query_id);
                 for row in events {
                     insert.write(row).await?;
                 }
@@ -263,7 +266,8 @@ async fn insert_batch(ctx: &Ctx, batch: Batch) -> Result<(), clickhouse::error::
                 ctx.metrics.inserted.inc_by(rows as u64);
             }
             Run::DeadLetters(letters) => {
-                let mut insert = ctx.db.insert::<DeadLetterRow>("dead_letters").await?;
+                let mut insert =
+                    ctx.db.insert::<DeadLetterRow>("dead_letters").await?.with_setting("query_id", &query_id);
                 for row in letters {
                     insert.write(row).await?;
                 }

@@ -1,0 +1,193 @@
+//! The loader against the real broker and the real ClickHouse.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rskafka::client::ClientBuilder;
+use rskafka::client::partition::{Compression, UnknownTopicHandling};
+use rskafka::record::Record;
+use ta_central::LoaderConfig;
+use ta_central::loader::{self, LoaderMetrics};
+use ta_shared::{EnrichedEvent, SCHEMA_VERSION, Utm};
+
+use crate::{fresh_db, kafka_brokers, unique};
+
+fn event(i: u64, ts_ms: i64) -> EnrichedEvent {
+    EnrichedEvent {
+        v: SCHEMA_VERSION,
+        event_id: uuid::Uuid::now_v7(),
+        site_id: format!("site-{}", i % 2 + 1),
+        event_name: "pageview".into(),
+        ts_ms,
+        received_ms: ts_ms,
+        visitor_hash: i % 17,
+        session_id: String::new(),
+        url: format!("https://example.com/p{}", i % 5),
+        host: "example.com".into(),
+        path: format!("/p{}", i % 5),
+        referrer: String::new(),
+        referrer_host: String::new(),
+        utm: Utm::default(),
+        browser: "Firefox".into(),
+        browser_version: "121".into(),
+        os: "Linux".into(),
+        os_version: String::new(),
+        device: "desktop".into(),
+        country: String::new(),
+        edge_region: "test".into(),
+        props: BTreeMap::new(),
+    }
+}
+
+fn record(value: Vec<u8>) -> Record {
+    Record { key: None, value: Some(value), headers: BTreeMap::new(), timestamp: chrono::Utc::now() }
+}
+
+/// Create `topic` with `partitions` and produce `values` round-robin, in batches.
+async fn produce(topic: &str, partitions: i32, values: Vec<Vec<u8>>) {
+    let client = ClientBuilder::new(kafka_brokers()).build().await.expect("broker reachable");
+    if !client.list_topics().await.unwrap().iter().any(|t| t.name == topic) {
+        client.controller_client().unwrap().create_topic(topic, partitions, 1, 5_000).await.unwrap();
+    }
+    let mut per_partition: Vec<Vec<Record>> = vec![Vec::new(); partitions as usize];
+    for (i, v) in values.into_iter().enumerate() {
+        per_partition[i % partitions as usize].push(record(v));
+    }
+    for (p, records) in per_partition.into_iter().enumerate() {
+        let pc = client.partition_client(topic, p as i32, UnknownTopicHandling::Retry).await.unwrap();
+        for chunk in records.chunks(500) {
+            pc.produce(chunk.to_vec(), Compression::NoCompression).await.unwrap();
+        }
+    }
+}
+
+fn loader_config(test: &str, topic: &str) -> LoaderConfig {
+    let mut c = LoaderConfig::default();
+    c.kafka_brokers = kafka_brokers();
+    c.kafka_topic = topic.to_owned();
+    c.clickhouse = fresh_db(test);
+    c.batch_max_rows = 100;
+    c.batch_max_wait_ms = 50;
+    c.fetch_wait_ms = 50;
+    c
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct Counts {
+    rows: u64,
+    distinct_ids: u64,
+}
+
+async fn counts(db: &clickhouse::Client) -> Counts {
+    db.query("SELECT count() AS rows, uniqExact(event_id) AS distinct_ids FROM events")
+        .fetch_one()
+        .await
+        .unwrap_or(Counts { rows: 0, distinct_ids: 0 })
+}
+
+async fn wait_for_rows(db: &clickhouse::Client, expected: u64, within: Duration) -> Counts {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let c = counts(db).await;
+        if c.rows >= expected || tokio::time::Instant::now() > deadline {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn loads_every_record_once_and_dead_letters_poison() {
+    let topic = unique("loader_basic");
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut values: Vec<Vec<u8>> = (0..600).map(|i| event(i, now).to_json()).collect();
+    values.insert(100, b"{definitely not json".to_vec());
+    values.insert(300, br#"{"v":42,"site_id":"from-the-future"}"#.to_vec());
+    values.insert(400, {
+        let mut e = event(9999, now);
+        e.ts_ms = -5_000;
+        e.to_json()
+    });
+    produce(&topic, 2, values).await;
+
+    let config = loader_config("loader_basic", &topic);
+    let db = config.clickhouse.client();
+    let metrics = LoaderMetrics::new();
+    let task = tokio::spawn(loader::run(config, metrics.clone()));
+    let c = wait_for_rows(&db, 600, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    task.abort();
+    let c2 = counts(&db).await;
+    assert_eq!((c.rows, c2.rows, c2.distinct_ids), (600, 600, 600));
+
+    #[derive(Debug, clickhouse::Row, serde::Deserialize)]
+    struct Dead {
+        reason: String,
+    }
+    let dead: Vec<Dead> =
+        db.query("SELECT reason FROM dead_letters ORDER BY reason").fetch_all().await.unwrap();
+    let reasons: Vec<&str> = dead.iter().map(|d| d.reason.split(':').next().unwrap()).collect();
+    assert_eq!(reasons, ["malformed", "out_of_range", "unknown_version"]);
+    assert_eq!(metrics.inserted.get(), 600);
+    assert_eq!(metrics.fetched.get(), 603);
+}
+
+#[tokio::test]
+async fn restarts_at_random_moments_neither_lose_nor_duplicate() {
+    let topic = unique("loader_crash");
+    let now = chrono::Utc::now().timestamp_millis();
+    let total = 3000u64;
+    produce(&topic, 3, (0..total).map(|i| event(i, now).to_json()).collect()).await;
+    let config = loader_config("loader_crash", &topic);
+    let db = config.clickhouse.client();
+    // Kill the loader task at random points (mid-fetch, mid-insert, between inserts) and
+    // start a fresh one, as a crashed and restarted process would.
+    for round in 0..8 {
+        let task = tokio::spawn(loader::run(config.clone(), LoaderMetrics::new()));
+        let ms = 100 + rand::random::<u64>() % 400;
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        task.abort();
+        let _ = task.await;
+        let c = counts(&db).await;
+        assert_eq!(c.rows, c.distinct_ids, "duplicates after round {round}");
+    }
+    let task = tokio::spawn(loader::run(config.clone(), LoaderMetrics::new()));
+    let c = wait_for_rows(&db, total, Duration::from_secs(90)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    task.abort();
+    let c2 = counts(&db).await;
+    assert_eq!((c.rows, c2.rows, c2.distinct_ids), (total, total, total));
+}
+
+#[tokio::test]
+async fn two_loaders_split_the_partitions_and_load_everything_once() {
+    let topic = unique("loader_split");
+    let now = chrono::Utc::now().timestamp_millis();
+    produce(&topic, 4, (0..800).map(|i| event(i, now).to_json()).collect()).await;
+    let mut a = loader_config("loader_split", &topic);
+    a.of = 2;
+    let mut b = a.clone();
+    b.instance = 1;
+    let db = a.clickhouse.client();
+    let ta = tokio::spawn(loader::run(a, LoaderMetrics::new()));
+    let tb = tokio::spawn(loader::run(b, LoaderMetrics::new()));
+    let c = wait_for_rows(&db, 800, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ta.abort();
+    tb.abort();
+    assert_eq!((c.rows, counts(&db).await.distinct_ids), (800, 800));
+
+    #[derive(Debug, clickhouse::Row, serde::Deserialize)]
+    struct PerPartition {
+        kafka_partition: u32,
+        n: u64,
+    }
+    let per: Vec<PerPartition> = db
+        .query("SELECT kafka_partition, count() AS n FROM events GROUP BY kafka_partition ORDER BY kafka_partition")
+        .fetch_all()
+        .await
+        .unwrap();
+    let got: Vec<(u32, u64)> = per.iter().map(|p| (p.kafka_partition, p.n)).collect();
+    assert_eq!(got, [(0, 200), (1, 200), (2, 200), (3, 200)]);
+}
+

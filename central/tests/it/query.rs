@@ -1,0 +1,107 @@
+//! The stats API served by `ta_central::query::app` over a real ClickHouse.
+
+use ta_central::QueryConfig;
+use ta_central::query::{QueryState, app};
+use ta_central::store::{self, EventRow};
+
+use crate::{fresh_db, sample_row};
+
+const DAY: u32 = 1_764_460_800; // 2025-11-30T00:00:00Z
+
+async fn serve(config: QueryConfig) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = app(QueryState::new(&config));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{addr}")
+}
+
+async fn get(url: &str) -> (u16, serde_json::Value) {
+    let res = reqwest::get(url).await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap())
+}
+
+async fn seeded() -> (QueryConfig, clickhouse::Client) {
+    let args = fresh_db("query");
+    store::migrate(&args).await.unwrap();
+    let db = args.client();
+    let mut insert = db.insert::<EventRow>("events").await.unwrap();
+    // site-1: 3 visitors; /a ×3, /b ×2, /c ×1 inside the day, plus one event the next day.
+    let rows = [
+        ("site-1", "/a", 1, DAY + 10),
+        ("site-1", "/a", 2, DAY + 20),
+        ("site-1", "/a", 3, DAY + 30),
+        ("site-1", "/b", 1, DAY + 40),
+        ("site-1", "/b", 2, DAY + 50),
+        ("site-1", "/c", 1, DAY + 60),
+        ("site-1", "/late", 9, DAY + 86_400),
+        ("site-2", "/a", 5, DAY + 10),
+    ];
+    for (i, (site, path, visitor, ts)) in rows.into_iter().enumerate() {
+        insert.write(&sample_row(site, path, visitor, ts, i as u64)).await.unwrap();
+    }
+    let mut custom = sample_row("site-1", "/a", 4, DAY + 70, 99);
+    custom.event_name = "signup".into();
+    insert.write(&custom).await.unwrap();
+    insert.end().await.unwrap();
+    let mut config = QueryConfig::default();
+    config.clickhouse = args;
+    (config, db)
+}
+
+#[tokio::test]
+async fn seed_endpoints_return_exact_counts_for_the_range() {
+    let (config, _db) = seeded().await;
+    let base = serve(config).await;
+    let range = "site_id=site-1&from=2025-11-30&to=2025-11-30";
+    let (s, pv) = get(&format!("{base}/v1/metrics/pageviews?{range}")).await;
+    assert_eq!((s, pv["pageviews"].as_u64()), (200, Some(6)));
+    let (s, uu) = get(&format!("{base}/v1/metrics/unique-users?{range}")).await;
+    assert_eq!((s, uu["unique_users"].as_u64()), (200, Some(4)), "custom events count as visits");
+    let (s, top) = get(&format!("{base}/v1/metrics/top-pages?{range}&limit=2")).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        top["pages"],
+        serde_json::json!([{"path": "/a", "pageviews": 3}, {"path": "/b", "pageviews": 2}])
+    );
+    let (_, other) = get(&format!("{base}/v1/metrics/pageviews?site_id=site-2&from=2025-11-30&to=2025-11-30")).await;
+    assert_eq!(other["pageviews"], 1);
+}
+
+#[tokio::test]
+async fn bad_parameters_get_400_naming_the_parameter() {
+    let (config, _db) = seeded().await;
+    let base = serve(config).await;
+    for (query, param) in [
+        ("from=2025-11-30", "site_id"),
+        ("site_id=x%27%20OR%201%3D1--", "site_id"),
+        ("site_id=site-1&from=last-week", "from"),
+        ("site_id=site-1&limit=0", "limit"),
+        ("site_id=site-1&from=2025-12-01&to=2025-11-01", "from"),
+    ] {
+        let (status, body) = get(&format!("{base}/v1/metrics/top-pages?{query}")).await;
+        assert_eq!(status, 400, "{query}");
+        assert_eq!(body["parameter"], param, "{query}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn answers_are_cached_until_their_ttl_expires() {
+    let (mut config, db) = seeded().await;
+    config.cache_recent_ttl_ms = 300;
+    let base = serve(config).await;
+    let url = format!("{base}/v1/metrics/pageviews?site_id=site-2");
+    let (_, first) = get(&url).await;
+    let mut insert = db.insert::<EventRow>("events").await.unwrap();
+    let now = chrono::Utc::now().timestamp() as u32;
+    insert.write(&sample_row("site-2", "/new", 77, now - 5, 500)).await.unwrap();
+    insert.end().await.unwrap();
+    let (_, cached) = get(&url).await;
+    assert_eq!(cached["pageviews"], first["pageviews"], "served from cache within the TTL");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let (_, fresh) = get(&url).await;
+    assert_eq!(fresh["pageviews"].as_u64(), first["pageviews"].as_u64().map(|n| n + 1));
+    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"ta_query_cache_requests_total{endpoint="pageviews",result="hit"} 1"#), "{metrics}");
+}
