@@ -75,7 +75,12 @@ const CAMPAIGNS: &[(&str, &str, &str)] = &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expect {
     /// 202 and loaded: counts toward the site's numbers.
-    Accepted { site: String, path: String, pageview: bool, visitor: String },
+    Accepted {
+        site: String,
+        path: String,
+        pageview: bool,
+        visitor: String,
+    },
     /// 202 but dropped as bot traffic.
     Bot,
     /// Refused with this status.
@@ -118,8 +123,11 @@ impl TrafficPlan {
     /// 5% invalid. Sites that require signatures get signed server-side events with user ids.
     pub fn generate(registry: &SiteRegistry, events: usize, seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
-        let sites: Vec<&ta_shared::SiteConfig> =
-            registry.ids().into_iter().filter_map(|id| registry.get(id)).collect();
+        let sites: Vec<&ta_shared::SiteConfig> = registry
+            .ids()
+            .into_iter()
+            .filter_map(|id| registry.get(id))
+            .collect();
         let visitors: Vec<Visitor> = (0..(events / 8).max(5))
             .map(|i| Visitor {
                 ip: format!("198.51.{}.{}", (i / 250) % 250, i % 250 + 1),
@@ -165,7 +173,8 @@ impl TrafficPlan {
                 body.truncate(body.len() / 2);
                 Expect::Rejected(400)
             } else if roll < 10 {
-                body = serde_json::to_vec(&json!({"site_id": site.id, "event_name": "pageview"})).expect("json");
+                body = serde_json::to_vec(&json!({"site_id": site.id, "event_name": "pageview"}))
+                    .expect("json");
                 Expect::Rejected(400)
             } else {
                 Expect::Accepted {
@@ -185,9 +194,16 @@ impl TrafficPlan {
                 ("X-Forwarded-For".to_owned(), visitor.ip.clone()),
             ];
             if let Some(secret) = site.hmac_secret.as_deref().filter(|_| signed) {
-                headers.push(("X-TA-Signature".to_owned(), signature::sign(secret.as_bytes(), &body)));
+                headers.push((
+                    "X-TA-Signature".to_owned(),
+                    signature::sign(secret.as_bytes(), &body),
+                ));
             }
-            requests.push(PlannedRequest { headers, body, expect });
+            requests.push(PlannedRequest {
+                headers,
+                body,
+                expect,
+            });
         }
         Self { requests }
     }
@@ -198,7 +214,12 @@ impl TrafficPlan {
         let mut rejected = 0;
         for r in &self.requests {
             match &r.expect {
-                Expect::Accepted { site, path, pageview, visitor } => {
+                Expect::Accepted {
+                    site,
+                    path,
+                    pageview,
+                    visitor,
+                } => {
                     let s = sites.entry(site.clone()).or_default();
                     s.visitors.insert(visitor.clone());
                     s.accepted += 1;
@@ -211,7 +232,11 @@ impl TrafficPlan {
                 Expect::Rejected(_) => rejected += 1,
             }
         }
-        Expected { sites, bots, rejected }
+        Expected {
+            sites,
+            bots,
+            rejected,
+        }
     }
 }
 
@@ -227,7 +252,8 @@ pub struct SiteExpectation {
 impl SiteExpectation {
     /// Top `n` pages by pageviews, ties by path (the API's order).
     pub fn top_pages(&self, n: usize) -> Vec<(String, u64)> {
-        let mut pages: Vec<(String, u64)> = self.pages.iter().map(|(p, c)| (p.clone(), *c)).collect();
+        let mut pages: Vec<(String, u64)> =
+            self.pages.iter().map(|(p, c)| (p.clone(), *c)).collect();
         pages.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         pages.truncate(n);
         pages
@@ -258,8 +284,14 @@ pub struct SendReport {
 }
 
 /// Send every request of the plan to `edge` (base URL) with `concurrency` in flight.
-pub async fn send(edge: &str, plan: &TrafficPlan, concurrency: usize) -> anyhow::Result<SendReport> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+pub async fn send(
+    edge: &str,
+    plan: &TrafficPlan,
+    concurrency: usize,
+) -> anyhow::Result<SendReport> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
     let url = format!("{}/v1/collect", edge.trim_end_matches('/'));
     let started = std::time::Instant::now();
     let results: Vec<(usize, anyhow::Result<(u16, String)>)> =
@@ -283,7 +315,11 @@ pub async fn send(edge: &str, plan: &TrafficPlan, concurrency: usize) -> anyhow:
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
-    let mut report = SendReport { sent: results.len() as u64, elapsed: started.elapsed(), ..SendReport::default() };
+    let mut report = SendReport {
+        sent: results.len() as u64,
+        elapsed: started.elapsed(),
+        ..SendReport::default()
+    };
     for (i, res) in results {
         let (status, body) = res.with_context(|| format!("request {i} to {url}"))?;
         let expect = &plan.requests[i].expect;
@@ -293,7 +329,9 @@ pub async fn send(edge: &str, plan: &TrafficPlan, concurrency: usize) -> anyhow:
             Expect::Rejected(code) => status == *code,
         };
         if !ok {
-            report.mismatches.push((i, format!("{expect:?}"), status, body));
+            report
+                .mismatches
+                .push((i, format!("{expect:?}"), status, body));
         }
     }
     Ok(report)
@@ -308,12 +346,23 @@ pub struct Reported {
 }
 
 /// Ask `ta-query` (base URL) for one site's numbers over `[from, to)`.
-pub async fn report(query: &str, site: &str, from: &str, to: &str, limit: usize) -> anyhow::Result<Reported> {
+pub async fn report(
+    query: &str,
+    site: &str,
+    from: &str,
+    to: &str,
+    limit: usize,
+) -> anyhow::Result<Reported> {
     let client = reqwest::Client::new();
     let base = query.trim_end_matches('/');
     let get = |endpoint: &str| {
         let url = format!("{base}/v1/metrics/{endpoint}");
-        let req = client.get(url).query(&[("site_id", site), ("from", from), ("to", to), ("limit", &limit.to_string())]);
+        let req = client.get(url).query(&[
+            ("site_id", site),
+            ("from", from),
+            ("to", to),
+            ("limit", &limit.to_string()),
+        ]);
         async move {
             let res = req.send().await?.error_for_status()?;
             anyhow::Ok(res.json::<serde_json::Value>().await?)
@@ -326,11 +375,20 @@ pub async fn report(query: &str, site: &str, from: &str, to: &str, limit: usize)
         .as_array()
         .context("top-pages answer has no `pages` array")?
         .iter()
-        .map(|p| (p["path"].as_str().unwrap_or_default().to_owned(), p["pageviews"].as_u64().unwrap_or(0)))
+        .map(|p| {
+            (
+                p["path"].as_str().unwrap_or_default().to_owned(),
+                p["pageviews"].as_u64().unwrap_or(0),
+            )
+        })
         .collect();
     Ok(Reported {
-        pageviews: pv["pageviews"].as_u64().context("pageviews answer has no number")?,
-        unique_users: uu["unique_users"].as_u64().context("unique-users answer has no number")?,
+        pageviews: pv["pageviews"]
+            .as_u64()
+            .context("pageviews answer has no number")?,
+        unique_users: uu["unique_users"]
+            .as_u64()
+            .context("unique-users answer has no number")?,
         top_pages,
     })
 }
@@ -372,7 +430,8 @@ mod tests {
     use super::*;
 
     fn registry() -> SiteRegistry {
-        load_sites(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/sites.dev.toml")).unwrap()
+        load_sites(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/sites.dev.toml"))
+            .unwrap()
     }
 
     #[test]
@@ -381,9 +440,19 @@ mod tests {
         let a = TrafficPlan::generate(&reg, 2000, 7);
         let b = TrafficPlan::generate(&reg, 2000, 7);
         assert_eq!(a.requests.len(), 2000);
-        assert!(a.requests.iter().zip(&b.requests).all(|(x, y)| x.body == y.body && x.expect == y.expect));
+        assert!(
+            a.requests
+                .iter()
+                .zip(&b.requests)
+                .all(|(x, y)| x.body == y.body && x.expect == y.expect)
+        );
         let e = a.expected();
-        assert!(e.bots > 20 && e.rejected > 20, "bots {} rejected {}", e.bots, e.rejected);
+        assert!(
+            e.bots > 20 && e.rejected > 20,
+            "bots {} rejected {}",
+            e.bots,
+            e.rejected
+        );
         assert_eq!(e.sites.len(), 3);
         assert_eq!(e.accepted() + e.bots + e.rejected, 2000);
     }
@@ -393,11 +462,19 @@ mod tests {
         let reg = registry();
         let plan = TrafficPlan::generate(&reg, 300, 1);
         let secret = reg.get("site-3").unwrap().hmac_secret.clone().unwrap();
-        let signed: Vec<&PlannedRequest> =
-            plan.requests.iter().filter(|r| r.headers.iter().any(|(k, _)| k == "X-TA-Signature")).collect();
+        let signed: Vec<&PlannedRequest> = plan
+            .requests
+            .iter()
+            .filter(|r| r.headers.iter().any(|(k, _)| k == "X-TA-Signature"))
+            .collect();
         assert!(!signed.is_empty());
         for r in signed {
-            let sig = &r.headers.iter().find(|(k, _)| k == "X-TA-Signature").unwrap().1;
+            let sig = &r
+                .headers
+                .iter()
+                .find(|(k, _)| k == "X-TA-Signature")
+                .unwrap()
+                .1;
             assert!(signature::verify(secret.as_bytes(), &r.body, sig));
         }
     }

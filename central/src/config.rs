@@ -9,7 +9,11 @@ use clap::{Args, Parser};
 #[derive(Debug, Clone, Args)]
 pub struct ClickHouseArgs {
     /// ClickHouse HTTP endpoint.
-    #[arg(long, env = "TA_CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123")]
+    #[arg(
+        long,
+        env = "TA_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123"
+    )]
     pub clickhouse_url: String,
 
     /// Database holding the analytics tables (created if missing).
@@ -21,7 +25,12 @@ pub struct ClickHouseArgs {
     pub clickhouse_user: String,
 
     /// ClickHouse password.
-    #[arg(long, env = "TA_CLICKHOUSE_PASSWORD", default_value = "", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TA_CLICKHOUSE_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
     pub clickhouse_password: String,
 }
 
@@ -36,7 +45,12 @@ impl ClickHouseArgs {
 #[command(name = "ta-loader", version, about)]
 pub struct LoaderConfig {
     /// Comma-separated Kafka bootstrap brokers.
-    #[arg(long, env = "TA_KAFKA_BROKERS", default_value = "127.0.0.1:9092", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "TA_KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092",
+        value_delimiter = ','
+    )]
     pub kafka_brokers: Vec<String>,
 
     /// Topic to load.
@@ -145,11 +159,15 @@ mod tests {
 
     #[test]
     fn static_assignment_splits_partitions_between_loaders() {
-        let mut a = LoaderConfig::default();
-        a.of = 2;
-        a.instance = 0;
-        let mut b = a.clone();
-        b.instance = 1;
+        let a = LoaderConfig {
+            of: 2,
+            instance: 0,
+            ..LoaderConfig::default()
+        };
+        let b = LoaderConfig {
+            instance: 1,
+            ..a.clone()
+        };
         let owned_a: Vec<i32> = (0..5).filter(|p| a.owns_partition(*p)).collect();
         let owned_b: Vec<i32> = (0..5).filter(|p| b.owns_partition(*p)).collect();
         assert_eq!(owned_a, [0, 2, 4]);

@@ -100,7 +100,10 @@ struct Version {
 /// applied by this call.
 pub async fn migrate(args: &ClickHouseArgs) -> Result<Vec<u32>, clickhouse::error::Error> {
     server_client(args)
-        .query(&format!("CREATE DATABASE IF NOT EXISTS `{}`", args.clickhouse_database))
+        .query(&format!(
+            "CREATE DATABASE IF NOT EXISTS `{}`",
+            args.clickhouse_database
+        ))
         .execute()
         .await?;
     let db = client(args);
@@ -297,7 +300,10 @@ struct Running {
 /// A loader that crashed (or gave up on a timed-out insert) may leave an INSERT that the
 /// server is still committing. Reading the committed offset before it finishes would load
 /// its rows twice, so the offset is read only once the server has no such insert in flight.
-pub async fn wait_for_inflight_inserts(db: &Client, prefix: &str) -> Result<(), clickhouse::error::Error> {
+pub async fn wait_for_inflight_inserts(
+    db: &Client,
+    prefix: &str,
+) -> Result<(), clickhouse::error::Error> {
     loop {
         let running: Running = db
             .query("SELECT count() AS n FROM system.processes WHERE substring(query_id, 1, length(?)) = ?")

@@ -15,5 +15,7 @@ pub fn metrics_response(registry: &Registry) -> Response {
 
 /// Initialise key/value logging with `filter` (tracing `EnvFilter` syntax).
 pub fn init_logging(filter: &str) {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .init();
 }

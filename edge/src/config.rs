@@ -19,11 +19,20 @@ pub struct EdgeConfig {
     pub region: String,
 
     /// Path of the sites file (TOML) with ingest keys, secrets and allowed origins.
-    #[arg(long, env = "TA_SITES_FILE", default_value = "deploy/config/sites.dev.toml")]
+    #[arg(
+        long,
+        env = "TA_SITES_FILE",
+        default_value = "deploy/config/sites.dev.toml"
+    )]
     pub sites_file: PathBuf,
 
     /// Comma-separated Kafka bootstrap brokers.
-    #[arg(long, env = "TA_KAFKA_BROKERS", default_value = "127.0.0.1:9092", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "TA_KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092",
+        value_delimiter = ','
+    )]
     pub kafka_brokers: Vec<String>,
 
     /// Topic the enriched events are produced to.
@@ -47,7 +56,12 @@ pub struct EdgeConfig {
     pub kafka_produce_timeout_secs: u64,
 
     /// Secret the daily visitor salts are derived from. Must be the same on every edge node.
-    #[arg(long, env = "TA_SALT_SECRET", default_value = "dev-only-salt-secret", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TA_SALT_SECRET",
+        default_value = "dev-only-salt-secret",
+        hide_env_values = true
+    )]
     pub salt_secret: String,
 
     /// Global HMAC secret for `X-TA-Signature`, used for sites without their own secret.

@@ -6,7 +6,9 @@
 
 use chrono::{DateTime, Utc};
 use ta_shared::page::{PageUrl, referrer_host};
-use ta_shared::{EnrichedEvent, SCHEMA_VERSION, SaltSchedule, SiteRegistry, VisitorIdentity, signature};
+use ta_shared::{
+    EnrichedEvent, SCHEMA_VERSION, SaltSchedule, SiteRegistry, VisitorIdentity, signature,
+};
 use uuid::Uuid;
 
 use crate::error::CollectError;
@@ -30,7 +32,10 @@ pub struct IngestRequest<'a> {
 pub enum Outcome {
     Accepted(Box<EnrichedEvent>),
     /// Valid and authenticated, but sent by a bot: counted, not forwarded.
-    Bot { site_id: String, reason: BotReason },
+    Bot {
+        site_id: String,
+        reason: BotReason,
+    },
 }
 
 /// Everything the pipeline needs; shared by all request handlers.
@@ -55,7 +60,10 @@ impl Ingest {
     }
 
     pub fn process(&self, req: IngestRequest<'_>) -> Result<Outcome, CollectError> {
-        let api_key = req.api_key.filter(|k| !k.is_empty()).ok_or(CollectError::MissingApiKey)?;
+        let api_key = req
+            .api_key
+            .filter(|k| !k.is_empty())
+            .ok_or(CollectError::MissingApiKey)?;
         let payload = CollectPayload::parse(req.body)?;
         let site_id = payload
             .site_id
@@ -72,7 +80,10 @@ impl Ingest {
         {
             return Err(CollectError::OriginNotAllowed(origin.to_owned()));
         }
-        let secret = site.hmac_secret.as_deref().or(self.global_hmac_secret.as_deref());
+        let secret = site
+            .hmac_secret
+            .as_deref()
+            .or(self.global_hmac_secret.as_deref());
         match (req.signature, secret) {
             (Some(sig), Some(secret)) => {
                 if !signature::verify(secret.as_bytes(), req.body, sig) {
@@ -88,8 +99,8 @@ impl Ingest {
 
         let now_ms = req.now.timestamp_millis();
         let event = payload.validate(now_ms)?;
-        let page = PageUrl::parse(&event.url)
-            .map_err(|e| CollectError::invalid("url", format!("{e}")))?;
+        let page =
+            PageUrl::parse(&event.url).map_err(|e| CollectError::invalid("url", format!("{e}")))?;
 
         let client = match self.user_agents.classify(req.user_agent) {
             Ok(client) => client,
@@ -107,7 +118,9 @@ impl Ingest {
                 user_agent: req.user_agent,
             },
         };
-        let visitor = self.salts.visitor_hash(req.now.date_naive(), &event.site_id, identity);
+        let visitor = self
+            .salts
+            .visitor_hash(req.now.date_naive(), &event.site_id, identity);
         let referrer_host = referrer_host(&event.referrer);
         Ok(Outcome::Accepted(Box::new(EnrichedEvent {
             v: SCHEMA_VERSION,
@@ -154,7 +167,11 @@ mod tests {
     "#;
 
     fn ingest() -> Ingest {
-        Ingest::new(SiteRegistry::from_toml(SITES).unwrap(), SaltSchedule::new("salt"), "eu")
+        Ingest::new(
+            SiteRegistry::from_toml(SITES).unwrap(),
+            SaltSchedule::new("salt"),
+            "eu",
+        )
     }
 
     fn request(body: &str) -> IngestRequest<'_> {
@@ -201,22 +218,46 @@ mod tests {
         let b = accepted(ing.process(request(PAGEVIEW)).unwrap());
         assert_eq!(a.visitor_hash, b.visitor_hash);
         assert_ne!(a.event_id, b.event_id);
-        let other = IngestRequest { client_ip: "198.51.100.1", ..request(PAGEVIEW) };
-        assert_ne!(accepted(ing.process(other).unwrap()).visitor_hash, a.visitor_hash);
+        let other = IngestRequest {
+            client_ip: "198.51.100.1",
+            ..request(PAGEVIEW)
+        };
+        assert_ne!(
+            accepted(ing.process(other).unwrap()).visitor_hash,
+            a.visitor_hash
+        );
     }
 
     #[test]
     fn auth_failures_are_distinguished() {
         let ing = ingest();
-        let no_key = IngestRequest { api_key: None, ..request(PAGEVIEW) };
+        let no_key = IngestRequest {
+            api_key: None,
+            ..request(PAGEVIEW)
+        };
         assert_eq!(ing.process(no_key), Err(CollectError::MissingApiKey));
-        let wrong = IngestRequest { api_key: Some("k2"), ..request(PAGEVIEW) };
+        let wrong = IngestRequest {
+            api_key: Some("k2"),
+            ..request(PAGEVIEW)
+        };
         assert_eq!(ing.process(wrong), Err(CollectError::InvalidApiKey));
         let unknown = r#"{"site_id":"nope","event_name":"pageview","url":"https://e.com/"}"#;
-        assert_eq!(ing.process(request(unknown)), Err(CollectError::InvalidApiKey));
-        let evil = IngestRequest { origin: Some("https://evil.com"), ..request(PAGEVIEW) };
-        assert!(matches!(ing.process(evil), Err(CollectError::OriginNotAllowed(_))));
-        let good_origin = IngestRequest { origin: Some("https://example.com"), ..request(PAGEVIEW) };
+        assert_eq!(
+            ing.process(request(unknown)),
+            Err(CollectError::InvalidApiKey)
+        );
+        let evil = IngestRequest {
+            origin: Some("https://evil.com"),
+            ..request(PAGEVIEW)
+        };
+        assert!(matches!(
+            ing.process(evil),
+            Err(CollectError::OriginNotAllowed(_))
+        ));
+        let good_origin = IngestRequest {
+            origin: Some("https://example.com"),
+            ..request(PAGEVIEW)
+        };
         assert!(ing.process(good_origin).is_ok());
     }
 
@@ -224,13 +265,25 @@ mod tests {
     fn signatures_are_checked_against_the_site_secret() {
         let ing = ingest();
         let body = r#"{"site_id":"signed","event_name":"signup","url":"https://e.com/"}"#;
-        let base = IngestRequest { api_key: Some("k2"), ..request(body) };
+        let base = IngestRequest {
+            api_key: Some("k2"),
+            ..request(body)
+        };
         assert_eq!(ing.process(base), Err(CollectError::MissingSignature));
         let sig = signature::sign(b"s2", body.as_bytes());
-        assert!(ing.process(IngestRequest { signature: Some(&sig), ..base }).is_ok());
+        assert!(
+            ing.process(IngestRequest {
+                signature: Some(&sig),
+                ..base
+            })
+            .is_ok()
+        );
         let wrong = signature::sign(b"other", body.as_bytes());
         assert_eq!(
-            ing.process(IngestRequest { signature: Some(&wrong), ..base }),
+            ing.process(IngestRequest {
+                signature: Some(&wrong),
+                ..base
+            }),
             Err(CollectError::BadSignature)
         );
     }
@@ -239,7 +292,10 @@ mod tests {
     fn global_secret_verifies_sites_without_their_own() {
         let mut ing = ingest();
         let sig = signature::sign(b"global", PAGEVIEW.as_bytes());
-        let signed = IngestRequest { signature: Some(&sig), ..request(PAGEVIEW) };
+        let signed = IngestRequest {
+            signature: Some(&sig),
+            ..request(PAGEVIEW)
+        };
         assert_eq!(ing.process(signed), Err(CollectError::BadSignature));
         ing.global_hmac_secret = Some("global".into());
         assert!(ing.process(signed).is_ok());
@@ -248,10 +304,16 @@ mod tests {
     #[test]
     fn bots_are_recognised_after_auth() {
         let ing = ingest();
-        let bot = IngestRequest { user_agent: "curl/8.4.0", ..request(PAGEVIEW) };
+        let bot = IngestRequest {
+            user_agent: "curl/8.4.0",
+            ..request(PAGEVIEW)
+        };
         assert_eq!(
             ing.process(bot),
-            Ok(Outcome::Bot { site_id: "site-1".into(), reason: BotReason::EmptyUserAgent })
+            Ok(Outcome::Bot {
+                site_id: "site-1".into(),
+                reason: BotReason::EmptyUserAgent
+            })
         );
         let crawler = IngestRequest {
             user_agent: "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
@@ -274,7 +336,13 @@ mod tests {
         let ing = ingest();
         let body = r#"{"site_id":"site-1","event_name":"x","url":"https://e.com/","user_id":"u7"}"#;
         let a = accepted(ing.process(request(body)).unwrap());
-        let b = accepted(ing.process(IngestRequest { client_ip: "10.0.0.1", ..request(body) }).unwrap());
+        let b = accepted(
+            ing.process(IngestRequest {
+                client_ip: "10.0.0.1",
+                ..request(body)
+            })
+            .unwrap(),
+        );
         assert_eq!(a.visitor_hash, b.visitor_hash);
     }
 }

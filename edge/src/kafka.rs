@@ -69,27 +69,52 @@ pub struct KafkaSink {
 
 impl std::fmt::Debug for KafkaSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaSink").field("partitions", &self.producers.len()).finish()
+        f.debug_struct("KafkaSink")
+            .field("partitions", &self.producers.len())
+            .finish()
     }
 }
 
 /// Create `topic` with `partitions` unless it exists; returns its partition count.
-pub async fn ensure_topic(client: &Client, topic: &str, partitions: i32) -> Result<i32, KafkaError> {
-    if let Some(t) = client.list_topics().await?.into_iter().find(|t| t.name == topic) {
+pub async fn ensure_topic(
+    client: &Client,
+    topic: &str,
+    partitions: i32,
+) -> Result<i32, KafkaError> {
+    if let Some(t) = client
+        .list_topics()
+        .await?
+        .into_iter()
+        .find(|t| t.name == topic)
+    {
         return Ok(t.partitions.len() as i32);
     }
-    match client.controller_client()?.create_topic(topic, partitions, 1, 5_000).await {
+    match client
+        .controller_client()?
+        .create_topic(topic, partitions, 1, 5_000)
+        .await
+    {
         Ok(()) => {}
-        Err(KafkaError::ServerError { protocol_error: ProtocolError::TopicAlreadyExists, .. }) => {}
+        Err(KafkaError::ServerError {
+            protocol_error: ProtocolError::TopicAlreadyExists,
+            ..
+        }) => {}
         Err(e) => return Err(e),
     }
-    let found = client.list_topics().await?.into_iter().find(|t| t.name == topic);
+    let found = client
+        .list_topics()
+        .await?
+        .into_iter()
+        .find(|t| t.name == topic);
     Ok(found.map_or(partitions, |t| t.partitions.len() as i32))
 }
 
 impl KafkaSink {
     /// Connect, create the topic if needed and open one producer per partition.
-    pub async fn connect(settings: &KafkaSettings, metrics: EdgeMetrics) -> Result<Self, SinkError> {
+    pub async fn connect(
+        settings: &KafkaSettings,
+        metrics: EdgeMetrics,
+    ) -> Result<Self, SinkError> {
         let setup = |e: KafkaError| SinkError::Setup(e.to_string());
         let client = ClientBuilder::new(settings.brokers.clone())
             .client_id("ta-edge")
@@ -100,8 +125,9 @@ impl KafkaSink {
             .build()
             .await
             .map_err(setup)?;
-        let partitions =
-            ensure_topic(&client, &settings.topic, settings.partitions_if_created).await.map_err(setup)?;
+        let partitions = ensure_topic(&client, &settings.topic, settings.partitions_if_created)
+            .await
+            .map_err(setup)?;
         let mut producers = Vec::with_capacity(partitions as usize);
         for partition in 0..partitions {
             let pc = client
@@ -118,7 +144,11 @@ impl KafkaSink {
                     }),
             );
         }
-        Ok(Self { producers, produce_timeout: settings.produce_timeout, metrics })
+        Ok(Self {
+            producers,
+            produce_timeout: settings.produce_timeout,
+            metrics,
+        })
     }
 
     pub fn partitions(&self) -> usize {
@@ -147,9 +177,15 @@ impl EventSink for KafkaSink {
             match &result {
                 Ok(()) => {
                     self.metrics.produced.inc();
-                    self.metrics.produce_seconds.observe(started.elapsed().as_secs_f64());
+                    self.metrics
+                        .produce_seconds
+                        .observe(started.elapsed().as_secs_f64());
                 }
-                Err(e) => self.metrics.produce_errors.with_label_values(&[e.kind()]).inc(),
+                Err(e) => self
+                    .metrics
+                    .produce_errors
+                    .with_label_values(&[e.kind()])
+                    .inc(),
             }
             result
         })

@@ -35,10 +35,18 @@ pub use config::EdgeConfig;
 
 /// Start the edge node and serve until the process is stopped.
 pub async fn run(config: EdgeConfig) -> anyhow::Result<()> {
-    let sites = SiteRegistry::load(&config.sites_file)
-        .with_context(|| format!("loading sites file {} (TA_SITES_FILE)", config.sites_file.display()))?;
+    let sites = SiteRegistry::load(&config.sites_file).with_context(|| {
+        format!(
+            "loading sites file {} (TA_SITES_FILE)",
+            config.sites_file.display()
+        )
+    })?;
     let metrics = metrics::EdgeMetrics::new(&config.region);
-    let mut ingest = ingest::Ingest::new(sites, SaltSchedule::new(config.salt_secret.clone()), &config.region);
+    let mut ingest = ingest::Ingest::new(
+        sites,
+        SaltSchedule::new(config.salt_secret.clone()),
+        &config.region,
+    );
     ingest.global_hmac_secret = config.hmac_secret.clone();
     let state = server::AppState::new(ingest, metrics.clone(), &config);
 

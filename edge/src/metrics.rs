@@ -29,7 +29,10 @@ impl EdgeMetrics {
         let registry = Registry::new_custom(None, Some(labels)).expect("valid registry labels");
         let m = Self {
             requests: IntCounterVec::new(
-                Opts::new("ta_edge_requests_total", "HTTP requests by route and status."),
+                Opts::new(
+                    "ta_edge_requests_total",
+                    "HTTP requests by route and status.",
+                ),
                 &["route", "status"],
             )
             .unwrap(),
@@ -40,12 +43,18 @@ impl EdgeMetrics {
             )
             .unwrap(),
             rejected: IntCounterVec::new(
-                Opts::new("ta_edge_events_rejected_total", "Events refused, by reason code."),
+                Opts::new(
+                    "ta_edge_events_rejected_total",
+                    "Events refused, by reason code.",
+                ),
                 &["reason"],
             )
             .unwrap(),
             bots: IntCounterVec::new(
-                Opts::new("ta_edge_bot_events_total", "Events dropped as bot traffic, by reason."),
+                Opts::new(
+                    "ta_edge_bot_events_total",
+                    "Events dropped as bot traffic, by reason.",
+                ),
                 &["reason"],
             )
             .unwrap(),
@@ -60,7 +69,10 @@ impl EdgeMetrics {
             )
             .unwrap(),
             produce_errors: IntCounterVec::new(
-                Opts::new("ta_edge_produce_errors_total", "Failed produce attempts by kind."),
+                Opts::new(
+                    "ta_edge_produce_errors_total",
+                    "Failed produce attempts by kind.",
+                ),
                 &["kind"],
             )
             .unwrap(),
@@ -73,8 +85,11 @@ impl EdgeMetrics {
             )
             .unwrap(),
             batch_records: Histogram::with_opts(
-                HistogramOpts::new("ta_edge_produce_batch_records", "Records per produce request.")
-                    .buckets(BATCH_RECORDS_BUCKETS.to_vec()),
+                HistogramOpts::new(
+                    "ta_edge_produce_batch_records",
+                    "Records per produce request.",
+                )
+                .buckets(BATCH_RECORDS_BUCKETS.to_vec()),
             )
             .unwrap(),
             kafka_connected: IntGauge::new(

@@ -95,7 +95,10 @@ impl CollectPayload {
             ));
         }
         if ts_ms < now_ms - MAX_AGE_MS {
-            return Err(CollectError::invalid("ts", "is more than 7 days in the past"));
+            return Err(CollectError::invalid(
+                "ts",
+                "is more than 7 days in the past",
+            ));
         }
         let props = validate_props(self.props.unwrap_or_default())?;
         Ok(ValidEvent {
@@ -220,9 +223,18 @@ mod tests {
 
     #[test]
     fn each_missing_required_field_is_named() {
-        assert_eq!(field_of(valid(r#"{"event_name":"x","url":"u"}"#).unwrap_err()), "site_id");
-        assert_eq!(field_of(valid(r#"{"site_id":"s","url":"u"}"#).unwrap_err()), "event_name");
-        assert_eq!(field_of(valid(r#"{"site_id":"s","event_name":"x"}"#).unwrap_err()), "url");
+        assert_eq!(
+            field_of(valid(r#"{"event_name":"x","url":"u"}"#).unwrap_err()),
+            "site_id"
+        );
+        assert_eq!(
+            field_of(valid(r#"{"site_id":"s","url":"u"}"#).unwrap_err()),
+            "event_name"
+        );
+        assert_eq!(
+            field_of(valid(r#"{"site_id":"s","event_name":"x"}"#).unwrap_err()),
+            "url"
+        );
         assert_eq!(
             field_of(valid(r#"{"site_id":"","event_name":"x","url":"u"}"#).unwrap_err()),
             "site_id"
@@ -232,15 +244,21 @@ mod tests {
     #[test]
     fn limits_are_enforced_with_the_field_named() {
         let long_url = format!("https://e.com/{}", "a".repeat(MAX_URL_BYTES));
-        let e = valid(&format!(r#"{{"site_id":"s","event_name":"x","url":"{long_url}"}}"#));
+        let e = valid(&format!(
+            r#"{{"site_id":"s","event_name":"x","url":"{long_url}"}}"#
+        ));
         assert_eq!(field_of(e.unwrap_err()), "url");
         let e = valid(r#"{"site_id":"s","event_name":"<script>","url":"u"}"#);
         assert_eq!(field_of(e.unwrap_err()), "event_name");
         let future = NOW + MAX_FUTURE_SKEW_MS + 1;
-        let e = valid(&format!(r#"{{"site_id":"s","event_name":"x","url":"u","ts":{future}}}"#));
+        let e = valid(&format!(
+            r#"{{"site_id":"s","event_name":"x","url":"u","ts":{future}}}"#
+        ));
         assert_eq!(field_of(e.unwrap_err()), "ts");
         let old = NOW - MAX_AGE_MS - 1;
-        let e = valid(&format!(r#"{{"site_id":"s","event_name":"x","url":"u","ts":{old}}}"#));
+        let e = valid(&format!(
+            r#"{{"site_id":"s","event_name":"x","url":"u","ts":{old}}}"#
+        ));
         assert_eq!(field_of(e.unwrap_err()), "ts");
         let e = valid(r#"{"site_id":"s","event_name":"x","url":"u","ts":"yesterday"}"#);
         assert_eq!(field_of(e.unwrap_err()), "ts");

@@ -56,12 +56,16 @@ pub fn app(state: AppState) -> tide::Server<AppState> {
             .body(req.state().metrics.render())
             .build())
     });
-    app.at("/healthz").get(|_| async { Ok(json_response(200, json!({"status": "ok"}))) });
+    app.at("/healthz")
+        .get(|_| async { Ok(json_response(200, json!({"status": "ok"}))) });
     app.at("/readyz").get(|req: Request<AppState>| async move {
         Ok(if req.state().sink.get().is_some() {
             json_response(200, json!({"status": "ready"}))
         } else {
-            json_response(503, json!({"status": "not_ready", "reason": "not connected to Kafka"}))
+            json_response(
+                503,
+                json!({"status": "not_ready", "reason": "not connected to Kafka"}),
+            )
         })
     });
     app
@@ -118,7 +122,10 @@ fn track_requests<'a>(
         let res = next.run(req).await;
         let status = u16::from(res.status()).to_string();
         metrics.requests.with_label_values(&[route, &status]).inc();
-        metrics.request_seconds.with_label_values(&[route]).observe(started.elapsed().as_secs_f64());
+        metrics
+            .request_seconds
+            .with_label_values(&[route])
+            .observe(started.elapsed().as_secs_f64());
         Ok(res)
     })
 }
@@ -175,7 +182,12 @@ fn content_type_ok(req: &Request<AppState>) -> bool {
     match header(req, "Content-Type") {
         None => true,
         Some(ct) => {
-            let essence = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+            let essence = ct
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
             essence == "application/json" || essence == "text/plain"
         }
     }
@@ -187,7 +199,11 @@ async fn collect(mut req: Request<AppState>) -> tide::Result {
     let mut res = match collect_one(&mut req, &state).await {
         Ok(res) => res,
         Err(err) => {
-            state.metrics.rejected.with_label_values(&[err.code()]).inc();
+            state
+                .metrics
+                .rejected
+                .with_label_values(&[err.code()])
+                .inc();
             error_response(&err)
         }
     };
@@ -195,7 +211,11 @@ async fn collect(mut req: Request<AppState>) -> tide::Result {
     // check already ran inside the pipeline.
     if let Some(origin) = origin
         && state.ingest.sites.ids().iter().any(|id| {
-            state.ingest.sites.get(id).is_some_and(|s| s.allows_origin(&origin))
+            state
+                .ingest
+                .sites
+                .get(id)
+                .is_some_and(|s| s.allows_origin(&origin))
         })
     {
         res.insert_header("Access-Control-Allow-Origin", origin);
@@ -204,7 +224,10 @@ async fn collect(mut req: Request<AppState>) -> tide::Result {
     Ok(res)
 }
 
-async fn collect_one(req: &mut Request<AppState>, state: &AppState) -> Result<Response, CollectError> {
+async fn collect_one(
+    req: &mut Request<AppState>,
+    state: &AppState,
+) -> Result<Response, CollectError> {
     if !content_type_ok(req) {
         return Err(CollectError::UnsupportedMediaType);
     }
@@ -221,8 +244,15 @@ async fn collect_one(req: &mut Request<AppState>, state: &AppState) -> Result<Re
     })?;
     match outcome {
         Outcome::Bot { reason, .. } => {
-            state.metrics.bots.with_label_values(&[reason.as_str()]).inc();
-            Ok(json_response(202, json!({"status": "ignored", "reason": "bot"})))
+            state
+                .metrics
+                .bots
+                .with_label_values(&[reason.as_str()])
+                .inc();
+            Ok(json_response(
+                202,
+                json!({"status": "ignored", "reason": "bot"}),
+            ))
         }
         Outcome::Accepted(event) => {
             let sink = state.sink.get().ok_or(CollectError::Unavailable)?;
@@ -231,7 +261,10 @@ async fn collect_one(req: &mut Request<AppState>, state: &AppState) -> Result<Re
                 return Err(CollectError::Unavailable);
             }
             state.metrics.accepted.inc();
-            Ok(json_response(202, json!({"status": "accepted", "event_id": event.event_id})))
+            Ok(json_response(
+                202,
+                json!({"status": "accepted", "event_id": event.event_id}),
+            ))
         }
     }
 }
@@ -245,7 +278,10 @@ async fn preflight(req: Request<AppState>) -> tide::Result {
         ));
     };
     let sites = &state.ingest.sites;
-    let allowed = sites.ids().iter().any(|id| sites.get(id).is_some_and(|s| s.allows_origin(origin)));
+    let allowed = sites
+        .ids()
+        .iter()
+        .any(|id| sites.get(id).is_some_and(|s| s.allows_origin(origin)));
     if !allowed {
         return Ok(json_response(
             403,
@@ -257,6 +293,9 @@ async fn preflight(req: Request<AppState>) -> tide::Result {
     res.insert_header("Access-Control-Allow-Methods", "POST, OPTIONS");
     res.insert_header("Access-Control-Allow-Headers", ALLOWED_HEADERS);
     res.insert_header("Access-Control-Max-Age", "86400");
-    res.insert_header("Vary", HeaderValue::from_bytes(b"Origin".to_vec()).expect("ascii"));
+    res.insert_header(
+        "Vary",
+        HeaderValue::from_bytes(b"Origin".to_vec()).expect("ascii"),
+    );
     Ok(res)
 }

@@ -108,16 +108,28 @@ impl UserAgentParser {
         let major = r.version.split('.').next().unwrap_or_default();
         Ok(ClientInfo {
             browser: known_or_unknown(r.name),
-            browser_version: if major == "UNKNOWN" { String::new() } else { major.to_owned() },
+            browser_version: if major == "UNKNOWN" {
+                String::new()
+            } else {
+                major.to_owned()
+            },
             os: known_or_unknown(r.os),
-            os_version: if r.os_version == "UNKNOWN" { String::new() } else { r.os_version.into_owned() },
+            os_version: if r.os_version == "UNKNOWN" {
+                String::new()
+            } else {
+                r.os_version.into_owned()
+            },
             device: device.to_owned(),
         })
     }
 }
 
 fn known_or_unknown(s: &str) -> String {
-    if s == "UNKNOWN" { "Unknown".to_owned() } else { s.to_owned() }
+    if s == "UNKNOWN" {
+        "Unknown".to_owned()
+    } else {
+        s.to_owned()
+    }
 }
 
 #[cfg(test)]
@@ -143,17 +155,25 @@ mod tests {
     #[test]
     fn parses_mobile_safari_and_firefox() {
         let c = UserAgentParser.classify(SAFARI_IPHONE).unwrap();
-        assert_eq!((c.browser.as_str(), c.os.as_str(), c.device.as_str()), ("Safari", "iPhone", "mobile"));
+        assert_eq!(
+            (c.browser.as_str(), c.os.as_str(), c.device.as_str()),
+            ("Safari", "iPhone", "mobile")
+        );
         let f = UserAgentParser.classify(FIREFOX_LINUX).unwrap();
-        assert_eq!((f.browser.as_str(), f.browser_version.as_str()), ("Firefox", "121"));
+        assert_eq!(
+            (f.browser.as_str(), f.browser_version.as_str()),
+            ("Firefox", "121")
+        );
         assert_eq!(f.os, "Linux");
     }
 
     #[test]
     fn known_crawlers_are_bots() {
-        let google =
-            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
-        assert_eq!(UserAgentParser.classify(google), Err(BotReason::KnownCrawler));
+        let google = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+        assert_eq!(
+            UserAgentParser.classify(google),
+            Err(BotReason::KnownCrawler)
+        );
     }
 
     #[test]
@@ -171,6 +191,9 @@ mod tests {
     #[test]
     fn empty_and_tiny_user_agents_are_bots() {
         assert_eq!(UserAgentParser.classify(""), Err(BotReason::EmptyUserAgent));
-        assert_eq!(UserAgentParser.classify("   x  "), Err(BotReason::EmptyUserAgent));
+        assert_eq!(
+            UserAgentParser.classify("   x  "),
+            Err(BotReason::EmptyUserAgent)
+        );
     }
 }

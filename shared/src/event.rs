@@ -160,7 +160,10 @@ mod tests {
             serde_json::from_slice(&sample_event().to_json()).unwrap();
         json["v"] = 2.into();
         let err = EnrichedEvent::from_json(json.to_string().as_bytes()).unwrap_err();
-        assert!(matches!(err, EventDecodeError::UnsupportedVersion { found: 2 }));
+        assert!(matches!(
+            err,
+            EventDecodeError::UnsupportedVersion { found: 2 }
+        ));
     }
 
     #[test]

@@ -119,9 +119,10 @@ mod tests {
     #[test]
     fn first_utm_value_wins_and_long_values_are_truncated() {
         let long = "x".repeat(500);
-        let page =
-            PageUrl::parse(&format!("https://e.com/?utm_source=a&utm_source=b&utm_term={long}"))
-                .unwrap();
+        let page = PageUrl::parse(&format!(
+            "https://e.com/?utm_source=a&utm_source=b&utm_term={long}"
+        ))
+        .unwrap();
         assert_eq!(page.utm.source, "a");
         assert_eq!(page.utm.term.len(), MAX_UTM_VALUE_CHARS);
     }
@@ -140,7 +141,10 @@ mod tests {
 
     #[test]
     fn referrer_host_strips_www_and_ignores_garbage() {
-        assert_eq!(referrer_host("https://www.Google.com/search?q=x"), "google.com");
+        assert_eq!(
+            referrer_host("https://www.Google.com/search?q=x"),
+            "google.com"
+        );
         assert_eq!(referrer_host("android-app://com.slack"), "com.slack");
         assert_eq!(referrer_host(""), "");
         assert_eq!(referrer_host("not a url"), "");

@@ -37,9 +37,9 @@ pub struct SiteConfig {
 impl SiteConfig {
     /// Whether `key` is one of this site's ingest keys (constant-time per key).
     pub fn accepts_key(&self, key: &str) -> bool {
-        self.api_keys
-            .iter()
-            .fold(false, |found, k| found | bool::from(k.as_bytes().ct_eq(key.as_bytes())))
+        self.api_keys.iter().fold(false, |found, k| {
+            found | bool::from(k.as_bytes().ct_eq(key.as_bytes()))
+        })
     }
 
     /// Whether a browser on `origin` may send events for this site.
@@ -173,18 +173,31 @@ mod tests {
         assert!(!s1.accepts_key("k2") && !s1.accepts_key(""));
         assert!(s1.allows_origin("https://EXAMPLE.com"));
         assert!(!s1.allows_origin("https://evil.com"));
-        assert!(reg.get("site-2").unwrap().allows_origin("https://any.where"));
+        assert!(
+            reg.get("site-2")
+                .unwrap()
+                .allows_origin("https://any.where")
+        );
         assert!(reg.get("site-3").is_none());
     }
 
     #[test]
     fn rejects_duplicates_bad_ids_and_keyless_sites() {
         let dup = "[[site]]\nid='a'\napi_keys=['k']\n[[site]]\nid='a'\napi_keys=['j']";
-        assert!(matches!(SiteRegistry::from_toml(dup), Err(SitesFileError::Duplicate(_))));
+        assert!(matches!(
+            SiteRegistry::from_toml(dup),
+            Err(SitesFileError::Duplicate(_))
+        ));
         let bad = "[[site]]\nid='a b'\napi_keys=['k']";
-        assert!(matches!(SiteRegistry::from_toml(bad), Err(SitesFileError::InvalidId(_))));
+        assert!(matches!(
+            SiteRegistry::from_toml(bad),
+            Err(SitesFileError::InvalidId(_))
+        ));
         let keyless = "[[site]]\nid='a'\napi_keys=[]";
-        assert!(matches!(SiteRegistry::from_toml(keyless), Err(SitesFileError::NoKeys(_))));
+        assert!(matches!(
+            SiteRegistry::from_toml(keyless),
+            Err(SitesFileError::NoKeys(_))
+        ));
         let unsigned = "[[site]]\nid='a'\napi_keys=['k']\nrequire_signature=true";
         assert!(matches!(
             SiteRegistry::from_toml(unsigned),
@@ -195,7 +208,10 @@ mod tests {
     #[test]
     fn unknown_fields_are_errors_not_silently_ignored() {
         let typo = "[[site]]\nid='a'\napi_key=['k']";
-        assert!(matches!(SiteRegistry::from_toml(typo), Err(SitesFileError::Parse(_))));
+        assert!(matches!(
+            SiteRegistry::from_toml(typo),
+            Err(SitesFileError::Parse(_))
+        ));
     }
 
     #[test]

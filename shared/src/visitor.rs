@@ -120,7 +120,10 @@ mod tests {
         let base = s.visitor_hash(day(1), "site-1", ALICE);
         assert_ne!(base, s.visitor_hash(day(2), "site-1", ALICE));
         assert_ne!(base, s.visitor_hash(day(1), "site-2", ALICE));
-        assert_ne!(base, SaltSchedule::new("other").visitor_hash(day(1), "site-1", ALICE));
+        assert_ne!(
+            base,
+            SaltSchedule::new("other").visitor_hash(day(1), "site-1", ALICE)
+        );
         let other_ua = VisitorIdentity::Network {
             ip: "203.0.113.7",
             user_agent: "Mozilla/5.0 Chrome/120.0",
@@ -139,15 +142,24 @@ mod tests {
             ip: "1.2.3.45",
             user_agent: "ua",
         };
-        assert_ne!(s.visitor_hash(day(1), "x", a), s.visitor_hash(day(1), "x", b));
+        assert_ne!(
+            s.visitor_hash(day(1), "x", a),
+            s.visitor_hash(day(1), "x", b)
+        );
     }
 
     #[test]
     fn user_id_identity_ignores_network() {
         let s = SaltSchedule::new("k");
         let u = VisitorIdentity::User { user_id: "42" };
-        assert_eq!(s.visitor_hash(day(3), "x", u), s.visitor_hash(day(3), "x", u));
-        assert_ne!(s.visitor_hash(day(3), "x", u), s.visitor_hash(day(3), "x", ALICE));
+        assert_eq!(
+            s.visitor_hash(day(3), "x", u),
+            s.visitor_hash(day(3), "x", u)
+        );
+        assert_ne!(
+            s.visitor_hash(day(3), "x", u),
+            s.visitor_hash(day(3), "x", ALICE)
+        );
     }
 
     #[test]

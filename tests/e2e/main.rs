@@ -1,1 +1,3 @@
-fn main(){}
+//! End-to-end: the three binaries as processes, the real broker, the real ClickHouse.
+
+mod pipeline;

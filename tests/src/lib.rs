@@ -1,1 +1,274 @@
-//! placeholder
+//! Helpers for end-to-end tests: build and start the real binaries as processes against the
+//! real broker and ClickHouse, each test with its own topic, database and ports.
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+/// Root of the workspace.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Broker address for tests (what `deploy/local/infra up` starts unless overridden).
+pub fn kafka_brokers() -> String {
+    std::env::var("TA_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// ClickHouse address for tests.
+pub fn clickhouse_url() -> String {
+    std::env::var("TA_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
+}
+
+static BUILD: Once = Once::new();
+
+/// Path of a workspace binary, building the service binaries once per test run.
+pub fn binary(name: &str) -> PathBuf {
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "ta-edge",
+                "-p",
+                "ta-central",
+                "--bins",
+            ])
+            .current_dir(workspace_root())
+            .status()
+            .expect("running cargo build for the service binaries");
+        assert!(
+            status.success(),
+            "building ta-edge/ta-loader/ta-query failed"
+        );
+    });
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join("target"));
+    let path = target.join("debug").join(name);
+    assert!(path.exists(), "{} not found after building", path.display());
+    path
+}
+
+/// A free loopback port (bound then released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind port 0")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// Unique name for a test's topic or database.
+pub fn unique(test: &str) -> String {
+    format!("ta_e2e_{test}_{:08x}", rand::random::<u32>())
+}
+
+/// Where a test keeps its logs and other artifacts.
+pub fn artifacts_dir(test: &str) -> PathBuf {
+    let dir = workspace_root().join("tests/artifacts").join(test);
+    std::fs::create_dir_all(&dir).expect("create artifacts dir");
+    dir
+}
+
+/// A running service process, killed when dropped.
+pub struct Service {
+    pub name: String,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl Service {
+    pub fn start(name: &str, envs: &[(&str, String)], log_dir: &Path) -> Self {
+        let log = log_dir.join(format!("{name}.log"));
+        let out = File::create(&log).expect("create log file");
+        let err = out.try_clone().expect("clone log handle");
+        let mut cmd = Command::new(binary(name));
+        cmd.current_dir(workspace_root())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err));
+        // Only what the test sets: no inherited TA_* settings leak in from the shell.
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("TA_")) {
+            cmd.env_remove(k);
+        }
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Self {
+            name: name.to_owned(),
+            log,
+            child,
+        }
+    }
+
+    /// Stop with SIGKILL (as a crash would).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Wait until `url` answers 200 or panic with the service's log.
+pub async fn wait_healthy(url: &str, service: &Service, within: Duration) {
+    let deadline = Instant::now() + within;
+    let client = reqwest::Client::new();
+    while Instant::now() < deadline {
+        if let Ok(res) = client.get(url).send().await
+            && res.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{} did not become healthy at {url}; log:\n{}",
+        service.name,
+        service.log_text()
+    );
+}
+
+/// The three services of one pipeline, on their own ports, topic and database.
+pub struct Pipeline {
+    pub edge: Service,
+    pub loader: Service,
+    pub query: Service,
+    pub edge_url: String,
+    pub query_url: String,
+    pub loader_url: String,
+    pub topic: String,
+    pub database: String,
+}
+
+impl Pipeline {
+    pub async fn start(test: &str) -> Self {
+        let dir = artifacts_dir(test);
+        let topic = unique(test);
+        let database = unique(test);
+        let (edge_port, loader_port, query_port) = (free_port(), free_port(), free_port());
+        let sites = workspace_root()
+            .join("deploy/config/sites.dev.toml")
+            .display()
+            .to_string();
+        let common = vec![
+            ("TA_KAFKA_BROKERS", kafka_brokers()),
+            ("TA_KAFKA_TOPIC", topic.clone()),
+            ("TA_CLICKHOUSE_URL", clickhouse_url()),
+            ("TA_CLICKHOUSE_DATABASE", database.clone()),
+            ("TA_LOG", "info".to_owned()),
+        ];
+        let with = |extra: Vec<(&'static str, String)>| {
+            let mut all = common.clone();
+            all.extend(extra);
+            all
+        };
+        let edge = Service::start(
+            "ta-edge",
+            &with(vec![
+                ("TA_EDGE_LISTEN", format!("127.0.0.1:{edge_port}")),
+                ("TA_SITES_FILE", sites),
+                ("TA_TRUST_FORWARDED_FOR", "true".into()),
+                ("TA_EDGE_REGION", "e2e".into()),
+            ]),
+            &dir,
+        );
+        let loader = Service::start(
+            "ta-loader",
+            &with(vec![
+                ("TA_LOADER_LISTEN", format!("127.0.0.1:{loader_port}")),
+                ("TA_LOADER_BATCH_MAX_WAIT_MS", "200".into()),
+            ]),
+            &dir,
+        );
+        let query = Service::start(
+            "ta-query",
+            &with(vec![
+                ("TA_QUERY_LISTEN", format!("127.0.0.1:{query_port}")),
+                ("TA_QUERY_CACHE_RECENT_TTL_MS", "100".into()),
+            ]),
+            &dir,
+        );
+        let p = Self {
+            edge_url: format!("http://127.0.0.1:{edge_port}"),
+            query_url: format!("http://127.0.0.1:{query_port}"),
+            loader_url: format!("http://127.0.0.1:{loader_port}"),
+            edge,
+            loader,
+            query,
+            topic,
+            database,
+        };
+        wait_healthy(
+            &format!("{}/readyz", p.edge_url),
+            &p.edge,
+            Duration::from_secs(60),
+        )
+        .await;
+        wait_healthy(
+            &format!("{}/healthz", p.loader_url),
+            &p.loader,
+            Duration::from_secs(30),
+        )
+        .await;
+        wait_healthy(
+            &format!("{}/healthz", p.query_url),
+            &p.query,
+            Duration::from_secs(30),
+        )
+        .await;
+        p
+    }
+}
+
+/// Value of one un-labelled (or exactly-labelled) sample in a Prometheus text exposition.
+pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// Sum of every sample of metric `name` (over all label sets).
+pub fn metric_sum(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{'))
+        })
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_helpers_read_the_text_format() {
+        let text = "# HELP x y\nta_a_total{region=\"e\"} 3\nta_a_total{region=\"f\"} 4\nta_b 1.5\nta_a_totalx 9\n";
+        assert_eq!(metric_value(text, "ta_b"), Some(1.5));
+        assert_eq!(metric_value(text, "ta_a_total{region=\"f\"}"), Some(4.0));
+        assert_eq!(metric_sum(text, "ta_a_total"), 7.0);
+    }
+}

@@ -25,7 +25,11 @@ enum Command {
         #[arg(long, env = "TA_QUERY_URL", default_value = "http://127.0.0.1:8081")]
         query: String,
         /// Sites file with the ingest keys to use.
-        #[arg(long, env = "TA_SITES_FILE", default_value = "deploy/config/sites.dev.toml")]
+        #[arg(
+            long,
+            env = "TA_SITES_FILE",
+            default_value = "deploy/config/sites.dev.toml"
+        )]
         sites_file: PathBuf,
         /// Number of requests to send.
         #[arg(long, default_value_t = 5000)]
@@ -44,7 +48,15 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Command::Demo { edge, query, sites_file, events, concurrency, seed, timeout_secs } = Cli::parse().command;
+    let Command::Demo {
+        edge,
+        query,
+        sites_file,
+        events,
+        concurrency,
+        seed,
+        timeout_secs,
+    } = Cli::parse().command;
     let sites = load_sites(&sites_file)?;
     let plan = TrafficPlan::generate(&sites, events, seed);
     let expected = plan.expected();
@@ -67,16 +79,34 @@ async fn main() -> anyhow::Result<()> {
         for (i, want, got, body) in sent.mismatches.iter().take(10) {
             eprintln!("demo: request {i}: expected {want}, edge answered {got} {body}");
         }
-        anyhow::bail!("{} requests were answered differently than planned", sent.mismatches.len());
+        anyhow::bail!(
+            "{} requests were answered differently than planned",
+            sent.mismatches.len()
+        );
     }
     let (from_s, to_s) = (from.to_rfc3339(), to.to_rfc3339());
     println!("demo: waiting for ta-query at {query} to report the loaded events ...");
-    let (matched, got) = wait_for_match(&query, &expected, &from_s, &to_s, Duration::from_secs(timeout_secs)).await?;
+    let (matched, got) = wait_for_match(
+        &query,
+        &expected,
+        &from_s,
+        &to_s,
+        Duration::from_secs(timeout_secs),
+    )
+    .await?;
     println!();
-    println!("{:<8} {:>10} {:>10} {:>10} {:>10}  {}", "site", "pageviews", "(sent)", "uniques", "(sent)", "top pages (ta-query)");
+    println!(
+        "{:<8} {:>10} {:>10} {:>10} {:>10}  top pages (ta-query)",
+        "site", "pageviews", "(sent)", "uniques", "(sent)"
+    );
     for (site, exp) in &expected.sites {
         let r = &got[site];
-        let top: Vec<String> = r.top_pages.iter().take(3).map(|(p, n)| format!("{p} {n}")).collect();
+        let top: Vec<String> = r
+            .top_pages
+            .iter()
+            .take(3)
+            .map(|(p, n)| format!("{p} {n}"))
+            .collect();
         println!(
             "{:<8} {:>10} {:>10} {:>10} {:>10}  {}",
             site,
@@ -89,7 +119,9 @@ async fn main() -> anyhow::Result<()> {
     }
     println!();
     if matched {
-        println!("demo: OK, ta-query's pageviews, unique users and top pages match the traffic sent.");
+        println!(
+            "demo: OK, ta-query's pageviews, unique users and top pages match the traffic sent."
+        );
         Ok(())
     } else {
         anyhow::bail!("ta-query's numbers did not match the traffic sent within {timeout_secs}s")

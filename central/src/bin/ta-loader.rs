@@ -14,7 +14,10 @@ async fn main() -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("binding {} (TA_LOADER_LISTEN): {e}", config.listen))?;
     let ops = Router::new()
-        .route("/metrics", get(move || async move { ta_central::telemetry::metrics_response(&registry) }))
+        .route(
+            "/metrics",
+            get(move || async move { ta_central::telemetry::metrics_response(&registry) }),
+        )
         .route("/healthz", get(|| async { "ok" }));
     tokio::spawn(async move { axum::serve(listener, ops).await });
     loader::run(config, metrics).await

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 use crate::store::{DeadLetterRow, EventRow};
 
 /// One decoded record.
+// Events are the common case and dead letters rare: boxing the event would add an
+// allocation per record to save space only on the rare variant.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
     Event(EventRow),
@@ -69,11 +72,19 @@ impl Batch {
     }
 
     /// Whether the batch should be inserted now.
-    pub fn is_ready(&self, max_rows: usize, max_bytes: usize, max_wait: Duration, now: Instant) -> bool {
+    pub fn is_ready(
+        &self,
+        max_rows: usize,
+        max_bytes: usize,
+        max_wait: Duration,
+        now: Instant,
+    ) -> bool {
         !self.is_empty()
             && (self.items.len() >= max_rows
                 || self.bytes >= max_bytes
-                || self.first_at.is_some_and(|t| now.duration_since(t) >= max_wait))
+                || self
+                    .first_at
+                    .is_some_and(|t| now.duration_since(t) >= max_wait))
     }
 
     /// Time left until the batch is due by age (zero when empty or already due).
@@ -195,13 +206,19 @@ mod tests {
         let t0 = Instant::now();
         let wait = Duration::from_millis(500);
         let mut b = Batch::default();
-        assert!(!b.is_ready(2, 100, wait, t0), "an empty batch is never ready");
+        assert!(
+            !b.is_ready(2, 100, wait, t0),
+            "an empty batch is never ready"
+        );
         b.push(event(0, NOV_2025), 10, t0);
         assert!(!b.is_ready(2, 100, wait, t0));
         assert!(b.is_ready(2, 100, wait, t0 + wait));
         assert!(b.is_ready(2, 10, wait, t0));
         b.push(event(1, NOV_2025), 10, t0);
         assert!(b.is_ready(2, 100, wait, t0));
-        assert_eq!(b.time_left(wait, t0 + Duration::from_millis(200)), Duration::from_millis(300));
+        assert_eq!(
+            b.time_left(wait, t0 + Duration::from_millis(200)),
+            Duration::from_millis(300)
+        );
     }
 }

@@ -23,8 +23,11 @@ impl LoaderMetrics {
     pub fn new() -> Self {
         let m = Self {
             registry: Registry::new(),
-            fetched: IntCounter::new("ta_loader_records_fetched_total", "Records fetched from Kafka.")
-                .unwrap(),
+            fetched: IntCounter::new(
+                "ta_loader_records_fetched_total",
+                "Records fetched from Kafka.",
+            )
+            .unwrap(),
             inserted: IntCounter::new(
                 "ta_loader_events_inserted_total",
                 "Events inserted into ClickHouse (committed).",
@@ -44,12 +47,18 @@ impl LoaderMetrics {
             )
             .unwrap(),
             insert_seconds: Histogram::with_opts(
-                HistogramOpts::new("ta_loader_insert_duration_seconds", "ClickHouse insert latency.")
-                    .buckets(LATENCY_SECONDS_BUCKETS.to_vec()),
+                HistogramOpts::new(
+                    "ta_loader_insert_duration_seconds",
+                    "ClickHouse insert latency.",
+                )
+                .buckets(LATENCY_SECONDS_BUCKETS.to_vec()),
             )
             .unwrap(),
             errors: IntCounterVec::new(
-                Opts::new("ta_loader_errors_total", "Failures that caused a retry, by kind."),
+                Opts::new(
+                    "ta_loader_errors_total",
+                    "Failures that caused a retry, by kind.",
+                ),
                 &["kind"],
             )
             .unwrap(),
@@ -62,7 +71,10 @@ impl LoaderMetrics {
             )
             .unwrap(),
             next_offset: IntGaugeVec::new(
-                Opts::new("ta_loader_next_offset", "Next offset to load; all before it are committed."),
+                Opts::new(
+                    "ta_loader_next_offset",
+                    "Next offset to load; all before it are committed.",
+                ),
                 &["partition"],
             )
             .unwrap(),

@@ -60,16 +60,21 @@ impl Backoff {
 
 /// Decode one record into a row or a dead letter.
 pub fn decode(record: &RecordAndOffset, topic: &str, partition: u32, now_secs: u32) -> Item {
-    let pos = SourcePosition { topic, partition, offset: u64::try_from(record.offset).unwrap_or(0) };
+    let pos = SourcePosition {
+        topic,
+        partition,
+        offset: u64::try_from(record.offset).unwrap_or(0),
+    };
     let raw = record.record.value.as_deref().unwrap_or_default();
     let failure = match EnrichedEvent::from_json(raw) {
         Ok(event) => match EventRow::from_event(event, pos) {
             Ok(row) => return Item::Event(row),
             Err(e) => ("out_of_range", e.to_string()),
         },
-        Err(ta_shared::EventDecodeError::UnsupportedVersion { found }) => {
-            ("unknown_version", format!("unsupported schema version {found}"))
-        }
+        Err(ta_shared::EventDecodeError::UnsupportedVersion { found }) => (
+            "unknown_version",
+            format!("unsupported schema version {found}"),
+        ),
         Err(e) => ("malformed", e.to_string()),
     };
     let mut raw_text = String::from_utf8_lossy(raw).into_owned();
@@ -99,8 +104,15 @@ struct Ctx {
 /// Connect to Kafka and return the client and the topic's partitions (creating the topic if
 /// it does not exist yet).
 pub async fn connect_kafka(config: &LoaderConfig) -> Result<(Client, Vec<i32>), KafkaError> {
-    let client = ClientBuilder::new(config.kafka_brokers.clone()).client_id("ta-loader").build().await?;
-    let existing = client.list_topics().await?.into_iter().find(|t| t.name == config.kafka_topic);
+    let client = ClientBuilder::new(config.kafka_brokers.clone())
+        .client_id("ta-loader")
+        .build()
+        .await?;
+    let existing = client
+        .list_topics()
+        .await?
+        .into_iter()
+        .find(|t| t.name == config.kafka_topic);
     if existing.is_none() {
         match client
             .controller_client()?
@@ -108,7 +120,10 @@ pub async fn connect_kafka(config: &LoaderConfig) -> Result<(Client, Vec<i32>), 
             .await
         {
             Ok(()) => {}
-            Err(KafkaError::ServerError { protocol_error: ProtocolError::TopicAlreadyExists, .. }) => {}
+            Err(KafkaError::ServerError {
+                protocol_error: ProtocolError::TopicAlreadyExists,
+                ..
+            }) => {}
             Err(e) => return Err(e),
         }
     }
@@ -149,13 +164,24 @@ pub async fn run(config: LoaderConfig, metrics: LoaderMetrics) -> anyhow::Result
             }
         }
     };
-    let owned: Vec<i32> = partitions.into_iter().filter(|p| config.owns_partition(*p)).collect();
+    let owned: Vec<i32> = partitions
+        .into_iter()
+        .filter(|p| config.owns_partition(*p))
+        .collect();
     info!(message = "Loading partitions.", topic = %config.kafka_topic, partitions = ?owned, instance = config.instance, of = config.of);
-    let ctx = Arc::new(Ctx { db: config.clickhouse.client(), config, metrics });
+    let ctx = Arc::new(Ctx {
+        db: config.clickhouse.client(),
+        config,
+        metrics,
+    });
     let mut tasks = tokio::task::JoinSet::new();
     for partition in owned {
         let pc = client
-            .partition_client(&ctx.config.kafka_topic, partition, UnknownTopicHandling::Retry)
+            .partition_client(
+                &ctx.config.kafka_topic,
+                partition,
+                UnknownTopicHandling::Retry,
+            )
             .await
             .with_context(|| format!("opening partition {partition}"))?;
         let ctx = ctx.clone();
@@ -199,7 +225,11 @@ async fn load_from_committed(
     result
 }
 
-async fn load_inner(ctx: &Ctx, pc: &PartitionClient, backoff: &mut Backoff) -> anyhow::Result<Infallible> {
+async fn load_inner(
+    ctx: &Ctx,
+    pc: &PartitionClient,
+    backoff: &mut Backoff,
+) -> anyhow::Result<Infallible> {
     let cfg = &ctx.config;
     let partition = pc.partition();
     let partition_u32 = u32::try_from(partition).unwrap_or(0);
@@ -210,27 +240,42 @@ async fn load_inner(ctx: &Ctx, pc: &PartitionClient, backoff: &mut Backoff) -> a
         Some(next) => next,
         None => pc.get_offset(OffsetAt::Earliest).await?,
     };
-    ctx.metrics.next_offset.with_label_values(&[&label]).set(next);
+    ctx.metrics
+        .next_offset
+        .with_label_values(&[&label])
+        .set(next);
     let mut batch = Batch::default();
     loop {
         let wait = if batch.is_empty() {
             cfg.fetch_wait_ms
         } else {
             let left = batch.time_left(cfg.batch_max_wait(), Instant::now());
-            i32::try_from(left.as_millis()).unwrap_or(i32::MAX).clamp(0, cfg.fetch_wait_ms)
+            i32::try_from(left.as_millis())
+                .unwrap_or(i32::MAX)
+                .clamp(0, cfg.fetch_wait_ms)
         };
-        let (records, high_watermark) = match pc.fetch_records(next, 1..cfg.fetch_max_bytes, wait).await {
-            Ok(ok) => ok,
-            Err(KafkaError::ServerError { protocol_error: ProtocolError::OffsetOutOfRange, .. }) => {
-                let earliest = pc.get_offset(OffsetAt::Earliest).await?;
-                if next < earliest {
-                    warn!(message = "Records were deleted by broker retention before they were loaded.", partition, from = next, to = earliest);
-                    next = earliest;
+        let (records, high_watermark) =
+            match pc.fetch_records(next, 1..cfg.fetch_max_bytes, wait).await {
+                Ok(ok) => ok,
+                Err(KafkaError::ServerError {
+                    protocol_error: ProtocolError::OffsetOutOfRange,
+                    ..
+                }) => {
+                    let earliest = pc.get_offset(OffsetAt::Earliest).await?;
+                    if next < earliest {
+                        warn!(
+                            message =
+                                "Records were deleted by broker retention before they were loaded.",
+                            partition,
+                            from = next,
+                            to = earliest
+                        );
+                        next = earliest;
+                    }
+                    continue;
                 }
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
+                Err(e) => return Err(e.into()),
+            };
         let now = Instant::now();
         let now_secs = u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
         let fetched_from = next;
@@ -240,25 +285,44 @@ async fn load_inner(ctx: &Ctx, pc: &PartitionClient, backoff: &mut Backoff) -> a
             batch.push(item, record.record.approximate_size(), now);
             next = record.offset + 1;
         }
-        ctx.metrics.lag_records.with_label_values(&[&label]).set((high_watermark - next).max(0));
-        if batch.is_ready(cfg.batch_max_rows, cfg.batch_max_bytes, cfg.batch_max_wait(), Instant::now()) {
+        ctx.metrics
+            .lag_records
+            .with_label_values(&[&label])
+            .set((high_watermark - next).max(0));
+        if batch.is_ready(
+            cfg.batch_max_rows,
+            cfg.batch_max_bytes,
+            cfg.batch_max_wait(),
+            Instant::now(),
+        ) {
             let full = std::mem::take(&mut batch);
             insert_batch(ctx, full, &prefix).await?;
             backoff.reset();
-            ctx.metrics.next_offset.with_label_values(&[&label]).set(next);
+            ctx.metrics
+                .next_offset
+                .with_label_values(&[&label])
+                .set(next);
         }
     }
 }
 
 /// Insert a batch run by run, in offset order.
-async fn insert_batch(ctx: &Ctx, batch: Batch, prefix: &str) -> Result<(), clickhouse::error::Error> {
+async fn insert_batch(
+    ctx: &Ctx,
+    batch: Batch,
+    prefix: &str,
+) -> Result<(), clickhouse::error::Error> {
     for run in batch.into_runs() {
         let query_id = format!("{prefix}{}", uuid::Uuid::now_v7());
         let started = Instant::now();
         let rows = run.len();
         match &run {
             Run::Events(events) => {
-                let mut insert = ctx.db.insert::<EventRow>("events").await?.with_setting("query_id", &query_id);
+                let mut insert = ctx
+                    .db
+                    .insert::<EventRow>("events")
+                    .await?
+                    .with_setting("query_id", &query_id);
                 for row in events {
                     insert.write(row).await?;
                 }
@@ -266,8 +330,11 @@ async fn insert_batch(ctx: &Ctx, batch: Batch, prefix: &str) -> Result<(), click
                 ctx.metrics.inserted.inc_by(rows as u64);
             }
             Run::DeadLetters(letters) => {
-                let mut insert =
-                    ctx.db.insert::<DeadLetterRow>("dead_letters").await?.with_setting("query_id", &query_id);
+                let mut insert = ctx
+                    .db
+                    .insert::<DeadLetterRow>("dead_letters")
+                    .await?
+                    .with_setting("query_id", &query_id);
                 for row in letters {
                     insert.write(row).await?;
                 }
@@ -279,7 +346,9 @@ async fn insert_batch(ctx: &Ctx, batch: Batch, prefix: &str) -> Result<(), click
             }
         }
         ctx.metrics.batch_rows.observe(rows as f64);
-        ctx.metrics.insert_seconds.observe(started.elapsed().as_secs_f64());
+        ctx.metrics
+            .insert_seconds
+            .observe(started.elapsed().as_secs_f64());
     }
     Ok(())
 }
@@ -304,13 +373,17 @@ mod tests {
     #[test]
     fn poison_records_become_dead_letters_with_reason_and_position() {
         let item = decode(&record(7, b"{not json"), "t", 2, 100);
-        let Item::DeadLetter(d) = item else { panic!("expected a dead letter") };
+        let Item::DeadLetter(d) = item else {
+            panic!("expected a dead letter")
+        };
         assert_eq!((d.kafka_partition, d.kafka_offset), (2, 7));
         assert!(d.reason.starts_with("malformed:"), "{}", d.reason);
         assert_eq!(d.raw, "{not json");
 
         let future = br#"{"v":99,"site_id":"x"}"#;
-        let Item::DeadLetter(d) = decode(&record(8, future), "t", 2, 100) else { panic!() };
+        let Item::DeadLetter(d) = decode(&record(8, future), "t", 2, 100) else {
+            panic!()
+        };
         assert!(d.reason.starts_with("unknown_version:"), "{}", d.reason);
     }
 

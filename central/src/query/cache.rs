@@ -17,12 +17,20 @@ pub struct AnswerCache {
 
 impl AnswerCache {
     pub fn new(entries: usize, recent_ttl: Duration, past_ttl: Duration) -> Self {
-        Self { inner: Arc::new(Cache::new(entries.max(1))), recent_ttl, past_ttl }
+        Self {
+            inner: Arc::new(Cache::new(entries.max(1))),
+            recent_ttl,
+            past_ttl,
+        }
     }
 
     /// Lifetime of an answer about a range ending at `to`.
     pub fn ttl_for(&self, to: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
-        if to > now - chrono::Duration::hours(1) { self.recent_ttl } else { self.past_ttl }
+        if to > now - chrono::Duration::hours(1) {
+            self.recent_ttl
+        } else {
+            self.past_ttl
+        }
     }
 
     pub fn get(&self, key: &str, now: Instant) -> Option<Arc<serde_json::Value>> {
@@ -50,7 +58,10 @@ mod tests {
         let cache = AnswerCache::new(10, Duration::from_secs(1), Duration::from_secs(60));
         let t0 = Instant::now();
         cache.insert("k".into(), Arc::new(1.into()), Duration::from_secs(1), t0);
-        assert_eq!(cache.get("k", t0).as_deref(), Some(&serde_json::Value::from(1)));
+        assert_eq!(
+            cache.get("k", t0).as_deref(),
+            Some(&serde_json::Value::from(1))
+        );
         assert!(cache.get("k", t0 + Duration::from_secs(2)).is_none());
     }
 
@@ -59,6 +70,9 @@ mod tests {
         let cache = AnswerCache::new(10, Duration::from_secs(2), Duration::from_secs(300));
         let now = Utc::now();
         assert_eq!(cache.ttl_for(now, now), Duration::from_secs(2));
-        assert_eq!(cache.ttl_for(now - chrono::Duration::days(2), now), Duration::from_secs(300));
+        assert_eq!(
+            cache.ttl_for(now - chrono::Duration::days(2), now),
+            Duration::from_secs(300)
+        );
     }
 }

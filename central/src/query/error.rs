@@ -15,7 +15,10 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn bad_param(param: &'static str, rule: impl Into<String>) -> Self {
-        Self::BadParam { param, rule: rule.into() }
+        Self::BadParam {
+            param,
+            rule: rule.into(),
+        }
     }
 }
 

@@ -44,7 +44,10 @@ impl QueryMetrics {
         let m = Self {
             registry: Registry::new(),
             requests: IntCounterVec::new(
-                Opts::new("ta_query_requests_total", "Stats API requests by endpoint and status."),
+                Opts::new(
+                    "ta_query_requests_total",
+                    "Stats API requests by endpoint and status.",
+                ),
                 &["endpoint", "status"],
             )
             .unwrap(),
@@ -55,13 +58,19 @@ impl QueryMetrics {
             )
             .unwrap(),
             cache: IntCounterVec::new(
-                Opts::new("ta_query_cache_requests_total", "Answer cache lookups by result (hit, miss)."),
+                Opts::new(
+                    "ta_query_cache_requests_total",
+                    "Answer cache lookups by result (hit, miss).",
+                ),
                 &["endpoint", "result"],
             )
             .unwrap(),
             store_seconds: HistogramVec::new(
-                HistogramOpts::new("ta_query_clickhouse_duration_seconds", "ClickHouse query latency.")
-                    .buckets(LATENCY_SECONDS_BUCKETS.to_vec()),
+                HistogramOpts::new(
+                    "ta_query_clickhouse_duration_seconds",
+                    "ClickHouse query latency.",
+                )
+                .buckets(LATENCY_SECONDS_BUCKETS.to_vec()),
                 &["endpoint"],
             )
             .unwrap(),
@@ -111,9 +120,12 @@ pub fn app(state: QueryState) -> Router {
         .route("/v1/metrics/pageviews", get(pageviews))
         .route("/v1/metrics/unique-users", get(unique_users))
         .route("/v1/metrics/top-pages", get(top_pages))
-        .route("/metrics", get(|State(s): State<QueryState>| async move {
-            crate::telemetry::metrics_response(&s.metrics.registry)
-        }))
+        .route(
+            "/metrics",
+            get(|State(s): State<QueryState>| async move {
+                crate::telemetry::metrics_response(&s.metrics.registry)
+            }),
+        )
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .with_state(state)
 }
@@ -148,13 +160,19 @@ struct PageCount {
 
 const RANGE: &str = "site_id = ? AND ts >= toDateTime(?) AND ts < toDateTime(?)";
 
-async fn compute(db: &clickhouse::Client, endpoint: Endpoint, q: &StatsQuery) -> Result<serde_json::Value, ApiError> {
+async fn compute(
+    db: &clickhouse::Client,
+    endpoint: Endpoint,
+    q: &StatsQuery,
+) -> Result<serde_json::Value, ApiError> {
     let head = json!({"site_id": q.site_id, "from": q.from.to_rfc3339(), "to": q.to.to_rfc3339()});
     let mut body = head;
     match endpoint {
         Endpoint::Pageviews => {
             let c: Count = db
-                .query(&format!("SELECT count() AS n FROM events WHERE {RANGE} AND event_name = 'pageview'"))
+                .query(&format!(
+                    "SELECT count() AS n FROM events WHERE {RANGE} AND event_name = 'pageview'"
+                ))
                 .bind(&q.site_id)
                 .bind(q.from_secs())
                 .bind(q.to_secs())
@@ -164,7 +182,9 @@ async fn compute(db: &clickhouse::Client, endpoint: Endpoint, q: &StatsQuery) ->
         }
         Endpoint::UniqueUsers => {
             let c: Count = db
-                .query(&format!("SELECT uniqExact(visitor_hash) AS n FROM events WHERE {RANGE}"))
+                .query(&format!(
+                    "SELECT uniqExact(visitor_hash) AS n FROM events WHERE {RANGE}"
+                ))
                 .bind(&q.site_id)
                 .bind(q.from_secs())
                 .bind(q.to_secs())
@@ -191,13 +211,23 @@ async fn compute(db: &clickhouse::Client, endpoint: Endpoint, q: &StatsQuery) ->
     Ok(body)
 }
 
-async fn answer(state: &QueryState, endpoint: Endpoint, raw: RawParams) -> Result<Json<Arc<serde_json::Value>>, ApiError> {
+async fn answer(
+    state: &QueryState,
+    endpoint: Endpoint,
+    raw: RawParams,
+) -> Result<Json<Arc<serde_json::Value>>, ApiError> {
     let started = Instant::now();
     let name = endpoint.name();
     let result = async {
         let now = chrono::Utc::now();
         let q = raw.validate(now)?;
-        let key = format!("{name}|{}|{}|{}|{}", q.site_id, q.from.timestamp(), q.to.timestamp(), q.limit);
+        let key = format!(
+            "{name}|{}|{}|{}|{}",
+            q.site_id,
+            q.from.timestamp(),
+            q.to.timestamp(),
+            q.limit
+        );
         if let Some(hit) = state.cache.get(&key, Instant::now()) {
             state.metrics.cache.with_label_values(&[name, "hit"]).inc();
             return Ok(hit);
@@ -205,8 +235,17 @@ async fn answer(state: &QueryState, endpoint: Endpoint, raw: RawParams) -> Resul
         state.metrics.cache.with_label_values(&[name, "miss"]).inc();
         let store_started = Instant::now();
         let value = Arc::new(compute(&state.db, endpoint, &q).await?);
-        state.metrics.store_seconds.with_label_values(&[name]).observe(store_started.elapsed().as_secs_f64());
-        state.cache.insert(key, value.clone(), state.cache.ttl_for(q.to, now), Instant::now());
+        state
+            .metrics
+            .store_seconds
+            .with_label_values(&[name])
+            .observe(store_started.elapsed().as_secs_f64());
+        state.cache.insert(
+            key,
+            value.clone(),
+            state.cache.ttl_for(q.to, now),
+            Instant::now(),
+        );
         Ok(value)
     }
     .await;
@@ -215,20 +254,37 @@ async fn answer(state: &QueryState, endpoint: Endpoint, raw: RawParams) -> Resul
         Err(ApiError::BadParam { .. }) => "400",
         Err(ApiError::Store(_)) => "503",
     };
-    state.metrics.requests.with_label_values(&[name, status]).inc();
-    state.metrics.request_seconds.with_label_values(&[name]).observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .requests
+        .with_label_values(&[name, status])
+        .inc();
+    state
+        .metrics
+        .request_seconds
+        .with_label_values(&[name])
+        .observe(started.elapsed().as_secs_f64());
     result.map(Json)
 }
 
-async fn pageviews(State(s): State<QueryState>, Query(raw): Query<RawParams>) -> Result<Json<Arc<serde_json::Value>>, ApiError> {
+async fn pageviews(
+    State(s): State<QueryState>,
+    Query(raw): Query<RawParams>,
+) -> Result<Json<Arc<serde_json::Value>>, ApiError> {
     answer(&s, Endpoint::Pageviews, raw).await
 }
 
-async fn unique_users(State(s): State<QueryState>, Query(raw): Query<RawParams>) -> Result<Json<Arc<serde_json::Value>>, ApiError> {
+async fn unique_users(
+    State(s): State<QueryState>,
+    Query(raw): Query<RawParams>,
+) -> Result<Json<Arc<serde_json::Value>>, ApiError> {
     answer(&s, Endpoint::UniqueUsers, raw).await
 }
 
-async fn top_pages(State(s): State<QueryState>, Query(raw): Query<RawParams>) -> Result<Json<Arc<serde_json::Value>>, ApiError> {
+async fn top_pages(
+    State(s): State<QueryState>,
+    Query(raw): Query<RawParams>,
+) -> Result<Json<Arc<serde_json::Value>>, ApiError> {
     answer(&s, Endpoint::TopPages, raw).await
 }
 

@@ -40,7 +40,10 @@ fn parse_time(name: &'static str, value: &str, is_end: bool) -> Result<DateTime<
         let d = if is_end { d.succ_opt().unwrap_or(d) } else { d };
         return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
     }
-    Err(ApiError::bad_param(name, "must be an RFC 3339 timestamp or a YYYY-MM-DD date"))
+    Err(ApiError::bad_param(
+        name,
+        "must be an RFC 3339 timestamp or a YYYY-MM-DD date",
+    ))
 }
 
 impl RawParams {
@@ -50,7 +53,10 @@ impl RawParams {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| ApiError::bad_param("site_id", "is required"))?;
         if !ta_shared::site::is_valid_site_id(&site_id) {
-            return Err(ApiError::bad_param("site_id", "must be 1-64 characters from [A-Za-z0-9._-]"));
+            return Err(ApiError::bad_param(
+                "site_id",
+                "must be 1-64 characters from [A-Za-z0-9._-]",
+            ));
         }
         let to = match self.to.as_deref() {
             Some(v) => parse_time("to", v, true)?,
@@ -67,7 +73,10 @@ impl RawParams {
             return Err(ApiError::bad_param("to", "range must be at most 3660 days"));
         }
         if from.timestamp() < 0 || to.timestamp() > i64::from(u32::MAX) {
-            return Err(ApiError::bad_param("from", "range must lie between 1970 and 2106"));
+            return Err(ApiError::bad_param(
+                "from",
+                "range must lie between 1970 and 2106",
+            ));
         }
         let limit = match self.limit.as_deref() {
             None => DEFAULT_LIMIT,
@@ -77,7 +86,12 @@ impl RawParams {
                 .filter(|l| (1..=MAX_LIMIT).contains(l))
                 .ok_or_else(|| ApiError::bad_param("limit", "must be an integer from 1 to 1000"))?,
         };
-        Ok(StatsQuery { site_id, from, to, limit })
+        Ok(StatsQuery {
+            site_id,
+            from,
+            to,
+            limit,
+        })
     }
 }
 
@@ -96,7 +110,9 @@ mod tests {
     use super::*;
 
     fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-30T12:00:00Z").unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2026-11-30T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     fn raw(site: &str, from: Option<&str>, to: Option<&str>, limit: Option<&str>) -> RawParams {
@@ -117,10 +133,14 @@ mod tests {
 
     #[test]
     fn dates_cover_whole_days_and_defaults_apply() {
-        let q = raw("site-1", Some("2026-11-01"), Some("2026-11-01"), None).validate(now()).unwrap();
+        let q = raw("site-1", Some("2026-11-01"), Some("2026-11-01"), None)
+            .validate(now())
+            .unwrap();
         assert_eq!(q.to - q.from, Duration::days(1));
         assert_eq!(q.limit, DEFAULT_LIMIT);
-        let q = raw("site-1", None, None, Some("5")).validate(now()).unwrap();
+        let q = raw("site-1", None, None, Some("5"))
+            .validate(now())
+            .unwrap();
         assert_eq!(q.to, now());
         assert_eq!(q.to - q.from, Duration::days(DEFAULT_RANGE_DAYS));
         assert_eq!(q.limit, 5);
@@ -128,24 +148,56 @@ mod tests {
 
     #[test]
     fn rfc3339_with_offsets_is_normalised_to_utc() {
-        let q = raw("s", Some("2026-11-30T01:00:00+01:00"), Some("2026-11-30T02:00:00Z"), None)
-            .validate(now())
-            .unwrap();
+        let q = raw(
+            "s",
+            Some("2026-11-30T01:00:00+01:00"),
+            Some("2026-11-30T02:00:00Z"),
+            None,
+        )
+        .validate(now())
+        .unwrap();
         assert_eq!(q.from.to_rfc3339(), "2026-11-30T00:00:00+00:00");
     }
 
     #[test]
     fn each_bad_parameter_is_named() {
-        assert_eq!(param_of(RawParams::default().validate(now()).unwrap_err()), "site_id");
-        assert_eq!(param_of(raw("a'b", None, None, None).validate(now()).unwrap_err()), "site_id");
-        assert_eq!(param_of(raw("s", Some("yesterday"), None, None).validate(now()).unwrap_err()), "from");
-        assert_eq!(param_of(raw("s", None, Some("2026-13-01"), None).validate(now()).unwrap_err()), "to");
         assert_eq!(
-            param_of(raw("s", Some("2026-11-02"), Some("2026-11-01"), None).validate(now()).unwrap_err()),
+            param_of(RawParams::default().validate(now()).unwrap_err()),
+            "site_id"
+        );
+        assert_eq!(
+            param_of(raw("a'b", None, None, None).validate(now()).unwrap_err()),
+            "site_id"
+        );
+        assert_eq!(
+            param_of(
+                raw("s", Some("yesterday"), None, None)
+                    .validate(now())
+                    .unwrap_err()
+            ),
+            "from"
+        );
+        assert_eq!(
+            param_of(
+                raw("s", None, Some("2026-13-01"), None)
+                    .validate(now())
+                    .unwrap_err()
+            ),
+            "to"
+        );
+        assert_eq!(
+            param_of(
+                raw("s", Some("2026-11-02"), Some("2026-11-01"), None)
+                    .validate(now())
+                    .unwrap_err()
+            ),
             "from"
         );
         for bad in ["0", "1001", "-1", "ten", "1; DROP TABLE events"] {
-            assert_eq!(param_of(raw("s", None, None, Some(bad)).validate(now()).unwrap_err()), "limit");
+            assert_eq!(
+                param_of(raw("s", None, None, Some(bad)).validate(now()).unwrap_err()),
+                "limit"
+            );
         }
     }
 }

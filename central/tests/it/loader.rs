@@ -40,36 +40,61 @@ fn event(i: u64, ts_ms: i64) -> EnrichedEvent {
 }
 
 fn record(value: Vec<u8>) -> Record {
-    Record { key: None, value: Some(value), headers: BTreeMap::new(), timestamp: chrono::Utc::now() }
+    Record {
+        key: None,
+        value: Some(value),
+        headers: BTreeMap::new(),
+        timestamp: chrono::Utc::now(),
+    }
 }
 
 /// Create `topic` with `partitions` and produce `values` round-robin, in batches.
 async fn produce(topic: &str, partitions: i32, values: Vec<Vec<u8>>) {
-    let client = ClientBuilder::new(kafka_brokers()).build().await.expect("broker reachable");
-    if !client.list_topics().await.unwrap().iter().any(|t| t.name == topic) {
-        client.controller_client().unwrap().create_topic(topic, partitions, 1, 5_000).await.unwrap();
+    let client = ClientBuilder::new(kafka_brokers())
+        .build()
+        .await
+        .expect("broker reachable");
+    if !client
+        .list_topics()
+        .await
+        .unwrap()
+        .iter()
+        .any(|t| t.name == topic)
+    {
+        client
+            .controller_client()
+            .unwrap()
+            .create_topic(topic, partitions, 1, 5_000)
+            .await
+            .unwrap();
     }
     let mut per_partition: Vec<Vec<Record>> = vec![Vec::new(); partitions as usize];
     for (i, v) in values.into_iter().enumerate() {
         per_partition[i % partitions as usize].push(record(v));
     }
     for (p, records) in per_partition.into_iter().enumerate() {
-        let pc = client.partition_client(topic, p as i32, UnknownTopicHandling::Retry).await.unwrap();
+        let pc = client
+            .partition_client(topic, p as i32, UnknownTopicHandling::Retry)
+            .await
+            .unwrap();
         for chunk in records.chunks(500) {
-            pc.produce(chunk.to_vec(), Compression::NoCompression).await.unwrap();
+            pc.produce(chunk.to_vec(), Compression::NoCompression)
+                .await
+                .unwrap();
         }
     }
 }
 
 fn loader_config(test: &str, topic: &str) -> LoaderConfig {
-    let mut c = LoaderConfig::default();
-    c.kafka_brokers = kafka_brokers();
-    c.kafka_topic = topic.to_owned();
-    c.clickhouse = fresh_db(test);
-    c.batch_max_rows = 100;
-    c.batch_max_wait_ms = 50;
-    c.fetch_wait_ms = 50;
-    c
+    LoaderConfig {
+        kafka_brokers: kafka_brokers(),
+        kafka_topic: topic.to_owned(),
+        clickhouse: fresh_db(test),
+        batch_max_rows: 100,
+        batch_max_wait_ms: 50,
+        fetch_wait_ms: 50,
+        ..LoaderConfig::default()
+    }
 }
 
 #[derive(Debug, clickhouse::Row, serde::Deserialize)]
@@ -82,7 +107,10 @@ async fn counts(db: &clickhouse::Client) -> Counts {
     db.query("SELECT count() AS rows, uniqExact(event_id) AS distinct_ids FROM events")
         .fetch_one()
         .await
-        .unwrap_or(Counts { rows: 0, distinct_ids: 0 })
+        .unwrap_or(Counts {
+            rows: 0,
+            distinct_ids: 0,
+        })
 }
 
 async fn wait_for_rows(db: &clickhouse::Client, expected: u64, within: Duration) -> Counts {
@@ -124,9 +152,15 @@ async fn loads_every_record_once_and_dead_letters_poison() {
     struct Dead {
         reason: String,
     }
-    let dead: Vec<Dead> =
-        db.query("SELECT reason FROM dead_letters ORDER BY reason").fetch_all().await.unwrap();
-    let reasons: Vec<&str> = dead.iter().map(|d| d.reason.split(':').next().unwrap()).collect();
+    let dead: Vec<Dead> = db
+        .query("SELECT reason FROM dead_letters ORDER BY reason")
+        .fetch_all()
+        .await
+        .unwrap();
+    let reasons: Vec<&str> = dead
+        .iter()
+        .map(|d| d.reason.split(':').next().unwrap())
+        .collect();
     assert_eq!(reasons, ["malformed", "out_of_range", "unknown_version"]);
     assert_eq!(metrics.inserted.get(), 600);
     assert_eq!(metrics.fetched.get(), 603);
@@ -137,7 +171,12 @@ async fn restarts_at_random_moments_neither_lose_nor_duplicate() {
     let topic = unique("loader_crash");
     let now = chrono::Utc::now().timestamp_millis();
     let total = 3000u64;
-    produce(&topic, 3, (0..total).map(|i| event(i, now).to_json()).collect()).await;
+    produce(
+        &topic,
+        3,
+        (0..total).map(|i| event(i, now).to_json()).collect(),
+    )
+    .await;
     let config = loader_config("loader_crash", &topic);
     let db = config.clickhouse.client();
     // Kill the loader task at random points (mid-fetch, mid-insert, between inserts) and
@@ -163,7 +202,12 @@ async fn restarts_at_random_moments_neither_lose_nor_duplicate() {
 async fn two_loaders_split_the_partitions_and_load_everything_once() {
     let topic = unique("loader_split");
     let now = chrono::Utc::now().timestamp_millis();
-    produce(&topic, 4, (0..800).map(|i| event(i, now).to_json()).collect()).await;
+    produce(
+        &topic,
+        4,
+        (0..800).map(|i| event(i, now).to_json()).collect(),
+    )
+    .await;
     let mut a = loader_config("loader_split", &topic);
     a.of = 2;
     let mut b = a.clone();
@@ -190,4 +234,3 @@ async fn two_loaders_split_the_partitions_and_load_everything_once() {
     let got: Vec<(u32, u64)> = per.iter().map(|p| (p.kafka_partition, p.n)).collect();
     assert_eq!(got, [(0, 200), (1, 200), (2, 200), (3, 200)]);
 }
-

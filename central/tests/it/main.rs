@@ -36,7 +36,13 @@ pub(crate) fn fresh_db(test: &str) -> ClickHouseArgs {
     }
 }
 
-pub(crate) fn sample_row(site: &str, path: &str, visitor: u64, ts: u32, offset: u64) -> ta_central::store::EventRow {
+pub(crate) fn sample_row(
+    site: &str,
+    path: &str,
+    visitor: u64,
+    ts: u32,
+    offset: u64,
+) -> ta_central::store::EventRow {
     ta_central::store::EventRow {
         site_id: site.into(),
         ts,

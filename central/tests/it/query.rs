@@ -39,14 +39,19 @@ async fn seeded() -> (QueryConfig, clickhouse::Client) {
         ("site-2", "/a", 5, DAY + 10),
     ];
     for (i, (site, path, visitor, ts)) in rows.into_iter().enumerate() {
-        insert.write(&sample_row(site, path, visitor, ts, i as u64)).await.unwrap();
+        insert
+            .write(&sample_row(site, path, visitor, ts, i as u64))
+            .await
+            .unwrap();
     }
     let mut custom = sample_row("site-1", "/a", 4, DAY + 70, 99);
     custom.event_name = "signup".into();
     insert.write(&custom).await.unwrap();
     insert.end().await.unwrap();
-    let mut config = QueryConfig::default();
-    config.clickhouse = args;
+    let config = QueryConfig {
+        clickhouse: args,
+        ..QueryConfig::default()
+    };
     (config, db)
 }
 
@@ -58,14 +63,21 @@ async fn seed_endpoints_return_exact_counts_for_the_range() {
     let (s, pv) = get(&format!("{base}/v1/metrics/pageviews?{range}")).await;
     assert_eq!((s, pv["pageviews"].as_u64()), (200, Some(6)));
     let (s, uu) = get(&format!("{base}/v1/metrics/unique-users?{range}")).await;
-    assert_eq!((s, uu["unique_users"].as_u64()), (200, Some(4)), "custom events count as visits");
+    assert_eq!(
+        (s, uu["unique_users"].as_u64()),
+        (200, Some(4)),
+        "custom events count as visits"
+    );
     let (s, top) = get(&format!("{base}/v1/metrics/top-pages?{range}&limit=2")).await;
     assert_eq!(s, 200);
     assert_eq!(
         top["pages"],
         serde_json::json!([{"path": "/a", "pageviews": 3}, {"path": "/b", "pageviews": 2}])
     );
-    let (_, other) = get(&format!("{base}/v1/metrics/pageviews?site_id=site-2&from=2025-11-30&to=2025-11-30")).await;
+    let (_, other) = get(&format!(
+        "{base}/v1/metrics/pageviews?site_id=site-2&from=2025-11-30&to=2025-11-30"
+    ))
+    .await;
     assert_eq!(other["pageviews"], 1);
 }
 
@@ -95,13 +107,30 @@ async fn answers_are_cached_until_their_ttl_expires() {
     let (_, first) = get(&url).await;
     let mut insert = db.insert::<EventRow>("events").await.unwrap();
     let now = chrono::Utc::now().timestamp() as u32;
-    insert.write(&sample_row("site-2", "/new", 77, now - 5, 500)).await.unwrap();
+    insert
+        .write(&sample_row("site-2", "/new", 77, now - 5, 500))
+        .await
+        .unwrap();
     insert.end().await.unwrap();
     let (_, cached) = get(&url).await;
-    assert_eq!(cached["pageviews"], first["pageviews"], "served from cache within the TTL");
+    assert_eq!(
+        cached["pageviews"], first["pageviews"],
+        "served from cache within the TTL"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     let (_, fresh) = get(&url).await;
-    assert_eq!(fresh["pageviews"].as_u64(), first["pageviews"].as_u64().map(|n| n + 1));
-    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"ta_query_cache_requests_total{endpoint="pageviews",result="hit"} 1"#), "{metrics}");
+    assert_eq!(
+        fresh["pageviews"].as_u64(),
+        first["pageviews"].as_u64().map(|n| n + 1)
+    );
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"ta_query_cache_requests_total{endpoint="pageviews",result="hit"} 1"#),
+        "{metrics}"
+    );
 }
