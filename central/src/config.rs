@@ -97,7 +97,7 @@ pub struct LoaderConfig {
     pub listen: SocketAddr,
 
     /// Log filter (tracing `EnvFilter` syntax).
-    #[arg(long, env = "TA_LOG", default_value = "info")]
+    #[arg(long, env = "TA_LOG", default_value = "info,rskafka=warn")]
     pub log: String,
 }
 
@@ -143,7 +143,7 @@ pub struct QueryConfig {
     pub cache_past_ttl_secs: u64,
 
     /// Log filter (tracing `EnvFilter` syntax).
-    #[arg(long, env = "TA_LOG", default_value = "info")]
+    #[arg(long, env = "TA_LOG", default_value = "info,rskafka=warn")]
     pub log: String,
 }
 

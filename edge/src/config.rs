@@ -77,7 +77,7 @@ pub struct EdgeConfig {
     pub max_body_bytes: usize,
 
     /// Log filter (tracing `EnvFilter` syntax).
-    #[arg(long, env = "TA_LOG", default_value = "info")]
+    #[arg(long, env = "TA_LOG", default_value = "info,rskafka=warn")]
     pub log: String,
 }
 

@@ -175,7 +175,7 @@ impl Pipeline {
             ("TA_KAFKA_TOPIC", topic.clone()),
             ("TA_CLICKHOUSE_URL", clickhouse_url()),
             ("TA_CLICKHOUSE_DATABASE", database.clone()),
-            ("TA_LOG", "info".to_owned()),
+            ("TA_LOG", "info,rskafka=warn".to_owned()),
         ];
         let with = |extra: Vec<(&'static str, String)>| {
             let mut all = common.clone();

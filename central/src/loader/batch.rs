@@ -71,6 +71,11 @@ impl Batch {
         self.bytes
     }
 
+    /// Whether the batch reached its row or byte limit.
+    pub fn is_full(&self, max_rows: usize, max_bytes: usize) -> bool {
+        !self.is_empty() && (self.items.len() >= max_rows || self.bytes >= max_bytes)
+    }
+
     /// Whether the batch should be inserted now.
     pub fn is_ready(
         &self,
@@ -79,10 +84,9 @@ impl Batch {
         max_wait: Duration,
         now: Instant,
     ) -> bool {
-        !self.is_empty()
-            && (self.items.len() >= max_rows
-                || self.bytes >= max_bytes
-                || self
+        self.is_full(max_rows, max_bytes)
+            || (!self.is_empty()
+                && self
                     .first_at
                     .is_some_and(|t| now.duration_since(t) >= max_wait))
     }

@@ -284,6 +284,15 @@ async fn load_inner(
             let item = decode(record, &cfg.kafka_topic, partition_u32, now_secs);
             batch.push(item, record.record.approximate_size(), now);
             next = record.offset + 1;
+            // A fetch may return more than one batch holds: cut inside it, so no insert
+            // exceeds the row and byte limits.
+            if batch.is_full(cfg.batch_max_rows, cfg.batch_max_bytes) {
+                insert_batch(ctx, std::mem::take(&mut batch), &prefix).await?;
+                ctx.metrics
+                    .next_offset
+                    .with_label_values(&[&label])
+                    .set(next);
+            }
         }
         ctx.metrics
             .lag_records
@@ -295,14 +304,13 @@ async fn load_inner(
             cfg.batch_max_wait(),
             Instant::now(),
         ) {
-            let full = std::mem::take(&mut batch);
-            insert_batch(ctx, full, &prefix).await?;
-            backoff.reset();
+            insert_batch(ctx, std::mem::take(&mut batch), &prefix).await?;
             ctx.metrics
                 .next_offset
                 .with_label_values(&[&label])
                 .set(next);
         }
+        backoff.reset();
     }
 }
 

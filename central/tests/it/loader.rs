@@ -177,8 +177,13 @@ async fn restarts_at_random_moments_neither_lose_nor_duplicate() {
         (0..total).map(|i| event(i, now).to_json()).collect(),
     )
     .await;
-    let config = loader_config("loader_crash", &topic);
+    // Small batches make loading take seconds, so the kills below land mid-load.
+    let config = LoaderConfig {
+        batch_max_rows: 10,
+        ..loader_config("loader_crash", &topic)
+    };
     let db = config.clickhouse.client();
+    let mut progress = Vec::new();
     // Kill the loader task at random points (mid-fetch, mid-insert, between inserts) and
     // start a fresh one, as a crashed and restarted process would.
     for round in 0..8 {
@@ -189,7 +194,12 @@ async fn restarts_at_random_moments_neither_lose_nor_duplicate() {
         let _ = task.await;
         let c = counts(&db).await;
         assert_eq!(c.rows, c.distinct_ids, "duplicates after round {round}");
+        progress.push(c.rows);
     }
+    assert!(
+        progress.iter().any(|&n| n > 0 && n < total),
+        "no kill landed mid-load (rows after each round: {progress:?})"
+    );
     let task = tokio::spawn(loader::run(config.clone(), LoaderMetrics::new()));
     let c = wait_for_rows(&db, total, Duration::from_secs(90)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
