@@ -1,3 +1,4 @@
 //! End-to-end: the three binaries as processes, the real broker, the real ClickHouse.
 
+mod deploy;
 mod pipeline;
