@@ -1,13 +1,19 @@
+use anyhow::Context;
 use axum::Router;
 use axum::routing::get;
 use clap::Parser;
 use ta_central::LoaderConfig;
+use ta_central::config::LoaderCommand;
 use ta_central::loader::{self, LoaderMetrics};
+use ta_central::store::{self, lifecycle};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = LoaderConfig::parse();
     ta_central::telemetry::init_logging(&config.log);
+    if let Some(command) = config.command.clone() {
+        return operator_command(&config, command).await;
+    }
     let metrics = LoaderMetrics::new();
     let registry = metrics.registry.clone();
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -21,4 +27,47 @@ async fn main() -> anyhow::Result<()> {
         .route("/healthz", get(|| async { "ok" }));
     tokio::spawn(async move { axum::serve(listener, ops).await });
     loader::run(config, metrics).await
+}
+
+async fn operator_command(config: &LoaderConfig, command: LoaderCommand) -> anyhow::Result<()> {
+    let ch = &config.clickhouse;
+    let applied = store::migrate(ch).await.with_context(|| {
+        format!(
+            "migrating the schema at {} (TA_CLICKHOUSE_URL)",
+            ch.clickhouse_url
+        )
+    })?;
+    let db = ch.client();
+    let name = &ch.clickhouse_database;
+    match command {
+        LoaderCommand::Migrate => println!("schema is current (applied now: {applied:?})"),
+        LoaderCommand::Retention => {
+            let dropped = lifecycle::apply_retention(
+                &db,
+                name,
+                &config.retention_policy(),
+                chrono::Utc::now(),
+            )
+            .await?;
+            println!(
+                "retention: dropped {} partition(s) {dropped:?}",
+                dropped.len()
+            );
+        }
+        LoaderCommand::EraseSite { site } => {
+            anyhow::ensure!(
+                ta_shared::site::is_valid_site_id(&site),
+                "`{site}` is not a valid site id"
+            );
+            let n = lifecycle::erase_site(&db, name, &site).await?;
+            println!(
+                "erased site {site}: {n} partition(s) dropped, dead letters mentioning it deleted"
+            );
+        }
+        LoaderCommand::EraseVisitor { site, visitor_hash } => {
+            lifecycle::erase_visitor(&db, name, &site, visitor_hash).await?;
+            println!("erased visitor {visitor_hash:016x} of site {site}");
+        }
+    }
+    Ok(())
 }

@@ -1,15 +1,11 @@
 //! A batch of decoded records from one partition, and how it is cut into atomic inserts.
 //!
-//! Exactly-once rests on one invariant: **the rows stored for a partition always form a
-//! prefix of the partition's offsets.** Then the next offset to load is simply one past the
-//! highest stored offset (see [`crate::store::next_offset`]), and offsets commit atomically
-//! with the data because they *are* the data.
-//!
 //! An `INSERT` into a non-replicated MergeTree is atomic only when it writes one part, i.e.
-//! all rows fall in one table partition (one month) and one block. So a batch is cut into
-//! *runs* of consecutive records with the same target table and month, inserted in offset
-//! order; a crash between two runs leaves a prefix.
+//! all its rows fall in one table partition. So a batch is cut into one group per table
+//! partition (`events`: site and month; `dead_letters`: month). See
+//! [`crate::store::offsets`] for how groups and the checkpoint make loading exactly once.
 
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::store::{DeadLetterRow, EventRow};
@@ -26,16 +22,16 @@ pub enum Item {
 
 /// Rows for one atomic insert.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Run {
+pub enum Group {
     Events(Vec<EventRow>),
     DeadLetters(Vec<DeadLetterRow>),
 }
 
-impl Run {
+impl Group {
     pub fn len(&self) -> usize {
         match self {
-            Run::Events(r) => r.len(),
-            Run::DeadLetters(r) => r.len(),
+            Group::Events(r) => r.len(),
+            Group::DeadLetters(r) => r.len(),
         }
     }
 
@@ -44,19 +40,40 @@ impl Run {
     }
 }
 
-/// Records accumulated since the last insert.
-#[derive(Debug, Default)]
+/// Records handled since the last checkpoint of one partition.
+#[derive(Debug)]
 pub struct Batch {
     items: Vec<Item>,
     bytes: usize,
     first_at: Option<Instant>,
+    /// One past the last offset handled (stored, dead-lettered, or skipped).
+    end: i64,
 }
 
 impl Batch {
+    /// An empty batch whose records start at `start`.
+    pub fn new(start: i64) -> Self {
+        Self {
+            items: Vec::new(),
+            bytes: 0,
+            first_at: None,
+            end: start,
+        }
+    }
+
     pub fn push(&mut self, item: Item, record_bytes: usize, now: Instant) {
         self.first_at.get_or_insert(now);
         self.bytes += record_bytes;
         self.items.push(item);
+    }
+
+    /// Mark every offset below `end` as handled by this batch.
+    pub fn advance(&mut self, end: i64) {
+        self.end = self.end.max(end);
+    }
+
+    pub fn end(&self) -> i64 {
+        self.end
     }
 
     pub fn len(&self) -> usize {
@@ -85,37 +102,80 @@ impl Batch {
         now: Instant,
     ) -> bool {
         self.is_full(max_rows, max_bytes)
-            || (!self.is_empty()
-                && self
-                    .first_at
-                    .is_some_and(|t| now.duration_since(t) >= max_wait))
+            || self
+                .first_at
+                .is_some_and(|t| now.duration_since(t) >= max_wait)
     }
 
-    /// Time left until the batch is due by age (zero when empty or already due).
+    /// Time left until the batch is due by age (`max_wait` when empty).
     pub fn time_left(&self, max_wait: Duration, now: Instant) -> Duration {
         self.first_at
             .map(|t| max_wait.saturating_sub(now.duration_since(t)))
             .unwrap_or(max_wait)
     }
 
-    /// Cut into runs of consecutive items with the same table and month, in offset order.
-    pub fn into_runs(self) -> Vec<Run> {
-        let mut runs: Vec<(u32, Run)> = Vec::new();
+    /// One group per table partition, rows in offset order within each group.
+    pub fn into_groups(self) -> Vec<Group> {
+        let mut events: BTreeMap<(String, u32), Vec<EventRow>> = BTreeMap::new();
+        let mut dead: BTreeMap<u32, Vec<DeadLetterRow>> = BTreeMap::new();
         for item in self.items {
-            match (item, runs.last_mut()) {
-                (Item::Event(row), Some((month, Run::Events(rows)))) if *month == row.month() => {
-                    rows.push(row)
-                }
-                (Item::DeadLetter(row), Some((month, Run::DeadLetters(rows))))
-                    if *month == row.month() =>
-                {
-                    rows.push(row)
-                }
-                (Item::Event(row), _) => runs.push((row.month(), Run::Events(vec![row]))),
-                (Item::DeadLetter(row), _) => runs.push((row.month(), Run::DeadLetters(vec![row]))),
+            match item {
+                Item::Event(row) => events
+                    .entry((row.site_id.clone(), row.month()))
+                    .or_default()
+                    .push(row),
+                Item::DeadLetter(row) => dead.entry(row.month()).or_default().push(row),
             }
         }
-        runs.into_iter().map(|(_, run)| run).collect()
+        events
+            .into_values()
+            .map(Group::Events)
+            .chain(dead.into_values().map(Group::DeadLetters))
+            .collect()
+    }
+}
+
+/// The most recent event ids of a partition, to drop duplicates an edge retry produced.
+#[derive(Debug)]
+pub struct RecentIds {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+    capacity: usize,
+}
+
+impl RecentIds {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            set: HashSet::with_capacity(capacity.min(1 << 20)),
+            order: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    /// Remember `id`; false when it was already among the recent ids (a duplicate).
+    pub fn insert(&mut self, id: &str) -> bool {
+        if self.capacity == 0 {
+            return true;
+        }
+        if self.set.contains(id) {
+            return false;
+        }
+        if self.order.len() == self.capacity
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        self.set.insert(id.to_owned());
+        self.order.push_back(id.to_owned());
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
     }
 }
 
@@ -126,11 +186,11 @@ mod tests {
     const NOV_2025: u32 = 1_764_000_000;
     const DEC_2025: u32 = 1_765_000_000;
 
-    fn event(offset: u64, ts: u32) -> Item {
+    fn event(site: &str, offset: u64, ts: u32) -> Item {
         Item::Event(EventRow {
-            site_id: "s".into(),
+            site_id: site.into(),
             ts,
-            event_id: String::new(),
+            event_id: format!("id-{offset}"),
             event_name: "pageview".into(),
             visitor_hash: 1,
             session_id: String::new(),
@@ -171,58 +231,70 @@ mod tests {
         })
     }
 
-    fn offsets(run: &Run) -> Vec<u64> {
-        match run {
-            Run::Events(r) => r.iter().map(|r| r.kafka_offset).collect(),
-            Run::DeadLetters(r) => r.iter().map(|r| r.kafka_offset).collect(),
+    fn offsets(group: &Group) -> Vec<u64> {
+        match group {
+            Group::Events(r) => r.iter().map(|r| r.kafka_offset).collect(),
+            Group::DeadLetters(r) => r.iter().map(|r| r.kafka_offset).collect(),
         }
     }
 
     #[test]
-    fn one_month_of_events_is_one_run() {
+    fn one_site_and_month_is_one_group() {
         let now = Instant::now();
-        let mut b = Batch::default();
+        let mut b = Batch::new(0);
         for o in 0..5 {
-            b.push(event(o, NOV_2025), 10, now);
+            b.push(event("a", o, NOV_2025), 10, now);
         }
-        let runs = b.into_runs();
-        assert_eq!(runs.len(), 1);
-        assert_eq!(offsets(&runs[0]), [0, 1, 2, 3, 4]);
+        let groups = b.into_groups();
+        assert_eq!(groups.len(), 1);
+        assert_eq!(offsets(&groups[0]), [0, 1, 2, 3, 4]);
     }
 
     #[test]
-    fn runs_break_on_month_and_table_changes_and_keep_offset_order() {
+    fn groups_split_by_site_month_and_table() {
         let now = Instant::now();
-        let mut b = Batch::default();
-        b.push(event(0, NOV_2025), 1, now);
-        b.push(event(1, NOV_2025), 1, now);
+        let mut b = Batch::new(0);
+        b.push(event("a", 0, NOV_2025), 1, now);
+        b.push(event("b", 1, NOV_2025), 1, now);
         b.push(dead(2), 1, now);
-        b.push(event(3, DEC_2025), 1, now);
-        b.push(event(4, NOV_2025), 1, now);
-        let runs = b.into_runs();
-        let all: Vec<Vec<u64>> = runs.iter().map(offsets).collect();
-        assert_eq!(all, vec![vec![0, 1], vec![2], vec![3], vec![4]]);
-        assert!(matches!(runs[1], Run::DeadLetters(_)));
+        b.push(event("a", 3, DEC_2025), 1, now);
+        b.push(event("a", 4, NOV_2025), 1, now);
+        let all: Vec<Vec<u64>> = b.into_groups().iter().map(offsets).collect();
+        assert_eq!(all, vec![vec![0, 4], vec![3], vec![1], vec![2]]);
     }
 
     #[test]
-    fn ready_by_rows_bytes_or_age() {
+    fn ready_by_rows_bytes_or_age_and_end_tracks_skipped_offsets() {
         let t0 = Instant::now();
         let wait = Duration::from_millis(500);
-        let mut b = Batch::default();
+        let mut b = Batch::new(7);
         assert!(
-            !b.is_ready(2, 100, wait, t0),
+            !b.is_ready(2, 100, wait, t0 + wait),
             "an empty batch is never ready"
         );
-        b.push(event(0, NOV_2025), 10, t0);
+        b.advance(9);
+        assert_eq!(b.end(), 9);
+        b.push(event("a", 9, NOV_2025), 10, t0);
+        b.advance(10);
         assert!(!b.is_ready(2, 100, wait, t0));
         assert!(b.is_ready(2, 100, wait, t0 + wait));
-        assert!(b.is_ready(2, 10, wait, t0));
-        b.push(event(1, NOV_2025), 10, t0);
-        assert!(b.is_ready(2, 100, wait, t0));
+        assert!(b.is_ready(2, 10, wait, t0), "full by bytes");
+        b.push(event("a", 10, NOV_2025), 10, t0);
+        assert!(b.is_full(2, 100), "full by rows");
         assert_eq!(
             b.time_left(wait, t0 + Duration::from_millis(200)),
             Duration::from_millis(300)
         );
+    }
+
+    #[test]
+    fn recent_ids_detect_duplicates_within_the_window_only() {
+        let mut ids = RecentIds::new(2);
+        assert!(ids.insert("a"));
+        assert!(!ids.insert("a"));
+        assert!(ids.insert("b"));
+        assert!(ids.insert("c"), "evicts a");
+        assert!(ids.insert("a"), "a fell out of the window");
+        assert_eq!(ids.len(), 2);
     }
 }

@@ -2,7 +2,7 @@
 //! topic's partition count).
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 use ta_shared::telemetry::{BATCH_RECORDS_BUCKETS, LATENCY_SECONDS_BUCKETS};
 
@@ -17,6 +17,10 @@ pub struct LoaderMetrics {
     pub errors: IntCounterVec,
     pub lag_records: IntGaugeVec,
     pub next_offset: IntGaugeVec,
+    pub lag_seconds: GaugeVec,
+    pub duplicates: IntCounter,
+    pub freshness_seconds: Histogram,
+    pub retention_dropped: IntCounter,
 }
 
 impl LoaderMetrics {
@@ -78,6 +82,32 @@ impl LoaderMetrics {
                 &["partition"],
             )
             .unwrap(),
+            lag_seconds: GaugeVec::new(
+                Opts::new(
+                    "ta_loader_lag_seconds",
+                    "Age of the newest fetched record while the partition is behind, 0 when caught up.",
+                ),
+                &["partition"],
+            )
+            .unwrap(),
+            duplicates: IntCounter::new(
+                "ta_loader_duplicates_dropped_total",
+                "Records dropped because their event id was already loaded (edge retries).",
+            )
+            .unwrap(),
+            freshness_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "ta_loader_event_freshness_seconds",
+                    "Time from the edge accepting an event to its insert committing.",
+                )
+                .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0]),
+            )
+            .unwrap(),
+            retention_dropped: IntCounter::new(
+                "ta_loader_retention_partitions_dropped_total",
+                "Event partitions dropped by retention.",
+            )
+            .unwrap(),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.fetched.clone()),
@@ -88,6 +118,10 @@ impl LoaderMetrics {
             Box::new(m.errors.clone()),
             Box::new(m.lag_records.clone()),
             Box::new(m.next_offset.clone()),
+            Box::new(m.lag_seconds.clone()),
+            Box::new(m.duplicates.clone()),
+            Box::new(m.freshness_seconds.clone()),
+            Box::new(m.retention_dropped.clone()),
         ];
         for c in collectors {
             m.registry.register(c).expect("metric names are unique");

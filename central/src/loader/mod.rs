@@ -1,16 +1,22 @@
 //! `ta-loader`: Kafka `events.enriched` → ClickHouse, exactly once.
 //!
 //! ```text
-//!  per owned partition (one task each):
-//!    next = store::next_offset(partition)            ◀── derived from the rows themselves
-//!    loop: fetch_records(next) ─▶ decode ─▶ Batch ─(rows | bytes | age)─▶ into_runs()
-//!                                  │ poison record                      │ one INSERT per run
-//!                                  └────────▶ dead_letters              ▼ (one part: atomic)
-//!    on any error: back off with jitter, drop the batch, re-derive `next` from ClickHouse
+//!  per owned partition (one task each; new partitions picked up while running):
+//!    wait for own in-flight inserts ─▶ start = checkpoint, skip = offsets already stored
+//!    loop: fetch_records(next) ─▶ skip stored / duplicate ids ─▶ decode ─▶ Batch
+//!            (rows | bytes | age) ─▶ one INSERT per table partition ─▶ checkpoint
+//!                   │ poison record ─▶ dead_letters (same batch, same rules)
+//!    on any error: back off with jitter, drop the batch, start over from ClickHouse's state
 //! ```
 //!
-//! See [`batch`] for why stored rows always form a prefix of each partition, which is what
-//! makes the derived offset exact after a crash at any point.
+//! The exactly-once argument is in [`crate::store::offsets`]. Memory is bounded by one batch
+//! (rows and bytes limits) plus one fetch response plus the duplicate window per partition;
+//! while ClickHouse is down no new records are fetched.
+//!
+//! Duplicates created upstream (an edge re-producing a record after a crash between the
+//! broker's ack and its spool checkpoint) carry the same `event_id` and land in the same
+//! partition (the key is the visitor); the loader drops an event whose id is among the last
+//! `TA_LOADER_DEDUP_WINDOW` ids of its partition, rebuilt from ClickHouse on start.
 
 pub mod batch;
 pub mod metrics;
@@ -29,7 +35,7 @@ use tracing::{info, warn};
 
 use crate::config::LoaderConfig;
 use crate::store::{self, DeadLetterRow, EventRow, SourcePosition};
-use batch::{Batch, Item, Run};
+use batch::{Batch, Group, Item, RecentIds};
 pub use metrics::LoaderMetrics;
 
 /// Largest raw record kept in a dead letter.
@@ -101,19 +107,18 @@ struct Ctx {
     metrics: LoaderMetrics,
 }
 
-/// Connect to Kafka and return the client and the topic's partitions (creating the topic if
-/// it does not exist yet).
-pub async fn connect_kafka(config: &LoaderConfig) -> Result<(Client, Vec<i32>), KafkaError> {
+/// Connect to Kafka, creating the topic if it does not exist yet.
+pub async fn connect_kafka(config: &LoaderConfig) -> Result<Client, KafkaError> {
     let client = ClientBuilder::new(config.kafka_brokers.clone())
         .client_id("ta-loader")
         .build()
         .await?;
-    let existing = client
+    if !client
         .list_topics()
         .await?
-        .into_iter()
-        .find(|t| t.name == config.kafka_topic);
-    if existing.is_none() {
+        .iter()
+        .any(|t| t.name == config.kafka_topic)
+    {
         match client
             .controller_client()?
             .create_topic(&config.kafka_topic, config.kafka_topic_partitions, 1, 5_000)
@@ -127,14 +132,23 @@ pub async fn connect_kafka(config: &LoaderConfig) -> Result<(Client, Vec<i32>), 
             Err(e) => return Err(e),
         }
     }
-    let partitions = client
+    Ok(client)
+}
+
+/// The topic's partitions this loader owns.
+async fn owned_partitions(client: &Client, config: &LoaderConfig) -> Result<Vec<i32>, KafkaError> {
+    Ok(client
         .list_topics()
         .await?
         .into_iter()
         .find(|t| t.name == config.kafka_topic)
-        .map(|t| t.partitions.into_iter().collect())
-        .unwrap_or_default();
-    Ok((client, partitions))
+        .map(|t| {
+            t.partitions
+                .into_iter()
+                .filter(|p| config.owns_partition(*p))
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 /// Run the loader until the process is stopped.
@@ -154,9 +168,9 @@ pub async fn run(config: LoaderConfig, metrics: LoaderMetrics) -> anyhow::Result
         }
     }
     backoff.reset();
-    let (client, partitions) = loop {
+    let client = loop {
         match connect_kafka(&config).await {
-            Ok(ok) => break ok,
+            Ok(client) => break client,
             Err(error) => {
                 let delay = backoff.next_delay();
                 warn!(message = "Kafka not reachable; retrying.", %error, brokers = ?config.kafka_brokers, retry_in = ?delay);
@@ -164,33 +178,67 @@ pub async fn run(config: LoaderConfig, metrics: LoaderMetrics) -> anyhow::Result
             }
         }
     };
-    let owned: Vec<i32> = partitions
-        .into_iter()
-        .filter(|p| config.owns_partition(*p))
-        .collect();
-    info!(message = "Loading partitions.", topic = %config.kafka_topic, partitions = ?owned, instance = config.instance, of = config.of);
     let ctx = Arc::new(Ctx {
         db: config.clickhouse.client(),
         config,
         metrics,
     });
     let mut tasks = tokio::task::JoinSet::new();
-    for partition in owned {
-        let pc = client
-            .partition_client(
-                &ctx.config.kafka_topic,
-                partition,
-                UnknownTopicHandling::Retry,
-            )
-            .await
-            .with_context(|| format!("opening partition {partition}"))?;
+    if ctx.config.instance.is_multiple_of(ctx.config.of.max(1))
+        && ctx.config.retention_interval_secs > 0
+    {
         let ctx = ctx.clone();
-        tasks.spawn(async move { load_partition(ctx, pc).await });
+        tasks.spawn(async move { retention_loop(ctx).await });
     }
-    while let Some(res) = tasks.join_next().await {
-        res.context("partition task panicked")?;
+    let mut started = std::collections::BTreeSet::new();
+    let mut refresh = tokio::time::interval(Duration::from_secs(
+        ctx.config.partition_refresh_secs.max(1),
+    ));
+    loop {
+        tokio::select! {
+            _ = refresh.tick() => {
+                let owned = match owned_partitions(&client, &ctx.config).await {
+                    Ok(owned) => owned,
+                    Err(error) => {
+                        warn!(message = "Listing the topic's partitions failed.", %error);
+                        continue;
+                    }
+                };
+                let new: Vec<i32> = owned.into_iter().filter(|p| !started.contains(p)).collect();
+                for partition in new {
+                    let pc = client
+                        .partition_client(&ctx.config.kafka_topic, partition, UnknownTopicHandling::Retry)
+                        .await
+                        .with_context(|| format!("opening partition {partition}"))?;
+                    info!(message = "Loading partition.", topic = %ctx.config.kafka_topic, partition, instance = ctx.config.instance, of = ctx.config.of);
+                    started.insert(partition);
+                    let ctx = ctx.clone();
+                    tasks.spawn(async move { load_partition(ctx, pc).await });
+                }
+            }
+            Some(res) = tasks.join_next() => {
+                res.context("a loader task panicked")?;
+            }
+        }
     }
-    Ok(())
+}
+
+async fn retention_loop(ctx: Arc<Ctx>) {
+    let policy = ctx.config.retention_policy();
+    let mut tick = tokio::time::interval(Duration::from_secs(ctx.config.retention_interval_secs));
+    loop {
+        tick.tick().await;
+        let db_name = &ctx.config.clickhouse.clickhouse_database;
+        match store::lifecycle::apply_retention(&ctx.db, db_name, &policy, chrono::Utc::now()).await
+        {
+            Ok(dropped) if !dropped.is_empty() => {
+                info!(message = "Retention dropped expired partitions.", partitions = ?dropped);
+                ctx.metrics.retention_dropped.inc_by(dropped.len() as u64);
+            }
+            Ok(_) => {}
+            Err(error) => warn!(message = "Retention run failed; will retry.", %error),
+        }
+    }
 }
 
 async fn load_partition(ctx: Arc<Ctx>, pc: PartitionClient) {
@@ -198,7 +246,7 @@ async fn load_partition(ctx: Arc<Ctx>, pc: PartitionClient) {
     loop {
         let Err(error) = load_from_committed(&ctx, &pc, &mut backoff).await;
         let delay = backoff.next_delay();
-        warn!(message = "Loading interrupted; resuming from the committed offset.", partition = pc.partition(), error = %format!("{error:#}"), retry_in = ?delay);
+        warn!(message = "Loading interrupted; resuming from ClickHouse's state.", partition = pc.partition(), error = %format!("{error:#}"), retry_in = ?delay);
         tokio::time::sleep(delay).await;
     }
 }
@@ -225,26 +273,54 @@ async fn load_from_committed(
     result
 }
 
+/// Where one partition's loading stands, rebuilt from ClickHouse.
+struct PartitionState {
+    label: String,
+    partition: u32,
+    prefix: String,
+    checkpointed: i64,
+    stored: std::collections::HashSet<i64>,
+    recent: RecentIds,
+    last_record_ms: Option<i64>,
+}
+
 async fn load_inner(
     ctx: &Ctx,
     pc: &PartitionClient,
     backoff: &mut Backoff,
 ) -> anyhow::Result<Infallible> {
     let cfg = &ctx.config;
-    let partition = pc.partition();
-    let partition_u32 = u32::try_from(partition).unwrap_or(0);
-    let label = partition.to_string();
-    let prefix = store::insert_query_prefix(&cfg.kafka_topic, partition_u32);
-    store::wait_for_inflight_inserts(&ctx.db, &prefix).await?;
-    let mut next = match store::next_offset(&ctx.db, &cfg.kafka_topic, partition_u32).await? {
-        Some(next) => next,
+    let partition = u32::try_from(pc.partition()).unwrap_or(0);
+    let prefix = store::offsets::insert_query_prefix(&cfg.kafka_topic, partition);
+    store::offsets::wait_for_inflight_inserts(&ctx.db, &prefix).await?;
+    let start = match store::offsets::checkpoint(&ctx.db, &cfg.kafka_topic, partition).await? {
+        Some(c) => c,
         None => pc.get_offset(OffsetAt::Earliest).await?,
+    };
+    let stored =
+        store::offsets::stored_offsets_from(&ctx.db, &cfg.kafka_topic, partition, start).await?;
+    let mut recent = RecentIds::new(cfg.dedup_window);
+    let window_start = start.saturating_sub(i64::try_from(cfg.dedup_window).unwrap_or(i64::MAX));
+    for id in
+        store::offsets::event_ids_from(&ctx.db, &cfg.kafka_topic, partition, window_start).await?
+    {
+        recent.insert(&id);
+    }
+    let mut st = PartitionState {
+        label: partition.to_string(),
+        partition,
+        prefix,
+        checkpointed: start,
+        stored,
+        recent,
+        last_record_ms: None,
     };
     ctx.metrics
         .next_offset
-        .with_label_values(&[&label])
-        .set(next);
-    let mut batch = Batch::default();
+        .with_label_values(&[&st.label])
+        .set(start);
+    let mut next = start;
+    let mut batch = Batch::new(start);
     loop {
         let wait = if batch.is_empty() {
             cfg.fetch_wait_ms
@@ -271,6 +347,7 @@ async fn load_inner(
                             to = earliest
                         );
                         next = earliest;
+                        batch.advance(earliest);
                     }
                     continue;
                 }
@@ -279,53 +356,74 @@ async fn load_inner(
         let now = Instant::now();
         let now_secs = u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
         let fetched_from = next;
+        let fetched_any = records.iter().any(|r| r.offset >= fetched_from);
         for record in records.iter().filter(|r| r.offset >= fetched_from) {
             ctx.metrics.fetched.inc();
-            let item = decode(record, &cfg.kafka_topic, partition_u32, now_secs);
-            batch.push(item, record.record.approximate_size(), now);
             next = record.offset + 1;
+            st.last_record_ms = Some(record.record.timestamp.timestamp_millis());
+            if st.stored.remove(&record.offset) {
+                // Stored before a crash, after the last checkpoint.
+                batch.advance(next);
+                continue;
+            }
+            let item = decode(record, &cfg.kafka_topic, partition, now_secs);
+            if let Item::Event(row) = &item
+                && !st.recent.insert(&row.event_id)
+            {
+                ctx.metrics.duplicates.inc();
+                batch.advance(next);
+                continue;
+            }
+            batch.push(item, record.record.approximate_size(), now);
+            batch.advance(next);
             // A fetch may return more than one batch holds: cut inside it, so no insert
             // exceeds the row and byte limits.
             if batch.is_full(cfg.batch_max_rows, cfg.batch_max_bytes) {
-                insert_batch(ctx, std::mem::take(&mut batch), &prefix).await?;
-                ctx.metrics
-                    .next_offset
-                    .with_label_values(&[&label])
-                    .set(next);
+                batch = commit(ctx, batch, &mut st).await?;
             }
         }
         ctx.metrics
             .lag_records
-            .with_label_values(&[&label])
+            .with_label_values(&[&st.label])
             .set((high_watermark - next).max(0));
+        let lag_seconds = match st.last_record_ms {
+            Some(ms) if high_watermark > next => {
+                (chrono::Utc::now().timestamp_millis() - ms).max(0) as f64 / 1000.0
+            }
+            _ => 0.0,
+        };
+        ctx.metrics
+            .lag_seconds
+            .with_label_values(&[&st.label])
+            .set(lag_seconds);
+        let idle_skips = batch.is_empty() && batch.end() > st.checkpointed && !fetched_any;
         if batch.is_ready(
             cfg.batch_max_rows,
             cfg.batch_max_bytes,
             cfg.batch_max_wait(),
             Instant::now(),
-        ) {
-            insert_batch(ctx, std::mem::take(&mut batch), &prefix).await?;
-            ctx.metrics
-                .next_offset
-                .with_label_values(&[&label])
-                .set(next);
+        ) || idle_skips
+        {
+            batch = commit(ctx, batch, &mut st).await?;
         }
         backoff.reset();
     }
 }
 
-/// Insert a batch run by run, in offset order.
-async fn insert_batch(
+/// Insert the batch group by group, then checkpoint its end. Returns the next, empty batch.
+async fn commit(
     ctx: &Ctx,
     batch: Batch,
-    prefix: &str,
-) -> Result<(), clickhouse::error::Error> {
-    for run in batch.into_runs() {
-        let query_id = format!("{prefix}{}", uuid::Uuid::now_v7());
+    st: &mut PartitionState,
+) -> Result<Batch, clickhouse::error::Error> {
+    let end = batch.end();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for group in batch.into_groups() {
         let started = Instant::now();
-        let rows = run.len();
-        match &run {
-            Run::Events(events) => {
+        let rows = group.len();
+        let query_id = format!("{}{}", st.prefix, uuid::Uuid::now_v7());
+        match &group {
+            Group::Events(events) => {
                 let mut insert = ctx
                     .db
                     .insert::<EventRow>("events")
@@ -336,8 +434,14 @@ async fn insert_batch(
                 }
                 insert.end().await?;
                 ctx.metrics.inserted.inc_by(rows as u64);
+                for row in events {
+                    let age_ms = now_ms - i64::from(row.received_at) * 1000;
+                    ctx.metrics
+                        .freshness_seconds
+                        .observe(age_ms.max(0) as f64 / 1000.0);
+                }
             }
-            Run::DeadLetters(letters) => {
+            Group::DeadLetters(letters) => {
                 let mut insert = ctx
                     .db
                     .insert::<DeadLetterRow>("dead_letters")
@@ -358,7 +462,16 @@ async fn insert_batch(
             .insert_seconds
             .observe(started.elapsed().as_secs_f64());
     }
-    Ok(())
+    if end > st.checkpointed {
+        store::offsets::write_checkpoint(&ctx.db, &ctx.config.kafka_topic, st.partition, end)
+            .await?;
+        st.checkpointed = end;
+    }
+    ctx.metrics
+        .next_offset
+        .with_label_values(&[&st.label])
+        .set(end);
+    Ok(Batch::new(end))
 }
 
 #[cfg(test)]

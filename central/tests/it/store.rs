@@ -1,4 +1,6 @@
-use ta_central::store::{self, EventRow};
+use std::collections::HashSet;
+
+use ta_central::store::{self, EventRow, lifecycle, offsets};
 
 use crate::{fresh_db, sample_row};
 
@@ -18,7 +20,7 @@ async fn migrations_apply_once_and_are_recorded() {
         .await
         .unwrap();
     assert_eq!(n, 1);
-    for table in ["events", "dead_letters"] {
+    for table in ["events", "dead_letters", "loader_offsets"] {
         let exists: u8 = db
             .query("SELECT count() FROM system.tables WHERE database = ? AND name = ?")
             .bind(&args.clickhouse_database)
@@ -48,26 +50,184 @@ async fn rows_round_trip_through_rowbinary() {
 }
 
 #[tokio::test]
-async fn next_offset_is_one_past_the_highest_stored_offset_of_that_partition() {
-    let args = fresh_db("next_offset");
+async fn checkpoint_and_stored_offsets_describe_the_partition() {
+    let args = fresh_db("offsets");
     store::migrate(&args).await.unwrap();
     let db = args.client();
-    assert_eq!(store::next_offset(&db, "t", 0).await.unwrap(), None);
+    assert_eq!(offsets::checkpoint(&db, "t", 0).await.unwrap(), None);
+    offsets::write_checkpoint(&db, "t", 0, 5).await.unwrap();
+    offsets::write_checkpoint(&db, "t", 0, 9).await.unwrap();
+    offsets::write_checkpoint(&db, "t", 1, 100).await.unwrap();
+    assert_eq!(offsets::checkpoint(&db, "t", 0).await.unwrap(), Some(9));
+    assert_eq!(offsets::checkpoint(&db, "t", 1).await.unwrap(), Some(100));
+    assert_eq!(offsets::checkpoint(&db, "other", 0).await.unwrap(), None);
+
     let mut insert = db.insert::<EventRow>("events").await.unwrap();
-    for offset in [3, 9, 4] {
+    for offset in [3, 9, 11, 12] {
         insert
             .write(&sample_row("s", "/", 1, 1_764_000_000, offset))
             .await
             .unwrap();
     }
-    let mut other = sample_row("s", "/", 1, 1_764_000_000, 100);
-    other.kafka_partition = 1;
-    insert.write(&other).await.unwrap();
     insert.end().await.unwrap();
-    assert_eq!(store::next_offset(&db, "t", 0).await.unwrap(), Some(10));
-    assert_eq!(store::next_offset(&db, "t", 1).await.unwrap(), Some(101));
+    let stored = offsets::stored_offsets_from(&db, "t", 0, 9).await.unwrap();
+    assert_eq!(stored, HashSet::from([9, 11, 12]));
+    let ids = offsets::event_ids_from(&db, "t", 0, 10).await.unwrap();
+    assert_eq!(ids.len(), 2);
+}
+
+#[tokio::test]
+async fn each_site_and_month_is_its_own_partition() {
+    let args = fresh_db("partitions");
+    store::migrate(&args).await.unwrap();
+    let db = args.client();
+    let mut insert = db.insert::<EventRow>("events").await.unwrap();
+    insert
+        .write(&sample_row("a", "/", 1, NOV_2025, 0))
+        .await
+        .unwrap();
+    insert.end().await.unwrap();
+    let mut insert = db.insert::<EventRow>("events").await.unwrap();
+    insert
+        .write(&sample_row("b", "/", 1, NOV_2025, 1))
+        .await
+        .unwrap();
+    insert
+        .write(&sample_row("b", "/", 1, OCT_2025, 2))
+        .await
+        .unwrap();
+    insert.end().await.unwrap();
+    let parts = lifecycle::events_partitions(&db, &args.clickhouse_database)
+        .await
+        .unwrap();
+    let names: Vec<(String, u32)> = parts.into_iter().map(|p| (p.site_id, p.month)).collect();
     assert_eq!(
-        store::next_offset(&db, "other-topic", 0).await.unwrap(),
-        None
+        names,
+        [
+            ("a".into(), 202511),
+            ("b".into(), 202510),
+            ("b".into(), 202511)
+        ]
     );
+}
+
+const OCT_2025: u32 = 1_760_000_000; // 2025-10-09
+const NOV_2025: u32 = 1_764_000_000; // 2025-11-24
+
+async fn count(db: &clickhouse::Client, sql: &str) -> u64 {
+    db.query(sql).fetch_one::<u64>().await.unwrap()
+}
+
+#[tokio::test]
+async fn retention_drops_only_months_past_each_sites_retention() {
+    let args = fresh_db("retention");
+    store::migrate(&args).await.unwrap();
+    let db = args.client();
+    let mut insert = db.insert::<EventRow>("events").await.unwrap();
+    for (i, (site, ts)) in [
+        ("short", OCT_2025),
+        ("short", NOV_2025),
+        ("long", OCT_2025),
+        ("long", NOV_2025),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        insert
+            .write(&sample_row(site, "/", 1, ts, i as u64))
+            .await
+            .unwrap();
+    }
+    insert.end().await.unwrap();
+    let policy = lifecycle::RetentionPolicy {
+        default_days: 400,
+        per_site: lifecycle::RetentionPolicy::parse_overrides("short=20").unwrap(),
+    };
+    // 2025-12-05: October ended more than 20 days ago, November did not.
+    let now = chrono::DateTime::parse_from_rfc3339("2025-12-05T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    let dropped = lifecycle::apply_retention(&db, &args.clickhouse_database, &policy, now)
+        .await
+        .unwrap();
+    assert_eq!(dropped.len(), 1);
+    assert_eq!(
+        (dropped[0].site_id.as_str(), dropped[0].month),
+        ("short", 202510)
+    );
+    assert_eq!(
+        count(&db, "SELECT count() FROM events WHERE site_id = 'short'").await,
+        1
+    );
+    assert_eq!(
+        count(&db, "SELECT count() FROM events WHERE site_id = 'long'").await,
+        2
+    );
+}
+
+#[tokio::test]
+async fn erasure_removes_a_site_or_a_visitor_completely() {
+    let args = fresh_db("erasure");
+    store::migrate(&args).await.unwrap();
+    let db = args.client();
+    let mut insert = db.insert::<EventRow>("events").await.unwrap();
+    for (i, (site, visitor, ts)) in [
+        ("gone", 1, OCT_2025),
+        ("gone", 2, NOV_2025),
+        ("kept", 7, NOV_2025),
+        ("kept", 8, NOV_2025),
+        ("kept", 7, OCT_2025),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        insert
+            .write(&sample_row(site, "/", visitor, ts, i as u64))
+            .await
+            .unwrap();
+    }
+    insert.end().await.unwrap();
+    let mut dead = db
+        .insert::<store::DeadLetterRow>("dead_letters")
+        .await
+        .unwrap();
+    for (i, raw) in [
+        r#"{"site_id":"gone","x":1}"#,
+        r#"{"site_id":"kept","visitor_hash":7,"y":1}"#,
+        r#"{"site_id":"kept"}"#,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        dead.write(&store::DeadLetterRow {
+            loaded_at: NOV_2025,
+            kafka_topic: "t".into(),
+            kafka_partition: 0,
+            kafka_offset: 100 + i as u64,
+            reason: "malformed: test".into(),
+            raw: raw.into(),
+        })
+        .await
+        .unwrap();
+    }
+    dead.end().await.unwrap();
+    let name = &args.clickhouse_database;
+    assert_eq!(lifecycle::erase_site(&db, name, "gone").await.unwrap(), 2);
+    assert_eq!(
+        count(&db, "SELECT count() FROM events WHERE site_id = 'gone'").await,
+        0
+    );
+    assert_eq!(count(&db, "SELECT count() FROM dead_letters").await, 2);
+    lifecycle::erase_visitor(&db, name, "kept", 7)
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&db, "SELECT count() FROM events WHERE visitor_hash = 7").await,
+        0
+    );
+    assert_eq!(
+        count(&db, "SELECT count() FROM events WHERE visitor_hash = 8").await,
+        1
+    );
+    assert_eq!(count(&db, "SELECT count() FROM dead_letters").await, 1);
 }

@@ -1,0 +1,47 @@
+//! The ClickHouse side: client construction, schema, rows, offsets and data lifecycle.
+//!
+//! # Schema
+//! - `events`: one row per enriched event, `PARTITION BY (site_id, toYYYYMM(ts))` and
+//!   `ORDER BY (site_id, toDate(ts), visitor_hash, ts)`: a site's time range is one
+//!   contiguous scan, per-visitor work (uniques, visits) reads neighbouring rows, and a site's
+//!   month is one partition, so retention and site erasure are partition drops, not mutations.
+//!   Each row records the Kafka topic, partition and offset it came from.
+//! - `dead_letters`: records that could not be loaded, with the reason, position and raw bytes.
+//! - `loader_offsets`: per topic partition, the offset below which every record is stored
+//!   (written after each batch; see [`offsets`]).
+//! - `schema_migrations`: versions applied, so start-up migration is idempotent.
+//!
+//! Visits (sessions) are not materialised: the query side groups a visitor's events of one
+//! day into visits separated by 30 minutes of inactivity, using array functions that exist
+//! on 18.16 and on current releases (documented in the query module).
+//!
+//! The same DDL runs on ClickHouse 18.16 (the Debian package used in tests) and on current
+//! releases; on servers that have them, [`schema::ServerFeatures`] switches on
+//! `LowCardinality` and column codecs.
+
+pub mod lifecycle;
+pub mod offsets;
+pub mod rows;
+pub mod schema;
+
+use clickhouse::Client;
+
+pub use rows::{DeadLetterRow, EventRow, RowError, SourcePosition};
+pub use schema::{MIGRATIONS, Migration, migrate};
+
+use crate::config::ClickHouseArgs;
+
+/// A client for the analytics database.
+pub fn client(args: &ClickHouseArgs) -> Client {
+    server_client(args).with_database(&args.clickhouse_database)
+}
+
+/// A client without a database, for `CREATE DATABASE`.
+pub(crate) fn server_client(args: &ClickHouseArgs) -> Client {
+    Client::default()
+        .with_url(&args.clickhouse_url)
+        .with_user(&args.clickhouse_user)
+        .with_password(&args.clickhouse_password)
+        // The crate's schema validation asks for settings that ClickHouse 18.16 does not know.
+        .with_validation(false)
+}

@@ -1,0 +1,150 @@
+//! Where each topic partition's loading stands, derived from what ClickHouse holds.
+//!
+//! # Why this is exactly once
+//! A batch covers the offsets `[start, end)` of one partition. Its rows are grouped by table
+//! partition (`events`: site and month; `dead_letters`: month) and each group is one INSERT,
+//! which writes one part and is therefore atomic. After every group succeeded, the loader
+//! records `end` in `loader_offsets` (the *checkpoint*). So at any moment, for offsets at or
+//! past the checkpoint, a record is either entirely stored (its group committed) or not at all.
+//!
+//! On start (and after any error) the loader:
+//! 1. waits until none of its earlier inserts is still running on the server
+//!    ([`wait_for_inflight_inserts`]; inserts are tagged with a `query_id` prefix), so nothing
+//!    commits behind its back;
+//! 2. reads the checkpoint ([`checkpoint`]) and the offsets at or past it already stored
+//!    ([`stored_offsets_from`]);
+//! 3. fetches from the checkpoint and skips the stored offsets.
+//!
+//! A crash between two group inserts, or between the last insert and the checkpoint, leaves
+//! stored offsets past the checkpoint: step 2 finds them and they are not inserted again.
+//! Offsets are never guessed, so nothing is skipped that was not stored.
+
+use std::collections::HashSet;
+
+use clickhouse::{Client, Row};
+use serde::Deserialize;
+
+/// The `query_id` prefix of the inserts one loader makes for one partition.
+pub fn insert_query_prefix(topic: &str, partition: u32) -> String {
+    format!("ta-loader/{topic}/{partition}/")
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct Count {
+    n: u64,
+}
+
+/// Wait until no insert with `prefix` is still running on the server.
+pub async fn wait_for_inflight_inserts(
+    db: &Client,
+    prefix: &str,
+) -> Result<(), clickhouse::error::Error> {
+    loop {
+        let running: Count = db
+            .query("SELECT count() AS n FROM system.processes WHERE substring(query_id, 1, length(?)) = ?")
+            .bind(prefix)
+            .bind(prefix)
+            .fetch_one()
+            .await?;
+        if running.n == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct Checkpoint {
+    next_offset: u64,
+    rows: u64,
+}
+
+/// The partition's checkpoint: every record below it is stored (or was a dropped duplicate).
+pub async fn checkpoint(
+    db: &Client,
+    topic: &str,
+    partition: u32,
+) -> Result<Option<i64>, clickhouse::error::Error> {
+    let c: Checkpoint = db
+        .query(
+            "SELECT max(next_offset) AS next_offset, count() AS rows FROM loader_offsets \
+             WHERE kafka_topic = ? AND kafka_partition = ?",
+        )
+        .bind(topic)
+        .bind(partition)
+        .fetch_one()
+        .await?;
+    Ok((c.rows > 0).then(|| i64::try_from(c.next_offset).unwrap_or(i64::MAX)))
+}
+
+/// Record that every record of the partition below `next_offset` is stored.
+pub async fn write_checkpoint(
+    db: &Client,
+    topic: &str,
+    partition: u32,
+    next_offset: i64,
+) -> Result<(), clickhouse::error::Error> {
+    db.query("INSERT INTO loader_offsets (kafka_topic, kafka_partition, next_offset, committed_at) VALUES (?, ?, ?, now())")
+        .bind(topic)
+        .bind(partition)
+        .bind(u64::try_from(next_offset).unwrap_or(0))
+        .execute()
+        .await
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct Offset {
+    kafka_offset: u64,
+}
+
+/// Offsets at or past `from` of the partition already stored in `events` or `dead_letters`.
+pub async fn stored_offsets_from(
+    db: &Client,
+    topic: &str,
+    partition: u32,
+    from: i64,
+) -> Result<HashSet<i64>, clickhouse::error::Error> {
+    let mut stored = HashSet::new();
+    for table in ["events", "dead_letters"] {
+        let rows: Vec<Offset> = db
+            .query(&format!(
+                "SELECT kafka_offset FROM {table} WHERE kafka_topic = ? AND kafka_partition = ? AND kafka_offset >= ?"
+            ))
+            .bind(topic)
+            .bind(partition)
+            .bind(u64::try_from(from).unwrap_or(0))
+            .fetch_all()
+            .await?;
+        stored.extend(
+            rows.into_iter()
+                .map(|r| i64::try_from(r.kafka_offset).unwrap_or(i64::MAX)),
+        );
+    }
+    Ok(stored)
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct EventId {
+    event_id: String,
+}
+
+/// Event ids stored for the partition at offsets `>= from`, oldest first (for the duplicate
+/// window).
+pub async fn event_ids_from(
+    db: &Client,
+    topic: &str,
+    partition: u32,
+    from: i64,
+) -> Result<Vec<String>, clickhouse::error::Error> {
+    let rows: Vec<EventId> = db
+        .query(
+            "SELECT event_id FROM events WHERE kafka_topic = ? AND kafka_partition = ? \
+             AND kafka_offset >= ? ORDER BY kafka_offset",
+        )
+        .bind(topic)
+        .bind(partition)
+        .bind(u64::try_from(from.max(0)).unwrap_or(0))
+        .fetch_all()
+        .await?;
+    Ok(rows.into_iter().map(|r| r.event_id).collect())
+}

@@ -1,0 +1,219 @@
+//! Versioned migrations, adapted to what the server supports.
+
+use clickhouse::{Client, Row};
+use serde::Deserialize;
+
+use super::{client, server_client};
+use crate::config::ClickHouseArgs;
+
+/// One ordered set of statements. Every statement must be safe to run twice.
+#[derive(Debug)]
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    /// DDL with placeholders: `{lc}` (a low-cardinality string type), `{time_codec}` and
+    /// `{str_codec}` (column codecs or nothing), filled per [`ServerFeatures`].
+    pub statements: &'static [&'static str],
+}
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "events, dead letters and loader offsets",
+    statements: &[
+        "CREATE TABLE IF NOT EXISTS events (
+            site_id {lc},
+            ts DateTime{time_codec},
+            event_id String{str_codec},
+            event_name {lc},
+            visitor_hash UInt64,
+            session_id String{str_codec},
+            url String{str_codec},
+            host {lc},
+            path String{str_codec},
+            referrer String{str_codec},
+            referrer_host String{str_codec},
+            utm_source {lc},
+            utm_medium {lc},
+            utm_campaign {lc},
+            utm_term String{str_codec},
+            utm_content String{str_codec},
+            browser {lc},
+            browser_version {lc},
+            os {lc},
+            os_version {lc},
+            device {lc},
+            country {lc},
+            edge_region {lc},
+            props_keys Array(String),
+            props_values Array(String),
+            received_at DateTime{time_codec},
+            kafka_topic {lc},
+            kafka_partition UInt32,
+            kafka_offset UInt64
+        ) ENGINE = MergeTree
+        PARTITION BY (site_id, toYYYYMM(ts))
+        ORDER BY (site_id, toDate(ts), visitor_hash, ts)",
+        "CREATE TABLE IF NOT EXISTS dead_letters (
+            loaded_at DateTime,
+            kafka_topic String,
+            kafka_partition UInt32,
+            kafka_offset UInt64,
+            reason String,
+            raw String
+        ) ENGINE = MergeTree
+        PARTITION BY toYYYYMM(loaded_at)
+        ORDER BY (kafka_topic, kafka_partition, kafka_offset)",
+        "CREATE TABLE IF NOT EXISTS loader_offsets (
+            kafka_topic String,
+            kafka_partition UInt32,
+            next_offset UInt64,
+            committed_at DateTime
+        ) ENGINE = ReplacingMergeTree(next_offset)
+        ORDER BY (kafka_topic, kafka_partition)",
+    ],
+}];
+
+/// What the connected server supports beyond ClickHouse 18.16.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServerFeatures {
+    /// `LowCardinality(String)` without experimental settings (19.x and later).
+    pub low_cardinality: bool,
+    /// Per-column `CODEC(...)` (19.x and later).
+    pub codecs: bool,
+}
+
+impl ServerFeatures {
+    /// Features of a server reporting `version()` = `version`.
+    pub fn from_version(version: &str) -> Self {
+        let major: u32 = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        let modern = major >= 20;
+        Self {
+            low_cardinality: modern,
+            codecs: modern,
+        }
+    }
+
+    /// DDL with the placeholders filled.
+    pub fn render(&self, ddl: &str) -> String {
+        ddl.replace(
+            "{lc}",
+            if self.low_cardinality {
+                "LowCardinality(String)"
+            } else {
+                "String"
+            },
+        )
+        .replace(
+            "{time_codec}",
+            if self.codecs {
+                " CODEC(DoubleDelta, ZSTD(1))"
+            } else {
+                ""
+            },
+        )
+        .replace(
+            "{str_codec}",
+            if self.codecs { " CODEC(ZSTD(1))" } else { "" },
+        )
+    }
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct Version {
+    version: u32,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct ServerVersion {
+    v: String,
+}
+
+/// The connected server's features.
+pub async fn server_features(db: &Client) -> Result<ServerFeatures, clickhouse::error::Error> {
+    let v: ServerVersion = db.query("SELECT version() AS v").fetch_one().await?;
+    Ok(ServerFeatures::from_version(&v.v))
+}
+
+/// Create the database and apply every migration not yet recorded. Returns the versions
+/// applied by this call.
+pub async fn migrate(args: &ClickHouseArgs) -> Result<Vec<u32>, clickhouse::error::Error> {
+    server_client(args)
+        .query(&format!(
+            "CREATE DATABASE IF NOT EXISTS `{}`",
+            args.clickhouse_database
+        ))
+        .execute()
+        .await?;
+    let db = client(args);
+    let features = server_features(&db).await?;
+    db.query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version UInt32, name String, applied_at DateTime
+        ) ENGINE = MergeTree ORDER BY version",
+    )
+    .execute()
+    .await?;
+    let applied: Vec<u32> = db
+        .query("SELECT version FROM schema_migrations")
+        .fetch_all::<Version>()
+        .await?
+        .into_iter()
+        .map(|v| v.version)
+        .collect();
+    let mut newly = Vec::new();
+    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+        for statement in m.statements {
+            db.query(&features.render(statement)).execute().await?;
+        }
+        db.query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, now())")
+            .bind(m.version)
+            .bind(m.name)
+            .execute()
+            .await?;
+        newly.push(m.version);
+    }
+    Ok(newly)
+}
+
+/// Every migration statement as the given server would run it, for compatibility checks.
+pub fn rendered_statements(features: ServerFeatures) -> Vec<String> {
+    MIGRATIONS
+        .iter()
+        .flat_map(|m| m.statements.iter().map(move |s| features.render(s)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_versions_are_unique_and_increasing() {
+        assert!(MIGRATIONS.windows(2).all(|w| w[0].version < w[1].version));
+        assert!(MIGRATIONS.iter().all(|m| !m.statements.is_empty()));
+    }
+
+    #[test]
+    fn old_servers_get_plain_types_and_new_ones_low_cardinality_and_codecs() {
+        let old = ServerFeatures::from_version("18.16.1");
+        let new = ServerFeatures::from_version("24.8.4.13");
+        assert_eq!(old, ServerFeatures::default());
+        assert!(new.low_cardinality && new.codecs);
+        let ddl = "a {lc}, b DateTime{time_codec}, c String{str_codec}";
+        assert_eq!(old.render(ddl), "a String, b DateTime, c String");
+        assert_eq!(
+            new.render(ddl),
+            "a LowCardinality(String), b DateTime CODEC(DoubleDelta, ZSTD(1)), c String CODEC(ZSTD(1))"
+        );
+        for s in rendered_statements(old)
+            .iter()
+            .chain(&rendered_statements(new))
+        {
+            assert!(!s.contains('{'), "unfilled placeholder in {s}");
+        }
+    }
+}
