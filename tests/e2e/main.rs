@@ -1,4 +1,5 @@
 //! End-to-end: the three binaries as processes, the real broker, the real ClickHouse.
 
 mod deploy;
+mod faults;
 mod pipeline;

@@ -1,6 +1,8 @@
 //! Helpers for end-to-end tests: build and start the real binaries as processes against the
 //! real broker and ClickHouse, each test with its own topic, database and ports.
 
+pub mod infra;
+
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -26,29 +28,24 @@ pub fn clickhouse_url() -> String {
     std::env::var("TA_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
 }
 
-static BUILD: Once = Once::new();
+static BUILD_EDGE: Once = Once::new();
+static BUILD_CENTRAL: Once = Once::new();
 
-/// Path of a workspace binary, building the service binaries once per test run.
+/// Path of a workspace binary, building its package once per test run.
 pub fn binary(name: &str) -> PathBuf {
-    BUILD.call_once(|| {
+    let (once, package) = match name {
+        "ta-edge" => (&BUILD_EDGE, "ta-edge"),
+        "ta-loader" | "ta-query" => (&BUILD_CENTRAL, "ta-central"),
+        other => panic!("unknown service binary {other}"),
+    };
+    once.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "ta-edge",
-                "-p",
-                "ta-central",
-                "--bins",
-            ])
+            .args(["build", "--quiet", "-p", package, "--bins"])
             .current_dir(workspace_root())
             .status()
             .expect("running cargo build for the service binaries");
-        assert!(
-            status.success(),
-            "building ta-edge/ta-loader/ta-query failed"
-        );
+        assert!(status.success(), "building {package} failed");
     });
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)

@@ -1,0 +1,273 @@
+//! Private instances of the broker and ClickHouse for fault tests: a test may stop, kill and
+//! restart them without disturbing the shared infrastructure other tests use.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rskafka::client::ClientBuilder;
+use rskafka::client::partition::{Compression, UnknownTopicHandling};
+use rskafka::record::Record;
+
+use crate::{free_port, workspace_root};
+
+fn wait_until(what: &str, log: &Path, within: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ready() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not come up within {within:?}; log {}:\n{}",
+            log.display(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+fn signal(child: &Child, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status();
+}
+
+/// A ClickHouse server of its own (same package and config template as `deploy/local/infra`).
+pub struct PrivateClickHouse {
+    dir: PathBuf,
+    pub http_port: u16,
+    tcp_port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateClickHouse {
+    pub fn start(dir: &Path) -> Self {
+        let mut ch = Self {
+            dir: dir.to_path_buf(),
+            http_port: free_port(),
+            tcp_port: free_port(),
+            child: None,
+        };
+        for sub in ["data", "tmp", "user_files", "format_schemas", "logs"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let template = workspace_root().join("deploy/local/clickhouse");
+        let config = std::fs::read_to_string(template.join("config.xml"))
+            .unwrap()
+            .replace("@CH_DIR@", &dir.display().to_string())
+            .replace("@HTTP_PORT@", &ch.http_port.to_string())
+            .replace("@TCP_PORT@", &ch.tcp_port.to_string());
+        std::fs::write(dir.join("config.xml"), config).unwrap();
+        std::fs::copy(template.join("users.xml"), dir.join("users.xml")).unwrap();
+        ch.restart();
+        ch
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Start (again) on the same data and ports.
+    pub fn restart(&mut self) {
+        let bin = ["/usr/sbin/clickhouse-server", "/usr/bin/clickhouse-server"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("clickhouse-server is installed (deploy/local/infra up installs it)");
+        let log = self.dir.join("stdout.log");
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(bin)
+            .arg(format!(
+                "--config-file={}",
+                self.dir.join("config.xml").display()
+            ))
+            .current_dir(&self.dir)
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("starting clickhouse-server");
+        self.child = Some(child);
+        let url = format!("{}/ping", self.url());
+        wait_until("private ClickHouse", &log, Duration::from_secs(60), || {
+            std::process::Command::new("curl")
+                .args(["-sf", &url])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    }
+
+    /// Stop gracefully and wait until the process is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, "TERM");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while child.try_wait().ok().flatten().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        assert!(
+            !port_open(self.http_port),
+            "ClickHouse still answering after stop"
+        );
+    }
+}
+
+impl Drop for PrivateClickHouse {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Path of the tansu binary that `deploy/local/infra up` installs.
+pub fn tansu_binary() -> PathBuf {
+    let tools = std::env::var("TA_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/tiny-analytics")
+        });
+    let bin = tools.join("tansu-0.6.0/bin/tansu");
+    assert!(
+        bin.exists(),
+        "{} missing: run deploy/local/infra up",
+        bin.display()
+    );
+    bin
+}
+
+/// A tansu broker of its own, with sqlite storage in `dir`.
+pub struct PrivateBroker {
+    dir: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateBroker {
+    pub fn start(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut b = Self {
+            dir: dir.to_path_buf(),
+            port: free_port(),
+            child: None,
+        };
+        b.restart();
+        b
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn restart(&mut self) {
+        let log = self.dir.join("tansu.log");
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new(tansu_binary())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&self.dir)
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("starting tansu");
+        self.child = Some(child);
+        let port = self.port;
+        wait_until("private broker", &log, Duration::from_secs(30), || {
+            port_open(port)
+        });
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Create `topic` (if needed) on `broker` and produce `values` round-robin over `partitions`.
+pub async fn produce(broker: &str, topic: &str, partitions: i32, values: Vec<Vec<u8>>) {
+    let client = ClientBuilder::new(vec![broker.to_owned()])
+        .build()
+        .await
+        .expect("broker reachable");
+    if !client
+        .list_topics()
+        .await
+        .unwrap()
+        .iter()
+        .any(|t| t.name == topic)
+    {
+        client
+            .controller_client()
+            .unwrap()
+            .create_topic(topic, partitions, 1, 5_000)
+            .await
+            .unwrap();
+    }
+    let mut per: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+    for (i, v) in values.into_iter().enumerate() {
+        per.entry(i as i32 % partitions).or_default().push(Record {
+            key: None,
+            value: Some(v),
+            headers: BTreeMap::new(),
+            timestamp: chrono::Utc::now(),
+        });
+    }
+    for (p, records) in per {
+        let pc = client
+            .partition_client(topic, p, UnknownTopicHandling::Retry)
+            .await
+            .unwrap();
+        for chunk in records.chunks(500) {
+            pc.produce(chunk.to_vec(), Compression::NoCompression)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// One number from ClickHouse (`sql` must return a single value).
+pub async fn clickhouse_number(url: &str, database: &str, sql: &str) -> Option<u64> {
+    let res = reqwest::Client::new()
+        .post(url)
+        .query(&[("database", database)])
+        .body(sql.to_owned())
+        .send()
+        .await
+        .ok()?;
+    if !res.status().is_success() {
+        return None;
+    }
+    res.text().await.ok()?.trim().parse().ok()
+}
