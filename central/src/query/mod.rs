@@ -25,6 +25,7 @@ use serde_json::json;
 use ta_shared::telemetry::LATENCY_SECONDS_BUCKETS;
 
 use crate::config::QueryConfig;
+use crate::sql;
 use cache::AnswerCache;
 use error::ApiError;
 use params::{RawParams, StatsQuery};
@@ -158,8 +159,6 @@ struct PageCount {
     pageviews: u64,
 }
 
-const RANGE: &str = "site_id = ? AND ts >= toDateTime(?) AND ts < toDateTime(?)";
-
 async fn compute(
     db: &clickhouse::Client,
     endpoint: Endpoint,
@@ -170,9 +169,7 @@ async fn compute(
     match endpoint {
         Endpoint::Pageviews => {
             let c: Count = db
-                .query(&format!(
-                    "SELECT count() AS n FROM events WHERE {RANGE} AND event_name = 'pageview'"
-                ))
+                .query(sql::PAGEVIEWS)
                 .bind(&q.site_id)
                 .bind(q.from_secs())
                 .bind(q.to_secs())
@@ -182,9 +179,7 @@ async fn compute(
         }
         Endpoint::UniqueUsers => {
             let c: Count = db
-                .query(&format!(
-                    "SELECT uniqExact(visitor_hash) AS n FROM events WHERE {RANGE}"
-                ))
+                .query(sql::UNIQUE_USERS)
                 .bind(&q.site_id)
                 .bind(q.from_secs())
                 .bind(q.to_secs())
@@ -194,10 +189,7 @@ async fn compute(
         }
         Endpoint::TopPages => {
             let pages: Vec<PageCount> = db
-                .query(&format!(
-                    "SELECT path, count() AS pageviews FROM events WHERE {RANGE} AND event_name = 'pageview' \
-                     GROUP BY path ORDER BY pageviews DESC, path ASC LIMIT ?"
-                ))
+                .query(sql::TOP_PAGES)
                 .bind(&q.site_id)
                 .bind(q.from_secs())
                 .bind(q.to_secs())

@@ -13,6 +13,8 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use clickhouse::{Client, Row};
 use serde::Deserialize;
 
+use crate::sql;
+
 /// How long each site's events are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetentionPolicy {
@@ -78,11 +80,6 @@ impl EventsPartition {
             .expect("midnight")
             .and_utc()
     }
-
-    /// SQL literal of the partition (site ids are restricted to `[A-Za-z0-9._-]`).
-    fn literal(&self) -> String {
-        format!("('{}', {})", self.site_id, self.month)
-    }
 }
 
 /// Partitions whose every event is older than its site's retention at `now`.
@@ -112,7 +109,7 @@ pub async fn events_partitions(
     database: &str,
 ) -> Result<Vec<EventsPartition>, clickhouse::error::Error> {
     let rows: Vec<PartitionText> = db
-        .query("SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = 'events' AND active")
+        .query(sql::EVENTS_PARTITIONS)
         .bind(database)
         .fetch_all()
         .await?;
@@ -129,12 +126,9 @@ async fn drop_partitions(
     partitions: &[EventsPartition],
 ) -> Result<(), clickhouse::error::Error> {
     for p in partitions {
-        db.query(&format!(
-            "ALTER TABLE events DROP PARTITION {}",
-            p.literal()
-        ))
-        .execute()
-        .await?;
+        db.query(&sql::drop_events_partition(&p.site_id, p.month))
+            .execute()
+            .await?;
     }
     Ok(())
 }
@@ -164,7 +158,7 @@ async fn wait_for_mutations(
 ) -> Result<(), clickhouse::error::Error> {
     loop {
         let p: Pending = db
-            .query("SELECT count() AS n FROM system.mutations WHERE database = ? AND table = ? AND is_done = 0")
+            .query(sql::PENDING_MUTATIONS)
             .bind(database)
             .bind(table)
             .fetch_one()
@@ -188,7 +182,7 @@ pub async fn erase_site(
         .filter(|p| p.site_id == site_id)
         .collect();
     drop_partitions(db, &mine).await?;
-    db.query("ALTER TABLE dead_letters DELETE WHERE position(raw, ?) > 0")
+    db.query(sql::DELETE_DEAD_LETTERS_MENTIONING)
         .bind(format!("\"site_id\":\"{site_id}\""))
         .execute()
         .await?;
@@ -203,12 +197,12 @@ pub async fn erase_visitor(
     site_id: &str,
     visitor_hash: u64,
 ) -> Result<(), clickhouse::error::Error> {
-    db.query("ALTER TABLE events DELETE WHERE site_id = ? AND visitor_hash = ?")
+    db.query(sql::DELETE_VISITOR_EVENTS)
         .bind(site_id)
         .bind(visitor_hash)
         .execute()
         .await?;
-    db.query("ALTER TABLE dead_letters DELETE WHERE position(raw, ?) > 0")
+    db.query(sql::DELETE_DEAD_LETTERS_MENTIONING)
         .bind(format!("\"visitor_hash\":{visitor_hash},"))
         .execute()
         .await?;

@@ -24,6 +24,8 @@ use std::collections::HashSet;
 use clickhouse::{Client, Row};
 use serde::Deserialize;
 
+use crate::sql;
+
 /// The `query_id` prefix of the inserts one loader makes for one partition.
 pub fn insert_query_prefix(topic: &str, partition: u32) -> String {
     format!("ta-loader/{topic}/{partition}/")
@@ -41,7 +43,7 @@ pub async fn wait_for_inflight_inserts(
 ) -> Result<(), clickhouse::error::Error> {
     loop {
         let running: Count = db
-            .query("SELECT count() AS n FROM system.processes WHERE substring(query_id, 1, length(?)) = ?")
+            .query(sql::INFLIGHT_INSERTS)
             .bind(prefix)
             .bind(prefix)
             .fetch_one()
@@ -66,10 +68,7 @@ pub async fn checkpoint(
     partition: u32,
 ) -> Result<Option<i64>, clickhouse::error::Error> {
     let c: Checkpoint = db
-        .query(
-            "SELECT max(next_offset) AS next_offset, count() AS rows FROM loader_offsets \
-             WHERE kafka_topic = ? AND kafka_partition = ?",
-        )
+        .query(sql::CHECKPOINT)
         .bind(topic)
         .bind(partition)
         .fetch_one()
@@ -84,7 +83,7 @@ pub async fn write_checkpoint(
     partition: u32,
     next_offset: i64,
 ) -> Result<(), clickhouse::error::Error> {
-    db.query("INSERT INTO loader_offsets (kafka_topic, kafka_partition, next_offset, committed_at) VALUES (?, ?, ?, now())")
+    db.query(sql::WRITE_CHECKPOINT)
         .bind(topic)
         .bind(partition)
         .bind(u64::try_from(next_offset).unwrap_or(0))
@@ -105,11 +104,9 @@ pub async fn stored_offsets_from(
     from: i64,
 ) -> Result<HashSet<i64>, clickhouse::error::Error> {
     let mut stored = HashSet::new();
-    for table in ["events", "dead_letters"] {
+    for statement in [sql::STORED_EVENT_OFFSETS, sql::STORED_DEAD_LETTER_OFFSETS] {
         let rows: Vec<Offset> = db
-            .query(&format!(
-                "SELECT kafka_offset FROM {table} WHERE kafka_topic = ? AND kafka_partition = ? AND kafka_offset >= ?"
-            ))
+            .query(statement)
             .bind(topic)
             .bind(partition)
             .bind(u64::try_from(from).unwrap_or(0))
@@ -137,10 +134,7 @@ pub async fn event_ids_from(
     from: i64,
 ) -> Result<Vec<String>, clickhouse::error::Error> {
     let rows: Vec<EventId> = db
-        .query(
-            "SELECT event_id FROM events WHERE kafka_topic = ? AND kafka_partition = ? \
-             AND kafka_offset >= ? ORDER BY kafka_offset",
-        )
+        .query(sql::EVENT_IDS_FROM)
         .bind(topic)
         .bind(partition)
         .bind(u64::try_from(from.max(0)).unwrap_or(0))

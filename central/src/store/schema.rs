@@ -5,6 +5,7 @@ use serde::Deserialize;
 
 use super::{client, server_client};
 use crate::config::ClickHouseArgs;
+use crate::sql;
 
 /// One ordered set of statements. Every statement must be safe to run twice.
 #[derive(Debug)]
@@ -134,7 +135,7 @@ struct ServerVersion {
 
 /// The connected server's features.
 pub async fn server_features(db: &Client) -> Result<ServerFeatures, clickhouse::error::Error> {
-    let v: ServerVersion = db.query("SELECT version() AS v").fetch_one().await?;
+    let v: ServerVersion = db.query(sql::SERVER_VERSION).fetch_one().await?;
     Ok(ServerFeatures::from_version(&v.v))
 }
 
@@ -150,15 +151,9 @@ pub async fn migrate(args: &ClickHouseArgs) -> Result<Vec<u32>, clickhouse::erro
         .await?;
     let db = client(args);
     let features = server_features(&db).await?;
-    db.query(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
-            version UInt32, name String, applied_at DateTime
-        ) ENGINE = MergeTree ORDER BY version",
-    )
-    .execute()
-    .await?;
+    db.query(sql::CREATE_MIGRATIONS_TABLE).execute().await?;
     let applied: Vec<u32> = db
-        .query("SELECT version FROM schema_migrations")
+        .query(sql::APPLIED_MIGRATIONS)
         .fetch_all::<Version>()
         .await?
         .into_iter()
@@ -169,7 +164,7 @@ pub async fn migrate(args: &ClickHouseArgs) -> Result<Vec<u32>, clickhouse::erro
         for statement in m.statements {
             db.query(&features.render(statement)).execute().await?;
         }
-        db.query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, now())")
+        db.query(sql::RECORD_MIGRATION)
             .bind(m.version)
             .bind(m.name)
             .execute()
