@@ -1,0 +1,338 @@
+//! The same DDL and every statement the central side runs, on ClickHouse 18.16 (the local
+//! server) and on a current ClickHouse (chdb, in-process), with identical answers.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use serde_json::json;
+use ta_central::sql::{self, Value, bind_literals};
+use ta_central::store::EventRow;
+use ta_central::store::schema::{ServerFeatures, rendered_statements};
+
+use crate::{clickhouse_url, sample_row, unique};
+
+const DAY: i64 = 1_764_460_800; // 2025-11-30T00:00:00Z
+
+fn s(v: &str) -> Value {
+    Value::Str(v.to_owned())
+}
+
+fn quote(v: &str) -> String {
+    bind_literals("?", &[s(v)])
+}
+
+fn row_values(r: &EventRow) -> String {
+    let arr = |a: &[String]| {
+        format!(
+            "[{}]",
+            a.iter().map(|x| quote(x)).collect::<Vec<_>>().join(", ")
+        )
+    };
+    let strs = [
+        &r.site_id,
+        &r.event_id,
+        &r.event_name,
+        &r.session_id,
+        &r.url,
+        &r.host,
+        &r.path,
+        &r.referrer,
+        &r.referrer_host,
+        &r.utm_source,
+        &r.utm_medium,
+        &r.utm_campaign,
+        &r.utm_term,
+        &r.utm_content,
+        &r.browser,
+        &r.browser_version,
+        &r.os,
+        &r.os_version,
+        &r.device,
+        &r.country,
+        &r.edge_region,
+    ];
+    let q: Vec<String> = strs.iter().map(|x| quote(x)).collect();
+    format!(
+        "({site}, toDateTime({ts}), {eid}, {name}, {vh}, {rest}, {pk}, {pv}, toDateTime({recv}), {topic}, {part}, {off})",
+        site = q[0],
+        ts = r.ts,
+        eid = q[1],
+        name = q[2],
+        vh = r.visitor_hash,
+        rest = q[3..].join(", "),
+        pk = arr(&r.props_keys),
+        pv = arr(&r.props_values),
+        recv = r.received_at,
+        topic = quote(&r.kafka_topic),
+        part = r.kafka_partition,
+        off = r.kafka_offset,
+    )
+}
+
+const EVENT_COLUMNS: &str = "site_id, ts, event_id, event_name, visitor_hash, session_id, url, host, path, \
+    referrer, referrer_host, utm_source, utm_medium, utm_campaign, utm_term, utm_content, browser, \
+    browser_version, os, os_version, device, country, edge_region, props_keys, props_values, received_at, \
+    kafka_topic, kafka_partition, kafka_offset";
+
+/// Rows, checkpoints and dead letters every step reads from.
+fn data_statements() -> Vec<String> {
+    let mut rows = Vec::new();
+    let sample = [
+        ("site-1", "/a", 1, DAY + 10),
+        ("site-1", "/a", 2, DAY + 20),
+        ("site-1", "/b", 1, DAY + 30),
+        ("site-1", "/c", 3, DAY + 86_400 + 5),
+        ("site-2", "/a", 5, DAY + 40),
+        ("site-2", "/z", 6, DAY - 40 * 86_400),
+    ];
+    for (i, (site, path, visitor, ts)) in sample.into_iter().enumerate() {
+        let mut r = sample_row(site, path, visitor, ts as u32, i as u64);
+        r.event_id = format!("00000000-0000-7000-8000-00000000000{i}");
+        rows.push(row_values(&r));
+    }
+    let mut out = vec![format!(
+        "INSERT INTO events ({EVENT_COLUMNS}) VALUES {}",
+        rows.join(", ")
+    )];
+    out.push(
+        "INSERT INTO dead_letters (loaded_at, kafka_topic, kafka_partition, kafka_offset, reason, raw) VALUES \
+         (toDateTime(1764460800), 't', 0, 9, 'malformed: x', '{\"site_id\":\"site-9\"}')"
+            .to_owned(),
+    );
+    for next in [3, 7] {
+        out.push(bind_literals(
+            sql::WRITE_CHECKPOINT,
+            &[s("t"), Value::Int(0), Value::Int(next)],
+        ));
+    }
+    out.push(sql::CREATE_MIGRATIONS_TABLE.to_owned());
+    out.push(bind_literals(
+        sql::RECORD_MIGRATION,
+        &[Value::Int(1), s("compat")],
+    ));
+    out
+}
+
+/// (name, statement) in order; `wait:<table>` steps poll for finished mutations.
+fn steps(database: &str) -> Vec<(String, String)> {
+    let range = |site: &str| vec![s(site), Value::Int(DAY), Value::Int(DAY + 86_400)];
+    let mut top = range("site-1");
+    top.push(Value::Int(2));
+    let mut steps: Vec<(String, String)> = vec![
+        (
+            "pageviews".into(),
+            bind_literals(sql::PAGEVIEWS, &range("site-1")),
+        ),
+        (
+            "unique_users".into(),
+            bind_literals(sql::UNIQUE_USERS, &range("site-1")),
+        ),
+        ("top_pages".into(), bind_literals(sql::TOP_PAGES, &top)),
+        ("applied_migrations".into(), sql::APPLIED_MIGRATIONS.into()),
+        (
+            "inflight".into(),
+            bind_literals(
+                sql::INFLIGHT_INSERTS,
+                &[s("ta-loader/none/"), s("ta-loader/none/")],
+            ),
+        ),
+        (
+            "checkpoint".into(),
+            bind_literals(sql::CHECKPOINT, &[s("t"), Value::Int(0)]),
+        ),
+        (
+            "stored_events".into(),
+            bind_literals(
+                sql::STORED_EVENT_OFFSETS,
+                &[s("t"), Value::Int(0), Value::Int(2)],
+            ),
+        ),
+        (
+            "stored_dead".into(),
+            bind_literals(
+                sql::STORED_DEAD_LETTER_OFFSETS,
+                &[s("t"), Value::Int(0), Value::Int(0)],
+            ),
+        ),
+        (
+            "event_ids".into(),
+            bind_literals(sql::EVENT_IDS_FROM, &[s("t"), Value::Int(0), Value::Int(3)]),
+        ),
+        (
+            "partitions".into(),
+            bind_literals(sql::EVENTS_PARTITIONS, &[s(database)]),
+        ),
+    ];
+    steps.push((
+        "drop_partition".into(),
+        sql::drop_events_partition("site-2", 202510),
+    ));
+    steps.push((
+        "erase_visitor".into(),
+        bind_literals(sql::DELETE_VISITOR_EVENTS, &[s("site-1"), Value::Int(2)]),
+    ));
+    steps.push((
+        "erase_dead".into(),
+        bind_literals(
+            sql::DELETE_DEAD_LETTERS_MENTIONING,
+            &[s("\"site_id\":\"site-9\"")],
+        ),
+    ));
+    for table in ["events", "dead_letters"] {
+        steps.push((
+            format!("wait:{table}"),
+            bind_literals(sql::PENDING_MUTATIONS, &[s(database), s(table)]),
+        ));
+    }
+    steps.push((
+        "after_partitions".into(),
+        bind_literals(sql::EVENTS_PARTITIONS, &[s(database)]),
+    ));
+    steps.push((
+        "after_unique_users".into(),
+        bind_literals(sql::UNIQUE_USERS, &range("site-1")),
+    ));
+    steps.push((
+        "after_dead".into(),
+        bind_literals(
+            sql::STORED_DEAD_LETTER_OFFSETS,
+            &[s("t"), Value::Int(0), Value::Int(0)],
+        ),
+    ));
+    steps
+}
+
+async fn run_on_server(
+    database: &str,
+    setup: &[String],
+    steps: &[(String, String)],
+) -> serde_json::Map<String, serde_json::Value> {
+    let http = reqwest::Client::new();
+    let exec = |db: &str, q: String| {
+        let req = http
+            .post(clickhouse_url())
+            .query(&[("database", db)])
+            .body(q.clone());
+        async move {
+            let res = req.send().await.unwrap();
+            let status = res.status();
+            let text = res.text().await.unwrap();
+            assert!(
+                status.is_success(),
+                "ClickHouse 18.16 refused:\n{q}\n{text}"
+            );
+            text
+        }
+    };
+    exec("default", format!("CREATE DATABASE {database}")).await;
+    for q in setup {
+        exec(database, q.clone()).await;
+    }
+    let mut results = serde_json::Map::new();
+    for (name, q) in steps {
+        if name.starts_with("wait:") {
+            while exec(database, q.clone()).await.trim() != "0" {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            continue;
+        }
+        results.insert(
+            name.clone(),
+            exec(database, format!("{q} FORMAT TabSeparated"))
+                .await
+                .into(),
+        );
+    }
+    results
+}
+
+/// The Python with chdb that `deploy/local/infra up` installs.
+fn chdb_python() -> PathBuf {
+    let tools = std::env::var("TA_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/tiny-analytics")
+        });
+    let python = tools.join("pyenv/bin/python");
+    assert!(
+        python.exists(),
+        "{} missing: deploy/local/infra up installs chdb there",
+        python.display()
+    );
+    python
+}
+
+#[tokio::test]
+async fn every_statement_answers_the_same_on_clickhouse_18_16_and_a_current_release() {
+    let database = unique("compat");
+    let data = data_statements();
+    let old_setup: Vec<String> = rendered_statements(ServerFeatures::default())
+        .into_iter()
+        .chain(data.clone())
+        .collect();
+    let new_features = ServerFeatures::from_version("26.9");
+    let new_setup: Vec<String> = rendered_statements(new_features)
+        .into_iter()
+        .chain(data)
+        .collect();
+    assert!(
+        new_setup.iter().any(|s| s.contains("LowCardinality")),
+        "the current-release DDL uses LowCardinality"
+    );
+    let steps = steps(&database);
+
+    let old = run_on_server(&database, &old_setup, &steps).await;
+
+    let plan = json!({
+        "database": database,
+        "setup": new_setup,
+        "steps": steps.iter().map(|(n, q)| json!({"name": n, "sql": q})).collect::<Vec<_>>(),
+    });
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/chdb_run.py");
+    let mut child = Command::new(chdb_python())
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        plan.to_string().as_bytes(),
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "chdb run failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let version = new["version"].as_str().unwrap();
+    assert!(
+        version.split('.').next().unwrap().parse::<u32>().unwrap() >= 24,
+        "chdb runs a current ClickHouse: {version}"
+    );
+
+    for (name, _) in steps.iter().filter(|(n, _)| {
+        !n.starts_with("wait:")
+            && !matches!(
+                n.as_str(),
+                "drop_partition" | "erase_visitor" | "erase_dead"
+            )
+    }) {
+        assert_eq!(
+            old[name], new["results"][name],
+            "step {name}: 18.16 vs {version}"
+        );
+    }
+    // The answers are also the right ones, not just equal.
+    assert_eq!(old["pageviews"], "3\n");
+    assert_eq!(old["unique_users"], "2\n");
+    assert_eq!(old["top_pages"], "/a\t2\n/b\t1\n");
+    assert_eq!(old["checkpoint"], "7\t2\n");
+    assert_eq!(old["after_unique_users"], "1\n");
+    assert_eq!(old["after_dead"], "");
+    assert_eq!(old["partitions"].as_str().unwrap().lines().count(), 4);
+    assert_eq!(old["after_partitions"].as_str().unwrap().lines().count(), 3);
+}
