@@ -61,6 +61,10 @@ pub struct LoaderConfig {
     #[arg(long, env = "TA_KAFKA_TOPIC_PARTITIONS", default_value_t = 3)]
     pub kafka_topic_partitions: i32,
 
+    /// Create the topic when it does not exist (false: wait for it to appear).
+    #[arg(long, env = "TA_KAFKA_CREATE_TOPIC", default_value_t = true, action = clap::ArgAction::Set)]
+    pub kafka_create_topic: bool,
+
     #[command(flatten)]
     pub clickhouse: ClickHouseArgs,
 

@@ -107,17 +107,18 @@ struct Ctx {
     metrics: LoaderMetrics,
 }
 
-/// Connect to Kafka, creating the topic if it does not exist yet.
+/// Connect to Kafka, creating the topic if it does not exist yet (unless configured not to).
 pub async fn connect_kafka(config: &LoaderConfig) -> Result<Client, KafkaError> {
     let client = ClientBuilder::new(config.kafka_brokers.clone())
         .client_id("ta-loader")
         .build()
         .await?;
-    if !client
-        .list_topics()
-        .await?
-        .iter()
-        .any(|t| t.name == config.kafka_topic)
+    if config.kafka_create_topic
+        && !client
+            .list_topics()
+            .await?
+            .iter()
+            .any(|t| t.name == config.kafka_topic)
     {
         match client
             .controller_client()?

@@ -309,3 +309,31 @@ async fn wait_for(done: impl Fn() -> bool, state: impl Fn() -> String) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Partitions that appear while the loader runs are picked up. Against Kafka or Redpanda,
+/// `kafka-topics --alter --partitions N` takes this path; tansu 0.6 has no CreatePartitions
+/// (KIP-195), so here the whole topic appears after the loader started.
+#[tokio::test]
+async fn partitions_that_appear_while_running_are_loaded() {
+    let topic = unique("loader_new_partitions");
+    let config = LoaderConfig {
+        kafka_create_topic: false,
+        partition_refresh_secs: 1,
+        ..loader_config("loader_new_partitions", &topic)
+    };
+    let db = config.clickhouse.client();
+    let metrics = LoaderMetrics::new();
+    let task = tokio::spawn(loader::run(config, metrics.clone()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(metrics.fetched.get(), 0);
+    let now = chrono::Utc::now().timestamp_millis();
+    produce(
+        &topic,
+        3,
+        (0..300).map(|i| event(i, now).to_json()).collect(),
+    )
+    .await;
+    let c = wait_for_rows(&db, 300, Duration::from_secs(60)).await;
+    task.abort();
+    assert_eq!((c.rows, c.distinct_ids), (300, 300));
+}
