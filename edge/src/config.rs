@@ -4,7 +4,19 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+
+use crate::forwarder::ForwarderSettings;
+use crate::readiness::ReadinessPolicy;
+use crate::spool::{FsyncPolicy, SpoolConfig};
+
+/// `TA_SPOOL_FSYNC` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FsyncMode {
+    Always,
+    Interval,
+    Never,
+}
 
 /// Tiny Analytics edge node: accepts events over HTTP and produces enriched events to Kafka.
 #[derive(Debug, Clone, Parser)]
@@ -43,7 +55,7 @@ pub struct EdgeConfig {
     #[arg(long, env = "TA_KAFKA_TOPIC_PARTITIONS", default_value_t = 3)]
     pub kafka_topic_partitions: i32,
 
-    /// How long a produce call waits for more events before sending a batch, in milliseconds.
+    /// How long the forwarder waits for more events after an idle spool got one, in milliseconds.
     #[arg(long, env = "TA_KAFKA_LINGER_MS", default_value_t = 5)]
     pub kafka_linger_ms: u64,
 
@@ -51,9 +63,52 @@ pub struct EdgeConfig {
     #[arg(long, env = "TA_KAFKA_MAX_BATCH_BYTES", default_value_t = 1 << 20)]
     pub kafka_max_batch_bytes: usize,
 
-    /// How long a produce may keep retrying before the request is answered 503, in seconds.
+    /// How long one connect or produce attempt may take before it is retried, in seconds.
     #[arg(long, env = "TA_KAFKA_PRODUCE_TIMEOUT_SECS", default_value_t = 10)]
     pub kafka_produce_timeout_secs: u64,
+
+    /// Ceiling of the jittered exponential backoff between failed deliveries, in milliseconds.
+    #[arg(long, env = "TA_KAFKA_RETRY_MAX_BACKOFF_MS", default_value_t = 10_000)]
+    pub kafka_retry_max_backoff_ms: u64,
+
+    /// Directory of the durable spool (one per ta-edge process). Relative paths start at the
+    /// working directory.
+    #[arg(long, env = "TA_SPOOL_DIR", default_value = ".local/spool/edge")]
+    pub spool_dir: PathBuf,
+
+    /// Disk budget of the spool, in bytes; past it collect answers 503 with Retry-After.
+    #[arg(long, env = "TA_SPOOL_MAX_BYTES", default_value_t = 1 << 30)]
+    pub spool_max_bytes: u64,
+
+    /// Size at which a new spool segment file starts, in bytes (at most half the budget).
+    #[arg(long, env = "TA_SPOOL_SEGMENT_BYTES", default_value_t = 64 << 20)]
+    pub spool_segment_bytes: u64,
+
+    /// When the spool fsyncs: `always` before answering 202 (safe against power loss),
+    /// `interval` every TA_SPOOL_FSYNC_INTERVAL_MS, `never` (left to the kernel).
+    #[arg(long, env = "TA_SPOOL_FSYNC", value_enum, default_value_t = FsyncMode::Always)]
+    pub spool_fsync: FsyncMode,
+
+    /// Longest time between fsyncs under `TA_SPOOL_FSYNC=interval`, in milliseconds.
+    #[arg(long, env = "TA_SPOOL_FSYNC_INTERVAL_MS", default_value_t = 100)]
+    pub spool_fsync_interval_ms: u64,
+
+    /// /readyz answers 503 once the spool holds this percentage of its budget.
+    #[arg(long, env = "TA_READY_MAX_SPOOL_PERCENT", default_value_t = 80, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub ready_max_spool_percent: u8,
+
+    /// /readyz answers 503 once Kafka has been unreachable this long, in seconds.
+    #[arg(long, env = "TA_READY_MAX_KAFKA_DOWN_SECS", default_value_t = 60)]
+    pub ready_max_kafka_down_secs: u64,
+
+    /// On SIGTERM/SIGINT, how long requests in progress may take to finish, in seconds.
+    #[arg(long, env = "TA_SHUTDOWN_REQUEST_GRACE_SECS", default_value_t = 5)]
+    pub shutdown_request_grace_secs: u64,
+
+    /// On SIGTERM/SIGINT, how long the forwarder may keep delivering the spool to Kafka
+    /// before the process exits, in seconds; what is left is delivered after the next start.
+    #[arg(long, env = "TA_SHUTDOWN_DRAIN_SECS", default_value_t = 10)]
+    pub shutdown_drain_secs: u64,
 
     /// Secret the daily visitor salts are derived from. Must be the same on every edge node.
     #[arg(
@@ -88,11 +143,67 @@ impl Default for EdgeConfig {
 }
 
 impl EdgeConfig {
-    pub fn kafka_linger(&self) -> Duration {
-        Duration::from_millis(self.kafka_linger_ms)
+    pub fn spool(&self) -> SpoolConfig {
+        SpoolConfig {
+            dir: self.spool_dir.clone(),
+            max_bytes: self.spool_max_bytes,
+            segment_bytes: self.spool_segment_bytes,
+            fsync: match self.spool_fsync {
+                FsyncMode::Always => FsyncPolicy::Always,
+                FsyncMode::Interval => {
+                    FsyncPolicy::Interval(Duration::from_millis(self.spool_fsync_interval_ms))
+                }
+                FsyncMode::Never => FsyncPolicy::Never,
+            },
+        }
+    }
+
+    pub fn forwarder(&self) -> ForwarderSettings {
+        ForwarderSettings {
+            linger: Duration::from_millis(self.kafka_linger_ms),
+            max_batch_bytes: self.kafka_max_batch_bytes,
+            attempt_timeout: self.kafka_produce_timeout(),
+            max_backoff: Duration::from_millis(self.kafka_retry_max_backoff_ms),
+        }
     }
 
     pub fn kafka_produce_timeout(&self) -> Duration {
         Duration::from_secs(self.kafka_produce_timeout_secs)
+    }
+
+    pub fn readiness(&self) -> ReadinessPolicy {
+        ReadinessPolicy {
+            max_spool_fill: f64::from(self.ready_max_spool_percent) / 100.0,
+            max_kafka_unreachable: Duration::from_secs(self.ready_max_kafka_down_secs),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_safe() {
+        let config = EdgeConfig::default();
+        let spool = config.spool();
+        assert_eq!(spool.fsync, FsyncPolicy::Always);
+        assert_eq!(spool.max_bytes, 1 << 30);
+        assert_eq!(config.readiness(), ReadinessPolicy::default());
+    }
+
+    #[test]
+    fn the_fsync_policy_is_read_from_its_flag() {
+        let config = EdgeConfig::parse_from([
+            "ta-edge",
+            "--spool-fsync",
+            "interval",
+            "--spool-fsync-interval-ms",
+            "20",
+        ]);
+        assert_eq!(
+            config.spool().fsync,
+            FsyncPolicy::Interval(Duration::from_millis(20))
+        );
     }
 }

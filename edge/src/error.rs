@@ -1,5 +1,7 @@
 //! Every way a collect request can fail, and the one place that maps them to HTTP.
 
+use crate::spool::SpoolError;
+
 /// Why an event was not accepted. `Display` is the sentence the client sees in `message`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CollectError {
@@ -21,8 +23,28 @@ pub enum CollectError {
     InvalidField { field: &'static str, rule: String },
     #[error("Content-Type must be application/json or text/plain")]
     UnsupportedMediaType,
-    #[error("event pipeline is not available right now; retry later")]
+    #[error("this node's event spool is full while Kafka catches up; retry later")]
+    SpoolFull,
+    #[error("this node is shutting down; retry on another node or later")]
+    ShuttingDown,
+    #[error("this node cannot store events right now; retry later")]
     Unavailable,
+}
+
+/// Seconds a client should wait before retrying when the spool is full: long enough for the
+/// forwarder to free a segment once Kafka is back, short enough not to lose a browser's beacon.
+const SPOOL_FULL_RETRY_AFTER_SECS: u32 = 10;
+
+impl From<SpoolError> for CollectError {
+    fn from(error: SpoolError) -> Self {
+        match error {
+            SpoolError::Full { .. } | SpoolError::DiskFull { .. } => Self::SpoolFull,
+            SpoolError::Closed => Self::ShuttingDown,
+            SpoolError::Io { .. } | SpoolError::Locked(_) | SpoolError::Config(_) => {
+                Self::Unavailable
+            }
+        }
+    }
 }
 
 impl CollectError {
@@ -44,7 +66,7 @@ impl CollectError {
             Self::BodyTooLarge { .. } => 413,
             Self::UnsupportedMediaType => 415,
             Self::BadJson(_) | Self::InvalidField { .. } => 400,
-            Self::Unavailable => 503,
+            Self::SpoolFull | Self::ShuttingDown | Self::Unavailable => 503,
         }
     }
 
@@ -60,6 +82,8 @@ impl CollectError {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::BadJson(_) => "bad_json",
             Self::InvalidField { .. } => "invalid_field",
+            Self::SpoolFull => "spool_full",
+            Self::ShuttingDown => "shutting_down",
             Self::Unavailable => "unavailable",
         }
     }
@@ -75,7 +99,11 @@ impl CollectError {
 
     /// Seconds the client should wait before retrying, for retryable errors.
     pub fn retry_after_secs(&self) -> Option<u32> {
-        matches!(self, Self::Unavailable).then_some(1)
+        match self {
+            Self::SpoolFull => Some(SPOOL_FULL_RETRY_AFTER_SECS),
+            Self::ShuttingDown | Self::Unavailable => Some(1),
+            _ => None,
+        }
     }
 }
 
@@ -102,6 +130,18 @@ mod tests {
         }
         assert_eq!(CollectError::Unavailable.status(), 503);
         assert_eq!(CollectError::Unavailable.retry_after_secs(), Some(1));
+    }
+
+    #[test]
+    fn a_full_spool_is_a_503_with_retry_after_and_its_own_reason() {
+        let err = CollectError::from(SpoolError::Full { used: 10, max: 10 });
+        assert_eq!(err.status(), 503);
+        assert_eq!(err.retry_after_secs(), Some(SPOOL_FULL_RETRY_AFTER_SECS));
+        assert_eq!(err.body()["error"], "spool_full");
+        assert_eq!(
+            CollectError::from(SpoolError::Closed).code(),
+            "shutting_down"
+        );
     }
 
     #[test]

@@ -1,87 +1,213 @@
 //! `ta-edge`: the edge node.
 //!
 //! ```text
-//!  POST /v1/collect ─▶ server (tide) ─▶ Ingest::process ─────────────────▶ KafkaSink ─▶ events.enriched
-//!                       size/type      auth (key, origin, HMAC) → validate   per-partition
-//!                       checks         → bot filter → enrich (UA, visitor    BatchProducer,
-//!                                      hash, URL, UTM, referrer)             linger + max bytes
-//!  202 only after the broker acknowledged the batch holding the event; 503 + Retry-After when
-//!  Kafka is unreachable, so an accepted event is never lost.
+//!  POST /v1/collect ─▶ server (tide) ─▶ Ingest::process ───────────────▶ Spool::append ──▶ 202
+//!                       size/type      auth (key, origin, HMAC) →          group commit:
+//!                       checks         validate → bot filter → enrich      one write + fsync
+//!                                      (UA, visitor hash, URL, UTM,        for all queued
+//!                                      referrer)                           requests
+//!                                                                              │ segment files
+//!                                                                              ▼ (TA_SPOOL_DIR)
+//!  events.enriched ◀── produce per partition (lz4, acks=all) ◀── Forwarder: reads in order,
+//!                                                                checkpoints after the ack
 //! ```
 //!
+//! An event is answered 202 once it is in the spool on local disk (fsynced, by default), not
+//! once Kafka has it: Kafka may be unreachable for hours and the node keeps accepting until
+//! the spool's disk budget is used, then answers 503 with `Retry-After`. The forwarder
+//! delivers in spool order and frees space only after the broker acknowledged; a crash or
+//! `kill -9` loses no answered event (the argument is in [`spool`]). SIGTERM/SIGINT stop
+//! the listener, let requests in progress finish, fsync the spool and give the forwarder
+//! `TA_SHUTDOWN_DRAIN_SECS` to deliver; what is left is delivered after the next start.
+//! `/readyz` turns 503 when the spool is filling or Kafka has been unreachable too long.
+//!
 //! Runtime: async-std (with its `tokio1` feature, which provides the tokio reactor rskafka
-//! needs) drives everything in this binary: tide handlers, the accept loop and rskafka calls.
-//! async-std is discontinued (RUSTSEC-2025-0052) and tide unmaintained (RUSTSEC-2026-0170);
-//! the design card asks for them, so tide lives only in `server.rs`.
+//! needs) drives everything in this binary: tide handlers, the accept loop, the forwarder
+//! and rskafka calls. Blocking disk I/O runs off the executor: the spool writer is its own
+//! thread and the forwarder reads through `spawn_blocking`. async-std is discontinued
+//! (RUSTSEC-2025-0052) and tide unmaintained (RUSTSEC-2026-0170); the design card asks for
+//! them, so tide lives only in `server.rs`.
 
 pub mod config;
 pub mod error;
+pub mod forwarder;
 pub mod ingest;
 pub mod kafka;
 pub mod metrics;
 pub mod payload;
+pub mod readiness;
 pub mod server;
+pub mod shutdown;
 pub mod sink;
+pub mod spool;
 pub mod user_agent;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use async_std::task::JoinHandle;
 use ta_shared::{SaltSchedule, SiteRegistry};
 use tracing::{info, warn};
 
 pub use config::EdgeConfig;
 
-/// Start the edge node and serve until the process is stopped.
+use crate::forwarder::{Forwarder, KafkaStatus};
+use crate::shutdown::{RequestGate, Trigger};
+use crate::spool::Spool;
+
+/// Start the edge node and serve until SIGTERM or SIGINT, then shut down gracefully.
 pub async fn run(config: EdgeConfig) -> anyhow::Result<()> {
-    let sites = SiteRegistry::load(&config.sites_file).with_context(|| {
-        format!(
-            "loading sites file {} (TA_SITES_FILE)",
-            config.sites_file.display()
-        )
-    })?;
-    let metrics = metrics::EdgeMetrics::new(&config.region);
-    let mut ingest = ingest::Ingest::new(
-        sites,
-        SaltSchedule::new(config.salt_secret.clone()),
-        &config.region,
+    // Registered before anything starts, so an early signal is not lost.
+    let signal = shutdown::on_signals().context("installing SIGTERM/SIGINT handlers")?;
+    let node = EdgeNode::start(config).await?;
+    let name = signal.await;
+    info!(message = "Shutting down.", signal = name);
+    let report = node.shutdown().await?;
+    info!(
+        message = "Stopped.",
+        unfinished_requests = report.unfinished_requests,
+        spooled_events_left = report.spooled_events_left
     );
-    ingest.global_hmac_secret = config.hmac_secret.clone();
-    let state = server::AppState::new(ingest, metrics.clone(), &config);
-
-    let settings = kafka::KafkaSettings {
-        brokers: config.kafka_brokers.clone(),
-        topic: config.kafka_topic.clone(),
-        partitions_if_created: config.kafka_topic_partitions,
-        linger: config.kafka_linger(),
-        max_batch_bytes: config.kafka_max_batch_bytes,
-        produce_timeout: config.kafka_produce_timeout(),
-    };
-    let slot = state.sink.clone();
-    async_std::task::spawn(async move {
-        let mut delay = Duration::from_millis(200);
-        loop {
-            match kafka::KafkaSink::connect(&settings, metrics.clone()).await {
-                Ok(sink) => {
-                    info!(message = "Connected to Kafka.", topic = %settings.topic, partitions = sink.partitions());
-                    metrics.kafka_connected.set(1);
-                    let _ = slot.set(Arc::new(sink));
-                    return;
-                }
-                Err(error) => {
-                    warn!(message = "Kafka not reachable yet; collect answers 503 until it is.", %error, retry_in = ?delay);
-                    async_std::task::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-    });
-
-    let listener = async_std::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {} (TA_EDGE_LISTEN)", config.listen))?;
-    info!(message = "ta-edge listening.", addr = %listener.local_addr()?, region = %config.region);
-    server::serve(listener, server::app(state)).await?;
     Ok(())
+}
+
+/// A running edge node: listener, spool writer and forwarder.
+pub struct EdgeNode {
+    addr: SocketAddr,
+    stop_accepting: Trigger,
+    server: JoinHandle<std::io::Result<()>>,
+    gate: Arc<RequestGate>,
+    spool: Spool,
+    drain: Trigger,
+    forwarder: JoinHandle<()>,
+    request_grace: Duration,
+    drain_time: Duration,
+}
+
+impl std::fmt::Debug for EdgeNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeNode")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+/// What graceful shutdown left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Requests still running when the grace period ended.
+    pub unfinished_requests: usize,
+    /// Events not delivered within the drain time; the next start delivers them.
+    pub spooled_events_left: u64,
+}
+
+impl EdgeNode {
+    /// Open the spool, start the forwarder and listen on `config.listen` (port 0 picks one).
+    pub async fn start(config: EdgeConfig) -> anyhow::Result<Self> {
+        let sites = SiteRegistry::load(&config.sites_file).with_context(|| {
+            format!(
+                "loading sites file {} (TA_SITES_FILE)",
+                config.sites_file.display()
+            )
+        })?;
+        let metrics = metrics::EdgeMetrics::new(&config.region);
+        let mut ingest = ingest::Ingest::new(
+            sites,
+            SaltSchedule::new(config.salt_secret.clone()),
+            &config.region,
+        );
+        ingest.global_hmac_secret = config.hmac_secret.clone();
+
+        let (spool, reader) = Spool::open(config.spool(), metrics.clone()).with_context(|| {
+            format!(
+                "opening the spool in {} (TA_SPOOL_DIR)",
+                config.spool_dir.display()
+            )
+        })?;
+        let kafka = Arc::new(KafkaStatus::new(metrics.kafka_up.clone()));
+        let destination = kafka::KafkaDestination::new(kafka::KafkaSettings {
+            brokers: config.kafka_brokers.clone(),
+            topic: config.kafka_topic.clone(),
+            partitions_if_created: config.kafka_topic_partitions,
+            request_deadline: config.kafka_produce_timeout(),
+        });
+        let drain = Trigger::default();
+        let forwarder = async_std::task::spawn(
+            Forwarder::new(
+                Arc::new(destination),
+                reader,
+                config.forwarder(),
+                metrics.clone(),
+                kafka.clone(),
+            )
+            .run(drain.clone()),
+        );
+
+        let state = server::AppState::new(ingest, Arc::new(spool.clone()), kafka, metrics, &config);
+        let gate = state.gate.clone();
+        let listener = async_std::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {} (TA_EDGE_LISTEN)", config.listen))?;
+        let addr = listener.local_addr()?;
+        info!(message = "ta-edge listening.", %addr, region = %config.region, spool = %config.spool_dir.display());
+        let stop_accepting = Trigger::default();
+        let server = async_std::task::spawn(server::serve(
+            listener,
+            server::app(state),
+            stop_accepting.clone(),
+        ));
+        Ok(Self {
+            addr,
+            stop_accepting,
+            server,
+            gate,
+            spool,
+            drain,
+            forwarder,
+            request_grace: Duration::from_secs(config.shutdown_request_grace_secs),
+            drain_time: Duration::from_secs(config.shutdown_drain_secs),
+        })
+    }
+
+    /// The address the node listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stop accepting connections, let requests in progress finish, fsync the spool, give
+    /// the forwarder the drain time to deliver, and stop.
+    pub async fn shutdown(self) -> anyhow::Result<ShutdownReport> {
+        self.stop_accepting.fire();
+        self.server.await.context("the HTTP server failed")?;
+        let unfinished_requests = self.gate.close(self.request_grace).await;
+        if unfinished_requests > 0 {
+            warn!(
+                message = "Requests still running after the grace period; their clients see the connection close.",
+                unfinished_requests
+            );
+        }
+        self.spool
+            .close()
+            .await
+            .context("flushing the spool at shutdown")?;
+        self.drain.fire();
+        let mut forwarder = self.forwarder;
+        if async_std::future::timeout(self.drain_time, &mut forwarder)
+            .await
+            .is_err()
+        {
+            forwarder.cancel().await;
+            warn!(
+                message =
+                    "Drain time over; undelivered events stay in the spool for the next start.",
+                events = self.spool.stats().events
+            );
+        }
+        Ok(ShutdownReport {
+            unfinished_requests,
+            spooled_events_left: self.spool.stats().events,
+        })
+    }
 }

@@ -4,9 +4,12 @@
 use std::collections::HashMap;
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry,
 };
 use ta_shared::telemetry::{BATCH_RECORDS_BUCKETS, LATENCY_SECONDS_BUCKETS};
+
+use crate::spool::SpoolStats;
 
 #[derive(Debug, Clone)]
 pub struct EdgeMetrics {
@@ -20,7 +23,14 @@ pub struct EdgeMetrics {
     pub produce_errors: IntCounterVec,
     pub produce_seconds: Histogram,
     pub batch_records: Histogram,
-    pub kafka_connected: IntGauge,
+    pub kafka_up: IntGauge,
+    pub spool_bytes: IntGauge,
+    pub spool_max_bytes: IntGauge,
+    pub spool_events: IntGauge,
+    pub spool_oldest_age: Gauge,
+    pub spool_fsync_seconds: Histogram,
+    pub spool_commit_records: Histogram,
+    pub spool_truncated_bytes: IntCounter,
 }
 
 impl EdgeMetrics {
@@ -60,18 +70,18 @@ impl EdgeMetrics {
             .unwrap(),
             accepted: IntCounter::new(
                 "ta_edge_events_accepted_total",
-                "Events answered 202 and acknowledged by Kafka.",
+                "Events answered 202: written to the durable spool.",
             )
             .unwrap(),
             produced: IntCounter::new(
                 "ta_edge_events_produced_total",
-                "Events written to Kafka (acknowledged by the broker).",
+                "Events the forwarder produced to Kafka (acknowledged by all in-sync replicas).",
             )
             .unwrap(),
             produce_errors: IntCounterVec::new(
                 Opts::new(
                     "ta_edge_produce_errors_total",
-                    "Failed produce attempts by kind.",
+                    "Failed forwarder attempts by kind: connect, timeout, produce.",
                 ),
                 &["kind"],
             )
@@ -79,7 +89,7 @@ impl EdgeMetrics {
             produce_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "ta_edge_produce_duration_seconds",
-                    "Time from handing an event to the producer until the broker acknowledged it.",
+                    "Duration of one produce request (one partition's batch) until the broker acknowledged it.",
                 )
                 .buckets(LATENCY_SECONDS_BUCKETS.to_vec()),
             )
@@ -92,9 +102,50 @@ impl EdgeMetrics {
                 .buckets(BATCH_RECORDS_BUCKETS.to_vec()),
             )
             .unwrap(),
-            kafka_connected: IntGauge::new(
-                "ta_edge_kafka_connected",
-                "1 when the producer is connected to Kafka, 0 otherwise.",
+            kafka_up: IntGauge::new(
+                "ta_edge_kafka_up",
+                "1 when the forwarder's last connect or produce succeeded, 0 otherwise.",
+            )
+            .unwrap(),
+            spool_bytes: IntGauge::new(
+                "ta_edge_spool_bytes",
+                "Bytes of spool segment files on disk.",
+            )
+            .unwrap(),
+            spool_max_bytes: IntGauge::new(
+                "ta_edge_spool_max_bytes",
+                "The spool's disk budget (TA_SPOOL_MAX_BYTES).",
+            )
+            .unwrap(),
+            spool_events: IntGauge::new(
+                "ta_edge_spool_events",
+                "Events in the spool not yet acknowledged by Kafka.",
+            )
+            .unwrap(),
+            spool_oldest_age: Gauge::new(
+                "ta_edge_spool_oldest_event_age_seconds",
+                "Age of the oldest event not yet acknowledged by Kafka (0 when none).",
+            )
+            .unwrap(),
+            spool_fsync_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "ta_edge_spool_fsync_duration_seconds",
+                    "Duration of one spool fsync; its count is the number of fsyncs.",
+                )
+                .buckets(LATENCY_SECONDS_BUCKETS.to_vec()),
+            )
+            .unwrap(),
+            spool_commit_records: Histogram::with_opts(
+                HistogramOpts::new(
+                    "ta_edge_spool_commit_batch_records",
+                    "Events written by one spool commit (one write, at most one fsync).",
+                )
+                .buckets(BATCH_RECORDS_BUCKETS.to_vec()),
+            )
+            .unwrap(),
+            spool_truncated_bytes: IntCounter::new(
+                "ta_edge_spool_truncated_bytes_total",
+                "Bytes of torn or damaged spool tail cut when the spool was opened.",
             )
             .unwrap(),
             registry,
@@ -109,12 +160,33 @@ impl EdgeMetrics {
             Box::new(m.produce_errors.clone()),
             Box::new(m.produce_seconds.clone()),
             Box::new(m.batch_records.clone()),
-            Box::new(m.kafka_connected.clone()),
+            Box::new(m.kafka_up.clone()),
+            Box::new(m.spool_bytes.clone()),
+            Box::new(m.spool_max_bytes.clone()),
+            Box::new(m.spool_events.clone()),
+            Box::new(m.spool_oldest_age.clone()),
+            Box::new(m.spool_fsync_seconds.clone()),
+            Box::new(m.spool_commit_records.clone()),
+            Box::new(m.spool_truncated_bytes.clone()),
         ];
         for c in collectors {
             m.registry.register(c).expect("metric names are unique");
         }
         m
+    }
+
+    /// Set the spool gauges from a snapshot taken at `now_ms` (Unix ms).
+    pub fn observe_spool(&self, stats: &SpoolStats, now_ms: i64) {
+        self.spool_bytes
+            .set(i64::try_from(stats.bytes).unwrap_or(i64::MAX));
+        self.spool_max_bytes
+            .set(i64::try_from(stats.max_bytes).unwrap_or(i64::MAX));
+        self.spool_events
+            .set(i64::try_from(stats.events).unwrap_or(i64::MAX));
+        let age_ms = stats
+            .oldest_event_ms
+            .map_or(0, |oldest| now_ms.saturating_sub(oldest).max(0));
+        self.spool_oldest_age.set(age_ms as f64 / 1000.0);
     }
 
     pub fn render(&self) -> String {

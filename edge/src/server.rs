@@ -1,10 +1,11 @@
 //! The HTTP surface of the edge node (tide), built by [`app`] so tests can drive it without a
-//! socket, and served by [`serve`] with `TCP_NODELAY` set on every connection.
+//! socket, and served by [`serve`] with `TCP_NODELAY` set on every connection until the stop
+//! trigger fires.
 //!
 //! tide is marked unmaintained (RUSTSEC-2026-0170) but required by the design card; it is
 //! confined to this file so a later swap touches nothing else.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_std::io::ReadExt;
@@ -17,29 +18,54 @@ use tracing::{debug, warn};
 
 use crate::config::EdgeConfig;
 use crate::error::CollectError;
+use crate::forwarder::KafkaStatus;
 use crate::ingest::{Ingest, IngestRequest, Outcome};
 use crate::metrics::EdgeMetrics;
+use crate::readiness::{NotReady, ReadinessPolicy};
+use crate::shutdown::{RequestGate, Trigger};
 use crate::sink::EventSink;
+use crate::spool::{SpoolError, SpoolRecord};
 
 /// Shared by every request handler.
 #[derive(Clone)]
 pub struct AppState {
     pub ingest: Arc<Ingest>,
-    pub sink: Arc<OnceLock<Arc<dyn EventSink>>>,
+    pub sink: Arc<dyn EventSink>,
+    pub kafka: Arc<KafkaStatus>,
+    pub readiness: ReadinessPolicy,
+    pub gate: Arc<RequestGate>,
     pub metrics: EdgeMetrics,
     pub max_body_bytes: usize,
     pub trust_forwarded_for: bool,
 }
 
 impl AppState {
-    pub fn new(ingest: Ingest, metrics: EdgeMetrics, config: &EdgeConfig) -> Self {
+    pub fn new(
+        ingest: Ingest,
+        sink: Arc<dyn EventSink>,
+        kafka: Arc<KafkaStatus>,
+        metrics: EdgeMetrics,
+        config: &EdgeConfig,
+    ) -> Self {
         Self {
             ingest: Arc::new(ingest),
-            sink: Arc::new(OnceLock::new()),
+            sink,
+            kafka,
+            readiness: config.readiness(),
+            gate: Arc::new(RequestGate::default()),
             metrics,
             max_body_bytes: config.max_body_bytes,
             trust_forwarded_for: config.trust_forwarded_for,
         }
+    }
+
+    fn not_ready(&self) -> Option<NotReady> {
+        if self.gate.is_closed() {
+            return Some(NotReady::ShuttingDown);
+        }
+        self.readiness
+            .check(&self.sink.stats(), self.kafka.unreachable_for())
+            .err()
     }
 }
 
@@ -51,30 +77,48 @@ pub fn app(state: AppState) -> tide::Server<AppState> {
     app.with(track_requests);
     app.at("/v1/collect").post(collect).options(preflight);
     app.at("/metrics").get(|req: Request<AppState>| async move {
+        let state = req.state();
+        state
+            .metrics
+            .observe_spool(&state.sink.stats(), chrono::Utc::now().timestamp_millis());
         Ok(Response::builder(200)
             .content_type(ta_shared::telemetry::TEXT_CONTENT_TYPE)
-            .body(req.state().metrics.render())
+            .body(state.metrics.render())
             .build())
     });
     app.at("/healthz")
         .get(|_| async { Ok(json_response(200, json!({"status": "ok"}))) });
     app.at("/readyz").get(|req: Request<AppState>| async move {
-        Ok(if req.state().sink.get().is_some() {
-            json_response(200, json!({"status": "ready"}))
-        } else {
-            json_response(
+        Ok(match req.state().not_ready() {
+            None => json_response(200, json!({"status": "ready"})),
+            Some(why) => json_response(
                 503,
-                json!({"status": "not_ready", "reason": "not connected to Kafka"}),
-            )
+                json!({"status": "not_ready", "reason": why.reason(), "message": why.to_string()}),
+            ),
         })
     });
     app
 }
 
-/// Accept connections forever, one task per connection.
-pub async fn serve(listener: TcpListener, app: tide::Server<AppState>) -> std::io::Result<()> {
+/// Accept connections, one task per connection, until `stop` fires; then the listener is
+/// closed, so new connections are refused. Connections already open are left to finish
+/// (see [`RequestGate`]).
+pub async fn serve(
+    listener: TcpListener,
+    app: tide::Server<AppState>,
+    stop: Trigger,
+) -> std::io::Result<()> {
     let mut incoming = listener.incoming();
-    while let Some(stream) = incoming.next().await {
+    loop {
+        let next = incoming.next();
+        let stopped = stop.fired();
+        futures::pin_mut!(next, stopped);
+        let stream = match futures::future::select(next, stopped).await {
+            futures::future::Either::Left((Some(stream), _)) => stream,
+            futures::future::Either::Left((None, _)) | futures::future::Either::Right(_) => {
+                break;
+            }
+        };
         let stream = match stream {
             Ok(s) => s,
             Err(error) => {
@@ -118,8 +162,16 @@ fn track_requests<'a>(
     Box::pin(async move {
         let started = Instant::now();
         let route = route_label(req.url().path());
-        let metrics = req.state().metrics.clone();
-        let res = next.run(req).await;
+        let state = req.state().clone();
+        let metrics = state.metrics.clone();
+        let res = match state.gate.enter() {
+            Some(_pass) => next.run(req).await,
+            None => {
+                let mut res = error_response(&CollectError::ShuttingDown);
+                res.insert_header("Connection", "close");
+                res
+            }
+        };
         let status = u16::from(res.status()).to_string();
         metrics.requests.with_label_values(&[route, &status]).inc();
         metrics
@@ -255,10 +307,12 @@ async fn collect_one(
             ))
         }
         Outcome::Accepted(event) => {
-            let sink = state.sink.get().ok_or(CollectError::Unavailable)?;
-            if let Err(error) = sink.send(&event).await {
-                warn!(message = "Event not acknowledged by Kafka.", %error, site_id = %event.site_id);
-                return Err(CollectError::Unavailable);
+            let record = SpoolRecord::from_event(&event);
+            if let Err(error) = state.sink.append(std::slice::from_ref(&record)).await {
+                if matches!(error, SpoolError::Io { .. }) {
+                    warn!(message = "Event not spooled.", %error, site_id = %event.site_id);
+                }
+                return Err(error.into());
             }
             state.metrics.accepted.inc();
             Ok(json_response(
