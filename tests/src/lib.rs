@@ -115,6 +115,26 @@ impl Service {
         let _ = self.child.wait();
     }
 
+    /// Send SIGTERM and wait up to `within` for the process to exit. Its exit status, or
+    /// `None` when it was still running (it is then killed).
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -162,6 +182,9 @@ impl Pipeline {
         let dir = artifacts_dir(test);
         let topic = unique(test);
         let database = unique(test);
+        // A spool left by an earlier run would replay its events into this run's topic.
+        let spool = dir.join("edge-spool");
+        let _ = std::fs::remove_dir_all(&spool);
         let (edge_port, loader_port, query_port) = (free_port(), free_port(), free_port());
         let sites = workspace_root()
             .join("deploy/config/sites.dev.toml")
@@ -186,6 +209,7 @@ impl Pipeline {
                 ("TA_SITES_FILE", sites),
                 ("TA_TRUST_FORWARDED_FOR", "true".into()),
                 ("TA_EDGE_REGION", "e2e".into()),
+                ("TA_SPOOL_DIR", spool.display().to_string()),
             ]),
             &dir,
         );
