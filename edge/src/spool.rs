@@ -771,6 +771,36 @@ mod tests {
     }
 
     #[async_std::test]
+    async fn the_interval_policy_answers_before_fsyncing_and_fsyncs_soon_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _reader, metrics) = open(SpoolConfig {
+            fsync: FsyncPolicy::Interval(Duration::from_millis(30)),
+            ..config(dir.path())
+        });
+        append_n(&spool, 0..20).await;
+        let fsyncs = || metrics.spool_fsync_seconds.get_sample_count();
+        assert!(fsyncs() < 20, "{} fsyncs for 20 appends", fsyncs());
+        async_std::task::sleep(Duration::from_millis(200)).await;
+        assert!(
+            fsyncs() >= 1,
+            "the written data was fsynced within the interval"
+        );
+    }
+
+    #[async_std::test]
+    async fn the_never_policy_fsyncs_only_when_closing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _reader, metrics) = open(SpoolConfig {
+            fsync: FsyncPolicy::Never,
+            ..config(dir.path())
+        });
+        append_n(&spool, 0..5).await;
+        assert_eq!(metrics.spool_fsync_seconds.get_sample_count(), 0);
+        spool.close().await.unwrap();
+        assert_eq!(metrics.spool_fsync_seconds.get_sample_count(), 1);
+    }
+
+    #[async_std::test]
     async fn a_closed_spool_refuses_appends_and_a_second_process_is_locked_out() {
         let dir = tempfile::tempdir().unwrap();
         let (spool, _reader, _) = open(config(dir.path()));
