@@ -298,6 +298,7 @@ impl Forwarder {
             async_std::task::sleep(self.settings.linger).await;
         }
         let max_batch_bytes = self.settings.max_batch_bytes;
+        let before = self.reader().read_position();
         let mut reader = self.reader.take().expect("reader present");
         let (reader, batch) = async_std::task::spawn_blocking(move || {
             let mut per_partition = vec![0usize; usize::try_from(partitions.max(1)).unwrap_or(1)];
@@ -306,7 +307,8 @@ impl Forwarder {
                 let size = record.key.len() + record.value.len() + RECORD_OVERHEAD;
                 let p = usize::try_from(record.partition(partitions)).unwrap_or(0);
                 let fits = per_partition[p] == 0 || per_partition[p] + size <= max_batch_bytes;
-                if !fits || total + size > MAX_ROUND_BYTES {
+                // The first record always fits, however large, so a round is never empty.
+                if !fits || (total > 0 && total + size > MAX_ROUND_BYTES) {
                     return false;
                 }
                 per_partition[p] += size;
@@ -319,8 +321,14 @@ impl Forwarder {
         self.reader = Some(reader);
         let batch = batch?;
         if batch.records.is_empty() {
-            // Only damaged bytes were skipped; moving the checkpoint past them is safe.
-            self.acknowledge(batch.end, 0).await?;
+            if batch.end == before {
+                // Nothing readable below the writer's end: damage in the segment being
+                // written (logged by the reader). Look again later rather than spin.
+                async_std::task::sleep(IDLE_POLL).await;
+            } else {
+                // Only damaged bytes were skipped; moving the checkpoint past them is safe.
+                self.acknowledge(batch.end, 0).await?;
+            }
             return Ok(None);
         }
         self.reader()

@@ -448,6 +448,11 @@ impl SpoolReader {
             .is_ok_and(|m| m.len() == self.position.offset)
     }
 
+    /// End of the last record handed out by [`SpoolReader::read`].
+    pub fn read_position(&self) -> Position {
+        self.handed_out
+    }
+
     /// Wait until the writer has committed something new (or `timeout` passes).
     pub async fn wait_for_data(&self, timeout: Duration) {
         if !self.caught_up() {
