@@ -81,7 +81,7 @@ pub struct LoaderConfig {
     pub batch_max_rows: usize,
 
     /// A batch is inserted once it holds this many bytes of records.
-    #[arg(long, env = "TA_LOADER_BATCH_MAX_BYTES", default_value_t = 16 << 20)]
+    #[arg(long, env = "TA_LOADER_BATCH_MAX_BYTES", default_value_t = 8 << 20)]
     pub batch_max_bytes: usize,
 
     /// A non-empty batch is inserted at the latest this long after its first record, in ms.

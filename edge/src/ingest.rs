@@ -136,7 +136,11 @@ impl Ingest {
             path: page.path,
             referrer: event.referrer,
             referrer_host,
-            utm: page.utm,
+            utm_source: page.utm.source,
+            utm_medium: page.utm.medium,
+            utm_campaign: page.utm.campaign,
+            utm_term: page.utm.term,
+            utm_content: page.utm.content,
             browser: client.browser,
             browser_version: client.browser_version,
             os: client.os,
@@ -201,8 +205,8 @@ mod tests {
     fn enriches_a_pageview_without_raw_ip_or_user_agent() {
         let ev = accepted(ingest().process(request(PAGEVIEW)).unwrap());
         assert_eq!(ev.path, "/pricing");
-        assert_eq!(ev.utm.source, "news");
-        assert_eq!(ev.utm.campaign, "bf");
+        assert_eq!(ev.utm_source, "news");
+        assert_eq!(ev.utm_campaign, "bf");
         assert_eq!(ev.referrer_host, "google.com");
         assert_eq!(ev.browser, "Firefox");
         assert_eq!(ev.edge_region, "eu");

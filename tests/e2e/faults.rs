@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ta_shared::{EnrichedEvent, SCHEMA_VERSION, Utm};
+use ta_shared::{EnrichedEvent, SCHEMA_VERSION};
 use ta_tests::infra::{PrivateBroker, PrivateClickHouse, clickhouse_number, produce};
 use ta_tests::{Service, artifacts_dir, clickhouse_url, free_port, kafka_brokers, unique};
 
@@ -24,7 +24,11 @@ fn event(i: u64, ts_ms: i64) -> EnrichedEvent {
         path: format!("/p{}", i % 7),
         referrer: String::new(),
         referrer_host: String::new(),
-        utm: Utm::default(),
+        utm_source: String::new(),
+        utm_medium: String::new(),
+        utm_campaign: String::new(),
+        utm_term: String::new(),
+        utm_content: String::new(),
         browser: "Firefox".into(),
         browser_version: "121".into(),
         os: "Linux".into(),

@@ -7,6 +7,11 @@ use ta_central::config::LoaderCommand;
 use ta_central::loader::{self, LoaderMetrics};
 use ta_central::store::{self, lifecycle};
 
+// The loader allocates and frees a few dozen strings per event; glibc malloc spent about a
+// third of the loader's CPU in malloc/free/consolidate in a profile (bench/README.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = LoaderConfig::parse();

@@ -5,7 +5,7 @@
 //! partition (`events`: site and month; `dead_letters`: month). See
 //! [`crate::store::offsets`] for how groups and the checkpoint make loading exactly once.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::store::{DeadLetterRow, EventRow};
@@ -40,10 +40,13 @@ impl Group {
     }
 }
 
-/// Records handled since the last checkpoint of one partition.
+/// Records handled since the last checkpoint of one partition, already grouped by table
+/// partition as they arrive (rows are large; moving each only once keeps the loader cheap).
 #[derive(Debug)]
 pub struct Batch {
-    items: Vec<Item>,
+    events: Vec<((String, u32), Vec<EventRow>)>,
+    dead: Vec<(u32, Vec<DeadLetterRow>)>,
+    len: usize,
     bytes: usize,
     first_at: Option<Instant>,
     /// One past the last offset handled (stored, dead-lettered, or skipped).
@@ -54,7 +57,9 @@ impl Batch {
     /// An empty batch whose records start at `start`.
     pub fn new(start: i64) -> Self {
         Self {
-            items: Vec::new(),
+            events: Vec::new(),
+            dead: Vec::new(),
+            len: 0,
             bytes: 0,
             first_at: None,
             end: start,
@@ -64,7 +69,29 @@ impl Batch {
     pub fn push(&mut self, item: Item, record_bytes: usize, now: Instant) {
         self.first_at.get_or_insert(now);
         self.bytes += record_bytes;
-        self.items.push(item);
+        self.len += 1;
+        // A batch spans few table partitions: a short list beats a map keyed by an owned
+        // site id, which would allocate per row.
+        match item {
+            Item::Event(row) => {
+                let month = row.month();
+                match self
+                    .events
+                    .iter_mut()
+                    .find(|((site, m), _)| *m == month && *site == row.site_id)
+                {
+                    Some((_, rows)) => rows.push(row),
+                    None => self.events.push(((row.site_id.clone(), month), vec![row])),
+                }
+            }
+            Item::DeadLetter(row) => {
+                let month = row.month();
+                match self.dead.iter_mut().find(|(m, _)| *m == month) {
+                    Some((_, rows)) => rows.push(row),
+                    None => self.dead.push((month, vec![row])),
+                }
+            }
+        }
     }
 
     /// Mark every offset below `end` as handled by this batch.
@@ -77,11 +104,11 @@ impl Batch {
     }
 
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.len == 0
     }
 
     pub fn bytes(&self) -> usize {
@@ -90,7 +117,7 @@ impl Batch {
 
     /// Whether the batch reached its row or byte limit.
     pub fn is_full(&self, max_rows: usize, max_bytes: usize) -> bool {
-        !self.is_empty() && (self.items.len() >= max_rows || self.bytes >= max_bytes)
+        !self.is_empty() && (self.len >= max_rows || self.bytes >= max_bytes)
     }
 
     /// Whether the batch should be inserted now.
@@ -114,33 +141,42 @@ impl Batch {
             .unwrap_or(max_wait)
     }
 
-    /// One group per table partition, rows in offset order within each group.
-    pub fn into_groups(self) -> Vec<Group> {
-        let mut events: BTreeMap<(String, u32), Vec<EventRow>> = BTreeMap::new();
-        let mut dead: BTreeMap<u32, Vec<DeadLetterRow>> = BTreeMap::new();
-        for item in self.items {
-            match item {
-                Item::Event(row) => events
-                    .entry((row.site_id.clone(), row.month()))
-                    .or_default()
-                    .push(row),
-                Item::DeadLetter(row) => dead.entry(row.month()).or_default().push(row),
-            }
-        }
-        events
-            .into_values()
-            .map(Group::Events)
-            .chain(dead.into_values().map(Group::DeadLetters))
+    /// One group per table partition (events by site and month, then dead letters by
+    /// month), rows in offset order within each group.
+    pub fn into_groups(mut self) -> Vec<Group> {
+        self.events.sort_by(|a, b| a.0.cmp(&b.0));
+        self.dead.sort_by_key(|d| d.0);
+        self.events
+            .into_iter()
+            .map(|(_, rows)| Group::Events(rows))
+            .chain(
+                self.dead
+                    .into_iter()
+                    .map(|(_, rows)| Group::DeadLetters(rows)),
+            )
             .collect()
     }
 }
 
 /// The most recent event ids of a partition, to drop duplicates an edge retry produced.
+/// Ids are kept as 128-bit numbers (UUIDs); an id that is not a UUID is kept by its hash.
 #[derive(Debug)]
 pub struct RecentIds {
-    set: HashSet<String>,
-    order: VecDeque<String>,
+    set: HashSet<u128>,
+    order: VecDeque<u128>,
     capacity: usize,
+}
+
+fn id_key(id: &str) -> u128 {
+    match uuid::Uuid::try_parse(id) {
+        Ok(u) => u.as_u128(),
+        Err(_) => {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            id.hash(&mut h);
+            u128::from(h.finish()) | (1 << 127)
+        }
+    }
 }
 
 impl RecentIds {
@@ -157,7 +193,8 @@ impl RecentIds {
         if self.capacity == 0 {
             return true;
         }
-        if self.set.contains(id) {
+        let key = id_key(id);
+        if !self.set.insert(key) {
             return false;
         }
         if self.order.len() == self.capacity
@@ -165,8 +202,7 @@ impl RecentIds {
         {
             self.set.remove(&old);
         }
-        self.set.insert(id.to_owned());
-        self.order.push_back(id.to_owned());
+        self.order.push_back(key);
         true
     }
 

@@ -8,7 +8,7 @@ use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::record::Record;
 use ta_central::LoaderConfig;
 use ta_central::loader::{self, LoaderMetrics};
-use ta_shared::{EnrichedEvent, SCHEMA_VERSION, Utm};
+use ta_shared::{EnrichedEvent, SCHEMA_VERSION};
 
 use crate::{fresh_db, kafka_brokers, unique};
 
@@ -27,7 +27,11 @@ fn event(i: u64, ts_ms: i64) -> EnrichedEvent {
         path: format!("/p{}", i % 5),
         referrer: String::new(),
         referrer_host: String::new(),
-        utm: Utm::default(),
+        utm_source: String::new(),
+        utm_medium: String::new(),
+        utm_campaign: String::new(),
+        utm_term: String::new(),
+        utm_content: String::new(),
         browser: "Firefox".into(),
         browser_version: "121".into(),
         os: "Linux".into(),

@@ -1,0 +1,425 @@
+//! Loader benchmark: ta-loader against its neighbours' ceilings, side by side, same data.
+//!
+//! 1. produce N enriched events to a fresh topic (the broker's produce ceiling);
+//! 2. baseline A: a bare rskafka fetch loop reading the whole topic, partitions concurrently;
+//! 3. baseline B: `clickhouse-client` inserting the same rows natively (TabSeparated) into a
+//!    fresh copy of the schema;
+//! 4. ta-loader (release build, as a process) loading the topic into a fresh database, timed
+//!    until every row is visible; its CPU time (utime+stime) and peak RSS (VmHWM) from /proc.
+//!
+//! Prints a table; the README quotes it.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use rskafka::client::ClientBuilder;
+use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
+use rskafka::record::Record;
+use ta_shared::{EnrichedEvent, SCHEMA_VERSION};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ta-bench-loader",
+    about = "Benchmark ta-loader against bare fetch and native insert"
+)]
+struct Args {
+    /// Events in the topic.
+    #[arg(long, default_value_t = 200_000)]
+    events: u64,
+    /// Topic partitions.
+    #[arg(long, default_value_t = 3)]
+    partitions: i32,
+    #[arg(long, env = "TA_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    #[arg(
+        long,
+        env = "TA_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123"
+    )]
+    clickhouse: String,
+    /// Native port of the same ClickHouse, for clickhouse-client.
+    #[arg(long, env = "TA_CLICKHOUSE_TCP_PORT", default_value_t = 9000)]
+    clickhouse_tcp_port: u16,
+    /// The ta-loader binary to measure.
+    #[arg(long, default_value = "target/release/ta-loader")]
+    loader: PathBuf,
+}
+
+fn event(i: u64, now_ms: i64) -> EnrichedEvent {
+    let pages = [
+        "/",
+        "/pricing",
+        "/blog/hello-world",
+        "/docs/getting-started",
+        "/about",
+        "/signup",
+    ];
+    EnrichedEvent {
+        v: SCHEMA_VERSION,
+        event_id: uuid::Uuid::now_v7(),
+        site_id: format!("site-{}", i % 3 + 1),
+        event_name: if i % 10 == 0 {
+            "signup".into()
+        } else {
+            "pageview".into()
+        },
+        ts_ms: now_ms - (i % 3600) as i64 * 1000,
+        received_ms: now_ms,
+        visitor_hash: i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % 50_000,
+        session_id: format!("sess-{}", i % 20_000),
+        url: format!(
+            "https://site-{}.example.com{}?utm_source=newsletter",
+            i % 3 + 1,
+            pages[(i % 6) as usize]
+        ),
+        host: format!("site-{}.example.com", i % 3 + 1),
+        path: pages[(i % 6) as usize].into(),
+        referrer: "https://www.google.com/".into(),
+        referrer_host: "google.com".into(),
+        utm_source: "newsletter".into(),
+        utm_medium: "email".into(),
+        utm_campaign: "bf".into(),
+        utm_term: String::new(),
+        utm_content: String::new(),
+        browser: "Chrome".into(),
+        browser_version: "120".into(),
+        os: "Windows 10".into(),
+        os_version: "NT 10.0".into(),
+        device: "desktop".into(),
+        country: "DE".into(),
+        edge_region: "bench".into(),
+        props: BTreeMap::from([("plan".into(), "pro".into())]),
+    }
+}
+
+/// Run `sql` over ClickHouse's HTTP interface with curl (so the benchmark's own process
+/// stays out of the measured paths).
+fn ch_query(url: &str, database: Option<&str>, sql: &str) -> anyhow::Result<String> {
+    let target = match database {
+        Some(db) => format!("{url}/?database={db}"),
+        None => format!("{url}/"),
+    };
+    let mut child = Command::new("curl")
+        .args(["-sS", "--fail-with-body", "--data-binary", "@-", &target])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(sql.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "ClickHouse refused `{sql}`: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// (user+sys CPU seconds, peak RSS bytes) of a running process.
+fn proc_usage(pid: u32) -> anyhow::Result<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').context("stat format")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    let hz = 100.0; // USER_HZ is 100 on Linux x86_64 and aarch64
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let hwm_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmHWM")?;
+    Ok((ticks / hz, hwm_kb * 1024))
+}
+
+fn tsv_escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('\t', "\\t")
+        .replace('\n', "\\n")
+}
+
+fn tsv_row(e: &EnrichedEvent, partition: u32, offset: u64, topic: &str) -> String {
+    let keys: Vec<String> = e.props.keys().map(|k| format!("'{k}'")).collect();
+    let vals: Vec<String> = e.props.values().map(|v| format!("'{v}'")).collect();
+    let cols = [
+        e.site_id.clone(),
+        (e.ts_ms / 1000).to_string(),
+        e.event_id.to_string(),
+        e.event_name.clone(),
+        e.visitor_hash.to_string(),
+        e.session_id.clone(),
+        e.url.clone(),
+        e.host.clone(),
+        e.path.clone(),
+        e.referrer.clone(),
+        e.referrer_host.clone(),
+        e.utm_source.clone(),
+        e.utm_medium.clone(),
+        e.utm_campaign.clone(),
+        e.utm_term.clone(),
+        e.utm_content.clone(),
+        e.browser.clone(),
+        e.browser_version.clone(),
+        e.os.clone(),
+        e.os_version.clone(),
+        e.device.clone(),
+        e.country.clone(),
+        e.edge_region.clone(),
+        format!("[{}]", keys.join(",")),
+        format!("[{}]", vals.join(",")),
+        (e.received_ms / 1000).to_string(),
+        topic.to_owned(),
+        partition.to_string(),
+        offset.to_string(),
+    ];
+    cols.iter()
+        .map(|c| tsv_escape(c))
+        .collect::<Vec<_>>()
+        .join("\t")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.loader.exists(),
+        "{} not found: run `cargo build --release --bins` first",
+        args.loader.display()
+    );
+    let run = format!("{:08x}", rand::random::<u32>());
+    let topic = format!("ta_bench_loader_{run}");
+    let n = args.events;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let events: Vec<EnrichedEvent> = (0..n).map(|i| event(i, now_ms)).collect();
+    let avg_bytes = events
+        .iter()
+        .take(1000)
+        .map(|e| e.to_json().len())
+        .sum::<usize>()
+        / 1000.min(n as usize).max(1);
+    println!(
+        "bench-loader: {n} events (~{avg_bytes} B JSON each), {} partitions, topic {topic}",
+        args.partitions
+    );
+
+    // 1. Produce (the broker's produce ceiling, 1000-record batches).
+    let client = ClientBuilder::new(vec![args.brokers.clone()])
+        .build()
+        .await?;
+    client
+        .controller_client()?
+        .create_topic(&topic, args.partitions, 1, 5_000)
+        .await?;
+    let mut per: Vec<Vec<Record>> = vec![Vec::new(); args.partitions as usize];
+    for e in &events {
+        per[e.partition_for(args.partitions) as usize].push(Record {
+            key: Some(e.kafka_key()),
+            value: Some(e.to_json()),
+            headers: BTreeMap::new(),
+            timestamp: chrono::Utc::now(),
+        });
+    }
+    let started = Instant::now();
+    let mut produces = Vec::new();
+    for (p, records) in per.into_iter().enumerate() {
+        let pc = client
+            .partition_client(&topic, p as i32, UnknownTopicHandling::Retry)
+            .await?;
+        produces.push(tokio::spawn(async move {
+            for chunk in records.chunks(1000) {
+                pc.produce(chunk.to_vec(), Compression::NoCompression)
+                    .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for p in produces {
+        p.await??;
+    }
+    let produce_secs = started.elapsed().as_secs_f64();
+    println!("bench-loader: produced in {produce_secs:.1}s");
+
+    // 2. Bare fetch loop (this process's CPU is measured around it).
+    let (self_cpu_before, _) = proc_usage(std::process::id())?;
+    let started = Instant::now();
+    let mut fetches = Vec::new();
+    for p in 0..args.partitions {
+        let pc = client
+            .partition_client(&topic, p, UnknownTopicHandling::Retry)
+            .await?;
+        fetches.push(tokio::spawn(async move {
+            let end = pc.get_offset(OffsetAt::Latest).await?;
+            let (mut offset, mut count) = (0i64, 0u64);
+            while offset < end {
+                let (records, _) = pc.fetch_records(offset, 1..4 << 20, 200).await?;
+                for r in records.iter().filter(|r| r.offset >= offset) {
+                    std::hint::black_box(&r.record.value);
+                    count += 1;
+                }
+                offset = records.last().map_or(offset, |r| r.offset + 1);
+            }
+            anyhow::Ok(count)
+        }));
+    }
+    let mut fetched = 0;
+    for f in fetches {
+        fetched += f.await??;
+    }
+    let fetch_secs = started.elapsed().as_secs_f64();
+    let fetch_cpu = proc_usage(std::process::id())?.0 - self_cpu_before;
+    anyhow::ensure!(fetched == n, "bare fetch read {fetched} of {n} records");
+    println!("bench-loader: bare fetch in {fetch_secs:.1}s");
+
+    // 3. Native insert of the same rows with clickhouse-client.
+    let native_db = format!("ta_bench_native_{run}");
+    let loader_db = format!("ta_bench_loader_{run}");
+    // The loader creates its schema; copy its DDL for the native baseline afterwards.
+    let status = Command::new(&args.loader)
+        .arg("migrate")
+        .env("TA_CLICKHOUSE_URL", &args.clickhouse)
+        .env("TA_CLICKHOUSE_DATABASE", &native_db)
+        .env("TA_LOG", "warn")
+        .stdout(Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "ta-loader migrate failed");
+    let tsv_path = std::env::temp_dir().join(format!("ta_bench_{run}.tsv"));
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tsv_path)?);
+        for (i, e) in events.iter().enumerate() {
+            writeln!(
+                f,
+                "{}",
+                tsv_row(e, e.partition_for(args.partitions) as u32, i as u64, &topic)
+            )?;
+        }
+    }
+    let started = Instant::now();
+    let out = Command::new("clickhouse-client")
+        .args(["--port", &args.clickhouse_tcp_port.to_string(), "--query"])
+        .arg(format!(
+            "INSERT INTO {native_db}.events FORMAT TabSeparated"
+        ))
+        .stdin(std::fs::File::open(&tsv_path)?)
+        .output()?;
+    let native_secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        out.status.success(),
+        "clickhouse-client insert failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let native_rows: u64 = ch_query(
+        &args.clickhouse,
+        Some(&native_db),
+        "SELECT count() FROM events",
+    )?
+    .trim()
+    .parse()?;
+    anyhow::ensure!(
+        native_rows == n,
+        "native insert stored {native_rows} of {n}"
+    );
+    let _ = std::fs::remove_file(&tsv_path);
+    println!("bench-loader: clickhouse-client native insert in {native_secs:.1}s");
+
+    // 4. ta-loader.
+    let mut child = Command::new(&args.loader)
+        .env("TA_KAFKA_BROKERS", &args.brokers)
+        .env("TA_KAFKA_TOPIC", &topic)
+        .env("TA_CLICKHOUSE_URL", &args.clickhouse)
+        .env("TA_CLICKHOUSE_DATABASE", &loader_db)
+        .env("TA_LOADER_LISTEN", "127.0.0.1:0")
+        .env("TA_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    let started = Instant::now();
+    let mut last = (0.0, 0);
+    let loaded = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        last = proc_usage(pid).unwrap_or(last);
+        let rows: u64 = ch_query(
+            &args.clickhouse,
+            Some(&loader_db),
+            "SELECT count() FROM events",
+        )
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0);
+        if rows >= n || started.elapsed() > Duration::from_secs(600) {
+            break rows;
+        }
+    };
+    let loader_secs = started.elapsed().as_secs_f64();
+    let (cpu_secs, peak_rss) = proc_usage(pid).unwrap_or(last);
+    let _ = child.kill();
+    let _ = child.wait();
+    anyhow::ensure!(loaded == n, "ta-loader stored {loaded} of {n} within 600 s");
+    let distinct: u64 = ch_query(
+        &args.clickhouse,
+        Some(&loader_db),
+        "SELECT uniqExact(event_id) FROM events",
+    )?
+    .trim()
+    .parse()?;
+    anyhow::ensure!(
+        distinct == n,
+        "ta-loader stored duplicates: {distinct} distinct of {loaded}"
+    );
+
+    for db in [&native_db, &loader_db] {
+        let _ = ch_query(
+            &args.clickhouse,
+            None,
+            &format!("DROP DATABASE IF EXISTS {db}"),
+        );
+    }
+    // The topic is left in place: tansu 0.6 can panic its storage task when a topic is
+    // deleted while any client still fetches from it, which takes the whole broker down.
+
+    let rate = |secs: f64| n as f64 / secs;
+    let ceiling = rate(fetch_secs).min(rate(native_secs));
+    println!();
+    println!("| path | events | seconds | events/s | vs slower baseline |");
+    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| broker produce (rskafka, 1000-record batches) | {n} | {produce_secs:.2} | {:.0} | |",
+        rate(produce_secs)
+    );
+    println!(
+        "| baseline A: bare rskafka fetch loop | {n} | {fetch_secs:.2} | {:.0} | |",
+        rate(fetch_secs)
+    );
+    println!(
+        "| baseline B: clickhouse-client native insert | {n} | {native_secs:.2} | {:.0} | |",
+        rate(native_secs)
+    );
+    println!(
+        "| **ta-loader** (fetch + decode + insert, exactly once) | {n} | {loader_secs:.2} | {:.0} | **{:.0}%** |",
+        rate(loader_secs),
+        100.0 * rate(loader_secs) / ceiling
+    );
+    println!();
+    println!(
+        "ta-loader CPU: {cpu_secs:.2} s user+sys = **{:.2} µs/event**; peak RSS (VmHWM) **{:.1} MiB**",
+        cpu_secs * 1e6 / n as f64,
+        peak_rss as f64 / (1024.0 * 1024.0)
+    );
+    println!(
+        "bare fetch loop CPU (rskafka fetch + record decode only): {fetch_cpu:.2} s = {:.2} µs/event",
+        fetch_cpu * 1e6 / n as f64
+    );
+    println!(
+        "(loader time includes its start-up, schema migration and polling granularity of 100 ms)"
+    );
+    Ok(())
+}
