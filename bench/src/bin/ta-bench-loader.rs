@@ -63,7 +63,7 @@ fn event(i: u64, now_ms: i64) -> EnrichedEvent {
         v: SCHEMA_VERSION,
         event_id: uuid::Uuid::now_v7(),
         site_id: format!("site-{}", i % 3 + 1),
-        event_name: if i % 10 == 0 {
+        event_name: if i.is_multiple_of(10) {
             "signup".into()
         } else {
             "pageview".into()
