@@ -32,7 +32,8 @@ wrk.body = '{"site_id":"site-1","event_name":"pageview","url":"https://example.c
 LUA
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-metric() { awk -v name="$1" '$1 ~ "^"name"({|$)" {print $2}' "$WORK/metrics"; }
+# Sum over every label set (ta_edge_events_accepted_total has one series per site).
+metric() { awk -v name="$1" '$1 ~ "^"name"({|$)" {s += $2; n++} END {if (n) print s}' "$WORK/metrics"; }
 
 run() { # fsync clients
     local fsync=$1 clients=$2 port spool

@@ -113,6 +113,7 @@ impl EdgeNode {
             )
         })?;
         let metrics = metrics::EdgeMetrics::new(&config.region);
+        metrics.register_sites(sites.ids());
         let mut ingest = ingest::Ingest::new(
             sites,
             SaltSchedule::new(config.salt_secret.clone()),

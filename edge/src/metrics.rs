@@ -1,5 +1,6 @@
 //! The edge node's Prometheus metrics. Every series carries the node's `region` as a constant
-//! label; other labels are bounded (routes, status codes, reason codes).
+//! label; other labels are bounded (routes, status codes, reason codes, and the site ids of the
+//! sites file).
 
 use std::collections::HashMap;
 
@@ -18,7 +19,7 @@ pub struct EdgeMetrics {
     pub request_seconds: HistogramVec,
     pub rejected: IntCounterVec,
     pub bots: IntCounterVec,
-    pub accepted: IntCounter,
+    pub accepted: IntCounterVec,
     pub produced: IntCounter,
     pub produce_errors: IntCounterVec,
     pub produce_seconds: Histogram,
@@ -68,9 +69,12 @@ impl EdgeMetrics {
                 &["reason"],
             )
             .unwrap(),
-            accepted: IntCounter::new(
-                "ta_edge_events_accepted_total",
-                "Events answered 202: written to the durable spool.",
+            accepted: IntCounterVec::new(
+                Opts::new(
+                    "ta_edge_events_accepted_total",
+                    "Events answered 202: written to the durable spool, by site.",
+                ),
+                &["site_id"],
             )
             .unwrap(),
             produced: IntCounter::new(
@@ -175,6 +179,15 @@ impl EdgeMetrics {
         m
     }
 
+    /// Start every configured site's accepted counter at 0, so a site that stops sending shows
+    /// as a flat series (its rate drops to 0) rather than no series at all. Site ids come from
+    /// the sites file, which bounds this label.
+    pub fn register_sites<'a>(&self, site_ids: impl IntoIterator<Item = &'a str>) {
+        for id in site_ids {
+            self.accepted.with_label_values(&[id]);
+        }
+    }
+
     /// Set the spool gauges from a snapshot taken at `now_ms` (Unix ms).
     pub fn observe_spool(&self, stats: &SpoolStats, now_ms: i64) {
         self.spool_bytes
@@ -191,5 +204,26 @@ impl EdgeMetrics {
 
     pub fn render(&self) -> String {
         ta_shared::telemetry::encode_text(&self.registry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configured_sites_are_exported_at_zero_before_any_event() {
+        let m = EdgeMetrics::new("eu");
+        m.register_sites(["site-1", "site-2"]);
+        m.accepted.with_label_values(&["site-2"]).inc_by(3);
+        let text = m.render();
+        assert!(
+            text.contains(r#"ta_edge_events_accepted_total{site_id="site-1",region="eu"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"ta_edge_events_accepted_total{site_id="site-2",region="eu"} 3"#),
+            "{text}"
+        );
     }
 }

@@ -314,7 +314,11 @@ async fn collect_one(
                 }
                 return Err(error.into());
             }
-            state.metrics.accepted.inc();
+            state
+                .metrics
+                .accepted
+                .with_label_values(&[event.site_id.as_str()])
+                .inc();
             Ok(json_response(
                 202,
                 json!({"status": "accepted", "event_id": event.event_id}),

@@ -148,8 +148,15 @@ async fn an_event_answered_202_arrives_in_kafka_in_per_visitor_order() {
     })
     .await;
     let exposition = metrics(addr).await;
+    assert_eq!(
+        metric(
+            &exposition,
+            "ta_edge_events_accepted_total{site_id=\"site-1\",region=\"it\"}"
+        ),
+        Some(100.0),
+        "accepted events are counted per site"
+    );
     for (series, value) in [
-        ("ta_edge_events_accepted_total", 100.0),
         ("ta_edge_events_produced_total", 100.0),
         ("ta_edge_kafka_up", 1.0),
         ("ta_edge_spool_oldest_event_age_seconds", 0.0),

@@ -72,7 +72,7 @@ async fn a_full_spool_answers_503_with_retry_after_and_bad_input_still_gets_4xx(
     let exposition = metrics(addr).await;
     let series = |name: &str| metric(&exposition, name).unwrap_or_else(|| panic!("{name}"));
     assert_eq!(
-        series("ta_edge_events_accepted_total{region=\"it\"}"),
+        series("ta_edge_events_accepted_total{site_id=\"site-1\",region=\"it\"}"),
         f64::from(accepted)
     );
     assert_eq!(
