@@ -18,7 +18,10 @@ use ta_bench::{TrafficPlan, load_sites};
 use tokio::sync::Mutex;
 
 #[derive(Debug, Parser)]
-#[command(name = "ta-bench-freshness", about = "Edge 202 to visible in ta-query, under steady load")]
+#[command(
+    name = "ta-bench-freshness",
+    about = "Edge 202 to visible in ta-query, under steady load"
+)]
 struct Args {
     /// Events per second into the edge (probes included).
     #[arg(long, default_value_t = 5000)]
@@ -28,7 +31,11 @@ struct Args {
     seconds: u64,
     #[arg(long, env = "TA_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     brokers: String,
-    #[arg(long, env = "TA_CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123")]
+    #[arg(
+        long,
+        env = "TA_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123"
+    )]
     clickhouse: String,
     /// Directory with the release binaries.
     #[arg(long, default_value = "target/release")]
@@ -47,7 +54,10 @@ impl Drop for Proc {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -75,13 +85,25 @@ async fn main() -> anyhow::Result<()> {
     ];
     let start = |name: &str, extra: Vec<(&str, String)>| -> anyhow::Result<Proc> {
         let bin = args.bin_dir.join(name);
-        anyhow::ensure!(bin.exists(), "{} not found: run `cargo build --release --bins`", bin.display());
+        anyhow::ensure!(
+            bin.exists(),
+            "{} not found: run `cargo build --release --bins`",
+            bin.display()
+        );
         let mut cmd = Command::new(bin);
-        cmd.envs(common.iter().cloned()).envs(extra).stdout(Stdio::null());
+        cmd.envs(common.iter().cloned())
+            .envs(extra)
+            .stdout(Stdio::null());
         Ok(Proc(cmd.spawn()?))
     };
-    let _loader = start("ta-loader", vec![("TA_LOADER_LISTEN", format!("127.0.0.1:{loader_port}"))])?;
-    let _query = start("ta-query", vec![("TA_QUERY_LISTEN", format!("127.0.0.1:{query_port}"))])?;
+    let _loader = start(
+        "ta-loader",
+        vec![("TA_LOADER_LISTEN", format!("127.0.0.1:{loader_port}"))],
+    )?;
+    let _query = start(
+        "ta-query",
+        vec![("TA_QUERY_LISTEN", format!("127.0.0.1:{query_port}"))],
+    )?;
     let _edge = start(
         "ta-edge",
         vec![
@@ -93,11 +115,21 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let edge = format!("http://127.0.0.1:{edge_port}");
     let query = format!("http://127.0.0.1:{query_port}");
-    let http = reqwest::Client::builder().pool_max_idle_per_host(512).build()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .build()?;
     let ready = Instant::now();
     loop {
-        let edge_ok = http.get(format!("{edge}/readyz")).send().await.is_ok_and(|r| r.status().is_success());
-        let query_ok = http.get(format!("{query}/healthz")).send().await.is_ok_and(|r| r.status().is_success());
+        let edge_ok = http
+            .get(format!("{edge}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        let query_ok = http
+            .get(format!("{query}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
         let loader_ok = http
             .get(format!("http://127.0.0.1:{loader_port}/healthz"))
             .send()
@@ -106,7 +138,10 @@ async fn main() -> anyhow::Result<()> {
         if edge_ok && query_ok && loader_ok {
             break;
         }
-        anyhow::ensure!(ready.elapsed() < Duration::from_secs(60), "services did not start within 60 s");
+        anyhow::ensure!(
+            ready.elapsed() < Duration::from_secs(60),
+            "services did not start within 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -125,14 +160,24 @@ async fn main() -> anyhow::Result<()> {
 
     // Poller: what a dashboard sees.
     let poller = {
-        let (http, query, accepted_at, seen_after, stop) =
-            (http.clone(), query.clone(), accepted_at.clone(), seen_after.clone(), stop.clone());
+        let (http, query, accepted_at, seen_after, stop) = (
+            http.clone(),
+            query.clone(),
+            accepted_at.clone(),
+            seen_after.clone(),
+            stop.clone(),
+        );
         let (from, to) = (from.to_rfc3339(), to.to_rfc3339());
         tokio::spawn(async move {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let res = http
                     .get(format!("{query}/v1/metrics/top-pages"))
-                    .query(&[("site_id", "site-2"), ("from", &from), ("to", &to), ("limit", "1000")])
+                    .query(&[
+                        ("site_id", "site-2"),
+                        ("from", &from),
+                        ("to", &to),
+                        ("limit", "1000"),
+                    ])
                     .send()
                     .await;
                 if let Ok(res) = res
@@ -170,7 +215,12 @@ async fn main() -> anyhow::Result<()> {
         for _ in 0..per_tick {
             let probe = sent.is_multiple_of(args.rate / 10);
             let permit = sem.clone().acquire_owned().await?;
-            let (http, edge, errors, accepted_at) = (http.clone(), edge.clone(), errors.clone(), accepted_at.clone());
+            let (http, edge, errors, accepted_at) = (
+                http.clone(),
+                edge.clone(),
+                errors.clone(),
+                accepted_at.clone(),
+            );
             let plan = plan.clone();
             let run = run.clone();
             let i = sent;
@@ -244,6 +294,10 @@ async fn main() -> anyhow::Result<()> {
     );
     let errs = errors.load(std::sync::atomic::Ordering::Relaxed);
     println!("requests failed or refused with 5xx: {errs}");
-    anyhow::ensure!(fresh.len() == accepted, "{} accepted probes never became visible", accepted - fresh.len());
+    anyhow::ensure!(
+        fresh.len() == accepted,
+        "{} accepted probes never became visible",
+        accepted - fresh.len()
+    );
     Ok(())
 }
