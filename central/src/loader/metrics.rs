@@ -13,6 +13,7 @@ pub struct LoaderMetrics {
     pub inserted: IntCounter,
     pub dead_lettered: IntCounterVec,
     pub batch_rows: Histogram,
+    pub batch_bytes: Histogram,
     pub insert_seconds: Histogram,
     pub errors: IntCounterVec,
     pub lag_records: IntGaugeVec,
@@ -48,6 +49,14 @@ impl LoaderMetrics {
             batch_rows: Histogram::with_opts(
                 HistogramOpts::new("ta_loader_insert_batch_rows", "Rows per ClickHouse insert.")
                     .buckets(BATCH_RECORDS_BUCKETS.to_vec()),
+            )
+            .unwrap(),
+            batch_bytes: Histogram::with_opts(
+                HistogramOpts::new(
+                    "ta_loader_batch_bytes",
+                    "Kafka record bytes per committed batch (all its inserts together).",
+                )
+                .buckets(prometheus::exponential_buckets(1024.0, 4.0, 10).expect("valid buckets")),
             )
             .unwrap(),
             insert_seconds: Histogram::with_opts(
@@ -114,6 +123,7 @@ impl LoaderMetrics {
             Box::new(m.inserted.clone()),
             Box::new(m.dead_lettered.clone()),
             Box::new(m.batch_rows.clone()),
+            Box::new(m.batch_bytes.clone()),
             Box::new(m.insert_seconds.clone()),
             Box::new(m.errors.clone()),
             Box::new(m.lag_records.clone()),

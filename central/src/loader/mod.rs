@@ -418,6 +418,9 @@ async fn commit(
     st: &mut PartitionState,
 ) -> Result<Batch, clickhouse::error::Error> {
     let end = batch.end();
+    if !batch.is_empty() {
+        ctx.metrics.batch_bytes.observe(batch.bytes() as f64);
+    }
     let now_ms = chrono::Utc::now().timestamp_millis();
     for group in batch.into_groups() {
         let started = Instant::now();

@@ -140,6 +140,7 @@ async fn loads_every_record_once_and_dead_letters_poison() {
         e.ts_ms = -5_000;
         e.to_json()
     });
+    let total_bytes: usize = values.iter().map(Vec::len).sum();
     produce(&topic, 2, values).await;
 
     let config = loader_config("loader_basic", &topic);
@@ -168,6 +169,11 @@ async fn loads_every_record_once_and_dead_letters_poison() {
     assert_eq!(reasons, ["malformed", "out_of_range", "unknown_version"]);
     assert_eq!(metrics.inserted.get(), 600);
     assert_eq!(metrics.fetched.get(), 603);
+    assert_eq!(
+        metrics.batch_bytes.get_sample_sum() as usize,
+        total_bytes,
+        "every record's bytes counted once"
+    );
 }
 
 #[tokio::test]
