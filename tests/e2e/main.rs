@@ -3,4 +3,5 @@
 mod deploy;
 mod durability;
 mod faults;
+mod federation;
 mod pipeline;
