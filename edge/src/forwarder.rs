@@ -62,6 +62,9 @@ pub enum DeliveryError {
 }
 
 impl DeliveryError {
+    /// Every value [`DeliveryError::kind`] returns.
+    pub const KINDS: [&'static str; 3] = ["connect", "timeout", "produce"];
+
     /// Bounded label value for `ta_edge_produce_errors_total`.
     pub fn kind(&self) -> &'static str {
         match self {

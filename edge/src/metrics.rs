@@ -176,6 +176,10 @@ impl EdgeMetrics {
         for c in collectors {
             m.registry.register(c).expect("metric names are unique");
         }
+        // Exported at 0 from the start, so rate() and the alert rules see 0, not "no data".
+        for kind in crate::forwarder::DeliveryError::KINDS {
+            m.produce_errors.with_label_values(&[kind]);
+        }
         m
     }
 
@@ -223,6 +227,10 @@ mod tests {
         );
         assert!(
             text.contains(r#"ta_edge_events_accepted_total{site_id="site-2",region="eu"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"ta_edge_produce_errors_total{kind="connect",region="eu"} 0"#),
             "{text}"
         );
     }

@@ -4,4 +4,5 @@ mod deploy;
 mod durability;
 mod faults;
 mod federation;
+mod observability;
 mod pipeline;

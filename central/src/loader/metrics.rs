@@ -136,6 +136,13 @@ impl LoaderMetrics {
         for c in collectors {
             m.registry.register(c).expect("metric names are unique");
         }
+        // Exported at 0 from the start, so rate() and the alert rules see 0, not "no data".
+        for kind in super::ERROR_KINDS {
+            m.errors.with_label_values(&[kind]);
+        }
+        for reason in super::DEAD_LETTER_REASONS {
+            m.dead_lettered.with_label_values(&[reason]);
+        }
         m
     }
 }

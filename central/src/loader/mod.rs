@@ -252,6 +252,12 @@ async fn load_partition(ctx: Arc<Ctx>, pc: PartitionClient) {
     }
 }
 
+/// Every value [`error_kind`] returns (label `kind` of `ta_loader_errors_total`).
+pub const ERROR_KINDS: [&str; 3] = ["clickhouse", "kafka", "other"];
+
+/// Every reason [`decode`] gives a dead letter (label `reason` of `ta_loader_dead_letters_total`).
+pub const DEAD_LETTER_REASONS: [&str; 3] = ["out_of_range", "unknown_version", "malformed"];
+
 fn error_kind(error: &anyhow::Error) -> &'static str {
     if error.downcast_ref::<clickhouse::error::Error>().is_some() {
         "clickhouse"
