@@ -362,3 +362,33 @@ fn the_image_is_multi_stage_small_and_runs_as_a_non_root_user() {
     assert_ne!(user.trim(), "root");
     assert_ne!(user.trim(), "0");
 }
+
+#[test]
+fn the_operator_guide_covers_every_task_and_names_only_shipped_files() {
+    let guide = std::fs::read_to_string(workspace_root().join("deploy/README.md")).unwrap();
+    for heading in [
+        "## Deploy an edge in a new region",
+        "## Rotate site keys",
+        "## Add a loader",
+        "## Add partitions",
+        "## Retention",
+        "## Back up ClickHouse",
+        "## Upgrade order",
+    ] {
+        assert!(guide.contains(heading), "deploy/README.md has {heading}");
+    }
+    // Every `deploy/...` path it names exists (but the .env the operator creates).
+    for word in guide.split(['`', ' ', '\n', '(', ')', '[', ']']) {
+        let path = word.trim_end_matches([',', '.', ':']);
+        if let Some(rel) = path.strip_prefix("deploy/")
+            && !rel.contains('*')
+            && !rel.is_empty()
+            && !rel.ends_with("/.env")
+        {
+            assert!(
+                workspace_root().join("deploy").join(rel).exists(),
+                "deploy/README.md names {path}, which does not exist"
+            );
+        }
+    }
+}
