@@ -19,7 +19,7 @@ const COMPOSE_FILES: [&str; 3] = [
 struct Service {
     /// `TA_*` variables it sets.
     vars: Vec<String>,
-    /// Its build `BIN` argument (which binary the image runs).
+    /// The binary its image runs, from `dockerfile: deploy/docker/<binary>.Dockerfile`.
     bin: Option<String>,
     /// `- source:target` entries under `volumes:`, `${VAR:-default}` resolved to the default.
     volumes: Vec<(String, String)>,
@@ -96,7 +96,10 @@ fn compose(relative: &str) -> Compose {
         {
             svc.vars.push(key.to_owned());
         }
-        if let Some(bin) = trimmed.strip_prefix("BIN: ") {
+        if let Some(bin) = trimmed
+            .strip_prefix("dockerfile: deploy/docker/")
+            .and_then(|d| d.strip_suffix(".Dockerfile"))
+        {
             svc.bin = Some(bin.to_owned());
         }
         if in_volumes && let Some(entry) = trimmed.strip_prefix("- ") {
@@ -336,31 +339,44 @@ fn the_central_compose_file_runs_the_whole_central_side_with_the_shipped_configs
 }
 
 #[test]
-fn the_image_is_multi_stage_small_and_runs_as_a_non_root_user() {
-    let dockerfile =
-        std::fs::read_to_string(workspace_root().join("deploy/docker/Dockerfile")).unwrap();
-    let stages: Vec<&str> = dockerfile
-        .lines()
-        .filter(|l| l.starts_with("FROM "))
-        .collect();
-    assert_eq!(
-        stages.len(),
-        2,
-        "a build stage and a runtime stage: {stages:?}"
-    );
-    assert!(
-        stages[1].contains("-slim"),
-        "small runtime image: {}",
-        stages[1]
-    );
-    assert!(dockerfile.contains("COPY --from=build"));
-    let user = dockerfile
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("USER "))
-        .expect("a USER line");
-    assert_ne!(user.trim(), "root");
-    assert_ne!(user.trim(), "0");
+fn each_binary_has_a_multi_stage_image_that_runs_it_as_a_non_root_user() {
+    for bin in ["ta-edge", "ta-loader", "ta-query"] {
+        let path = workspace_root().join(format!("deploy/docker/{bin}.Dockerfile"));
+        let dockerfile = std::fs::read_to_string(&path).unwrap();
+        let stages: Vec<&str> = dockerfile
+            .lines()
+            .filter(|l| l.starts_with("FROM "))
+            .collect();
+        assert_eq!(
+            stages.len(),
+            2,
+            "{bin}: a build stage and a runtime stage: {stages:?}"
+        );
+        assert!(
+            stages[1].contains("-slim"),
+            "{bin}: small runtime image: {}",
+            stages[1]
+        );
+        assert!(
+            dockerfile.contains(&format!("--bin {bin}")),
+            "{bin}: builds only its binary"
+        );
+        assert!(dockerfile.contains(&format!("COPY --from=build /usr/local/bin/{bin}")));
+        assert!(dockerfile.contains(&format!(r#"ENTRYPOINT ["/usr/local/bin/{bin}"]"#)));
+        assert!(
+            dockerfile.contains("HEALTHCHECK"),
+            "{bin}: has a health check"
+        );
+        let user = dockerfile
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("USER "))
+            .expect("a USER line");
+        assert!(
+            !matches!(user.trim(), "root" | "0"),
+            "{bin}: runs as {user}"
+        );
+    }
 }
 
 #[test]
