@@ -9,7 +9,7 @@ STACK := deploy/local/stack
 help:
 	@echo "make demo    install + start infrastructure, build, run the pipeline with demo traffic"
 	@echo "make test    start infrastructure if needed, run lints and the whole test suite"
-	@echo "make stop    stop the services and the infrastructure (data kept in .local/)"
+	@echo "make stop    stop the services and the infrastructure (data kept in .data/)"
 	@echo "make status  what is running"
 
 demo: infra

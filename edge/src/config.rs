@@ -73,7 +73,7 @@ pub struct EdgeConfig {
 
     /// Directory of the durable spool (one per ta-edge process). Relative paths start at the
     /// working directory.
-    #[arg(long, env = "TA_SPOOL_DIR", default_value = ".local/spool/edge")]
+    #[arg(long, env = "TA_SPOOL_DIR", default_value = ".data/spool/edge")]
     pub spool_dir: PathBuf,
 
     /// Disk budget of the spool, in bytes; past it collect answers 503 with Retry-After.
