@@ -15,6 +15,7 @@ pub mod page;
 pub mod signature;
 pub mod site;
 pub mod telemetry;
+pub mod testing;
 pub mod visitor;
 
 pub use event::{EnrichedEvent, EventDecodeError, SCHEMA_VERSION};

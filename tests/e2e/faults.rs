@@ -2,43 +2,11 @@
 //! restarted, the broker killed and restarted. Each ends in an exact count with no duplicate
 //! event ids.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ta_shared::{EnrichedEvent, SCHEMA_VERSION};
+use ta_shared::testing::event;
 use ta_tests::infra::{PrivateBroker, PrivateClickHouse, clickhouse_number, produce};
 use ta_tests::{Service, artifacts_dir, clickhouse_url, free_port, kafka_brokers, unique};
-
-fn event(i: u64, ts_ms: i64) -> EnrichedEvent {
-    EnrichedEvent {
-        v: SCHEMA_VERSION,
-        event_id: uuid::Uuid::now_v7(),
-        site_id: format!("site-{}", i % 2 + 1),
-        event_name: "pageview".into(),
-        ts_ms,
-        received_ms: ts_ms,
-        visitor_hash: i % 97,
-        session_id: String::new(),
-        url: format!("https://example.com/p{}", i % 7),
-        host: "example.com".into(),
-        path: format!("/p{}", i % 7),
-        referrer: String::new(),
-        referrer_host: String::new(),
-        utm_source: String::new(),
-        utm_medium: String::new(),
-        utm_campaign: String::new(),
-        utm_term: String::new(),
-        utm_content: String::new(),
-        browser: "Firefox".into(),
-        browser_version: "121".into(),
-        os: "Linux".into(),
-        os_version: String::new(),
-        device: "desktop".into(),
-        country: String::new(),
-        edge_region: "faults".into(),
-        props: BTreeMap::new(),
-    }
-}
 
 /// `n` events over two sites and two months, so batches are several inserts each.
 fn events(n: u64) -> Vec<Vec<u8>> {

@@ -215,9 +215,10 @@ impl Drop for PrivateBroker {
     }
 }
 
-/// Create `topic` (if needed) on `broker` and produce `values` round-robin over `partitions`.
+/// Create `topic` (if needed) on `broker` (comma-separated bootstrap list) and produce
+/// `values` round-robin over `partitions`.
 pub async fn produce(broker: &str, topic: &str, partitions: i32, values: Vec<Vec<u8>>) {
-    let client = ClientBuilder::new(vec![broker.to_owned()])
+    let client = ClientBuilder::new(broker.split(',').map(str::to_owned).collect())
         .build()
         .await
         .expect("broker reachable");

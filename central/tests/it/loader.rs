@@ -1,92 +1,18 @@
 //! The loader against the real broker and the real ClickHouse.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rskafka::client::ClientBuilder;
-use rskafka::client::partition::{Compression, UnknownTopicHandling};
-use rskafka::record::Record;
 use ta_central::LoaderConfig;
 use ta_central::loader::{self, LoaderMetrics};
-use ta_shared::{EnrichedEvent, SCHEMA_VERSION};
+use ta_shared::EnrichedEvent;
 
 use crate::{fresh_db, kafka_brokers, unique};
 
-fn event(i: u64, ts_ms: i64) -> EnrichedEvent {
-    EnrichedEvent {
-        v: SCHEMA_VERSION,
-        event_id: uuid::Uuid::now_v7(),
-        site_id: format!("site-{}", i % 2 + 1),
-        event_name: "pageview".into(),
-        ts_ms,
-        received_ms: ts_ms,
-        visitor_hash: i % 17,
-        session_id: String::new(),
-        url: format!("https://example.com/p{}", i % 5),
-        host: "example.com".into(),
-        path: format!("/p{}", i % 5),
-        referrer: String::new(),
-        referrer_host: String::new(),
-        utm_source: String::new(),
-        utm_medium: String::new(),
-        utm_campaign: String::new(),
-        utm_term: String::new(),
-        utm_content: String::new(),
-        browser: "Firefox".into(),
-        browser_version: "121".into(),
-        os: "Linux".into(),
-        os_version: String::new(),
-        device: "desktop".into(),
-        country: String::new(),
-        edge_region: "test".into(),
-        props: BTreeMap::new(),
-    }
-}
-
-fn record(value: Vec<u8>) -> Record {
-    Record {
-        key: None,
-        value: Some(value),
-        headers: BTreeMap::new(),
-        timestamp: chrono::Utc::now(),
-    }
-}
+use ta_shared::testing::event;
 
 /// Create `topic` with `partitions` and produce `values` round-robin, in batches.
 async fn produce(topic: &str, partitions: i32, values: Vec<Vec<u8>>) {
-    let client = ClientBuilder::new(kafka_brokers())
-        .build()
-        .await
-        .expect("broker reachable");
-    if !client
-        .list_topics()
-        .await
-        .unwrap()
-        .iter()
-        .any(|t| t.name == topic)
-    {
-        client
-            .controller_client()
-            .unwrap()
-            .create_topic(topic, partitions, 1, 5_000)
-            .await
-            .unwrap();
-    }
-    let mut per_partition: Vec<Vec<Record>> = vec![Vec::new(); partitions as usize];
-    for (i, v) in values.into_iter().enumerate() {
-        per_partition[i % partitions as usize].push(record(v));
-    }
-    for (p, records) in per_partition.into_iter().enumerate() {
-        let pc = client
-            .partition_client(topic, p as i32, UnknownTopicHandling::Retry)
-            .await
-            .unwrap();
-        for chunk in records.chunks(500) {
-            pc.produce(chunk.to_vec(), Compression::NoCompression)
-                .await
-                .unwrap();
-        }
-    }
+    ta_tests::infra::produce(&kafka_brokers().join(","), topic, partitions, values).await;
 }
 
 fn loader_config(test: &str, topic: &str) -> LoaderConfig {
