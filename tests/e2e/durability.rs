@@ -7,9 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rskafka::client::ClientBuilder;
-use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
-use ta_shared::EnrichedEvent;
 use ta_tests::{
     Service, artifacts_dir, free_port, kafka_brokers, metric_sum, unique, wait_healthy,
     workspace_root,
@@ -155,35 +152,12 @@ impl Load {
 
 /// Every event id in `topic`, as often as it occurs.
 async fn topic_ids(topic: &str) -> Vec<String> {
-    let client = ClientBuilder::new(vec![kafka_brokers()])
-        .build()
+    ta_tests::infra::read_topic(&kafka_brokers(), topic)
         .await
-        .unwrap();
-    let partitions = client
-        .list_topics()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|t| t.name == topic)
-        .map_or(0, |t| t.partitions.len() as i32);
-    let mut ids = Vec::new();
-    for partition in 0..partitions {
-        let pc = client
-            .partition_client(topic, partition, UnknownTopicHandling::Retry)
-            .await
-            .unwrap();
-        let end = pc.get_offset(OffsetAt::Latest).await.unwrap();
-        let mut offset = pc.get_offset(OffsetAt::Earliest).await.unwrap();
-        while offset < end {
-            let (records, _) = pc.fetch_records(offset, 1..5_000_000, 1_000).await.unwrap();
-            for r in records {
-                offset = r.offset + 1;
-                let event = EnrichedEvent::from_json(&r.record.value.unwrap()).unwrap();
-                ids.push(event.event_id.to_string());
-            }
-        }
-    }
-    ids
+        .into_values()
+        .flatten()
+        .map(|event| event.event_id.to_string())
+        .collect()
 }
 
 /// Read `topic` until every id of `expected` is there; returns all ids read.

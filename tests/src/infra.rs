@@ -8,8 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rskafka::client::ClientBuilder;
-use rskafka::client::partition::{Compression, UnknownTopicHandling};
+use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
 use rskafka::record::Record;
+use ta_shared::EnrichedEvent;
 
 use crate::{free_port, workspace_root};
 
@@ -271,4 +272,39 @@ pub async fn clickhouse_number(url: &str, database: &str, sql: &str) -> Option<u
         return None;
     }
     res.text().await.ok()?.trim().parse().ok()
+}
+
+/// Every enriched event in `topic` (comma-separated bootstrap list), per partition in offset
+/// order.
+pub async fn read_topic(brokers: &str, topic: &str) -> BTreeMap<i32, Vec<EnrichedEvent>> {
+    let client = ClientBuilder::new(brokers.split(',').map(str::to_owned).collect())
+        .build()
+        .await
+        .unwrap();
+    let partitions = client
+        .list_topics()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.name == topic)
+        .map_or(0, |t| t.partitions.len() as i32);
+    let mut out = BTreeMap::new();
+    for partition in 0..partitions {
+        let pc = client
+            .partition_client(topic, partition, UnknownTopicHandling::Retry)
+            .await
+            .unwrap();
+        let end = pc.get_offset(OffsetAt::Latest).await.unwrap();
+        let mut offset = pc.get_offset(OffsetAt::Earliest).await.unwrap();
+        let mut events = Vec::new();
+        while offset < end {
+            let (records, _) = pc.fetch_records(offset, 1..5_000_000, 1_000).await.unwrap();
+            for r in records {
+                offset = r.offset + 1;
+                events.push(EnrichedEvent::from_json(&r.record.value.unwrap()).unwrap());
+            }
+        }
+        out.insert(partition, events);
+    }
+    out
 }

@@ -13,8 +13,6 @@ use std::time::{Duration, Instant};
 
 use async_std::io::{ReadExt, WriteExt};
 use async_std::net::TcpStream;
-use rskafka::client::ClientBuilder;
-use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
 use ta_edge::EdgeConfig;
 use ta_shared::EnrichedEvent;
 
@@ -142,35 +140,14 @@ pub fn accepted_id(answer: &Answer) -> String {
 
 /// Every record of `topic`, per partition in offset order.
 pub async fn read_topic(brokers: Vec<String>, topic: &str) -> BTreeMap<i32, Vec<EnrichedEvent>> {
-    let client = ClientBuilder::new(brokers).build().await.unwrap();
-    let partitions = client
-        .list_topics()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|t| t.name == topic)
-        .map_or(0, |t| t.partitions.len() as i32);
-    let mut out = BTreeMap::new();
-    for partition in 0..partitions {
-        let pc = client
-            .partition_client(topic, partition, UnknownTopicHandling::Retry)
-            .await
-            .unwrap();
-        let end = pc.get_offset(OffsetAt::Latest).await.unwrap();
-        let mut offset = pc.get_offset(OffsetAt::Earliest).await.unwrap();
-        let mut events = Vec::new();
-        while offset < end {
-            let (records, _) = pc.fetch_records(offset, 1..5_000_000, 1_000).await.unwrap();
-            for r in records {
-                offset = r.offset + 1;
-                let event = EnrichedEvent::from_json(&r.record.value.unwrap()).unwrap();
-                assert_eq!(event.partition_for(partitions), partition);
-                events.push(event);
-            }
+    let read = ta_tests::infra::read_topic(&brokers.join(","), topic).await;
+    let partitions = read.len() as i32;
+    for (partition, events) in &read {
+        for event in events {
+            assert_eq!(event.partition_for(partitions), *partition);
         }
-        out.insert(partition, events);
     }
-    out
+    read
 }
 
 /// Read `topic` until it holds every id of `expected` (or `within` passes).

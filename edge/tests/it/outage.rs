@@ -2,7 +2,6 @@
 //! so every connection the edge makes goes through a proxy the test cuts and restores.
 
 use std::net::Shutdown;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,22 +12,6 @@ use futures::StreamExt;
 use ta_edge::EdgeNode;
 
 use crate::*;
-
-/// Path of the tansu binary that `deploy/local/infra up` installs.
-fn tansu_binary() -> PathBuf {
-    let tools = std::env::var("TA_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/tiny-analytics")
-        });
-    let bin = tools.join("tansu-0.6.0/bin/tansu");
-    assert!(
-        bin.exists(),
-        "{} missing: run deploy/local/infra up",
-        bin.display()
-    );
-    bin
-}
 
 /// A TCP proxy that can refuse and cut connections.
 struct Proxy {
@@ -101,7 +84,7 @@ impl PrivateKafka {
         let broker_port = dead_port();
         let proxy = Proxy::start(broker_port).await;
         let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
-        let child = Command::new(tansu_binary())
+        let child = Command::new(ta_tests::infra::tansu_binary())
             .args(["broker", "--listener-url"])
             .arg(format!("tcp://127.0.0.1:{broker_port}"))
             .arg("--advertised-listener-url")
