@@ -6,6 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use ta_shared::page::{PageUrl, referrer_host};
+use ta_shared::source::{self, SourceInput};
 use ta_shared::{
     EnrichedEvent, SCHEMA_VERSION, SaltSchedule, SiteRegistry, VisitorIdentity, signature,
 };
@@ -122,6 +123,13 @@ impl Ingest {
             .salts
             .visitor_hash(req.now.date_naive(), &event.site_id, identity);
         let referrer_host = referrer_host(&event.referrer);
+        let source = source::classify(SourceInput {
+            referrer_host: &referrer_host,
+            page_host: &page.host,
+            utm_source: &page.utm.source,
+            utm_medium: &page.utm.medium,
+            click_id: &page.click_id,
+        });
         Ok(Outcome::Accepted(Box::new(EnrichedEvent {
             v: SCHEMA_VERSION,
             event_id: Uuid::now_v7(),
@@ -131,7 +139,7 @@ impl Ingest {
             received_ms: now_ms,
             visitor_hash: visitor.0,
             session_id: event.session_id,
-            url: event.url,
+            url: page.normalized,
             host: page.host,
             path: page.path,
             referrer: event.referrer,
@@ -141,6 +149,9 @@ impl Ingest {
             utm_campaign: page.utm.campaign,
             utm_term: page.utm.term,
             utm_content: page.utm.content,
+            source: source.name,
+            channel: source.channel.as_str().to_owned(),
+            click_id: page.click_id,
             browser: client.browser,
             browser_version: client.browser_version,
             os: client.os,
@@ -208,11 +219,35 @@ mod tests {
         assert_eq!(ev.utm_source, "news");
         assert_eq!(ev.utm_campaign, "bf");
         assert_eq!(ev.referrer_host, "google.com");
+        // utm_source wins over the referrer for the name only when the referrer is unknown.
+        assert_eq!(
+            (ev.source.as_str(), ev.channel.as_str()),
+            ("Google", "search")
+        );
+        assert_eq!(
+            ev.url, "https://example.com/pricing",
+            "campaign tags stripped"
+        );
         assert_eq!(ev.browser, "Firefox");
         assert_eq!(ev.edge_region, "eu");
         let json = String::from_utf8(ev.to_json()).unwrap();
         assert!(!json.contains("203.0.113.9"));
         assert!(!json.contains("Gecko/20100101"));
+    }
+
+    #[test]
+    fn click_ids_mark_paid_traffic_and_never_reach_the_stored_url() {
+        let body = r#"{"site_id":"site-1","event_name":"pageview",
+            "url":"https://example.com/landing?gclid=Cj0KCQ-secret&lang=en"}"#;
+        let ev = accepted(ingest().process(request(body)).unwrap());
+        assert_eq!(ev.click_id, "gclid");
+        assert_eq!(ev.channel, "paid");
+        assert_eq!(ev.url, "https://example.com/landing?lang=en");
+        assert!(
+            !String::from_utf8(ev.to_json())
+                .unwrap()
+                .contains("Cj0KCQ-secret")
+        );
     }
 
     #[test]

@@ -52,6 +52,17 @@ pub struct EnrichedEvent {
     pub utm_term: String,
     #[serde(default)]
     pub utm_content: String,
+    /// Traffic source name derived from the referrer or `utm_source` (e.g. `Google`,
+    /// `news.ycombinator.com`), empty for direct traffic. See [`crate::source`].
+    #[serde(default)]
+    pub source: String,
+    /// Traffic channel: `search`, `social`, `email`, `paid`, `referral` or `direct`.
+    #[serde(default)]
+    pub channel: String,
+    /// Name of the ad click-id parameter the landing URL carried (`gclid`, `fbclid`, ...), empty
+    /// when none. The click id's value is never kept: it identifies one ad click.
+    #[serde(default)]
+    pub click_id: String,
     #[serde(default)]
     pub browser: String,
     #[serde(default)]
@@ -158,6 +169,9 @@ pub(crate) fn sample_event() -> EnrichedEvent {
         utm_campaign: String::new(),
         utm_term: String::new(),
         utm_content: String::new(),
+        source: "news".into(),
+        channel: "referral".into(),
+        click_id: String::new(),
         browser: "Chrome".into(),
         browser_version: "120".into(),
         os: "Windows 10".into(),

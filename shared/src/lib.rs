@@ -14,6 +14,7 @@ pub mod event;
 pub mod page;
 pub mod signature;
 pub mod site;
+pub mod source;
 pub mod telemetry;
 pub mod testing;
 pub mod visitor;

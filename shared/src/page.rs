@@ -25,6 +25,35 @@ pub struct PageUrl {
     /// Path without query or fragment, always starting with `/`.
     pub path: String,
     pub utm: Utm,
+    /// The first ad click-id parameter present (one of [`crate::source::CLICK_IDS`]), empty
+    /// when none. Only its name: the value identifies one click.
+    pub click_id: String,
+    /// The URL as stored: scheme, lowercased host, path and the query without campaign tags
+    /// (`utm_*`), click ids or other tracking parameters; no fragment, no user info.
+    pub normalized: String,
+}
+
+/// Query parameters removed from stored URLs besides `utm_*` and the click ids: they identify a
+/// mailing or a person, not a page.
+pub const TRACKING_PARAMS: &[&str] = &[
+    "_ga",
+    "_gl",
+    "_hsenc",
+    "_hsmi",
+    "mc_cid",
+    "mkt_tok",
+    "oly_anon_id",
+    "oly_enc_id",
+    "vero_id",
+    "ref_src",
+    "__s",
+    "s_cid",
+];
+
+fn is_tracking_param(key: &str) -> bool {
+    key.starts_with("utm_")
+        || crate::source::CLICK_IDS.contains(&key)
+        || TRACKING_PARAMS.contains(&key)
 }
 
 /// Longest UTM value kept; longer values are truncated on a character boundary.
@@ -53,7 +82,13 @@ impl PageUrl {
             .ok_or(PageUrlError::NoHost)?
             .to_ascii_lowercase();
         let mut utm = Utm::default();
+        let mut click_id = String::new();
         for (key, value) in url.query_pairs() {
+            if click_id.is_empty()
+                && let Some(id) = crate::source::CLICK_IDS.iter().find(|id| **id == key)
+            {
+                click_id = (*id).to_owned();
+            }
             let slot = match key.as_ref() {
                 "utm_source" => &mut utm.source,
                 "utm_medium" => &mut utm.medium,
@@ -66,10 +101,29 @@ impl PageUrl {
                 *slot = value.chars().take(MAX_UTM_VALUE_CHARS).collect();
             }
         }
+        let mut normalized = format!("{}://{host}", url.scheme());
+        if let Some(port) = url.port() {
+            normalized.push_str(&format!(":{port}"));
+        }
+        normalized.push_str(url.path());
+        let kept: Vec<(String, String)> = url
+            .query_pairs()
+            .filter(|(k, _)| !is_tracking_param(k))
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        if !kept.is_empty() {
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(kept)
+                .finish();
+            normalized.push('?');
+            normalized.push_str(&query);
+        }
         Ok(Self {
             host,
             path: url.path().to_owned(),
             utm,
+            click_id,
+            normalized,
         })
     }
 }
@@ -107,6 +161,23 @@ mod tests {
                 content: "top".into(),
             }
         );
+    }
+
+    #[test]
+    fn normalized_url_drops_tracking_params_fragment_and_credentials() {
+        let page = PageUrl::parse(
+            "HTTPS://user:pw@Shop.Example.com:8443/p/42?id=7&utm_source=x&gclid=abc\
+             &fbclid=zz&_ga=1.2&q=a%20b#section",
+        )
+        .unwrap();
+        assert_eq!(
+            page.normalized,
+            "https://shop.example.com:8443/p/42?id=7&q=a+b"
+        );
+        assert_eq!(page.click_id, "gclid");
+        let plain = PageUrl::parse("https://example.com/a?utm_medium=email").unwrap();
+        assert_eq!(plain.normalized, "https://example.com/a");
+        assert_eq!(plain.click_id, "");
     }
 
     #[test]

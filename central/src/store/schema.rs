@@ -17,11 +17,12 @@ pub struct Migration {
     pub statements: &'static [&'static str],
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "events, dead letters and loader offsets",
-    statements: &[
-        "CREATE TABLE IF NOT EXISTS events (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "events, dead letters and loader offsets",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS events (
             site_id {lc},
             ts DateTime{time_codec},
             event_id String{str_codec},
@@ -54,7 +55,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         ) ENGINE = MergeTree
         PARTITION BY (site_id, toYYYYMM(ts))
         ORDER BY (site_id, toDate(ts), visitor_hash, ts)",
-        "CREATE TABLE IF NOT EXISTS dead_letters (
+            "CREATE TABLE IF NOT EXISTS dead_letters (
             loaded_at DateTime,
             kafka_topic String,
             kafka_partition UInt32,
@@ -64,15 +65,27 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         ) ENGINE = MergeTree
         PARTITION BY toYYYYMM(loaded_at)
         ORDER BY (kafka_topic, kafka_partition, kafka_offset)",
-        "CREATE TABLE IF NOT EXISTS loader_offsets (
+            "CREATE TABLE IF NOT EXISTS loader_offsets (
             kafka_topic String,
             kafka_partition UInt32,
             next_offset UInt64,
             committed_at DateTime
         ) ENGINE = ReplacingMergeTree(next_offset)
         ORDER BY (kafka_topic, kafka_partition)",
-    ],
-}];
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "traffic source, channel and click-id columns",
+        // ClickHouse 18.16 has no `ADD COLUMN IF NOT EXISTS`: one column per statement, and
+        // `migrate` treats "already exists" as done, so a crash mid-migration re-runs cleanly.
+        statements: &[
+            "ALTER TABLE events ADD COLUMN source {lc} AFTER utm_content",
+            "ALTER TABLE events ADD COLUMN channel {lc} AFTER source",
+            "ALTER TABLE events ADD COLUMN click_id {lc} AFTER channel",
+        ],
+    },
+];
 
 /// What the connected server supports beyond ClickHouse 18.16.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -162,7 +175,10 @@ pub async fn migrate(args: &ClickHouseArgs) -> Result<Vec<u32>, clickhouse::erro
     let mut newly = Vec::new();
     for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
         for statement in m.statements {
-            db.query(&features.render(statement)).execute().await?;
+            match db.query(&features.render(statement)).execute().await {
+                Err(e) if is_rerun_of_add_column(statement, &e) => {}
+                other => other?,
+            }
         }
         db.query(sql::RECORD_MIGRATION)
             .bind(m.version)
@@ -172,6 +188,15 @@ pub async fn migrate(args: &ClickHouseArgs) -> Result<Vec<u32>, clickhouse::erro
         newly.push(m.version);
     }
     Ok(newly)
+}
+
+/// An `ADD COLUMN` that failed because an earlier, interrupted run of the same migration already
+/// added the column.
+fn is_rerun_of_add_column(statement: &str, error: &clickhouse::error::Error) -> bool {
+    statement.contains(" ADD COLUMN ")
+        && error
+            .to_string()
+            .contains("column with this name already exists")
 }
 
 /// Every migration statement as the given server would run it, for compatibility checks.

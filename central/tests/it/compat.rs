@@ -43,6 +43,9 @@ fn row_values(r: &EventRow) -> String {
         &r.utm_campaign,
         &r.utm_term,
         &r.utm_content,
+        &r.source,
+        &r.channel,
+        &r.click_id,
         &r.browser,
         &r.browser_version,
         &r.os,
@@ -70,7 +73,7 @@ fn row_values(r: &EventRow) -> String {
 }
 
 const EVENT_COLUMNS: &str = "site_id, ts, event_id, event_name, visitor_hash, session_id, url, host, path, \
-    referrer, referrer_host, utm_source, utm_medium, utm_campaign, utm_term, utm_content, browser, \
+    referrer, referrer_host, utm_source, utm_medium, utm_campaign, utm_term, utm_content, source, channel, click_id, browser, \
     browser_version, os, os_version, device, country, edge_region, props_keys, props_values, received_at, \
     kafka_topic, kafka_partition, kafka_offset";
 

@@ -5,9 +5,32 @@ use ta_central::store::{self, EventRow, lifecycle, offsets};
 use crate::{fresh_db, sample_row};
 
 #[tokio::test]
+async fn an_interrupted_migration_reruns_cleanly() {
+    // A crash after the DDL ran but before the migration was recorded: the next start runs
+    // every statement again (ADD COLUMN included) and must succeed.
+    let args = fresh_db("migrations_rerun");
+    store::migrate(&args).await.unwrap();
+    let db = args.client();
+    db.query("DROP TABLE schema_migrations")
+        .execute()
+        .await
+        .unwrap();
+    let all: Vec<u32> = store::MIGRATIONS.iter().map(|m| m.version).collect();
+    assert_eq!(store::migrate(&args).await.unwrap(), all);
+    let columns: u64 = db
+        .query("SELECT count() FROM system.columns WHERE database = ? AND table = 'events' AND name IN ('source', 'channel', 'click_id')")
+        .bind(&args.clickhouse_database)
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(columns, 3);
+}
+
+#[tokio::test]
 async fn migrations_apply_once_and_are_recorded() {
     let args = fresh_db("migrations");
-    assert_eq!(store::migrate(&args).await.unwrap(), vec![1]);
+    let all: Vec<u32> = store::MIGRATIONS.iter().map(|m| m.version).collect();
+    assert_eq!(store::migrate(&args).await.unwrap(), all);
     assert_eq!(
         store::migrate(&args).await.unwrap(),
         Vec::<u32>::new(),
@@ -19,7 +42,7 @@ async fn migrations_apply_once_and_are_recorded() {
         .fetch_one()
         .await
         .unwrap();
-    assert_eq!(n, 1);
+    assert_eq!(n, all.len() as u64);
     for table in ["events", "dead_letters", "loader_offsets"] {
         let exists: u8 = db
             .query("SELECT count() FROM system.tables WHERE database = ? AND name = ?")
