@@ -194,9 +194,13 @@ impl TrafficPlan {
                 ("X-Forwarded-For".to_owned(), visitor.ip.clone()),
             ];
             if let Some(secret) = site.hmac_secret.as_deref().filter(|_| signed) {
+                // Stamped when planned: the plan is sent right away, well inside the edge's
+                // replay window.
+                let now = chrono::Utc::now().timestamp();
+                headers.push(("X-TA-Timestamp".to_owned(), now.to_string()));
                 headers.push((
                     "X-TA-Signature".to_owned(),
-                    signature::sign(secret.as_bytes(), &body),
+                    signature::sign(secret.as_bytes(), now, &body),
                 ));
             }
             requests.push(PlannedRequest {
@@ -469,13 +473,14 @@ mod tests {
             .collect();
         assert!(!signed.is_empty());
         for r in signed {
-            let sig = &r
-                .headers
-                .iter()
-                .find(|(k, _)| k == "X-TA-Signature")
-                .unwrap()
-                .1;
-            assert!(signature::verify(secret.as_bytes(), &r.body, sig));
+            let header = |name: &str| &r.headers.iter().find(|(k, _)| k == name).unwrap().1;
+            let ts: i64 = header("X-TA-Timestamp").parse().unwrap();
+            assert!(signature::verify(
+                secret.as_bytes(),
+                ts,
+                &r.body,
+                header("X-TA-Signature")
+            ));
         }
     }
 

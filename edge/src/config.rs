@@ -127,9 +127,43 @@ pub struct EdgeConfig {
     #[arg(long, env = "TA_TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,
 
-    /// Largest accepted request body, in bytes.
+    /// Largest accepted `POST /v1/collect` body, in bytes (after gzip decompression; a gzip body
+    /// that inflates past it is refused with 413).
     #[arg(long, env = "TA_MAX_BODY_BYTES", default_value_t = 32 * 1024)]
     pub max_body_bytes: usize,
+
+    /// Largest accepted `POST /v1/batch` body, in bytes (after decompression, like above).
+    #[arg(long, env = "TA_MAX_BATCH_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_batch_body_bytes: usize,
+
+    /// Most events in one `POST /v1/batch`.
+    #[arg(long, env = "TA_MAX_BATCH_EVENTS", default_value_t = crate::ingest::DEFAULT_MAX_BATCH_EVENTS)]
+    pub max_batch_events: usize,
+
+    /// Events per second each site may send to this node when its sites-file entry sets no
+    /// `rate_limit_per_sec`; 0 = unlimited. Over the limit: 429 with Retry-After.
+    #[arg(long, env = "TA_SITE_RATE_LIMIT", default_value_t = 0)]
+    pub site_rate_limit: u32,
+
+    /// How far `X-TA-Timestamp` of a signed request may be from this node's clock, in seconds;
+    /// a signature is also refused if seen before inside this window.
+    #[arg(long, env = "TA_SIGNATURE_WINDOW_SECS", default_value_t = ta_shared::signature::DEFAULT_REPLAY_WINDOW_SECS)]
+    pub signature_window_secs: i64,
+
+    /// How often the sites file is checked for changes, in seconds (0 = never reload).
+    #[arg(long, env = "TA_SITES_RELOAD_SECS", default_value_t = 5)]
+    pub sites_reload_secs: u64,
+
+    /// Header a CDN in front of this node sets to the visitor's country (e.g. `CF-IPCountry`,
+    /// `CloudFront-Viewer-Country`). Only set it when every request comes through that CDN:
+    /// clients can send any header.
+    #[arg(long, env = "TA_COUNTRY_HEADER")]
+    pub country_header: Option<String>,
+
+    /// MaxMind-format database (GeoLite2-Country / GeoIP2-City `.mmdb`) for the visitor's
+    /// country when no CDN header gives it.
+    #[arg(long, env = "TA_GEOIP_DB")]
+    pub geoip_db: Option<PathBuf>,
 
     /// Log filter (tracing `EnvFilter` syntax).
     #[arg(long, env = "TA_LOG", default_value = "info,rskafka=warn")]

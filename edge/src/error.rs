@@ -9,10 +9,30 @@ pub enum CollectError {
     MissingApiKey,
     #[error("unknown site or wrong API key for this site")]
     InvalidApiKey,
-    #[error("this site requires an X-TA-Signature header (HMAC-SHA256 of the body)")]
+    #[error(
+        "this site requires X-TA-Timestamp and X-TA-Signature headers (HMAC-SHA256 of `<timestamp>.<body>`)"
+    )]
     MissingSignature,
-    #[error("X-TA-Signature does not match the body")]
+    #[error("X-TA-Signature does not match `<X-TA-Timestamp>.<body>` under this site's secret")]
     BadSignature,
+    #[error("X-TA-Timestamp must be Unix seconds within {window_secs} s of the edge's clock")]
+    StaleTimestamp { window_secs: i64 },
+    #[error("this signed request was already received; sign every request anew")]
+    ReplayedSignature,
+    #[error("site {site_id} is over its rate limit of {per_sec} events/s on this node")]
+    RateLimited {
+        site_id: String,
+        per_sec: u32,
+        retry_after_secs: u32,
+    },
+    #[error("a batch holds at most {limit} events, this one has {found}")]
+    BatchTooLarge { limit: usize, found: usize },
+    #[error("Content-Encoding must be gzip or identity, not `{0}`")]
+    UnsupportedEncoding(String),
+    #[error("request body is not valid gzip: {0}")]
+    BadGzip(String),
+    #[error("request body decompresses to more than {limit} bytes")]
+    DecompressedTooLarge { limit: usize },
     #[error("origin {0} is not allowed to send events for this site")]
     OriginNotAllowed(String),
     #[error("request body is larger than {limit} bytes")]
@@ -61,11 +81,16 @@ impl CollectError {
             Self::MissingApiKey
             | Self::InvalidApiKey
             | Self::MissingSignature
-            | Self::BadSignature => 401,
+            | Self::BadSignature
+            | Self::StaleTimestamp { .. }
+            | Self::ReplayedSignature => 401,
             Self::OriginNotAllowed(_) => 403,
-            Self::BodyTooLarge { .. } => 413,
-            Self::UnsupportedMediaType => 415,
-            Self::BadJson(_) | Self::InvalidField { .. } => 400,
+            Self::BodyTooLarge { .. }
+            | Self::BatchTooLarge { .. }
+            | Self::DecompressedTooLarge { .. } => 413,
+            Self::UnsupportedMediaType | Self::UnsupportedEncoding(_) => 415,
+            Self::BadJson(_) | Self::InvalidField { .. } | Self::BadGzip(_) => 400,
+            Self::RateLimited { .. } => 429,
             Self::SpoolFull | Self::ShuttingDown | Self::Unavailable => 503,
         }
     }
@@ -77,6 +102,13 @@ impl CollectError {
             Self::InvalidApiKey => "invalid_api_key",
             Self::MissingSignature => "missing_signature",
             Self::BadSignature => "bad_signature",
+            Self::StaleTimestamp { .. } => "stale_timestamp",
+            Self::ReplayedSignature => "replayed_signature",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::BatchTooLarge { .. } => "batch_too_large",
+            Self::UnsupportedEncoding(_) => "unsupported_encoding",
+            Self::BadGzip(_) => "bad_gzip",
+            Self::DecompressedTooLarge { .. } => "decompressed_too_large",
             Self::OriginNotAllowed(_) => "origin_not_allowed",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -101,6 +133,9 @@ impl CollectError {
     pub fn retry_after_secs(&self) -> Option<u32> {
         match self {
             Self::SpoolFull => Some(SPOOL_FULL_RETRY_AFTER_SECS),
+            Self::RateLimited {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
             Self::ShuttingDown | Self::Unavailable => Some(1),
             _ => None,
         }
@@ -123,11 +158,26 @@ mod tests {
             CollectError::BadJson("eof".into()),
             CollectError::invalid("url", "is required"),
             CollectError::UnsupportedMediaType,
+            CollectError::StaleTimestamp { window_secs: 300 },
+            CollectError::ReplayedSignature,
+            CollectError::BatchTooLarge { limit: 1, found: 2 },
+            CollectError::UnsupportedEncoding("br".into()),
+            CollectError::BadGzip("eof".into()),
+            CollectError::DecompressedTooLarge { limit: 1 },
         ];
         for e in bad_input {
             assert!((400..500).contains(&e.status()), "{e:?}");
             assert!(e.retry_after_secs().is_none());
         }
+        let limited = CollectError::RateLimited {
+            site_id: "s".into(),
+            per_sec: 1,
+            retry_after_secs: 2,
+        };
+        assert_eq!(
+            (limited.status(), limited.retry_after_secs()),
+            (429, Some(2))
+        );
         assert_eq!(CollectError::Unavailable.status(), 503);
         assert_eq!(CollectError::Unavailable.retry_after_secs(), Some(1));
     }

@@ -1,11 +1,17 @@
-//! The ingest pipeline for one event, free of I/O: auth → validate → bot filter → enrich.
+//! The ingest pipeline, free of I/O: auth → validate → rate limit → bot filter → enrich.
 //!
-//! The HTTP layer hands it the raw body and the few headers that matter; it answers with an
-//! [`EnrichedEvent`] ready for Kafka, a bot verdict, or a [`CollectError`]. The raw IP and
-//! user-agent string are used here and dropped: they are not fields of the output.
+//! The HTTP layer hands it the raw (decompressed) body and the few headers that matter; it
+//! answers with an [`EnrichedEvent`] ready for Kafka, a reason to drop the event (bot, Do Not
+//! Track), or a [`CollectError`]. The raw IP and user-agent string are used here and dropped:
+//! they are not fields of the output.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 use ta_shared::page::{PageUrl, referrer_host};
+use ta_shared::site::SiteConfig;
 use ta_shared::source::{self, SourceInput};
 use ta_shared::{
     EnrichedEvent, SCHEMA_VERSION, SaltSchedule, SiteRegistry, VisitorIdentity, signature,
@@ -13,18 +19,32 @@ use ta_shared::{
 use uuid::Uuid;
 
 use crate::error::CollectError;
+use crate::geo::Geo;
+use crate::limits::{RateLimits, ReplayGuard, ReplayVerdict};
 use crate::payload::CollectPayload;
 use crate::user_agent::{BotReason, UserAgentParser};
+
+/// Most events one `POST /v1/batch` may carry, unless configured otherwise.
+pub const DEFAULT_MAX_BATCH_EVENTS: usize = 100;
+/// Signatures remembered for replay detection, at most.
+pub const REPLAY_GUARD_CAPACITY: usize = 1_000_000;
 
 /// What the HTTP layer knows about one collect request.
 #[derive(Debug, Clone, Copy)]
 pub struct IngestRequest<'a> {
+    /// The request body after `Content-Encoding` was undone.
     pub body: &'a [u8],
     pub api_key: Option<&'a str>,
     pub signature: Option<&'a str>,
+    /// `X-TA-Timestamp`, Unix seconds, bound into the signature.
+    pub timestamp: Option<&'a str>,
     pub origin: Option<&'a str>,
     pub client_ip: &'a str,
     pub user_agent: &'a str,
+    /// The browser sent `DNT: 1` or `Sec-GPC: 1`.
+    pub do_not_track: bool,
+    /// The value of the operator's CDN country header, when one is configured.
+    pub country_header: Option<&'a str>,
     pub now: DateTime<Utc>,
 }
 
@@ -37,42 +57,189 @@ pub enum Outcome {
         site_id: String,
         reason: BotReason,
     },
+    /// The site respects Do Not Track / Global Privacy Control and the browser asked for it.
+    DoNotTrack {
+        site_id: String,
+    },
+}
+
+impl Outcome {
+    pub fn site_id(&self) -> &str {
+        match self {
+            Outcome::Accepted(e) => &e.site_id,
+            Outcome::Bot { site_id, .. } | Outcome::DoNotTrack { site_id } => site_id,
+        }
+    }
+}
+
+/// The sites file as loaded, with the rate limits derived from it.
+#[derive(Debug)]
+pub struct LoadedSites {
+    pub registry: SiteRegistry,
+    pub limits: RateLimits,
+}
+
+impl LoadedSites {
+    /// Whether some site allows browsers on `origin` (for CORS answers).
+    pub fn any_allows_origin(&self, origin: &str) -> bool {
+        self.registry.ids().iter().any(|id| {
+            self.registry
+                .get(id)
+                .is_some_and(|s| s.allows_origin(origin))
+        })
+    }
 }
 
 /// Everything the pipeline needs; shared by all request handlers.
 #[derive(Debug)]
 pub struct Ingest {
-    pub sites: SiteRegistry,
+    sites: RwLock<Arc<LoadedSites>>,
+    /// Events/s for sites without their own `rate_limit_per_sec`; 0 = unlimited.
+    pub default_rate_limit: u32,
     pub salts: SaltSchedule,
     pub global_hmac_secret: Option<String>,
     pub region: String,
     pub user_agents: UserAgentParser,
+    pub replay: ReplayGuard,
+    pub geo: Geo,
+    pub max_batch_events: usize,
 }
 
 impl Ingest {
     pub fn new(sites: SiteRegistry, salts: SaltSchedule, region: impl Into<String>) -> Self {
         Self {
-            sites,
+            sites: RwLock::new(Arc::new(LoadedSites {
+                limits: RateLimits::new(&sites, 0),
+                registry: sites,
+            })),
+            default_rate_limit: 0,
             salts,
             global_hmac_secret: None,
             region: region.into(),
             user_agents: UserAgentParser,
+            replay: ReplayGuard::new(signature::DEFAULT_REPLAY_WINDOW_SECS, REPLAY_GUARD_CAPACITY),
+            geo: Geo::default(),
+            max_batch_events: DEFAULT_MAX_BATCH_EVENTS,
         }
     }
 
+    /// Set the node's default per-site rate limit (events/s, 0 = none).
+    pub fn with_default_rate_limit(self, per_sec: u32) -> Self {
+        let current = self.sites();
+        let registry = current.registry.clone();
+        let this = Self {
+            default_rate_limit: per_sec,
+            ..self
+        };
+        this.set_sites(registry);
+        this
+    }
+
+    /// The sites currently in force.
+    pub fn sites(&self) -> Arc<LoadedSites> {
+        self.sites.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Swap in a newly loaded sites file; requests in progress finish with the old one.
+    /// Rate-limit buckets start full again.
+    pub fn set_sites(&self, registry: SiteRegistry) {
+        let loaded = Arc::new(LoadedSites {
+            limits: RateLimits::new(&registry, self.default_rate_limit),
+            registry,
+        });
+        *self.sites.write().unwrap_or_else(|e| e.into_inner()) = loaded;
+    }
+
+    /// One event (`POST /v1/collect`).
     pub fn process(&self, req: IngestRequest<'_>) -> Result<Outcome, CollectError> {
-        let api_key = req
-            .api_key
-            .filter(|k| !k.is_empty())
-            .ok_or(CollectError::MissingApiKey)?;
+        let sites = self.sites();
+        let api_key = api_key(&req)?;
         let payload = CollectPayload::parse(req.body)?;
-        let site_id = payload
-            .site_id
-            .as_deref()
+        let site = self.authorize(&sites, payload.site_id.as_deref(), api_key, &req)?;
+        let signed = self.check_signature(site, &req)?;
+        self.check_replay(signed, &req)?;
+        let outcome = self.enrich(site, payload, &req)?;
+        if matches!(outcome, Outcome::Accepted(_)) {
+            admit(&sites, site, 1)?;
+        }
+        Ok(outcome)
+    }
+
+    /// A batch (`POST /v1/batch`): a JSON array of events. Errors that concern the whole
+    /// request (key, signature, replay, shape, size, rate limit) fail it; an event that fails
+    /// on its own gets its error at its index and the others go on.
+    pub fn process_batch(
+        &self,
+        req: IngestRequest<'_>,
+    ) -> Result<Vec<Result<Outcome, CollectError>>, CollectError> {
+        let sites = self.sites();
+        let api_key = api_key(&req)?;
+        let items: Vec<&RawValue> = serde_json::from_slice(req.body).map_err(|e| {
+            CollectError::BadJson(format!("a batch must be a JSON array of events: {e}"))
+        })?;
+        if items.is_empty() {
+            return Err(CollectError::invalid(
+                "batch",
+                "must hold at least one event",
+            ));
+        }
+        if items.len() > self.max_batch_events {
+            return Err(CollectError::BatchTooLarge {
+                limit: self.max_batch_events,
+                found: items.len(),
+            });
+        }
+        // The signature covers the whole body: check it once per site named in the batch.
+        let mut signatures: HashMap<String, Result<Option<[u8; 32]>, CollectError>> =
+            HashMap::new();
+        let mut results = Vec::with_capacity(items.len());
+        for raw in items {
+            results.push((|| {
+                let payload = CollectPayload::parse(raw.get().as_bytes())?;
+                let site = self.authorize(&sites, payload.site_id.as_deref(), api_key, &req)?;
+                signatures
+                    .entry(site.id.clone())
+                    .or_insert_with(|| self.check_signature(site, &req))
+                    .clone()?;
+                Ok((site, payload))
+            })());
+        }
+        // A signature error is the request's, not one event's.
+        if let Some(Err(e)) = signatures.values().find(|r| r.is_err()) {
+            return Err(e.clone());
+        }
+        let signed = signatures.values().find_map(|r| r.clone().ok().flatten());
+        self.check_replay(signed, &req)?;
+        let outcomes: Vec<Result<Outcome, CollectError>> = results
+            .into_iter()
+            .map(|r| r.and_then(|(site, payload)| self.enrich(site, payload, &req)))
+            .collect();
+        let mut per_site: HashMap<&str, u32> = HashMap::new();
+        for outcome in outcomes.iter().flatten() {
+            if let Outcome::Accepted(e) = outcome {
+                *per_site.entry(e.site_id.as_str()).or_default() += 1;
+            }
+        }
+        for (site_id, n) in per_site {
+            if let Some(site) = sites.registry.get(site_id) {
+                admit(&sites, site, n)?;
+            }
+        }
+        Ok(outcomes)
+    }
+
+    fn authorize<'s>(
+        &self,
+        sites: &'s LoadedSites,
+        site_id: Option<&str>,
+        api_key: &str,
+        req: &IngestRequest<'_>,
+    ) -> Result<&'s SiteConfig, CollectError> {
+        let site_id = site_id
             .filter(|s| !s.is_empty())
             .ok_or_else(|| CollectError::invalid("site_id", "is required"))?;
-        let site = self
-            .sites
+        let site = sites
+            .registry
             .get(site_id)
             .filter(|site| site.accepts_key(api_key))
             .ok_or(CollectError::InvalidApiKey)?;
@@ -81,28 +248,73 @@ impl Ingest {
         {
             return Err(CollectError::OriginNotAllowed(origin.to_owned()));
         }
+        Ok(site)
+    }
+
+    /// The request's signature bytes when it is validly signed, `None` when unsigned and the
+    /// site allows that.
+    fn check_signature(
+        &self,
+        site: &SiteConfig,
+        req: &IngestRequest<'_>,
+    ) -> Result<Option<[u8; 32]>, CollectError> {
         let secret = site
             .hmac_secret
             .as_deref()
             .or(self.global_hmac_secret.as_deref());
         match (req.signature, secret) {
             (Some(sig), Some(secret)) => {
-                if !signature::verify(secret.as_bytes(), req.body, sig) {
+                let timestamp: i64 = req
+                    .timestamp
+                    .and_then(|t| t.trim().parse().ok())
+                    .ok_or(CollectError::MissingSignature)?;
+                let window_secs = self.replay.window_secs();
+                if !signature::within_window(timestamp, req.now.timestamp(), window_secs) {
+                    return Err(CollectError::StaleTimestamp { window_secs });
+                }
+                if !signature::verify(secret.as_bytes(), timestamp, req.body, sig) {
                     return Err(CollectError::BadSignature);
                 }
+                Ok(signature::decode_header(sig))
             }
             // A signature nobody can check is as bad as a wrong one: refuse rather than
             // silently treat a server sender's request as unsigned.
-            (Some(_), None) => return Err(CollectError::BadSignature),
-            (None, _) if site.require_signature => return Err(CollectError::MissingSignature),
-            (None, _) => {}
+            (Some(_), None) => Err(CollectError::BadSignature),
+            (None, _) if site.require_signature => Err(CollectError::MissingSignature),
+            (None, _) => Ok(None),
         }
+    }
 
+    fn check_replay(
+        &self,
+        signed: Option<[u8; 32]>,
+        req: &IngestRequest<'_>,
+    ) -> Result<(), CollectError> {
+        let Some(sig) = signed else {
+            return Ok(());
+        };
+        match self.replay.check_and_remember(sig, req.now.timestamp()) {
+            ReplayVerdict::Replayed => Err(CollectError::ReplayedSignature),
+            ReplayVerdict::Fresh | ReplayVerdict::FreshEvictedOldest => Ok(()),
+        }
+    }
+
+    /// Validate and enrich one authorized event.
+    fn enrich(
+        &self,
+        site: &SiteConfig,
+        payload: CollectPayload,
+        req: &IngestRequest<'_>,
+    ) -> Result<Outcome, CollectError> {
         let now_ms = req.now.timestamp_millis();
         let event = payload.validate(now_ms)?;
         let page =
             PageUrl::parse(&event.url).map_err(|e| CollectError::invalid("url", format!("{e}")))?;
-
+        if site.respect_dnt && req.do_not_track {
+            return Ok(Outcome::DoNotTrack {
+                site_id: event.site_id,
+            });
+        }
         let client = match self.user_agents.classify(req.user_agent) {
             Ok(client) => client,
             Err(reason) => {
@@ -130,6 +342,7 @@ impl Ingest {
             utm_medium: &page.utm.medium,
             click_id: &page.click_id,
         });
+        let country = self.geo.country(req.country_header, req.client_ip);
         Ok(Outcome::Accepted(Box::new(EnrichedEvent {
             v: SCHEMA_VERSION,
             event_id: Uuid::now_v7(),
@@ -157,11 +370,28 @@ impl Ingest {
             os: client.os,
             os_version: client.os_version,
             device: client.device,
-            country: String::new(),
+            country,
             edge_region: self.region.clone(),
             props: event.props,
         })))
     }
+}
+
+fn api_key<'a>(req: &IngestRequest<'a>) -> Result<&'a str, CollectError> {
+    req.api_key
+        .filter(|k| !k.is_empty())
+        .ok_or(CollectError::MissingApiKey)
+}
+
+fn admit(sites: &LoadedSites, site: &SiteConfig, events: u32) -> Result<(), CollectError> {
+    sites
+        .limits
+        .admit(&site.id, events)
+        .map_err(|over| CollectError::RateLimited {
+            site_id: site.id.clone(),
+            per_sec: over.per_sec,
+            retry_after_secs: over.retry_after_secs,
+        })
 }
 
 #[cfg(test)]
@@ -194,9 +424,12 @@ mod tests {
             body: body.as_bytes(),
             api_key: Some("k1"),
             signature: None,
+            timestamp: None,
             origin: None,
             client_ip: "203.0.113.9",
             user_agent: FIREFOX,
+            do_not_track: false,
+            country_header: None,
             now: DateTime::from_timestamp_millis(1_764_000_000_000).unwrap(),
         }
     }
@@ -300,16 +533,21 @@ mod tests {
         assert!(ing.process(good_origin).is_ok());
     }
 
+    /// The edge clock of [`request`], in Unix seconds.
+    const NOW_SECS: i64 = 1_764_000_000;
+
     #[test]
-    fn signatures_are_checked_against_the_site_secret() {
+    fn signatures_are_checked_against_the_site_secret_and_timestamp() {
         let ing = ingest();
         let body = r#"{"site_id":"signed","event_name":"signup","url":"https://e.com/"}"#;
+        let ts = NOW_SECS.to_string();
         let base = IngestRequest {
             api_key: Some("k2"),
+            timestamp: Some(&ts),
             ..request(body)
         };
         assert_eq!(ing.process(base), Err(CollectError::MissingSignature));
-        let sig = signature::sign(b"s2", body.as_bytes());
+        let sig = signature::sign(b"s2", NOW_SECS, body.as_bytes());
         assert!(
             ing.process(IngestRequest {
                 signature: Some(&sig),
@@ -317,7 +555,7 @@ mod tests {
             })
             .is_ok()
         );
-        let wrong = signature::sign(b"other", body.as_bytes());
+        let wrong = signature::sign(b"other", NOW_SECS, body.as_bytes());
         assert_eq!(
             ing.process(IngestRequest {
                 signature: Some(&wrong),
@@ -325,19 +563,221 @@ mod tests {
             }),
             Err(CollectError::BadSignature)
         );
+        // A valid signature without its timestamp header cannot be checked.
+        let fresh = signature::sign(b"s2", NOW_SECS + 1, body.as_bytes());
+        assert_eq!(
+            ing.process(IngestRequest {
+                signature: Some(&fresh),
+                timestamp: None,
+                ..base
+            }),
+            Err(CollectError::MissingSignature)
+        );
+    }
+
+    #[test]
+    fn old_or_future_timestamps_and_replays_are_refused() {
+        let ing = ingest();
+        let body = r#"{"site_id":"signed","event_name":"signup","url":"https://e.com/"}"#;
+        let signed_at = |ts: i64| (ts.to_string(), signature::sign(b"s2", ts, body.as_bytes()));
+        for stale in [NOW_SECS - 301, NOW_SECS + 301] {
+            let (ts, sig) = signed_at(stale);
+            assert_eq!(
+                ing.process(IngestRequest {
+                    api_key: Some("k2"),
+                    timestamp: Some(&ts),
+                    signature: Some(&sig),
+                    ..request(body)
+                }),
+                Err(CollectError::StaleTimestamp { window_secs: 300 })
+            );
+        }
+        let (ts, sig) = signed_at(NOW_SECS - 299);
+        let req = IngestRequest {
+            api_key: Some("k2"),
+            timestamp: Some(&ts),
+            signature: Some(&sig),
+            ..request(body)
+        };
+        assert!(ing.process(req).is_ok(), "inside the window");
+        assert_eq!(ing.process(req), Err(CollectError::ReplayedSignature));
     }
 
     #[test]
     fn global_secret_verifies_sites_without_their_own() {
         let mut ing = ingest();
-        let sig = signature::sign(b"global", PAGEVIEW.as_bytes());
+        let sig = signature::sign(b"global", NOW_SECS, PAGEVIEW.as_bytes());
+        let ts = NOW_SECS.to_string();
         let signed = IngestRequest {
             signature: Some(&sig),
+            timestamp: Some(&ts),
             ..request(PAGEVIEW)
         };
         assert_eq!(ing.process(signed), Err(CollectError::BadSignature));
         ing.global_hmac_secret = Some("global".into());
         assert!(ing.process(signed).is_ok());
+    }
+
+    #[test]
+    fn rotated_keys_both_work_and_a_reload_retires_the_old_one() {
+        let ing = Ingest::new(
+            SiteRegistry::from_toml("[[site]]\nid='site-1'\napi_keys=['old','new']").unwrap(),
+            SaltSchedule::new("salt"),
+            "eu",
+        );
+        for key in ["old", "new"] {
+            assert!(
+                ing.process(IngestRequest {
+                    api_key: Some(key),
+                    ..request(PAGEVIEW)
+                })
+                .is_ok()
+            );
+        }
+        ing.set_sites(SiteRegistry::from_toml("[[site]]\nid='site-1'\napi_keys=['new']").unwrap());
+        assert_eq!(
+            ing.process(IngestRequest {
+                api_key: Some("old"),
+                ..request(PAGEVIEW)
+            }),
+            Err(CollectError::InvalidApiKey)
+        );
+        assert!(
+            ing.process(IngestRequest {
+                api_key: Some("new"),
+                ..request(PAGEVIEW)
+            })
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn rate_limits_refuse_with_retry_after_per_site() {
+        let ing = Ingest::new(
+            SiteRegistry::from_toml(
+                "[[site]]\nid='site-1'\napi_keys=['k1']\nrate_limit_per_sec=1\nrate_limit_burst=2",
+            )
+            .unwrap(),
+            SaltSchedule::new("salt"),
+            "eu",
+        );
+        assert!(ing.process(request(PAGEVIEW)).is_ok());
+        assert!(ing.process(request(PAGEVIEW)).is_ok());
+        let err = ing.process(request(PAGEVIEW)).unwrap_err();
+        assert_eq!(err.status(), 429);
+        assert_eq!(err.retry_after_secs(), Some(1));
+    }
+
+    #[test]
+    fn do_not_track_is_honoured_only_when_the_site_asks() {
+        let dnt = IngestRequest {
+            do_not_track: true,
+            ..request(PAGEVIEW)
+        };
+        assert!(matches!(ingest().process(dnt), Ok(Outcome::Accepted(_))));
+        let respecting = Ingest::new(
+            SiteRegistry::from_toml("[[site]]\nid='site-1'\napi_keys=['k1']\nrespect_dnt=true")
+                .unwrap(),
+            SaltSchedule::new("salt"),
+            "eu",
+        );
+        assert_eq!(
+            respecting.process(dnt),
+            Ok(Outcome::DoNotTrack {
+                site_id: "site-1".into()
+            })
+        );
+        assert!(matches!(
+            respecting.process(request(PAGEVIEW)),
+            Ok(Outcome::Accepted(_))
+        ));
+    }
+
+    #[test]
+    fn a_batch_reports_each_event_by_index() {
+        let ing = ingest();
+        let body = format!(
+            r#"[{PAGEVIEW}, {{"site_id":"site-1","event_name":"x"}}, 42,
+                {{"site_id":"signed","event_name":"x","url":"https://e.com/"}}]"#
+        );
+        let results = ing.process_batch(request(&body)).unwrap();
+        assert_eq!(results.len(), 4);
+        assert!(matches!(results[0], Ok(Outcome::Accepted(_))));
+        assert!(matches!(
+            results[1],
+            Err(CollectError::InvalidField { field: "url", .. })
+        ));
+        assert!(matches!(results[2], Err(CollectError::BadJson(_))));
+        assert_eq!(results[3], Err(CollectError::InvalidApiKey));
+    }
+
+    #[test]
+    fn a_batch_must_be_a_bounded_non_empty_array() {
+        let ing = ingest();
+        assert!(matches!(
+            ing.process_batch(request(PAGEVIEW)),
+            Err(CollectError::BadJson(_))
+        ));
+        assert!(matches!(
+            ing.process_batch(request("[]")),
+            Err(CollectError::InvalidField { field: "batch", .. })
+        ));
+        let too_many = format!("[{}]", vec![PAGEVIEW; 101].join(","));
+        assert_eq!(
+            ing.process_batch(request(&too_many)),
+            Err(CollectError::BatchTooLarge {
+                limit: 100,
+                found: 101
+            })
+        );
+    }
+
+    #[test]
+    fn a_signed_batch_is_verified_once_and_cannot_be_replayed() {
+        let ing = ingest();
+        let one = r#"{"site_id":"signed","event_name":"signup","url":"https://e.com/"}"#;
+        let body = format!("[{one},{one}]");
+        let ts = NOW_SECS.to_string();
+        let sig = signature::sign(b"s2", NOW_SECS, body.as_bytes());
+        let req = IngestRequest {
+            api_key: Some("k2"),
+            timestamp: Some(&ts),
+            signature: Some(&sig),
+            ..request(&body)
+        };
+        let results = ing.process_batch(req).unwrap();
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, Ok(Outcome::Accepted(_))))
+        );
+        assert_eq!(ing.process_batch(req), Err(CollectError::ReplayedSignature));
+        let unsigned = IngestRequest {
+            api_key: Some("k2"),
+            ..request(&body)
+        };
+        assert_eq!(
+            ing.process_batch(unsigned),
+            Err(CollectError::MissingSignature)
+        );
+    }
+
+    #[test]
+    fn a_batch_over_the_rate_limit_is_refused_whole() {
+        let ing = Ingest::new(
+            SiteRegistry::from_toml(
+                "[[site]]\nid='site-1'\napi_keys=['k1']\nrate_limit_per_sec=2\nrate_limit_burst=3",
+            )
+            .unwrap(),
+            SaltSchedule::new("salt"),
+            "eu",
+        );
+        let body = format!("[{}]", [PAGEVIEW; 2].join(","));
+        assert!(ing.process_batch(request(&body)).is_ok());
+        assert!(matches!(
+            ing.process_batch(request(&body)),
+            Err(CollectError::RateLimited { .. })
+        ));
     }
 
     #[test]

@@ -31,11 +31,14 @@
 pub mod config;
 pub mod error;
 pub mod forwarder;
+pub mod geo;
 pub mod ingest;
 pub mod kafka;
+pub mod limits;
 pub mod metrics;
 pub mod payload;
 pub mod readiness;
+pub mod reload;
 pub mod server;
 pub mod shutdown;
 pub mod sink;
@@ -76,6 +79,7 @@ pub async fn run(config: EdgeConfig) -> anyhow::Result<()> {
 /// A running edge node: listener, spool writer and forwarder.
 pub struct EdgeNode {
     addr: SocketAddr,
+    reload: Option<JoinHandle<()>>,
     stop_accepting: Trigger,
     server: JoinHandle<std::io::Result<()>>,
     gate: Arc<RequestGate>,
@@ -118,8 +122,15 @@ impl EdgeNode {
             sites,
             SaltSchedule::new(config.salt_secret.clone()),
             &config.region,
-        );
+        )
+        .with_default_rate_limit(config.site_rate_limit);
         ingest.global_hmac_secret = config.hmac_secret.clone();
+        ingest.max_batch_events = config.max_batch_events;
+        ingest.replay =
+            limits::ReplayGuard::new(config.signature_window_secs, ingest::REPLAY_GUARD_CAPACITY);
+        if let Some(path) = &config.geoip_db {
+            ingest.geo = geo::Geo::with_database(path).context("TA_GEOIP_DB")?;
+        }
 
         let (spool, reader) = Spool::open(config.spool(), metrics.clone()).with_context(|| {
             format!(
@@ -148,6 +159,14 @@ impl EdgeNode {
 
         let state = server::AppState::new(ingest, Arc::new(spool.clone()), kafka, metrics, &config);
         let gate = state.gate.clone();
+        let reload = (config.sites_reload_secs > 0).then(|| {
+            async_std::task::spawn(reload::watch_sites_file(
+                config.sites_file.clone(),
+                Duration::from_secs(config.sites_reload_secs),
+                state.ingest.clone(),
+                state.metrics.clone(),
+            ))
+        });
         let listener = async_std::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {} (TA_EDGE_LISTEN)", config.listen))?;
@@ -161,6 +180,7 @@ impl EdgeNode {
         ));
         Ok(Self {
             addr,
+            reload,
             stop_accepting,
             server,
             gate,
@@ -180,6 +200,9 @@ impl EdgeNode {
     /// Stop accepting connections, let requests in progress finish, fsync the spool, give
     /// the forwarder the drain time to deliver, and stop.
     pub async fn shutdown(self) -> anyhow::Result<ShutdownReport> {
+        if let Some(reload) = self.reload {
+            reload.cancel().await;
+        }
         self.stop_accepting.fire();
         self.server.await.context("the HTTP server failed")?;
         let unfinished_requests = self.gate.close(self.request_grace).await;

@@ -19,7 +19,11 @@ pub struct EdgeMetrics {
     pub request_seconds: HistogramVec,
     pub rejected: IntCounterVec,
     pub bots: IntCounterVec,
+    pub do_not_track: IntCounterVec,
     pub accepted: IntCounterVec,
+    pub request_batch_events: Histogram,
+    pub config_reloads: IntCounterVec,
+    pub sites_configured: IntGauge,
     pub produced: IntCounter,
     pub produce_errors: IntCounterVec,
     pub produce_seconds: Histogram,
@@ -64,9 +68,38 @@ impl EdgeMetrics {
             bots: IntCounterVec::new(
                 Opts::new(
                     "ta_edge_bot_events_total",
-                    "Events dropped as bot traffic, by reason.",
+                    "Events dropped as bot traffic, by site and reason.",
                 ),
-                &["reason"],
+                &["site_id", "reason"],
+            )
+            .unwrap(),
+            do_not_track: IntCounterVec::new(
+                Opts::new(
+                    "ta_edge_events_do_not_track_total",
+                    "Events dropped because the site respects DNT/GPC and the browser sent it, by site.",
+                ),
+                &["site_id"],
+            )
+            .unwrap(),
+            request_batch_events: Histogram::with_opts(
+                HistogramOpts::new(
+                    "ta_edge_request_batch_events",
+                    "Events per POST /v1/batch request.",
+                )
+                .buckets(BATCH_RECORDS_BUCKETS.to_vec()),
+            )
+            .unwrap(),
+            config_reloads: IntCounterVec::new(
+                Opts::new(
+                    "ta_edge_config_reloads_total",
+                    "Sites-file reloads by result: ok (changed file applied) or error (kept the previous sites).",
+                ),
+                &["result"],
+            )
+            .unwrap(),
+            sites_configured: IntGauge::new(
+                "ta_edge_sites_configured",
+                "Sites in the sites file currently in force.",
             )
             .unwrap(),
             accepted: IntCounterVec::new(
@@ -159,7 +192,11 @@ impl EdgeMetrics {
             Box::new(m.request_seconds.clone()),
             Box::new(m.rejected.clone()),
             Box::new(m.bots.clone()),
+            Box::new(m.do_not_track.clone()),
             Box::new(m.accepted.clone()),
+            Box::new(m.request_batch_events.clone()),
+            Box::new(m.config_reloads.clone()),
+            Box::new(m.sites_configured.clone()),
             Box::new(m.produced.clone()),
             Box::new(m.produce_errors.clone()),
             Box::new(m.produce_seconds.clone()),
@@ -180,6 +217,9 @@ impl EdgeMetrics {
         for kind in crate::forwarder::DeliveryError::KINDS {
             m.produce_errors.with_label_values(&[kind]);
         }
+        for result in ["ok", "error"] {
+            m.config_reloads.with_label_values(&[result]);
+        }
         m
     }
 
@@ -187,9 +227,12 @@ impl EdgeMetrics {
     /// as a flat series (its rate drops to 0) rather than no series at all. Site ids come from
     /// the sites file, which bounds this label.
     pub fn register_sites<'a>(&self, site_ids: impl IntoIterator<Item = &'a str>) {
+        let mut n = 0;
         for id in site_ids {
             self.accepted.with_label_values(&[id]);
+            n += 1;
         }
+        self.sites_configured.set(n);
     }
 
     /// Set the spool gauges from a snapshot taken at `now_ms` (Unix ms).

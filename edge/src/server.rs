@@ -25,6 +25,7 @@ use crate::readiness::{NotReady, ReadinessPolicy};
 use crate::shutdown::{RequestGate, Trigger};
 use crate::sink::EventSink;
 use crate::spool::{SpoolError, SpoolRecord};
+use ta_shared::EnrichedEvent;
 
 /// Shared by every request handler.
 #[derive(Clone)]
@@ -36,7 +37,9 @@ pub struct AppState {
     pub gate: Arc<RequestGate>,
     pub metrics: EdgeMetrics,
     pub max_body_bytes: usize,
+    pub max_batch_body_bytes: usize,
     pub trust_forwarded_for: bool,
+    pub country_header: Option<String>,
 }
 
 impl AppState {
@@ -55,7 +58,9 @@ impl AppState {
             gate: Arc::new(RequestGate::default()),
             metrics,
             max_body_bytes: config.max_body_bytes,
+            max_batch_body_bytes: config.max_batch_body_bytes,
             trust_forwarded_for: config.trust_forwarded_for,
+            country_header: config.country_header.clone(),
         }
     }
 
@@ -69,13 +74,15 @@ impl AppState {
     }
 }
 
-const ALLOWED_HEADERS: &str = "Content-Type, X-TA-API-Key, X-TA-Signature";
+const ALLOWED_HEADERS: &str =
+    "Content-Type, Content-Encoding, X-TA-API-Key, X-TA-Signature, X-TA-Timestamp";
 
 /// The edge's routes.
 pub fn app(state: AppState) -> tide::Server<AppState> {
     let mut app = tide::with_state(state);
     app.with(track_requests);
     app.at("/v1/collect").post(collect).options(preflight);
+    app.at("/v1/batch").post(batch).options(preflight);
     app.at("/metrics").get(|req: Request<AppState>| async move {
         let state = req.state();
         state
@@ -148,6 +155,7 @@ pub async fn serve(
 fn route_label(path: &str) -> &'static str {
     match path {
         "/v1/collect" => "collect",
+        "/v1/batch" => "batch",
         "/metrics" => "metrics",
         "/healthz" => "healthz",
         "/readyz" => "readyz",
@@ -245,10 +253,77 @@ fn content_type_ok(req: &Request<AppState>) -> bool {
     }
 }
 
-async fn collect(mut req: Request<AppState>) -> tide::Result {
-    let state = req.state().clone();
-    let origin = header(&req, "Origin").map(str::to_owned);
-    let mut res = match collect_one(&mut req, &state).await {
+/// Undo `Content-Encoding: gzip`, refusing bodies that inflate past `limit` (decompression
+/// bombs) without ever holding more than `limit + 1` bytes.
+fn decode_body(
+    encoding: Option<&str>,
+    body: Vec<u8>,
+    limit: usize,
+) -> Result<Vec<u8>, CollectError> {
+    let encoding = encoding.map(|e| e.trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("") | Some("identity") => Ok(body),
+        Some("gzip") | Some("x-gzip") => {
+            let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit + 1));
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(
+                    flate2::read::GzDecoder::new(body.as_slice()),
+                    limit as u64 + 1,
+                ),
+                &mut out,
+            )
+            .map_err(|e| CollectError::BadGzip(e.to_string()))?;
+            if out.len() > limit {
+                return Err(CollectError::DecompressedTooLarge { limit });
+            }
+            Ok(out)
+        }
+        Some(other) => Err(CollectError::UnsupportedEncoding(other.to_owned())),
+    }
+}
+
+/// Read, size-check and decode the body, with the headers the pipeline needs.
+async fn read_request(
+    req: &mut Request<AppState>,
+    state: &AppState,
+    limit: usize,
+) -> Result<(Vec<u8>, String), CollectError> {
+    if !content_type_ok(req) {
+        return Err(CollectError::UnsupportedMediaType);
+    }
+    let raw = read_body(req, limit).await?;
+    let body = decode_body(header(req, "Content-Encoding"), raw, limit)?;
+    Ok((body, client_ip(req, state.trust_forwarded_for)))
+}
+
+fn ingest_request<'r>(
+    req: &'r Request<AppState>,
+    state: &AppState,
+    body: &'r [u8],
+    ip: &'r str,
+) -> IngestRequest<'r> {
+    let flag = |name: &str| header(req, name).is_some_and(|v| v.trim() == "1");
+    IngestRequest {
+        body,
+        api_key: header(req, "X-TA-API-Key"),
+        signature: header(req, "X-TA-Signature"),
+        timestamp: header(req, "X-TA-Timestamp"),
+        origin: header(req, "Origin"),
+        client_ip: ip,
+        user_agent: header(req, "User-Agent").unwrap_or_default(),
+        do_not_track: flag("DNT") || flag("Sec-GPC"),
+        country_header: state.country_header.as_deref().and_then(|h| header(req, h)),
+        now: chrono::Utc::now(),
+    }
+}
+
+/// Answer a collect-type request, counting refusals and adding CORS headers.
+async fn with_cors(
+    req: &Request<AppState>,
+    state: &AppState,
+    result: Result<Response, CollectError>,
+) -> Response {
+    let mut res = match result {
         Ok(res) => res,
         Err(err) => {
             state
@@ -261,70 +336,160 @@ async fn collect(mut req: Request<AppState>) -> tide::Result {
     };
     // Browsers only see the answer when the origin is allowed for some site; the per-site
     // check already ran inside the pipeline.
-    if let Some(origin) = origin
-        && state.ingest.sites.ids().iter().any(|id| {
-            state
-                .ingest
-                .sites
-                .get(id)
-                .is_some_and(|s| s.allows_origin(&origin))
-        })
+    if let Some(origin) = header(req, "Origin")
+        && state.ingest.sites().any_allows_origin(origin)
     {
         res.insert_header("Access-Control-Allow-Origin", origin);
         res.insert_header("Vary", "Origin");
     }
-    Ok(res)
+    res
+}
+
+async fn collect(mut req: Request<AppState>) -> tide::Result {
+    let state = req.state().clone();
+    let result = collect_one(&mut req, &state).await;
+    Ok(with_cors(&req, &state, result).await)
+}
+
+async fn batch(mut req: Request<AppState>) -> tide::Result {
+    let state = req.state().clone();
+    let result = collect_batch(&mut req, &state).await;
+    Ok(with_cors(&req, &state, result).await)
+}
+
+/// Count a dropped (not accepted) outcome.
+fn count_dropped(state: &AppState, outcome: &Outcome) {
+    match outcome {
+        Outcome::Bot { site_id, reason } => state
+            .metrics
+            .bots
+            .with_label_values(&[site_id.as_str(), reason.as_str()])
+            .inc(),
+        Outcome::DoNotTrack { site_id } => state
+            .metrics
+            .do_not_track
+            .with_label_values(&[site_id.as_str()])
+            .inc(),
+        Outcome::Accepted(_) => {}
+    }
+}
+
+/// Put accepted events in the durable spool (one group commit) before anyone is told 202.
+async fn spool(state: &AppState, events: &[&EnrichedEvent]) -> Result<(), CollectError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let records: Vec<SpoolRecord> = events.iter().map(|e| SpoolRecord::from_event(e)).collect();
+    if let Err(error) = state.sink.append(&records).await {
+        if matches!(error, SpoolError::Io { .. }) {
+            warn!(message = "Events not spooled.", %error, events = events.len());
+        }
+        return Err(error.into());
+    }
+    for e in events {
+        state
+            .metrics
+            .accepted
+            .with_label_values(&[e.site_id.as_str()])
+            .inc();
+    }
+    Ok(())
 }
 
 async fn collect_one(
     req: &mut Request<AppState>,
     state: &AppState,
 ) -> Result<Response, CollectError> {
-    if !content_type_ok(req) {
-        return Err(CollectError::UnsupportedMediaType);
-    }
-    let body = read_body(req, state.max_body_bytes).await?;
-    let ip = client_ip(req, state.trust_forwarded_for);
-    let outcome = state.ingest.process(IngestRequest {
-        body: &body,
-        api_key: header(req, "X-TA-API-Key"),
-        signature: header(req, "X-TA-Signature"),
-        origin: header(req, "Origin"),
-        client_ip: &ip,
-        user_agent: header(req, "User-Agent").unwrap_or_default(),
-        now: chrono::Utc::now(),
-    })?;
+    let (body, ip) = read_request(req, state, state.max_body_bytes).await?;
+    let outcome = state
+        .ingest
+        .process(ingest_request(req, state, &body, &ip))?;
     match outcome {
-        Outcome::Bot { reason, .. } => {
-            state
-                .metrics
-                .bots
-                .with_label_values(&[reason.as_str()])
-                .inc();
-            Ok(json_response(
-                202,
-                json!({"status": "ignored", "reason": "bot"}),
-            ))
-        }
         Outcome::Accepted(event) => {
-            let record = SpoolRecord::from_event(&event);
-            if let Err(error) = state.sink.append(std::slice::from_ref(&record)).await {
-                if matches!(error, SpoolError::Io { .. }) {
-                    warn!(message = "Event not spooled.", %error, site_id = %event.site_id);
-                }
-                return Err(error.into());
-            }
-            state
-                .metrics
-                .accepted
-                .with_label_values(&[event.site_id.as_str()])
-                .inc();
+            spool(state, &[&event]).await?;
             Ok(json_response(
                 202,
                 json!({"status": "accepted", "event_id": event.event_id}),
             ))
         }
+        dropped => {
+            count_dropped(state, &dropped);
+            Ok(json_response(
+                202,
+                json!({"status": "ignored", "reason": ignored_reason(&dropped)}),
+            ))
+        }
     }
+}
+
+fn ignored_reason(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Bot { .. } => "bot",
+        Outcome::DoNotTrack { .. } => "do_not_track",
+        Outcome::Accepted(_) => "accepted",
+    }
+}
+
+/// `POST /v1/batch`: per-event results by index. 202 when at least one event was accepted or
+/// ignored; when every event was refused, the first refusal's status.
+async fn collect_batch(
+    req: &mut Request<AppState>,
+    state: &AppState,
+) -> Result<Response, CollectError> {
+    let (body, ip) = read_request(req, state, state.max_batch_body_bytes).await?;
+    let outcomes = state
+        .ingest
+        .process_batch(ingest_request(req, state, &body, &ip))?;
+    state
+        .metrics
+        .request_batch_events
+        .observe(outcomes.len() as f64);
+    let accepted: Vec<&EnrichedEvent> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Ok(Outcome::Accepted(e)) => Some(e.as_ref()),
+            _ => None,
+        })
+        .collect();
+    spool(state, &accepted).await?;
+    let (mut n_accepted, mut n_ignored, mut n_rejected) = (0, 0, 0);
+    let mut first_error: Option<u16> = None;
+    let results: Vec<serde_json::Value> = outcomes
+        .iter()
+        .enumerate()
+        .map(|(index, outcome)| match outcome {
+            Ok(Outcome::Accepted(e)) => {
+                n_accepted += 1;
+                json!({"index": index, "status": "accepted", "event_id": e.event_id})
+            }
+            Ok(dropped) => {
+                n_ignored += 1;
+                count_dropped(state, dropped);
+                json!({"index": index, "status": "ignored", "reason": ignored_reason(dropped)})
+            }
+            Err(err) => {
+                n_rejected += 1;
+                first_error.get_or_insert(err.status());
+                state
+                    .metrics
+                    .rejected
+                    .with_label_values(&[err.code()])
+                    .inc();
+                let mut body = err.body();
+                body["index"] = index.into();
+                body["status"] = "rejected".into();
+                body
+            }
+        })
+        .collect();
+    let status = match first_error {
+        Some(status) if n_accepted + n_ignored == 0 => status,
+        _ => 202,
+    };
+    Ok(json_response(
+        status,
+        json!({"accepted": n_accepted, "ignored": n_ignored, "rejected": n_rejected, "results": results}),
+    ))
 }
 
 async fn preflight(req: Request<AppState>) -> tide::Result {
@@ -335,12 +500,7 @@ async fn preflight(req: Request<AppState>) -> tide::Result {
             json!({"error": "missing_origin", "message": "CORS preflight without an Origin header"}),
         ));
     };
-    let sites = &state.ingest.sites;
-    let allowed = sites
-        .ids()
-        .iter()
-        .any(|id| sites.get(id).is_some_and(|s| s.allows_origin(origin)));
-    if !allowed {
+    if !state.ingest.sites().any_allows_origin(origin) {
         return Ok(json_response(
             403,
             json!({"error": "origin_not_allowed", "message": format!("origin {origin} is not allowed for any site")}),

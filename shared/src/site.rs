@@ -9,7 +9,14 @@
 //! hmac_secret = "…"                      # optional: server senders sign with it
 //! require_signature = false              # true: unsigned requests are refused
 //! allowed_origins = ["https://example.com"]  # browser origins; "*" allows any
+//! rate_limit_per_sec = 500               # optional: events/s this site may send to one node
+//! rate_limit_burst = 2000                # optional: bucket size, default 2 s of the rate
+//! respect_dnt = true                     # optional: drop events from browsers sending
+//!                                        # `DNT: 1` or `Sec-GPC: 1`
 //! ```
+//!
+//! Key rotation: add the new key next to the old one, roll it out to senders, then remove the
+//! old key. The edge re-reads this file while running (see `TA_SITES_RELOAD_SECS`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -32,6 +39,15 @@ pub struct SiteConfig {
     pub require_signature: bool,
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// Events per second one edge node accepts for this site; `None`: the node's default.
+    #[serde(default)]
+    pub rate_limit_per_sec: Option<u32>,
+    /// Burst size of the rate limit, in events; default two seconds' worth.
+    #[serde(default)]
+    pub rate_limit_burst: Option<u32>,
+    /// Drop events from browsers that send `DNT: 1` or `Sec-GPC: 1`.
+    #[serde(default)]
+    pub respect_dnt: bool,
 }
 
 impl SiteConfig {
@@ -75,6 +91,12 @@ pub enum SitesFileError {
     NoKeys(String),
     #[error("site `{0}` requires signatures but has no hmac_secret")]
     SignatureWithoutSecret(String),
+    #[error(
+        "site `{0}` has more than two api_keys; keep at most two (old and new) during a rotation"
+    )]
+    TooManyKeys(String),
+    #[error("site `{0}` has rate_limit_per_sec = 0; remove the line to use the node's default")]
+    ZeroRateLimit(String),
 }
 
 /// All configured sites, by id.
@@ -114,6 +136,12 @@ impl SiteRegistry {
             }
             if site.api_keys.is_empty() || site.api_keys.iter().any(String::is_empty) {
                 return Err(SitesFileError::NoKeys(site.id));
+            }
+            if site.api_keys.len() > 2 {
+                return Err(SitesFileError::TooManyKeys(site.id));
+            }
+            if site.rate_limit_per_sec == Some(0) {
+                return Err(SitesFileError::ZeroRateLimit(site.id));
             }
             if site.require_signature && site.hmac_secret.is_none() {
                 return Err(SitesFileError::SignatureWithoutSecret(site.id));
@@ -197,6 +225,16 @@ mod tests {
         assert!(matches!(
             SiteRegistry::from_toml(keyless),
             Err(SitesFileError::NoKeys(_))
+        ));
+        let three = "[[site]]\nid='a'\napi_keys=['k','j','i']";
+        assert!(matches!(
+            SiteRegistry::from_toml(three),
+            Err(SitesFileError::TooManyKeys(_))
+        ));
+        let zero = "[[site]]\nid='a'\napi_keys=['k']\nrate_limit_per_sec=0";
+        assert!(matches!(
+            SiteRegistry::from_toml(zero),
+            Err(SitesFileError::ZeroRateLimit(_))
         ));
         let unsigned = "[[site]]\nid='a'\napi_keys=['k']\nrequire_signature=true";
         assert!(matches!(

@@ -2,6 +2,7 @@
 //! real broker and ClickHouse, each test with its own topic, database and ports.
 
 pub mod infra;
+pub mod mmdb;
 pub mod prometheus;
 
 use std::fs::File;

@@ -24,9 +24,12 @@ fn enrich(ingest: &Ingest, ip: &str, path: &str) -> EnrichedEvent {
             body: body.as_bytes(),
             api_key: Some("k1"),
             signature: None,
+            timestamp: None,
             origin: None,
             client_ip: ip,
             user_agent: UA,
+            do_not_track: false,
+            country_header: None,
             now: Utc::now(),
         })
         .unwrap();

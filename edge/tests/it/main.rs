@@ -4,6 +4,7 @@
 //! Every test uses its own topic (`ta_it_edge_<name>_<random>`) and its own spool directory.
 
 mod forwarder;
+mod ingest_api;
 mod outage;
 mod spool_full;
 
@@ -81,6 +82,17 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Answer {
+    http_bytes(addr, method, path, headers, body.as_bytes()).await
+}
+
+/// [`http`] with a binary body (gzip).
+pub async fn http_bytes(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -90,8 +102,9 @@ pub async fn http(
         request.push_str(&format!("{k}: {v}\r\n"));
     }
     request.push_str("\r\n");
-    request.push_str(body);
-    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    stream.write_all(&bytes).await.unwrap();
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await.unwrap();
     let text = String::from_utf8(raw).unwrap();
