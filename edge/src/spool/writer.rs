@@ -114,6 +114,10 @@ impl Writer {
                 } else {
                     Ok(())
                 };
+                // Release this thread's share of the spool (and with it, once the handles are
+                // gone, the directory lock) before saying it is closed: whoever reopens the
+                // spool right after `close` must not find it still locked.
+                drop(self);
                 let _ = close.send(result);
                 return;
             }
