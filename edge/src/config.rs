@@ -110,14 +110,28 @@ pub struct EdgeConfig {
     #[arg(long, env = "TA_SHUTDOWN_DRAIN_SECS", default_value_t = 10)]
     pub shutdown_drain_secs: u64,
 
-    /// Secret the daily visitor salts are derived from. Must be the same on every edge node.
+    /// Seeds the daily-salt ratchet of the FIRST edge node of a deployment (the same value on
+    /// every node started from it). Used only when the node has no ratchet state file yet;
+    /// remove it from the configuration afterwards (see `TA_SALT_RATCHET`). The default is a
+    /// public development value.
     #[arg(
         long,
         env = "TA_SALT_SECRET",
         default_value = "dev-only-salt-secret",
         hide_env_values = true
     )]
-    pub salt_secret: String,
+    pub salt_secret: Option<String>,
+
+    /// Start this node's salt ratchet from another node's state (`YYYY-MM-DD:<hex>`, the
+    /// content of its state file) instead of from the secret. Used only when this node has no
+    /// state file yet.
+    #[arg(long, env = "TA_SALT_RATCHET", hide_env_values = true)]
+    pub salt_ratchet: Option<String>,
+
+    /// File holding this node's salt ratchet (today's key only). Default: `salt-ratchet` in
+    /// the spool directory.
+    #[arg(long, env = "TA_SALT_STATE_FILE")]
+    pub salt_state_file: Option<PathBuf>,
 
     /// Global HMAC secret for `X-TA-Signature`, used for sites without their own secret.
     #[arg(long, env = "TA_HMAC_SECRET", hide_env_values = true)]
@@ -199,6 +213,12 @@ impl EdgeConfig {
             attempt_timeout: self.kafka_produce_timeout(),
             max_backoff: Duration::from_millis(self.kafka_retry_max_backoff_ms),
         }
+    }
+
+    pub fn salt_state_file(&self) -> PathBuf {
+        self.salt_state_file
+            .clone()
+            .unwrap_or_else(|| self.spool_dir.join("salt-ratchet"))
     }
 
     pub fn kafka_produce_timeout(&self) -> Duration {

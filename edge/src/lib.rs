@@ -39,6 +39,7 @@ pub mod metrics;
 pub mod payload;
 pub mod readiness;
 pub mod reload;
+pub mod salt;
 pub mod server;
 pub mod shutdown;
 pub mod sink;
@@ -51,7 +52,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_std::task::JoinHandle;
-use ta_shared::{SaltSchedule, SiteRegistry};
+use ta_shared::SiteRegistry;
 use tracing::{info, warn};
 
 pub use config::EdgeConfig;
@@ -118,12 +119,17 @@ impl EdgeNode {
         })?;
         let metrics = metrics::EdgeMetrics::new(&config.region);
         metrics.register_sites(sites.ids());
-        let mut ingest = ingest::Ingest::new(
-            sites,
-            SaltSchedule::new(config.salt_secret.clone()),
-            &config.region,
-        )
-        .with_default_rate_limit(config.site_rate_limit);
+        let salts = salt::open(
+            config.salt_state_file(),
+            &salt::SaltSeed {
+                // Compose passes unset variables as empty strings.
+                secret: config.salt_secret.clone().filter(|s| !s.is_empty()),
+                ratchet: config.salt_ratchet.clone().filter(|s| !s.is_empty()),
+            },
+            chrono::Utc::now().date_naive(),
+        )?;
+        let mut ingest = ingest::Ingest::new(sites, salts, &config.region)
+            .with_default_rate_limit(config.site_rate_limit);
         ingest.global_hmac_secret = config.hmac_secret.clone();
         ingest.max_batch_events = config.max_batch_events;
         ingest.replay =

@@ -22,4 +22,4 @@ pub mod visitor;
 pub use event::{EnrichedEvent, EventDecodeError, SCHEMA_VERSION};
 pub use page::{PageUrl, Utm};
 pub use site::{SiteConfig, SiteRegistry, SitesFileError};
-pub use visitor::{SaltSchedule, VisitorHash, VisitorIdentity};
+pub use visitor::{RatchetState, SaltSchedule, VisitorHash, VisitorIdentity};

@@ -5,13 +5,30 @@
 //! IP, user-agent string). Every field is length-prefixed so no two inputs collide by
 //! concatenation.
 //!
-//! The daily salt is `HMAC-SHA256(salt_secret, "ta-visitor-salt/v1/" ‖ YYYY-MM-DD)` for the UTC
-//! day the edge received the event. Every edge node configured with the same secret computes
-//! the same hash for the same visitor on the same day, in every region; on another day the hash
-//! is unrelated, so visitors cannot be followed across days from stored data.
+//! The daily salt comes from a forward-only ratchet, so that whoever holds a node's state and
+//! the stored data today cannot recover a past day's salt (and so cannot test a guessed
+//! IP + user agent against old hashes):
 //!
-//! Known limit of this scheme: whoever holds `salt_secret` can recompute past days' salts. A
-//! forward-ratcheting salt that erases old days is tracked separately (edge issue).
+//! ```text
+//!  key(epoch)  = SHA-256("ta-salt-ratchet/v1/seed" ‖ TA_SALT_SECRET)      epoch = 2025-01-01
+//!  key(d + 1)  = SHA-256("ta-salt-ratchet/v1/next" ‖ key(d))               one-way step
+//!  salt(d)     = HMAC-SHA256(key(d), "ta-visitor-salt/v2")                 what hashes use
+//! ```
+//!
+//! A node keeps only the current `(day, key)` (the edge persists it in its spool directory)
+//! and overwrites it when the UTC day changes; yesterday's key is gone and SHA-256 cannot be
+//! run backwards. Every node seeded with the same secret, or started from a copy of another
+//! node's state, computes the same salt for the same day, in every region. The secret itself
+//! is needed only to initialise the first node and must then be removed from the
+//! configuration: it is the one thing that recomputes every salt since the epoch. `salt(d)`
+//! is a MAC of the key rather than the key itself, so a leaked salt reveals neither past nor
+//! future salts.
+//!
+//! An event is hashed with the salt of the day the edge *received* it. A request that arrives
+//! when the ratchet has already moved past its day (two threads racing over midnight, a clock
+//! stepped back) is hashed with the current day's salt: the past one no longer exists.
+
+use std::sync::Mutex;
 
 use chrono::NaiveDate;
 use hmac::{Hmac, Mac};
@@ -30,32 +47,141 @@ pub enum VisitorIdentity<'a> {
     User { user_id: &'a str },
 }
 
-/// Derives the salt of each UTC day from one secret.
-#[derive(Clone)]
+/// First day of the ratchet; a node seeded from the secret starts here and steps forward.
+pub fn ratchet_epoch() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2025, 1, 1).expect("valid date")
+}
+
+/// The ratchet's state on one UTC day: all a node needs to compute that day's salt and every
+/// later one, and nothing to compute an earlier one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RatchetState {
+    day: NaiveDate,
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for RatchetState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RatchetState {{ day: {}, key: <redacted> }}", self.day)
+    }
+}
+
+/// Why a saved ratchet state could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("salt ratchet state must be `YYYY-MM-DD:<64 hex digits>`")]
+pub struct RatchetStateError;
+
+impl RatchetState {
+    /// The state at [`ratchet_epoch`] derived from the operator's secret.
+    pub fn from_secret(secret: &[u8]) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"ta-salt-ratchet/v1/seed");
+        h.update(secret);
+        Self {
+            day: ratchet_epoch(),
+            key: h.finalize().into(),
+        }
+    }
+
+    pub fn day(&self) -> NaiveDate {
+        self.day
+    }
+
+    /// Step forward to `day` (no-op when `day` is not later). Returns whether it moved.
+    pub fn advance_to(&mut self, day: NaiveDate) -> bool {
+        let mut moved = false;
+        while self.day < day {
+            let mut h = Sha256::new();
+            h.update(b"ta-salt-ratchet/v1/next");
+            h.update(self.key);
+            self.key = h.finalize().into();
+            self.day = self.day.succ_opt().expect("dates before year 262143");
+            moved = true;
+        }
+        moved
+    }
+
+    /// The salt of this state's day.
+    pub fn salt(&self) -> [u8; 32] {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC accepts any key length");
+        mac.update(b"ta-visitor-salt/v2");
+        mac.finalize().into_bytes().into()
+    }
+
+    /// `YYYY-MM-DD:<hex key>`, the form the edge saves and operators copy to a new node.
+    pub fn encode(&self) -> String {
+        format!("{}:{}", self.day.format("%Y-%m-%d"), hex::encode(self.key))
+    }
+
+    pub fn decode(text: &str) -> Result<Self, RatchetStateError> {
+        let (day, key) = text.trim().split_once(':').ok_or(RatchetStateError)?;
+        let day = NaiveDate::parse_from_str(day, "%Y-%m-%d").map_err(|_| RatchetStateError)?;
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(key, &mut bytes).map_err(|_| RatchetStateError)?;
+        Ok(Self { day, key: bytes })
+    }
+}
+
+type AdvanceHook = Box<dyn Fn(&RatchetState) + Send + Sync>;
+
+/// The node's salt ratchet: hands out the salt of each UTC day, stepping forward (and calling
+/// the persistence hook) when the day changes.
 pub struct SaltSchedule {
-    secret: Vec<u8>,
+    state: Mutex<RatchetState>,
+    on_advance: Option<AdvanceHook>,
 }
 
 impl std::fmt::Debug for SaltSchedule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SaltSchedule { secret: <redacted> }")
+        write!(f, "SaltSchedule {{ {:?} }}", self.current())
     }
 }
 
 impl SaltSchedule {
-    pub fn new(secret: impl Into<Vec<u8>>) -> Self {
+    /// A ratchet seeded from `secret` (dev, tests, and the very first node of a deployment).
+    pub fn new(secret: impl AsRef<[u8]>) -> Self {
+        Self::from_state(RatchetState::from_secret(secret.as_ref()))
+    }
+
+    pub fn from_state(state: RatchetState) -> Self {
         Self {
-            secret: secret.into(),
+            state: Mutex::new(state),
+            on_advance: None,
         }
     }
 
-    /// The salt for one UTC day.
+    /// Call `hook` with the new state every time the ratchet steps (once a day), e.g. to save
+    /// it over the previous one.
+    pub fn on_advance(mut self, hook: impl Fn(&RatchetState) + Send + Sync + 'static) -> Self {
+        self.on_advance = Some(Box::new(hook));
+        self
+    }
+
+    /// The current state (for saving).
+    pub fn current(&self) -> RatchetState {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Step to `day` now if it is later than the current day.
+    pub fn advance_to(&self, day: NaiveDate) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.advance_to(day)
+            && let Some(hook) = &self.on_advance
+        {
+            hook(&state);
+        }
+    }
+
+    /// The salt for `day`, or for the current day when `day` is already past.
     pub fn salt_for(&self, day: NaiveDate) -> [u8; 32] {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC accepts any key length");
-        mac.update(b"ta-visitor-salt/v1/");
-        mac.update(day.format("%Y-%m-%d").to_string().as_bytes());
-        mac.finalize().into_bytes().into()
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.advance_to(day)
+            && let Some(hook) = &self.on_advance
+        {
+            hook(&state);
+        }
+        state.salt()
     }
 
     /// The visitor hash for an event received on `day`.
@@ -163,7 +289,86 @@ mod tests {
     }
 
     #[test]
-    fn debug_output_does_not_reveal_the_secret() {
-        assert!(!format!("{:?}", SaltSchedule::new("topsecret")).contains("topsecret"));
+    fn debug_output_does_not_reveal_the_secret_or_key() {
+        let s = SaltSchedule::new("topsecret");
+        let key_hex = s.current().encode().split_once(':').unwrap().1.to_owned();
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("topsecret") && !debug.contains(&key_hex),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn a_node_started_from_a_copied_state_matches_one_seeded_from_the_secret() {
+        let seeded = SaltSchedule::new("shared-secret");
+        let mut copied_state = RatchetState::from_secret(b"shared-secret");
+        copied_state.advance_to(day(10));
+        let copied =
+            SaltSchedule::from_state(RatchetState::decode(&copied_state.encode()).unwrap());
+        for d in [10, 11, 20] {
+            assert_eq!(
+                seeded.visitor_hash(day(d), "site-1", ALICE),
+                copied.visitor_hash(day(d), "site-1", ALICE),
+                "day {d}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_ratchet_only_moves_forward_and_forgets_past_salts() {
+        let s = SaltSchedule::new("k");
+        let day5 = s.visitor_hash(day(5), "x", ALICE);
+        let day6 = s.visitor_hash(day(6), "x", ALICE);
+        assert_ne!(day5, day6);
+        // Day 5's salt is gone: asking for it gives day 6's.
+        assert_eq!(s.visitor_hash(day(5), "x", ALICE), day6);
+        assert_eq!(s.current().day(), day(6));
+        // From day 6's state, no computation gives day 5's key: the only way to it is from
+        // the secret, which a running node no longer needs.
+        let mut fresh = RatchetState::from_secret(b"k");
+        fresh.advance_to(day(5));
+        assert_ne!(fresh, s.current());
+        assert_ne!(fresh.salt(), s.current().salt());
+    }
+
+    #[test]
+    fn each_step_is_sha256_of_the_previous_key() {
+        // Independent computation of one step from the documented formula.
+        let mut state = RatchetState::from_secret(b"k");
+        let before = state.encode();
+        let key0 = hex::decode(before.split_once(':').unwrap().1).unwrap();
+        state.advance_to(ratchet_epoch().succ_opt().unwrap());
+        let mut h = Sha256::new();
+        h.update(b"ta-salt-ratchet/v1/next");
+        h.update(&key0);
+        let expected = hex::encode(h.finalize());
+        assert_eq!(state.encode(), format!("2025-01-02:{expected}"));
+        assert_ne!(
+            hex::encode(state.salt()),
+            expected,
+            "the salt is not the key"
+        );
+    }
+
+    #[test]
+    fn the_hook_sees_each_new_day_once() {
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let s = SaltSchedule::new("k").on_advance(move |st| log.lock().unwrap().push(st.day()));
+        s.salt_for(day(1));
+        s.salt_for(day(1));
+        s.salt_for(day(3));
+        s.salt_for(day(2));
+        assert_eq!(*seen.lock().unwrap(), vec![day(1), day(3)]);
+    }
+
+    #[test]
+    fn saved_states_round_trip_and_garbage_is_refused() {
+        let st = RatchetState::from_secret(b"k");
+        assert_eq!(RatchetState::decode(&st.encode()).unwrap(), st);
+        for bad in ["", "2025-01-01", "2025-13-01:00", "2025-01-01:zz", "x:y"] {
+            assert_eq!(RatchetState::decode(bad), Err(RatchetStateError), "{bad}");
+        }
     }
 }
