@@ -111,6 +111,8 @@ pub struct ShutdownReport {
 impl EdgeNode {
     /// Open the spool, start the forwarder and listen on `config.listen` (port 0 picks one).
     pub async fn start(config: EdgeConfig) -> anyhow::Result<Self> {
+        // Read before parsing: a change after this point is seen by the reload task.
+        let sites_bytes = std::fs::read(&config.sites_file).ok();
         let sites = SiteRegistry::load(&config.sites_file).with_context(|| {
             format!(
                 "loading sites file {} (TA_SITES_FILE)",
@@ -169,6 +171,7 @@ impl EdgeNode {
             async_std::task::spawn(reload::watch_sites_file(
                 config.sites_file.clone(),
                 Duration::from_secs(config.sites_reload_secs),
+                sites_bytes,
                 state.ingest.clone(),
                 state.metrics.clone(),
             ))

@@ -16,15 +16,16 @@ use tracing::{error, info};
 use crate::ingest::Ingest;
 use crate::metrics::EdgeMetrics;
 
-/// Poll `path` every `every` and swap changed, valid contents into `ingest`. Runs until
-/// cancelled.
+/// Poll `path` every `every` and swap contents that differ from `loaded` (what the sites in
+/// force were read from, taken *before* they were parsed) into `ingest`. Runs until cancelled.
 pub async fn watch_sites_file(
     path: PathBuf,
     every: Duration,
+    loaded: Option<Vec<u8>>,
     ingest: Arc<Ingest>,
     metrics: EdgeMetrics,
 ) {
-    let mut last = std::fs::read(&path).ok();
+    let mut last = loaded;
     loop {
         async_std::task::sleep(every).await;
         let Ok(current) = async_std::fs::read(&path).await else {

@@ -74,6 +74,9 @@ impl AppState {
     }
 }
 
+/// The first-party tracker script (`GET /t.js`), embedded at build time.
+pub const TRACKER_JS: &str = include_str!("../tracker/t.js");
+
 const ALLOWED_HEADERS: &str =
     "Content-Type, Content-Encoding, X-TA-API-Key, X-TA-Signature, X-TA-Timestamp";
 
@@ -83,6 +86,14 @@ pub fn app(state: AppState) -> tide::Server<AppState> {
     app.with(track_requests);
     app.at("/v1/collect").post(collect).options(preflight);
     app.at("/v1/batch").post(batch).options(preflight);
+    app.at("/t.js").get(|_| async {
+        Ok(Response::builder(200)
+            .content_type(tide::http::mime::JAVASCRIPT)
+            .header("Cache-Control", "public, max-age=3600")
+            .header("X-Content-Type-Options", "nosniff")
+            .body(TRACKER_JS)
+            .build())
+    });
     app.at("/metrics").get(|req: Request<AppState>| async move {
         let state = req.state();
         state
@@ -156,6 +167,7 @@ fn route_label(path: &str) -> &'static str {
     match path {
         "/v1/collect" => "collect",
         "/v1/batch" => "batch",
+        "/t.js" => "tracker",
         "/metrics" => "metrics",
         "/healthz" => "healthz",
         "/readyz" => "readyz",
@@ -296,6 +308,15 @@ async fn read_request(
     Ok((body, client_ip(req, state.trust_forwarded_for)))
 }
 
+/// The `key` query parameter, borrowed from the request URL.
+fn query_key(req: &Request<AppState>) -> Option<&str> {
+    req.url()
+        .query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("key="))
+        .filter(|k| !k.is_empty() && !k.contains('%'))
+}
+
 fn ingest_request<'r>(
     req: &'r Request<AppState>,
     state: &AppState,
@@ -305,7 +326,8 @@ fn ingest_request<'r>(
     let flag = |name: &str| header(req, name).is_some_and(|v| v.trim() == "1");
     IngestRequest {
         body,
-        api_key: header(req, "X-TA-API-Key"),
+        // Browsers' sendBeacon cannot set headers: the public site key may come as `?key=`.
+        api_key: header(req, "X-TA-API-Key").or_else(|| query_key(req)),
         signature: header(req, "X-TA-Signature"),
         timestamp: header(req, "X-TA-Timestamp"),
         origin: header(req, "Origin"),

@@ -1,6 +1,7 @@
 //! Helpers for end-to-end tests: build and start the real binaries as processes against the
 //! real broker and ClickHouse, each test with its own topic, database and ports.
 
+pub mod browser;
 pub mod infra;
 pub mod mmdb;
 pub mod prometheus;

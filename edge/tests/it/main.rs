@@ -7,6 +7,7 @@ mod forwarder;
 mod ingest_api;
 mod outage;
 mod spool_full;
+mod tracker;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,0 +1,198 @@
+//! The tracker script `/t.js` in headless Chromium against a real page on another origin, with
+//! the edge producing to the real broker: the events it sends are the ones that arrive.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::time::Duration;
+
+use ta_edge::EdgeNode;
+
+use crate::*;
+
+/// Serve the test pages on a loopback port until the process ends.
+fn serve_pages(edge: std::net::SocketAddr) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tag = |extra: &str| {
+        format!(
+            r#"<script>window.ta = window.ta || function () {{ (ta.q = ta.q || []).push(arguments) }}; ta("queued_before_load");</script>
+<script defer src="http://{edge}/t.js" data-site="site-1" data-key="k1" data-outbound data-downloads {extra}></script>"#
+        )
+    };
+    let page = |title: &str, extra: &str| {
+        format!(
+            r#"<!doctype html><html><head><title>{title}</title>{}</head><body>
+<h1>{title}</h1>
+<a id="download" href="/files/report.pdf" onclick="return false">report</a>
+<a id="outbound" href="https://other.example/path?q=1#top" onclick="return false">elsewhere</a>
+</body></html>"#,
+            tag(extra)
+        )
+    };
+    let index = page("Tracker test", "");
+    let dnt = page("Do not track", "data-respect-dnt");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut first = String::new();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            if reader.read_line(&mut first).is_err() {
+                continue;
+            }
+            // Drain the headers.
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let path = first.split_whitespace().nth(1).unwrap_or("/");
+            let body = if path.starts_with("/dnt") {
+                &dnt
+            } else {
+                &index
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+#[async_std::test]
+async fn the_tracker_in_chromium_sends_pageviews_spa_navigation_custom_and_link_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique_topic("tracker");
+    let mut cfg = config(dir.path(), brokers(), &topic);
+    // The page's origin is only known once its server listens: start the edge with a
+    // placeholder and let the sites-file reload pick the real origin up.
+    cfg.sites_reload_secs = 1;
+    let sites_file = cfg.sites_file.clone();
+    let node = EdgeNode::start(cfg).await.unwrap();
+    let edge = node.local_addr();
+    let page_port = serve_pages(edge);
+    let origin = format!("http://127.0.0.1:{page_port}");
+    std::fs::write(
+        &sites_file,
+        format!("[[site]]\nid = 'site-1'\napi_keys = ['k1']\nallowed_origins = ['{origin}']\n"),
+    )
+    .unwrap();
+    // Wait for the reload: a body without `url` gets 400 once the origin is allowed (403
+    // before), and is not stored either way.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let probe = http(
+            edge,
+            "POST",
+            "/v1/collect?key=k1",
+            &[("Origin", &origin), ("Content-Type", "text/plain")],
+            r#"{"site_id":"site-1","event_name":"probe"}"#,
+        )
+        .await;
+        if probe.status == 400 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sites file never reloaded: {probe:?}"
+        );
+        async_std::task::sleep(Duration::from_millis(200)).await;
+    }
+
+    let script = http(edge, "GET", "/t.js", &[], "").await;
+    assert_eq!(script.status, 200);
+    assert!(script.headers["content-type"].starts_with("application/javascript"));
+    assert!(
+        script.body.len() < 8 * 1024,
+        "a few KB: {}",
+        script.body.len()
+    );
+
+    let screenshots = ta_tests::browser::artifacts_dir();
+    let result = ta_tests::browser::run(
+        "tracker.js",
+        &serde_json::json!({"page": origin, "screenshots": screenshots}),
+    );
+    assert_eq!(result["storage"]["cookie"], "");
+    assert_eq!(result["storage"]["local"], 0);
+    assert_eq!(result["storage"]["session"], 0);
+    assert_eq!(result["cookies"], 0, "the tracker sets no cookie");
+    assert!(screenshots.join("tracker-page.png").exists());
+    let sent = result["sent"].as_array().unwrap();
+    assert!(
+        sent.iter().all(|r| !r["body"]
+            .as_str()
+            .unwrap_or("")
+            .contains("should_not_be_sent")),
+        "the DNT page sent nothing: {sent:?}"
+    );
+
+    // What reached Kafka: the main page's seven events, nothing from the DNT page, nothing from
+    // the headless user agent (a bot).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let events = loop {
+        let read = read_topic(brokers(), &topic).await;
+        let events: Vec<EnrichedEvent> = read.into_values().flatten().collect();
+        if events.len() >= 6 || std::time::Instant::now() > deadline {
+            break events;
+        }
+        async_std::task::sleep(Duration::from_millis(300)).await;
+    };
+    let mut seen: Vec<(String, String, BTreeMap<String, String>)> = events
+        .iter()
+        .map(|e| (e.event_name.clone(), e.path.clone(), e.props.clone()))
+        .collect();
+    seen.sort();
+    let props = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let mut expected = vec![
+        (
+            "file_download".to_owned(),
+            "/app/settings".to_owned(),
+            props(&[("url", &format!("{origin}/files/report.pdf"))]),
+        ),
+        (
+            "outbound_link".to_owned(),
+            "/app/settings".to_owned(),
+            props(&[("url", "https://other.example/path?q=1")]),
+        ),
+        ("pageview".to_owned(), "/".to_owned(), props(&[])),
+        (
+            "pageview".to_owned(),
+            "/app/settings".to_owned(),
+            props(&[]),
+        ),
+        ("queued_before_load".to_owned(), "/".to_owned(), props(&[])),
+        (
+            "signup".to_owned(),
+            "/app/settings".to_owned(),
+            props(&[("plan", "pro"), ("seats", "3")]),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(seen, expected, "browser saw: {}", result["answers"]);
+    let visitors: std::collections::BTreeSet<u64> = events.iter().map(|e| e.visitor_hash).collect();
+    assert_eq!(visitors.len(), 1, "one browser, one visitor");
+    assert!(
+        events
+            .iter()
+            .all(|e| e.browser == "Chrome" && e.host == "127.0.0.1")
+    );
+
+    let metrics = http(edge, "GET", "/metrics", &[], "").await.body;
+    let bots: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("ta_edge_bot_events_total{") && l.contains(r#"site_id="site-1""#))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert!(
+        bots >= 1.0,
+        "the headless user agent was counted as a bot:\n{metrics}"
+    );
+    node.shutdown().await.unwrap();
+}

@@ -1,0 +1,101 @@
+/*! Tiny Analytics tracker — first-party, no cookies, no storage, no third-party code.
+ *
+ * <script defer src="https://EDGE/t.js" data-site="SITE_ID" data-key="PUBLIC_KEY"
+ *         data-outbound data-downloads data-respect-dnt></script>
+ *
+ * - a pageview on load and on every single-page-app navigation (history.pushState/popstate);
+ * - custom events: ta("signup", {plan: "pro"}) (calls made before the script loaded are queued
+ *   by the stub: window.ta = window.ta || function () { (ta.q = ta.q || []).push(arguments) });
+ * - data-outbound: clicks on links to other hosts send "outbound_link" {url};
+ * - data-downloads: clicks on file links send "file_download" {url};
+ * - data-respect-dnt: nothing is sent when the browser sends DNT or Global Privacy Control.
+ * Events go to data-api (default: the origin of this script) as text/plain with sendBeacon (no
+ * CORS preflight), falling back to fetch keepalive.
+ */
+(function () {
+  "use strict";
+  var script = document.currentScript;
+  if (!script) return;
+  var d = script.dataset;
+  var site = d.site, key = d.key;
+  var api = (d.api || new URL(script.src).origin).replace(/\/$/, "");
+  var endpoint = api + "/v1/collect?key=" + encodeURIComponent(key || "");
+  var nav = navigator;
+  var optedOut = "respectDnt" in d &&
+    (nav.doNotTrack === "1" || window.doNotTrack === "1" || nav.globalPrivacyControl === true);
+  var lastPath = null;
+
+  function send(name, props) {
+    if (optedOut || !site || !key) return;
+    var body = JSON.stringify({
+      site_id: site,
+      event_name: name,
+      url: location.href,
+      referrer: document.referrer || "",
+      props: props || {}
+    });
+    var sent = false;
+    try {
+      sent = nav.sendBeacon && nav.sendBeacon(endpoint, new Blob([body], { type: "text/plain" }));
+    } catch (e) { sent = false; }
+    if (!sent && window.fetch) {
+      fetch(endpoint, {
+        method: "POST", body: body, keepalive: true, credentials: "omit",
+        headers: { "Content-Type": "text/plain" }
+      }).catch(function () {});
+    }
+  }
+
+  function pageview() {
+    var path = location.pathname + location.search;
+    if (path === lastPath) return; // replaceState of the same page, hash changes
+    lastPath = path;
+    send("pageview");
+  }
+
+  function ta(name, props) {
+    var clean = {};
+    for (var k in props || {}) {
+      var v = props[k];
+      if (v !== null && typeof v !== "object") clean[k] = String(v);
+    }
+    send(String(name), clean);
+  }
+
+  var queued = (window.ta && window.ta.q) || [];
+  window.ta = ta;
+  for (var i = 0; i < queued.length; i++) ta.apply(null, queued[i]);
+
+  var push = history.pushState;
+  if (push) {
+    history.pushState = function () {
+      push.apply(this, arguments);
+      pageview();
+    };
+    window.addEventListener("popstate", pageview);
+  }
+
+  var FILES = /\.(pdf|zip|gz|tgz|rar|7z|dmg|exe|msi|pkg|deb|rpm|apk|iso|csv|xlsx?|docx?|pptx?|mp3|mp4|mov|avi|epub)$/i;
+  if ("outbound" in d || "downloads" in d) {
+    document.addEventListener("click", function (e) {
+      var a = e.target && e.target.closest && e.target.closest("a[href]");
+      if (!a || !/^https?:$/.test(a.protocol)) return;
+      var link = a.href.split("#")[0];
+      if ("downloads" in d && FILES.test(a.pathname)) {
+        ta("file_download", { url: link });
+      } else if ("outbound" in d && a.host !== location.host) {
+        ta("outbound_link", { url: link });
+      }
+    }, true);
+  }
+
+  if (document.visibilityState === "prerender") {
+    document.addEventListener("visibilitychange", function once() {
+      if (document.visibilityState !== "visible") return;
+      document.removeEventListener("visibilitychange", once);
+      pageview();
+    });
+  } else {
+    pageview();
+  }
+})();

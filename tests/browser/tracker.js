@@ -1,0 +1,62 @@
+// The edge's tracker script in a real page: pageview, SPA navigation, a custom event with
+// props, a file download and an outbound link; a DNT page that must send nothing; and the
+// browser's own headless user agent (a bot). Asserts no cookie or storage was written.
+"use strict";
+const { args, launch, main, DESKTOP_CHROME } = require("./lib.js");
+
+main(async () => {
+  const browser = await launch();
+  const sent = [];
+  const answers = [];
+  const watch = (page) => {
+    page.on("request", (r) => {
+      if (r.url().includes("/v1/collect")) sent.push({ url: r.url(), body: r.postData() });
+    });
+    page.on("response", async (r) => {
+      if (r.url().includes("/v1/collect")) {
+        answers.push({ status: r.status(), body: await r.text().catch(() => "") });
+      }
+    });
+    page.on("console", (m) => answers.push({ console: m.text() }));
+  };
+  try {
+    const ctx = await browser.newContext({ userAgent: DESKTOP_CHROME });
+    const page = await ctx.newPage();
+    watch(page);
+    await page.goto(args.page + "/", { waitUntil: "load" });
+    await page.waitForFunction(() => typeof window.ta === "function");
+    await page.evaluate(() => history.pushState({}, "", "/app/settings"));
+    await page.evaluate(() => history.replaceState({}, "", "/app/settings")); // same page: no event
+    await page.evaluate(() => window.ta("signup", { plan: "pro", seats: 3, nested: { x: 1 } }));
+    await page.click("#download");
+    await page.click("#outbound");
+    await page.waitForTimeout(500);
+    const storage = await page.evaluate(() => ({
+      cookie: document.cookie,
+      local: localStorage.length,
+      session: sessionStorage.length,
+    }));
+    const cookies = await ctx.cookies();
+    await page.screenshot({ path: args.screenshots + "/tracker-page.png" });
+
+    const dntCtx = await browser.newContext({ userAgent: DESKTOP_CHROME });
+    await dntCtx.addInitScript(() =>
+      Object.defineProperty(Navigator.prototype, "doNotTrack", { get: () => "1" })
+    );
+    const dnt = await dntCtx.newPage();
+    watch(dnt);
+    await dnt.goto(args.page + "/dnt", { waitUntil: "load" });
+    await dnt.waitForFunction(() => typeof window.ta === "function");
+    await dnt.evaluate(() => window.ta("should_not_be_sent"));
+    await dnt.waitForTimeout(300);
+
+    const headlessCtx = await browser.newContext();
+    const headless = await headlessCtx.newPage();
+    watch(headless);
+    await headless.goto(args.page + "/headless", { waitUntil: "load" });
+    await headless.waitForTimeout(500);
+    return { storage, cookies: cookies.length, sent, answers };
+  } finally {
+    await browser.close();
+  }
+});
