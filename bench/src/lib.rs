@@ -349,9 +349,14 @@ pub struct Reported {
     pub top_pages: Vec<(String, u64)>,
 }
 
-/// Ask `ta-query` (base URL) for one site's numbers over `[from, to)`.
+/// The read token of `deploy/config/access.dev.toml` that reads every dev site.
+pub const DEV_QUERY_TOKEN: &str = "dev-admin-token";
+
+/// Ask `ta-query` (base URL) for one site's numbers over `[from, to)`, with a read token
+/// (`Authorization: Bearer`).
 pub async fn report(
     query: &str,
+    token: &str,
     site: &str,
     from: &str,
     to: &str,
@@ -361,7 +366,7 @@ pub async fn report(
     let base = query.trim_end_matches('/');
     let get = |endpoint: &str| {
         let url = format!("{base}/v1/metrics/{endpoint}");
-        let req = client.get(url).query(&[
+        let req = client.get(url).bearer_auth(token).query(&[
             ("site_id", site),
             ("from", from),
             ("to", to),
@@ -401,6 +406,7 @@ pub async fn report(
 /// returns the last numbers seen per site.
 pub async fn wait_for_match(
     query: &str,
+    token: &str,
     expected: &Expected,
     from: &str,
     to: &str,
@@ -411,7 +417,7 @@ pub async fn wait_for_match(
         let mut all = BTreeMap::new();
         let mut matched = true;
         for (site, exp) in &expected.sites {
-            let got = report(query, site, from, to, 10).await?;
+            let got = report(query, token, site, from, to, 10).await?;
             matched &= got.pageviews == exp.pageviews
                 && got.unique_users == exp.visitors.len() as u64
                 && got.top_pages == exp.top_pages(10);

@@ -204,16 +204,43 @@ pub struct QueryConfig {
     #[command(flatten)]
     pub clickhouse: ClickHouseArgs,
 
-    /// Most cached answers kept in memory.
+    /// Read access (per-site read tokens, admin tokens, share links); re-read on change.
+    /// Only ta-query reads it: edge nodes must not hold read secrets.
+    #[arg(
+        long,
+        env = "TA_QUERY_ACCESS_FILE",
+        default_value = "deploy/config/access.dev.toml"
+    )]
+    pub access_file: std::path::PathBuf,
+
+    /// How often the access file is checked for changes, in seconds.
+    #[arg(long, env = "TA_QUERY_ACCESS_RELOAD_SECS", default_value_t = 2)]
+    pub access_reload_secs: u64,
+
+    /// Expected number of cached answers (sizes the cache's table).
     #[arg(long, env = "TA_QUERY_CACHE_ENTRIES", default_value_t = 10_000)]
     pub cache_entries: usize,
 
-    /// Cache lifetime of answers whose range reaches into the last hour, in ms.
+    /// Most bytes of cached answers kept in memory.
+    #[arg(long, env = "TA_QUERY_CACHE_MAX_BYTES", default_value_t = 64 << 20)]
+    pub cache_max_bytes: u64,
+
+    /// Cache lifetime of realtime answers, in ms.
+    #[arg(long, env = "TA_QUERY_CACHE_REALTIME_TTL_MS", default_value_t = 1000)]
+    pub cache_realtime_ttl_ms: u64,
+
+    /// Cache lifetime of answers whose range is still open or ended in the last 5 minutes
+    /// ("today"), in ms.
     #[arg(long, env = "TA_QUERY_CACHE_RECENT_TTL_MS", default_value_t = 500)]
     pub cache_recent_ttl_ms: u64,
 
-    /// Cache lifetime of answers about ranges that ended over an hour ago, in seconds.
-    #[arg(long, env = "TA_QUERY_CACHE_PAST_TTL_SECS", default_value_t = 300)]
+    /// Cache lifetime of answers whose range ended 5-60 minutes ago, in seconds.
+    #[arg(long, env = "TA_QUERY_CACHE_SETTLING_TTL_SECS", default_value_t = 10)]
+    pub cache_settling_ttl_secs: u64,
+
+    /// Cache lifetime of answers about ranges that ended over an hour ago (closed days), in
+    /// seconds.
+    #[arg(long, env = "TA_QUERY_CACHE_PAST_TTL_SECS", default_value_t = 3600)]
     pub cache_past_ttl_secs: u64,
 
     /// Log filter (tracing `EnvFilter` syntax).

@@ -27,6 +27,310 @@ pub const TOP_PAGES: &str = concat!(
     " AND event_name = 'pageview' GROUP BY path ORDER BY pageviews DESC, path ASC LIMIT ?"
 );
 
+/// Stats statements (aggregate, timeseries, breakdowns, realtime), built from whitelisted
+/// column expressions and `?` placeholders; every value the caller supplies is a bind.
+pub mod stats {
+    use super::Value;
+
+    /// Seconds of inactivity after which a visitor's next event starts a new visit.
+    pub const VISIT_GAP_SECS: u32 = 1800;
+
+    /// A statement and its bind values, in placeholder order.
+    #[derive(Debug, Clone, PartialEq, Eq, Default)]
+    pub struct Statement {
+        pub sql: String,
+        pub binds: Vec<Value>,
+    }
+
+    impl Statement {
+        fn push(&mut self, sql: &str) -> &mut Self {
+            self.sql.push_str(sql);
+            self
+        }
+
+        fn bind(&mut self, v: Value) -> &mut Self {
+            self.sql.push('?');
+            self.binds.push(v);
+            self
+        }
+
+        fn bind_str(&mut self, v: &str) -> &mut Self {
+            self.bind(Value::Str(v.to_owned()))
+        }
+
+        /// The statement with its values as literals (for tools outside the clickhouse crate).
+        pub fn render(&self) -> String {
+            super::bind_literals(&self.sql, &self.binds)
+        }
+    }
+
+    /// An event column the API may filter or group by.
+    #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+    pub enum Column {
+        Path,
+        ReferrerHost,
+        Source,
+        Channel,
+        UtmSource,
+        UtmMedium,
+        UtmCampaign,
+        UtmTerm,
+        UtmContent,
+        Device,
+        Browser,
+        Os,
+        Country,
+        EventName,
+        /// The value of one custom property (empty when the event does not carry it).
+        Prop(String),
+    }
+
+    impl Column {
+        fn push_expr(&self, s: &mut Statement) {
+            let name = match self {
+                Column::Path => "path",
+                Column::ReferrerHost => "referrer_host",
+                Column::Source => "source",
+                Column::Channel => "channel",
+                Column::UtmSource => "utm_source",
+                Column::UtmMedium => "utm_medium",
+                Column::UtmCampaign => "utm_campaign",
+                Column::UtmTerm => "utm_term",
+                Column::UtmContent => "utm_content",
+                Column::Device => "device",
+                Column::Browser => "browser",
+                Column::Os => "os",
+                Column::Country => "country",
+                Column::EventName => "event_name",
+                Column::Prop(key) => {
+                    s.push("props_values[indexOf(props_keys, ")
+                        .bind_str(key)
+                        .push(")]");
+                    return;
+                }
+            };
+            // toString: the same type (String) on servers with and without LowCardinality.
+            s.push("toString(").push(name).push(")");
+        }
+    }
+
+    /// How a filter compares a column with its value.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum Match {
+        Is,
+        IsNot,
+        /// Case-insensitive substring.
+        Contains,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+    pub struct EventFilter {
+        pub column: Column,
+        pub op: Match,
+        pub value: String,
+    }
+
+    /// One site's events in `[from, to)` (Unix seconds) matching every filter.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Scope<'a> {
+        pub site_id: &'a str,
+        pub from: u32,
+        pub to: u32,
+        pub filters: &'a [EventFilter],
+    }
+
+    fn push_where(s: &mut Statement, scope: &Scope<'_>) {
+        s.push(" WHERE site_id = ")
+            .bind_str(scope.site_id)
+            .push(" AND ts >= toDateTime(")
+            .bind(Value::Int(scope.from.into()))
+            .push(") AND ts < toDateTime(")
+            .bind(Value::Int(scope.to.into()))
+            .push(")");
+        for f in scope.filters {
+            s.push(" AND ");
+            match f.op {
+                Match::Is | Match::IsNot => {
+                    f.column.push_expr(s);
+                    s.push(if f.op == Match::Is { " = " } else { " != " });
+                    s.bind_str(&f.value);
+                }
+                Match::Contains => {
+                    s.push("positionCaseInsensitive(");
+                    f.column.push_expr(s);
+                    s.push(", ").bind_str(&f.value).push(") > 0");
+                }
+            }
+        }
+    }
+
+    /// Bucket of a timeseries, in an IANA time zone: a Unix-seconds string for minutes and
+    /// hours (unambiguous across DST changes), a local `YYYY-MM-DD` for days, weeks (Monday)
+    /// and months (the 1st).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum Bucket {
+        Minute,
+        Hour,
+        Day,
+        Week,
+        Month,
+    }
+
+    impl Bucket {
+        fn push_expr(self, s: &mut Statement, time: &str, tz: &str) {
+            let (open, close) = match self {
+                Bucket::Minute => ("toString(toUInt32(toStartOfMinute(", ")))"),
+                Bucket::Hour => ("toString(toUInt32(toStartOfHour(", ")))"),
+                Bucket::Day => ("toString(toDate(", "))"),
+                Bucket::Week => ("toString(toMonday(", "))"),
+                Bucket::Month => ("toString(toStartOfMonth(", "))"),
+            };
+            s.push(open).push(time).push(", ").bind_str(tz).push(close);
+        }
+    }
+
+    /// What a visit carries into a visit-level breakdown: the value of `column` at the visit's
+    /// first event (entry) or last event (exit).
+    #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+    pub struct VisitAttribute {
+        pub column: Column,
+        pub at_exit: bool,
+    }
+
+    /// Visits of the scope, one row per visit: `visitor_hash, visit_start, visit_end` (Unix
+    /// seconds), `visit_pageviews`, `visit_events`, `visit_custom` (non-pageview events) and, with an attribute,
+    /// `attr`. A visit is a maximal run of one visitor hash's events with no gap over
+    /// [`VISIT_GAP_SECS`]; ties in time are ordered by the attribute, so entry and exit are
+    /// deterministic.
+    fn push_visits(s: &mut Statement, scope: &Scope<'_>, attr: Option<&VisitAttribute>) {
+        s.push("SELECT visitor_hash, toUInt32(min(tupleElement(e, 1))) AS visit_start, ")
+            .push("toUInt32(max(tupleElement(e, 1))) AS visit_end, ")
+            .push("toUInt64(sum(tupleElement(e, 2))) AS visit_pageviews, toUInt64(count()) AS visit_events, ")
+            .push("toUInt64(countIf(tupleElement(e, 2) = 0)) AS visit_custom");
+        if let Some(a) = attr {
+            s.push(if a.at_exit {
+                ", tupleElement(max((tupleElement(e, 1), tupleElement(e, 3))), 2) AS attr"
+            } else {
+                ", tupleElement(min((tupleElement(e, 1), tupleElement(e, 3))), 2) AS attr"
+            });
+        }
+        s.push(" FROM (SELECT visitor_hash, arraySort(groupArray((toUInt32(ts), toUInt8(event_name = 'pageview')");
+        if let Some(a) = attr {
+            s.push(", ");
+            a.column.push_expr(s);
+        }
+        s.push("))) AS evs, arrayCumSum(arrayMap(d -> toUInt32(d > ")
+            .push(&VISIT_GAP_SECS.to_string())
+            .push("), arrayDifference(arrayMap(x -> tupleElement(x, 1), evs)))) AS visit_numbers FROM events");
+        push_where(s, scope);
+        s.push(" GROUP BY visitor_hash) ARRAY JOIN evs AS e, visit_numbers AS visit GROUP BY visitor_hash, visit");
+    }
+
+    /// Totals of the scope: visitors, visits, pageviews, events, bounces (visits of one
+    /// event), duration (sum of visit lengths, s), conversions (non-pageview events) and
+    /// converted visitors.
+    pub fn aggregate(scope: &Scope<'_>) -> Statement {
+        let mut s = Statement::default();
+        s.push(
+            "SELECT toUInt64(uniqExact(visitor_hash)) AS visitors, toUInt64(count()) AS visits, ",
+        )
+        .push(
+            "toUInt64(sum(visit_pageviews)) AS pageviews, toUInt64(sum(visit_events)) AS events, ",
+        )
+        .push("toUInt64(countIf(visit_events = 1)) AS bounces, ")
+        .push("toUInt64(sum(visit_end - visit_start)) AS duration, ")
+        .push("toUInt64(sum(visit_custom)) AS conversions, ")
+        .push("toUInt64(uniqExactIf(visitor_hash, visit_custom > 0)) AS converted_visitors FROM (");
+        push_visits(&mut s, scope, None);
+        s.push(")");
+        s
+    }
+
+    /// Per bucket of event time: visitors, pageviews, events.
+    pub fn timeseries_events(scope: &Scope<'_>, bucket: Bucket, tz: &str) -> Statement {
+        let mut s = Statement::default();
+        s.push("SELECT ");
+        bucket.push_expr(&mut s, "ts", tz);
+        s.push(" AS bucket, toUInt64(uniqExact(visitor_hash)) AS visitors, ")
+            .push("toUInt64(countIf(event_name = 'pageview')) AS pageviews, toUInt64(count()) AS events FROM events");
+        push_where(&mut s, scope);
+        s.push(" GROUP BY bucket ORDER BY bucket");
+        s
+    }
+
+    /// Per bucket of visit start: visits, bounces, duration.
+    pub fn timeseries_visits(scope: &Scope<'_>, bucket: Bucket, tz: &str) -> Statement {
+        let mut s = Statement::default();
+        s.push("SELECT ");
+        bucket.push_expr(&mut s, "toDateTime(visit_start)", tz);
+        s.push(
+            " AS bucket, toUInt64(count()) AS visits, toUInt64(countIf(visit_events = 1)) AS bounces, ",
+        )
+        .push("toUInt64(sum(visit_end - visit_start)) AS duration FROM (");
+        push_visits(&mut s, scope, None);
+        s.push(") GROUP BY bucket ORDER BY bucket");
+        s
+    }
+
+    /// Events grouped by `column`: value, visitors, pageviews, events; most visitors first.
+    /// `pageviews_only` restricts the rows to pageviews (the page breakdown).
+    pub fn breakdown_events(
+        scope: &Scope<'_>,
+        column: &Column,
+        pageviews_only: bool,
+        offset: u64,
+        limit: u64,
+    ) -> Statement {
+        let mut s = Statement::default();
+        s.push("SELECT ");
+        column.push_expr(&mut s);
+        s.push(" AS value, toUInt64(uniqExact(visitor_hash)) AS visitors, ")
+            .push("toUInt64(countIf(event_name = 'pageview')) AS pageviews, toUInt64(count()) AS events FROM events");
+        push_where(&mut s, scope);
+        if pageviews_only {
+            s.push(" AND event_name = 'pageview'");
+        }
+        if let Column::Prop(key) = column {
+            s.push(" AND has(props_keys, ").bind_str(key).push(")");
+        }
+        s.push(" GROUP BY value ORDER BY visitors DESC, events DESC, value ASC LIMIT ")
+            .bind(Value::Int(offset as i64))
+            .push(", ")
+            .bind(Value::Int(limit as i64));
+        s
+    }
+
+    /// Visits grouped by an entry/exit attribute: value, visitors, visits, pageviews,
+    /// bounces, duration; most visitors first.
+    pub fn breakdown_visits(
+        scope: &Scope<'_>,
+        attr: &VisitAttribute,
+        offset: u64,
+        limit: u64,
+    ) -> Statement {
+        let mut s = Statement::default();
+        s.push("SELECT attr AS value, toUInt64(uniqExact(visitor_hash)) AS visitors, ")
+            .push("toUInt64(count()) AS visits, toUInt64(sum(visit_pageviews)) AS pageviews, ")
+            .push("toUInt64(countIf(visit_events = 1)) AS bounces, ")
+            .push("toUInt64(sum(visit_end - visit_start)) AS duration FROM (");
+        push_visits(&mut s, scope, Some(attr));
+        s.push(") GROUP BY value ORDER BY visitors DESC, visits DESC, value ASC LIMIT ")
+            .bind(Value::Int(offset as i64))
+            .push(", ")
+            .bind(Value::Int(limit as i64));
+        s
+    }
+
+    /// Visitors and pageviews of the scope (the realtime window).
+    pub fn realtime(scope: &Scope<'_>) -> Statement {
+        let mut s = Statement::default();
+        s.push("SELECT toUInt64(uniqExact(visitor_hash)) AS visitors, ")
+            .push("toUInt64(countIf(event_name = 'pageview')) AS pageviews FROM events");
+        push_where(&mut s, scope);
+        s
+    }
+}
+
 pub const SERVER_VERSION: &str = "SELECT version() AS v";
 pub const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\
      version UInt32, name String, applied_at DateTime) ENGINE = MergeTree ORDER BY version";

@@ -172,6 +172,7 @@ impl Observed {
                     "{}/v1/metrics/pageviews?{query}",
                     pipeline.query_url
                 ))
+                .bearer_auth(&pipeline.query_token)
                 .send()
                 .await
                 .unwrap();

@@ -28,10 +28,16 @@ async fn ta_query_reports_exactly_the_traffic_sent_through_the_edge() {
     );
 
     let to = (chrono::Utc::now() + chrono::Duration::minutes(1)).to_rfc3339();
-    let (matched, got) =
-        wait_for_match(&p.query_url, &expected, &from, &to, Duration::from_secs(90))
-            .await
-            .unwrap();
+    let (matched, got) = wait_for_match(
+        &p.query_url,
+        &p.query_token,
+        &expected,
+        &from,
+        &to,
+        Duration::from_secs(90),
+    )
+    .await
+    .unwrap();
     for (site, exp) in &expected.sites {
         let r = &got[site];
         assert_eq!(r.pageviews, exp.pageviews, "pageviews of {site}");
@@ -73,9 +79,16 @@ async fn raw_ips_and_user_agents_reach_neither_clickhouse_nor_logs() {
     let from = (chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339();
     send(&p.edge_url, &plan, 8).await.unwrap();
     let to = (chrono::Utc::now() + chrono::Duration::minutes(1)).to_rfc3339();
-    let (matched, _) = wait_for_match(&p.query_url, &expected, &from, &to, Duration::from_secs(90))
-        .await
-        .unwrap();
+    let (matched, _) = wait_for_match(
+        &p.query_url,
+        &p.query_token,
+        &expected,
+        &from,
+        &to,
+        Duration::from_secs(90),
+    )
+    .await
+    .unwrap();
     assert!(matched, "traffic was loaded");
 
     // Every row, every column, as text.

@@ -175,6 +175,8 @@ pub struct Pipeline {
     pub query: Service,
     pub edge_url: String,
     pub query_url: String,
+    /// Reads every dev site through ta-query (`Authorization: Bearer`).
+    pub query_token: String,
     pub loader_url: String,
     pub topic: String,
     pub database: String,
@@ -229,12 +231,20 @@ impl Pipeline {
             &with(vec![
                 ("TA_QUERY_LISTEN", format!("127.0.0.1:{query_port}")),
                 ("TA_QUERY_CACHE_RECENT_TTL_MS", "100".into()),
+                (
+                    "TA_QUERY_ACCESS_FILE",
+                    workspace_root()
+                        .join("deploy/config/access.dev.toml")
+                        .display()
+                        .to_string(),
+                ),
             ]),
             &dir,
         );
         let p = Self {
             edge_url: format!("http://127.0.0.1:{edge_port}"),
             query_url: format!("http://127.0.0.1:{query_port}"),
+            query_token: ta_bench::DEV_QUERY_TOKEN.to_owned(),
             loader_url: format!("http://127.0.0.1:{loader_port}"),
             edge,
             loader,

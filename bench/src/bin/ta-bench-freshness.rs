@@ -42,6 +42,9 @@ struct Args {
     bin_dir: PathBuf,
     #[arg(long, default_value = "deploy/config/sites.dev.toml")]
     sites_file: PathBuf,
+    /// ta-query's access file; the poller reads with its dev admin token.
+    #[arg(long, default_value = "deploy/config/access.dev.toml")]
+    access_file: PathBuf,
 }
 
 struct Proc(Child);
@@ -102,7 +105,13 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let _query = start(
         "ta-query",
-        vec![("TA_QUERY_LISTEN", format!("127.0.0.1:{query_port}"))],
+        vec![
+            ("TA_QUERY_LISTEN", format!("127.0.0.1:{query_port}")),
+            (
+                "TA_QUERY_ACCESS_FILE",
+                args.access_file.display().to_string(),
+            ),
+        ],
     )?;
     let _edge = start(
         "ta-edge",
@@ -172,6 +181,7 @@ async fn main() -> anyhow::Result<()> {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let res = http
                     .get(format!("{query}/v1/metrics/top-pages"))
+                    .bearer_auth(ta_bench::DEV_QUERY_TOKEN)
                     .query(&[
                         ("site_id", "site-2"),
                         ("from", &from),

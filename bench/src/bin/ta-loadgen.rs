@@ -24,6 +24,10 @@ enum Command {
         /// Base URL of ta-query.
         #[arg(long, env = "TA_QUERY_URL", default_value = "http://127.0.0.1:8081")]
         query: String,
+        /// Read token for ta-query (`Authorization: Bearer`); the default is the dev admin
+        /// token of deploy/config/access.dev.toml.
+        #[arg(long, env = "TA_QUERY_TOKEN", default_value = ta_bench::DEV_QUERY_TOKEN)]
+        query_token: String,
         /// Sites file with the ingest keys to use.
         #[arg(
             long,
@@ -51,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
     let Command::Demo {
         edge,
         query,
+        query_token,
         sites_file,
         events,
         concurrency,
@@ -88,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
     println!("demo: waiting for ta-query at {query} to report the loaded events ...");
     let (matched, got) = wait_for_match(
         &query,
+        &query_token,
         &expected,
         &from_s,
         &to_s,

@@ -1,41 +1,87 @@
-//! Cached answers: quick_cache bounded by entry count, with a per-entry expiry chosen from how
-//! recent the queried range is (recent ranges change as events arrive; closed ones do not).
+//! Cached answers: quick_cache bounded by bytes (each answer weighs its body size), with a
+//! per-entry expiry chosen from how recent the queried range is.
+//!
+//! | range ends                         | lifetime                                  |
+//! |------------------------------------|-------------------------------------------|
+//! | realtime window                    | `realtime_ttl` (1 s)                      |
+//! | after now − 5 min (today, open)    | `recent_ttl` (500 ms)                     |
+//! | within the last hour               | `settling_ttl` (10 s): late events settle |
+//! | over an hour ago (closed days)     | `past_ttl` (1 h)                          |
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use chrono::{DateTime, Utc};
+use quick_cache::Weighter;
 use quick_cache::sync::Cache;
+
+/// One finished answer: body bytes and their content type.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub body: Bytes,
+    pub content_type: &'static str,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    expires: Instant,
+    answer: Answer,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ByBytes;
+
+impl Weighter<Arc<str>, Entry> for ByBytes {
+    fn weight(&self, key: &Arc<str>, val: &Entry) -> u64 {
+        // Body, key and a fixed overhead for the entry itself.
+        (val.answer.body.len() + key.len() + 96) as u64
+    }
+}
+
+/// Lifetimes by recency, see the module table.
+#[derive(Debug, Clone, Copy)]
+pub struct Ttls {
+    pub realtime: Duration,
+    pub recent: Duration,
+    pub settling: Duration,
+    pub past: Duration,
+}
 
 /// Answers by request key.
 #[derive(Clone)]
 pub struct AnswerCache {
-    inner: Arc<Cache<String, (Instant, Arc<serde_json::Value>)>>,
-    recent_ttl: Duration,
-    past_ttl: Duration,
+    inner: Arc<Cache<Arc<str>, Entry, ByBytes>>,
+    pub ttls: Ttls,
 }
 
 impl AnswerCache {
-    pub fn new(entries: usize, recent_ttl: Duration, past_ttl: Duration) -> Self {
+    /// A cache holding at most `max_bytes` of answers (`estimated_entries` sizes its table).
+    pub fn new(estimated_entries: usize, max_bytes: u64, ttls: Ttls) -> Self {
         Self {
-            inner: Arc::new(Cache::new(entries.max(1))),
-            recent_ttl,
-            past_ttl,
+            inner: Arc::new(Cache::with_weighter(
+                estimated_entries.max(1),
+                max_bytes.max(1),
+                ByBytes,
+            )),
+            ttls,
         }
     }
 
     /// Lifetime of an answer about a range ending at `to`.
     pub fn ttl_for(&self, to: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
-        if to > now - chrono::Duration::hours(1) {
-            self.recent_ttl
+        if to > now - chrono::Duration::minutes(5) {
+            self.ttls.recent
+        } else if to > now - chrono::Duration::hours(1) {
+            self.ttls.settling
         } else {
-            self.past_ttl
+            self.ttls.past
         }
     }
 
-    pub fn get(&self, key: &str, now: Instant) -> Option<Arc<serde_json::Value>> {
+    pub fn get(&self, key: &str, now: Instant) -> Option<Answer> {
         match self.inner.get(key) {
-            Some((expires, value)) if expires > now => Some(value),
+            Some(e) if e.expires > now => Some(e.answer),
             Some(_) => {
                 self.inner.remove(key);
                 None
@@ -44,8 +90,27 @@ impl AnswerCache {
         }
     }
 
-    pub fn insert(&self, key: String, value: Arc<serde_json::Value>, ttl: Duration, now: Instant) {
-        self.inner.insert(key, (now + ttl, value));
+    pub fn insert(&self, key: &str, answer: Answer, ttl: Duration, now: Instant) {
+        self.inner.insert(
+            Arc::from(key),
+            Entry {
+                expires: now + ttl,
+                answer,
+            },
+        );
+    }
+
+    /// Bytes held (body, key and overhead per entry).
+    pub fn weight(&self) -> u64 {
+        self.inner.weight()
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
     }
 }
 
@@ -53,26 +118,59 @@ impl AnswerCache {
 mod tests {
     use super::*;
 
+    fn ttls() -> Ttls {
+        Ttls {
+            realtime: Duration::from_secs(1),
+            recent: Duration::from_millis(500),
+            settling: Duration::from_secs(10),
+            past: Duration::from_secs(3600),
+        }
+    }
+
+    fn answer(n: usize) -> Answer {
+        Answer {
+            body: Bytes::from(vec![b'x'; n]),
+            content_type: "application/json",
+        }
+    }
+
     #[test]
     fn entries_expire_after_their_ttl() {
-        let cache = AnswerCache::new(10, Duration::from_secs(1), Duration::from_secs(60));
+        let cache = AnswerCache::new(10, 1 << 20, ttls());
         let t0 = Instant::now();
-        cache.insert("k".into(), Arc::new(1.into()), Duration::from_secs(1), t0);
-        assert_eq!(
-            cache.get("k", t0).as_deref(),
-            Some(&serde_json::Value::from(1))
-        );
+        cache.insert("k", answer(3), Duration::from_secs(1), t0);
+        assert_eq!(cache.get("k", t0).unwrap().body.len(), 3);
         assert!(cache.get("k", t0 + Duration::from_secs(2)).is_none());
     }
 
     #[test]
-    fn recent_ranges_get_the_short_ttl() {
-        let cache = AnswerCache::new(10, Duration::from_secs(2), Duration::from_secs(300));
+    fn recency_picks_the_lifetime() {
+        let cache = AnswerCache::new(10, 1 << 20, ttls());
         let now = Utc::now();
-        assert_eq!(cache.ttl_for(now, now), Duration::from_secs(2));
+        let ttl = |ago: i64| cache.ttl_for(now - chrono::Duration::minutes(ago), now);
         assert_eq!(
-            cache.ttl_for(now - chrono::Duration::days(2), now),
-            Duration::from_secs(300)
+            ttl(-600),
+            Duration::from_millis(500),
+            "today: ends in the future"
         );
+        assert_eq!(ttl(1), Duration::from_millis(500));
+        assert_eq!(ttl(30), Duration::from_secs(10));
+        assert_eq!(ttl(60 * 24 * 2), Duration::from_secs(3600), "closed days");
+    }
+
+    #[test]
+    fn memory_stays_under_the_byte_bound() {
+        let cache = AnswerCache::new(100, 100_000, ttls());
+        let t0 = Instant::now();
+        for i in 0..1000 {
+            cache.insert(
+                &format!("key-{i}"),
+                answer(1000),
+                Duration::from_secs(60),
+                t0,
+            );
+        }
+        assert!(cache.weight() <= 100_000, "{}", cache.weight());
+        assert!(cache.len() < 100);
     }
 }

@@ -9,11 +9,28 @@ use tracing::error;
 pub enum ApiError {
     #[error("parameter `{param}` {rule}")]
     BadParam { param: &'static str, rule: String },
+    #[error("a read token (Authorization: Bearer) or share link is required")]
+    Unauthorized,
+    #[error("this credential does not grant access to the site")]
+    Forbidden,
+    #[error("no such site")]
+    UnknownSite,
     #[error("analytics store unavailable")]
     Store(#[from] clickhouse::error::Error),
 }
 
 impl ApiError {
+    /// Status code, for request metrics.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::BadParam { .. } => 400,
+            ApiError::Unauthorized => 401,
+            ApiError::Forbidden => 403,
+            ApiError::UnknownSite => 404,
+            ApiError::Store(_) => 503,
+        }
+    }
+
     pub fn bad_param(param: &'static str, rule: impl Into<String>) -> Self {
         Self::BadParam {
             param,
@@ -28,6 +45,28 @@ impl IntoResponse for ApiError {
             ApiError::BadParam { param, .. } => (
                 StatusCode::BAD_REQUEST,
                 axum::Json(json!({"error": "bad_parameter", "parameter": param, "message": self.to_string()})),
+            )
+                .into_response(),
+            ApiError::Unauthorized => {
+                let mut res = (
+                    StatusCode::UNAUTHORIZED,
+                    axum::Json(json!({"error": "unauthorized", "message": self.to_string()})),
+                )
+                    .into_response();
+                res.headers_mut().insert(
+                    "WWW-Authenticate",
+                    axum::http::HeaderValue::from_static("Bearer realm=\"ta-query\""),
+                );
+                res
+            }
+            ApiError::Forbidden => (
+                StatusCode::FORBIDDEN,
+                axum::Json(json!({"error": "forbidden", "message": self.to_string()})),
+            )
+                .into_response(),
+            ApiError::UnknownSite => (
+                StatusCode::NOT_FOUND,
+                axum::Json(json!({"error": "unknown_site", "message": self.to_string()})),
             )
                 .into_response(),
             ApiError::Store(e) => {

@@ -1,34 +1,46 @@
-//! `ta-query`: the stats API over ClickHouse.
+//! `ta-query`: the stats API and dashboard over ClickHouse.
 //!
 //! ```text
-//!  GET /v1/metrics/{pageviews,unique-users,top-pages}?site_id&from&to[&limit]
-//!     ─▶ params::validate (400 naming the parameter) ─▶ AnswerCache ─hit─▶ JSON
-//!                                                          │ miss
-//!                                                          ▼
-//!                                       ClickHouse (bound parameters only) ─▶ cache ─▶ JSON
+//!  GET /v1/stats/{aggregate,timeseries,breakdown,realtime}, /v1/metrics/*, /v1/sites
+//!     ─▶ access (Bearer token or ?share= link; 401/403/404)
+//!     ─▶ validate every parameter (400 naming it) ─▶ AnswerCache ─hit─▶ body
+//!                                                       │ miss
+//!                                                       ▼
+//!                            ClickHouse (sql::stats, bound values only) ─▶ cache ─▶ body
+//!  GET /  /assets/*  the dashboard (static, embedded)     GET /openapi.json  the API document
 //! ```
 
+pub mod access;
 pub mod cache;
+pub mod dashboard;
 pub mod error;
+pub mod filter;
+pub mod openapi;
 pub mod params;
+pub mod period;
+pub mod stats;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Query, State};
-use axum::routing::get;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get};
 use axum::{Json, Router};
 use clickhouse::Row;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use ta_shared::telemetry::LATENCY_SECONDS_BUCKETS;
 
 use crate::config::QueryConfig;
 use crate::sql;
-use cache::AnswerCache;
+use access::{Access, AccessList, Principal};
+use cache::{Answer, AnswerCache, Ttls};
 use error::ApiError;
 use params::{RawParams, StatsQuery};
+use stats::{StatsEndpoint, StatsRequest};
 
 /// Metrics of the stats API; labels are endpoint names (a fixed set) and status codes.
 #[derive(Debug, Clone)]
@@ -37,6 +49,7 @@ pub struct QueryMetrics {
     pub requests: IntCounterVec,
     pub request_seconds: HistogramVec,
     pub cache: IntCounterVec,
+    pub cache_bytes: IntGauge,
     pub store_seconds: HistogramVec,
 }
 
@@ -66,6 +79,11 @@ impl QueryMetrics {
                 &["endpoint", "result"],
             )
             .unwrap(),
+            cache_bytes: IntGauge::new(
+                "ta_query_cache_bytes",
+                "Bytes of answers held in the cache (bounded by TA_QUERY_CACHE_MAX_BYTES).",
+            )
+            .unwrap(),
             store_seconds: HistogramVec::new(
                 HistogramOpts::new(
                     "ta_query_clickhouse_duration_seconds",
@@ -80,6 +98,7 @@ impl QueryMetrics {
             Box::new(m.requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(m.request_seconds.clone()),
             Box::new(m.cache.clone()),
+            Box::new(m.cache_bytes.clone()),
             Box::new(m.store_seconds.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
@@ -99,51 +118,299 @@ pub struct QueryState {
     pub db: clickhouse::Client,
     pub cache: AnswerCache,
     pub metrics: QueryMetrics,
+    pub access: Access,
 }
 
 impl QueryState {
-    pub fn new(config: &QueryConfig) -> Self {
+    /// State for `config`; fails when the access file cannot be read.
+    pub fn new(config: &QueryConfig) -> anyhow::Result<Self> {
+        let list = AccessList::load(&config.access_file).map_err(|e| {
+            anyhow::anyhow!("{e} (set TA_QUERY_ACCESS_FILE; format in central/src/query/access.rs)")
+        })?;
+        Ok(Self::with_access(config, list))
+    }
+
+    pub fn with_access(config: &QueryConfig, list: AccessList) -> Self {
         Self {
             db: config.clickhouse.client(),
             cache: AnswerCache::new(
                 config.cache_entries,
-                Duration::from_millis(config.cache_recent_ttl_ms),
-                Duration::from_secs(config.cache_past_ttl_secs),
+                config.cache_max_bytes,
+                Ttls {
+                    realtime: Duration::from_millis(config.cache_realtime_ttl_ms),
+                    recent: Duration::from_millis(config.cache_recent_ttl_ms),
+                    settling: Duration::from_secs(config.cache_settling_ttl_secs),
+                    past: Duration::from_secs(config.cache_past_ttl_secs),
+                },
             ),
             metrics: QueryMetrics::new(),
+            access: Access::new(list),
         }
     }
 }
 
-/// The stats API's routes.
+/// Every route ta-query serves (all `GET`). The router is built from this list, and the
+/// OpenAPI test checks the list against `/openapi.json` both ways.
+pub const ROUTES: &[&str] = &[
+    "/",
+    "/assets/dashboard.js",
+    "/assets/dashboard.css",
+    "/openapi.json",
+    "/healthz",
+    "/metrics",
+    "/v1/sites",
+    "/v1/stats/aggregate",
+    "/v1/stats/timeseries",
+    "/v1/stats/breakdown",
+    "/v1/stats/realtime",
+    "/v1/metrics/pageviews",
+    "/v1/metrics/unique-users",
+    "/v1/metrics/top-pages",
+];
+
+fn route(path: &str) -> MethodRouter<QueryState> {
+    match path {
+        "/" => get(dashboard::index),
+        "/assets/dashboard.js" => get(dashboard::script),
+        "/assets/dashboard.css" => get(dashboard::style),
+        "/openapi.json" => get(|| async { Json(openapi::document()) }),
+        "/healthz" => get(|| async { Json(json!({"status": "ok"})) }),
+        "/metrics" => get(|State(s): State<QueryState>| async move {
+            s.metrics.cache_bytes.set(s.cache.weight() as i64);
+            crate::telemetry::metrics_response(&s.metrics.registry)
+        }),
+        "/v1/sites" => get(sites),
+        "/v1/stats/aggregate" => get(|s, h, q| stats(s, h, q, StatsEndpoint::Aggregate)),
+        "/v1/stats/timeseries" => get(|s, h, q| stats(s, h, q, StatsEndpoint::Timeseries)),
+        "/v1/stats/breakdown" => get(|s, h, q| stats(s, h, q, StatsEndpoint::Breakdown)),
+        "/v1/stats/realtime" => get(|s, h, q| stats(s, h, q, StatsEndpoint::Realtime)),
+        "/v1/metrics/pageviews" => get(|s, h, q| seed(s, h, q, SeedEndpoint::Pageviews)),
+        "/v1/metrics/unique-users" => get(|s, h, q| seed(s, h, q, SeedEndpoint::UniqueUsers)),
+        "/v1/metrics/top-pages" => get(|s, h, q| seed(s, h, q, SeedEndpoint::TopPages)),
+        other => unreachable!("route {other} is in ROUTES but has no handler"),
+    }
+}
+
+/// The stats API and dashboard.
 pub fn app(state: QueryState) -> Router {
-    Router::new()
-        .route("/v1/metrics/pageviews", get(pageviews))
-        .route("/v1/metrics/unique-users", get(unique_users))
-        .route("/v1/metrics/top-pages", get(top_pages))
-        .route(
-            "/metrics",
-            get(|State(s): State<QueryState>| async move {
-                crate::telemetry::metrics_response(&s.metrics.registry)
-            }),
-        )
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+    ROUTES
+        .iter()
+        .fold(Router::new(), |r, path| r.route(path, route(path)))
         .with_state(state)
 }
 
+/// Query-string pairs (repeatable keys kept).
+fn pairs(raw: Option<&str>) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// The request's credential: `Authorization: Bearer <token>` and/or `share=<id>`.
+fn principal(
+    list: &AccessList,
+    headers: &HeaderMap,
+    pairs: &[(String, String)],
+) -> Result<Principal, ApiError> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let share = pairs
+        .iter()
+        .find(|(k, _)| k == "share")
+        .map(|(_, v)| v.as_str());
+    list.authenticate(bearer, share)
+        .ok_or(ApiError::Unauthorized)
+}
+
+fn ok(answer: Answer) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(answer.content_type),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, no-cache"),
+            ),
+        ],
+        answer.body,
+    )
+        .into_response()
+}
+
+fn json_answer(v: &serde_json::Value) -> Answer {
+    Answer {
+        body: Bytes::from(serde_json::to_vec(v).expect("JSON serializes")),
+        content_type: "application/json",
+    }
+}
+
+/// Count and time one request, whatever its outcome.
+fn observe(
+    state: &QueryState,
+    name: &'static str,
+    started: Instant,
+    result: &Result<Answer, ApiError>,
+) {
+    let status = match result {
+        Ok(_) => 200,
+        Err(e) => e.status(),
+    };
+    state
+        .metrics
+        .requests
+        .with_label_values(&[name, &status.to_string()])
+        .inc();
+    state
+        .metrics
+        .request_seconds
+        .with_label_values(&[name])
+        .observe(started.elapsed().as_secs_f64());
+}
+
+/// The cached answer under `key`, or `compute`'s (then cached for `ttl`).
+async fn cached<F>(
+    state: &QueryState,
+    name: &'static str,
+    key: String,
+    ttl: Duration,
+    compute: F,
+) -> Result<Answer, ApiError>
+where
+    F: std::future::Future<Output = Result<Answer, ApiError>>,
+{
+    if let Some(hit) = state.cache.get(&key, Instant::now()) {
+        state.metrics.cache.with_label_values(&[name, "hit"]).inc();
+        return Ok(hit);
+    }
+    state.metrics.cache.with_label_values(&[name, "miss"]).inc();
+    let store_started = Instant::now();
+    let answer = compute.await?;
+    state
+        .metrics
+        .store_seconds
+        .with_label_values(&[name])
+        .observe(store_started.elapsed().as_secs_f64());
+    state
+        .cache
+        .insert(&key, answer.clone(), ttl, Instant::now());
+    Ok(answer)
+}
+
+async fn stats(
+    State(state): State<QueryState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    endpoint: StatsEndpoint,
+) -> Response {
+    let started = Instant::now();
+    let name = endpoint.name();
+    let mut disposition = None;
+    let result = async {
+        let pairs = pairs(raw.as_deref());
+        let list = state.access.get();
+        let who = principal(&list, &headers, &pairs)?;
+        let now = chrono::Utc::now();
+        let req = StatsRequest::parse(endpoint, &pairs, now)?;
+        list.authorize(&who, &req.site_id)?;
+        let property = pairs
+            .iter()
+            .find(|(k, _)| k == "property")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        if req.csv {
+            let safe: String = property
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            disposition = Some(format!(
+                "attachment; filename=\"{}-{}-{}-{}.csv\"",
+                req.site_id,
+                safe,
+                req.days.first,
+                req.days.end - chrono::Duration::days(1)
+            ));
+        }
+        let ttl = if endpoint == StatsEndpoint::Realtime {
+            state.cache.ttls.realtime
+        } else {
+            state.cache.ttl_for(req.to, now)
+        };
+        let key = format!("{req:?}");
+        let db = &state.db;
+        cached(&state, name, key, ttl, async {
+            Ok(match endpoint {
+                StatsEndpoint::Aggregate => json_answer(&stats::aggregate(db, &req).await?),
+                StatsEndpoint::Timeseries => json_answer(&stats::timeseries(db, &req).await?),
+                StatsEndpoint::Realtime => json_answer(&stats::realtime(db, &req, now).await?),
+                StatsEndpoint::Breakdown if req.csv => Answer {
+                    body: Bytes::from(stats::breakdown_csv(db, &req, &property).await?),
+                    content_type: "text/csv; charset=utf-8",
+                },
+                StatsEndpoint::Breakdown => {
+                    json_answer(&stats::breakdown(db, &req, &property).await?)
+                }
+            })
+        })
+        .await
+    }
+    .await;
+    observe(&state, name, started, &result);
+    match result {
+        Ok(answer) => {
+            let mut res = ok(answer);
+            if let Some(d) = disposition.and_then(|d| HeaderValue::from_str(&d).ok()) {
+                res.headers_mut().insert(header::CONTENT_DISPOSITION, d);
+            }
+            res
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn sites(
+    State(state): State<QueryState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let started = Instant::now();
+    let result = (|| {
+        let pairs = pairs(raw.as_deref());
+        let list = state.access.get();
+        let who = principal(&list, &headers, &pairs)?;
+        Ok(json_answer(&stats::sites_body(list.readable(&who))))
+    })();
+    observe(&state, "sites", started, &result);
+    match result {
+        Ok(a) => ok(a),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The seed's three endpoints (kept for existing callers), behind the same access control.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Endpoint {
+enum SeedEndpoint {
     Pageviews,
     UniqueUsers,
     TopPages,
 }
 
-impl Endpoint {
+impl SeedEndpoint {
     fn name(self) -> &'static str {
         match self {
-            Endpoint::Pageviews => "pageviews",
-            Endpoint::UniqueUsers => "unique-users",
-            Endpoint::TopPages => "top-pages",
+            SeedEndpoint::Pageviews => "pageviews",
+            SeedEndpoint::UniqueUsers => "unique-users",
+            SeedEndpoint::TopPages => "top-pages",
         }
     }
 }
@@ -159,15 +426,15 @@ struct PageCount {
     pageviews: u64,
 }
 
-async fn compute(
+async fn compute_seed(
     db: &clickhouse::Client,
-    endpoint: Endpoint,
+    endpoint: SeedEndpoint,
     q: &StatsQuery,
 ) -> Result<serde_json::Value, ApiError> {
-    let head = json!({"site_id": q.site_id, "from": q.from.to_rfc3339(), "to": q.to.to_rfc3339()});
-    let mut body = head;
+    let mut body =
+        json!({"site_id": q.site_id, "from": q.from.to_rfc3339(), "to": q.to.to_rfc3339()});
     match endpoint {
-        Endpoint::Pageviews => {
+        SeedEndpoint::Pageviews => {
             let c: Count = db
                 .query(sql::PAGEVIEWS)
                 .bind(&q.site_id)
@@ -177,7 +444,7 @@ async fn compute(
                 .await?;
             body["pageviews"] = c.n.into();
         }
-        Endpoint::UniqueUsers => {
+        SeedEndpoint::UniqueUsers => {
             let c: Count = db
                 .query(sql::UNIQUE_USERS)
                 .bind(&q.site_id)
@@ -187,7 +454,7 @@ async fn compute(
                 .await?;
             body["unique_users"] = c.n.into();
         }
-        Endpoint::TopPages => {
+        SeedEndpoint::TopPages => {
             let pages: Vec<PageCount> = db
                 .query(sql::TOP_PAGES)
                 .bind(&q.site_id)
@@ -203,16 +470,31 @@ async fn compute(
     Ok(body)
 }
 
-async fn answer(
-    state: &QueryState,
-    endpoint: Endpoint,
-    raw: RawParams,
-) -> Result<Json<Arc<serde_json::Value>>, ApiError> {
+async fn seed(
+    State(state): State<QueryState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    endpoint: SeedEndpoint,
+) -> Response {
     let started = Instant::now();
     let name = endpoint.name();
     let result = async {
+        let pairs = pairs(raw.as_deref());
+        let list = state.access.get();
+        let who = principal(&list, &headers, &pairs)?;
+        let mut params = RawParams::default();
+        for (k, v) in pairs {
+            match k.as_str() {
+                "site_id" => params.site_id = Some(v),
+                "from" => params.from = Some(v),
+                "to" => params.to = Some(v),
+                "limit" => params.limit = Some(v),
+                _ => {}
+            }
+        }
         let now = chrono::Utc::now();
-        let q = raw.validate(now)?;
+        let q = params.validate(now)?;
+        list.authorize(&who, &q.site_id)?;
         let key = format!(
             "{name}|{}|{}|{}|{}",
             q.site_id,
@@ -220,73 +502,32 @@ async fn answer(
             q.to.timestamp(),
             q.limit
         );
-        if let Some(hit) = state.cache.get(&key, Instant::now()) {
-            state.metrics.cache.with_label_values(&[name, "hit"]).inc();
-            return Ok(hit);
-        }
-        state.metrics.cache.with_label_values(&[name, "miss"]).inc();
-        let store_started = Instant::now();
-        let value = Arc::new(compute(&state.db, endpoint, &q).await?);
-        state
-            .metrics
-            .store_seconds
-            .with_label_values(&[name])
-            .observe(store_started.elapsed().as_secs_f64());
-        state.cache.insert(
-            key,
-            value.clone(),
-            state.cache.ttl_for(q.to, now),
-            Instant::now(),
-        );
-        Ok(value)
+        let ttl = state.cache.ttl_for(q.to, now);
+        let db = &state.db;
+        cached(&state, name, key, ttl, async {
+            Ok(json_answer(&compute_seed(db, endpoint, &q).await?))
+        })
+        .await
     }
     .await;
-    let status = match &result {
-        Ok(_) => "200",
-        Err(ApiError::BadParam { .. }) => "400",
-        Err(ApiError::Store(_)) => "503",
-    };
-    state
-        .metrics
-        .requests
-        .with_label_values(&[name, status])
-        .inc();
-    state
-        .metrics
-        .request_seconds
-        .with_label_values(&[name])
-        .observe(started.elapsed().as_secs_f64());
-    result.map(Json)
-}
-
-async fn pageviews(
-    State(s): State<QueryState>,
-    Query(raw): Query<RawParams>,
-) -> Result<Json<Arc<serde_json::Value>>, ApiError> {
-    answer(&s, Endpoint::Pageviews, raw).await
-}
-
-async fn unique_users(
-    State(s): State<QueryState>,
-    Query(raw): Query<RawParams>,
-) -> Result<Json<Arc<serde_json::Value>>, ApiError> {
-    answer(&s, Endpoint::UniqueUsers, raw).await
-}
-
-async fn top_pages(
-    State(s): State<QueryState>,
-    Query(raw): Query<RawParams>,
-) -> Result<Json<Arc<serde_json::Value>>, ApiError> {
-    answer(&s, Endpoint::TopPages, raw).await
+    observe(&state, name, started, &result);
+    match result {
+        Ok(a) => ok(a),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// Serve the stats API until the process is stopped.
 pub async fn run(config: QueryConfig) -> anyhow::Result<()> {
-    let state = QueryState::new(&config);
+    let state = QueryState::new(&config)?;
+    let _watch = state.access.watch(
+        config.access_file.clone(),
+        Duration::from_secs(config.access_reload_secs.max(1)),
+    );
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("binding {} (TA_QUERY_LISTEN): {e}", config.listen))?;
-    tracing::info!(message = "ta-query listening.", addr = %listener.local_addr()?);
+    tracing::info!(message = "ta-query listening.", addr = %listener.local_addr()?, access_file = %config.access_file.display());
     axum::serve(listener, app(state)).await?;
     Ok(())
 }

@@ -116,6 +116,88 @@ fn data_statements() -> Vec<String> {
     out
 }
 
+/// Every kind of stats statement (`sql::stats`), with filters of each operator.
+fn stats_steps() -> Vec<(String, String)> {
+    use ta_central::sql::stats::{
+        self as st, Bucket, Column, EventFilter, Match, Scope, VisitAttribute,
+    };
+    let filters = [
+        EventFilter {
+            column: Column::Path,
+            op: Match::IsNot,
+            value: "/zz'".into(),
+        },
+        EventFilter {
+            column: Column::Prop("plan".into()),
+            op: Match::Is,
+            value: "pro".into(),
+        },
+        EventFilter {
+            column: Column::Browser,
+            op: Match::Contains,
+            value: "FIRE".into(),
+        },
+    ];
+    let scope = Scope {
+        site_id: "site-1",
+        from: DAY as u32,
+        to: (DAY + 2 * 86_400) as u32,
+        filters: &[],
+    };
+    let filtered = Scope {
+        filters: &filters,
+        ..scope
+    };
+    let mut out = vec![
+        ("stats_aggregate".to_owned(), st::aggregate(&scope).render()),
+        (
+            "stats_aggregate_filtered".to_owned(),
+            st::aggregate(&filtered).render(),
+        ),
+        (
+            "stats_realtime".to_owned(),
+            st::realtime(&filtered).render(),
+        ),
+    ];
+    for (name, b) in [
+        ("minute", Bucket::Minute),
+        ("hour", Bucket::Hour),
+        ("day", Bucket::Day),
+        ("week", Bucket::Week),
+        ("month", Bucket::Month),
+    ] {
+        out.push((
+            format!("stats_ts_events_{name}"),
+            st::timeseries_events(&scope, b, "Europe/Berlin").render(),
+        ));
+        out.push((
+            format!("stats_ts_visits_{name}"),
+            st::timeseries_visits(&filtered, b, "Asia/Kolkata").render(),
+        ));
+    }
+    for (name, c) in [
+        ("page", Column::Path),
+        ("os", Column::Os),
+        ("prop", Column::Prop("plan".into())),
+    ] {
+        out.push((
+            format!("stats_breakdown_{name}"),
+            st::breakdown_events(&filtered, &c, name == "page", 0, 10).render(),
+        ));
+    }
+    for (name, at_exit) in [("entry", false), ("exit", true)] {
+        let attr = VisitAttribute {
+            column: Column::Path,
+            at_exit,
+        };
+        out.push((
+            format!("stats_breakdown_{name}"),
+            st::breakdown_visits(&scope, &attr, 1, 10).render(),
+        ));
+    }
+    out
+}
+
 /// (name, statement) in order; `wait:<table>` steps poll for finished mutations.
 fn steps(database: &str) -> Vec<(String, String)> {
     let range = |site: &str| vec![s(site), Value::Int(DAY), Value::Int(DAY + 86_400)];
@@ -166,6 +248,7 @@ fn steps(database: &str) -> Vec<(String, String)> {
             bind_literals(sql::EVENTS_PARTITIONS, &[s(database)]),
         ),
     ];
+    steps.extend(stats_steps());
     steps.push((
         "drop_partition".into(),
         sql::drop_events_partition("site-2", 202510),
@@ -333,6 +416,12 @@ async fn every_statement_answers_the_same_on_clickhouse_18_16_and_a_current_rele
     assert_eq!(old["pageviews"], "3\n");
     assert_eq!(old["unique_users"], "2\n");
     assert_eq!(old["top_pages"], "/a\t2\n/b\t1\n");
+    // visitors, visits, pageviews, events, bounces, duration, conversions, converted.
+    assert_eq!(old["stats_aggregate"], "3\t3\t4\t4\t2\t20\t0\t0\n");
+    assert_eq!(
+        old["stats_ts_events_day"],
+        "2025-11-30\t2\t3\t3\n2025-12-01\t1\t1\t1\n"
+    );
     assert_eq!(old["checkpoint"], "7\t2\n");
     assert_eq!(old["after_unique_users"], "1\n");
     assert_eq!(old["after_dead"], "");

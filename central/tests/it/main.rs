@@ -5,6 +5,9 @@
 mod compat;
 mod loader;
 mod query;
+mod stats;
+mod stats_access;
+mod stats_model;
 mod store;
 
 use ta_central::ClickHouseArgs;

@@ -1,7 +1,6 @@
 //! The stats API served by `ta_central::query::app` over a real ClickHouse.
 
 use ta_central::QueryConfig;
-use ta_central::query::{QueryState, app};
 use ta_central::store::{self, EventRow};
 
 use crate::{fresh_db, sample_row};
@@ -9,17 +8,12 @@ use crate::{fresh_db, sample_row};
 const DAY: u32 = 1_764_460_800; // 2025-11-30T00:00:00Z
 
 async fn serve(config: QueryConfig) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = app(QueryState::new(&config));
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    format!("http://{addr}")
+    crate::stats_model::serve(&config).await
 }
 
+/// The seed endpoints, read with the admin token.
 async fn get(url: &str) -> (u16, serde_json::Value) {
-    let res = reqwest::get(url).await.unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap())
+    crate::stats_model::admin(url).await
 }
 
 async fn seeded() -> (QueryConfig, clickhouse::Client) {

@@ -1,0 +1,331 @@
+//! Who may read which site: per-site read tokens, admin tokens and revocable share links,
+//! from an access file only ta-query reads (edge nodes hold the public ingest keys, never
+//! these). The file is re-read when it changes, so deleting a share link or token revokes it.
+//!
+//! ```toml
+//! admin_tokens = ["…"]               # read every site
+//! [sites.site-1]
+//! read_tokens = ["…"]                # `Authorization: Bearer …`
+//! share_links = ["…"]                # `?share=…` (the dashboard's public link), read-only
+//! ```
+//!
+//! Presented credentials are hashed (SHA-256) and compared with every configured hash in
+//! constant time, so neither timing nor length tells how close a guess was.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::error::ApiError;
+
+/// Shortest token or share-link id accepted in the file.
+pub const MIN_SECRET_LEN: usize = 12;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("reading access file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("access file {path} is not valid: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessFile {
+    #[serde(default)]
+    admin_tokens: Vec<String>,
+    #[serde(default)]
+    sites: BTreeMap<String, SiteAccess>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SiteAccess {
+    #[serde(default)]
+    read_tokens: Vec<String>,
+    #[serde(default)]
+    share_links: Vec<String>,
+}
+
+type Digest32 = [u8; 32];
+
+fn digest(secret: &str) -> Digest32 {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grant {
+    Admin,
+    Read,
+    Share,
+}
+
+/// What a request was authenticated as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// Reads every configured site.
+    Admin,
+    /// Reads these sites (a read token may be listed under several).
+    Reader(BTreeSet<String>),
+    /// A share link: reads this one site.
+    Share(String),
+}
+
+/// The parsed access file.
+#[derive(Debug, Default)]
+pub struct AccessList {
+    /// (hash, grant, site or empty for admin)
+    entries: Vec<(Digest32, Grant, String)>,
+    sites: BTreeSet<String>,
+}
+
+impl AccessList {
+    pub fn parse(text: &str, path: &Path) -> Result<Self, AccessError> {
+        let invalid = |message: String| AccessError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let file: AccessFile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let mut list = AccessList::default();
+        let mut seen: BTreeMap<Digest32, Grant> = BTreeMap::new();
+        let mut add = |secret: &str, grant: Grant, site: &str, list: &mut AccessList| {
+            if secret.len() < MIN_SECRET_LEN {
+                return Err(invalid(format!(
+                    "a token or share link of {} is shorter than {MIN_SECRET_LEN} characters",
+                    if site.is_empty() { "the admin" } else { site }
+                )));
+            }
+            let d = digest(secret);
+            if let Some(other) = seen.insert(d, grant)
+                && other != grant
+            {
+                return Err(invalid(
+                    "one secret is used as two kinds of credential (admin, read token, share link)"
+                        .into(),
+                ));
+            }
+            list.entries.push((d, grant, site.to_owned()));
+            Ok(())
+        };
+        for t in &file.admin_tokens {
+            add(t, Grant::Admin, "", &mut list)?;
+        }
+        for (site, access) in &file.sites {
+            if !ta_shared::site::is_valid_site_id(site) {
+                return Err(invalid(format!("`{site}` is not a valid site id")));
+            }
+            list.sites.insert(site.clone());
+            for t in &access.read_tokens {
+                add(t, Grant::Read, site, &mut list)?;
+            }
+            for t in &access.share_links {
+                add(t, Grant::Share, site, &mut list)?;
+            }
+        }
+        Ok(list)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, AccessError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AccessError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Sites named in the file.
+    pub fn sites(&self) -> &BTreeSet<String> {
+        &self.sites
+    }
+
+    /// Match a bearer token and/or share-link id against every entry, in constant time per
+    /// entry and without stopping at the first match.
+    pub fn authenticate(&self, bearer: Option<&str>, share: Option<&str>) -> Option<Principal> {
+        let bearer = bearer.map(digest);
+        let share = share.map(digest);
+        let mut admin = subtle::Choice::from(0);
+        let mut read = BTreeSet::new();
+        let mut shared = None;
+        for (d, grant, site) in &self.entries {
+            let presented = match grant {
+                Grant::Admin | Grant::Read => bearer.as_ref(),
+                Grant::Share => share.as_ref(),
+            };
+            let hit: bool = presented.map(|p| p.ct_eq(d)).unwrap_or(0.into()).into();
+            match grant {
+                Grant::Admin => admin |= subtle::Choice::from(u8::from(hit)),
+                Grant::Read if hit => {
+                    read.insert(site.clone());
+                }
+                Grant::Share if hit => shared = Some(site.clone()),
+                _ => {}
+            }
+        }
+        if bool::from(admin) {
+            Some(Principal::Admin)
+        } else if !read.is_empty() {
+            Some(Principal::Reader(read))
+        } else {
+            shared.map(Principal::Share)
+        }
+    }
+
+    /// Whether `p` may read `site`: 404 for a site not in the file (admins), 403 for a site
+    /// the credential does not cover.
+    pub fn authorize(&self, p: &Principal, site: &str) -> Result<(), ApiError> {
+        let allowed = match p {
+            Principal::Admin => {
+                if !self.sites.contains(site) {
+                    return Err(ApiError::UnknownSite);
+                }
+                true
+            }
+            Principal::Reader(sites) => sites.contains(site),
+            Principal::Share(s) => s == site,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden)
+        }
+    }
+
+    /// Sites `p` may read.
+    pub fn readable(&self, p: &Principal) -> BTreeSet<String> {
+        match p {
+            Principal::Admin => self.sites.clone(),
+            Principal::Reader(s) => s.clone(),
+            Principal::Share(s) => BTreeSet::from([s.clone()]),
+        }
+    }
+}
+
+/// The current access list, replaced when the file changes.
+#[derive(Debug, Clone)]
+pub struct Access {
+    current: Arc<RwLock<Arc<AccessList>>>,
+}
+
+impl Access {
+    pub fn new(list: AccessList) -> Self {
+        Self {
+            current: Arc::new(RwLock::new(Arc::new(list))),
+        }
+    }
+
+    pub fn get(&self) -> Arc<AccessList> {
+        self.current.read().expect("access lock").clone()
+    }
+
+    pub fn replace(&self, list: AccessList) {
+        *self.current.write().expect("access lock") = Arc::new(list);
+    }
+
+    /// Re-read `path` whenever its modification time or size changes. A file that stops
+    /// parsing keeps the previous list (and logs why), so a typo does not lock everyone out.
+    pub fn watch(&self, path: PathBuf, every: Duration) -> tokio::task::JoinHandle<()> {
+        let access = self.clone();
+        tokio::spawn(async move {
+            let stamp = |p: &Path| {
+                std::fs::metadata(p)
+                    .ok()
+                    .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+            };
+            let mut last = stamp(&path);
+            loop {
+                tokio::time::sleep(every).await;
+                let now = stamp(&path);
+                if now == last {
+                    continue;
+                }
+                last = now;
+                match AccessList::load(&path) {
+                    Ok(list) => {
+                        access.replace(list);
+                        tracing::info!(message = "Access file reloaded.", path = %path.display());
+                    }
+                    Err(error) => {
+                        tracing::error!(message = "Access file not reloaded; keeping the previous one.", %error);
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+admin_tokens = ["admin-token-0001"]
+[sites.a]
+read_tokens = ["read-token-a-01", "read-token-ab-1"]
+share_links = ["share-link-a-01"]
+[sites.b]
+read_tokens = ["read-token-ab-1"]
+"#;
+
+    fn list() -> AccessList {
+        AccessList::parse(FILE, Path::new("t.toml")).unwrap()
+    }
+
+    #[test]
+    fn each_kind_of_credential_reads_what_it_grants() {
+        let l = list();
+        let admin = l.authenticate(Some("admin-token-0001"), None).unwrap();
+        assert!(l.authorize(&admin, "b").is_ok());
+        assert!(matches!(
+            l.authorize(&admin, "zzz"),
+            Err(ApiError::UnknownSite)
+        ));
+        let a = l.authenticate(Some("read-token-a-01"), None).unwrap();
+        assert!(l.authorize(&a, "a").is_ok());
+        assert!(matches!(l.authorize(&a, "b"), Err(ApiError::Forbidden)));
+        let ab = l.authenticate(Some("read-token-ab-1"), None).unwrap();
+        assert_eq!(l.readable(&ab).len(), 2);
+        let share = l.authenticate(None, Some("share-link-a-01")).unwrap();
+        assert_eq!(share, Principal::Share("a".into()));
+        assert!(matches!(l.authorize(&share, "b"), Err(ApiError::Forbidden)));
+    }
+
+    #[test]
+    fn wrong_or_swapped_credentials_authenticate_nothing() {
+        let l = list();
+        assert_eq!(l.authenticate(Some("read-token-a-0"), None), None);
+        assert_eq!(l.authenticate(None, None), None);
+        // A share id is not a bearer token, nor the other way round.
+        assert_eq!(l.authenticate(Some("share-link-a-01"), None), None);
+        assert_eq!(l.authenticate(None, Some("read-token-a-01")), None);
+    }
+
+    #[test]
+    fn short_secrets_bad_sites_and_unknown_keys_are_refused() {
+        for bad in [
+            "admin_tokens = [\"short\"]",
+            "[sites.\"a b\"]\nread_tokens = [\"read-token-a-01\"]",
+            "[sites.a]\nread_token = [\"read-token-a-01\"]",
+            "admin_tokens = [\"same-secret-xx1\"]\n[sites.a]\nshare_links = [\"same-secret-xx1\"]",
+        ] {
+            assert!(AccessList::parse(bad, Path::new("t")).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_dev_access_file_parses_and_covers_the_dev_sites() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/access.dev.toml");
+        let l = AccessList::load(&path).unwrap();
+        assert_eq!(
+            l.sites().iter().map(String::as_str).collect::<Vec<_>>(),
+            ["site-1", "site-2", "site-3"]
+        );
+    }
+}

@@ -1,0 +1,214 @@
+//! The OpenAPI 3.1 document served at `/openapi.json`. Its paths are exactly
+//! [`super::ROUTES`] (checked by a test), and its parameter lists are the ones the handlers
+//! accept ([`super::stats::StatsEndpoint::params`]).
+
+use serde_json::{Value, json};
+
+use super::filter::DIMENSIONS;
+use super::stats::StatsEndpoint;
+
+fn param(name: &str) -> Value {
+    let (schema, description, required): (Value, &str, bool) = match name {
+        "site_id" => (
+            json!({"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}),
+            "Site to read.",
+            true,
+        ),
+        "period" => (
+            json!({"type": "string", "enum": ["today", "7d", "30d", "month", "12mo", "custom"], "default": "30d"}),
+            "Period: presets end with `date` (7d and 30d include it; month and 12mo are calendar months); custom takes `from` and `to`.",
+            false,
+        ),
+        "date" => (
+            json!({"type": "string", "format": "date"}),
+            "Anchor day of a preset period (default: today in `timezone`).",
+            false,
+        ),
+        "from" => (
+            json!({"type": "string", "format": "date"}),
+            "First day of a custom period (local date, inclusive).",
+            false,
+        ),
+        "to" => (
+            json!({"type": "string", "format": "date"}),
+            "Last day of a custom period (local date, inclusive).",
+            false,
+        ),
+        "timezone" => (
+            json!({"type": "string", "default": "UTC"}),
+            "IANA time zone that days, weeks, months and hours are counted in.",
+            false,
+        ),
+        "filter" => (
+            json!({"type": "array", "items": {"type": "string", "pattern": "^[a-z_.A-Z0-9 -]+:(is|is_not|contains):.*$"}, "maxItems": 10}),
+            "Repeatable, combined with AND: `<dimension>:<is|is_not|contains>:<value>`; dimensions: page, referrer, source, channel, utm_*, device, browser, os, country, event_name, prop.<key>. `contains` is case-insensitive.",
+            false,
+        ),
+        "compare" => (
+            json!({"type": "string", "enum": ["previous_period"]}),
+            "Also compute the period before (same length; previous calendar month(s) for month and 12mo) and the change in percent.",
+            false,
+        ),
+        "interval" => (
+            json!({"type": "string", "enum": ["minute", "hour", "day", "week", "month"]}),
+            "Bucket size (default: hour for today, month for 12mo and ranges over 93 days, else day); at most 5000 buckets. Empty buckets are returned with zeros.",
+            false,
+        ),
+        "property" => (
+            json!({"type": "string", "enum": DIMENSIONS}),
+            "Dimension to group by.",
+            true,
+        ),
+        "limit" => (
+            json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 10}),
+            "Rows per page.",
+            false,
+        ),
+        "page" => (
+            json!({"type": "integer", "minimum": 1, "maximum": 100000, "default": 1}),
+            "Page of rows (1-based).",
+            false,
+        ),
+        "format" => (
+            json!({"type": "string", "enum": ["json", "csv"], "default": "json"}),
+            "csv: an RFC 4180 download of the rows.",
+            false,
+        ),
+        other => unreachable!("undocumented parameter {other}"),
+    };
+    let mut p = json!({"name": name, "in": "query", "required": required, "description": description, "schema": schema});
+    if name == "filter" {
+        p["explode"] = true.into();
+        p["style"] = "form".into();
+    }
+    p
+}
+
+fn share_param() -> Value {
+    json!({"name": "share", "in": "query", "required": false, "schema": {"type": "string"},
+           "description": "Share-link id: read-only access to its one site, instead of a bearer token."})
+}
+
+fn errors() -> Value {
+    json!({
+        "400": {"description": "A parameter is invalid; `parameter` names it.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+        "401": {"description": "No valid bearer token or share link."},
+        "403": {"description": "The credential does not cover this site."},
+        "404": {"description": "The site is not configured."},
+        "503": {"description": "ClickHouse did not answer; retry (Retry-After)."}
+    })
+}
+
+fn stats_op(endpoint: StatsEndpoint, summary: &str, body: Value) -> Value {
+    let mut params: Vec<Value> = endpoint.params().iter().map(|p| param(p)).collect();
+    params.push(share_param());
+    let mut responses = errors();
+    responses["200"] = body;
+    json!({"get": {"summary": summary, "operationId": endpoint.name(), "security": [{"bearer": []}, {"share": []}],
+                   "parameters": params, "responses": responses}})
+}
+
+fn seed_op(summary: &str, limit: bool) -> Value {
+    let mut params = vec![
+        json!({"name": "site_id", "in": "query", "required": true, "schema": {"type": "string"}}),
+        json!({"name": "from", "in": "query", "required": false, "schema": {"type": "string"}, "description": "RFC 3339 or YYYY-MM-DD (UTC); default: 30 days before `to`."}),
+        json!({"name": "to", "in": "query", "required": false, "schema": {"type": "string"}, "description": "RFC 3339 or YYYY-MM-DD (a date includes that day); default: now."}),
+    ];
+    if limit {
+        params.push(json!({"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10}}));
+    }
+    params.push(share_param());
+    let mut responses = errors();
+    responses["200"] =
+        json!({"description": "The number(s).", "content": {"application/json": {}}});
+    json!({"get": {"summary": summary, "security": [{"bearer": []}, {"share": []}], "parameters": params, "responses": responses}})
+}
+
+fn plain(summary: &str, content_type: &str) -> Value {
+    json!({"get": {"summary": summary, "responses": {"200": {"description": summary, "content": {content_type: {}}}}}})
+}
+
+/// The document.
+pub fn document() -> Value {
+    let metric = json!({"type": "object", "properties": {"value": {"type": "number"}, "previous": {"type": "number"}, "change": {"type": ["number", "null"], "description": "percent; null when previous is 0"}}, "required": ["value"]});
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Tiny Analytics stats API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Read-only stats per site. Authenticate with `Authorization: Bearer <token>` (per-site read token or admin token) or `?share=<id>` (a site's share link). Visits are derived at query time: one visitor's events with no gap over 30 minutes (visitor hashes rotate daily, so visits end at UTC midnight). Bounce: a visit of exactly one event. Visit duration: last minus first event time. Conversions: non-pageview (custom) events; conversion_rate: percent of visitors with one."
+        },
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "share": {"type": "apiKey", "in": "query", "name": "share"}
+            },
+            "schemas": {
+                "Error": {"type": "object", "properties": {"error": {"type": "string"}, "parameter": {"type": "string"}, "message": {"type": "string"}}},
+                "Metric": metric,
+            }
+        },
+        "paths": {
+            "/": plain("The dashboard (single page; `?share=<id>` opens a share link).", "text/html"),
+            "/assets/dashboard.js": plain("Dashboard script.", "text/javascript"),
+            "/assets/dashboard.css": plain("Dashboard styles.", "text/css"),
+            "/openapi.json": plain("This document.", "application/json"),
+            "/healthz": plain("Liveness.", "application/json"),
+            "/metrics": plain("Prometheus metrics.", "text/plain"),
+            "/v1/sites": {"get": {"summary": "Sites the credential may read.", "security": [{"bearer": []}, {"share": []}], "parameters": [share_param()],
+                "responses": {"200": {"description": "`{\"sites\": [..]}`", "content": {"application/json": {}}}, "401": {"description": "No valid credential."}}}},
+            "/v1/stats/aggregate": stats_op(StatsEndpoint::Aggregate, "Totals of a period: visitors, visits, pageviews, views_per_visit, bounce_rate, visit_duration, events, conversions, conversion_rate (each {value[, previous, change]}).",
+                json!({"description": "`results` maps each metric to a Metric.", "content": {"application/json": {}}})),
+            "/v1/stats/timeseries": stats_op(StatsEndpoint::Timeseries, "Metrics per bucket; every bucket of the period is present.",
+                json!({"description": "`results`: [{date, visitors, visits, pageviews, events, views_per_visit, bounce_rate, visit_duration}]; date is YYYY-MM-DD, or local RFC 3339 for minute and hour.", "content": {"application/json": {}}})),
+            "/v1/stats/breakdown": stats_op(StatsEndpoint::Breakdown, "Top values of a dimension, most visitors first. Event dimensions give visitors, pageviews, events; entry_page, exit_page, referrer, source, channel and utm_* group visits (by their first event; exit_page: last) and give visitors, visits, pageviews, bounce_rate, visit_duration.",
+                json!({"description": "`results` rows and `has_more`; or CSV with format=csv.", "content": {"application/json": {}, "text/csv": {}}})),
+            "/v1/stats/realtime": stats_op(StatsEndpoint::Realtime, "Visitors and pageviews of the last 5 minutes.",
+                json!({"description": "`{visitors, pageviews, window_seconds}`", "content": {"application/json": {}}})),
+            "/v1/metrics/pageviews": seed_op("Pageviews in [from, to) (the seed's endpoint).", false),
+            "/v1/metrics/unique-users": seed_op("Distinct visitor hashes in [from, to) (the seed's endpoint).", false),
+            "/v1/metrics/top-pages": seed_op("Most viewed paths in [from, to) (the seed's endpoint).", true),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_documented_and_every_documented_path_is_a_route() {
+        let doc = document();
+        let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
+        for r in super::super::ROUTES {
+            assert!(paths.iter().any(|p| p == r), "{r} is not documented");
+        }
+        for p in &paths {
+            assert!(
+                super::super::ROUTES.contains(&p.as_str()),
+                "{p} is documented but not served"
+            );
+        }
+    }
+
+    #[test]
+    fn documented_parameters_are_the_accepted_ones() {
+        let doc = document();
+        for e in [
+            StatsEndpoint::Aggregate,
+            StatsEndpoint::Timeseries,
+            StatsEndpoint::Breakdown,
+            StatsEndpoint::Realtime,
+        ] {
+            let path = format!("/v1/stats/{}", e.name());
+            let names: Vec<&str> = doc["paths"][&path]["get"]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap())
+                .filter(|n| *n != "share")
+                .collect();
+            assert_eq!(names, e.params(), "{path}");
+        }
+    }
+}

@@ -1,0 +1,559 @@
+//! The stats API against an independent computation over the same generated events.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono_tz::Tz;
+use serde_json::{Value, json};
+
+use crate::stats_model::{
+    self as model, DAYS, START, admin, aggregate_json, bucket_label, seeded, select, serve, totals,
+    ts,
+};
+
+const RANGE: &str = "site_id=site-1&period=custom&from=2025-10-20&to=2025-11-02";
+const END: u32 = START + DAYS * 86_400;
+
+fn results(body: &Value) -> Value {
+    body["results"].clone()
+}
+
+#[tokio::test]
+async fn aggregate_metrics_equal_an_independent_computation() {
+    let s = seeded().await;
+    let base = serve(&s.config).await;
+    let filters: [&[(&str, &str, &str)]; 6] = [
+        &[],
+        &[("page", "is", "/pricing")],
+        &[("device", "is_not", "mobile"), ("country", "is", "DE")],
+        &[("page", "contains", "BLOG")],
+        &[("prop.plan", "is", "pro")],
+        &[("event_name", "is", "signup"), ("source", "is", "Google")],
+    ];
+    for f in filters {
+        let q: String = f
+            .iter()
+            .map(|(d, o, v)| format!("&filter={}", urlencode(&format!("{d}:{o}:{v}"))))
+            .collect();
+        let (status, body) = admin(&format!("{base}/v1/stats/aggregate?{RANGE}{q}")).await;
+        assert_eq!(status, 200, "{body}");
+        let expected = totals(&select(&s.events, "site-1", START, END, f));
+        assert!(expected.visits > 0 || !f.is_empty());
+        assert_eq!(results(&body), aggregate_json(&expected), "filters {f:?}");
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn comparison_uses_the_period_just_before() {
+    let s = seeded().await;
+    let base = serve(&s.config).await;
+    let (status, body) = admin(&format!(
+        "{base}/v1/stats/aggregate?site_id=site-1&period=7d&date=2025-11-02&compare=previous_period"
+    ))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let now = totals(&select(&s.events, "site-1", START + 7 * 86_400, END, &[]));
+    let before = totals(&select(&s.events, "site-1", START, START + 7 * 86_400, &[]));
+    let r = results(&body);
+    assert_eq!(r["visitors"]["value"], now.visitors);
+    assert_eq!(r["visitors"]["previous"], before.visitors);
+    let change = model::round(
+        (now.pageviews as f64 - before.pageviews as f64) / before.pageviews as f64 * 100.0,
+        1,
+    );
+    assert_eq!(r["pageviews"]["change"], json!(change));
+    assert_eq!(body["previous"]["from"], "2025-10-20T00:00:00+00:00");
+}
+
+#[tokio::test]
+async fn timeseries_buckets_follow_the_time_zone_across_dst_and_fill_empty_ones() {
+    let s = seeded().await;
+    let base = serve(&s.config).await;
+    let berlin: Tz = "Europe/Berlin".parse().unwrap();
+    for (query, interval, from, to, buckets) in [
+        // Fall back: Sunday 26 October 2025 has 25 hours in Berlin.
+        (
+            "period=today&date=2025-10-26&interval=hour",
+            "hour",
+            ts("2025-10-25T22:00:00Z"),
+            ts("2025-10-26T23:00:00Z"),
+            25,
+        ),
+        (
+            "period=custom&from=2025-10-20&to=2025-11-02&interval=day",
+            "day",
+            ts("2025-10-19T22:00:00Z"),
+            ts("2025-11-02T23:00:00Z"),
+            14,
+        ),
+    ] {
+        let (status, body) = admin(&format!(
+            "{base}/v1/stats/timeseries?site_id=site-1&timezone=Europe/Berlin&{query}"
+        ))
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let rows = body["results"].as_array().unwrap();
+        assert_eq!(rows.len(), buckets, "{query}");
+        let events = select(&s.events, "site-1", from, to, &[]);
+        let mut by_bucket: BTreeMap<String, (BTreeSet<u64>, u64)> = BTreeMap::new();
+        for e in &events {
+            let b = by_bucket
+                .entry(bucket_label(e.ts, berlin, interval))
+                .or_default();
+            b.0.insert(e.visitor);
+            b.1 += u64::from(e.name == "pageview");
+        }
+        let mut visits_by_bucket: BTreeMap<String, u64> = BTreeMap::new();
+        for v in model::visits(&events) {
+            *visits_by_bucket
+                .entry(bucket_label(v.start, berlin, interval))
+                .or_default() += 1;
+        }
+        for row in rows {
+            let label = row["date"].as_str().unwrap();
+            let (visitors, pageviews) = by_bucket
+                .get(label)
+                .map(|(v, p)| (v.len() as u64, *p))
+                .unwrap_or((0, 0));
+            assert_eq!(row["visitors"], visitors, "{label}");
+            assert_eq!(row["pageviews"], pageviews, "{label}");
+            assert_eq!(
+                row["visits"],
+                visits_by_bucket.get(label).copied().unwrap_or(0),
+                "{label}"
+            );
+        }
+        let labels: BTreeSet<&str> = rows.iter().map(|r| r["date"].as_str().unwrap()).collect();
+        assert!(
+            by_bucket.keys().all(|k| labels.contains(k.as_str())),
+            "every bucket with events is listed"
+        );
+        let total: u64 = rows.iter().map(|r| r["pageviews"].as_u64().unwrap()).sum();
+        assert_eq!(
+            total,
+            events.iter().filter(|e| e.name == "pageview").count() as u64
+        );
+    }
+    // The 02:00 hour happens twice that night, as two buckets with distinct offsets.
+    let (_, body) = admin(&format!(
+        "{base}/v1/stats/timeseries?site_id=site-1&timezone=Europe/Berlin&period=today&date=2025-10-26&interval=hour"
+    ))
+    .await;
+    let labels: Vec<&str> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["date"].as_str().unwrap())
+        .collect();
+    assert!(
+        labels.contains(&"2025-10-26T02:00:00+02:00")
+            && labels.contains(&"2025-10-26T02:00:00+01:00"),
+        "{labels:?}"
+    );
+}
+
+#[tokio::test]
+async fn empty_ranges_and_empty_sites_answer_zeros_with_every_bucket() {
+    let s = seeded().await;
+    let base = serve(&s.config).await;
+    for site in ["site-1", "empty-site"] {
+        let (status, body) = admin(&format!(
+            "{base}/v1/stats/timeseries?site_id={site}&period=custom&from=2020-01-01&to=2020-01-03"
+        ))
+        .await;
+        assert_eq!(status, 200);
+        let rows = body["results"].as_array().unwrap();
+        assert_eq!(rows.len(), 3);
+        assert!(
+            rows.iter()
+                .all(|r| r["visitors"] == 0 && r["bounce_rate"] == 0.0)
+        );
+        let (_, agg) = admin(&format!(
+            "{base}/v1/stats/aggregate?site_id={site}&period=custom&from=2020-01-01&to=2020-01-03"
+        ))
+        .await;
+        assert_eq!(results(&agg), aggregate_json(&model::Totals::default()));
+        let (_, bd) = admin(&format!(
+            "{base}/v1/stats/breakdown?site_id={site}&period=today&date=2020-01-01&property=source"
+        ))
+        .await;
+        assert_eq!(bd["results"], json!([]));
+    }
+}
+
+/// Expected breakdown rows for `dim`, sorted as the API sorts them.
+fn expected_breakdown(events: &[model::Ev], dim: &str) -> Vec<Value> {
+    let visit_level = matches!(
+        dim,
+        "entry_page"
+            | "exit_page"
+            | "referrer"
+            | "source"
+            | "channel"
+            | "utm_source"
+            | "utm_medium"
+            | "utm_campaign"
+            | "utm_term"
+            | "utm_content"
+    );
+    let mut rows: Vec<(u64, u64, String, Value)> = Vec::new();
+    if visit_level {
+        let (column, at_exit) = match dim {
+            "entry_page" => ("page", false),
+            "exit_page" => ("page", true),
+            d => (d, false),
+        };
+        let mut groups: BTreeMap<String, Vec<model::Visit>> = BTreeMap::new();
+        for v in model::visits(events) {
+            groups.entry(v.attr(column, at_exit)).or_default().push(v);
+        }
+        for (value, vs) in groups {
+            let visitors = vs.iter().map(|v| v.visitor).collect::<BTreeSet<_>>().len() as u64;
+            let n = vs.len() as u64;
+            let bounces = vs.iter().filter(|v| v.events == 1).count() as u64;
+            let duration: u64 = vs.iter().map(|v| u64::from(v.end - v.start)).sum();
+            rows.push((
+                visitors,
+                n,
+                value.clone(),
+                json!({
+                    "value": value,
+                    "visitors": visitors,
+                    "visits": n,
+                    "pageviews": vs.iter().map(|v| v.pageviews).sum::<u64>(),
+                    "bounce_rate": model::round(bounces as f64 * 100.0 / n as f64, 1),
+                    "visit_duration": model::round(duration as f64 / n as f64, 0),
+                }),
+            ));
+        }
+    } else {
+        let mut groups: BTreeMap<String, Vec<&model::Ev>> = BTreeMap::new();
+        for e in events {
+            if dim == "page" && e.name != "pageview" {
+                continue;
+            }
+            if let Some(key) = dim.strip_prefix("prop.")
+                && !e.props.iter().any(|(k, _)| k == key)
+            {
+                continue;
+            }
+            groups.entry(e.dim(dim)).or_default().push(e);
+        }
+        for (value, es) in groups {
+            let visitors = es.iter().map(|e| e.visitor).collect::<BTreeSet<_>>().len() as u64;
+            rows.push((
+                visitors,
+                es.len() as u64,
+                value.clone(),
+                json!({
+                    "value": value,
+                    "visitors": visitors,
+                    "pageviews": es.iter().filter(|e| e.name == "pageview").count(),
+                    "events": es.len(),
+                }),
+            ));
+        }
+    }
+    rows.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+    rows.into_iter().map(|r| r.3).collect()
+}
+
+#[tokio::test]
+async fn every_breakdown_equals_an_independent_computation() {
+    let s = seeded().await;
+    let base = serve(&s.config).await;
+    let events = select(&s.events, "site-1", START, END, &[]);
+    for dim in [
+        "page",
+        "entry_page",
+        "exit_page",
+        "referrer",
+        "source",
+        "channel",
+        "utm_source",
+        "utm_medium",
+        "utm_campaign",
+        "utm_term",
+        "utm_content",
+        "device",
+        "browser",
+        "os",
+        "country",
+        "event_name",
+        "prop.plan",
+    ] {
+        let (status, body) = admin(&format!(
+            "{base}/v1/stats/breakdown?{RANGE}&property={dim}&limit=1000"
+        ))
+        .await;
+        assert_eq!(status, 200, "{dim}: {body}");
+        assert_eq!(
+            body["results"],
+            json!(expected_breakdown(&events, dim)),
+            "{dim}"
+        );
+        assert_eq!(body["has_more"], false);
+    }
+    // With a filter: sources of visits that saw the pricing page's events only.
+    let filtered = select(
+        &s.events,
+        "site-1",
+        START,
+        END,
+        &[("page", "is", "/pricing")],
+    );
+    let (_, body) = admin(&format!(
+        "{base}/v1/stats/breakdown?{RANGE}&property=source&filter=page:is:/pricing&limit=1000"
+    ))
+    .await;
+    assert_eq!(
+        body["results"],
+        json!(expected_breakdown(&filtered, "source"))
+    );
+}
+
+#[tokio::test]
+async fn breakdowns_page_through_all_rows_and_export_the_same_rows_as_csv() {
+    let s = seeded().await;
+    let base = serve(&s.config).await;
+    let events = select(&s.events, "site-1", START, END, &[]);
+    let all = expected_breakdown(&events, "page");
+    assert!(all.len() >= 5);
+    let mut paged = Vec::new();
+    for page in 1.. {
+        let (_, body) = admin(&format!(
+            "{base}/v1/stats/breakdown?{RANGE}&property=page&limit=2&page={page}"
+        ))
+        .await;
+        paged.extend(body["results"].as_array().unwrap().clone());
+        if body["has_more"] == false {
+            break;
+        }
+    }
+    assert_eq!(json!(paged), json!(all));
+
+    let res = reqwest::Client::new()
+        .get(format!(
+            "{base}/v1/stats/breakdown?{RANGE}&property=page&limit=1000&format=csv"
+        ))
+        .bearer_auth("test-admin-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["content-type"], "text/csv; charset=utf-8");
+    assert!(
+        res.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("site-1-page-2025-10-20-2025-11-02.csv")
+    );
+    let csv = res.text().await.unwrap();
+    let mut lines = csv.split("\r\n");
+    assert_eq!(lines.next(), Some("page,visitors,pageviews,events"));
+    let mut expected_lines = Vec::new();
+    for row in &all {
+        let v = row["value"].as_str().unwrap();
+        let cell = if v.contains([',', '"']) {
+            format!("\"{}\"", v.replace('"', "\"\""))
+        } else {
+            v.to_owned()
+        };
+        expected_lines.push(format!(
+            "{cell},{},{},{}",
+            row["visitors"], row["pageviews"], row["events"]
+        ));
+    }
+    assert_eq!(
+        lines.filter(|l| !l.is_empty()).collect::<Vec<_>>(),
+        expected_lines
+    );
+}
+
+#[tokio::test]
+async fn realtime_counts_the_last_five_minutes() {
+    let s = seeded().await;
+    let base = serve(&s.config).await;
+    let db = s.config.clickhouse.client();
+    let now = chrono::Utc::now().timestamp() as u32;
+    let mut insert = db
+        .insert::<ta_central::store::EventRow>("events")
+        .await
+        .unwrap();
+    for (visitor, ago) in [(901, 10), (902, 200), (902, 100), (903, 400)] {
+        insert
+            .write(&crate::sample_row(
+                "site-2",
+                "/live",
+                visitor,
+                now - ago,
+                7_000 + visitor,
+            ))
+            .await
+            .unwrap();
+    }
+    insert.end().await.unwrap();
+    let (status, body) = admin(&format!("{base}/v1/stats/realtime?site_id=site-2")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["visitors"].as_u64(), body["pageviews"].as_u64()),
+        (Some(2), Some(3)),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn bad_parameters_get_400_naming_the_parameter_and_the_rule() {
+    let s = seeded().await;
+    let base = serve(&s.config).await;
+    for (path, query, param) in [
+        ("aggregate", "period=30d", "site_id"),
+        (
+            "aggregate",
+            "site_id=site-1&timezone=Europe/Nowhere",
+            "timezone",
+        ),
+        ("aggregate", "site_id=site-1&period=fortnight", "period"),
+        (
+            "aggregate",
+            "site_id=site-1&period=custom&from=2025-13-01&to=2025-12-01",
+            "from",
+        ),
+        ("aggregate", "site_id=site-1&compare=last_year", "compare"),
+        ("aggregate", "site_id=site-1&limit=3", "query"),
+        (
+            "timeseries",
+            "site_id=site-1&interval=fortnight",
+            "interval",
+        ),
+        (
+            "timeseries",
+            "site_id=site-1&period=12mo&interval=minute",
+            "interval",
+        ),
+        ("breakdown", "site_id=site-1&property=password", "property"),
+        (
+            "breakdown",
+            "site_id=site-1&property=page&limit=1001",
+            "limit",
+        ),
+        ("breakdown", "site_id=site-1&property=page&page=0", "page"),
+        (
+            "breakdown",
+            "site_id=site-1&property=page&filter=page~/x",
+            "filter",
+        ),
+        ("realtime", "site_id=site-1&period=today", "query"),
+    ] {
+        let (status, body) = admin(&format!("{base}/v1/stats/{path}?{query}")).await;
+        assert_eq!(status, 400, "{path}?{query}: {body}");
+        assert_eq!(body["error"], "bad_parameter");
+        assert_eq!(body["parameter"], param, "{path}?{query}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("parameter `{param}`")),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_site_is_404_for_the_admin() {
+    let s = seeded().await;
+    let base = serve(&s.config).await;
+    let (status, body) = admin(&format!("{base}/v1/stats/aggregate?site_id=no-such-site")).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("unknown_site"))
+    );
+}
+
+#[tokio::test]
+async fn injection_attempts_are_refused_or_matched_literally() {
+    let s = seeded().await;
+    let base = serve(&s.config).await;
+    let attacks = [
+        "' OR 1=1 --",
+        "x'); DROP TABLE events; --",
+        "\\' OR ''='",
+        "/pricing' UNION SELECT 1,2,3 --",
+        "?",
+        "{site_id:String}",
+        "\u{0}",
+    ];
+    for a in attacks {
+        let enc = urlencode(a);
+        // As a filter value: a literal that matches nothing (or a 400 for control characters).
+        for dim in ["page", "prop.plan"] {
+            let (status, body) = admin(&format!(
+                "{base}/v1/stats/aggregate?{RANGE}&filter={dim}:is:{enc}"
+            ))
+            .await;
+            if a.contains('\u{0}') {
+                assert_eq!(status, 400);
+                continue;
+            }
+            assert_eq!(status, 200, "{a}: {body}");
+            assert_eq!(body["results"]["visitors"]["value"], 0, "{a}");
+            let (status, _) = admin(&format!(
+                "{base}/v1/stats/breakdown?{RANGE}&property=page&filter={dim}:contains:{enc}"
+            ))
+            .await;
+            assert_eq!(status, 200, "{a}");
+        }
+        // Anywhere else it is refused by validation.
+        for q in [
+            format!("site_id={enc}"),
+            format!("site_id=site-1&property={enc}"),
+            format!("site_id=site-1&property=prop.{enc}"),
+            format!("site_id=site-1&property=page&filter={enc}:is:x"),
+            format!("site_id=site-1&property=page&timezone={enc}"),
+            format!("site_id=site-1&property=page&limit={enc}"),
+            format!("site_id=site-1&property=page&period={enc}"),
+        ] {
+            let (status, body) = admin(&format!("{base}/v1/stats/breakdown?{q}")).await;
+            assert_eq!(status, 400, "{q}: {body}");
+        }
+    }
+    // Nothing was dropped or changed.
+    let (_, body) = admin(&format!("{base}/v1/stats/aggregate?{RANGE}")).await;
+    assert_eq!(
+        body["results"]["events"]["value"],
+        select(&s.events, "site-1", START, END, &[]).len()
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route_and_every_documented_route_answers() {
+    let s = seeded().await;
+    let base = serve(&s.config).await;
+    let (status, doc) = admin(&format!("{base}/openapi.json")).await;
+    assert_eq!(status, 200);
+    let paths: BTreeSet<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
+    let routes: BTreeSet<String> = ta_central::query::ROUTES
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    assert_eq!(paths, routes);
+    for path in &paths {
+        let required: Vec<String> = doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .filter(|p| p["required"] == true)
+                    .map(|p| match p["name"].as_str().unwrap() {
+                        "site_id" => "site_id=site-1".to_owned(),
+                        "property" => "property=page".to_owned(),
+                        other => panic!("no sample value for {other}"),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (status, _) = admin(&format!("{base}{path}?{}", required.join("&"))).await;
+        assert_eq!(status, 200, "{path} answers as documented");
+    }
+}

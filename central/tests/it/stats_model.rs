@@ -1,0 +1,430 @@
+//! Generated events for the stats tests and an independent computation of every metric over
+//! them (plain Rust over the event list; it shares no code with the SQL).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, TimeZone, Timelike, Utc};
+use chrono_tz::Tz;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use ta_central::QueryConfig;
+use ta_central::query::access::AccessList;
+use ta_central::query::{QueryState, app};
+use ta_central::store::{self, EventRow};
+use tokio::sync::OnceCell;
+
+use crate::{fresh_db, sample_row};
+
+/// 2025-10-20T00:00:00Z: the generated fortnight spans Berlin's DST change on 2025-10-26.
+pub(crate) const START: u32 = 1_760_918_400;
+pub(crate) const DAYS: u32 = 14;
+pub(crate) const GAP: u32 = 1800;
+
+pub(crate) const ACCESS: &str = r#"
+admin_tokens = ["test-admin-token"]
+[sites.site-1]
+read_tokens = ["test-read-site-1"]
+share_links = ["test-share-site-1"]
+[sites.site-2]
+read_tokens = ["test-read-site-2"]
+share_links = ["test-share-site-2"]
+[sites.empty-site]
+read_tokens = ["test-read-empty"]
+"#;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Ev {
+    pub(crate) site: String,
+    pub(crate) ts: u32,
+    pub(crate) name: String,
+    pub(crate) visitor: u64,
+    pub(crate) path: String,
+    pub(crate) referrer_host: String,
+    pub(crate) source: String,
+    pub(crate) channel: String,
+    pub(crate) utm_source: String,
+    pub(crate) utm_medium: String,
+    pub(crate) utm_campaign: String,
+    pub(crate) device: String,
+    pub(crate) browser: String,
+    pub(crate) os: String,
+    pub(crate) country: String,
+    pub(crate) props: Vec<(String, String)>,
+}
+
+impl Ev {
+    /// The value of an API dimension on this event.
+    pub(crate) fn dim(&self, d: &str) -> String {
+        match d {
+            "page" => self.path.clone(),
+            "referrer" => self.referrer_host.clone(),
+            "source" => self.source.clone(),
+            "channel" => self.channel.clone(),
+            "utm_source" => self.utm_source.clone(),
+            "utm_medium" => self.utm_medium.clone(),
+            "utm_campaign" => self.utm_campaign.clone(),
+            "utm_term" | "utm_content" => String::new(),
+            "device" => self.device.clone(),
+            "browser" => self.browser.clone(),
+            "os" => self.os.clone(),
+            "country" => self.country.clone(),
+            "event_name" => self.name.clone(),
+            p => {
+                let key = p.strip_prefix("prop.").expect("known dimension");
+                self.props
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            }
+        }
+    }
+
+    fn row(&self, offset: u64) -> EventRow {
+        let mut r = sample_row(&self.site, &self.path, self.visitor, self.ts, offset);
+        r.event_name = self.name.clone();
+        r.referrer_host = self.referrer_host.clone();
+        r.source = self.source.clone();
+        r.channel = self.channel.clone();
+        r.utm_source = self.utm_source.clone();
+        r.utm_medium = self.utm_medium.clone();
+        r.utm_campaign = self.utm_campaign.clone();
+        r.device = self.device.clone();
+        r.browser = self.browser.clone();
+        r.os = self.os.clone();
+        r.country = self.country.clone();
+        r.props_keys = self.props.iter().map(|(k, _)| k.clone()).collect();
+        r.props_values = self.props.iter().map(|(_, v)| v.clone()).collect();
+        r
+    }
+}
+
+fn pick<'a>(rng: &mut StdRng, xs: &[&'a str]) -> &'a str {
+    xs[rng.random_range(0..xs.len())]
+}
+
+/// Deterministic events: visitors with 1–3 visits of 1–6 events each, some gaps just under
+/// and just over 30 minutes, custom events, props, UTM tags, several sites.
+pub(crate) fn generate(seed: u64) -> Vec<Ev> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    for (site, visitors) in [("site-1", 220u64), ("site-2", 40)] {
+        for v in 0..visitors {
+            let visitor = 1_000 + v * 7919 + if site == "site-2" { 1 } else { 0 };
+            let device = pick(&mut rng, &["desktop", "mobile", "tablet"]);
+            let browser = pick(&mut rng, &["Firefox", "Chrome", "Safari"]);
+            let os = pick(&mut rng, &["Linux", "Windows", "macOS", "iOS"]);
+            let country = pick(&mut rng, &["DE", "FR", "US", ""]);
+            for _ in 0..rng.random_range(1..=3) {
+                let mut t = START + rng.random_range(0..DAYS * 86_400);
+                let (source, channel, referrer, utm_s, utm_m, utm_c) = match rng.random_range(0..4)
+                {
+                    0 => ("Google", "organic_search", "www.google.com", "", "", ""),
+                    1 => (
+                        "Newsletter",
+                        "email",
+                        "",
+                        "newsletter",
+                        "email",
+                        "autumn-sale",
+                    ),
+                    2 => ("Hacker News", "social", "news.ycombinator.com", "", "", ""),
+                    _ => ("", "direct", "", "", "", ""),
+                };
+                for i in 0..rng.random_range(1..=6) {
+                    if i > 0 {
+                        t += match rng.random_range(0..10) {
+                            0 => GAP,     // exactly 30 min: same visit
+                            1 => GAP + 1, // just over: a new visit
+                            _ => rng.random_range(0..900),
+                        };
+                    }
+                    let custom = rng.random_range(0..8) == 0;
+                    let name = if custom {
+                        pick(&mut rng, &["signup", "download"])
+                    } else {
+                        "pageview"
+                    };
+                    let path = pick(
+                        &mut rng,
+                        &["/", "/pricing", "/blog/hello", "/docs", "/a,b \"quoted\""],
+                    );
+                    let mut props = Vec::new();
+                    if rng.random_range(0..3) == 0 {
+                        props.push((
+                            "plan".to_owned(),
+                            pick(&mut rng, &["pro", "free"]).to_owned(),
+                        ));
+                    }
+                    out.push(Ev {
+                        site: site.into(),
+                        ts: t,
+                        name: name.into(),
+                        visitor,
+                        path: path.into(),
+                        referrer_host: if i == 0 {
+                            referrer.into()
+                        } else {
+                            "example.com".into()
+                        },
+                        source: if i == 0 { source.into() } else { String::new() },
+                        channel: if i == 0 {
+                            channel.into()
+                        } else {
+                            "internal".into()
+                        },
+                        utm_source: utm_s.into(),
+                        utm_medium: utm_m.into(),
+                        utm_campaign: utm_c.into(),
+                        device: device.into(),
+                        browser: browser.into(),
+                        os: os.into(),
+                        country: country.into(),
+                        props,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One derived visit.
+#[derive(Debug, Clone)]
+pub(crate) struct Visit {
+    pub(crate) visitor: u64,
+    pub(crate) start: u32,
+    pub(crate) end: u32,
+    pub(crate) pageviews: u64,
+    pub(crate) events: u64,
+    pub(crate) evs: Vec<Ev>,
+}
+
+/// Visits per the documented rule: one visitor's events in time order, split where the gap
+/// exceeds 30 minutes.
+pub(crate) fn visits(events: &[Ev]) -> Vec<Visit> {
+    let mut by_visitor: BTreeMap<u64, Vec<Ev>> = BTreeMap::new();
+    for e in events {
+        by_visitor.entry(e.visitor).or_default().push(e.clone());
+    }
+    let mut out = Vec::new();
+    for (visitor, mut evs) in by_visitor {
+        evs.sort_by_key(|e| e.ts);
+        let mut current: Vec<Ev> = Vec::new();
+        let flush = |current: &mut Vec<Ev>, out: &mut Vec<Visit>| {
+            if current.is_empty() {
+                return;
+            }
+            let pv = current.iter().filter(|e| e.name == "pageview").count() as u64;
+            out.push(Visit {
+                visitor,
+                start: current.first().unwrap().ts,
+                end: current.last().unwrap().ts,
+                pageviews: pv,
+                events: current.len() as u64,
+                evs: std::mem::take(current),
+            });
+        };
+        for e in evs {
+            if let Some(last) = current.last()
+                && e.ts - last.ts > GAP
+            {
+                flush(&mut current, &mut out);
+            }
+            current.push(e);
+        }
+        flush(&mut current, &mut out);
+    }
+    out
+}
+
+impl Visit {
+    /// Value of `dim` at the visit's first (or last) event; ties in time go to the smallest
+    /// (largest) value.
+    pub(crate) fn attr(&self, dim: &str, at_exit: bool) -> String {
+        let keyed = self.evs.iter().map(|e| (e.ts, e.dim(dim)));
+        if at_exit {
+            keyed.max().unwrap().1
+        } else {
+            keyed.min().unwrap().1
+        }
+    }
+}
+
+/// Events of `site` in `[from, to)` matching `filters` (dim, op, value).
+pub(crate) fn select(
+    events: &[Ev],
+    site: &str,
+    from: u32,
+    to: u32,
+    filters: &[(&str, &str, &str)],
+) -> Vec<Ev> {
+    events
+        .iter()
+        .filter(|e| e.site == site && e.ts >= from && e.ts < to)
+        .filter(|e| {
+            filters.iter().all(|(d, op, v)| {
+                let x = e.dim(d);
+                match *op {
+                    "is" => x == *v,
+                    "is_not" => x != *v,
+                    "contains" => x.to_lowercase().contains(&v.to_lowercase()),
+                    _ => unreachable!(),
+                }
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+/// The aggregate metrics as integers: visitors, visits, pageviews, events, bounces,
+/// duration, conversions, converted visitors.
+#[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
+pub(crate) struct Totals {
+    pub(crate) visitors: u64,
+    pub(crate) visits: u64,
+    pub(crate) pageviews: u64,
+    pub(crate) events: u64,
+    pub(crate) bounces: u64,
+    pub(crate) duration: u64,
+    pub(crate) conversions: u64,
+    pub(crate) converted: u64,
+}
+
+pub(crate) fn totals(events: &[Ev]) -> Totals {
+    let vs = visits(events);
+    Totals {
+        visitors: events
+            .iter()
+            .map(|e| e.visitor)
+            .collect::<BTreeSet<_>>()
+            .len() as u64,
+        visits: vs.len() as u64,
+        pageviews: events.iter().filter(|e| e.name == "pageview").count() as u64,
+        events: events.len() as u64,
+        bounces: vs.iter().filter(|v| v.events == 1).count() as u64,
+        duration: vs.iter().map(|v| u64::from(v.end - v.start)).sum(),
+        conversions: events.iter().filter(|e| e.name != "pageview").count() as u64,
+        converted: events
+            .iter()
+            .filter(|e| e.name != "pageview")
+            .map(|e| e.visitor)
+            .collect::<BTreeSet<_>>()
+            .len() as u64,
+    }
+}
+
+pub(crate) fn round(x: f64, decimals: i32) -> f64 {
+    let p = 10f64.powi(decimals);
+    (x * p).round() / p
+}
+
+/// The API's `results` object for these totals.
+pub(crate) fn aggregate_json(t: &Totals) -> serde_json::Value {
+    let r = |n: u64, d: u64, scale: f64, dec: i32| {
+        if d == 0 {
+            0.0
+        } else {
+            round(n as f64 * scale / d as f64, dec)
+        }
+    };
+    serde_json::json!({
+        "visitors": {"value": t.visitors},
+        "visits": {"value": t.visits},
+        "pageviews": {"value": t.pageviews},
+        "views_per_visit": {"value": r(t.pageviews, t.visits, 1.0, 2)},
+        "bounce_rate": {"value": r(t.bounces, t.visits, 100.0, 1)},
+        "visit_duration": {"value": r(t.duration, t.visits, 1.0, 0)},
+        "events": {"value": t.events},
+        "conversions": {"value": t.conversions},
+        "conversion_rate": {"value": r(t.converted, t.visitors, 100.0, 1)},
+    })
+}
+
+/// Local bucket key of `ts` for an interval, computed with chrono-tz directly.
+pub(crate) fn bucket_label(ts: u32, tz: Tz, interval: &str) -> String {
+    let local = Utc
+        .timestamp_opt(i64::from(ts), 0)
+        .unwrap()
+        .with_timezone(&tz);
+    match interval {
+        "hour" => {
+            let start = i64::from(ts) - i64::from(local.minute() * 60 + local.second());
+            Utc.timestamp_opt(start, 0)
+                .unwrap()
+                .with_timezone(&tz)
+                .to_rfc3339()
+        }
+        "day" => local.date_naive().to_string(),
+        _ => unreachable!(),
+    }
+}
+
+/// The generated events, loaded once into a fresh database shared by the stats tests.
+pub(crate) struct Seeded {
+    pub(crate) config: QueryConfig,
+    pub(crate) events: Vec<Ev>,
+}
+
+static SEEDED: OnceCell<Seeded> = OnceCell::const_new();
+
+pub(crate) async fn seeded() -> &'static Seeded {
+    SEEDED
+        .get_or_init(|| async {
+            let args = fresh_db("stats");
+            store::migrate(&args).await.unwrap();
+            let events = generate(42);
+            let db = args.client();
+            let mut insert = db.insert::<EventRow>("events").await.unwrap();
+            for (i, e) in events.iter().enumerate() {
+                insert.write(&e.row(i as u64)).await.unwrap();
+            }
+            insert.end().await.unwrap();
+            Seeded {
+                config: QueryConfig {
+                    clickhouse: args,
+                    ..QueryConfig::default()
+                },
+                events,
+            }
+        })
+        .await
+}
+
+/// A ta-query over `config` with the test access list, on a free port.
+pub(crate) async fn serve(config: &QueryConfig) -> String {
+    let list = AccessList::parse(ACCESS, std::path::Path::new("test")).unwrap();
+    serve_state(QueryState::with_access(config, list)).await
+}
+
+pub(crate) async fn serve_state(state: QueryState) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = app(state);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{addr}")
+}
+
+/// GET with a bearer token; status and JSON body (Null when not JSON).
+pub(crate) async fn get_as(token: &str, url: &str) -> (u16, serde_json::Value) {
+    let res = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+pub(crate) async fn admin(url: &str) -> (u16, serde_json::Value) {
+    get_as("test-admin-token", url).await
+}
+
+pub(crate) fn ts(rfc3339: &str) -> u32 {
+    DateTime::parse_from_rfc3339(rfc3339).unwrap().timestamp() as u32
+}
