@@ -7,6 +7,8 @@
 //! from the plan alone — never from the system under test — and [`verify`] compares it with
 //! what `ta-query` returns.
 
+pub mod http_load;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
@@ -40,7 +42,7 @@ pub const BOT_USER_AGENTS: &[&str] = &[
     "curl/8.4.0",
 ];
 
-const PAGES: &[(&str, u32)] = &[
+pub const PAGES: &[(&str, u32)] = &[
     ("/", 30),
     ("/pricing", 15),
     ("/blog/hello-world", 12),
@@ -53,7 +55,7 @@ const PAGES: &[(&str, u32)] = &[
     ("/legal/privacy", 1),
 ];
 
-const REFERRERS: &[&str] = &[
+pub const REFERRERS: &[&str] = &[
     "",
     "",
     "",

@@ -27,9 +27,19 @@ use crate::sink::EventSink;
 use crate::spool::{SpoolError, SpoolRecord};
 use ta_shared::EnrichedEvent;
 
-/// Shared by every request handler.
+/// Shared by every request handler; cloning it (tide does, per request) is one `Arc` bump.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppInner>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct AppInner {
     pub ingest: Arc<Ingest>,
     pub sink: Arc<dyn EventSink>,
     pub kafka: Arc<KafkaStatus>,
@@ -50,7 +60,7 @@ impl AppState {
         metrics: EdgeMetrics,
         config: &EdgeConfig,
     ) -> Self {
-        Self {
+        Self(Arc::new(AppInner {
             ingest: Arc::new(ingest),
             sink,
             kafka,
@@ -61,7 +71,7 @@ impl AppState {
             max_batch_body_bytes: config.max_batch_body_bytes,
             trust_forwarded_for: config.trust_forwarded_for,
             country_header: config.country_header.clone(),
-        }
+        }))
     }
 
     fn not_ready(&self) -> Option<NotReady> {
@@ -183,7 +193,6 @@ fn track_requests<'a>(
         let started = Instant::now();
         let route = route_label(req.url().path());
         let state = req.state().clone();
-        let metrics = state.metrics.clone();
         let res = match state.gate.enter() {
             Some(_pass) => next.run(req).await,
             None => {
@@ -193,8 +202,13 @@ fn track_requests<'a>(
             }
         };
         let status = u16::from(res.status()).to_string();
-        metrics.requests.with_label_values(&[route, &status]).inc();
-        metrics
+        state
+            .metrics
+            .requests
+            .with_label_values(&[route, &status])
+            .inc();
+        state
+            .metrics
             .request_seconds
             .with_label_values(&[route])
             .observe(started.elapsed().as_secs_f64());

@@ -149,7 +149,10 @@ pub fn known_source(host: &str) -> Option<(&'static str, Channel)> {
             // `google.` — `google.<tld>` or `<sub>.google.<tld>`, with a short public suffix.
             host_label_match(host, prefix)
         } else {
-            host == pattern || host.ends_with(&format!(".{pattern}"))
+            host == pattern
+                || host
+                    .strip_suffix(pattern)
+                    .is_some_and(|rest| rest.ends_with('.'))
         };
         if matched && best.is_none_or(|(len, _, _)| pattern.len() > len) {
             best = Some((pattern.len(), name, channel));
@@ -161,6 +164,10 @@ pub fn known_source(host: &str) -> Option<(&'static str, Channel)> {
 /// `host` is `<prefix>.<suffix>` or `<anything>.<prefix>.<suffix>` where the suffix is one or two
 /// short labels (`de`, `co.uk`, `com.br`).
 fn host_label_match(host: &str, prefix: &str) -> bool {
+    // Cheap reject first: this runs for every known pattern on every event.
+    if !host.contains(prefix) {
+        return false;
+    }
     let labels: Vec<&str> = host.split('.').collect();
     labels.iter().enumerate().any(|(i, label)| {
         let rest = &labels[i + 1..];

@@ -128,7 +128,8 @@ type AdvanceHook = Box<dyn Fn(&RatchetState) + Send + Sync>;
 /// The node's salt ratchet: hands out the salt of each UTC day, stepping forward (and calling
 /// the persistence hook) when the day changes.
 pub struct SaltSchedule {
-    state: Mutex<RatchetState>,
+    /// The state and its day's salt (computed once per day, not per event).
+    state: Mutex<(RatchetState, [u8; 32])>,
     on_advance: Option<AdvanceHook>,
 }
 
@@ -145,8 +146,9 @@ impl SaltSchedule {
     }
 
     pub fn from_state(state: RatchetState) -> Self {
+        let salt = state.salt();
         Self {
-            state: Mutex::new(state),
+            state: Mutex::new((state, salt)),
             on_advance: None,
         }
     }
@@ -160,28 +162,29 @@ impl SaltSchedule {
 
     /// The current state (for saving).
     pub fn current(&self) -> RatchetState {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone()
     }
 
     /// Step to `day` now if it is later than the current day.
     pub fn advance_to(&self, day: NaiveDate) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.advance_to(day)
-            && let Some(hook) = &self.on_advance
-        {
-            hook(&state);
-        }
+        self.salt_for(day);
     }
 
     /// The salt for `day`, or for the current day when `day` is already past.
     pub fn salt_for(&self, day: NaiveDate) -> [u8; 32] {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.advance_to(day)
-            && let Some(hook) = &self.on_advance
-        {
-            hook(&state);
+        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (state, salt) = &mut *guard;
+        if state.advance_to(day) {
+            *salt = state.salt();
+            if let Some(hook) = &self.on_advance {
+                hook(state);
+            }
         }
-        state.salt()
+        *salt
     }
 
     /// The visitor hash for an event received on `day`.

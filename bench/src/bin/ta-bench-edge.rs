@@ -1,0 +1,728 @@
+//! `ta-bench-edge`: the edge's accept path and forwarder against their ceilings, side by side.
+//!
+//! 1. single-event `POST /v1/collect`, closed loop: a null tide handler (`ta-bench-null`, the
+//!    ceiling) vs `ta-edge` (auth, validation, UA parse, visitor hash, URL/source enrichment,
+//!    durable spool with fsync=always, forwarding to the broker at the same time);
+//! 2. `ta-edge` at half the rate it reached in 1, open loop: latency percentiles;
+//! 3. `POST /v1/batch` of 50 events, closed loop: events/s;
+//! 4. forwarder drain: an edge that accepted N events while the broker was unreachable
+//!    restarts with the broker up; time until its spool is empty vs a bare rskafka producer
+//!    sending the very same records (read back from the topic) in the same shape (per-partition
+//!    batches of ≤ 1 MiB, lz4, acks = all, partitions concurrently);
+//! 5. peak RSS of `ta-edge` during 1–3.
+//!
+//! Needs release binaries (`cargo build --release --bins`) and the local broker
+//! (`deploy/local/infra up`). Prints a markdown table; `--json` writes the figures.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rskafka::client::ClientBuilder;
+use rskafka::client::partition::{Compression, UnknownTopicHandling};
+use rskafka::record::Record;
+use serde_json::json;
+use ta_bench::http_load::{self, LoadReport, LoadSpec, Pace};
+use ta_bench::{BROWSER_USER_AGENTS, PAGES, REFERRERS};
+
+#[derive(Debug, Parser)]
+#[command(about = "Edge accept path and forwarder vs their baselines, side by side.")]
+struct Args {
+    /// Measured seconds per throughput scenario (the targets are stated for 60).
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Unmeasured warm-up seconds before each scenario.
+    #[arg(long, default_value_t = 3)]
+    warmup: u64,
+    /// Concurrent keep-alive connections of the load generator.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Threads of the load generator's runtime (it shares the machine with the server).
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// Events the forwarder-drain scenario spools and drains.
+    #[arg(long, default_value_t = 200_000)]
+    drain_events: u64,
+    /// A few seconds per scenario and a small drain: checks the harness, not the speed.
+    #[arg(long)]
+    quick: bool,
+    #[arg(long, env = "TA_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    #[arg(long, default_value = "target/release/ta-edge")]
+    edge: PathBuf,
+    #[arg(long, default_value = "target/release/ta-bench-null")]
+    null: PathBuf,
+    #[arg(long, default_value = "deploy/config/sites.dev.toml")]
+    sites: PathBuf,
+    /// Write the figures as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+const KEY: &str = "dev-key-site-1";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A realistic pageview body.
+fn event_json(rng: &mut StdRng) -> serde_json::Value {
+    let (page, _) = PAGES.choose(rng).expect("pages");
+    let utm = if rng.random_range(0..10) == 0 {
+        "?utm_source=newsletter&utm_medium=email&utm_campaign=launch"
+    } else {
+        ""
+    };
+    json!({
+        "site_id": "site-1",
+        "event_name": "pageview",
+        "url": format!("https://example.com{page}{utm}"),
+        "referrer": REFERRERS.choose(rng).expect("referrers"),
+        "props": {"plan": if rng.random_bool(0.5) { "free" } else { "pro" }},
+    })
+}
+
+fn headers<'a>(ip: &'a str, ua: &'a str) -> [(&'a str, &'a str); 4] {
+    [
+        ("Content-Type", "text/plain"),
+        ("X-TA-API-Key", KEY),
+        ("User-Agent", ua),
+        ("X-Forwarded-For", ip),
+    ]
+}
+
+/// 4096 single-event requests: many visitors (IP × UA), pages, referrers.
+fn collect_requests(host: &str) -> Arc<Vec<Vec<u8>>> {
+    let mut rng = StdRng::seed_from_u64(7);
+    Arc::new(
+        (0..4096)
+            .map(|_| {
+                let ip = format!(
+                    "10.{}.{}.{}",
+                    rng.random_range(0..256),
+                    rng.random_range(0..256),
+                    rng.random_range(1..255)
+                );
+                let ua = BROWSER_USER_AGENTS.choose(&mut rng).expect("uas");
+                let body = serde_json::to_vec(&event_json(&mut rng)).expect("json");
+                http_load::post("/v1/collect", host, &headers(&ip, ua), &body)
+            })
+            .collect(),
+    )
+}
+
+/// 256 batch requests of `size` events each.
+fn batch_requests(host: &str, size: usize) -> Arc<Vec<Vec<u8>>> {
+    let mut rng = StdRng::seed_from_u64(8);
+    Arc::new(
+        (0..256)
+            .map(|_| {
+                let ip = format!(
+                    "10.{}.{}.{}",
+                    rng.random_range(0..256),
+                    rng.random_range(0..256),
+                    rng.random_range(1..255)
+                );
+                let ua = BROWSER_USER_AGENTS.choose(&mut rng).expect("uas");
+                let events: Vec<_> = (0..size).map(|_| event_json(&mut rng)).collect();
+                let body = serde_json::to_vec(&events).expect("json");
+                http_load::post("/v1/batch", host, &headers(&ip, ua), &body)
+            })
+            .collect(),
+    )
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn terminate(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn wait_http(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            use std::io::{Read, Write};
+            let _ = write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            );
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            if out.starts_with("HTTP/1.1 200") {
+                return Ok(());
+            }
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{addr}{path} never answered 200");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn get(addr: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn metric(exposition: &str, name: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .reduce(|a, b| a + b)
+}
+
+struct EdgeOpts<'a> {
+    brokers: &'a str,
+    topic: &'a str,
+    spool: &'a std::path::Path,
+}
+
+fn start_edge(args: &Args, opts: &EdgeOpts<'_>) -> anyhow::Result<(Proc, SocketAddr)> {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+    let child = Command::new(&args.edge)
+        .env("TA_EDGE_LISTEN", addr.to_string())
+        .env("TA_EDGE_REGION", "bench")
+        .env("TA_SITES_FILE", &args.sites)
+        .env("TA_KAFKA_BROKERS", opts.brokers)
+        .env("TA_KAFKA_TOPIC", opts.topic)
+        .env("TA_SPOOL_DIR", opts.spool)
+        .env("TA_SPOOL_MAX_BYTES", (64u64 << 30).to_string())
+        .env("TA_TRUST_FORWARDED_FOR", "true")
+        .env("TA_SHUTDOWN_DRAIN_SECS", "0")
+        .env("TA_KAFKA_PRODUCE_TIMEOUT_SECS", "2")
+        .env("TA_LOG", "warn,rskafka=error")
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "starting {} (cargo build --release --bins)",
+                args.edge.display()
+            )
+        })?;
+    let proc = Proc(child);
+    wait_http(addr, "/healthz")?;
+    Ok((proc, addr))
+}
+
+/// Peak resident set of `pid` sampled every 100 ms until `stop`.
+fn sample_rss(pid: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut peak = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                for line in status.lines() {
+                    if let Some(kb) = line.strip_prefix("VmRSS:") {
+                        let kb: u64 = kb.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+                        peak = peak.max(kb * 1024);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        peak
+    })
+}
+
+fn load(
+    args: &Args,
+    rt: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+    pace: Pace,
+    requests: Arc<Vec<Vec<u8>>>,
+    events: u64,
+    label: &str,
+) -> LoadReport {
+    rt.block_on(http_load::run(
+        LoadSpec {
+            addr,
+            connections: args.connections,
+            duration: Duration::from_secs(args.seconds),
+            warmup: Duration::from_secs(args.warmup),
+            pace,
+            requests,
+            events_per_request: events,
+        },
+        label,
+    ))
+}
+
+/// Every record of `topic`, per partition, in offset order.
+async fn fetch_all(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<BTreeMap<i32, Vec<Record>>> {
+    let client = ClientBuilder::new(vec![brokers.to_owned()]).build().await?;
+    let mut out = BTreeMap::new();
+    for p in 0..partitions {
+        let pc = client
+            .partition_client(topic, p, UnknownTopicHandling::Retry)
+            .await?;
+        let mut offset = 0;
+        let mut records = Vec::new();
+        loop {
+            let (batch, high) = pc.fetch_records(offset, 1..4_000_000, 1_000).await?;
+            for r in batch {
+                offset = r.offset + 1;
+                records.push(r.record);
+            }
+            if offset >= high {
+                break;
+            }
+        }
+        out.insert(p, records);
+    }
+    Ok(out)
+}
+
+/// Produce `records` like the forwarder does: rounds of ≤ `max_bytes` per partition, the
+/// partitions of a round concurrently, lz4.
+async fn bare_produce(
+    brokers: &str,
+    topic: &str,
+    records: &BTreeMap<i32, Vec<Record>>,
+    max_bytes: usize,
+) -> anyhow::Result<Duration> {
+    let client = ClientBuilder::new(vec![brokers.to_owned()]).build().await?;
+    let mut clients = BTreeMap::new();
+    for p in records.keys() {
+        clients.insert(
+            *p,
+            client
+                .partition_client(topic, *p, UnknownTopicHandling::Retry)
+                .await?,
+        );
+    }
+    let started = Instant::now();
+    let mut cursors: BTreeMap<i32, usize> = records.keys().map(|p| (*p, 0)).collect();
+    loop {
+        let mut round = Vec::new();
+        for (p, recs) in records {
+            let start = cursors[p];
+            let mut end = start;
+            let mut bytes = 0;
+            while end < recs.len()
+                && (end == start || bytes + recs[end].approximate_size() <= max_bytes)
+            {
+                bytes += recs[end].approximate_size();
+                end += 1;
+            }
+            if end > start {
+                round.push((*p, recs[start..end].to_vec()));
+                cursors.insert(*p, end);
+            }
+        }
+        if round.is_empty() {
+            break;
+        }
+        let results = futures::future::join_all(round.into_iter().map(|(p, batch)| {
+            let pc = &clients[&p];
+            async move { pc.produce(batch, Compression::Lz4).await }
+        }))
+        .await;
+        for r in results {
+            r?;
+        }
+    }
+    Ok(started.elapsed())
+}
+
+async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    let client = ClientBuilder::new(vec![brokers.to_owned()]).build().await?;
+    client
+        .controller_client()?
+        .create_topic(topic, partitions, 1, 5_000)
+        .await?;
+    Ok(())
+}
+
+struct DrainResult {
+    events: u64,
+    edge_secs: f64,
+    bare_secs: f64,
+    records_checked: usize,
+}
+
+fn drain_scenario(
+    args: &Args,
+    rt: &tokio::runtime::Runtime,
+    n_events: u64,
+) -> anyhow::Result<DrainResult> {
+    let spool = tempfile::tempdir()?;
+    let suffix: u32 = rand::random();
+    let topic = format!("ta_bench_drain_{suffix:08x}");
+    let bare_topic = format!("ta_bench_drain_bare_{suffix:08x}");
+    rt.block_on(create_topic(&args.brokers, &topic, 3))?;
+    rt.block_on(create_topic(&args.brokers, &bare_topic, 3))?;
+
+    // 1. Spool n events while the broker is unreachable.
+    let dead = format!("127.0.0.1:{}", free_port());
+    let (edge, addr) = start_edge(
+        args,
+        &EdgeOpts {
+            brokers: &dead,
+            topic: &topic,
+            spool: spool.path(),
+        },
+    )?;
+    let requests = batch_requests(&addr.to_string(), 50);
+    let sent = Arc::new(AtomicU64::new(0));
+    let target = n_events.div_ceil(50);
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..8)
+            .map(|w| {
+                let requests = requests.clone();
+                let sent = sent.clone();
+                tokio::spawn(async move {
+                    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                    let mut buf = Vec::new();
+                    let mut k = w;
+                    while sent.fetch_add(1, Ordering::Relaxed) < target {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        stream
+                            .write_all(&requests[k % requests.len()])
+                            .await
+                            .expect("write");
+                        k += 8;
+                        // Read until the JSON answer's closing brace ends a response.
+                        loop {
+                            let mut chunk = [0u8; 65536];
+                            let n = stream.read(&mut chunk).await.expect("read");
+                            buf.extend_from_slice(&chunk[..n]);
+                            if buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.ends_with(b"}") {
+                                assert!(
+                                    buf.starts_with(b"HTTP/1.1 202"),
+                                    "{}",
+                                    String::from_utf8_lossy(&buf[..80.min(buf.len())])
+                                );
+                                buf.clear();
+                                break;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("spooling task");
+        }
+    });
+    let spooled = metric(&get(addr, "/metrics"), "ta_edge_spool_events").unwrap_or(0.0) as u64;
+    edge.terminate();
+    anyhow::ensure!(
+        spooled == target * 50,
+        "spooled {spooled} events, expected {}",
+        target * 50
+    );
+
+    // 2. Restart with the broker reachable; time until the spool is empty.
+    let started = Instant::now();
+    let (edge, addr) = start_edge(
+        args,
+        &EdgeOpts {
+            brokers: &args.brokers,
+            topic: &topic,
+            spool: spool.path(),
+        },
+    )?;
+    loop {
+        let m = get(addr, "/metrics");
+        if metric(&m, "ta_edge_spool_events") == Some(0.0)
+            && metric(&m, "ta_edge_events_produced_total").unwrap_or(0.0) as u64 >= spooled
+        {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(900),
+            "the spool did not drain in 15 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let edge_secs = started.elapsed().as_secs_f64();
+    drop(edge);
+
+    // 3. The same records, produced bare.
+    let records = rt.block_on(fetch_all(&args.brokers, &topic, 3))?;
+    let total: usize = records.values().map(Vec::len).sum();
+    anyhow::ensure!(
+        total as u64 >= spooled,
+        "the topic holds {total} of {spooled} events"
+    );
+    let bare = rt.block_on(bare_produce(&args.brokers, &bare_topic, &records, 1 << 20))?;
+    Ok(DrainResult {
+        events: spooled,
+        edge_secs,
+        bare_secs: bare.as_secs_f64(),
+        records_checked: total,
+    })
+}
+
+fn row(name: &str, r: &LoadReport) -> String {
+    format!(
+        "| {name} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+        r.requests_per_sec(),
+        r.events_per_sec(),
+        r.ms(50.0),
+        r.ms(90.0),
+        r.ms(99.0),
+        r.max_ms(),
+        r.statuses_text()
+    )
+}
+
+fn summary(r: &LoadReport) -> serde_json::Value {
+    json!({
+        "requests_per_sec": r.requests_per_sec(),
+        "events_per_sec": r.events_per_sec(),
+        "p50_ms": r.ms(50.0), "p90_ms": r.ms(90.0), "p99_ms": r.ms(99.0), "max_ms": r.max_ms(),
+        "statuses": r.statuses.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
+        "io_errors": r.io_errors,
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if args.quick {
+        args.seconds = 3;
+        args.warmup = 1;
+        args.drain_events = 5_000;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads)
+        .enable_all()
+        .build()?;
+    eprintln!(
+        "ta-bench-edge: {} s per scenario, {} connections, {} client thread(s)",
+        args.seconds, args.connections, args.client_threads
+    );
+
+    // 1a. The ceiling: a null tide handler.
+    let null_port = free_port();
+    let null = Proc(
+        Command::new(&args.null)
+            .args(["--listen", &format!("127.0.0.1:{null_port}")])
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", args.null.display()))?,
+    );
+    let null_addr: SocketAddr = format!("127.0.0.1:{null_port}").parse()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(null_addr).is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "ta-bench-null did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let null_single = load(
+        &args,
+        &rt,
+        null_addr,
+        Pace::Closed,
+        collect_requests(&null_addr.to_string()),
+        1,
+        "null tide, collect",
+    );
+    let null_batch = load(
+        &args,
+        &rt,
+        null_addr,
+        Pace::Closed,
+        batch_requests(&null_addr.to_string(), 50),
+        50,
+        "null tide, batch of 50",
+    );
+    drop(null);
+
+    // 1b–3. The edge, forwarding to the broker while it accepts.
+    let spool = tempfile::tempdir()?;
+    let topic = format!("ta_bench_edge_{:08x}", rand::random::<u32>());
+    rt.block_on(create_topic(&args.brokers, &topic, 3))?;
+    let (edge, edge_addr) = start_edge(
+        &args,
+        &EdgeOpts {
+            brokers: &args.brokers,
+            topic: &topic,
+            spool: spool.path(),
+        },
+    )?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let rss = sample_rss(edge.pid(), stop.clone());
+    let edge_single = load(
+        &args,
+        &rt,
+        edge_addr,
+        Pace::Closed,
+        collect_requests(&edge_addr.to_string()),
+        1,
+        "ta-edge, collect",
+    );
+    let half = edge_single.requests_per_sec() / 2.0;
+    let edge_half = load(
+        &args,
+        &rt,
+        edge_addr,
+        Pace::Rate(half),
+        collect_requests(&edge_addr.to_string()),
+        1,
+        "ta-edge, collect at half rate",
+    );
+    let edge_batch = load(
+        &args,
+        &rt,
+        edge_addr,
+        Pace::Closed,
+        batch_requests(&edge_addr.to_string(), 50),
+        50,
+        "ta-edge, batch of 50",
+    );
+    stop.store(true, Ordering::Relaxed);
+    let peak_rss = rss.join().unwrap_or(0);
+    let m = get(edge_addr, "/metrics");
+    let fsyncs = metric(&m, "ta_edge_spool_fsync_duration_seconds_count").unwrap_or(0.0);
+    let accepted = metric(&m, "ta_edge_events_accepted_total").unwrap_or(0.0);
+    drop(edge);
+
+    // 4. Forwarder drain vs bare producer.
+    eprintln!(
+        "  forwarder drain: spooling {} events with the broker unreachable, then draining",
+        args.drain_events
+    );
+    let drain = drain_scenario(&args, &rt, args.drain_events)?;
+
+    let ratio = edge_single.requests_per_sec() / null_single.requests_per_sec();
+    let drain_rate = drain.events as f64 / drain.edge_secs;
+    let bare_rate = drain.records_checked as f64 / drain.bare_secs;
+    println!(
+        "\n### Edge accept path ({} s measured per row, {} connections, load generator on {} thread(s) of the same 2-core machine)\n",
+        args.seconds, args.connections, args.client_threads
+    );
+    println!("| scenario | requests/s | events/s | p50 ms | p90 ms | p99 ms | max ms | answers |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---|");
+    println!(
+        "{}",
+        row("null tide handler, single event (ceiling)", &null_single)
+    );
+    println!(
+        "{}",
+        row("**ta-edge `/v1/collect`**, closed loop", &edge_single)
+    );
+    println!(
+        "{}",
+        row(
+            &format!("ta-edge `/v1/collect` at half rate ({half:.0}/s), open loop"),
+            &edge_half
+        )
+    );
+    println!(
+        "{}",
+        row("null tide handler, batch of 50 (ceiling)", &null_batch)
+    );
+    println!(
+        "{}",
+        row("**ta-edge `/v1/batch`** of 50, closed loop", &edge_batch)
+    );
+    println!();
+    println!("| figure | measured | target |");
+    println!("|---|---:|---:|");
+    println!(
+        "| ta-edge single-event requests/s | {:.0} | ≥ 25,000 |",
+        edge_single.requests_per_sec()
+    );
+    println!("| ta-edge / null tide | {:.0}% | ≥ 50% |", ratio * 100.0);
+    println!(
+        "| p99 at half load | {:.2} ms | ≤ 20 ms |",
+        edge_half.ms(99.0)
+    );
+    println!(
+        "| batch-of-50 events/s | {:.0} | ≥ 200,000 |",
+        edge_batch.events_per_sec()
+    );
+    println!(
+        "| forwarder drain events/s (bare rskafka: {bare_rate:.0}/s) | {drain_rate:.0} ({:.0}%) | ≥ 80% of bare |",
+        drain_rate / bare_rate * 100.0
+    );
+    println!(
+        "| ta-edge peak RSS | {:.0} MiB | ≤ 100 MB |",
+        peak_rss as f64 / (1u64 << 20) as f64
+    );
+    println!(
+        "| spool fsyncs per accepted event | {:.3} | — |",
+        fsyncs / accepted.max(1.0)
+    );
+
+    if args.quick {
+        // A smoke check of the harness: every scenario produced answers and they were 2xx.
+        for (name, r) in [
+            ("null", &null_single),
+            ("edge", &edge_single),
+            ("edge half", &edge_half),
+            ("edge batch", &edge_batch),
+        ] {
+            anyhow::ensure!(r.requests > 0, "{name}: no answers");
+            anyhow::ensure!(
+                r.error_ratio() < 0.01,
+                "{name}: {} errors",
+                r.statuses_text()
+            );
+        }
+        anyhow::ensure!(
+            drain.events > 0 && drain.records_checked as u64 >= drain.events,
+            "drain scenario lost events"
+        );
+    }
+    if let Some(path) = &args.json {
+        let doc = json!({
+            "seconds": args.seconds, "connections": args.connections, "client_threads": args.client_threads,
+            "null_single": summary(&null_single), "edge_single": summary(&edge_single),
+            "edge_half_rate": summary(&edge_half), "null_batch": summary(&null_batch), "edge_batch": summary(&edge_batch),
+            "edge_vs_null": ratio, "peak_rss_bytes": peak_rss, "fsyncs_per_event": fsyncs / accepted.max(1.0),
+            "drain": {"events": drain.events, "edge_secs": drain.edge_secs, "bare_secs": drain.bare_secs,
+                      "edge_events_per_sec": drain_rate, "bare_events_per_sec": bare_rate},
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&doc)?)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,359 @@
+//! A small HTTP/1.1 load generator for benchmarks: keep-alive connections over raw TCP, each
+//! sending pre-built requests one at a time, closed loop (as fast as answers come) or open
+//! loop (a fixed schedule; latency is measured from the *scheduled* send time, so a stalled
+//! server cannot hide its queueing — no coordinated omission).
+//!
+//! Latencies go into HDR histograms (1 µs – 60 s, 3 significant digits); statuses are counted.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How requests are paced.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pace {
+    /// Each connection sends its next request as soon as the previous answer arrived.
+    Closed,
+    /// All connections together send this many requests per second, evenly spaced.
+    Rate(f64),
+}
+
+/// One load run.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    pub addr: SocketAddr,
+    pub connections: usize,
+    pub duration: Duration,
+    /// Not measured: lets connections, caches and the allocator settle.
+    pub warmup: Duration,
+    pub pace: Pace,
+    /// Complete HTTP requests (head + body), used round-robin by every connection.
+    pub requests: Arc<Vec<Vec<u8>>>,
+    /// Events carried by one request (1 for collect, the batch size for batches).
+    pub events_per_request: u64,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    pub requests: u64,
+    pub seconds: f64,
+    pub events_per_request: u64,
+    pub latency: Histogram<u64>,
+    pub statuses: BTreeMap<u16, u64>,
+    pub io_errors: u64,
+}
+
+impl LoadReport {
+    pub fn requests_per_sec(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+
+    /// Events per second in 2xx answers.
+    pub fn events_per_sec(&self) -> f64 {
+        let ok: u64 = self
+            .statuses
+            .iter()
+            .filter(|(s, _)| (200..300).contains(*s))
+            .map(|(_, n)| n)
+            .sum();
+        (ok * self.events_per_request) as f64 / self.seconds
+    }
+
+    /// Latency percentile in milliseconds.
+    pub fn ms(&self, percentile: f64) -> f64 {
+        self.latency.value_at_percentile(percentile) as f64 / 1000.0
+    }
+
+    pub fn max_ms(&self) -> f64 {
+        self.latency.max() as f64 / 1000.0
+    }
+
+    /// Share of answers that were not 2xx, plus I/O errors.
+    pub fn error_ratio(&self) -> f64 {
+        let bad: u64 = self
+            .statuses
+            .iter()
+            .filter(|(s, _)| !(200..300).contains(*s))
+            .map(|(_, n)| n)
+            .sum::<u64>()
+            + self.io_errors;
+        bad as f64 / (self.requests + self.io_errors).max(1) as f64
+    }
+
+    pub fn statuses_text(&self) -> String {
+        let mut parts: Vec<String> = self
+            .statuses
+            .iter()
+            .map(|(s, n)| format!("{s}×{n}"))
+            .collect();
+        if self.io_errors > 0 {
+            parts.push(format!("io×{}", self.io_errors));
+        }
+        parts.join(" ")
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Read one response on `stream`: its status. `buf` keeps bytes past the response.
+async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<u16> {
+    loop {
+        if let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..head_end]).map_err(std::io::Error::other)?;
+            let status: u16 = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| std::io::Error::other("no status line"))?;
+            let length: usize = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.trim().parse().ok())
+                .unwrap_or(0);
+            let total = head_end + 4 + length;
+            while buf.len() < total {
+                let mut chunk = [0u8; 8192];
+                let n = stream.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            buf.drain(..total);
+            return Ok(status);
+        }
+        let mut chunk = [0u8; 8192];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+struct ConnResult {
+    latency: Histogram<u64>,
+    statuses: BTreeMap<u16, u64>,
+    io_errors: u64,
+}
+
+async fn connection(spec: Arc<LoadSpec>, index: usize, start: Instant) -> ConnResult {
+    let mut result = ConnResult {
+        latency: histogram(),
+        statuses: BTreeMap::new(),
+        io_errors: 0,
+    };
+    let measure_from = start + spec.warmup;
+    let end = measure_from + spec.duration;
+    // Open loop: connection i sends at start + (i + k·n) / rate.
+    let interval = match spec.pace {
+        Pace::Rate(rate) => Some(Duration::from_secs_f64(spec.connections as f64 / rate)),
+        Pace::Closed => None,
+    };
+    let offset = interval.map(|i| i.mul_f64(index as f64 / spec.connections as f64));
+    let mut next_send = start + offset.unwrap_or_default();
+    let mut stream: Option<TcpStream> = None;
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut k = index;
+    loop {
+        if interval.is_some() && next_send > Instant::now() {
+            tokio::time::sleep_until(next_send.into()).await;
+        }
+        let scheduled = if interval.is_some() {
+            next_send
+        } else {
+            Instant::now()
+        };
+        if scheduled >= end {
+            break;
+        }
+        if stream.is_none() {
+            match TcpStream::connect(spec.addr).await {
+                Ok(s) => {
+                    let _ = s.set_nodelay(true);
+                    stream = Some(s);
+                    buf.clear();
+                }
+                Err(_) => {
+                    result.io_errors += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            }
+        }
+        let s = stream.as_mut().expect("connected");
+        let request = &spec.requests[k % spec.requests.len()];
+        k += spec.connections;
+        let outcome = async {
+            s.write_all(request).await?;
+            read_response(s, &mut buf).await
+        }
+        .await;
+        let done = Instant::now();
+        let measured = scheduled >= measure_from;
+        match outcome {
+            Ok(status) => {
+                if measured {
+                    *result.statuses.entry(status).or_default() += 1;
+                    let micros = done.duration_since(scheduled).as_micros() as u64;
+                    let _ = result.latency.record(micros.max(1));
+                }
+            }
+            Err(_) => {
+                if measured {
+                    result.io_errors += 1;
+                }
+                stream = None;
+            }
+        }
+        if let Some(interval) = interval {
+            next_send += interval;
+        }
+    }
+    result
+}
+
+/// Run `spec`; prints a progress line every second to stderr.
+pub async fn run(spec: LoadSpec, label: &str) -> LoadReport {
+    let spec = Arc::new(spec);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..spec.connections)
+        .map(|i| tokio::spawn(connection(spec.clone(), i, start)))
+        .collect();
+    let total = spec.warmup + spec.duration;
+    let progress = {
+        let label = label.to_owned();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let elapsed = start.elapsed();
+                if elapsed >= total {
+                    break;
+                }
+                eprint!(
+                    "\r  {label}: {:>3.0}/{:.0} s",
+                    elapsed.as_secs_f64(),
+                    total.as_secs_f64()
+                );
+            }
+        })
+    };
+    let mut report = LoadReport {
+        requests: 0,
+        seconds: spec.duration.as_secs_f64(),
+        events_per_request: spec.events_per_request,
+        latency: histogram(),
+        statuses: BTreeMap::new(),
+        io_errors: 0,
+    };
+    for task in tasks {
+        let r = task.await.expect("load connection task");
+        report
+            .latency
+            .add(&r.latency)
+            .expect("same histogram bounds");
+        for (s, n) in r.statuses {
+            *report.statuses.entry(s).or_default() += n;
+        }
+        report.io_errors += r.io_errors;
+    }
+    progress.abort();
+    eprintln!("\r  {label}: done{:30}", "");
+    report.requests = report.statuses.values().sum();
+    report
+}
+
+/// A `POST` request with `headers` and `body`, ready to send on a keep-alive connection.
+pub fn post(path: &str, host: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(k);
+        head.push_str(": ");
+        head.push_str(v);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn measures_a_tiny_server_and_counts_statuses() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let mut n_served = 0u32;
+                    loop {
+                        let Ok(n) = s.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        // Every request here is exactly one small POST with a 2-byte body.
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            if buf.len() < end + 6 {
+                                break;
+                            }
+                            buf.drain(..end + 6);
+                            n_served += 1;
+                            let status = if n_served.is_multiple_of(2) { 202 } else { 400 };
+                            let body = "ok";
+                            let _ = s
+                                .write_all(
+                                    format!(
+                                        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{body}",
+                                        body.len()
+                                    )
+                                    .as_bytes(),
+                                )
+                                .await;
+                        }
+                    }
+                });
+            }
+        });
+        let spec = LoadSpec {
+            addr,
+            connections: 2,
+            duration: Duration::from_millis(300),
+            warmup: Duration::ZERO,
+            pace: Pace::Rate(200.0),
+            requests: Arc::new(vec![post("/x", "h", &[], b"{}")]),
+            events_per_request: 3,
+        };
+        let report = run(spec, "test").await;
+        // 200/s for 0.3 s ≈ 60 requests, half of them 202.
+        assert!((50..=62).contains(&report.requests), "{report:?}");
+        let ok = report.statuses[&202];
+        let bad = report.statuses[&400];
+        assert!(ok.abs_diff(bad) <= 2, "{:?}", report.statuses);
+        assert!((report.events_per_sec() - ok as f64 * 3.0 / 0.3).abs() < 1e-6);
+        assert!(report.ms(50.0) < 50.0);
+    }
+}
