@@ -3,6 +3,7 @@
 //! Every test uses its own database and topic, so tests run in parallel and re-run cleanly.
 
 mod compat;
+mod dashboard;
 mod loader;
 mod query;
 mod stats;

@@ -1,0 +1,123 @@
+// ta-query's dashboard in headless Chromium: sign in with a read token, read the KPI cards,
+// chart and tables, click a row to filter, change the period, download a CSV, switch to dark
+// mode, and open a share link without signing in. Returns what the screen showed; the Rust
+// test compares it with the API and with its own computation.
+"use strict";
+const fs = require("fs");
+const { args, launch, main } = require("./lib.js");
+
+async function screen(page) {
+  return page.evaluate(() => {
+    const kpis = {};
+    for (const k of document.querySelectorAll(".kpi")) {
+      kpis[k.dataset.metric] = {
+        value: Number(k.querySelector(".value").dataset.value),
+        change: k.querySelector(".change").dataset.change,
+        text: k.querySelector(".value").textContent,
+      };
+    }
+    const tables = {};
+    for (const t of document.querySelectorAll("[data-table]")) {
+      tables[t.dataset.table] = [...t.querySelectorAll("tbody tr[data-value]")].map((r) => ({
+        value: r.dataset.value,
+        visitors: Number(r.querySelector("[data-visitors]").dataset.visitors),
+      }));
+    }
+    const series = {};
+    for (const p of document.querySelectorAll("#chart polyline")) {
+      series[p.dataset.series] = p.dataset.values.split(",").map(Number);
+    }
+    return {
+      kpis,
+      tables,
+      series,
+      filters: [...document.querySelectorAll("[data-filter]")].map((c) => c.dataset.filter),
+      site: document.getElementById("site").value,
+      period: document.getElementById("period").value,
+      realtime: document.querySelector("#realtime b").dataset.value,
+      theme: document.documentElement.dataset.theme,
+      url: location.search,
+      error: document.getElementById("error").hidden ? null : document.getElementById("error").textContent,
+    };
+  });
+}
+
+async function reloaded(page, before) {
+  await page.waitForFunction(
+    (prev) => document.body.dataset.loaded && document.body.dataset.loaded !== prev && !document.body.dataset.loading,
+    before,
+    { timeout: 10000 }
+  );
+}
+
+main(async () => {
+  const browser = await launch();
+  const out = {};
+  const errors = [];
+  try {
+    const ctx = await browser.newContext({ timezoneId: "UTC", colorScheme: "light", acceptDownloads: true, viewport: { width: 1280, height: 1400 } });
+    const page = await ctx.newPage();
+    page.on("pageerror", (e) => errors.push(String(e)));
+    page.on("request", (r) => {
+      const u = new URL(r.url());
+      if (u.origin !== new URL(args.base).origin && !u.protocol.startsWith("blob") && !u.protocol.startsWith("data")) {
+        errors.push("third-party request: " + r.url());
+      }
+    });
+    const view = `${args.base}/?site=${args.site}&period=30d&date=${args.date}`;
+    await page.goto(view, { waitUntil: "load" });
+    await page.waitForSelector("#login:not([hidden])");
+    out.login_shown = true;
+    const started = Date.now();
+    await page.fill("#token", args.token);
+    await page.click("#login button[type=submit]");
+    await reloaded(page, undefined);
+    out.first_render_ms = Date.now() - started;
+    out.initial = await screen(page);
+    await page.screenshot({ path: args.screenshots + "/dashboard-light.png", fullPage: true });
+
+    // Click the first device row: a filter.
+    let before = await page.evaluate(() => document.body.dataset.loaded);
+    const device = out.initial.tables.device[0].value;
+    await page.click(`[data-table=device] tbody tr[data-value="${device}"]`);
+    await reloaded(page, before);
+    out.filtered = await screen(page);
+    out.filtered_device = device;
+
+    // Remove it again, then switch the period.
+    before = await page.evaluate(() => document.body.dataset.loaded);
+    await page.click(".chip button");
+    await reloaded(page, before);
+    before = await page.evaluate(() => document.body.dataset.loaded);
+    await page.selectOption("#period", "7d");
+    await reloaded(page, before);
+    out.week = await screen(page);
+
+    // CSV of the pages table.
+    const [download] = await Promise.all([
+      page.waitForEvent("download"),
+      page.click("[data-table=page] a.csv"),
+    ]);
+    out.csv = fs.readFileSync(await download.path(), "utf8");
+
+    // Dark mode.
+    await page.click("#theme");
+    out.dark_theme = await page.evaluate(() => document.documentElement.dataset.theme);
+    await page.screenshot({ path: args.screenshots + "/dashboard-dark.png", fullPage: true });
+
+    // A share link: no sign-in, one site.
+    const shared = await browser.newContext({ timezoneId: "UTC", viewport: { width: 1280, height: 1400 } });
+    const sp = await shared.newPage();
+    sp.on("pageerror", (e) => errors.push(String(e)));
+    await sp.goto(`${args.base}/?share=${args.share}&period=30d&date=${args.date}`, { waitUntil: "load" });
+    await reloaded(sp, undefined);
+    out.shared = await screen(sp);
+    out.shared_login_hidden = await sp.evaluate(() => document.getElementById("login").hidden);
+    out.shared_sites = await sp.evaluate(() => [...document.querySelectorAll("#site option")].map((o) => o.value));
+    await sp.screenshot({ path: args.screenshots + "/dashboard-share.png", fullPage: true });
+    out.errors = errors;
+    return out;
+  } finally {
+    await browser.close();
+  }
+});
