@@ -72,6 +72,14 @@ impl Outcome {
     }
 }
 
+/// What every event of one request shares, computed once: the user-agent verdict and the
+/// network visitor hash (a batch carries up to 100 events from one client).
+#[derive(Default)]
+struct RequestMemo {
+    client: std::cell::OnceCell<Result<crate::user_agent::ClientInfo, BotReason>>,
+    visitor: std::cell::RefCell<Option<(String, u64)>>,
+}
+
 /// The sites file as loaded, with the rate limits derived from it.
 #[derive(Debug)]
 pub struct LoadedSites {
@@ -158,7 +166,8 @@ impl Ingest {
         let site = self.authorize(&sites, payload.site_id.as_deref(), api_key, &req)?;
         let signed = self.check_signature(site, &req)?;
         self.check_replay(signed, &req)?;
-        let outcome = self.enrich(site, payload, &req)?;
+        let memo = RequestMemo::default();
+        let outcome = self.enrich(site, payload, &req, signed.is_some(), &memo)?;
         if matches!(outcome, Outcome::Accepted(_)) {
             admit(&sites, site, 1)?;
         }
@@ -210,9 +219,14 @@ impl Ingest {
         }
         let signed = signatures.values().find_map(|r| r.clone().ok().flatten());
         self.check_replay(signed, &req)?;
+        let memo = RequestMemo::default();
         let outcomes: Vec<Result<Outcome, CollectError>> = results
             .into_iter()
-            .map(|r| r.and_then(|(site, payload)| self.enrich(site, payload, &req)))
+            .map(|r| {
+                r.and_then(|(site, payload)| {
+                    self.enrich(site, payload, &req, signed.is_some(), &memo)
+                })
+            })
             .collect();
         let mut per_site: HashMap<&str, u32> = HashMap::new();
         for outcome in outcomes.iter().flatten() {
@@ -305,6 +319,8 @@ impl Ingest {
         site: &SiteConfig,
         payload: CollectPayload,
         req: &IngestRequest<'_>,
+        signed: bool,
+        memo: &RequestMemo,
     ) -> Result<Outcome, CollectError> {
         let now_ms = req.now.timestamp_millis();
         let event = payload.validate(now_ms)?;
@@ -315,25 +331,41 @@ impl Ingest {
                 site_id: event.site_id,
             });
         }
-        let client = match self.user_agents.classify(req.user_agent) {
-            Ok(client) => client,
+        let client = match memo
+            .client
+            .get_or_init(|| self.user_agents.classify_request(req.user_agent, signed))
+        {
+            Ok(client) => client.clone(),
             Err(reason) => {
                 return Ok(Outcome::Bot {
                     site_id: event.site_id,
-                    reason,
+                    reason: *reason,
                 });
             }
         };
-        let identity = match &event.user_id {
-            Some(user_id) => VisitorIdentity::User { user_id },
-            None => VisitorIdentity::Network {
-                ip: req.client_ip,
-                user_agent: req.user_agent,
-            },
+        let day = req.now.date_naive();
+        let visitor = match &event.user_id {
+            Some(user_id) => {
+                self.salts
+                    .visitor_hash(day, &event.site_id, VisitorIdentity::User { user_id })
+                    .0
+            }
+            None => {
+                let mut cached = memo.visitor.borrow_mut();
+                match &*cached {
+                    Some((site, hash)) if *site == event.site_id => *hash,
+                    _ => {
+                        let identity = VisitorIdentity::Network {
+                            ip: req.client_ip,
+                            user_agent: req.user_agent,
+                        };
+                        let hash = self.salts.visitor_hash(day, &event.site_id, identity).0;
+                        *cached = Some((event.site_id.clone(), hash));
+                        hash
+                    }
+                }
+            }
         };
-        let visitor = self
-            .salts
-            .visitor_hash(req.now.date_naive(), &event.site_id, identity);
         let referrer_host = referrer_host(&event.referrer);
         let source = source::classify(SourceInput {
             referrer_host: &referrer_host,
@@ -350,7 +382,7 @@ impl Ingest {
             event_name: event.event_name,
             ts_ms: event.ts_ms,
             received_ms: now_ms,
-            visitor_hash: visitor.0,
+            visitor_hash: visitor,
             session_id: event.session_id,
             url: page.normalized,
             host: page.host,

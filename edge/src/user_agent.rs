@@ -24,6 +24,10 @@ pub enum BotReason {
     KnownCrawler,
     /// The user-agent matches the deny list (tools, headless browsers, monitors).
     DenyList,
+    /// Not a browser's user-agent: unknown to woothee and without the `Mozilla/` token every
+    /// browser sends, or with control characters. Only applied to unsigned (browser) traffic:
+    /// signed server senders may send their own client name.
+    Garbage,
 }
 
 impl BotReason {
@@ -32,6 +36,7 @@ impl BotReason {
             Self::EmptyUserAgent => "empty_user_agent",
             Self::KnownCrawler => "known_crawler",
             Self::DenyList => "deny_list",
+            Self::Garbage => "garbage_user_agent",
         }
     }
 }
@@ -75,6 +80,19 @@ const MIN_BROWSER_UA_LEN: usize = 12;
 pub struct UserAgentParser;
 
 impl UserAgentParser {
+    /// `Err(reason)` for bots, otherwise the parsed client. `signed`: the request came from an
+    /// authenticated server sender, whose client name need not look like a browser's.
+    pub fn classify_request(&self, ua: &str, signed: bool) -> Result<ClientInfo, BotReason> {
+        let client = self.classify(ua)?;
+        if !signed
+            && (ua.chars().any(char::is_control)
+                || (client.browser == "Unknown" && !ua.contains("Mozilla/")))
+        {
+            return Err(BotReason::Garbage);
+        }
+        Ok(client)
+    }
+
     /// `Err(reason)` for bots, otherwise the parsed client.
     pub fn classify(&self, ua: &str) -> Result<ClientInfo, BotReason> {
         let ua = ua.trim();
@@ -186,6 +204,43 @@ mod tests {
         ] {
             assert!(UserAgentParser.classify(ua).is_err(), "{ua}");
         }
+    }
+
+    #[test]
+    fn garbage_is_a_bot_unless_a_signed_server_sent_it() {
+        for ua in [
+            "aaaaaaaaaaaaaaaaaaaaaaaa",
+            "billing-service/2.1",
+            "Mozilla/5.0 \u{7}\u{8} x",
+        ] {
+            assert_eq!(
+                UserAgentParser.classify_request(ua, false),
+                Err(BotReason::Garbage),
+                "{ua}"
+            );
+        }
+        assert!(
+            UserAgentParser
+                .classify_request("billing-service/2.1", true)
+                .is_ok()
+        );
+        // An unknown browser that still looks like one is a visitor.
+        assert!(
+            UserAgentParser
+                .classify_request("Mozilla/5.0 (X11; FooOS) SomeNewBrowser/1.0", false)
+                .is_ok()
+        );
+        assert!(
+            UserAgentParser
+                .classify_request(CHROME_WINDOWS, false)
+                .is_ok()
+        );
+        // Signed or not, a crawler is a crawler.
+        assert!(
+            UserAgentParser
+                .classify_request("curl/8.4.0", true)
+                .is_err()
+        );
     }
 
     #[test]
