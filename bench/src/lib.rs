@@ -175,8 +175,12 @@ impl TrafficPlan {
                 body.truncate(body.len() / 2);
                 Expect::Rejected(400)
             } else if roll < 10 {
-                body = serde_json::to_vec(&json!({"site_id": site.id, "event_name": "pageview"}))
-                    .expect("json");
+                // Unique per request: two identical signed bodies inside the edge's replay
+                // window are a replay (401), not two events.
+                body = serde_json::to_vec(
+                    &json!({"site_id": site.id, "event_name": "pageview", "session_id": format!("bad-{i}")}),
+                )
+                .expect("json");
                 Expect::Rejected(400)
             } else {
                 Expect::Accepted {
