@@ -5,6 +5,7 @@
 //! tables. It carries no raw IP address and no raw user-agent string: only the derived
 //! [`VisitorHash`](crate::VisitorHash) and the parsed browser/OS/device fields.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -148,6 +149,411 @@ impl EnrichedEvent {
     }
 }
 
+/// A borrowed view of an [`EnrichedEvent`] record: the same fields read by the same rules, but
+/// the strings point into the record's bytes (copied only where JSON escapes force it). For a
+/// reader that turns each record into something else at once, like the loader, it saves an
+/// allocation per field.
+///
+/// Read it with [`EnrichedEventRef::from_json`], which accepts and rejects exactly the records
+/// [`EnrichedEvent::from_json`] does, with the same errors.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct EnrichedEventRef<'a> {
+    pub v: u16,
+    pub event_id: Uuid,
+    #[serde(borrow)]
+    pub site_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub event_name: Cow<'a, str>,
+    pub ts_ms: i64,
+    pub received_ms: i64,
+    pub visitor_hash: u64,
+    #[serde(default, borrow)]
+    pub session_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub url: Cow<'a, str>,
+    #[serde(borrow)]
+    pub host: Cow<'a, str>,
+    #[serde(borrow)]
+    pub path: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub referrer: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub referrer_host: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub utm_source: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub utm_medium: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub utm_campaign: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub utm_term: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub utm_content: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub source: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub channel: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub click_id: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub browser: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub browser_version: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub os: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub os_version: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub device: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub country: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub edge_region: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub props: PropsRef<'a>,
+}
+
+/// The `props` of an [`EnrichedEventRef`]: sorted by key, one entry per key (the last one in
+/// the record wins), exactly as the `BTreeMap` of [`EnrichedEvent::props`] holds them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PropsRef<'a>(pub Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for PropsRef<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
+
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = PropsRef<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut entries: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::new();
+                while let Some((Str(k), Str(v))) = map.next_entry::<Str<'de>, Str<'de>>()? {
+                    entries.push((k, v));
+                }
+                // Stable sort keeps equal keys in record order; keep the last of each run.
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut out: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::with_capacity(entries.len());
+                for (k, v) in entries {
+                    match out.last_mut() {
+                        Some(last) if last.0 == k => last.1 = v,
+                        _ => out.push((k, v)),
+                    }
+                }
+                Ok(PropsRef(out))
+            }
+        }
+        deserializer.deserialize_map(Visitor(std::marker::PhantomData))
+    }
+}
+
+impl<'a> EnrichedEventRef<'a> {
+    /// Decode a topic record and check its schema version, like [`EnrichedEvent::from_json`].
+    ///
+    /// The happy path parses once into the view; a record the view does not accept as a current
+    /// event is handed to [`EnrichedEvent::from_json`], so errors (and any record only the owned
+    /// reader accepted) come out exactly as the owned reader has them.
+    pub fn from_json(bytes: &'a [u8]) -> Result<Self, EventDecodeError> {
+        if let Some(view) = fast::parse(bytes) {
+            return Ok(view);
+        }
+        match serde_json::from_slice::<Self>(bytes) {
+            Ok(view) if view.v == SCHEMA_VERSION => Ok(view),
+            _ => EnrichedEvent::from_json(bytes).map(EnrichedEventRef::from),
+        }
+    }
+}
+
+/// A reader for records exactly as [`EnrichedEvent::to_json`] writes them: no whitespace, no
+/// escapes, only known fields, each once. It gives up (`None`) on anything else, which the
+/// general reader then handles; so it never accepts a record `serde_json` would refuse or read
+/// differently (checked by a differential test), it only skips serde's generic machinery.
+mod fast {
+    use std::borrow::Cow;
+
+    use uuid::Uuid;
+
+    use super::{EnrichedEventRef, PropsRef, SCHEMA_VERSION};
+
+    struct Cursor<'a> {
+        s: &'a str,
+        i: usize,
+    }
+
+    /// Whether any byte of `x` is `"`, `\\` or below 0x20.
+    #[inline]
+    fn special(x: u64) -> bool {
+        const LO: u64 = 0x0101_0101_0101_0101;
+        const HI: u64 = 0x8080_8080_8080_8080;
+        let zero = |v: u64| v.wrapping_sub(LO) & !v & HI;
+        (zero(x ^ (LO * b'"' as u64))
+            | zero(x ^ (LO * b'\\' as u64))
+            | (x.wrapping_sub(LO * 0x20) & !x & HI))
+            != 0
+    }
+
+    impl<'a> Cursor<'a> {
+        #[inline]
+        fn eat(&mut self, c: u8) -> Option<()> {
+            (*self.s.as_bytes().get(self.i)? == c).then(|| self.i += 1)
+        }
+
+        #[inline]
+        fn peek(&self) -> Option<u8> {
+            self.s.as_bytes().get(self.i).copied()
+        }
+
+        /// A string without escapes or control characters.
+        #[inline]
+        fn string(&mut self) -> Option<&'a str> {
+            self.eat(b'"')?;
+            let b = self.s.as_bytes();
+            let start = self.i;
+            let mut i = start;
+            while let Some(chunk) = b.get(i..i + 8) {
+                let x = u64::from_le_bytes(chunk.try_into().ok()?);
+                if special(x) {
+                    break;
+                }
+                i += 8;
+            }
+            loop {
+                match *b.get(i)? {
+                    b'"' => break,
+                    b'\\' | 0..=0x1f => return None,
+                    _ => i += 1,
+                }
+            }
+            self.i = i + 1;
+            // `"` is ASCII, so both ends are character boundaries.
+            self.s.get(start..i)
+        }
+
+        /// A JSON integer (no fraction or exponent), as its sign and magnitude.
+        #[inline]
+        fn integer(&mut self) -> Option<(bool, u64)> {
+            let negative = self.eat(b'-').is_some();
+            let b = self.s.as_bytes();
+            let start = self.i;
+            let mut n: u64 = 0;
+            while let Some(d @ b'0'..=b'9') = b.get(self.i).copied() {
+                n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+                self.i += 1;
+            }
+            let len = self.i - start;
+            // No digits, a leading zero, or a fraction/exponent: leave it to serde_json.
+            if len == 0
+                || (len > 1 && b[start] == b'0')
+                || matches!(self.peek(), Some(b'.' | b'e' | b'E'))
+            {
+                return None;
+            }
+            Some((negative, n))
+        }
+
+        fn unsigned(&mut self) -> Option<u64> {
+            match self.integer()? {
+                (false, n) => Some(n),
+                (true, _) => None,
+            }
+        }
+
+        fn signed(&mut self) -> Option<i64> {
+            match self.integer()? {
+                (false, n) => i64::try_from(n).ok(),
+                // -0 and i64::MIN are fine for serde_json too, but rare: leave them to it.
+                (true, n) if n > 0 && n <= i64::MAX as u64 => Some(-(n as i64)),
+                (true, _) => None,
+            }
+        }
+
+        fn props(&mut self) -> Option<PropsRef<'a>> {
+            self.eat(b'{')?;
+            let mut entries: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::new();
+            if self.eat(b'}').is_none() {
+                loop {
+                    let k = self.string()?;
+                    self.eat(b':')?;
+                    let v = self.string()?;
+                    entries.push((Cow::Borrowed(k), Cow::Borrowed(v)));
+                    if self.eat(b',').is_none() {
+                        self.eat(b'}')?;
+                        break;
+                    }
+                }
+            }
+            let sorted = entries.windows(2).all(|w| w[0].0 < w[1].0);
+            if !sorted {
+                // Same rules as the general reader: sorted, the last value of a key wins.
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut out: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::with_capacity(entries.len());
+                for (k, v) in entries {
+                    match out.last_mut() {
+                        Some(last) if last.0 == k => last.1 = v,
+                        _ => out.push((k, v)),
+                    }
+                }
+                entries = out;
+            }
+            Some(PropsRef(entries))
+        }
+    }
+
+    pub(super) fn parse(bytes: &[u8]) -> Option<EnrichedEventRef<'_>> {
+        let s = std::str::from_utf8(bytes).ok()?;
+        let mut c = Cursor { s, i: 0 };
+        let mut seen: u32 = 0;
+        let mut e = EnrichedEventRef {
+            v: 0,
+            event_id: Uuid::nil(),
+            site_id: Cow::Borrowed(""),
+            event_name: Cow::Borrowed(""),
+            ts_ms: 0,
+            received_ms: 0,
+            visitor_hash: 0,
+            session_id: Cow::Borrowed(""),
+            url: Cow::Borrowed(""),
+            host: Cow::Borrowed(""),
+            path: Cow::Borrowed(""),
+            referrer: Cow::Borrowed(""),
+            referrer_host: Cow::Borrowed(""),
+            utm_source: Cow::Borrowed(""),
+            utm_medium: Cow::Borrowed(""),
+            utm_campaign: Cow::Borrowed(""),
+            utm_term: Cow::Borrowed(""),
+            utm_content: Cow::Borrowed(""),
+            source: Cow::Borrowed(""),
+            channel: Cow::Borrowed(""),
+            click_id: Cow::Borrowed(""),
+            browser: Cow::Borrowed(""),
+            browser_version: Cow::Borrowed(""),
+            os: Cow::Borrowed(""),
+            os_version: Cow::Borrowed(""),
+            device: Cow::Borrowed(""),
+            country: Cow::Borrowed(""),
+            edge_region: Cow::Borrowed(""),
+            props: PropsRef::default(),
+        };
+        c.eat(b'{')?;
+        loop {
+            let key = c.string()?;
+            c.eat(b':')?;
+            let (bit, field): (u32, Option<&mut Cow<'_, str>>) = match key {
+                "v" => {
+                    e.v = u16::try_from(c.unsigned()?).ok()?;
+                    (0, None)
+                }
+                "event_id" => {
+                    e.event_id = Uuid::try_parse(c.string()?).ok()?;
+                    (1, None)
+                }
+                "ts_ms" => {
+                    e.ts_ms = c.signed()?;
+                    (2, None)
+                }
+                "received_ms" => {
+                    e.received_ms = c.signed()?;
+                    (3, None)
+                }
+                "visitor_hash" => {
+                    e.visitor_hash = c.unsigned()?;
+                    (4, None)
+                }
+                "props" => {
+                    e.props = c.props()?;
+                    (5, None)
+                }
+                "site_id" => (6, Some(&mut e.site_id)),
+                "event_name" => (7, Some(&mut e.event_name)),
+                "url" => (8, Some(&mut e.url)),
+                "host" => (9, Some(&mut e.host)),
+                "path" => (10, Some(&mut e.path)),
+                "session_id" => (11, Some(&mut e.session_id)),
+                "referrer" => (12, Some(&mut e.referrer)),
+                "referrer_host" => (13, Some(&mut e.referrer_host)),
+                "utm_source" => (14, Some(&mut e.utm_source)),
+                "utm_medium" => (15, Some(&mut e.utm_medium)),
+                "utm_campaign" => (16, Some(&mut e.utm_campaign)),
+                "utm_term" => (17, Some(&mut e.utm_term)),
+                "utm_content" => (18, Some(&mut e.utm_content)),
+                "source" => (19, Some(&mut e.source)),
+                "channel" => (20, Some(&mut e.channel)),
+                "click_id" => (21, Some(&mut e.click_id)),
+                "browser" => (22, Some(&mut e.browser)),
+                "browser_version" => (23, Some(&mut e.browser_version)),
+                "os" => (24, Some(&mut e.os)),
+                "os_version" => (25, Some(&mut e.os_version)),
+                "device" => (26, Some(&mut e.device)),
+                "country" => (27, Some(&mut e.country)),
+                "edge_region" => (28, Some(&mut e.edge_region)),
+                _ => return None,
+            };
+            if let Some(field) = field {
+                *field = Cow::Borrowed(c.string()?);
+            }
+            if seen & (1 << bit) != 0 {
+                return None;
+            }
+            seen |= 1 << bit;
+            if c.eat(b',').is_none() {
+                c.eat(b'}')?;
+                break;
+            }
+        }
+        // Required: v, event_id, ts_ms, received_ms, visitor_hash, site_id, event_name, url,
+        // host, path. The whole input must be the object.
+        const REQUIRED: u32 = 0b111_1101_1111;
+        (c.i == s.len() && seen & REQUIRED == REQUIRED && e.v == SCHEMA_VERSION).then_some(e)
+    }
+}
+
+impl From<EnrichedEvent> for EnrichedEventRef<'static> {
+    fn from(e: EnrichedEvent) -> Self {
+        Self {
+            v: e.v,
+            event_id: e.event_id,
+            site_id: e.site_id.into(),
+            event_name: e.event_name.into(),
+            ts_ms: e.ts_ms,
+            received_ms: e.received_ms,
+            visitor_hash: e.visitor_hash,
+            session_id: e.session_id.into(),
+            url: e.url.into(),
+            host: e.host.into(),
+            path: e.path.into(),
+            referrer: e.referrer.into(),
+            referrer_host: e.referrer_host.into(),
+            utm_source: e.utm_source.into(),
+            utm_medium: e.utm_medium.into(),
+            utm_campaign: e.utm_campaign.into(),
+            utm_term: e.utm_term.into(),
+            utm_content: e.utm_content.into(),
+            source: e.source.into(),
+            channel: e.channel.into(),
+            click_id: e.click_id.into(),
+            browser: e.browser.into(),
+            browser_version: e.browser_version.into(),
+            os: e.os.into(),
+            os_version: e.os_version.into(),
+            device: e.device.into(),
+            country: e.country.into(),
+            edge_region: e.edge_region.into(),
+            props: PropsRef(
+                e.props
+                    .into_iter()
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn sample_event() -> EnrichedEvent {
     EnrichedEvent {
@@ -224,6 +630,185 @@ mod tests {
             EnrichedEvent::from_json(b"not json"),
             Err(EventDecodeError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn borrowed_view_reads_exactly_what_the_owned_reader_reads() {
+        let sample = String::from_utf8(sample_event().to_json()).unwrap();
+        let records: Vec<String> = vec![
+            sample.clone(),
+            // escapes in strings, unknown fields, optional fields missing
+            r#"{"v":1,"event_id":"0193a0b0-0000-7000-8000-000000000001","site_id":"s\u0031","event_name":"page\"view","ts_ms":1764000000000,"received_ms":1764000000100,"visitor_hash":7,"url":"https:\/\/x.example\/\u00e9","host":"x.example","path":"/\u00e9","extra":{"a":[1,2]}}"#.into(),
+            // props: unsorted, duplicate keys (the last wins), escaped keys, empty
+            sample.replace(r#""props":{"plan":"pro"}"#, r#""props":{"z":"1","a":"2","z":"3","\u0062":"4","":""}"#),
+            sample.replace(r#""props":{"plan":"pro"}"#, r#""props":{}"#),
+            // braced or upper-case ids parse to the same id
+            sample.replace("00000000-0000-0000-0000-000000000000", "{0193A0B0-0000-7000-8000-0000000000FF}"),
+            // rejected alike
+            sample.replace(r#""props":{"plan":"pro"}"#, r#""props":{"n":5}"#),
+            sample.replace(r#""props":{"plan":"pro"}"#, r#""props":[]"#),
+            sample.replace(r#""session_id":"s1""#, r#""session_id":null"#),
+            sample.replace(r#""v":1"#, r#""v":2"#),
+            sample.replace(r#""v":1,"#, ""),
+            sample.replace(r#""url":"#, r#""url":"a","url":"#),
+            sample.replace("00000000-0000-0000-0000-000000000000", "not-a-uuid"),
+            sample.replace(r#""ts_ms":1764000000000"#, r#""ts_ms":1.5"#),
+            sample.replace(r#""host":"example.com","#, ""),
+            "not json".into(),
+            "{}".into(),
+            String::new(),
+        ];
+        for record in &records {
+            let bytes = record.as_bytes();
+            let owned = EnrichedEvent::from_json(bytes);
+            let view = EnrichedEventRef::from_json(bytes);
+            match (&owned, &view) {
+                (Ok(o), Ok(v)) => assert_eq!(&EnrichedEventRef::from(o.clone()), v, "{record}"),
+                (Err(o), Err(v)) => assert_eq!(o.to_string(), v.to_string(), "{record}"),
+                _ => panic!("readers disagree on {record}: {owned:?} / {view:?}"),
+            }
+            // The fast path alone never accepts what the owned reader refuses.
+            if let Ok(v) = serde_json::from_slice::<EnrichedEventRef<'_>>(bytes) {
+                let o = serde_json::from_slice::<EnrichedEvent>(bytes)
+                    .unwrap_or_else(|e| panic!("only the view accepts {record}: {e}"));
+                assert_eq!(EnrichedEventRef::from(o), v, "{record}");
+            }
+        }
+        let view = EnrichedEventRef::from_json(sample.as_bytes()).unwrap();
+        assert!(
+            matches!(view.url, Cow::Borrowed(_)),
+            "no copy without escapes"
+        );
+        assert_eq!(view.props.0, [("plan".into(), "pro".into())]);
+    }
+
+    #[test]
+    fn the_fast_reader_takes_what_the_edge_writes() {
+        let mut event = sample_event();
+        event.event_id = Uuid::now_v7();
+        event.props = BTreeMap::from([("a".into(), "1".into()), ("plan".into(), "pro é".into())]);
+        event.ts_ms = -5;
+        let json = event.to_json();
+        let view = fast::parse(&json).expect("a record as the edge writes it");
+        assert_eq!(view, EnrichedEventRef::from(event));
+        // Anything unusual is left to the general reader.
+        for odd in [
+            r#" {"v":1}"#,
+            &String::from_utf8(json.clone())
+                .unwrap()
+                .replace(r#""v":1,"#, r#""v":1, "#),
+            &String::from_utf8(json.clone())
+                .unwrap()
+                .replace("pro é", r"pro \u00e9"),
+            &String::from_utf8(json.clone())
+                .unwrap()
+                .replace(r#""v":1,"#, r#""v":1,"x":2,"#),
+        ] {
+            assert!(fast::parse(odd.as_bytes()).is_none(), "{odd}");
+            if let Ok(view) = EnrichedEventRef::from_json(odd.as_bytes()) {
+                assert_eq!(
+                    EnrichedEventRef::from(EnrichedEvent::from_json(odd.as_bytes()).unwrap()),
+                    view
+                );
+            }
+        }
+    }
+
+    /// Differential test: random mutations of valid records; whatever the fast reader accepts,
+    /// serde_json must accept and read identically.
+    #[test]
+    fn the_fast_reader_never_accepts_what_serde_json_reads_differently() {
+        let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        let mut bases: Vec<Vec<u8>> = Vec::new();
+        let mut e = sample_event();
+        bases.push(e.to_json());
+        e.props = BTreeMap::from([
+            ("z".into(), "1".into()),
+            ("b".into(), String::new()),
+            ("é".into(), "ü".into()),
+        ]);
+        e.session_id = String::new();
+        e.visitor_hash = u64::MAX;
+        e.ts_ms = i64::MAX;
+        e.received_ms = 0;
+        bases.push(e.to_json());
+        bases.push(
+            br#"{"v":1,"event_id":"0193a0b0-0000-7000-8000-000000000001","site_id":"s","event_name":"e","ts_ms":10,"received_ms":-10,"visitor_hash":0,"url":"u","host":"h","path":"/","props":{"k":"1","a":"2","k":"3"}}"#
+                .to_vec(),
+        );
+        let pieces: [&[u8]; 22] = [
+            b"\"",
+            b"\\",
+            b"{",
+            b"}",
+            b":",
+            b",",
+            b"0",
+            b"1",
+            b"9",
+            b"-",
+            b".",
+            b"e",
+            b" ",
+            b"\n",
+            b"\x01",
+            b"\xc3",
+            b"\"x\":1,",
+            b"\\u0041",
+            b"null",
+            b"[]",
+            b"01",
+            b"\"a\":\"b\"",
+        ];
+        let (mut fast_ok, mut tried) = (0, 0);
+        for round in 0..40_000 {
+            let mut r = bases[round % bases.len()].clone();
+            for _ in 0..1 + next(3) {
+                let at = next(r.len() + 1);
+                match next(4) {
+                    0 if at < r.len() => {
+                        r.remove(at);
+                    }
+                    1 if at < r.len() => {
+                        let p = pieces[next(pieces.len())];
+                        r.splice(at..at + 1, p.iter().copied());
+                    }
+                    2 => {
+                        let p = pieces[next(pieces.len())];
+                        r.splice(at..at, p.iter().copied());
+                    }
+                    _ => {
+                        // Swap in a digit or a letter (keys, numbers, ids).
+                        if at < r.len() {
+                            r[at] = b"0123456789abcdefz_-"[next(19)];
+                        }
+                    }
+                }
+            }
+            tried += 1;
+            if let Some(view) = fast::parse(&r) {
+                fast_ok += 1;
+                let owned = serde_json::from_slice::<EnrichedEvent>(&r).unwrap_or_else(|e| {
+                    panic!("fast reader accepted {}: {e}", String::from_utf8_lossy(&r))
+                });
+                assert_eq!(
+                    EnrichedEventRef::from(owned),
+                    view,
+                    "{}",
+                    String::from_utf8_lossy(&r)
+                );
+            }
+        }
+        assert!(
+            fast_ok > tried / 20,
+            "only {fast_ok} of {tried} mutants were accepted"
+        );
     }
 
     #[test]

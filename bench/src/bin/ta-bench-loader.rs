@@ -45,9 +45,82 @@ struct Args {
     /// Native port of the same ClickHouse, for clickhouse-client.
     #[arg(long, env = "TA_CLICKHOUSE_TCP_PORT", default_value_t = 9000)]
     clickhouse_tcp_port: u16,
-    /// The ta-loader binary to measure.
+    /// The ta-loader binary to measure. Repeat it to measure several builds side by side on
+    /// the same topic (e.g. a baseline and a candidate), each into its own fresh database.
     #[arg(long, default_value = "target/release/ta-loader")]
-    loader: PathBuf,
+    loader: Vec<PathBuf>,
+    /// Load the topic this many times with each `--loader`, alternating between them.
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
+}
+
+/// One ta-loader run: wall seconds until every row was visible, CPU seconds, peak RSS.
+struct LoaderRun {
+    loader: usize,
+    secs: f64,
+    cpu_secs: f64,
+    peak_rss: u64,
+}
+
+/// Load `topic` with `loader` into the fresh database `db`, timed until all `n` rows are
+/// visible; checks the load was exact (n rows, n distinct ids), then drops the database.
+async fn run_loader(
+    args: &Args,
+    loader: &std::path::Path,
+    topic: &str,
+    db: &str,
+    n: u64,
+) -> anyhow::Result<(f64, f64, u64)> {
+    let mut child = Command::new(loader)
+        .env("TA_KAFKA_BROKERS", &args.brokers)
+        .env("TA_KAFKA_TOPIC", topic)
+        .env("TA_CLICKHOUSE_URL", &args.clickhouse)
+        .env("TA_CLICKHOUSE_DATABASE", db)
+        .env("TA_LOADER_LISTEN", "127.0.0.1:0")
+        .env("TA_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    let started = Instant::now();
+    let mut last = (0.0, 0);
+    let loaded = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        last = proc_usage(pid).unwrap_or(last);
+        let rows: u64 = ch_query(&args.clickhouse, Some(db), "SELECT count() FROM events")
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        if rows >= n || started.elapsed() > Duration::from_secs(600) {
+            break rows;
+        }
+    };
+    let secs = started.elapsed().as_secs_f64();
+    let (cpu_secs, peak_rss) = proc_usage(pid).unwrap_or(last);
+    let _ = child.kill();
+    let _ = child.wait();
+    anyhow::ensure!(
+        loaded == n,
+        "{} stored {loaded} of {n} within 600 s",
+        loader.display()
+    );
+    let distinct: u64 = ch_query(
+        &args.clickhouse,
+        Some(db),
+        "SELECT uniqExact(event_id) FROM events",
+    )?
+    .trim()
+    .parse()?;
+    anyhow::ensure!(
+        distinct == n,
+        "{} stored duplicates: {distinct} distinct of {loaded}",
+        loader.display()
+    );
+    let _ = ch_query(
+        &args.clickhouse,
+        None,
+        &format!("DROP DATABASE IF EXISTS {db}"),
+    );
+    Ok((secs, cpu_secs, peak_rss))
 }
 
 fn event(i: u64, now_ms: i64) -> EnrichedEvent {
@@ -197,11 +270,13 @@ fn tsv_row(e: &EnrichedEvent, partition: u32, offset: u64, topic: &str) -> Strin
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::ensure!(
-        args.loader.exists(),
-        "{} not found: run `cargo build --release --bins` first",
-        args.loader.display()
-    );
+    for loader in &args.loader {
+        anyhow::ensure!(
+            loader.exists(),
+            "{} not found: run `cargo build --release --bins` first",
+            loader.display()
+        );
+    }
     let run = format!("{:08x}", rand::random::<u32>());
     let topic = format!("ta_bench_loader_{run}");
     let n = args.events;
@@ -288,9 +363,8 @@ async fn main() -> anyhow::Result<()> {
 
     // 3. Native insert of the same rows with clickhouse-client.
     let native_db = format!("ta_bench_native_{run}");
-    let loader_db = format!("ta_bench_loader_{run}");
     // The loader creates its schema; copy its DDL for the native baseline afterwards.
-    let status = Command::new(&args.loader)
+    let status = Command::new(&args.loader[0])
         .arg("migrate")
         .env("TA_CLICKHOUSE_URL", &args.clickhouse)
         .env("TA_CLICKHOUSE_DATABASE", &native_db)
@@ -337,57 +411,29 @@ async fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&tsv_path);
     println!("bench-loader: clickhouse-client native insert in {native_secs:.1}s");
 
-    // 4. ta-loader.
-    let mut child = Command::new(&args.loader)
-        .env("TA_KAFKA_BROKERS", &args.brokers)
-        .env("TA_KAFKA_TOPIC", &topic)
-        .env("TA_CLICKHOUSE_URL", &args.clickhouse)
-        .env("TA_CLICKHOUSE_DATABASE", &loader_db)
-        .env("TA_LOADER_LISTEN", "127.0.0.1:0")
-        .env("TA_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()?;
-    let pid = child.id();
-    let started = Instant::now();
-    let mut last = (0.0, 0);
-    let loaded = loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        last = proc_usage(pid).unwrap_or(last);
-        let rows: u64 = ch_query(
-            &args.clickhouse,
-            Some(&loader_db),
-            "SELECT count() FROM events",
-        )
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(0);
-        if rows >= n || started.elapsed() > Duration::from_secs(600) {
-            break rows;
-        }
-    };
-    let loader_secs = started.elapsed().as_secs_f64();
-    let (cpu_secs, peak_rss) = proc_usage(pid).unwrap_or(last);
-    let _ = child.kill();
-    let _ = child.wait();
-    anyhow::ensure!(loaded == n, "ta-loader stored {loaded} of {n} within 600 s");
-    let distinct: u64 = ch_query(
+    // 4. ta-loader, each build in turn, each into a fresh database.
+    let _ = ch_query(
         &args.clickhouse,
-        Some(&loader_db),
-        "SELECT uniqExact(event_id) FROM events",
-    )?
-    .trim()
-    .parse()?;
-    anyhow::ensure!(
-        distinct == n,
-        "ta-loader stored duplicates: {distinct} distinct of {loaded}"
+        None,
+        &format!("DROP DATABASE IF EXISTS {native_db}"),
     );
-
-    for db in [&native_db, &loader_db] {
-        let _ = ch_query(
-            &args.clickhouse,
-            None,
-            &format!("DROP DATABASE IF EXISTS {db}"),
-        );
+    let mut runs = Vec::new();
+    for round in 0..args.rounds.max(1) {
+        for (i, loader) in args.loader.iter().enumerate() {
+            let db = format!("ta_bench_loader_{run}_{round}_{i}");
+            let (secs, cpu_secs, peak_rss) = run_loader(&args, loader, &topic, &db, n).await?;
+            println!(
+                "bench-loader: round {round} {}: {secs:.1}s, {:.2} µs/event",
+                loader.display(),
+                cpu_secs * 1e6 / n as f64
+            );
+            runs.push(LoaderRun {
+                loader: i,
+                secs,
+                cpu_secs,
+                peak_rss,
+            });
+        }
     }
     // The topic is left in place: tansu 0.6 can panic its storage task when a topic is
     // deleted while any client still fetches from it, which takes the whole broker down.
@@ -409,17 +455,28 @@ async fn main() -> anyhow::Result<()> {
         "| baseline B: clickhouse-client native insert | {n} | {native_secs:.2} | {:.0} | |",
         rate(native_secs)
     );
-    println!(
-        "| **ta-loader** (fetch + decode + insert, exactly once) | {n} | {loader_secs:.2} | {:.0} | **{:.0}%** |",
-        rate(loader_secs),
-        100.0 * rate(loader_secs) / ceiling
-    );
+    for r in &runs {
+        println!(
+            "| **ta-loader** `{}` (fetch + decode + insert, exactly once) | {n} | {:.2} | {:.0} | **{:.0}%** |",
+            args.loader[r.loader].display(),
+            r.secs,
+            rate(r.secs),
+            100.0 * rate(r.secs) / ceiling
+        );
+    }
     println!();
-    println!(
-        "ta-loader CPU: {cpu_secs:.2} s user+sys = **{:.2} µs/event**; peak RSS (VmHWM) **{:.1} MiB**",
-        cpu_secs * 1e6 / n as f64,
-        peak_rss as f64 / (1024.0 * 1024.0)
-    );
+    println!("| ta-loader | CPU user+sys | µs/event | peak RSS (VmHWM) |");
+    println!("|---|---:|---:|---:|");
+    for r in &runs {
+        println!(
+            "| `{}` | {:.2} s | **{:.2}** | {:.1} MiB |",
+            args.loader[r.loader].display(),
+            r.cpu_secs,
+            r.cpu_secs * 1e6 / n as f64,
+            r.peak_rss as f64 / (1024.0 * 1024.0)
+        );
+    }
+    println!();
     println!(
         "bare fetch loop CPU (rskafka fetch + record decode only): {fetch_cpu:.2} s = {:.2} µs/event",
         fetch_cpu * 1e6 / n as f64

@@ -8,49 +8,53 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::store::{DeadLetterRow, EventRow};
+use crate::store::rows::month_span;
+use crate::store::{DeadLetterRow, EventRowRef, SourcePosition};
 
-/// One decoded record.
-// Events are the common case and dead letters rare: boxing the event would add an
-// allocation per record to save space only on the rare variant.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Item {
-    Event(EventRow),
-    DeadLetter(DeadLetterRow),
+/// Where one row of an [`EventGroup`] came from and when the edge received it (for the
+/// freshness metric once it is inserted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowMeta {
+    pub offset: u64,
+    pub received_at: u32,
 }
 
-/// Rows for one atomic insert.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Group {
-    Events(Vec<EventRow>),
-    DeadLetters(Vec<DeadLetterRow>),
+/// The `events` rows of one table partition (site and month), already encoded as the
+/// `RowBinary` the insert sends: an event is written once, straight from the record it was
+/// read from, and never moved again.
+#[derive(Debug, Default)]
+pub struct EventGroup {
+    pub site_id: String,
+    pub month: u32,
+    pub data: Vec<u8>,
+    pub rows: Vec<RowMeta>,
 }
 
-impl Group {
-    pub fn len(&self) -> usize {
-        match self {
-            Group::Events(r) => r.len(),
-            Group::DeadLetters(r) => r.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+/// The `dead_letters` rows of one table partition (month).
+#[derive(Debug)]
+pub struct DeadLetterGroup {
+    pub month: u32,
+    pub rows: Vec<DeadLetterRow>,
 }
+
+/// Buffers of earlier batches kept for the next ones (so a steady load does not allocate and
+/// fault in fresh memory per batch), up to this many bytes of capacity per partition.
+const MAX_SPARE_BYTES: usize = 16 << 20;
 
 /// Records handled since the last checkpoint of one partition, already grouped by table
-/// partition as they arrive (rows are large; moving each only once keeps the loader cheap).
+/// partition as they arrive.
 #[derive(Debug)]
 pub struct Batch {
-    events: Vec<((String, u32), Vec<EventRow>)>,
-    dead: Vec<(u32, Vec<DeadLetterRow>)>,
+    events: Vec<EventGroup>,
+    dead: Vec<DeadLetterGroup>,
+    spare: Vec<EventGroup>,
     len: usize,
     bytes: usize,
     first_at: Option<Instant>,
     /// One past the last offset handled (stored, dead-lettered, or skipped).
     end: i64,
+    /// The last event's month: first second, one past the last, `toYYYYMM`.
+    month_span: (u32, u32, u32),
 }
 
 impl Batch {
@@ -59,38 +63,91 @@ impl Batch {
         Self {
             events: Vec::new(),
             dead: Vec::new(),
+            spare: Vec::new(),
             len: 0,
             bytes: 0,
             first_at: None,
             end: start,
+            month_span: (0, 0, 0),
         }
     }
 
-    pub fn push(&mut self, item: Item, record_bytes: usize, now: Instant) {
+    /// Empty the batch for records starting at its end, keeping its buffers for reuse.
+    pub fn clear(&mut self) {
+        let mut spare_bytes: usize = self.spare.iter().map(|g| g.data.capacity()).sum();
+        for mut group in self.events.drain(..) {
+            spare_bytes += group.data.capacity();
+            if spare_bytes <= MAX_SPARE_BYTES {
+                group.data.clear();
+                group.rows.clear();
+                self.spare.push(group);
+            }
+        }
+        self.dead.clear();
+        self.len = 0;
+        self.bytes = 0;
+        self.first_at = None;
+    }
+
+    fn count(&mut self, record_bytes: usize, now: Instant) {
         self.first_at.get_or_insert(now);
         self.bytes += record_bytes;
         self.len += 1;
+    }
+
+    /// Add an event: its row is encoded into the group of its table partition.
+    pub fn push_event(
+        &mut self,
+        row: &EventRowRef<'_>,
+        pos: SourcePosition<'_>,
+        record_bytes: usize,
+        now: Instant,
+    ) {
+        self.count(record_bytes, now);
+        // Consecutive events nearly always fall in one month: remember its span.
+        let (lo, hi, month) = self.month_span;
+        let month = if (lo..hi).contains(&row.ts) {
+            month
+        } else {
+            self.month_span = month_span(row.ts);
+            self.month_span.2
+        };
+        let site = &*row.event.site_id;
         // A batch spans few table partitions: a short list beats a map keyed by an owned
         // site id, which would allocate per row.
-        match item {
-            Item::Event(row) => {
-                let month = row.month();
-                match self
-                    .events
-                    .iter_mut()
-                    .find(|((site, m), _)| *m == month && *site == row.site_id)
-                {
-                    Some((_, rows)) => rows.push(row),
-                    None => self.events.push(((row.site_id.clone(), month), vec![row])),
-                }
+        let i = match self
+            .events
+            .iter()
+            .position(|g| g.month == month && g.site_id == site)
+        {
+            Some(i) => i,
+            None => {
+                let mut group = self.spare.pop().unwrap_or_default();
+                group.site_id.clear();
+                group.site_id.push_str(site);
+                group.month = month;
+                self.events.push(group);
+                self.events.len() - 1
             }
-            Item::DeadLetter(row) => {
-                let month = row.month();
-                match self.dead.iter_mut().find(|(m, _)| *m == month) {
-                    Some((_, rows)) => rows.push(row),
-                    None => self.dead.push((month, vec![row])),
-                }
-            }
+        };
+        let group = &mut self.events[i];
+        row.write_row_binary(pos, &mut group.data);
+        group.rows.push(RowMeta {
+            offset: pos.offset,
+            received_at: row.received_at,
+        });
+    }
+
+    /// Add a dead letter to the group of its table partition.
+    pub fn push_dead_letter(&mut self, row: DeadLetterRow, record_bytes: usize, now: Instant) {
+        self.count(record_bytes, now);
+        let month = row.month();
+        match self.dead.iter_mut().find(|g| g.month == month) {
+            Some(g) => g.rows.push(row),
+            None => self.dead.push(DeadLetterGroup {
+                month,
+                rows: vec![row],
+            }),
         }
     }
 
@@ -141,20 +198,13 @@ impl Batch {
             .unwrap_or(max_wait)
     }
 
-    /// One group per table partition (events by site and month, then dead letters by
-    /// month), rows in offset order within each group.
-    pub fn into_groups(mut self) -> Vec<Group> {
-        self.events.sort_by(|a, b| a.0.cmp(&b.0));
-        self.dead.sort_by_key(|d| d.0);
+    /// One group per table partition, each to be one insert: events by site and month, then
+    /// dead letters by month; rows in offset order within each group.
+    pub fn groups(&mut self) -> (&[EventGroup], &[DeadLetterGroup]) {
         self.events
-            .into_iter()
-            .map(|(_, rows)| Group::Events(rows))
-            .chain(
-                self.dead
-                    .into_iter()
-                    .map(|(_, rows)| Group::DeadLetters(rows)),
-            )
-            .collect()
+            .sort_unstable_by(|a, b| (&a.site_id, a.month).cmp(&(&b.site_id, b.month)));
+        self.dead.sort_unstable_by_key(|g| g.month);
+        (&self.events, &self.dead)
     }
 }
 
@@ -162,9 +212,46 @@ impl Batch {
 /// Ids are kept as 128-bit numbers (UUIDs); an id that is not a UUID is kept by its hash.
 #[derive(Debug)]
 pub struct RecentIds {
-    set: HashSet<u128>,
+    set: HashSet<u128, IdHashBuilder>,
     order: VecDeque<u128>,
     capacity: usize,
+}
+
+/// Hashes the 128-bit id keys with one seeded multiply instead of SipHash: the keys are
+/// UUIDs (v7: random low bits) made by the edges, not chosen by clients.
+#[derive(Debug, Clone)]
+struct IdHashBuilder(u64);
+
+#[derive(Debug, Default)]
+struct IdHasher(u64);
+
+impl std::hash::BuildHasher for IdHashBuilder {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(self.0)
+    }
+}
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let m = u128::from(self.0 ^ n) * 0x9E37_79B9_7F4A_7C15;
+        self.0 = (m as u64) ^ ((m >> 64) as u64);
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.write_u64(n as u64);
+        self.write_u64((n >> 64) as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 fn id_key(id: &str) -> u128 {
@@ -182,7 +269,10 @@ fn id_key(id: &str) -> u128 {
 impl RecentIds {
     pub fn new(capacity: usize) -> Self {
         Self {
-            set: HashSet::with_capacity(capacity.min(1 << 20)),
+            set: HashSet::with_capacity_and_hasher(
+                capacity.min(1 << 20),
+                IdHashBuilder(rand::random()),
+            ),
             order: VecDeque::new(),
             capacity,
         }
@@ -190,10 +280,18 @@ impl RecentIds {
 
     /// Remember `id`; false when it was already among the recent ids (a duplicate).
     pub fn insert(&mut self, id: &str) -> bool {
+        self.insert_key(id_key(id))
+    }
+
+    /// [`insert`](Self::insert) for an id that is a UUID (every loaded event's is).
+    pub fn insert_uuid(&mut self, id: uuid::Uuid) -> bool {
+        self.insert_key(id.as_u128())
+    }
+
+    fn insert_key(&mut self, key: u128) -> bool {
         if self.capacity == 0 {
             return true;
         }
-        let key = id_key(id);
         if !self.set.insert(key) {
             return false;
         }
@@ -218,63 +316,80 @@ impl RecentIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::borrow::Cow;
+    use ta_shared::event::{EnrichedEventRef, PropsRef};
 
     const NOV_2025: u32 = 1_764_000_000;
     const DEC_2025: u32 = 1_765_000_000;
 
-    fn event(site: &str, offset: u64, ts: u32) -> Item {
-        Item::Event(EventRow {
-            site_id: site.into(),
-            ts,
-            event_id: format!("id-{offset}"),
+    fn event(site: &'static str, ts: u32) -> EventRowRef<'static> {
+        EventRowRef::new(EnrichedEventRef {
+            v: 1,
+            event_id: uuid::Uuid::now_v7(),
+            site_id: Cow::Borrowed(site),
             event_name: "pageview".into(),
+            ts_ms: i64::from(ts) * 1000,
+            received_ms: i64::from(ts) * 1000,
             visitor_hash: 1,
-            session_id: String::new(),
-            url: String::new(),
-            host: String::new(),
+            session_id: "".into(),
+            url: "".into(),
+            host: "".into(),
             path: "/".into(),
-            referrer: String::new(),
-            referrer_host: String::new(),
-            utm_source: String::new(),
-            utm_medium: String::new(),
-            utm_campaign: String::new(),
-            utm_term: String::new(),
-            utm_content: String::new(),
-            source: String::new(),
+            referrer: "".into(),
+            referrer_host: "".into(),
+            utm_source: "".into(),
+            utm_medium: "".into(),
+            utm_campaign: "".into(),
+            utm_term: "".into(),
+            utm_content: "".into(),
+            source: "".into(),
             channel: "direct".into(),
-            click_id: String::new(),
-            browser: String::new(),
-            browser_version: String::new(),
-            os: String::new(),
-            os_version: String::new(),
-            device: String::new(),
-            country: String::new(),
-            edge_region: String::new(),
-            props_keys: vec![],
-            props_values: vec![],
-            received_at: ts,
-            kafka_topic: "t".into(),
-            kafka_partition: 0,
-            kafka_offset: offset,
+            click_id: "".into(),
+            browser: "".into(),
+            browser_version: "".into(),
+            os: "".into(),
+            os_version: "".into(),
+            device: "".into(),
+            country: "".into(),
+            edge_region: "".into(),
+            props: PropsRef::default(),
         })
+        .unwrap()
     }
 
-    fn dead(offset: u64) -> Item {
-        Item::DeadLetter(DeadLetterRow {
+    fn pos(offset: u64) -> SourcePosition<'static> {
+        SourcePosition {
+            topic: "t",
+            partition: 0,
+            offset,
+        }
+    }
+
+    fn push(b: &mut Batch, site: &'static str, offset: u64, ts: u32, bytes: usize, now: Instant) {
+        b.push_event(&event(site, ts), pos(offset), bytes, now);
+    }
+
+    fn dead(offset: u64) -> DeadLetterRow {
+        DeadLetterRow {
             loaded_at: NOV_2025,
             kafka_topic: "t".into(),
             kafka_partition: 0,
             kafka_offset: offset,
             reason: "bad".into(),
             raw: "x".into(),
-        })
+        }
     }
 
-    fn offsets(group: &Group) -> Vec<u64> {
-        match group {
-            Group::Events(r) => r.iter().map(|r| r.kafka_offset).collect(),
-            Group::DeadLetters(r) => r.iter().map(|r| r.kafka_offset).collect(),
-        }
+    fn all_offsets(b: &mut Batch) -> Vec<Vec<u64>> {
+        let (events, dead) = b.groups();
+        events
+            .iter()
+            .map(|g| g.rows.iter().map(|r| r.offset).collect())
+            .chain(
+                dead.iter()
+                    .map(|g| g.rows.iter().map(|r| r.kafka_offset).collect()),
+            )
+            .collect()
     }
 
     #[test]
@@ -282,24 +397,59 @@ mod tests {
         let now = Instant::now();
         let mut b = Batch::new(0);
         for o in 0..5 {
-            b.push(event("a", o, NOV_2025), 10, now);
+            push(&mut b, "a", o, NOV_2025, 10, now);
         }
-        let groups = b.into_groups();
-        assert_eq!(groups.len(), 1);
-        assert_eq!(offsets(&groups[0]), [0, 1, 2, 3, 4]);
+        assert_eq!(all_offsets(&mut b), vec![vec![0, 1, 2, 3, 4]]);
+        let (events, _) = b.groups();
+        let mut one = Vec::new();
+        event("a", NOV_2025).write_row_binary(pos(0), &mut one);
+        assert_eq!(events[0].data.len(), 5 * one.len(), "each row encoded once");
+        assert_eq!((events[0].site_id.as_str(), events[0].month), ("a", 202511));
     }
 
     #[test]
     fn groups_split_by_site_month_and_table() {
         let now = Instant::now();
         let mut b = Batch::new(0);
-        b.push(event("a", 0, NOV_2025), 1, now);
-        b.push(event("b", 1, NOV_2025), 1, now);
-        b.push(dead(2), 1, now);
-        b.push(event("a", 3, DEC_2025), 1, now);
-        b.push(event("a", 4, NOV_2025), 1, now);
-        let all: Vec<Vec<u64>> = b.into_groups().iter().map(offsets).collect();
-        assert_eq!(all, vec![vec![0, 4], vec![3], vec![1], vec![2]]);
+        push(&mut b, "a", 0, NOV_2025, 1, now);
+        push(&mut b, "b", 1, NOV_2025, 1, now);
+        b.push_dead_letter(dead(2), 1, now);
+        push(&mut b, "a", 3, DEC_2025, 1, now);
+        push(&mut b, "a", 4, NOV_2025, 1, now);
+        assert_eq!(b.len(), 5);
+        assert_eq!(
+            all_offsets(&mut b),
+            vec![vec![0, 4], vec![3], vec![1], vec![2]]
+        );
+    }
+
+    #[test]
+    fn a_cleared_batch_reuses_its_buffers_and_starts_empty() {
+        let now = Instant::now();
+        let mut b = Batch::new(0);
+        push(&mut b, "a", 0, NOV_2025, 1, now);
+        push(&mut b, "b", 1, NOV_2025, 1, now);
+        b.push_dead_letter(dead(2), 1, now);
+        b.advance(3);
+        b.clear();
+        assert!(b.is_empty());
+        assert_eq!((b.len(), b.bytes(), b.end()), (0, 0, 3));
+        assert!(all_offsets(&mut b).is_empty());
+        assert!(!b.is_ready(1, 1, Duration::ZERO, now), "no age after clear");
+        push(&mut b, "c", 3, DEC_2025, 1, now);
+        let (events, _) = b.groups();
+        let mut one = Vec::new();
+        event("c", DEC_2025).write_row_binary(pos(3), &mut one);
+        assert_eq!(events.len(), 1);
+        assert_eq!((events[0].site_id.as_str(), events[0].month), ("c", 202512));
+        assert_eq!(events[0].data.len(), one.len(), "old rows are gone");
+        assert_eq!(
+            events[0].rows,
+            [RowMeta {
+                offset: 3,
+                received_at: DEC_2025
+            }]
+        );
     }
 
     #[test]
@@ -313,12 +463,12 @@ mod tests {
         );
         b.advance(9);
         assert_eq!(b.end(), 9);
-        b.push(event("a", 9, NOV_2025), 10, t0);
+        push(&mut b, "a", 9, NOV_2025, 10, t0);
         b.advance(10);
         assert!(!b.is_ready(2, 100, wait, t0));
         assert!(b.is_ready(2, 100, wait, t0 + wait));
         assert!(b.is_ready(2, 10, wait, t0), "full by bytes");
-        b.push(event("a", 10, NOV_2025), 10, t0);
+        push(&mut b, "a", 10, NOV_2025, 10, t0);
         assert!(b.is_full(2, 100), "full by rows");
         assert_eq!(
             b.time_left(wait, t0 + Duration::from_millis(200)),
@@ -335,5 +485,16 @@ mod tests {
         assert!(ids.insert("c"), "evicts a");
         assert!(ids.insert("a"), "a fell out of the window");
         assert_eq!(ids.len(), 2);
+    }
+
+    #[test]
+    fn a_uuid_id_is_the_same_key_as_its_text_from_clickhouse() {
+        let id = uuid::Uuid::now_v7();
+        let mut ids = RecentIds::new(10);
+        assert!(ids.insert(&id.to_string()));
+        assert!(!ids.insert_uuid(id));
+        let other = uuid::Uuid::now_v7();
+        assert!(ids.insert_uuid(other));
+        assert!(!ids.insert(&other.to_string()));
     }
 }

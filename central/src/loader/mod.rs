@@ -13,6 +13,11 @@
 //! (rows and bytes limits) plus one fetch response plus the duplicate window per partition;
 //! while ClickHouse is down no new records are fetched.
 //!
+//! Per event the work is: read the record through a borrowed view
+//! ([`ta_shared::event::EnrichedEventRef`], no allocation per field), check it, and write its
+//! row once as `RowBinary` into the buffer of its table partition ([`batch::EventGroup`]); the
+//! insert sends that buffer as it is. Buffers are kept for the next batch.
+//!
 //! Duplicates created upstream (an edge re-producing a record after a crash between the
 //! broker's ack and its spool checkpoint) carry the same `event_id` and land in the same
 //! partition (the key is the visitor); the loader drops an event whose id is among the last
@@ -29,13 +34,12 @@ use anyhow::Context;
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
-use rskafka::record::RecordAndOffset;
-use ta_shared::EnrichedEvent;
+use ta_shared::event::EnrichedEventRef;
 use tracing::{info, warn};
 
 use crate::config::LoaderConfig;
-use crate::store::{self, DeadLetterRow, EventRow, SourcePosition};
-use batch::{Batch, Group, Item, RecentIds};
+use crate::store::{self, DeadLetterRow, EventRowRef, SourcePosition};
+use batch::{Batch, RecentIds};
 pub use metrics::LoaderMetrics;
 
 /// Largest raw record kept in a dead letter.
@@ -64,17 +68,15 @@ impl Backoff {
     }
 }
 
-/// Decode one record into a row or a dead letter.
-pub fn decode(record: &RecordAndOffset, topic: &str, partition: u32, now_secs: u32) -> Item {
-    let pos = SourcePosition {
-        topic,
-        partition,
-        offset: u64::try_from(record.offset).unwrap_or(0),
-    };
-    let raw = record.record.value.as_deref().unwrap_or_default();
-    let failure = match EnrichedEvent::from_json(raw) {
-        Ok(event) => match EventRow::from_event(event, pos) {
-            Ok(row) => return Item::Event(row),
+/// Decode one record into a checked event, borrowing the record, or a dead letter.
+pub fn decode<'a>(
+    raw: &'a [u8],
+    pos: SourcePosition<'_>,
+    now_secs: u32,
+) -> Result<EventRowRef<'a>, DeadLetterRow> {
+    let failure = match EnrichedEventRef::from_json(raw) {
+        Ok(event) => match EventRowRef::new(event) {
+            Ok(row) => return Ok(row),
             Err(e) => ("out_of_range", e.to_string()),
         },
         Err(ta_shared::EventDecodeError::UnsupportedVersion { found }) => (
@@ -91,10 +93,10 @@ pub fn decode(record: &RecordAndOffset, topic: &str, partition: u32, now_secs: u
         }
         raw_text.truncate(cut);
     }
-    Item::DeadLetter(DeadLetterRow {
+    Err(DeadLetterRow {
         loaded_at: now_secs,
-        kafka_topic: topic.to_owned(),
-        kafka_partition: partition,
+        kafka_topic: pos.topic.to_owned(),
+        kafka_partition: pos.partition,
         kafka_offset: pos.offset,
         reason: format!("{}: {}", failure.0, failure.1),
         raw: raw_text,
@@ -368,25 +370,32 @@ async fn load_inner(
             ctx.metrics.fetched.inc();
             next = record.offset + 1;
             st.last_record_ms = Some(record.record.timestamp.timestamp_millis());
-            if st.stored.remove(&record.offset) {
+            if !st.stored.is_empty() && st.stored.remove(&record.offset) {
                 // Stored before a crash, after the last checkpoint.
                 batch.advance(next);
                 continue;
             }
-            let item = decode(record, &cfg.kafka_topic, partition, now_secs);
-            if let Item::Event(row) = &item
-                && !st.recent.insert(&row.event_id)
-            {
-                ctx.metrics.duplicates.inc();
-                batch.advance(next);
-                continue;
+            let pos = SourcePosition {
+                topic: &cfg.kafka_topic,
+                partition,
+                offset: u64::try_from(record.offset).unwrap_or(0),
+            };
+            let raw = record.record.value.as_deref().unwrap_or_default();
+            let size = record.record.approximate_size();
+            match decode(raw, pos, now_secs) {
+                Ok(row) if !st.recent.insert_uuid(row.event.event_id) => {
+                    ctx.metrics.duplicates.inc();
+                    batch.advance(next);
+                    continue;
+                }
+                Ok(row) => batch.push_event(&row, pos, size, now),
+                Err(dead) => batch.push_dead_letter(dead, size, now),
             }
-            batch.push(item, record.record.approximate_size(), now);
             batch.advance(next);
             // A fetch may return more than one batch holds: cut inside it, so no insert
             // exceeds the row and byte limits.
             if batch.is_full(cfg.batch_max_rows, cfg.batch_max_bytes) {
-                batch = commit(ctx, batch, &mut st).await?;
+                commit(ctx, &mut batch, &mut st).await?;
             }
         }
         ctx.metrics
@@ -411,63 +420,58 @@ async fn load_inner(
             Instant::now(),
         ) || idle_skips
         {
-            batch = commit(ctx, batch, &mut st).await?;
+            commit(ctx, &mut batch, &mut st).await?;
         }
         backoff.reset();
     }
 }
 
-/// Insert the batch group by group, then checkpoint its end. Returns the next, empty batch.
+/// Insert the batch group by group, then checkpoint its end; the batch is then empty and
+/// starts at that end. On an error the batch is left as it was (the caller drops it).
 async fn commit(
     ctx: &Ctx,
-    batch: Batch,
+    batch: &mut Batch,
     st: &mut PartitionState,
-) -> Result<Batch, clickhouse::error::Error> {
+) -> Result<(), clickhouse::error::Error> {
     let end = batch.end();
     if !batch.is_empty() {
         ctx.metrics.batch_bytes.observe(batch.bytes() as f64);
     }
     let now_ms = chrono::Utc::now().timestamp_millis();
-    for group in batch.into_groups() {
+    let (events, dead) = batch.groups();
+    for group in events {
         let started = Instant::now();
-        let rows = group.len();
         let query_id = format!("{}{}", st.prefix, uuid::Uuid::now_v7());
-        match &group {
-            Group::Events(events) => {
-                let mut insert = ctx
-                    .db
-                    .insert::<EventRow>("events")
-                    .await?
-                    .with_setting("query_id", &query_id);
-                for row in events {
-                    insert.write(row).await?;
-                }
-                insert.end().await?;
-                ctx.metrics.inserted.inc_by(rows as u64);
-                for row in events {
-                    let age_ms = now_ms - i64::from(row.received_at) * 1000;
-                    ctx.metrics
-                        .freshness_seconds
-                        .observe(age_ms.max(0) as f64 / 1000.0);
-                }
-            }
-            Group::DeadLetters(letters) => {
-                let mut insert = ctx
-                    .db
-                    .insert::<DeadLetterRow>("dead_letters")
-                    .await?
-                    .with_setting("query_id", &query_id);
-                for row in letters {
-                    insert.write(row).await?;
-                }
-                insert.end().await?;
-                for row in letters {
-                    let reason = row.reason.split(':').next().unwrap_or("other");
-                    ctx.metrics.dead_lettered.with_label_values(&[reason]).inc();
-                }
-            }
+        store::rows::insert_event_rows(&ctx.db, &query_id, &group.data).await?;
+        ctx.metrics.inserted.inc_by(group.rows.len() as u64);
+        for row in &group.rows {
+            let age_ms = now_ms - i64::from(row.received_at) * 1000;
+            ctx.metrics
+                .freshness_seconds
+                .observe(age_ms.max(0) as f64 / 1000.0);
         }
-        ctx.metrics.batch_rows.observe(rows as f64);
+        ctx.metrics.batch_rows.observe(group.rows.len() as f64);
+        ctx.metrics
+            .insert_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+    for group in dead {
+        let started = Instant::now();
+        let query_id = format!("{}{}", st.prefix, uuid::Uuid::now_v7());
+        let mut insert = ctx
+            .db
+            .insert::<DeadLetterRow>("dead_letters")
+            .await?
+            .with_setting("query_id", &query_id);
+        for row in &group.rows {
+            insert.write(row).await?;
+        }
+        insert.end().await?;
+        for row in &group.rows {
+            let reason = row.reason.split(':').next().unwrap_or("other");
+            ctx.metrics.dead_lettered.with_label_values(&[reason]).inc();
+        }
+        ctx.metrics.batch_rows.observe(group.rows.len() as f64);
         ctx.metrics
             .insert_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -481,30 +485,25 @@ async fn commit(
         .next_offset
         .with_label_values(&[&st.label])
         .set(end);
-    Ok(Batch::new(end))
+    batch.clear();
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rskafka::record::Record;
 
-    fn record(offset: i64, value: &[u8]) -> RecordAndOffset {
-        RecordAndOffset {
-            record: Record {
-                key: None,
-                value: Some(value.to_vec()),
-                headers: Default::default(),
-                timestamp: chrono::Utc::now(),
-            },
+    fn pos(offset: u64) -> SourcePosition<'static> {
+        SourcePosition {
+            topic: "t",
+            partition: 2,
             offset,
         }
     }
 
     #[test]
     fn poison_records_become_dead_letters_with_reason_and_position() {
-        let item = decode(&record(7, b"{not json"), "t", 2, 100);
-        let Item::DeadLetter(d) = item else {
+        let Err(d) = decode(b"{not json", pos(7), 100) else {
             panic!("expected a dead letter")
         };
         assert_eq!((d.kafka_partition, d.kafka_offset), (2, 7));
@@ -512,10 +511,29 @@ mod tests {
         assert_eq!(d.raw, "{not json");
 
         let future = br#"{"v":99,"site_id":"x"}"#;
-        let Item::DeadLetter(d) = decode(&record(8, future), "t", 2, 100) else {
+        let Err(d) = decode(future, pos(8), 100) else {
             panic!()
         };
         assert!(d.reason.starts_with("unknown_version:"), "{}", d.reason);
+
+        let mut event = ta_shared::testing::event(0, 1_764_000_000_000);
+        event.site_id = "bad site id!".into();
+        let json = event.to_json();
+        let Err(d) = decode(&json, pos(9), 100) else {
+            panic!()
+        };
+        assert!(d.reason.starts_with("out_of_range:"), "{}", d.reason);
+    }
+
+    #[test]
+    fn a_good_record_decodes_to_its_event_row() {
+        let event = ta_shared::testing::event(1, 1_764_000_000_000);
+        let json = event.to_json();
+        let row = decode(&json, pos(3), 100).expect("a valid event");
+        let owned = store::EventRow::from_event(event, pos(3)).unwrap();
+        assert_eq!((row.ts, row.received_at), (owned.ts, owned.received_at));
+        assert_eq!(row.month(), owned.month());
+        assert_eq!(row.event.event_id.to_string(), owned.event_id);
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub mod schema;
 
 use clickhouse::Client;
 
-pub use rows::{DeadLetterRow, EventRow, RowError, SourcePosition};
+pub use rows::{DeadLetterRow, EventRow, EventRowRef, RowError, SourcePosition};
 pub use schema::{MIGRATIONS, Migration, migrate};
 
 use crate::config::ClickHouseArgs;
