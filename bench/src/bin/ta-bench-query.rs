@@ -1,0 +1,349 @@
+//! ta-query on 10 million events: uncached p50/p99 per endpoint for a 30-day range of one site,
+//! cached latency (client and server side) and cached requests/s.
+//!
+//! Generates the events straight into the local ClickHouse with one `INSERT … SELECT` over
+//! `numbers()` (seconds, not the pipeline), then starts two release `ta-query`s on that
+//! database: one with every cache TTL at 0 (each request reaches ClickHouse) and one with the
+//! defaults. `--reuse` keeps an already generated database.
+//!
+//! Data shape: 3 sites, 90 days ending today, visits of 8 events one minute apart, one
+//! visitor hash per visit (hashes rotate daily), 5 paths, 4 sources, 4 countries, 3 devices.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ta-bench-query",
+    about = "ta-query latency and throughput on 10M events"
+)]
+struct Args {
+    #[arg(
+        long,
+        env = "TA_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123"
+    )]
+    clickhouse: String,
+    /// Database to generate into (dropped and recreated unless --reuse finds it complete).
+    #[arg(long, default_value = "ta_bench_query")]
+    database: String,
+    #[arg(long, default_value_t = 10_000_000)]
+    events: u64,
+    /// Keep the database when it already holds `--events` events.
+    #[arg(long)]
+    reuse: bool,
+    /// Uncached requests per endpoint.
+    #[arg(long, default_value_t = 40)]
+    uncached: usize,
+    /// Seconds of the cached throughput run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Requests in flight during the throughput run.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    #[arg(long, default_value = "target/release")]
+    bin_dir: PathBuf,
+    #[arg(long, default_value = "deploy/config/access.dev.toml")]
+    access_file: PathBuf,
+}
+
+const TOKEN: &str = ta_bench::DEV_QUERY_TOKEN;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn ch(http: &reqwest::Client, url: &str, db: &str, sql: &str) -> anyhow::Result<String> {
+    let res = http
+        .post(url)
+        .query(&[("database", db)])
+        .body(sql.to_owned())
+        .send()
+        .await?;
+    let status = res.status();
+    let text = res.text().await?;
+    anyhow::ensure!(status.is_success(), "ClickHouse refused {sql}: {text}");
+    Ok(text)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// Smallest histogram bound holding half of `endpoint`'s requests (server-side p50 bound).
+fn server_p50(metrics: &str, endpoint: &str) -> Option<f64> {
+    let prefix = format!("ta_query_request_duration_seconds_bucket{{endpoint=\"{endpoint}\",le=\"");
+    let count: f64 = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(&format!(
+                "ta_query_request_duration_seconds_count{{endpoint=\"{endpoint}\"}}"
+            ))
+        })?
+        .rsplit_once(' ')?
+        .1
+        .parse()
+        .ok()?;
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .find_map(|rest| {
+            let (le, n) = rest.split_once("\"} ")?;
+            let n: f64 = n.parse().ok()?;
+            (n >= count / 2.0).then(|| le.parse().ok()).flatten()
+        })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let http = reqwest::Client::new();
+    let db = &args.database;
+    let today = chrono::Utc::now().date_naive();
+    let start = (today - chrono::Days::new(89))
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp();
+    let have = ch(
+        &http,
+        &args.clickhouse,
+        "default",
+        &format!("SELECT count() FROM system.tables WHERE database = '{db}' AND name = 'events'"),
+    )
+    .await?;
+    let complete = have.trim() == "1"
+        && ch(&http, &args.clickhouse, db, "SELECT count() FROM events")
+            .await?
+            .trim()
+            == args.events.to_string();
+    if !(args.reuse && complete) {
+        ch(
+            &http,
+            &args.clickhouse,
+            "default",
+            &format!("DROP DATABASE IF EXISTS {db}"),
+        )
+        .await?;
+        let status = Command::new(args.bin_dir.join("ta-loader"))
+            .arg("migrate")
+            .env("TA_CLICKHOUSE_URL", &args.clickhouse)
+            .env("TA_CLICKHOUSE_DATABASE", db)
+            .env("TA_LOG", "warn")
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "ta-loader migrate failed (build with `cargo build --release --bins`)"
+        );
+        let t = Instant::now();
+        // Event n belongs to visit n / 8; the visit starts at a hashed moment of the 90 days,
+        // its events one minute apart.
+        let sql = format!(
+            "INSERT INTO events (site_id, ts, event_id, event_name, visitor_hash, url, host, path, referrer_host, source, channel, \
+             utm_source, utm_campaign, browser, os, device, country, props_keys, props_values, received_at, kafka_topic, kafka_partition, kafka_offset) \
+             SELECT concat('site-', toString(1 + visit % 3)) AS site, toDateTime({start} + intHash32(visit) % (90 * 86400) + (number % 8) * 60) AS t, \
+             toString(number), if(intHash32(number) % 10 = 0, 'signup', 'pageview'), intHash64(visit), \
+             concat('https://example.com', p), 'example.com', \
+             arrayElement(['/', '/pricing', '/blog/hello-world', '/docs', '/about'], 1 + intHash32(number * 7 + 1) % 5) AS p, \
+             arrayElement(['', 'www.google.com', 'news.ycombinator.com', ''], 1 + visit % 4), \
+             arrayElement(['', 'Google', 'Hacker News', 'Newsletter'], 1 + visit % 4), \
+             arrayElement(['direct', 'organic_search', 'social', 'email'], 1 + visit % 4), \
+             if(visit % 4 = 3, 'newsletter', ''), if(visit % 4 = 3, 'autumn', ''), \
+             arrayElement(['Firefox', 'Chrome', 'Safari'], 1 + intHash32(visit * 7 + 2) % 3), \
+             arrayElement(['Linux', 'Windows', 'macOS', 'iOS'], 1 + intHash32(visit * 7 + 3) % 4), \
+             arrayElement(['desktop', 'mobile', 'tablet'], 1 + intHash32(visit * 7 + 4) % 3), \
+             arrayElement(['DE', 'FR', 'US', 'GB'], 1 + intHash32(visit * 7 + 5) % 4), \
+             ['plan'], [if(visit % 2 = 0, 'pro', 'free')], t, 'bench', 0, number \
+             FROM (SELECT number, intDiv(number, 8) AS visit FROM numbers({n}))",
+            n = args.events
+        );
+        ch(&http, &args.clickhouse, db, &sql).await?;
+        ch(&http, &args.clickhouse, db, "OPTIMIZE TABLE events FINAL")
+            .await
+            .ok();
+        println!(
+            "generated {} events in {:.1}s",
+            args.events,
+            t.elapsed().as_secs_f64()
+        );
+    } else {
+        println!("reusing {db} ({} events)", args.events);
+    }
+
+    let start_query = |ttl_zero: bool| -> anyhow::Result<(Proc, String)> {
+        let port = free_port();
+        let mut cmd = Command::new(args.bin_dir.join("ta-query"));
+        cmd.env("TA_QUERY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("TA_CLICKHOUSE_URL", &args.clickhouse)
+            .env("TA_CLICKHOUSE_DATABASE", db)
+            .env("TA_QUERY_ACCESS_FILE", &args.access_file)
+            .env("TA_LOG", "warn")
+            .stdout(Stdio::null());
+        if ttl_zero {
+            for k in [
+                "TA_QUERY_CACHE_RECENT_TTL_MS",
+                "TA_QUERY_CACHE_SETTLING_TTL_SECS",
+                "TA_QUERY_CACHE_PAST_TTL_SECS",
+                "TA_QUERY_CACHE_REALTIME_TTL_MS",
+            ] {
+                cmd.env(k, "0");
+            }
+        }
+        Ok((Proc(cmd.spawn()?), format!("http://127.0.0.1:{port}")))
+    };
+    let (_uncached_proc, uncached) = start_query(true)?;
+    let (_cached_proc, cached) = start_query(false)?;
+    for base in [&uncached, &cached] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http.get(format!("{base}/healthz")).send().await.is_err() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "ta-query did not start at {base}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // A closed 30-day range of site-1 (ending yesterday), as the dashboard asks for it.
+    let end = today - chrono::Days::new(1);
+    let range = format!("site_id=site-1&period=30d&date={end}&timezone=UTC");
+    let from = (end - chrono::Days::new(29)).to_string();
+    let endpoints: Vec<(&str, String)> = vec![
+        (
+            "aggregate+compare",
+            format!("/v1/stats/aggregate?{range}&compare=previous_period"),
+        ),
+        ("timeseries (day)", format!("/v1/stats/timeseries?{range}")),
+        (
+            "breakdown page",
+            format!("/v1/stats/breakdown?{range}&property=page"),
+        ),
+        (
+            "breakdown source (visits)",
+            format!("/v1/stats/breakdown?{range}&property=source"),
+        ),
+        (
+            "breakdown country",
+            format!("/v1/stats/breakdown?{range}&property=country"),
+        ),
+        (
+            "breakdown filtered",
+            format!("/v1/stats/breakdown?{range}&property=browser&filter=device:is:mobile"),
+        ),
+        ("realtime", "/v1/stats/realtime?site_id=site-1".to_owned()),
+        (
+            "seed pageviews",
+            format!("/v1/metrics/pageviews?site_id=site-1&from={from}&to={end}"),
+        ),
+        (
+            "seed unique-users",
+            format!("/v1/metrics/unique-users?site_id=site-1&from={from}&to={end}"),
+        ),
+        (
+            "seed top-pages",
+            format!("/v1/metrics/top-pages?site_id=site-1&from={from}&to={end}"),
+        ),
+    ];
+    let get = |base: &str, path: &str| {
+        let req = http.get(format!("{base}{path}")).bearer_auth(TOKEN);
+        async move {
+            let t = Instant::now();
+            let res = req.send().await?;
+            anyhow::ensure!(
+                res.status().is_success(),
+                "{} answered {}",
+                res.url(),
+                res.status()
+            );
+            res.bytes().await?;
+            anyhow::Ok(t.elapsed().as_secs_f64() * 1000.0)
+        }
+    };
+    println!(
+        "\n{:<28} {:>12} {:>12} {:>14} {:>16}",
+        "endpoint (30 days, site-1)",
+        "uncached p50",
+        "uncached p99",
+        "cached p50",
+        "cached p50 server"
+    );
+    let mut rows = Vec::new();
+    for (name, path) in &endpoints {
+        get(&uncached, path).await?; // warm ClickHouse's caches once
+        let mut un = Vec::new();
+        for _ in 0..args.uncached {
+            un.push(get(&uncached, path).await?);
+        }
+        un.sort_by(f64::total_cmp);
+        let mut ca = Vec::new();
+        for _ in 0..200 {
+            ca.push(get(&cached, path).await?);
+        }
+        ca.sort_by(f64::total_cmp);
+        rows.push((
+            name,
+            percentile(&un, 50.0),
+            percentile(&un, 99.0),
+            percentile(&ca, 50.0),
+        ));
+    }
+    let metrics = http
+        .get(format!("{cached}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    for ((name, p50, p99, c50), (_, path)) in rows.iter().zip(&endpoints) {
+        let endpoint = path.split('?').next().unwrap().rsplit('/').next().unwrap();
+        let server = server_p50(&metrics, endpoint)
+            .map_or("?".into(), |s| format!("≤ {:.2} ms", s * 1000.0));
+        println!("{name:<28} {p50:>9.1} ms {p99:>9.1} ms {c50:>11.2} ms {server:>16}");
+    }
+
+    // Cached throughput: the dashboard's aggregate request, `concurrency` in flight.
+    let path = &endpoints[0].1;
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    let t = Instant::now();
+    for _ in 0..args.concurrency {
+        let (http, url, done) = (http.clone(), format!("{cached}{path}"), done.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                if let Ok(r) = http.get(&url).bearer_auth(TOKEN).send().await
+                    && r.status().is_success()
+                    && r.bytes().await.is_ok()
+                {
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    let n = done.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "\ncached throughput: {:.0} requests/s ({n} in {:.1}s, {} in flight, client on the same 2 cores)",
+        n as f64 / t.elapsed().as_secs_f64(),
+        t.elapsed().as_secs_f64(),
+        args.concurrency
+    );
+    Ok(())
+}
