@@ -320,6 +320,13 @@ read_tokens = ["read-token-ab-1"]
     }
 
     #[test]
+    fn the_production_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/central/query/access.example.toml");
+        assert_eq!(AccessList::load(&path).unwrap().sites().len(), 1);
+    }
+
+    #[test]
     fn the_dev_access_file_parses_and_covers_the_dev_sites() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/access.dev.toml");
         let l = AccessList::load(&path).unwrap();
