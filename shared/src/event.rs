@@ -405,6 +405,40 @@ mod fast {
         }
     }
 
+    /// The fields of [`EnrichedEventRef`] in declaration order, which is the order
+    /// `EnrichedEvent::to_json` writes them in.
+    pub(super) const FIELDS: [&str; 29] = [
+        "v",
+        "event_id",
+        "site_id",
+        "event_name",
+        "ts_ms",
+        "received_ms",
+        "visitor_hash",
+        "session_id",
+        "url",
+        "host",
+        "path",
+        "referrer",
+        "referrer_host",
+        "utm_source",
+        "utm_medium",
+        "utm_campaign",
+        "utm_term",
+        "utm_content",
+        "source",
+        "channel",
+        "click_id",
+        "browser",
+        "browser_version",
+        "os",
+        "os_version",
+        "device",
+        "country",
+        "edge_region",
+        "props",
+    ];
+
     pub(super) fn parse(bytes: &[u8]) -> Option<EnrichedEventRef<'_>> {
         let s = std::str::from_utf8(bytes).ok()?;
         let mut c = Cursor { s, i: 0 };
@@ -441,58 +475,65 @@ mod fast {
             props: PropsRef::default(),
         };
         c.eat(b'{')?;
+        let mut next = 0;
         loop {
             let key = c.string()?;
             c.eat(b':')?;
-            let (bit, field): (u32, Option<&mut Cow<'_, str>>) = match key {
-                "v" => {
+            // The edge writes the fields in declaration order: try the next one first.
+            let bit = if FIELDS.get(next) == Some(&key) {
+                next
+            } else {
+                FIELDS.iter().position(|f| *f == key)?
+            };
+            next = bit + 1;
+            let field: Option<&mut Cow<'_, str>> = match bit {
+                0 => {
                     e.v = u16::try_from(c.unsigned()?).ok()?;
-                    (0, None)
+                    None
                 }
-                "event_id" => {
+                1 => {
                     e.event_id = Uuid::try_parse(c.string()?).ok()?;
-                    (1, None)
+                    None
                 }
-                "ts_ms" => {
+                2 => Some(&mut e.site_id),
+                3 => Some(&mut e.event_name),
+                4 => {
                     e.ts_ms = c.signed()?;
-                    (2, None)
+                    None
                 }
-                "received_ms" => {
+                5 => {
                     e.received_ms = c.signed()?;
-                    (3, None)
+                    None
                 }
-                "visitor_hash" => {
+                6 => {
                     e.visitor_hash = c.unsigned()?;
-                    (4, None)
+                    None
                 }
-                "props" => {
+                7 => Some(&mut e.session_id),
+                8 => Some(&mut e.url),
+                9 => Some(&mut e.host),
+                10 => Some(&mut e.path),
+                11 => Some(&mut e.referrer),
+                12 => Some(&mut e.referrer_host),
+                13 => Some(&mut e.utm_source),
+                14 => Some(&mut e.utm_medium),
+                15 => Some(&mut e.utm_campaign),
+                16 => Some(&mut e.utm_term),
+                17 => Some(&mut e.utm_content),
+                18 => Some(&mut e.source),
+                19 => Some(&mut e.channel),
+                20 => Some(&mut e.click_id),
+                21 => Some(&mut e.browser),
+                22 => Some(&mut e.browser_version),
+                23 => Some(&mut e.os),
+                24 => Some(&mut e.os_version),
+                25 => Some(&mut e.device),
+                26 => Some(&mut e.country),
+                27 => Some(&mut e.edge_region),
+                _ => {
                     e.props = c.props()?;
-                    (5, None)
+                    None
                 }
-                "site_id" => (6, Some(&mut e.site_id)),
-                "event_name" => (7, Some(&mut e.event_name)),
-                "url" => (8, Some(&mut e.url)),
-                "host" => (9, Some(&mut e.host)),
-                "path" => (10, Some(&mut e.path)),
-                "session_id" => (11, Some(&mut e.session_id)),
-                "referrer" => (12, Some(&mut e.referrer)),
-                "referrer_host" => (13, Some(&mut e.referrer_host)),
-                "utm_source" => (14, Some(&mut e.utm_source)),
-                "utm_medium" => (15, Some(&mut e.utm_medium)),
-                "utm_campaign" => (16, Some(&mut e.utm_campaign)),
-                "utm_term" => (17, Some(&mut e.utm_term)),
-                "utm_content" => (18, Some(&mut e.utm_content)),
-                "source" => (19, Some(&mut e.source)),
-                "channel" => (20, Some(&mut e.channel)),
-                "click_id" => (21, Some(&mut e.click_id)),
-                "browser" => (22, Some(&mut e.browser)),
-                "browser_version" => (23, Some(&mut e.browser_version)),
-                "os" => (24, Some(&mut e.os)),
-                "os_version" => (25, Some(&mut e.os_version)),
-                "device" => (26, Some(&mut e.device)),
-                "country" => (27, Some(&mut e.country)),
-                "edge_region" => (28, Some(&mut e.edge_region)),
-                _ => return None,
             };
             if let Some(field) = field {
                 *field = Cow::Borrowed(c.string()?);
@@ -506,9 +547,9 @@ mod fast {
                 break;
             }
         }
-        // Required: v, event_id, ts_ms, received_ms, visitor_hash, site_id, event_name, url,
+        // Required: v, event_id, site_id, event_name, ts_ms, received_ms, visitor_hash, url,
         // host, path. The whole input must be the object.
-        const REQUIRED: u32 = 0b111_1101_1111;
+        const REQUIRED: u32 = 0b111_0111_1111;
         (c.i == s.len() && seen & REQUIRED == REQUIRED && e.v == SCHEMA_VERSION).then_some(e)
     }
 }
@@ -689,6 +730,12 @@ mod tests {
         event.props = BTreeMap::from([("a".into(), "1".into()), ("plan".into(), "pro é".into())]);
         event.ts_ms = -5;
         let json = event.to_json();
+        let text = String::from_utf8(json.clone()).unwrap();
+        let at: Vec<usize> = fast::FIELDS
+            .iter()
+            .map(|f| text.find(&format!("\"{f}\":")).expect(f))
+            .collect();
+        assert!(at.is_sorted(), "the edge writes the fields in FIELDS order");
         let view = fast::parse(&json).expect("a record as the edge writes it");
         assert_eq!(view, EnrichedEventRef::from(event));
         // Anything unusual is left to the general reader.
