@@ -4,13 +4,15 @@ SHELL := /bin/bash
 INFRA := deploy/local/infra
 STACK := deploy/local/stack
 
-.PHONY: help demo test lint infra stack stop status
+.PHONY: help demo test lint infra stack stop status fuzz bench-edge
 
 help:
 	@echo "make demo    install + start infrastructure, build, run the pipeline with demo traffic"
 	@echo "make test    start infrastructure if needed, run lints and the whole test suite"
 	@echo "make stop    stop the services and the infrastructure (data kept in .data/)"
 	@echo "make status  what is running"
+	@echo "make fuzz    fuzz the edge's body parser for FUZZ_SECS (default 120) with cargo fuzz"
+	@echo "make bench-edge  edge accept path and forwarder vs their baselines (bench/README.md)"
 
 demo: infra
 	cargo build --release --bins
@@ -19,10 +21,11 @@ demo: infra
 	@echo
 	@echo "Services (still running):"
 	@echo "  ta-edge     http://127.0.0.1:8080   POST /v1/collect, /metrics, /healthz"
-	@echo "  ta-query    http://127.0.0.1:8081   GET /v1/metrics/{pageviews,unique-users,top-pages}"
+	@echo "  ta-query    http://127.0.0.1:8081   dashboard at /, stats API /v1/stats/*, /openapi.json"
 	@echo "  ta-loader   http://127.0.0.1:9465   /metrics, /healthz"
 	@echo "  Kafka API   127.0.0.1:9092 (tansu)   ClickHouse http://127.0.0.1:8123   Prometheus http://127.0.0.1:9090"
-	@echo "  Try: curl 'http://127.0.0.1:8081/v1/metrics/top-pages?site_id=site-1'"
+	@echo "  Try: curl -H 'Authorization: Bearer dev-read-site-1' 'http://127.0.0.1:8081/v1/stats/aggregate?site_id=site-1&period=today'"
+	@echo "  Dashboard: http://127.0.0.1:8081/?share=dev-share-site-1"
 	@echo "Stop everything with: make stop"
 
 test: infra lint
@@ -42,3 +45,18 @@ stop:
 status:
 	-$(STACK) status
 	-$(INFRA) status
+
+# Fuzzing needs libFuzzer and sanitizer flags that stable rustc accepts only with
+# RUSTC_BOOTSTRAP=1. New inputs go to .data/fuzz/; the committed corpus (edge/fuzz/corpus) seeds
+# the run and is replayed by `cargo test` (edge/tests/it/fuzz_corpus.rs).
+FUZZ_SECS ?= 120
+fuzz:
+	command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+	mkdir -p .data/fuzz/collect_body
+	cd edge/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run collect_body \
+		../../.data/fuzz/collect_body corpus/collect_body -- \
+		-max_total_time=$(FUZZ_SECS) -rss_limit_mb=2048 -max_len=65536
+
+bench-edge: infra
+	cargo build --release -p ta-edge -p ta-bench --bins
+	eval "$$($(INFRA) env)" && target/release/ta-bench-edge --json target/bench-edge.json

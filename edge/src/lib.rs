@@ -31,6 +31,8 @@
 pub mod config;
 pub mod error;
 pub mod forwarder;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod geo;
 pub mod ingest;
 pub mod kafka;

@@ -281,7 +281,7 @@ fn content_type_ok(req: &Request<AppState>) -> bool {
 
 /// Undo `Content-Encoding: gzip`, refusing bodies that inflate past `limit` (decompression
 /// bombs) without ever holding more than `limit + 1` bytes.
-fn decode_body(
+pub fn decode_body(
     encoding: Option<&str>,
     body: Vec<u8>,
     limit: usize,

@@ -4,6 +4,7 @@
 //! Every test uses its own topic (`ta_it_edge_<name>_<random>`) and its own spool directory.
 
 mod forwarder;
+mod fuzz_corpus;
 mod ingest_api;
 mod outage;
 mod spool_full;
