@@ -124,7 +124,7 @@ impl Ingest {
             salts,
             global_hmac_secret: None,
             region: region.into(),
-            user_agents: UserAgentParser,
+            user_agents: UserAgentParser::default(),
             replay: ReplayGuard::new(signature::DEFAULT_REPLAY_WINDOW_SECS, REPLAY_GUARD_CAPACITY),
             geo: Geo::default(),
             max_batch_events: DEFAULT_MAX_BATCH_EVENTS,
