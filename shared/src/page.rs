@@ -220,4 +220,50 @@ mod tests {
         assert_eq!(referrer_host(""), "");
         assert_eq!(referrer_host("not a url"), "");
     }
+
+    proptest::proptest! {
+        /// Whatever the query holds, the stored URL keeps no campaign tag, click id or tracking
+        /// parameter, keeps every other parameter, and parsing it again is a fixed point.
+        #[test]
+        fn normalisation_strips_exactly_the_tracking_params(
+            path in "/[a-z0-9/]{0,20}",
+            params in proptest::collection::vec(
+                (proptest::sample::select(vec![
+                    "utm_source", "utm_medium", "utm_x", "gclid", "fbclid", "_ga", "mc_cid",
+                    "id", "q", "page", "lang", "ref",
+                ]), "[a-zA-Z0-9 %&=]{0,8}"),
+                0..8,
+            ),
+        ) {
+            let query: Vec<String> = params
+                .iter()
+                .map(|(k, v)| format!("{k}={}", url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()))
+                .collect();
+            let raw = format!("https://Example.com{path}?{}", query.join("&"));
+            let page = PageUrl::parse(&raw).unwrap();
+            let kept = url::Url::parse(&page.normalized).unwrap();
+            for (k, _) in kept.query_pairs() {
+                proptest::prop_assert!(!is_tracking_param(&k), "{k} kept in {}", page.normalized);
+            }
+            let expected: Vec<(String, String)> = params
+                .iter()
+                .filter(|(k, _)| !is_tracking_param(k))
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect();
+            let got: Vec<(String, String)> = kept
+                .query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            proptest::prop_assert_eq!(got, expected);
+            proptest::prop_assert_eq!(PageUrl::parse(&page.normalized).unwrap().normalized, page.normalized.clone());
+            proptest::prop_assert!(page.normalized.starts_with("https://example.com/"));
+        }
+
+        /// Arbitrary text never panics the parser.
+        #[test]
+        fn any_input_parses_or_errors(raw in ".{0,200}") {
+            let _ = PageUrl::parse(&raw);
+            let _ = referrer_host(&raw);
+        }
+    }
 }

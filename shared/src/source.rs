@@ -399,4 +399,30 @@ mod tests {
             assert_eq!((s.name.as_str(), s.channel), (name, channel), "{host}");
         }
     }
+
+    proptest::proptest! {
+        /// Every input gets one of the six channels, direct exactly when nothing names a source.
+        #[test]
+        fn classification_is_total_and_direct_means_no_source(
+            referrer in "[a-z.]{0,20}",
+            utm_source in "[a-z]{0,6}",
+            utm_medium in proptest::sample::select(vec!["", "cpc", "email", "social", "xyz"]),
+            click_id in proptest::sample::select(vec!["", "gclid", "fbclid"]),
+        ) {
+            let s = classify(SourceInput {
+                referrer_host: &referrer,
+                page_host: "example.com",
+                utm_source: &utm_source,
+                utm_medium,
+                click_id,
+            });
+            proptest::prop_assert!(Channel::ALL.contains(&s.channel));
+            if s.channel == Channel::Direct {
+                proptest::prop_assert!(s.name.is_empty());
+            }
+            if referrer.is_empty() && utm_source.is_empty() && utm_medium.is_empty() && click_id.is_empty() {
+                proptest::prop_assert_eq!(s.channel, Channel::Direct);
+            }
+        }
+    }
 }
