@@ -104,7 +104,7 @@ fn histogram() -> Histogram<u64> {
 }
 
 /// Read one response on `stream`: its status. `buf` keeps bytes past the response.
-async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<u16> {
+pub async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<u16> {
     loop {
         if let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = std::str::from_utf8(&buf[..head_end]).map_err(std::io::Error::other)?;

@@ -72,11 +72,11 @@ impl Outcome {
     }
 }
 
-/// What every event of one request shares, computed once: the user-agent verdict and the
-/// network visitor hash (a batch carries up to 100 events from one client).
+/// What every event of one request shares, computed once: the network visitor hash (a batch
+/// carries up to 100 events from one client). The user-agent verdict needs no memo here: the
+/// parser's own cache remembers it across requests.
 #[derive(Default)]
 struct RequestMemo {
-    client: std::cell::OnceCell<Result<crate::user_agent::ClientInfo, BotReason>>,
     visitor: std::cell::RefCell<Option<(String, u64)>>,
 }
 
@@ -85,17 +85,6 @@ struct RequestMemo {
 pub struct LoadedSites {
     pub registry: SiteRegistry,
     pub limits: RateLimits,
-}
-
-impl LoadedSites {
-    /// Whether some site allows browsers on `origin` (for CORS answers).
-    pub fn any_allows_origin(&self, origin: &str) -> bool {
-        self.registry.ids().iter().any(|id| {
-            self.registry
-                .get(id)
-                .is_some_and(|s| s.allows_origin(origin))
-        })
-    }
 }
 
 /// Everything the pipeline needs; shared by all request handlers.
@@ -331,15 +320,12 @@ impl Ingest {
                 site_id: event.site_id,
             });
         }
-        let client = match memo
-            .client
-            .get_or_init(|| self.user_agents.classify_request(req.user_agent, signed))
-        {
-            Ok(client) => client.clone(),
+        let client = match self.user_agents.classify_request(req.user_agent, signed) {
+            Ok(client) => client,
             Err(reason) => {
                 return Ok(Outcome::Bot {
                     site_id: event.site_id,
-                    reason: *reason,
+                    reason,
                 });
             }
         };

@@ -113,14 +113,16 @@ pub struct ShutdownReport {
 impl EdgeNode {
     /// Open the spool, start the forwarder and listen on `config.listen` (port 0 picks one).
     pub async fn start(config: EdgeConfig) -> anyhow::Result<Self> {
-        // Read before parsing: a change after this point is seen by the reload task.
-        let sites_bytes = std::fs::read(&config.sites_file).ok();
-        let sites = SiteRegistry::load(&config.sites_file).with_context(|| {
-            format!(
-                "loading sites file {} (TA_SITES_FILE)",
-                config.sites_file.display()
-            )
-        })?;
+        // Parsed from the bytes the reload task compares with: a change after this read is
+        // seen by it.
+        let (sites, sites_bytes) = SiteRegistry::read(&config.sites_file)
+            .and_then(|bytes| Ok((SiteRegistry::from_bytes(&bytes)?, bytes)))
+            .with_context(|| {
+                format!(
+                    "loading sites file {} (TA_SITES_FILE)",
+                    config.sites_file.display()
+                )
+            })?;
         let metrics = metrics::EdgeMetrics::new(&config.region);
         metrics.register_sites(sites.ids());
         let salts = salt::open(
@@ -173,7 +175,7 @@ impl EdgeNode {
             async_std::task::spawn(reload::watch_sites_file(
                 config.sites_file.clone(),
                 Duration::from_secs(config.sites_reload_secs),
-                sites_bytes,
+                Some(sites_bytes),
                 state.ingest.clone(),
                 state.metrics.clone(),
             ))

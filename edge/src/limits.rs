@@ -104,9 +104,8 @@ impl RateLimits {
 
 /// Signatures seen inside the replay window, oldest first.
 ///
-/// Bounded: past `capacity` entries the oldest are forgotten early (counted by the caller via
-/// [`ReplayGuard::check_and_remember`]'s result) rather than growing without limit under a
-/// flood of validly signed requests.
+/// Bounded: past `capacity` entries the oldest are forgotten early (the verdict says so) rather
+/// than growing without limit under a flood of validly signed requests.
 #[derive(Debug)]
 pub struct ReplayGuard {
     window_secs: i64,

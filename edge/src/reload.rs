@@ -35,10 +35,7 @@ pub async fn watch_sites_file(
         if last.as_deref() == Some(current.as_slice()) {
             continue;
         }
-        let parsed = std::str::from_utf8(&current)
-            .map_err(|e| e.to_string())
-            .and_then(|text| SiteRegistry::from_toml(text).map_err(|e| e.to_string()));
-        match parsed {
+        match SiteRegistry::from_bytes(&current) {
             Ok(registry) => {
                 metrics.register_sites(registry.ids());
                 let sites = registry.len();

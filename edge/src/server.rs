@@ -354,7 +354,7 @@ fn ingest_request<'r>(
 }
 
 /// Answer a collect-type request, counting refusals and adding CORS headers.
-async fn with_cors(
+fn with_cors(
     req: &Request<AppState>,
     state: &AppState,
     result: Result<Response, CollectError>,
@@ -373,7 +373,7 @@ async fn with_cors(
     // Browsers only see the answer when the origin is allowed for some site; the per-site
     // check already ran inside the pipeline.
     if let Some(origin) = header(req, "Origin")
-        && state.ingest.sites().any_allows_origin(origin)
+        && state.ingest.sites().registry.any_allows_origin(origin)
     {
         res.insert_header("Access-Control-Allow-Origin", origin);
         res.insert_header("Vary", "Origin");
@@ -384,13 +384,13 @@ async fn with_cors(
 async fn collect(mut req: Request<AppState>) -> tide::Result {
     let state = req.state().clone();
     let result = collect_one(&mut req, &state).await;
-    Ok(with_cors(&req, &state, result).await)
+    Ok(with_cors(&req, &state, result))
 }
 
 async fn batch(mut req: Request<AppState>) -> tide::Result {
     let state = req.state().clone();
     let result = collect_batch(&mut req, &state).await;
-    Ok(with_cors(&req, &state, result).await)
+    Ok(with_cors(&req, &state, result))
 }
 
 /// Count a dropped (not accepted) outcome.
@@ -540,7 +540,7 @@ async fn preflight(req: Request<AppState>) -> tide::Result {
             json!({"error": "missing_origin", "message": "CORS preflight without an Origin header"}),
         ));
     };
-    if !state.ingest.sites().any_allows_origin(origin) {
+    if !state.ingest.sites().registry.any_allows_origin(origin) {
         return Ok(json_response(
             403,
             json!({"error": "origin_not_allowed", "message": format!("origin {origin} is not allowed for any site")}),

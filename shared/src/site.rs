@@ -83,6 +83,8 @@ pub enum SitesFileError {
     },
     #[error("sites file is not valid TOML: {0}")]
     Parse(#[from] toml::de::Error),
+    #[error("sites file is not UTF-8 text")]
+    NotUtf8,
     #[error("site id `{0}` is invalid: use 1-{MAX_SITE_ID_LEN} characters from [A-Za-z0-9._-]")]
     InvalidId(String),
     #[error("site `{0}` appears twice in the sites file")]
@@ -116,11 +118,20 @@ pub fn is_valid_site_id(id: &str) -> bool {
 
 impl SiteRegistry {
     pub fn load(path: &Path) -> Result<Self, SitesFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SitesFileError::Read {
+        Self::from_bytes(&Self::read(path)?)
+    }
+
+    /// The raw bytes of a sites file (to parse with [`SiteRegistry::from_bytes`] and to compare
+    /// with later contents when watching it).
+    pub fn read(path: &Path) -> Result<Vec<u8>, SitesFileError> {
+        std::fs::read(path).map_err(|source| SitesFileError::Read {
             path: path.display().to_string(),
             source,
-        })?;
-        Self::from_toml(&text)
+        })
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SitesFileError> {
+        Self::from_toml(std::str::from_utf8(bytes).map_err(|_| SitesFileError::NotUtf8)?)
     }
 
     pub fn from_toml(text: &str) -> Result<Self, SitesFileError> {
@@ -164,6 +175,12 @@ impl SiteRegistry {
 
     pub fn is_empty(&self) -> bool {
         self.sites.is_empty()
+    }
+
+    /// Whether some site allows browsers on `origin` (CORS answers). No allocation: it runs for
+    /// every browser request.
+    pub fn any_allows_origin(&self, origin: &str) -> bool {
+        self.sites.values().any(|s| s.allows_origin(origin))
     }
 
     /// Site ids in sorted order (stable for metrics and listings).
@@ -240,6 +257,14 @@ mod tests {
         assert!(matches!(
             SiteRegistry::from_toml(unsigned),
             Err(SitesFileError::SignatureWithoutSecret(_))
+        ));
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_refused() {
+        assert!(matches!(
+            SiteRegistry::from_bytes(b"[[site]]\nid='\xff'"),
+            Err(SitesFileError::NotUtf8)
         ));
     }
 

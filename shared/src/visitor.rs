@@ -169,11 +169,6 @@ impl SaltSchedule {
             .clone()
     }
 
-    /// Step to `day` now if it is later than the current day.
-    pub fn advance_to(&self, day: NaiveDate) {
-        self.salt_for(day);
-    }
-
     /// The salt for `day`, or for the current day when `day` is already past.
     pub fn salt_for(&self, day: NaiveDate) -> [u8; 32] {
         let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());

@@ -112,11 +112,12 @@ fn headers<'a>(ip: &'a str, ua: &'a str) -> [(&'a str, &'a str); 4] {
     ]
 }
 
-/// 4096 single-event requests: many visitors (IP × UA), pages, referrers.
-fn collect_requests(host: &str) -> Arc<Vec<Vec<u8>>> {
-    let mut rng = StdRng::seed_from_u64(7);
+/// `count` requests from many visitors (IP × UA) with realistic pages and referrers: one event
+/// each for `/v1/collect`, or `batch` events each for `/v1/batch`.
+fn requests(host: &str, count: usize, batch: Option<usize>, seed: u64) -> Arc<Vec<Vec<u8>>> {
+    let mut rng = StdRng::seed_from_u64(seed);
     Arc::new(
-        (0..4096)
+        (0..count)
             .map(|_| {
                 let ip = format!(
                     "10.{}.{}.{}",
@@ -125,32 +126,27 @@ fn collect_requests(host: &str) -> Arc<Vec<Vec<u8>>> {
                     rng.random_range(1..255)
                 );
                 let ua = BROWSER_USER_AGENTS.choose(&mut rng).expect("uas");
-                let body = serde_json::to_vec(&event_json(&mut rng)).expect("json");
-                http_load::post("/v1/collect", host, &headers(&ip, ua), &body)
+                let (path, body) = match batch {
+                    None => ("/v1/collect", serde_json::to_vec(&event_json(&mut rng))),
+                    Some(n) => (
+                        "/v1/batch",
+                        serde_json::to_vec(
+                            &(0..n).map(|_| event_json(&mut rng)).collect::<Vec<_>>(),
+                        ),
+                    ),
+                };
+                http_load::post(path, host, &headers(&ip, ua), &body.expect("json"))
             })
             .collect(),
     )
 }
 
-/// 256 batch requests of `size` events each.
+fn collect_requests(host: &str) -> Arc<Vec<Vec<u8>>> {
+    requests(host, 4096, None, 7)
+}
+
 fn batch_requests(host: &str, size: usize) -> Arc<Vec<Vec<u8>>> {
-    let mut rng = StdRng::seed_from_u64(8);
-    Arc::new(
-        (0..256)
-            .map(|_| {
-                let ip = format!(
-                    "10.{}.{}.{}",
-                    rng.random_range(0..256),
-                    rng.random_range(0..256),
-                    rng.random_range(1..255)
-                );
-                let ua = BROWSER_USER_AGENTS.choose(&mut rng).expect("uas");
-                let events: Vec<_> = (0..size).map(|_| event_json(&mut rng)).collect();
-                let body = serde_json::to_vec(&events).expect("json");
-                http_load::post("/v1/batch", host, &headers(&ip, ua), &body)
-            })
-            .collect(),
-    )
+    requests(host, 256, Some(size), 8)
 }
 
 /// A child process killed when dropped.
@@ -184,22 +180,11 @@ impl Proc {
 
 fn wait_http(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
-            use std::io::{Read, Write};
-            let _ = write!(
-                s,
-                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            );
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            if out.starts_with("HTTP/1.1 200") {
-                return Ok(());
-            }
-        }
+    while !get(addr, path).starts_with("HTTP/1.1 200") {
         anyhow::ensure!(Instant::now() < deadline, "{addr}{path} never answered 200");
         std::thread::sleep(Duration::from_millis(100));
     }
+    Ok(())
 }
 
 fn get(addr: SocketAddr, path: &str) -> String {
@@ -431,27 +416,16 @@ fn drain_scenario(
                     let mut buf = Vec::new();
                     let mut k = w;
                     while sent.fetch_add(1, Ordering::Relaxed) < target {
-                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        use tokio::io::AsyncWriteExt;
                         stream
                             .write_all(&requests[k % requests.len()])
                             .await
                             .expect("write");
                         k += 8;
-                        // Read until the JSON answer's closing brace ends a response.
-                        loop {
-                            let mut chunk = [0u8; 65536];
-                            let n = stream.read(&mut chunk).await.expect("read");
-                            buf.extend_from_slice(&chunk[..n]);
-                            if buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.ends_with(b"}") {
-                                assert!(
-                                    buf.starts_with(b"HTTP/1.1 202"),
-                                    "{}",
-                                    String::from_utf8_lossy(&buf[..80.min(buf.len())])
-                                );
-                                buf.clear();
-                                break;
-                            }
-                        }
+                        let status = http_load::read_response(&mut stream, &mut buf)
+                            .await
+                            .expect("read");
+                        assert_eq!(status, 202, "spooling with the broker down");
                     }
                 })
             })
