@@ -4,7 +4,7 @@ SHELL := /bin/bash
 INFRA := deploy/local/infra
 STACK := deploy/local/stack
 
-.PHONY: help demo test lint infra stack stop status fuzz bench-edge
+.PHONY: help demo test lint bench-quick infra stack stop status fuzz bench
 
 help:
 	@echo "make demo    install + start infrastructure, build, run the pipeline with demo traffic"
@@ -12,12 +12,12 @@ help:
 	@echo "make stop    stop the services and the infrastructure (data kept in .data/)"
 	@echo "make status  what is running"
 	@echo "make fuzz    fuzz the edge's body parser for FUZZ_SECS (default 120) with cargo fuzz"
-	@echo "make bench-edge  edge accept path and forwarder vs their baselines (bench/README.md)"
+	@echo "make bench   every benchmark scenario beside its baselines -> bench/results/results.{md,json,svg}"
 
 demo: infra
 	cargo build --release --bins
 	$(STACK) up
-	eval "$$($(INFRA) env)" && target/release/ta-loadgen demo
+	eval "$$($(INFRA) env)" && target/release/ta-bench demo
 	@echo
 	@echo "Services (still running):"
 	@echo "  ta-edge     http://127.0.0.1:8080   POST /v1/collect, /metrics, /healthz"
@@ -30,6 +30,14 @@ demo: infra
 
 test: infra lint
 	eval "$$($(INFRA) env)" && cargo test --workspace --all-targets
+	$(MAKE) --no-print-directory bench-quick
+
+# The benchmark harness at toy sizes with debug binaries: checks it still runs every scenario
+# and produces sane figures (not that anything is fast).
+bench-quick:
+	cargo build --quiet --bins
+	eval "$$($(INFRA) env)" && target/debug/ta-bench all --quick --bin-dir target/debug > target/bench-quick.log || { cat target/bench-quick.log; exit 1; }
+	@echo "bench-quick: OK (target/bench-quick/results.md)"
 
 lint:
 	cargo fmt --all --check
@@ -57,6 +65,8 @@ fuzz:
 		../../.data/fuzz/collect_body corpus/collect_body -- \
 		-max_total_time=$(FUZZ_SECS) -rss_limit_mb=2048 -max_len=65536
 
-bench-edge: infra
-	cargo build --release -p ta-edge -p ta-bench --bins
-	eval "$$($(INFRA) env)" && target/release/ta-bench-edge --json target/bench-edge.json
+# Every scenario of bench/README.md at a size that takes a few minutes here (10M-event query
+# database generated once and reused). BENCH_ARGS passes options, e.g. BENCH_ARGS="--only edge".
+bench: infra
+	cargo build --release --bins
+	eval "$$($(INFRA) env)" && target/release/ta-bench all $(BENCH_ARGS)

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -23,6 +24,25 @@ pub enum Pace {
     Rate(f64),
 }
 
+/// The requests a run sends.
+#[derive(Clone)]
+pub enum Requests {
+    /// Complete HTTP requests (head + body), used round-robin by every connection.
+    Fixed(Arc<Vec<Vec<u8>>>),
+    /// Built for every send from its sequence number (unique per run): for requests that
+    /// must differ, e.g. signed ones, which the edge refuses as replays when repeated.
+    Generated(Arc<dyn Fn(u64) -> Vec<u8> + Send + Sync>),
+}
+
+impl std::fmt::Debug for Requests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Fixed(r) => write!(f, "Fixed({} requests)", r.len()),
+            Self::Generated(_) => f.write_str("Generated"),
+        }
+    }
+}
+
 /// One load run.
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
@@ -32,10 +52,11 @@ pub struct LoadSpec {
     /// Not measured: lets connections, caches and the allocator settle.
     pub warmup: Duration,
     pub pace: Pace,
-    /// Complete HTTP requests (head + body), used round-robin by every connection.
-    pub requests: Arc<Vec<Vec<u8>>>,
+    pub requests: Requests,
     /// Events carried by one request (1 for collect, the batch size for batches).
     pub events_per_request: u64,
+    /// Keep the `event_id`s of every 2xx answer (warm-up included), for reconciliation.
+    pub record_ids: bool,
 }
 
 /// What a run measured.
@@ -47,6 +68,11 @@ pub struct LoadReport {
     pub latency: Histogram<u64>,
     pub statuses: BTreeMap<u16, u64>,
     pub io_errors: u64,
+    /// Requests written whose answer never came (connection cut), warm-up included: the
+    /// server may or may not have accepted them.
+    pub unanswered: u64,
+    /// With [`LoadSpec::record_ids`]: every `event_id` in a 2xx answer, warm-up included.
+    pub accepted_ids: Vec<String>,
 }
 
 impl LoadReport {
@@ -105,6 +131,30 @@ fn histogram() -> Histogram<u64> {
 
 /// Read one response on `stream`: its status. `buf` keeps bytes past the response.
 pub async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<u16> {
+    read_response_into(stream, buf, None).await
+}
+
+/// Every `"event_id":"…"` value in a JSON answer (one for `/v1/collect`, one per accepted
+/// event for `/v1/batch`).
+pub fn event_ids(body: &[u8]) -> impl Iterator<Item = String> + '_ {
+    const KEY: &[u8] = b"\"event_id\":\"";
+    let mut rest = body;
+    std::iter::from_fn(move || {
+        let at = rest.windows(KEY.len()).position(|w| w == KEY)?;
+        rest = &rest[at + KEY.len()..];
+        let end = rest.iter().position(|b| *b == b'"')?;
+        let id = String::from_utf8_lossy(&rest[..end]).into_owned();
+        rest = &rest[end..];
+        Some(id)
+    })
+}
+
+/// [`read_response`], also copying the body into `body` when given.
+async fn read_response_into(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    mut body: Option<&mut Vec<u8>>,
+) -> std::io::Result<u16> {
     loop {
         if let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = std::str::from_utf8(&buf[..head_end]).map_err(std::io::Error::other)?;
@@ -128,6 +178,10 @@ pub async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io
                 }
                 buf.extend_from_slice(&chunk[..n]);
             }
+            if let Some(body) = body.as_deref_mut() {
+                body.clear();
+                body.extend_from_slice(&buf[head_end + 4..total]);
+            }
             buf.drain(..total);
             return Ok(status);
         }
@@ -144,14 +198,24 @@ struct ConnResult {
     latency: Histogram<u64>,
     statuses: BTreeMap<u16, u64>,
     io_errors: u64,
+    unanswered: u64,
+    ids: Vec<String>,
 }
 
-async fn connection(spec: Arc<LoadSpec>, index: usize, start: Instant) -> ConnResult {
+async fn connection(
+    spec: Arc<LoadSpec>,
+    index: usize,
+    start: Instant,
+    answered: Arc<AtomicU64>,
+) -> ConnResult {
     let mut result = ConnResult {
         latency: histogram(),
         statuses: BTreeMap::new(),
         io_errors: 0,
+        unanswered: 0,
+        ids: Vec::new(),
     };
+    let mut body = Vec::new();
     let measure_from = start + spec.warmup;
     let end = measure_from + spec.duration;
     // Open loop: connection i sends at start + (i + k·n) / rate.
@@ -191,17 +255,28 @@ async fn connection(spec: Arc<LoadSpec>, index: usize, start: Instant) -> ConnRe
             }
         }
         let s = stream.as_mut().expect("connected");
-        let request = &spec.requests[k % spec.requests.len()];
+        let generated;
+        let request: &[u8] = match &spec.requests {
+            Requests::Fixed(all) => &all[k % all.len()],
+            Requests::Generated(make) => {
+                generated = make(k as u64);
+                &generated
+            }
+        };
         k += spec.connections;
         let outcome = async {
             s.write_all(request).await?;
-            read_response(s, &mut buf).await
+            read_response_into(s, &mut buf, spec.record_ids.then_some(&mut body)).await
         }
         .await;
         let done = Instant::now();
         let measured = scheduled >= measure_from;
         match outcome {
             Ok(status) => {
+                answered.fetch_add(1, Ordering::Relaxed);
+                if spec.record_ids && (200..300).contains(&status) {
+                    result.ids.extend(event_ids(&body));
+                }
                 if measured {
                     *result.statuses.entry(status).or_default() += 1;
                     let micros = done.duration_since(scheduled).as_micros() as u64;
@@ -212,6 +287,7 @@ async fn connection(spec: Arc<LoadSpec>, index: usize, start: Instant) -> ConnRe
                 if measured {
                     result.io_errors += 1;
                 }
+                result.unanswered += 1;
                 stream = None;
             }
         }
@@ -226,26 +302,32 @@ async fn connection(spec: Arc<LoadSpec>, index: usize, start: Instant) -> ConnRe
 pub async fn run(spec: LoadSpec, label: &str) -> LoadReport {
     let spec = Arc::new(spec);
     let start = Instant::now();
+    let answered = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..spec.connections)
-        .map(|i| tokio::spawn(connection(spec.clone(), i, start)))
+        .map(|i| tokio::spawn(connection(spec.clone(), i, start, answered.clone())))
         .collect();
     let total = spec.warmup + spec.duration;
     let progress = {
         let label = label.to_owned();
+        let answered = answered.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.tick().await;
+            let mut last = 0;
             loop {
                 tick.tick().await;
                 let elapsed = start.elapsed();
                 if elapsed >= total {
                     break;
                 }
+                let now = answered.load(Ordering::Relaxed);
                 eprint!(
-                    "\r  {label}: {:>3.0}/{:.0} s",
+                    "\r  {label}: {:>3.0}/{:.0} s, {:>8} answers/s ",
                     elapsed.as_secs_f64(),
-                    total.as_secs_f64()
+                    total.as_secs_f64(),
+                    now - last
                 );
+                last = now;
             }
         })
     };
@@ -256,6 +338,8 @@ pub async fn run(spec: LoadSpec, label: &str) -> LoadReport {
         latency: histogram(),
         statuses: BTreeMap::new(),
         io_errors: 0,
+        unanswered: 0,
+        accepted_ids: Vec::new(),
     };
     for task in tasks {
         let r = task.await.expect("load connection task");
@@ -267,6 +351,8 @@ pub async fn run(spec: LoadSpec, label: &str) -> LoadReport {
             *report.statuses.entry(s).or_default() += n;
         }
         report.io_errors += r.io_errors;
+        report.unanswered += r.unanswered;
+        report.accepted_ids.extend(r.ids);
     }
     progress.abort();
     eprintln!("\r  {label}: done{:30}", "");
@@ -295,6 +381,16 @@ pub fn post(path: &str, host: &str, headers: &[(&str, &str)], body: &[u8]) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_every_event_id_of_an_answer() {
+        let single = br#"{"status":"accepted","event_id":"0193-a"}"#;
+        assert_eq!(event_ids(single).collect::<Vec<_>>(), ["0193-a"]);
+        let batch = br#"{"results":[{"index":0,"status":"accepted","event_id":"x1"},{"index":1,"status":"rejected"},{"index":2,"status":"accepted","event_id":"x3"}]}"#;
+        assert_eq!(event_ids(batch).collect::<Vec<_>>(), ["x1", "x3"]);
+        assert_eq!(event_ids(br#"{"status":"ignored"}"#).count(), 0);
+        assert_eq!(event_ids(br#"{"event_id":"cut"#).count(), 0);
+    }
 
     #[tokio::test]
     async fn measures_a_tiny_server_and_counts_statuses() {
@@ -344,8 +440,9 @@ mod tests {
             duration: Duration::from_millis(300),
             warmup: Duration::ZERO,
             pace: Pace::Rate(200.0),
-            requests: Arc::new(vec![post("/x", "h", &[], b"{}")]),
+            requests: Requests::Fixed(Arc::new(vec![post("/x", "h", &[], b"{}")])),
             events_per_request: 3,
+            record_ids: false,
         };
         let report = run(spec, "test").await;
         // 200/s for 0.3 s ≈ 60 requests, half of them 202.

@@ -7,7 +7,10 @@
 //! from the plan alone — never from the system under test — and [`verify`] compares it with
 //! what `ta-query` returns.
 
+pub mod cmd;
 pub mod http_load;
+pub mod proc;
+pub mod report;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -67,7 +70,8 @@ pub const REFERRERS: &[&str] = &[
     "https://github.com/",
 ];
 
-const CAMPAIGNS: &[(&str, &str, &str)] = &[
+/// UTM (source, medium, campaign) tags of campaign traffic.
+pub const CAMPAIGNS: &[(&str, &str, &str)] = &[
     ("newsletter", "email", "black-friday"),
     ("twitter", "social", "launch"),
     ("google", "cpc", "brand"),
@@ -108,7 +112,8 @@ struct Visitor {
     user_agent: &'static str,
 }
 
-fn pick_page(rng: &mut StdRng) -> &'static str {
+/// A page path, weighted as [`PAGES`] says.
+pub fn pick_page(rng: &mut impl Rng) -> &'static str {
     let total: u32 = PAGES.iter().map(|p| p.1).sum();
     let mut roll = rng.random_range(0..total);
     for (path, weight) in PAGES {

@@ -1,5 +1,6 @@
 //! End-to-end: the three binaries as processes, the real broker, the real ClickHouse.
 
+mod bench;
 mod deploy;
 mod durability;
 mod faults;

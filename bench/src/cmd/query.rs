@@ -1,4 +1,4 @@
-//! ta-query on 10 million events: uncached p50/p99 per endpoint for a 30-day range of one site,
+//! `ta-bench query`: ta-query on N (default 10 million) events: uncached p50/p99 per endpoint for a 30-day range of one site,
 //! cached latency (client and server side) and cached requests/s.
 //!
 //! Generates the events straight into the local ClickHouse with one `INSERT … SELECT` over
@@ -10,26 +10,27 @@
 //! visitor hash per visit (hashes rotate daily), 5 paths, 4 sources, 4 countries, 3 devices.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "ta-bench-query",
-    about = "ta-query latency and throughput on 10M events"
-)]
-struct Args {
+use crate::proc::{Proc, free_port};
+use crate::report::{Latency, MEMORY, Row, Section, percentile};
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "query", about = "ta-query latency and throughput on N events")]
+pub struct Args {
     #[arg(
         long,
         env = "TA_CLICKHOUSE_URL",
         default_value = "http://127.0.0.1:8123"
     )]
     clickhouse: String,
-    /// Database to generate into (dropped and recreated unless --reuse finds it complete).
-    #[arg(long, default_value = "ta_bench_query")]
-    database: String,
+    /// Database to generate into (dropped and recreated unless --reuse finds it complete);
+    /// default `ta_bench_query_<events>`.
+    #[arg(long)]
+    database: Option<String>,
     #[arg(long, default_value_t = 10_000_000)]
     events: u64,
     /// Keep the database when it already holds `--events` events.
@@ -48,18 +49,12 @@ struct Args {
     bin_dir: PathBuf,
     #[arg(long, default_value = "deploy/config/access.dev.toml")]
     access_file: PathBuf,
+    /// Fail unless every part of the run produced figures (for the harness's quick mode).
+    #[arg(long)]
+    quick_check: bool,
 }
 
-const TOKEN: &str = ta_bench::DEV_QUERY_TOKEN;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+const TOKEN: &str = crate::DEV_QUERY_TOKEN;
 
 async fn ch(http: &reqwest::Client, url: &str, db: &str, sql: &str) -> anyhow::Result<String> {
     let res = http
@@ -72,18 +67,6 @@ async fn ch(http: &reqwest::Client, url: &str, db: &str, sql: &str) -> anyhow::R
     let text = res.text().await?;
     anyhow::ensure!(status.is_success(), "ClickHouse refused {sql}: {text}");
     Ok(text)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
 }
 
 /// Smallest histogram bound holding half of `endpoint`'s requests (server-side p50 bound).
@@ -110,11 +93,13 @@ fn server_p50(metrics: &str, endpoint: &str) -> Option<f64> {
         })
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+/// Run the benchmark; prints the detailed table and returns the rows for the harness report.
+pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
     let http = reqwest::Client::new();
-    let db = &args.database;
+    let db = &args
+        .database
+        .clone()
+        .unwrap_or_else(|| format!("ta_bench_query_{}", args.events));
     let today = chrono::Utc::now().date_naive();
     let start = (today - chrono::Days::new(89))
         .and_hms_opt(0, 0, 0)
@@ -207,8 +192,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Ok((Proc(cmd.spawn()?), format!("http://127.0.0.1:{port}")))
     };
-    let (_uncached_proc, uncached) = start_query(true)?;
-    let (_cached_proc, cached) = start_query(false)?;
+    let (uncached_proc, uncached) = start_query(true)?;
+    let (cached_proc, cached) = start_query(false)?;
     for base in [&uncached, &cached] {
         let deadline = Instant::now() + Duration::from_secs(20);
         while http.get(format!("{base}/healthz")).send().await.is_err() {
@@ -301,6 +286,8 @@ async fn main() -> anyhow::Result<()> {
             percentile(&un, 50.0),
             percentile(&un, 99.0),
             percentile(&ca, 50.0),
+            Latency::of_sorted(&un),
+            Latency::of_sorted(&ca),
         ));
     }
     let metrics = http
@@ -309,11 +296,43 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .text()
         .await?;
-    for ((name, p50, p99, c50), (_, path)) in rows.iter().zip(&endpoints) {
+    let millions = args.events as f64 / 1e6;
+    let mut section = Section::new(
+        format!("4. Query API on {millions} M events"),
+        format!(
+            "{} events of 3 sites over 90 days generated into ClickHouse; a closed 30-day range of one site; uncached = a ta-query with every cache TTL at 0 ({} requests per endpoint after one warm-up), cached = a ta-query with the default TTLs (200 requests); latencies measured by the client on the same machine.",
+            args.events, args.uncached
+        ),
+    );
+    let mut server_p50s = Vec::new();
+    for ((name, p50, p99, c50, un, ca), (_, path)) in rows.iter().zip(&endpoints) {
         let endpoint = path.split('?').next().unwrap().rsplit('/').next().unwrap();
-        let server = server_p50(&metrics, endpoint)
-            .map_or("?".into(), |s| format!("≤ {:.2} ms", s * 1000.0));
+        let server_s = server_p50(&metrics, endpoint);
+        let server = server_s.map_or("?".into(), |s| format!("≤ {:.2} ms", s * 1000.0));
         println!("{name:<28} {p50:>9.1} ms {p99:>9.1} ms {c50:>11.2} ms {server:>16}");
+        if let Some(un) = un {
+            section.rows.push(
+                Row::new(format!("{name}, uncached"), *p50, "ms p50")
+                    .latency(*un)
+                    .target(
+                        "p50 ≤ 100 ms, p99 ≤ 300 ms",
+                        un.p50 <= 100.0 && un.p99 <= 300.0,
+                    ),
+            );
+        }
+        if let Some(ca) = ca {
+            let mut row = Row::new(
+                format!("{name}, cached (server-side p50 {server})"),
+                *c50,
+                "ms p50",
+            )
+            .latency(*ca);
+            if let Some(s) = server_s {
+                row = row.target("server-side p50 ≤ 1 ms", s <= 0.001);
+                server_p50s.push(s);
+            }
+            section.rows.push(row);
+        }
     }
 
     // Cached throughput: the dashboard's aggregate request, `concurrency` in flight.
@@ -345,5 +364,33 @@ async fn main() -> anyhow::Result<()> {
         t.elapsed().as_secs_f64(),
         args.concurrency
     );
-    Ok(())
+    let cached_rps = n as f64 / t.elapsed().as_secs_f64();
+    section.rows.push(
+        Row::new(
+            format!("cached `aggregate+compare`, {} in flight", args.concurrency),
+            cached_rps,
+            "req/s",
+        )
+        .target("≥ 2,000 req/s", cached_rps >= 2_000.0),
+    );
+    if args.quick_check {
+        anyhow::ensure!(n > 0, "no cached request succeeded");
+        anyhow::ensure!(
+            !server_p50s.is_empty(),
+            "ta-query's /metrics had no request histogram"
+        );
+    }
+    let mib = |p: &Proc| p.peak_rss() as f64 / (1024.0 * 1024.0);
+    let memory = Section::new(MEMORY, "")
+        .row(Row::new(
+            format!("ta-query, uncached, under scenario 4 on {millions} M events (VmHWM)"),
+            mib(&uncached_proc),
+            "MiB",
+        ))
+        .row(Row::new(
+            format!("ta-query, cached, under scenario 4 on {millions} M events (VmHWM)"),
+            mib(&cached_proc),
+            "MiB",
+        ));
+    Ok(vec![section, memory])
 }

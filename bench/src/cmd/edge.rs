@@ -1,10 +1,11 @@
-//! `ta-bench-edge`: the edge's accept path and forwarder against their ceilings, side by side.
+//! `ta-bench edge`: the edge's accept path and forwarder against their ceilings, side by side.
 //!
-//! 1. single-event `POST /v1/collect`, closed loop: a null tide handler (`ta-bench-null`, the
-//!    ceiling) vs `ta-edge` (auth, validation, UA parse, visitor hash, URL/source enrichment,
-//!    durable spool with fsync=always, forwarding to the broker at the same time);
+//! 1. single-event `POST /v1/collect`, closed loop: null hyper and null tide handlers (this
+//!    executable's `null` subcommand; tide is the edge's own server stack) vs `ta-edge` (auth,
+//!    validation, UA parse, visitor hash, URL/source enrichment, durable spool with
+//!    fsync=always);
 //! 2. `ta-edge` at half the rate it reached in 1, open loop: latency percentiles;
-//! 3. `POST /v1/batch` of 50 events, closed loop: events/s;
+//! 3. `POST /v1/batch` of 50 events, closed loop: events/s, against both null handlers;
 //! 4. forwarder drain: an edge that accepted N events while the broker was unreachable
 //!    restarts with the broker up; time until its spool is empty vs a bare rskafka producer
 //!    sending the very same records (read back from the topic) in the same shape (per-partition
@@ -12,16 +13,20 @@
 //! 5. peak RSS of `ta-edge` during 1–3.
 //!
 //! Needs release binaries (`cargo build --release --bins`) and the local broker
-//! (`deploy/local/infra up`). Prints a markdown table; `--json` writes the figures.
+//! (`deploy/local/infra up`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::http_load::{self, LoadReport, LoadSpec, Pace, Requests};
+use crate::proc::{Proc, free_port, http_get, metric, sample_rss, wait_http};
+use crate::report::{Latency, MEMORY, Row, Section};
+use crate::{BROWSER_USER_AGENTS, PAGES, REFERRERS};
 use anyhow::Context;
 use clap::Parser;
 use rand::rngs::StdRng;
@@ -31,12 +36,13 @@ use rskafka::client::ClientBuilder;
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::record::Record;
 use serde_json::json;
-use ta_bench::http_load::{self, LoadReport, LoadSpec, Pace};
-use ta_bench::{BROWSER_USER_AGENTS, PAGES, REFERRERS};
 
-#[derive(Debug, Parser)]
-#[command(about = "Edge accept path and forwarder vs their baselines, side by side.")]
-struct Args {
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "edge",
+    about = "Edge accept path and forwarder vs their baselines, side by side"
+)]
+pub struct Args {
     /// Measured seconds per throughput scenario (the targets are stated for 60).
     #[arg(long, default_value_t = 60)]
     seconds: u64,
@@ -67,24 +73,11 @@ struct Args {
     brokers: String,
     #[arg(long, default_value = "target/release/ta-edge")]
     edge: PathBuf,
-    #[arg(long, default_value = "target/release/ta-bench-null")]
-    null: PathBuf,
     #[arg(long, default_value = "deploy/config/sites.dev.toml")]
     sites: PathBuf,
-    /// Write the figures as JSON here.
-    #[arg(long)]
-    json: Option<PathBuf>,
 }
 
 const KEY: &str = "dev-key-site-1";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A realistic pageview body.
 fn event_json(rng: &mut StdRng) -> serde_json::Value {
@@ -149,66 +142,6 @@ fn batch_requests(host: &str, size: usize) -> Arc<Vec<Vec<u8>>> {
     requests(host, 256, Some(size), 8)
 }
 
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    fn terminate(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-fn wait_http(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !get(addr, path).starts_with("HTTP/1.1 200") {
-        anyhow::ensure!(Instant::now() < deadline, "{addr}{path} never answered 200");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
-}
-
-fn get(addr: SocketAddr, path: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
-fn metric(exposition: &str, name: &str) -> Option<f64> {
-    exposition
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .reduce(|a, b| a + b)
-}
-
 struct EdgeOpts<'a> {
     brokers: &'a str,
     topic: &'a str,
@@ -238,27 +171,8 @@ fn start_edge(args: &Args, opts: &EdgeOpts<'_>) -> anyhow::Result<(Proc, SocketA
             )
         })?;
     let proc = Proc(child);
-    wait_http(addr, "/healthz")?;
+    wait_http(addr, "/healthz", Duration::from_secs(30))?;
     Ok((proc, addr))
-}
-
-/// Peak resident set of `pid` sampled every 100 ms until `stop`.
-fn sample_rss(pid: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
-    std::thread::spawn(move || {
-        let mut peak = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                for line in status.lines() {
-                    if let Some(kb) = line.strip_prefix("VmRSS:") {
-                        let kb: u64 = kb.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
-                        peak = peak.max(kb * 1024);
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        peak
-    })
 }
 
 fn load(
@@ -277,8 +191,9 @@ fn load(
             duration: Duration::from_secs(args.seconds),
             warmup: Duration::from_secs(args.warmup),
             pace,
-            requests,
+            requests: Requests::Fixed(requests),
             events_per_request: events,
+            record_ids: false,
         },
         label,
     ))
@@ -434,7 +349,7 @@ fn drain_scenario(
             t.await.expect("spooling task");
         }
     });
-    let spooled = metric(&get(addr, "/metrics"), "ta_edge_spool_events").unwrap_or(0.0) as u64;
+    let spooled = metric(&http_get(addr, "/metrics"), "ta_edge_spool_events").unwrap_or(0.0) as u64;
     edge.terminate();
     anyhow::ensure!(
         spooled == target * 50,
@@ -453,7 +368,7 @@ fn drain_scenario(
         },
     )?;
     loop {
-        let m = get(addr, "/metrics");
+        let m = http_get(addr, "/metrics");
         if metric(&m, "ta_edge_spool_events") == Some(0.0)
             && metric(&m, "ta_edge_events_produced_total").unwrap_or(0.0) as u64 >= spooled
         {
@@ -497,66 +412,81 @@ fn row(name: &str, r: &LoadReport) -> String {
     )
 }
 
-fn summary(r: &LoadReport) -> serde_json::Value {
-    json!({
-        "requests_per_sec": r.requests_per_sec(),
-        "events_per_sec": r.events_per_sec(),
-        "p50_ms": r.ms(50.0), "p90_ms": r.ms(90.0), "p99_ms": r.ms(99.0), "max_ms": r.max_ms(),
-        "statuses": r.statuses.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
-        "io_errors": r.io_errors,
-    })
+/// Start this executable's `null` subcommand (a null tide or hyper server) on a free port.
+fn start_null(server: &str) -> anyhow::Result<(Proc, SocketAddr)> {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+    let exe = std::env::current_exe()?;
+    let null = Proc(
+        Command::new(&exe)
+            .args(["null", "--server", server, "--listen", &addr.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {} null", exe.display()))?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the null {server} server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((null, addr))
 }
 
-fn main() -> anyhow::Result<()> {
-    let mut args = Args::parse();
+/// Null servers measured as the ceiling: (name, single-event report, batch report).
+struct Ceiling {
+    name: &'static str,
+    single: LoadReport,
+    batch: LoadReport,
+}
+
+/// Run the scenarios; prints the detailed tables and returns the rows for the harness report.
+pub fn run(mut args: Args) -> anyhow::Result<Vec<Section>> {
     if args.quick {
-        args.seconds = 3;
+        args.seconds = args.seconds.min(3);
         args.warmup = 1;
-        args.drain_events = 5_000;
+        args.drain_events = args.drain_events.min(5_000);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads)
         .enable_all()
         .build()?;
     eprintln!(
-        "ta-bench-edge: {} s per scenario, {} connections, {} client thread(s)",
+        "edge: {} s per scenario, {} connections, {} client thread(s)",
         args.seconds, args.connections, args.client_threads
     );
 
-    // 1a. The ceiling: a null tide handler.
-    let null_port = free_port();
-    let null = Proc(
-        Command::new(&args.null)
-            .args(["--listen", &format!("127.0.0.1:{null_port}")])
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", args.null.display()))?,
-    );
-    let null_addr: SocketAddr = format!("127.0.0.1:{null_port}").parse()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(null_addr).is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "ta-bench-null did not start");
-        std::thread::sleep(Duration::from_millis(50));
+    // 1a. The ceilings: null tide (the edge's own server stack) and null hyper handlers.
+    let mut ceilings = Vec::new();
+    for (server, name) in [("tide", "null tide"), ("hyper", "null hyper")] {
+        let (null, addr) = start_null(server)?;
+        let single = load(
+            &args,
+            &rt,
+            addr,
+            Pace::Closed,
+            collect_requests(&addr.to_string()),
+            1,
+            &format!("{name}, collect"),
+        );
+        let batch = load(
+            &args,
+            &rt,
+            addr,
+            Pace::Closed,
+            batch_requests(&addr.to_string(), 50),
+            50,
+            &format!("{name}, batch of 50"),
+        );
+        drop(null);
+        ceilings.push(Ceiling {
+            name,
+            single,
+            batch,
+        });
     }
-    let null_single = load(
-        &args,
-        &rt,
-        null_addr,
-        Pace::Closed,
-        collect_requests(&null_addr.to_string()),
-        1,
-        "null tide, collect",
-    );
-    let null_batch = load(
-        &args,
-        &rt,
-        null_addr,
-        Pace::Closed,
-        batch_requests(&null_addr.to_string(), 50),
-        50,
-        "null tide, batch of 50",
-    );
-    drop(null);
+    let (null_single, null_batch) = (&ceilings[0].single, &ceilings[0].batch);
 
     // 1b–3. The edge.
     let spool = tempfile::tempdir()?;
@@ -608,7 +538,7 @@ fn main() -> anyhow::Result<()> {
     );
     stop.store(true, Ordering::Relaxed);
     let peak_rss = rss.join().unwrap_or(0);
-    let m = get(edge_addr, "/metrics");
+    let m = http_get(edge_addr, "/metrics");
     let fsyncs = metric(&m, "ta_edge_spool_fsync_duration_seconds_count").unwrap_or(0.0);
     let accepted = metric(&m, "ta_edge_events_accepted_total").unwrap_or(0.0);
     drop(edge);
@@ -623,23 +553,26 @@ fn main() -> anyhow::Result<()> {
     let ratio = edge_single.requests_per_sec() / null_single.requests_per_sec();
     let drain_rate = drain.events as f64 / drain.edge_secs;
     let bare_rate = drain.records_checked as f64 / drain.bare_secs;
+    let broker_state = if args.accept_with_broker {
+        "reachable: forwarding concurrently"
+    } else {
+        "unreachable: spool only"
+    };
     println!(
-        "\n### Edge accept path ({} s measured per row, {} connections, load generator on {} thread(s) of the same 2-core machine, broker {})\n",
-        args.seconds,
-        args.connections,
-        args.client_threads,
-        if args.accept_with_broker {
-            "reachable: forwarding concurrently"
-        } else {
-            "unreachable: spool only"
-        }
+        "\n### Edge accept path ({} s measured per row, {} connections, load generator on {} thread(s) of the same 2-core machine, broker {broker_state})\n",
+        args.seconds, args.connections, args.client_threads,
     );
     println!("| scenario | requests/s | events/s | p50 ms | p90 ms | p99 ms | max ms | answers |");
     println!("|---|---:|---:|---:|---:|---:|---:|---|");
-    println!(
-        "{}",
-        row("null tide handler, single event (ceiling)", &null_single)
-    );
+    for c in &ceilings {
+        println!(
+            "{}",
+            row(
+                &format!("{} handler, single event (ceiling)", c.name),
+                &c.single
+            )
+        );
+    }
     println!(
         "{}",
         row("**ta-edge `/v1/collect`**, closed loop", &edge_single)
@@ -651,51 +584,36 @@ fn main() -> anyhow::Result<()> {
             &edge_half
         )
     );
-    println!(
-        "{}",
-        row("null tide handler, batch of 50 (ceiling)", &null_batch)
-    );
+    for c in &ceilings {
+        println!(
+            "{}",
+            row(
+                &format!("{} handler, batch of 50 (ceiling)", c.name),
+                &c.batch
+            )
+        );
+    }
     println!(
         "{}",
         row("**ta-edge `/v1/batch`** of 50, closed loop", &edge_batch)
     );
-    println!();
-    println!("| figure | measured | target |");
-    println!("|---|---:|---:|");
     println!(
-        "| ta-edge single-event requests/s | {:.0} | ≥ 25,000 |",
-        edge_single.requests_per_sec()
-    );
-    println!("| ta-edge / null tide | {:.0}% | ≥ 50% |", ratio * 100.0);
-    println!(
-        "| p99 at half load | {:.2} ms | ≤ 20 ms |",
-        edge_half.ms(99.0)
-    );
-    println!(
-        "| batch-of-50 events/s | {:.0} | ≥ 200,000 |",
-        edge_batch.events_per_sec()
-    );
-    println!(
-        "| forwarder drain events/s (bare rskafka: {bare_rate:.0}/s) | {drain_rate:.0} ({:.0}%) | ≥ 80% of bare |",
-        drain_rate / bare_rate * 100.0
-    );
-    println!(
-        "| ta-edge peak RSS | {:.0} MiB | ≤ 100 MB |",
-        peak_rss as f64 / (1u64 << 20) as f64
-    );
-    println!(
-        "| spool fsyncs per accepted event | {:.3} | — |",
+        "\nspool fsyncs per accepted event: {:.3}",
         fsyncs / accepted.max(1.0)
     );
 
     if args.quick {
         // A smoke check of the harness: every scenario produced answers and they were 2xx.
-        for (name, r) in [
-            ("null", &null_single),
+        let mut checked = vec![
             ("edge", &edge_single),
             ("edge half", &edge_half),
             ("edge batch", &edge_batch),
-        ] {
+        ];
+        for c in &ceilings {
+            checked.push((c.name, &c.single));
+            checked.push((c.name, &c.batch));
+        }
+        for (name, r) in checked {
             anyhow::ensure!(r.requests > 0, "{name}: no answers");
             anyhow::ensure!(
                 r.error_ratio() < 0.01,
@@ -708,17 +626,103 @@ fn main() -> anyhow::Result<()> {
             "drain scenario lost events"
         );
     }
-    if let Some(path) = &args.json {
-        let doc = json!({
-            "seconds": args.seconds, "connections": args.connections, "client_threads": args.client_threads,
-            "accept_with_broker": args.accept_with_broker,
-            "null_single": summary(&null_single), "edge_single": summary(&edge_single),
-            "edge_half_rate": summary(&edge_half), "null_batch": summary(&null_batch), "edge_batch": summary(&edge_batch),
-            "edge_vs_null": ratio, "peak_rss_bytes": peak_rss, "fsyncs_per_event": fsyncs / accepted.max(1.0),
-            "drain": {"events": drain.events, "edge_secs": drain.edge_secs, "bare_secs": drain.bare_secs,
-                      "edge_events_per_sec": drain_rate, "bare_events_per_sec": bare_rate},
-        });
-        std::fs::write(path, serde_json::to_vec_pretty(&doc)?)?;
-    }
-    Ok(())
+
+    let setup = format!(
+        "{} s measured per row after {} s warm-up, {} keep-alive connections, load generator on {} thread(s) of the same machine, \
+         realistic pageviews (pages, referrers, UTM, 8 browser UAs, many IPs), broker {broker_state}, spool fsync=always.",
+        args.seconds, args.warmup, args.connections, args.client_threads
+    );
+    let hyper = &ceilings[1];
+    let accept = Section::new("1. Edge accept path vs null handlers", setup)
+        .row(
+            Row::new(
+                "null hyper `/v1/collect` (the ceiling)",
+                hyper.single.requests_per_sec(),
+                "req/s",
+            )
+            .latency(Latency::of(&hyper.single)),
+        )
+        .row(
+            Row::new(
+                "null tide `/v1/collect`",
+                null_single.requests_per_sec(),
+                "req/s",
+            )
+            .baseline("null hyper", hyper.single.requests_per_sec())
+            .latency(Latency::of(null_single)),
+        )
+        .row(
+            Row::new(
+                "**ta-edge `/v1/collect`**, closed loop",
+                edge_single.requests_per_sec(),
+                "req/s",
+            )
+            .baseline("null tide", null_single.requests_per_sec())
+            .latency(Latency::of(&edge_single))
+            .target(
+                "≥ 25,000 req/s and ≥ 50% of null tide",
+                edge_single.requests_per_sec() >= 25_000.0 && ratio >= 0.5,
+            ),
+        )
+        .row(
+            Row::new(
+                format!("ta-edge `/v1/collect` at half load ({half:.0}/s), open loop"),
+                edge_half.requests_per_sec(),
+                "req/s",
+            )
+            .latency(Latency::of(&edge_half))
+            .target("p99 ≤ 20 ms", edge_half.ms(99.0) <= 20.0),
+        )
+        .row(
+            Row::new(
+                "null hyper `/v1/batch` of 50 (the ceiling)",
+                hyper.batch.events_per_sec(),
+                "events/s",
+            )
+            .latency(Latency::of(&hyper.batch)),
+        )
+        .row(
+            Row::new(
+                "null tide `/v1/batch` of 50",
+                null_batch.events_per_sec(),
+                "events/s",
+            )
+            .baseline("null hyper", hyper.batch.events_per_sec())
+            .latency(Latency::of(null_batch)),
+        )
+        .row(
+            Row::new(
+                "**ta-edge `/v1/batch`** of 50, closed loop",
+                edge_batch.events_per_sec(),
+                "events/s",
+            )
+            .baseline("null tide", null_batch.events_per_sec())
+            .latency(Latency::of(&edge_batch))
+            .target(
+                "≥ 200,000 events/s",
+                edge_batch.events_per_sec() >= 200_000.0,
+            ),
+        );
+    let forward = Section::new(
+        "2. Forwarder drain vs a bare rskafka producer",
+        format!(
+            "{} events spooled while the broker was unreachable, then drained (lz4, acks=all, ≤ 1 MiB per partition batch); \
+             the bare producer sends the very same records read back from the topic, in the same shape.",
+            drain.events
+        ),
+    )
+    .row(
+        Row::new("**ta-edge forwarder** spool → broker", drain_rate, "events/s")
+            .baseline("bare rskafka producer", bare_rate)
+            .target("≥ 80% of bare", drain_rate >= 0.8 * bare_rate),
+    );
+    let memory = Section::new(MEMORY, "").row(
+        Row::new(
+            "ta-edge under scenario 1 (sampled every 100 ms)",
+            peak_rss as f64 / (1u64 << 20) as f64,
+            "MiB",
+        )
+        .target("≤ 100 MB (95.4 MiB)", (peak_rss as f64) <= 100e6),
+    );
+    Ok(vec![accept, forward, memory])
 }

@@ -1,4 +1,4 @@
-//! Loader benchmark: ta-loader against its neighbours' ceilings, side by side, same data.
+//! `ta-bench loader`: ta-loader against its neighbours' ceilings, side by side, same data.
 //!
 //! 1. produce N enriched events to a fresh topic (the broker's produce ceiling);
 //! 2. baseline A: a bare rskafka fetch loop reading the whole topic, partitions concurrently;
@@ -22,12 +22,14 @@ use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
 use rskafka::record::Record;
 use ta_shared::{EnrichedEvent, SCHEMA_VERSION};
 
-#[derive(Debug, Parser)]
+use crate::report::{MEMORY, Row, Section};
+
+#[derive(Debug, Clone, Parser)]
 #[command(
-    name = "ta-bench-loader",
-    about = "Benchmark ta-loader against bare fetch and native insert"
+    name = "loader",
+    about = "ta-loader against a bare fetch and a native clickhouse-client insert"
 )]
-struct Args {
+pub struct Args {
     /// Events in the topic.
     #[arg(long, default_value_t = 200_000)]
     events: u64,
@@ -305,9 +307,8 @@ async fn bare_fetch(
     Ok(started.elapsed().as_secs_f64())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+/// Run the benchmark; prints the detailed tables and returns the rows for the harness report.
+pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
     for loader in &args.loader {
         anyhow::ensure!(
             loader.exists(),
@@ -506,5 +507,49 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "(loader time includes its start-up, schema migration and polling granularity of 100 ms)"
     );
-    Ok(())
+    let native_rate = rate(native_secs);
+    let mut section = Section::new(
+        "3. Loader: topic → ClickHouse vs its neighbours' ceilings",
+        format!(
+            "{n} enriched events (~{avg_bytes} B JSON) in {} partitions; ta-loader (release, as a process) timed until every row is visible and checked exact (n rows, n distinct ids); compared with the slower of a bare rskafka fetch loop over the same topic (re-measured before each round) and clickhouse-client inserting the same rows natively.",
+            args.partitions
+        ),
+    )
+    .row(Row::new("baseline: clickhouse-client native insert (TabSeparated)", native_rate, "events/s"));
+    let mut memory = Section::new(MEMORY, "");
+    for (i, r) in runs.iter().enumerate() {
+        let (base_name, base) = if rate(r.fetch_secs) <= native_rate {
+            ("bare rskafka fetch", rate(r.fetch_secs))
+        } else {
+            ("clickhouse-client insert", native_rate)
+        };
+        let name = if args.loader.len() > 1 {
+            format!("`{}`", args.loader[r.loader].display())
+        } else {
+            "ta-loader".to_owned()
+        };
+        let us = r.cpu_secs * 1e6 / n as f64;
+        section.rows.push(
+            Row::new(format!("**{name}** load {i}"), rate(r.secs), "events/s")
+                .baseline(base_name, base)
+                .target("≥ 70% of the slower baseline", rate(r.secs) >= 0.7 * base),
+        );
+        section.rows.push(
+            Row::new(
+                format!(
+                    "{name} load {i}: CPU per event, user+sys (bare fetch loop alone: {:.2} µs)",
+                    fetch_cpu * 1e6 / n as f64
+                ),
+                us,
+                "µs",
+            )
+            .target("≤ 5 µs", us <= 5.0),
+        );
+        memory.rows.push(Row::new(
+            format!("{name} under scenario 3, load {i} (VmHWM)"),
+            r.peak_rss as f64 / (1024.0 * 1024.0),
+            "MiB",
+        ));
+    }
+    Ok(vec![section, memory])
 }

@@ -1,58 +1,53 @@
-//! `ta-loadgen demo`: send realistic traffic through a running edge, then read the numbers
+//! `ta-bench demo`: send realistic traffic through a running edge, then read the numbers
 //! back through ta-query and compare them with what was sent.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use ta_bench::{TrafficPlan, load_sites, send, wait_for_match};
+use clap::Parser;
 
-#[derive(Debug, Parser)]
-#[command(name = "ta-loadgen", version, about = "Tiny Analytics load generator")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
+use crate::{TrafficPlan, load_sites, send, wait_for_match};
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "demo",
+    about = "Send a burst of demo traffic and check what ta-query reports for it"
+)]
+pub struct Args {
+    /// Base URL of the edge node.
+    #[arg(long, env = "TA_EDGE_URL", default_value = "http://127.0.0.1:8080")]
+    edge: String,
+    /// Base URL of ta-query.
+    #[arg(long, env = "TA_QUERY_URL", default_value = "http://127.0.0.1:8081")]
+    query: String,
+    /// Read token for ta-query (`Authorization: Bearer`); the default is the dev admin
+    /// token of deploy/config/access.dev.toml.
+    #[arg(long, env = "TA_QUERY_TOKEN", default_value = crate::DEV_QUERY_TOKEN)]
+    query_token: String,
+    /// Sites file with the ingest keys to use.
+    #[arg(
+        long,
+        env = "TA_SITES_FILE",
+        default_value = "deploy/config/sites.dev.toml"
+    )]
+    sites_file: PathBuf,
+    /// Number of requests to send.
+    #[arg(long, default_value_t = 5000)]
+    events: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Seed of the traffic plan (same seed, same traffic).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// How long to wait for the numbers to show up in ta-query, in seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout_secs: u64,
 }
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Send a burst of demo traffic and check what ta-query reports for it.
-    Demo {
-        /// Base URL of the edge node.
-        #[arg(long, env = "TA_EDGE_URL", default_value = "http://127.0.0.1:8080")]
-        edge: String,
-        /// Base URL of ta-query.
-        #[arg(long, env = "TA_QUERY_URL", default_value = "http://127.0.0.1:8081")]
-        query: String,
-        /// Read token for ta-query (`Authorization: Bearer`); the default is the dev admin
-        /// token of deploy/config/access.dev.toml.
-        #[arg(long, env = "TA_QUERY_TOKEN", default_value = ta_bench::DEV_QUERY_TOKEN)]
-        query_token: String,
-        /// Sites file with the ingest keys to use.
-        #[arg(
-            long,
-            env = "TA_SITES_FILE",
-            default_value = "deploy/config/sites.dev.toml"
-        )]
-        sites_file: PathBuf,
-        /// Number of requests to send.
-        #[arg(long, default_value_t = 5000)]
-        events: usize,
-        /// Requests in flight at once.
-        #[arg(long, default_value_t = 32)]
-        concurrency: usize,
-        /// Seed of the traffic plan (same seed, same traffic).
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// How long to wait for the numbers to show up in ta-query, in seconds.
-        #[arg(long, default_value_t = 60)]
-        timeout_secs: u64,
-    },
-}
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let Command::Demo {
+/// Send the demo traffic and compare ta-query's numbers with the plan's.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let Args {
         edge,
         query,
         query_token,
@@ -61,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
         concurrency,
         seed,
         timeout_secs,
-    } = Cli::parse().command;
+    } = args;
     let sites = load_sites(&sites_file)?;
     let plan = TrafficPlan::generate(&sites, events, seed);
     let expected = plan.expected();
