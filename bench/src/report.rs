@@ -297,7 +297,18 @@ fn chart_label(section: &Section, row: &Row) -> String {
         .split_once(" on ")
         .map(|(_, s)| format!(" [{}]", s.trim_end_matches(" events")))
         .unwrap_or_default();
-    let name = row.name.split(" (").next().unwrap_or(&row.name);
+    let mut name = String::new();
+    let mut depth = 0usize;
+    for c in row.name.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => name.push(c),
+            _ => {}
+        }
+    }
+    let name = name.split_whitespace().collect::<Vec<_>>().join(" ");
+    let name = name.replace(" ,", ",");
     let mut label = format!("{number}{size} {name}");
     if label.chars().count() > 56 {
         label = label.chars().take(55).collect::<String>() + "…";
@@ -306,7 +317,7 @@ fn chart_label(section: &Section, row: &Row) -> String {
 }
 
 fn svg(report: &Report) -> String {
-    const W: f64 = 980.0;
+    const W: f64 = 1200.0;
     const LABEL: f64 = 360.0;
     const BAR: f64 = 420.0;
     const LINE: f64 = 22.0;
@@ -494,5 +505,12 @@ mod tests {
         assert_eq!(num(999.0), "999.0");
         assert_eq!(num(4.5), "4.50");
         assert_eq!(num(f64::NAN), "n/a");
+    }
+
+    #[test]
+    fn chart_labels_drop_parentheses_but_keep_what_follows() {
+        let s = Section::new("4. Query API on 10 M events", "");
+        let r = Row::new("timeseries (day), cached (server p50 ≤ 1 ms)", 1.0, "ms");
+        assert_eq!(chart_label(&s, &r), "4. [10 M] timeseries, cached");
     }
 }

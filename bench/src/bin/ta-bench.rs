@@ -9,6 +9,7 @@
 //! ta-bench all        every scenario into bench/results/results.{md,json,svg} (make bench)
 //! ta-bench demo       the README's demo traffic, checked against ta-query
 //! ta-bench null       a null tide or hyper server (the edge benchmark's ceiling)
+//! ta-bench render     results.md and results.svg again from a results.json
 //! ```
 
 use std::path::PathBuf;
@@ -41,6 +42,12 @@ enum Cmd {
     All(all::Args),
     Demo(demo::Args),
     Null(null::Args),
+    /// Write results.md and results.svg again from a results.json (e.g. after a renderer change).
+    Render {
+        /// The report written by `ta-bench all`.
+        #[arg(default_value = "bench/results/results.json")]
+        json: PathBuf,
+    },
 }
 
 fn tokio() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -68,6 +75,14 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Demo(a) => return tokio()?.block_on(demo::run(a)),
         Cmd::Null(a) => return null::run(a),
+        Cmd::Render { json } => {
+            let report: Report = serde_json::from_slice(&std::fs::read(&json)?)?;
+            let dir = json.parent().unwrap_or(std::path::Path::new("."));
+            std::fs::write(dir.join("results.md"), report.markdown())?;
+            std::fs::write(dir.join("results.svg"), report.svg())?;
+            eprintln!("wrote {0}/results.md and {0}/results.svg", dir.display());
+            return Ok(());
+        }
     };
     let mut report = Report {
         started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
