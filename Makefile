@@ -4,7 +4,7 @@ SHELL := /bin/bash
 INFRA := deploy/local/infra
 STACK := deploy/local/stack
 
-.PHONY: help demo test lint bench-quick infra stack stop status fuzz bench
+.PHONY: help demo test lint bench-quick infra stack stop status fuzz bench soak
 
 help:
 	@echo "make demo    install + start infrastructure, build, run the pipeline with demo traffic"
@@ -13,6 +13,7 @@ help:
 	@echo "make status  what is running"
 	@echo "make fuzz    fuzz the edge's body parser for FUZZ_SECS (default 120) with cargo fuzz"
 	@echo "make bench   every benchmark scenario beside its baselines -> bench/results/results.{md,json,svg}"
+	@echo "make soak    the pipeline at a steady rate for SOAK_MINUTES (default 30): flat memory, nothing lost"
 
 demo: infra
 	cargo build --release --bins
@@ -70,3 +71,9 @@ fuzz:
 bench: infra
 	cargo build --release --bins
 	eval "$$($(INFRA) env)" && target/release/ta-bench all $(BENCH_ARGS)
+
+# A long steady run of the whole pipeline: RSS of each service over time, exact count at the end.
+SOAK_MINUTES ?= 30
+soak: infra
+	cargo build --release --bins
+	eval "$$($(INFRA) env)" && target/release/ta-bench soak --minutes $(SOAK_MINUTES) --json target/soak.json

@@ -7,3 +7,4 @@ mod faults;
 mod federation;
 mod observability;
 mod pipeline;
+mod reconcile;

@@ -153,15 +153,29 @@ pub fn tansu_binary() -> PathBuf {
 pub struct PrivateBroker {
     dir: PathBuf,
     pub port: u16,
+    /// The port the broker tells clients to connect to (a proxy's), when not its own.
+    advertised: Option<u16>,
     child: Option<Child>,
 }
 
 impl PrivateBroker {
     pub fn start(dir: &Path) -> Self {
+        Self::start_advertising(dir, None)
+    }
+
+    /// A broker whose metadata sends every client to `advertised` (e.g. a
+    /// [`crate::proxy::Proxy`] in front of it), so all its traffic passes there.
+    pub fn start_advertising(dir: &Path, advertised: Option<u16>) -> Self {
+        Self::start_on(dir, free_port(), advertised)
+    }
+
+    /// As [`Self::start_advertising`], listening on `port`.
+    pub fn start_on(dir: &Path, port: u16, advertised: Option<u16>) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let mut b = Self {
             dir: dir.to_path_buf(),
-            port: free_port(),
+            port,
+            advertised,
             child: None,
         };
         b.restart();
@@ -180,13 +194,14 @@ impl PrivateBroker {
             .open(&log)
             .unwrap();
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised.unwrap_or(self.port));
         let child = Command::new(tansu_binary())
             .args([
                 "broker",
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
             ])
             .args(["--storage-engine", "sqlite://tansu.db"])
             .current_dir(&self.dir)

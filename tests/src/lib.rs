@@ -5,6 +5,8 @@ pub mod browser;
 pub mod infra;
 pub mod mmdb;
 pub mod prometheus;
+pub mod proxy;
+pub mod reconcile;
 
 use std::fs::File;
 use std::net::TcpListener;

@@ -9,3 +9,4 @@ pub mod load;
 pub mod loader;
 pub mod null;
 pub mod query;
+pub mod soak;
