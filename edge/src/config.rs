@@ -101,6 +101,16 @@ pub struct EdgeConfig {
     #[arg(long, env = "TA_READY_MAX_KAFKA_DOWN_SECS", default_value_t = 60)]
     pub ready_max_kafka_down_secs: u64,
 
+    /// Open HTTP connections at most; a connection accepted beyond this is closed at once.
+    /// Keep the process's open-file limit (`ulimit -n`) above it.
+    #[arg(long, env = "TA_EDGE_MAX_CONNECTIONS", default_value_t = 8192)]
+    pub max_connections: usize,
+
+    /// Seconds a client has to deliver a whole request (head and body) after connecting or
+    /// after the previous response; slower or idle connections are closed.
+    #[arg(long, env = "TA_EDGE_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+
     /// On SIGTERM/SIGINT, how long requests in progress may take to finish, in seconds.
     #[arg(long, env = "TA_SHUTDOWN_REQUEST_GRACE_SECS", default_value_t = 5)]
     pub shutdown_request_grace_secs: u64,

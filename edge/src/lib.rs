@@ -29,6 +29,7 @@
 //! them, so tide lives only in `server.rs`.
 
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod forwarder;
 #[doc(hidden)]
@@ -190,6 +191,10 @@ impl EdgeNode {
             listener,
             server::app(state),
             stop_accepting.clone(),
+            server::ServeLimits {
+                max_connections: config.max_connections,
+                request_timeout: std::time::Duration::from_secs(config.request_timeout_secs.max(1)),
+            },
         ));
         Ok(Self {
             addr,

@@ -36,6 +36,9 @@ pub struct EdgeMetrics {
     pub spool_fsync_seconds: Histogram,
     pub spool_commit_records: Histogram,
     pub spool_truncated_bytes: IntCounter,
+    pub open_connections: IntGauge,
+    pub connections_refused: IntCounter,
+    pub connections_timed_out: IntCounter,
 }
 
 impl EdgeMetrics {
@@ -185,10 +188,28 @@ impl EdgeMetrics {
                 "Bytes of torn or damaged spool tail cut when the spool was opened.",
             )
             .unwrap(),
+            open_connections: IntGauge::new(
+                "ta_edge_open_connections",
+                "HTTP connections open now (capped by TA_EDGE_MAX_CONNECTIONS).",
+            )
+            .unwrap(),
+            connections_refused: IntCounter::new(
+                "ta_edge_connections_refused_total",
+                "Connections closed at once because TA_EDGE_MAX_CONNECTIONS were open.",
+            )
+            .unwrap(),
+            connections_timed_out: IntCounter::new(
+                "ta_edge_connections_timed_out_total",
+                "Connections closed because a request did not arrive within TA_EDGE_REQUEST_TIMEOUT_SECS.",
+            )
+            .unwrap(),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.requests.clone()),
+            Box::new(m.open_connections.clone()),
+            Box::new(m.connections_refused.clone()),
+            Box::new(m.connections_timed_out.clone()),
             Box::new(m.request_seconds.clone()),
             Box::new(m.rejected.clone()),
             Box::new(m.bots.clone()),

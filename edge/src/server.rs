@@ -128,14 +128,25 @@ pub fn app(state: AppState) -> tide::Server<AppState> {
     app
 }
 
+/// Transport limits of [`serve`] (see [`crate::conn`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    pub max_connections: usize,
+    pub request_timeout: std::time::Duration,
+}
+
 /// Accept connections, one task per connection, until `stop` fires; then the listener is
 /// closed, so new connections are refused. Connections already open are left to finish
-/// (see [`RequestGate`]).
+/// (see [`RequestGate`]). At most `limits.max_connections` are open at once, and each
+/// request must arrive within `limits.request_timeout`.
 pub async fn serve(
     listener: TcpListener,
     app: tide::Server<AppState>,
     stop: Trigger,
+    limits: ServeLimits,
 ) -> std::io::Result<()> {
+    let connections = crate::conn::ConnectionLimit::new(limits.max_connections);
+    let metrics = app.state().metrics.clone();
     let mut incoming = listener.incoming();
     loop {
         let next = incoming.next();
@@ -154,11 +165,19 @@ pub async fn serve(
                 continue;
             }
         };
+        let Some(slot) = connections.acquire() else {
+            metrics.connections_refused.inc();
+            drop(stream);
+            continue;
+        };
         // Without NODELAY, small responses wait on the peer's delayed ACK (~40 ms).
         let _ = stream.set_nodelay(true);
         let peer = stream.peer_addr().ok();
         let app = app.clone();
+        let metrics = metrics.clone();
+        metrics.open_connections.inc();
         async_std::task::spawn(async move {
+            let stream = crate::conn::GuardedStream::new(stream, limits.request_timeout);
             let result = async_h1::accept(stream, |mut req| {
                 req.set_peer_addr(peer);
                 let app = app.clone();
@@ -166,8 +185,16 @@ pub async fn serve(
             })
             .await;
             if let Err(error) = result {
+                let timed_out = error
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
+                if timed_out {
+                    metrics.connections_timed_out.inc();
+                }
                 debug!(message = "Connection closed with error.", %error);
             }
+            metrics.open_connections.dec();
+            drop(slot);
         });
     }
     Ok(())

@@ -9,6 +9,7 @@ mod ingest_api;
 mod outage;
 mod spool_full;
 mod tracker;
+mod transport;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,0 +1,183 @@
+//! Transport abuse against a running edge: slowloris heads, slow bodies, idle keep-alive
+//! connections, connection floods over the cap, header floods and oversized heads. Each ends
+//! with a 4xx or a closed connection, the node keeps serving, and what it accepted is intact.
+
+use std::time::{Duration, Instant};
+
+use async_std::io::{ReadExt, WriteExt};
+use async_std::net::TcpStream;
+use ta_edge::EdgeNode;
+
+use crate::*;
+
+async fn node(dir: &std::path::Path) -> EdgeNode {
+    let mut cfg = config(
+        dir,
+        vec![format!("127.0.0.1:{}", dead_port())],
+        &unique_topic("transport"),
+    );
+    cfg.request_timeout_secs = 1;
+    cfg.max_connections = 8;
+    cfg.shutdown_drain_secs = 0;
+    EdgeNode::start(cfg).await.unwrap()
+}
+
+/// Read until the server closes the connection (or `within` passes); what arrived.
+async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match async_std::future::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(out),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return None,
+        }
+    }
+}
+
+fn status_of(raw: &[u8]) -> Option<u16> {
+    std::str::from_utf8(raw)
+        .ok()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[async_std::test]
+async fn slow_idle_flooding_and_oversized_clients_are_cut_off_and_the_node_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path()).await;
+    let addr = node.local_addr();
+    let first = accepted_id(&collect(addr, 1, 1).await);
+
+    // Slowloris: a head dribbled one byte every 100 ms never completes; cut after ~1 s.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    let started = Instant::now();
+    let head = b"POST /v1/collect HTTP/1.1\r\nHost: x\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut cut = false;
+    for byte in head {
+        if slow.write_all(&[*byte]).await.is_err() {
+            cut = true;
+            break;
+        }
+        async_std::task::sleep(Duration::from_millis(100)).await;
+        if started.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    let rest = read_until_closed(&mut slow, Duration::from_secs(3)).await;
+    assert!(
+        cut || rest.is_some(),
+        "a dribbled head was not cut off within the request timeout"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A slow body: the head promises 1000 bytes, 10 arrive, then nothing.
+    let mut body = TcpStream::connect(addr).await.unwrap();
+    body.write_all(
+        b"POST /v1/collect HTTP/1.1\r\nHost: x\r\nX-TA-API-Key: k1\r\nContent-Length: 1000\r\n\r\n{\"site_id\"",
+    )
+    .await
+    .unwrap();
+    let answer = read_until_closed(&mut body, Duration::from_secs(4))
+        .await
+        .expect("a stalled body is cut off");
+    if let Some(status) = status_of(&answer) {
+        assert!(
+            (400..500).contains(&status),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+
+    // An idle keep-alive connection is closed after the timeout.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    assert!(
+        read_until_closed(&mut idle, Duration::from_secs(3))
+            .await
+            .is_some(),
+        "idle connection still open"
+    );
+
+    // Header flood: hundreds of headers, and a 100 KB request line.
+    let mut flood = String::from("POST /v1/collect HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..500 {
+        flood.push_str(&format!("X-Flood-{i}: {}\r\n", "v".repeat(40)));
+    }
+    flood.push_str("Content-Length: 2\r\n\r\n{}");
+    let long_line = format!(
+        "GET /healthz?{} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    for abuse in [flood, long_line] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let _ = s.write_all(abuse.as_bytes()).await;
+        let answer = read_until_closed(&mut s, Duration::from_secs(4))
+            .await
+            .expect("abusive head answered or closed");
+        if let Some(status) = status_of(&answer) {
+            assert!(
+                (400..500).contains(&status),
+                "{}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+    }
+
+    // Connection flood: with 8 open (idle) connections the 9th is closed at once; when they
+    // time out, new connections are served again.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    async_std::task::sleep(Duration::from_millis(100)).await;
+    let mut over = TcpStream::connect(addr).await.unwrap();
+    let closed_at_once = read_until_closed(&mut over, Duration::from_millis(500)).await;
+    assert_eq!(
+        closed_at_once,
+        Some(Vec::new()),
+        "the 9th connection is refused"
+    );
+    async_std::task::sleep(Duration::from_millis(1500)).await;
+
+    // Still serving, and what was accepted before is intact in the spool.
+    let second = accepted_id(&collect(addr, 2, 2).await);
+    let exposition = metrics(addr).await;
+    assert!(
+        metric(
+            &exposition,
+            "ta_edge_connections_refused_total{region=\"it\"}"
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert!(
+        metric(
+            &exposition,
+            "ta_edge_connections_timed_out_total{region=\"it\"}"
+        )
+        .unwrap()
+            >= 3.0
+    );
+    assert_eq!(
+        metric(
+            &exposition,
+            "ta_edge_events_accepted_total{site_id=\"site-1\",region=\"it\"}"
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(&exposition, "ta_edge_spool_events{region=\"it\"}"),
+        Some(2.0)
+    );
+    assert_ne!(first, second);
+    drop(held);
+    node.shutdown().await.unwrap();
+}
