@@ -68,7 +68,9 @@ impl Drop for ConnectionSlot {
 
 struct Deadline {
     at: Instant,
-    /// Armed while a read is waiting, so a client that sends nothing is still cut off.
+    /// Created on the first read that has to wait, so a client that sends nothing is still
+    /// cut off. It is not moved when the deadline moves (that would cost a timer operation
+    /// per request): when it fires early it is re-armed to the current deadline.
     timer: Option<Timer>,
 }
 
@@ -112,20 +114,20 @@ impl AsyncRead for GuardedStream {
             return Poll::Ready(Err(overdue()));
         }
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                self.deadline.lock().expect("deadline lock").timer = None;
-                Poll::Ready(r)
-            }
+            Poll::Ready(r) => Poll::Ready(r),
             Poll::Pending => {
                 let mut d = self.deadline.lock().expect("deadline lock");
                 let at = d.at;
                 let timer = d.timer.get_or_insert_with(|| Timer::at(at));
-                match timer.poll_unpin(cx) {
-                    Poll::Ready(_) => {
-                        d.timer = None;
-                        Poll::Ready(Err(overdue()))
+                loop {
+                    match timer.poll_unpin(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(_) if Instant::now() >= at => {
+                            return Poll::Ready(Err(overdue()));
+                        }
+                        // Fired for an earlier deadline: wait for the current one.
+                        Poll::Ready(_) => timer.set_at(at),
                     }
-                    Poll::Pending => Poll::Pending,
                 }
             }
         }
@@ -141,9 +143,7 @@ impl AsyncWrite for GuardedStream {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(r, Poll::Ready(Ok(_))) {
             // A response is going out: the next request gets a full deadline.
-            let mut d = self.deadline.lock().expect("deadline lock");
-            d.at = Instant::now() + self.timeout;
-            d.timer = None;
+            self.deadline.lock().expect("deadline lock").at = Instant::now() + self.timeout;
         }
         r
     }

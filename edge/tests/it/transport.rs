@@ -135,9 +135,16 @@ async fn slow_idle_flooding_and_oversized_clients_are_cut_off_and_the_node_keeps
     // time out, new connections are served again.
     let mut held = Vec::new();
     for _ in 0..8 {
-        held.push(TcpStream::connect(addr).await.unwrap());
+        // One keep-alive request each proves the node accepted the connection.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        assert_eq!(status_of(&buf[..n]), Some(200));
+        held.push(s);
     }
-    async_std::task::sleep(Duration::from_millis(100)).await;
     let mut over = TcpStream::connect(addr).await.unwrap();
     let closed_at_once = read_until_closed(&mut over, Duration::from_millis(500)).await;
     assert_eq!(
