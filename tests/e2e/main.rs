@@ -1,5 +1,6 @@
 //! End-to-end: the three binaries as processes, the real broker, the real ClickHouse.
 
+mod authz;
 mod bench;
 mod deploy;
 mod durability;
