@@ -15,6 +15,7 @@ pub mod cache;
 pub mod dashboard;
 pub mod error;
 pub mod filter;
+pub mod fuzzing;
 pub mod openapi;
 pub mod params;
 pub mod period;

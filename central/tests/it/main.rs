@@ -4,6 +4,7 @@
 
 mod compat;
 mod dashboard;
+mod fuzz_corpus;
 mod loader;
 mod query;
 mod stats;
