@@ -275,13 +275,32 @@ pub mod stats {
         let mut s = Statement::default();
         s.push("SELECT ");
         bucket.push_expr(&mut s, "toDateTime(visit_start)", tz);
-        s.push(
-            " AS bucket, toUInt64(count()) AS visits, toUInt64(countIf(visit_events = 1)) AS bounces, ",
-        )
-        .push("toUInt64(sum(visit_end - visit_start)) AS duration FROM (");
-        push_visits(&mut s, scope, None);
+        s.push(" AS bucket, toUInt64(count()) AS visits, toUInt64(sum(bounce)) AS bounces, ")
+            .push("toUInt64(sum(visit_end - visit_start)) AS duration FROM (");
+        push_visit_spans(&mut s, scope);
         s.push(") GROUP BY bucket ORDER BY bucket");
         s
+    }
+
+    /// Visits of the scope, one row per visit: `visit_start`, `visit_end` (Unix seconds) and
+    /// `bounce` (1 for a visit of one event) — the same visits as [`push_visits`], but
+    /// computed on each visitor's sorted event times and expanded once per visit, not once
+    /// per event. An event starts a visit when it is the visitor's first or follows a gap
+    /// over [`VISIT_GAP_SECS`]; it ends one when the next event starts one (or there is none).
+    fn push_visit_spans(s: &mut Statement, scope: &Scope<'_>) {
+        s.push("SELECT visit_start, visit_end, bounce FROM (SELECT ")
+            .push("arraySort(groupArray(toUInt32(ts))) AS t, arrayDifference(t) AS d, ")
+            .push("arrayMap((x, i) -> toUInt8(i = 1 OR x > ")
+            .push(&VISIT_GAP_SECS.to_string())
+            .push("), d, arrayEnumerate(d)) AS st, ")
+            .push("arrayPushBack(arrayPopFront(st), toUInt8(1)) AS en, ")
+            .push("arrayFilter((x, f) -> f, t, st) AS starts, ")
+            .push("arrayFilter((x, f) -> f, t, en) AS ends, ")
+            .push("arrayFilter((e, f) -> f, en, st) AS single FROM events");
+        push_where(s, scope);
+        s.push(
+            " GROUP BY visitor_hash) ARRAY JOIN starts AS visit_start, ends AS visit_end, single AS bounce",
+        );
     }
 
     /// Events grouped by `column`: value, visitors, pageviews, events; most visitors first.
