@@ -197,42 +197,14 @@ pub mod stats {
         pub at_exit: bool,
     }
 
-    /// Visits of the scope, one row per visit: `visitor_hash, visit_start, visit_end` (Unix
-    /// seconds), `visit_pageviews`, `visit_events`, `visit_custom` (non-pageview events) and, with an attribute,
-    /// `attr`. A visit is a maximal run of one visitor hash's events with no gap over
-    /// [`VISIT_GAP_SECS`]; ties in time are ordered by the attribute, so entry and exit are
-    /// deterministic.
-    fn push_visits(s: &mut Statement, scope: &Scope<'_>, attr: Option<&VisitAttribute>) {
-        s.push("SELECT visitor_hash, toUInt32(min(tupleElement(e, 1))) AS visit_start, ")
-            .push("toUInt32(max(tupleElement(e, 1))) AS visit_end, ")
-            .push("toUInt64(sum(tupleElement(e, 2))) AS visit_pageviews, toUInt64(count()) AS visit_events, ")
-            .push("toUInt64(countIf(tupleElement(e, 2) = 0)) AS visit_custom");
-        if let Some(a) = attr {
-            s.push(if a.at_exit {
-                ", tupleElement(max((tupleElement(e, 1), tupleElement(e, 3))), 2) AS attr"
-            } else {
-                ", tupleElement(min((tupleElement(e, 1), tupleElement(e, 3))), 2) AS attr"
-            });
-        }
-        s.push(" FROM (SELECT visitor_hash, arraySort(groupArray((toUInt32(ts), toUInt8(event_name = 'pageview')");
-        if let Some(a) = attr {
-            s.push(", ");
-            a.column.push_expr(s);
-        }
-        s.push("))) AS evs, arrayCumSum(arrayMap(d -> toUInt32(d > ")
-            .push(&VISIT_GAP_SECS.to_string())
-            .push("), arrayDifference(arrayMap(x -> tupleElement(x, 1), evs)))) AS visit_numbers FROM events");
-        push_where(s, scope);
-        s.push(" GROUP BY visitor_hash) ARRAY JOIN evs AS e, visit_numbers AS visit GROUP BY visitor_hash, visit");
-    }
-
     /// Totals of the scope: visitors, visits, pageviews, events, bounces (visits of one
     /// event), duration (sum of visit lengths, s), conversions (non-pageview events) and
     /// converted visitors.
     ///
-    /// One row per visitor hash carries that visitor's sorted event times; every total is
-    /// arithmetic on them, without expanding visits into rows (half the time of
-    /// [`push_visits`] + a second grouping on 1M events): with `d` the gaps between
+    /// A visit is a maximal run of one visitor hash's events with no gap over
+    /// [`VISIT_GAP_SECS`]. One row per visitor hash carries that visitor's sorted event
+    /// times; every total is arithmetic on them, without expanding events into rows (half
+    /// the time of expanding and regrouping them on 1M events): with `d` the gaps between
     /// consecutive events, an event starts a visit when it is the first or its gap exceeds
     /// [`VISIT_GAP_SECS`]; a visit is a bounce when the next event starts a visit too (or
     /// there is none); the visits' lengths sum to the whole span minus the long gaps.
@@ -283,9 +255,8 @@ pub mod stats {
     }
 
     /// Visits of the scope, one row per visit: `visit_start`, `visit_end` (Unix seconds) and
-    /// `bounce` (1 for a visit of one event) — the same visits as [`push_visits`], but
-    /// computed on each visitor's sorted event times and expanded once per visit, not once
-    /// per event. An event starts a visit when it is the visitor's first or follows a gap
+    /// `bounce` (1 for a visit of one event), computed on each visitor's sorted event times
+    /// and expanded once per visit, not once per event. An event starts a visit when it is the visitor's first or follows a gap
     /// over [`VISIT_GAP_SECS`]; it ends one when the next event starts one (or there is none).
     fn push_visit_spans(s: &mut Statement, scope: &Scope<'_>) {
         s.push("SELECT visit_start, visit_end, bounce FROM (SELECT ")
@@ -339,13 +310,38 @@ pub mod stats {
         offset: u64,
         limit: u64,
     ) -> Statement {
+        let gap = VISIT_GAP_SECS.to_string();
         let mut s = Statement::default();
         s.push("SELECT attr AS value, toUInt64(uniqExact(visitor_hash)) AS visitors, ")
             .push("toUInt64(count()) AS visits, toUInt64(sum(visit_pageviews)) AS pageviews, ")
-            .push("toUInt64(countIf(visit_events = 1)) AS bounces, ")
-            .push("toUInt64(sum(visit_end - visit_start)) AS duration FROM (");
-        push_visits(&mut s, scope, Some(attr));
-        s.push(") GROUP BY value ORDER BY visitors DESC, visits DESC, value ASC LIMIT ")
+            .push("toUInt64(sum(bounce)) AS bounces, ")
+            .push("toUInt64(sum(visit_end - visit_start)) AS duration FROM (")
+            // One row per visitor: its events sorted by time, ties by the attribute, so the
+            // first event of a visit carries the smallest entry value and the last the
+            // largest exit value: entry = min of (time, value), exit = max.
+            .push("SELECT visitor_hash, arraySort(groupArray((toUInt32(ts), ");
+        attr.column.push_expr(&mut s);
+        s.push(", toUInt8(event_name = 'pageview')))) AS evs, ")
+            .push("arrayMap(x -> tupleElement(x, 1), evs) AS t, arrayDifference(t) AS d, ")
+            .push("arrayMap((x, i) -> toUInt8(i = 1 OR x > ")
+            .push(&gap)
+            .push("), d, arrayEnumerate(d)) AS st, ")
+            .push("arrayPushBack(arrayPopFront(st), toUInt8(1)) AS en, ")
+            .push("arrayMap(x -> tupleElement(x, 3), evs) AS p, arrayCumSum(p) AS c, ")
+            .push("arrayFilter((x, f) -> f, t, st) AS starts, ")
+            .push("arrayFilter((x, f) -> f, t, en) AS ends, ")
+            .push("arrayFilter((e, f) -> f, en, st) AS single, ")
+            .push("arrayMap((u, v) -> u - v, arrayFilter((x, f) -> f, c, en), ")
+            .push("arrayFilter((x, f) -> f, arrayMap((x, y) -> x - y, c, p), st)) AS pvs, ")
+            .push(if attr.at_exit {
+                "arrayFilter((x, f) -> f, arrayMap(x -> tupleElement(x, 2), evs), en) AS attrs FROM events"
+            } else {
+                "arrayFilter((x, f) -> f, arrayMap(x -> tupleElement(x, 2), evs), st) AS attrs FROM events"
+            });
+        push_where(&mut s, scope);
+        s.push(" GROUP BY visitor_hash) ARRAY JOIN starts AS visit_start, ends AS visit_end, ")
+            .push("single AS bounce, pvs AS visit_pageviews, attrs AS attr");
+        s.push(" GROUP BY value ORDER BY visitors DESC, visits DESC, value ASC LIMIT ")
             .bind(Value::Int(offset as i64))
             .push(", ")
             .bind(Value::Int(limit as i64));
