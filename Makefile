@@ -4,14 +4,15 @@ SHELL := /bin/bash
 INFRA := deploy/local/infra
 STACK := deploy/local/stack
 
-.PHONY: help demo test lint bench-quick infra stack stop status fuzz bench soak
+.PHONY: help demo test lint bench-quick infra stack stop status fuzz fuzz-smoke fuzz-tools bench soak
 
 help:
 	@echo "make demo    install + start infrastructure, build, run the pipeline with demo traffic"
-	@echo "make test    start infrastructure if needed, run lints and the whole test suite"
+	@echo "make test    start infrastructure if needed, run lints, the whole test suite, the bench harness"
+	@echo "             at toy sizes and a bounded fuzz run of both fuzz targets (what CI runs)"
 	@echo "make stop    stop the services and the infrastructure (data kept in .data/)"
 	@echo "make status  what is running"
-	@echo "make fuzz    fuzz the edge's body parser for FUZZ_SECS (default 120) with cargo fuzz"
+	@echo "make fuzz    fuzz the edge's body parser and ta-query's parameters, FUZZ_SECS (120) each"
 	@echo "make bench   every benchmark scenario beside its baselines -> bench/results/results.{md,json,svg}"
 	@echo "make soak    the pipeline at a steady rate for SOAK_MINUTES (default 30): flat memory, nothing lost"
 
@@ -32,6 +33,7 @@ demo: infra
 test: infra lint
 	eval "$$($(INFRA) env)" && cargo test --workspace --all-targets
 	$(MAKE) --no-print-directory bench-quick
+	$(MAKE) --no-print-directory fuzz-smoke
 
 # The benchmark harness at toy sizes with debug binaries: checks it still runs every scenario
 # and produces sane figures (not that anything is fast).
@@ -56,15 +58,28 @@ status:
 	-$(INFRA) status
 
 # Fuzzing needs libFuzzer and sanitizer flags that stable rustc accepts only with
-# RUSTC_BOOTSTRAP=1. New inputs go to .data/fuzz/; the committed corpus (edge/fuzz/corpus) seeds
-# the run and is replayed by `cargo test` (edge/tests/it/fuzz_corpus.rs).
+# RUSTC_BOOTSTRAP=1. Two targets: the edge's collect/batch body parser and ta-query's parameter
+# parsing. New inputs go to .data/fuzz/; the committed corpora (edge/fuzz/corpus,
+# central/fuzz/corpus) seed the runs and are replayed by `cargo test`. The fuzz builds are
+# cached outside the clone (FUZZ_TARGET_DIR). `make fuzz-smoke` (part of `make test`) runs each
+# target for FUZZ_SMOKE_SECS.
 FUZZ_SECS ?= 120
-fuzz:
+FUZZ_SMOKE_SECS ?= 20
+FUZZ_TARGET_DIR ?= $(HOME)/.cache/tiny-analytics/fuzz-target
+FUZZ_RUN = RUSTC_BOOTSTRAP=1 cargo fuzz run --target-dir $(FUZZ_TARGET_DIR)
+FUZZ_OPTS = -rss_limit_mb=2048 -max_len=65536
+fuzz: fuzz-tools
+	mkdir -p .data/fuzz/collect_body .data/fuzz/query_params
+	cd edge/fuzz && $(FUZZ_RUN) collect_body ../../.data/fuzz/collect_body corpus/collect_body -- \
+		-max_total_time=$(FUZZ_SECS) $(FUZZ_OPTS)
+	cd central/fuzz && $(FUZZ_RUN) query_params ../../.data/fuzz/query_params corpus/query_params -- \
+		-max_total_time=$(FUZZ_SECS) $(FUZZ_OPTS)
+
+fuzz-smoke:
+	$(MAKE) --no-print-directory fuzz FUZZ_SECS=$(FUZZ_SMOKE_SECS)
+
+fuzz-tools:
 	command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
-	mkdir -p .data/fuzz/collect_body
-	cd edge/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run collect_body \
-		../../.data/fuzz/collect_body corpus/collect_body -- \
-		-max_total_time=$(FUZZ_SECS) -rss_limit_mb=2048 -max_len=65536
 
 # Every scenario of bench/README.md at a size that takes a few minutes here (10M-event query
 # database generated once and reused). BENCH_ARGS passes options, e.g. BENCH_ARGS="--only edge".
