@@ -255,6 +255,12 @@ fn error_response(err: &CollectError) -> Response {
     if let Some(secs) = err.retry_after_secs() {
         res.insert_header("Retry-After", secs.to_string());
     }
+    if err.status() == 413 {
+        // The body was refused without reading all of it: close the connection rather than
+        // let a client reuse one whose request framing was not consumed (a following request
+        // on it could stall until the request deadline).
+        res.insert_header("Connection", "close");
+    }
     res
 }
 

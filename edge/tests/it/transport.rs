@@ -131,6 +131,23 @@ async fn slow_idle_flooding_and_oversized_clients_are_cut_off_and_the_node_keeps
         }
     }
 
+    // An oversized body is refused without being read: the answer closes the connection, so
+    // no later request on it can be read out of step with the unread bytes.
+    let mut big = TcpStream::connect(addr).await.unwrap();
+    let body = vec![b' '; (1 << 20) + 10];
+    let head = format!(
+        "POST /v1/collect HTTP/1.1\r\nHost: x\r\nX-TA-API-Key: k1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let _ = big.write_all(head.as_bytes()).await;
+    let _ = big.write_all(&body).await;
+    let answer = read_until_closed(&mut big, Duration::from_secs(3))
+        .await
+        .expect("the connection is closed after a 413");
+    let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert_eq!(status_of(&answer), Some(413), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+
     // Connection flood: with 8 open (idle) connections the 9th is closed at once; when they
     // time out, new connections are served again.
     let mut held = Vec::new();
