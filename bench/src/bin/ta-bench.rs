@@ -6,6 +6,7 @@
 //! ta-bench loader     ta-loader vs a bare fetch and a native clickhouse-client insert
 //! ta-bench query      ta-query uncached/cached on N generated events
 //! ta-bench freshness  edge 202 → visible in ta-query at a steady rate
+//! ta-bench attack     the edge under hostile traffic: memory, answers, legitimate latency
 //! ta-bench soak       the pipeline for 30 min at a steady rate: flat memory, nothing lost
 //! ta-bench all        every scenario into bench/results/results.{md,json,svg} (make bench)
 //! ta-bench demo       the README's demo traffic, checked against ta-query
@@ -16,7 +17,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use ta_bench::cmd::{all, demo, edge, freshness, load, loader, null, query, soak};
+use ta_bench::cmd::{all, attack, demo, edge, freshness, load, loader, null, query, soak};
 use ta_bench::report::{Report, Section};
 
 #[derive(Debug, Parser)]
@@ -41,6 +42,7 @@ enum Cmd {
     Query(query::Args),
     Freshness(freshness::Args),
     Soak(soak::Args),
+    Attack(attack::Args),
     All(all::Args),
     Demo(demo::Args),
     Null(null::Args),
@@ -69,6 +71,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Query(a) => tokio()?.block_on(query::run(a))?,
         Cmd::Freshness(a) => tokio()?.block_on(freshness::run(a))?,
         Cmd::Soak(a) => soak::run(a)?,
+        Cmd::Attack(a) => attack::run(a)?,
         Cmd::All(a) => {
             let report = all::run(a, command)?;
             if let Some(path) = &cli.json {

@@ -2,6 +2,7 @@
 //! scenario into one report), the demo traffic and the null servers used as ceilings.
 
 pub mod all;
+pub mod attack;
 pub mod demo;
 pub mod edge;
 pub mod freshness;
