@@ -4,7 +4,7 @@
 //!
 //! | group | what one iteration does |
 //! | --- | --- |
-//! | `ingest` | `CollectPayload::parse`, `parse` + `validate`, `PageUrl::parse` of the page URL, and `Ingest::process` end to end for one browser request (API key, origin, validation, URL and UTM parsing, UA verdict from the warm cache, visitor hash, source/channel, `EnrichedEvent`), for a browser and for a crawler (dropped as a bot) |
+//! | `ingest` | `CollectPayload::parse`, `parse` + `validate`, `PageUrl::parse` of the page URL, `Uuid::now_v7` (the event id), and `Ingest::process` end to end for one browser request (API key, origin, validation, URL and UTM parsing, UA verdict from the warm cache, visitor hash, source/channel, `EnrichedEvent`), for a browser and for a crawler (dropped as a bot) |
 //! | `user_agent` | the UA verdict cold (`UserAgentParser::classify`: woothee plus the deny list, what a cache miss costs; also woothee alone) and warm (`classify_request` hitting the verdict cache) |
 //! | `visitor_hash` | `SaltSchedule::visitor_hash` for browser (IP + UA) and server (`user_id`) identities |
 //! | `signature` | `signature::verify` of the HMAC-SHA256 header over a ~400-byte body |
@@ -135,6 +135,8 @@ fn ingest_group(c: &mut Criterion) {
     g.bench_function("page_url_parse", |b| {
         b.iter(|| PageUrl::parse(black_box(&url)).expect("a page URL"))
     });
+    // The event id every accepted event gets.
+    g.bench_function("event_id_now_v7", |b| b.iter(uuid::Uuid::now_v7));
     let ingest = ingest();
     for (name, ua) in [("process_chrome", CHROME), ("process_googlebot", GOOGLEBOT)] {
         // The first call fills the UA verdict cache: steady state, as under real traffic.
