@@ -8,4 +8,5 @@ mod faults;
 mod federation;
 mod observability;
 mod pipeline;
+mod privacy;
 mod reconcile;

@@ -292,6 +292,37 @@ pub async fn clickhouse_number(url: &str, database: &str, sql: &str) -> Option<u
 /// Every enriched event in `topic` (comma-separated bootstrap list), per partition in offset
 /// order.
 pub async fn read_topic(brokers: &str, topic: &str) -> BTreeMap<i32, Vec<EnrichedEvent>> {
+    records(brokers, topic)
+        .await
+        .into_iter()
+        .map(|(p, rs)| {
+            let events = rs
+                .into_iter()
+                .map(|r| EnrichedEvent::from_json(&r.value.unwrap()).unwrap())
+                .collect();
+            (p, events)
+        })
+        .collect()
+}
+
+/// Every byte of every record of `topic` (keys, values, header names and values), for
+/// looking for what must never be there.
+pub async fn topic_bytes(brokers: &str, topic: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in records(brokers, topic).await.into_values().flatten() {
+        out.extend(r.key.unwrap_or_default());
+        out.extend(r.value.unwrap_or_default());
+        for (k, v) in r.headers {
+            out.extend(k.into_bytes());
+            out.extend(v);
+        }
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Every record of `topic`, per partition in offset order.
+async fn records(brokers: &str, topic: &str) -> BTreeMap<i32, Vec<rskafka::record::Record>> {
     let client = ClientBuilder::new(brokers.split(',').map(str::to_owned).collect())
         .build()
         .await
@@ -311,15 +342,15 @@ pub async fn read_topic(brokers: &str, topic: &str) -> BTreeMap<i32, Vec<Enriche
             .unwrap();
         let end = pc.get_offset(OffsetAt::Latest).await.unwrap();
         let mut offset = pc.get_offset(OffsetAt::Earliest).await.unwrap();
-        let mut events = Vec::new();
+        let mut records = Vec::new();
         while offset < end {
-            let (records, _) = pc.fetch_records(offset, 1..5_000_000, 1_000).await.unwrap();
-            for r in records {
+            let (batch, _) = pc.fetch_records(offset, 1..5_000_000, 1_000).await.unwrap();
+            for r in batch {
                 offset = r.offset + 1;
-                events.push(EnrichedEvent::from_json(&r.record.value.unwrap()).unwrap());
+                records.push(r.record);
             }
         }
-        out.insert(partition, events);
+        out.insert(partition, records);
     }
     out
 }
