@@ -128,7 +128,7 @@ pub fn run(args: Args) -> anyhow::Result<Vec<Section>> {
             .env("TA_TRUST_FORWARDED_FOR", "true")
             .env(
                 "TA_LOG",
-                std::env::var("TA_ATTACK_EDGE_LOG").unwrap_or("warn,rskafka=error".into()),
+                std::env::var("TA_ATTACK_EDGE_LOG").unwrap_or("error".into()),
             )
             .stdout(Stdio::null())
             .spawn()?,
