@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use ta_tests::{
-    Service, artifacts_dir, clickhouse_url, free_port, kafka_brokers, unique, wait_healthy,
+    Service, artifacts_dir, base64, clickhouse_url, free_port, hex, kafka_brokers, unique,
+    wait_healthy,
 };
 
 const UA: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0";
@@ -316,22 +317,4 @@ async fn every_endpoint_answers_each_credential_as_it_must_and_no_secret_leaks()
             }
         }
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn base64(b: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in b.chunks(3) {
-        let n =
-            chunk.iter().fold(0u32, |acc, x| (acc << 8) | u32::from(*x)) << (8 * (3 - chunk.len()));
-        for i in 0..=chunk.len() {
-            out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    // Unpadded: a prefix that any padded or embedded encoding also contains.
-    out
 }

@@ -8,17 +8,9 @@ use ta_bench::cmd::load;
 use ta_tests::{Pipeline, clickhouse_url, metric_sum, workspace_root};
 
 async fn loaded_rows(database: &str) -> u64 {
-    let text = reqwest::Client::new()
-        .post(clickhouse_url())
-        .query(&[("database", database)])
-        .body("SELECT count() FROM events")
-        .send()
+    ta_tests::infra::clickhouse_number(&clickhouse_url(), database, "SELECT count() FROM events")
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.trim().parse().unwrap_or(0)
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use ta_tests::infra::topic_bytes;
 use ta_tests::{
-    Service, artifacts_dir, clickhouse_url, free_port, kafka_brokers, unique, wait_healthy,
-    workspace_root,
+    Service, artifacts_dir, base64, clickhouse_url, free_port, hex, kafka_brokers, unique,
+    wait_healthy, workspace_root,
 };
 
 const VISITORS: usize = 25;
@@ -29,34 +29,10 @@ fn ua(i: usize) -> String {
     )
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn base64(b: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in b.chunks(3) {
-        let n =
-            chunk.iter().fold(0u32, |acc, x| (acc << 8) | u32::from(*x)) << (8 * (3 - chunk.len()));
-        for i in 0..=chunk.len() {
-            out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
 async fn ch(db: &str, sql: &str) -> String {
-    reqwest::Client::new()
-        .post(clickhouse_url())
-        .query(&[("database", db)])
-        .body(sql.to_owned())
-        .send()
+    ta_tests::infra::clickhouse_text(&clickhouse_url(), db, sql)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+        .unwrap_or_else(|| panic!("ClickHouse refused {sql}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

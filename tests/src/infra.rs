@@ -274,8 +274,8 @@ pub async fn produce(broker: &str, topic: &str, partitions: i32, values: Vec<Vec
     }
 }
 
-/// One number from ClickHouse (`sql` must return a single value).
-pub async fn clickhouse_number(url: &str, database: &str, sql: &str) -> Option<u64> {
+/// The text ClickHouse answers `sql` with, or `None` when it refuses or cannot be reached.
+pub async fn clickhouse_text(url: &str, database: &str, sql: &str) -> Option<String> {
     let res = reqwest::Client::new()
         .post(url)
         .query(&[("database", database)])
@@ -286,7 +286,16 @@ pub async fn clickhouse_number(url: &str, database: &str, sql: &str) -> Option<u
     if !res.status().is_success() {
         return None;
     }
-    res.text().await.ok()?.trim().parse().ok()
+    res.text().await.ok()
+}
+
+/// One number from ClickHouse (`sql` must return a single value).
+pub async fn clickhouse_number(url: &str, database: &str, sql: &str) -> Option<u64> {
+    clickhouse_text(url, database, sql)
+        .await?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Every enriched event in `topic` (comma-separated bootstrap list), per partition in offset

@@ -14,6 +14,7 @@ use serde::Serialize;
 use ta_bench::cmd::load::{Traffic, resolve};
 use ta_bench::http_load::{self, LoadReport, LoadSpec, Pace};
 
+use crate::infra::{clickhouse_number, clickhouse_text};
 use crate::workspace_root;
 
 /// Load running in a thread of its own (its own runtime), until its duration is over.
@@ -103,20 +104,6 @@ impl Reconciliation {
     }
 }
 
-async fn ch_text(ch: &str, db: &str, sql: &str) -> Option<String> {
-    let res = reqwest::Client::new()
-        .post(ch)
-        .query(&[("database", db)])
-        .body(sql.to_owned())
-        .send()
-        .await
-        .ok()?;
-    if !res.status().is_success() {
-        return None;
-    }
-    res.text().await.ok()
-}
-
 /// Wait until ClickHouse holds every acknowledged event (or `within` passes) and the row
 /// count has been still for 3 s, then compare ids exactly. Writes the result to
 /// `target/test-artifacts/reconcile/<scenario>.json`.
@@ -137,9 +124,8 @@ pub async fn reconcile(
     let deadline = Instant::now() + within;
     let (mut last, mut still_since) = (u64::MAX, Instant::now());
     loop {
-        let rows: u64 = ch_text(ch, db, "SELECT count() FROM events")
+        let rows = clickhouse_number(ch, db, "SELECT count() FROM events")
             .await
-            .and_then(|t| t.trim().parse().ok())
             .unwrap_or(0);
         if rows != last {
             (last, still_since) = (rows, Instant::now());
@@ -150,7 +136,7 @@ pub async fn reconcile(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let text = ch_text(
+    let text = clickhouse_text(
         ch,
         db,
         "SELECT toString(event_id), count() FROM events GROUP BY event_id FORMAT TabSeparated",
