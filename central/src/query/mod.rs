@@ -441,6 +441,8 @@ async fn compute_seed(
                 .bind(&q.site_id)
                 .bind(q.from_secs())
                 .bind(q.to_secs())
+                .bind(q.from_secs())
+                .bind(q.to_secs())
                 .fetch_one()
                 .await?;
             body["pageviews"] = c.n.into();
@@ -451,6 +453,8 @@ async fn compute_seed(
                 .bind(&q.site_id)
                 .bind(q.from_secs())
                 .bind(q.to_secs())
+                .bind(q.from_secs())
+                .bind(q.to_secs())
                 .fetch_one()
                 .await?;
             body["unique_users"] = c.n.into();
@@ -459,6 +463,8 @@ async fn compute_seed(
             let pages: Vec<PageCount> = db
                 .query(sql::TOP_PAGES)
                 .bind(&q.site_id)
+                .bind(q.from_secs())
+                .bind(q.to_secs())
                 .bind(q.from_secs())
                 .bind(q.to_secs())
                 .bind(q.limit)

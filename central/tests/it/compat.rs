@@ -200,7 +200,10 @@ fn stats_steps() -> Vec<(String, String)> {
 
 /// (name, statement) in order; `wait:<table>` steps poll for finished mutations.
 fn steps(database: &str) -> Vec<(String, String)> {
-    let range = |site: &str| vec![s(site), Value::Int(DAY), Value::Int(DAY + 86_400)];
+    let range = |site: &str| {
+        let (from, to) = (Value::Int(DAY), Value::Int(DAY + 86_400));
+        vec![s(site), from.clone(), to.clone(), from, to]
+    };
     let mut top = range("site-1");
     top.push(Value::Int(2));
     let mut steps: Vec<(String, String)> = vec![
