@@ -125,11 +125,42 @@ pub mod stats {
         Contains,
     }
 
+    /// What a filter tests: every event, or each visit's first (entry) or last (exit) event.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub enum FilterOn {
+        /// Keep the events whose value matches.
+        #[default]
+        Event,
+        /// Keep every event of the visits whose first event's value matches.
+        VisitEntry,
+        /// Keep every event of the visits whose last event's value matches.
+        VisitExit,
+    }
+
     #[derive(Debug, Clone, PartialEq, Eq, Hash)]
     pub struct EventFilter {
         pub column: Column,
         pub op: Match,
         pub value: String,
+        pub on: FilterOn,
+    }
+
+    impl EventFilter {
+        /// `column op value`, with `expr` writing the tested value.
+        fn push_test(&self, s: &mut Statement, expr: impl Fn(&mut Statement)) {
+            match self.op {
+                Match::Is | Match::IsNot => {
+                    expr(s);
+                    s.push(if self.op == Match::Is { " = " } else { " != " });
+                    s.bind_str(&self.value);
+                }
+                Match::Contains => {
+                    s.push("positionCaseInsensitive(");
+                    expr(s);
+                    s.push(", ").bind_str(&self.value).push(") > 0");
+                }
+            }
+        }
     }
 
     /// One site's events in `[from, to)` (Unix seconds) matching every filter.
@@ -141,7 +172,16 @@ pub mod stats {
         pub filters: &'a [EventFilter],
     }
 
+    /// The scope's events: the range, then the event filters, then the visit filters.
     fn push_where(s: &mut Statement, scope: &Scope<'_>) {
+        push_event_where(s, scope);
+        for f in scope.filters.iter().filter(|f| f.on != FilterOn::Event) {
+            push_visit_filter(s, scope, f);
+        }
+    }
+
+    /// The range and the event filters.
+    fn push_event_where(s: &mut Statement, scope: &Scope<'_>) {
         s.push(" WHERE site_id = ")
             .bind_str(scope.site_id)
             .push(" AND ts >= toDateTime(")
@@ -158,21 +198,40 @@ pub mod stats {
             .push(")) AND toDate(ts) <= toDate(toDateTime(")
             .bind(Value::Int(scope.to.into()))
             .push("))");
-        for f in scope.filters {
+        for f in scope.filters.iter().filter(|f| f.on == FilterOn::Event) {
             s.push(" AND ");
-            match f.op {
-                Match::Is | Match::IsNot => {
-                    f.column.push_expr(s);
-                    s.push(if f.op == Match::Is { " = " } else { " != " });
-                    s.bind_str(&f.value);
-                }
-                Match::Contains => {
-                    s.push("positionCaseInsensitive(");
-                    f.column.push_expr(s);
-                    s.push(", ").bind_str(&f.value).push(") > 0");
-                }
-            }
+            f.push_test(s, |s| f.column.push_expr(s));
         }
+    }
+
+    /// ` AND` the event belongs to a visit whose entry (exit) value matches `f`. Visits are
+    /// formed from the events of the range that pass the event filters, as everywhere; an
+    /// event is identified by (visitor hash, second), which is exact because events of one
+    /// visitor in the same second are always in the same visit. Ties in time resolve as in
+    /// [`breakdown_visits`]: entry = smallest value, exit = largest.
+    fn push_visit_filter(s: &mut Statement, scope: &Scope<'_>, f: &EventFilter) {
+        s.push(" AND (visitor_hash, toUInt32(ts)) IN (SELECT visitor_hash, kept FROM (")
+            .push("SELECT visitor_hash, arraySort(groupArray((toUInt32(ts), ");
+        f.column.push_expr(s);
+        s.push("))) AS evs, arrayMap(x -> tupleElement(x, 1), evs) AS t, ")
+            .push("arrayDifference(t) AS d, arrayMap((x, i) -> toUInt8(i = 1 OR x > ")
+            .push(&VISIT_GAP_SECS.to_string())
+            .push("), d, arrayEnumerate(d)) AS st, arrayCumSum(st) AS visit, ")
+            .push(if f.on == FilterOn::VisitExit {
+                "arrayPushBack(arrayPopFront(st), toUInt8(1)) AS edge, "
+            } else {
+                "st AS edge, "
+            })
+            .push(
+                "arrayFilter((x, e) -> e, arrayMap(x -> tupleElement(x, 2), evs), edge) AS vals, ",
+            )
+            .push("arrayMap(v -> ");
+        f.push_test(s, |s| {
+            s.push("v");
+        });
+        s.push(", vals) AS matched, arrayFilter((x, v) -> matched[v] = 1, t, visit) AS keep FROM events");
+        push_event_where(s, scope);
+        s.push(" GROUP BY visitor_hash) ARRAY JOIN keep AS kept)");
     }
 
     /// Bucket of a timeseries, in an IANA time zone: a Unix-seconds string for minutes and

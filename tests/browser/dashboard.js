@@ -84,7 +84,16 @@ main(async () => {
     out.filtered = await screen(page);
     out.filtered_device = device;
 
-    // Remove it again, then switch the period.
+    // Remove it again; click an entry page (a visit filter), remove that; switch the period.
+    before = await page.evaluate(() => document.body.dataset.loaded);
+    await page.click(".chip button");
+    await reloaded(page, before);
+    before = await page.evaluate(() => document.body.dataset.loaded);
+    const entry = out.initial.tables.entry_page[0].value;
+    await page.click(`[data-table=entry_page] tbody tr[data-value="${entry}"]`);
+    await reloaded(page, before);
+    out.entry_filtered = await screen(page);
+    out.entry_page = entry;
     before = await page.evaluate(() => document.body.dataset.loaded);
     await page.click(".chip button");
     await reloaded(page, before);

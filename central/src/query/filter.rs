@@ -1,7 +1,7 @@
 //! Dimensions of the stats API (breakdown properties and filters), mapped onto a fixed set of
 //! event columns; nothing from a request becomes SQL text.
 
-use crate::sql::stats::{Column, EventFilter, Match, VisitAttribute};
+use crate::sql::stats::{Column, EventFilter, FilterOn, Match, VisitAttribute};
 
 use super::error::ApiError;
 
@@ -100,27 +100,40 @@ pub fn parse_property(name: &str) -> Result<Property, ApiError> {
     })
 }
 
-/// Parse one `filter` parameter: `<dimension>:<is|is_not|contains>:<value>`. Filters select
-/// events; entry and exit pages are visit properties and cannot filter.
+/// Parse one `filter` parameter: `<dimension>:<is|is_not|contains>:<value>`. Filters on
+/// event dimensions select events; `entry_page` and `exit_page` select whole visits by their
+/// first or last page.
 pub fn parse_filter(text: &str) -> Result<EventFilter, ApiError> {
     const RULE: &str = "must be <dimension>:<is|is_not|contains>:<value>, e.g. page:is:/pricing";
     let mut parts = text.splitn(3, ':');
     let (Some(dim), Some(op), Some(value)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(ApiError::bad_param("filter", RULE));
     };
-    let column = match prop_key(dim) {
-        Some(key) => Column::Prop(key.map_err(|_| {
-            ApiError::bad_param("filter", "prop.<key> needs a key of 1-64 characters from [A-Za-z0-9_-. ]")
-        })?),
-        None => event_column(dim).ok_or_else(|| {
-            ApiError::bad_param(
-                "filter",
-                format!(
-                    "dimension `{}` is not one of page, referrer, source, channel, utm_source, utm_medium, utm_campaign, utm_term, utm_content, device, browser, os, country, event_name, prop.<key>",
-                    dim.chars().take(40).collect::<String>()
-                ),
-            )
-        })?,
+    let (column, on) = match (prop_key(dim), dim) {
+        (Some(key), _) => (
+            Column::Prop(key.map_err(|_| {
+                ApiError::bad_param(
+                    "filter",
+                    "prop.<key> needs a key of 1-64 characters from [A-Za-z0-9_-. ]",
+                )
+            })?),
+            FilterOn::Event,
+        ),
+        (None, "entry_page") => (Column::Path, FilterOn::VisitEntry),
+        (None, "exit_page") => (Column::Path, FilterOn::VisitExit),
+        (None, _) => (
+            event_column(dim).ok_or_else(|| {
+                ApiError::bad_param(
+                    "filter",
+                    format!(
+                        "dimension `{}` is not one of {}",
+                        dim.chars().take(40).collect::<String>(),
+                        DIMENSIONS.join(", ")
+                    ),
+                )
+            })?,
+            FilterOn::Event,
+        ),
     };
     let op = match op {
         "is" => Match::Is,
@@ -149,11 +162,21 @@ pub fn parse_filter(text: &str) -> Result<EventFilter, ApiError> {
         column,
         op,
         value: value.to_owned(),
+        on,
     })
 }
 
 /// The API name of a filter's dimension (for echoing filters back).
-pub fn column_name(c: &Column) -> String {
+pub fn filter_name(f: &EventFilter) -> String {
+    match f.on {
+        FilterOn::VisitEntry => "entry_page".into(),
+        FilterOn::VisitExit => "exit_page".into(),
+        FilterOn::Event => column_name(&f.column),
+    }
+}
+
+/// The API name of an event column.
+fn column_name(c: &Column) -> String {
     match c {
         Column::Path => "page".into(),
         Column::ReferrerHost => "referrer".into(),
@@ -186,6 +209,12 @@ mod tests {
         );
         let f = parse_filter("prop.plan:is_not:pro").unwrap();
         assert_eq!(f.column, Column::Prop("plan".into()));
+        let f = parse_filter("exit_page:contains:/blog").unwrap();
+        assert_eq!((f.column, f.on), (Column::Path, FilterOn::VisitExit));
+        assert_eq!(
+            filter_name(&parse_filter("entry_page:is:/").unwrap()),
+            "entry_page"
+        );
     }
 
     #[test]
@@ -193,7 +222,7 @@ mod tests {
         for bad in [
             "page",
             "page:equals:/",
-            "entry_page:is:/",
+            "entry_pages:is:/",
             "path);DROP TABLE events;--:is:x",
             "prop.a'b:is:x",
             "page:contains:",

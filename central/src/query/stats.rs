@@ -3,8 +3,10 @@
 //!
 //! Visits are derived at query time (the tracker keeps no session id): one visitor hash's
 //! events, ordered by time, form one visit until a gap of more than 30 minutes. Since the
-//! visitor hash rotates daily (UTC), a visit also ends at UTC midnight. Filters select events
-//! before visits are formed, so visit metrics under a filter describe the matching events.
+//! visitor hash rotates daily (UTC), a visit also ends at UTC midnight. Filters on event
+//! dimensions select events before visits are formed, so visit metrics under such a filter
+//! describe the matching events; `entry_page` / `exit_page` filters then keep the whole visits
+//! whose first / last page matches.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -279,7 +281,7 @@ impl StatsRequest {
             "first_day": self.days.first.to_string(),
             "last_day": (self.days.end - Duration::days(1)).to_string(),
             "filters": self.filters.iter().map(|f| json!({
-                "dimension": filter::column_name(&f.column),
+                "dimension": filter::filter_name(f),
                 "op": match f.op { sql::Match::Is => "is", sql::Match::IsNot => "is_not", sql::Match::Contains => "contains" },
                 "value": f.value,
             })).collect::<Vec<_>>(),

@@ -119,23 +119,26 @@ fn data_statements() -> Vec<String> {
 /// Every kind of stats statement (`sql::stats`), with filters of each operator.
 fn stats_steps() -> Vec<(String, String)> {
     use ta_central::sql::stats::{
-        self as st, Bucket, Column, EventFilter, Match, Scope, VisitAttribute,
+        self as st, Bucket, Column, EventFilter, FilterOn, Match, Scope, VisitAttribute,
     };
     let filters = [
         EventFilter {
             column: Column::Path,
             op: Match::IsNot,
             value: "/zz'".into(),
+            on: FilterOn::Event,
         },
         EventFilter {
             column: Column::Prop("plan".into()),
             op: Match::Is,
             value: "pro".into(),
+            on: FilterOn::Event,
         },
         EventFilter {
             column: Column::Browser,
             op: Match::Contains,
             value: "FIRE".into(),
+            on: FilterOn::Event,
         },
     ];
     let scope = Scope {
@@ -148,11 +151,38 @@ fn stats_steps() -> Vec<(String, String)> {
         filters: &filters,
         ..scope
     };
+    let by_visit = [
+        EventFilter {
+            column: Column::Path,
+            op: Match::Is,
+            value: "/a".into(),
+            on: FilterOn::VisitEntry,
+        },
+        EventFilter {
+            column: Column::Path,
+            op: Match::Contains,
+            value: "B".into(),
+            on: FilterOn::VisitExit,
+        },
+        filters[1].clone(),
+    ];
+    let visit_filtered = Scope {
+        filters: &by_visit,
+        ..scope
+    };
     let mut out = vec![
         ("stats_aggregate".to_owned(), st::aggregate(&scope).render()),
         (
             "stats_aggregate_filtered".to_owned(),
             st::aggregate(&filtered).render(),
+        ),
+        (
+            "stats_aggregate_visit_filtered".to_owned(),
+            st::aggregate(&visit_filtered).render(),
+        ),
+        (
+            "stats_breakdown_visit_filtered".to_owned(),
+            st::breakdown_events(&visit_filtered, &Column::Os, false, 0, 10).render(),
         ),
         (
             "stats_realtime".to_owned(),

@@ -104,6 +104,28 @@ async fn the_dashboard_shows_the_apis_numbers_and_its_controls_work() {
     assert_eq!(filtered["tables"]["device"].as_array().unwrap().len(), 1);
     assert!(filtered["url"].as_str().unwrap().contains("filter=device"));
 
+    // Clicking an entry page kept the visits that started there.
+    let entry = screen["entry_page"].as_str().unwrap();
+    let by_entry = &screen["entry_filtered"];
+    assert_eq!(
+        by_entry["filters"],
+        json!([format!("entry_page:is:{entry}")])
+    );
+    let want = totals(&select(
+        &s.events,
+        "site-1",
+        START,
+        end,
+        &[("entry_page", "is", entry)],
+    ));
+    assert!(want.visits > 0);
+    assert_eq!(by_entry["kpis"]["visitors"]["value"], want.visitors);
+    assert_eq!(by_entry["kpis"]["visits"]["value"], want.visits);
+    assert_eq!(
+        by_entry["tables"]["entry_page"].as_array().unwrap().len(),
+        1
+    );
+
     // The 7-day period: 27 Oct – 2 Nov.
     let week = &screen["week"];
     assert_eq!(week["period"], "7d");

@@ -21,13 +21,19 @@ fn results(body: &Value) -> Value {
 async fn aggregate_metrics_equal_an_independent_computation() {
     let s = seeded().await;
     let base = serve(&s.config).await;
-    let filters: [&[(&str, &str, &str)]; 6] = [
+    let filters: [&[(&str, &str, &str)]; 9] = [
         &[],
         &[("page", "is", "/pricing")],
         &[("device", "is_not", "mobile"), ("country", "is", "DE")],
         &[("page", "contains", "BLOG")],
         &[("prop.plan", "is", "pro")],
         &[("event_name", "is", "signup"), ("source", "is", "Google")],
+        &[("entry_page", "is", "/pricing")],
+        &[
+            ("exit_page", "contains", "BLOG"),
+            ("device", "is_not", "mobile"),
+        ],
+        &[("entry_page", "is_not", "/"), ("exit_page", "is", "/docs")],
     ];
     for f in filters {
         let q: String = f
@@ -296,6 +302,24 @@ async fn every_breakdown_equals_an_independent_computation() {
             "{dim}"
         );
         assert_eq!(body["has_more"], false);
+    }
+    // Visit filters: the pages of the visits that entered on the pricing page, the entry
+    // pages of the visits that left from the docs.
+    for (dim, filter) in [
+        ("page", ("entry_page", "is", "/pricing")),
+        ("entry_page", ("exit_page", "is", "/docs")),
+        ("country", ("exit_page", "is_not", "/")),
+    ] {
+        let (status, body) = admin(&format!(
+            "{base}/v1/stats/breakdown?{RANGE}&property={dim}&limit=1000&filter={}",
+            urlencode(&format!("{}:{}:{}", filter.0, filter.1, filter.2))
+        ))
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let expected = expected_breakdown(&select(&s.events, "site-1", START, END, &[filter]), dim);
+        assert!(!expected.is_empty(), "{dim} {filter:?}");
+        assert_eq!(body["results"], json!(expected), "{dim} {filter:?}");
+        assert_eq!(body["filters"][0]["dimension"], filter.0);
     }
     // With a filter: sources of visits that saw the pricing page's events only.
     let filtered = select(

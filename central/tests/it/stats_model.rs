@@ -251,7 +251,18 @@ impl Visit {
     }
 }
 
-/// Events of `site` in `[from, to)` matching `filters` (dim, op, value).
+fn matches(x: &str, op: &str, v: &str) -> bool {
+    match op {
+        "is" => x == v,
+        "is_not" => x != v,
+        "contains" => x.to_lowercase().contains(&v.to_lowercase()),
+        _ => unreachable!(),
+    }
+}
+
+/// Events of `site` in `[from, to)` matching `filters` (dim, op, value): event filters
+/// first; then `entry_page` / `exit_page` filters keep the events of the visits (formed from
+/// the remaining events) whose first / last page matches.
 pub(crate) fn select(
     events: &[Ev],
     site: &str,
@@ -259,21 +270,30 @@ pub(crate) fn select(
     to: u32,
     filters: &[(&str, &str, &str)],
 ) -> Vec<Ev> {
-    events
+    let by_visit = |d: &str| d == "entry_page" || d == "exit_page";
+    let selected: Vec<Ev> = events
         .iter()
         .filter(|e| e.site == site && e.ts >= from && e.ts < to)
         .filter(|e| {
-            filters.iter().all(|(d, op, v)| {
-                let x = e.dim(d);
-                match *op {
-                    "is" => x == *v,
-                    "is_not" => x != *v,
-                    "contains" => x.to_lowercase().contains(&v.to_lowercase()),
-                    _ => unreachable!(),
-                }
-            })
+            filters
+                .iter()
+                .filter(|(d, _, _)| !by_visit(d))
+                .all(|(d, op, v)| matches(&e.dim(d), op, v))
         })
         .cloned()
+        .collect();
+    if !filters.iter().any(|(d, _, _)| by_visit(d)) {
+        return selected;
+    }
+    visits(&selected)
+        .into_iter()
+        .filter(|visit| {
+            filters
+                .iter()
+                .filter(|(d, _, _)| by_visit(d))
+                .all(|(d, op, v)| matches(&visit.attr("page", *d == "exit_page"), op, v))
+        })
+        .flat_map(|visit| visit.evs)
         .collect()
 }
 

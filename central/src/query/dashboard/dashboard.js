@@ -151,8 +151,7 @@
     const second = property === "page" ? "pageviews" : visitLevel ? "visits" : "events";
     const rows = data.results.length ? data.results.map((r) =>
       el("tr", { "data-value": r.value, onclick: () => {
-        const dim = property === "entry_page" ? "page" : property;
-        const f = dim + ":is:" + r.value;
+        const f = property + ":is:" + r.value;
         if (!state.filters.includes(f)) state.filters.push(f);
         load();
       } },
