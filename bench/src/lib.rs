@@ -7,6 +7,7 @@
 //! from the plan alone — never from the system under test — and [`verify`] compares it with
 //! what `ta-query` returns.
 
+pub mod browser;
 pub mod cmd;
 pub mod http_load;
 pub mod proc;

@@ -1,57 +1,9 @@
-//! Headless Chromium for tests: runs a node script from `tests/browser/` with playwright-core
-//! (installed by `deploy/local/infra up` into the tools cache) and Debian's Chromium.
-//!
-//! A script `require`s `./lib.js`, reads its arguments from `args`, and reports one JSON value
-//! through `main`; [`run`] returns it.
+//! Headless Chromium for tests: [`ta_bench::browser`] (shared with the dashboard benchmark),
+//! failing the test on any error.
 
-use std::path::PathBuf;
-use std::process::Command;
+pub use ta_bench::browser::{artifacts_dir, node_modules};
 
-use crate::workspace_root;
-
-/// `node_modules` holding playwright-core.
-pub fn node_modules() -> PathBuf {
-    let tools = std::env::var("TA_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
-                .join(".cache/tiny-analytics")
-        });
-    tools.join("node/node_modules")
-}
-
-/// Where screenshots and other browser artifacts go (kept after the test).
-pub fn artifacts_dir() -> PathBuf {
-    let dir = workspace_root().join("target/test-artifacts/browser");
-    std::fs::create_dir_all(&dir).expect("creating the browser artifacts directory");
-    dir
-}
-
-/// Run `tests/browser/<script>` with `args`; its JSON result.
+/// Run `tests/browser/<script>` with `args`; its JSON result. Panics when the script fails.
 pub fn run(script: &str, args: &serde_json::Value) -> serde_json::Value {
-    let path = workspace_root().join("tests/browser").join(script);
-    let modules = node_modules();
-    assert!(
-        modules.join("playwright-core").exists(),
-        "playwright-core is not installed in {}: run `deploy/local/infra up`",
-        modules.display()
-    );
-    let output = Command::new("node")
-        .arg(&path)
-        .env("NODE_PATH", &modules)
-        .env("TA_BROWSER_ARGS", args.to_string())
-        .output()
-        .expect("running node (installed by `deploy/local/infra up`)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{script} failed ({}):\n{stderr}\n{stdout}",
-        output.status
-    );
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("TA_RESULT "))
-        .unwrap_or_else(|| panic!("{script} printed no result:\n{stdout}\n{stderr}"));
-    serde_json::from_str(line).expect("the script's result is JSON")
+    ta_bench::browser::run(script, args).unwrap_or_else(|e| panic!("{e:#}"))
 }
