@@ -118,6 +118,15 @@ pub struct LoaderConfig {
     #[arg(long, env = "TA_RETENTION_INTERVAL_SECS", default_value_t = 3600)]
     pub retention_interval_secs: u64,
 
+    /// How often loader 0 builds the visit rollups of closed days that need it, in seconds
+    /// (0 disables; queries then derive every visit from events).
+    #[arg(long, env = "TA_ROLLUP_INTERVAL_SECS", default_value_t = 600)]
+    pub rollup_interval_secs: u64,
+
+    /// How many past days the rollup keeps up to date.
+    #[arg(long, env = "TA_ROLLUP_DAYS", default_value_t = 400)]
+    pub rollup_days: u32,
+
     /// Address of the loader's /metrics and /healthz endpoint.
     #[arg(long, env = "TA_LOADER_LISTEN", default_value = "127.0.0.1:9465")]
     pub listen: SocketAddr,
@@ -138,6 +147,8 @@ pub enum LoaderCommand {
     Migrate,
     /// Drop every partition older than its site's retention now, then exit.
     Retention,
+    /// Build the visit rollups of every closed day that needs it now, then exit.
+    Rollup,
     /// Delete all data of one site (events and dead letters mentioning it).
     EraseSite {
         /// The site id.

@@ -5,7 +5,7 @@ use clap::Parser;
 use ta_central::LoaderConfig;
 use ta_central::config::LoaderCommand;
 use ta_central::loader::{self, LoaderMetrics};
-use ta_central::store::{self, lifecycle};
+use ta_central::store::{self, lifecycle, rollup};
 
 // The loader allocates and frees a few dozen strings per event; glibc malloc spent about a
 // third of the loader's CPU in malloc/free/consolidate in a profile (bench/README.md).
@@ -57,6 +57,32 @@ async fn operator_command(config: &LoaderConfig, command: LoaderCommand) -> anyh
             println!(
                 "retention: dropped {} partition(s) {dropped:?}",
                 dropped.len()
+            );
+        }
+        LoaderCommand::Rollup => {
+            let started = std::time::Instant::now();
+            let report = rollup::build_pending(
+                &db,
+                chrono::Utc::now(),
+                config.rollup_days,
+                |done, total, day| {
+                    if done == 1 || done == total || done % 10 == 0 {
+                        let date = chrono::DateTime::from_timestamp(i64::from(day.day) * 86_400, 0)
+                            .map(|d| d.date_naive().to_string())
+                            .unwrap_or_default();
+                        println!(
+                            "rollup: {done}/{total} site-days ({} {date}: {} events)",
+                            day.site, day.n
+                        );
+                    }
+                },
+            )
+            .await?;
+            println!(
+                "rollup: built {} site-day(s) holding {} events in {:.1}s",
+                report.days,
+                report.events,
+                started.elapsed().as_secs_f64()
             );
         }
         LoaderCommand::EraseSite { site } => {

@@ -22,6 +22,8 @@ pub struct LoaderMetrics {
     pub duplicates: IntCounter,
     pub freshness_seconds: Histogram,
     pub retention_dropped: IntCounter,
+    pub rollup_days_built: IntCounter,
+    pub rollup_failures: IntCounter,
 }
 
 impl LoaderMetrics {
@@ -117,6 +119,16 @@ impl LoaderMetrics {
                 "Event partitions dropped by retention.",
             )
             .unwrap(),
+            rollup_days_built: IntCounter::new(
+                "ta_loader_rollup_days_built_total",
+                "Site-days whose visits were (re)built into the rollup.",
+            )
+            .unwrap(),
+            rollup_failures: IntCounter::new(
+                "ta_loader_rollup_failures_total",
+                "Rollup runs that failed (retried at the next interval).",
+            )
+            .unwrap(),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.fetched.clone()),
@@ -132,6 +144,8 @@ impl LoaderMetrics {
             Box::new(m.duplicates.clone()),
             Box::new(m.freshness_seconds.clone()),
             Box::new(m.retention_dropped.clone()),
+            Box::new(m.rollup_days_built.clone()),
+            Box::new(m.rollup_failures.clone()),
         ];
         for c in collectors {
             m.registry.register(c).expect("metric names are unique");

@@ -193,6 +193,12 @@ pub async fn run(config: LoaderConfig, metrics: LoaderMetrics) -> anyhow::Result
         let ctx = ctx.clone();
         tasks.spawn(async move { retention_loop(ctx).await });
     }
+    if ctx.config.instance.is_multiple_of(ctx.config.of.max(1))
+        && ctx.config.rollup_interval_secs > 0
+    {
+        let ctx = ctx.clone();
+        tasks.spawn(async move { rollup_loop(ctx).await });
+    }
     let mut started = std::collections::BTreeSet::new();
     let mut refresh = tokio::time::interval(Duration::from_secs(
         ctx.config.partition_refresh_secs.max(1),
@@ -240,6 +246,34 @@ async fn retention_loop(ctx: Arc<Ctx>) {
             }
             Ok(_) => {}
             Err(error) => warn!(message = "Retention run failed; will retry.", %error),
+        }
+    }
+}
+
+async fn rollup_loop(ctx: Arc<Ctx>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(ctx.config.rollup_interval_secs));
+    loop {
+        tick.tick().await;
+        let built = store::rollup::build_pending(
+            &ctx.db,
+            chrono::Utc::now(),
+            ctx.config.rollup_days,
+            |_, _, _| ctx.metrics.rollup_days_built.inc(),
+        )
+        .await;
+        match built {
+            Ok(r) if r.days > 0 => {
+                info!(
+                    message = "Rolled up the visits of closed days.",
+                    days = r.days,
+                    events = r.events
+                );
+            }
+            Ok(_) => {}
+            Err(error) => {
+                ctx.metrics.rollup_failures.inc();
+                warn!(message = "Rollup run failed; will retry.", %error);
+            }
         }
     }
 }

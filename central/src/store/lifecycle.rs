@@ -5,7 +5,7 @@
 //! mutation (`ALTER TABLE … DELETE`) confined to that site's partitions; it rewrites the parts
 //! holding the visitor and is meant for rare, operator-driven requests.
 //! Dead letters hold raw records, so erasure also deletes the dead letters that mention the
-//! site or visitor.
+//! site or visitor; the visit rollups of erased or expired data are deleted with it.
 
 use std::collections::BTreeMap;
 
@@ -68,6 +68,15 @@ impl EventsPartition {
             site_id: site.to_owned(),
             month: month.trim().parse().ok()?,
         })
+    }
+
+    /// First instant of the partition's month.
+    pub fn start(&self) -> DateTime<Utc> {
+        NaiveDate::from_ymd_opt((self.month / 100) as i32, (self.month % 100).max(1), 1)
+            .unwrap_or(NaiveDate::MIN)
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight")
+            .and_utc()
     }
 
     /// First instant after the partition's month.
@@ -142,6 +151,22 @@ pub async fn apply_retention(
 ) -> Result<Vec<EventsPartition>, clickhouse::error::Error> {
     let expired = expired(&events_partitions(db, database).await?, policy, now);
     drop_partitions(db, &expired).await?;
+    // The rollups of the dropped months go too (mutations: `visits` is not partitioned by
+    // month).
+    for p in &expired {
+        let (from, to) = (p.start().timestamp() / 86_400, p.end().timestamp() / 86_400);
+        for statement in [
+            sql::DELETE_ROLLUP_VISITS_BETWEEN,
+            sql::DELETE_ROLLUP_DAYS_BETWEEN,
+        ] {
+            db.query(statement)
+                .bind(&p.site_id)
+                .bind(from)
+                .bind(to)
+                .execute()
+                .await?;
+        }
+    }
     Ok(expired)
 }
 
@@ -182,11 +207,19 @@ pub async fn erase_site(
         .filter(|p| p.site_id == site_id)
         .collect();
     drop_partitions(db, &mine).await?;
+    db.query(&sql::drop_visits_partition(site_id))
+        .execute()
+        .await?;
+    db.query(sql::DELETE_SITE_ROLLUP_DAYS)
+        .bind(site_id)
+        .execute()
+        .await?;
     db.query(sql::DELETE_DEAD_LETTERS_MENTIONING)
         .bind(format!("\"site_id\":\"{site_id}\""))
         .execute()
         .await?;
     wait_for_mutations(db, database, "dead_letters").await?;
+    wait_for_mutations(db, database, "rollup_days").await?;
     Ok(mine.len())
 }
 
@@ -197,16 +230,19 @@ pub async fn erase_visitor(
     site_id: &str,
     visitor_hash: u64,
 ) -> Result<(), clickhouse::error::Error> {
-    db.query(sql::DELETE_VISITOR_EVENTS)
-        .bind(site_id)
-        .bind(visitor_hash)
-        .execute()
-        .await?;
+    for statement in [sql::DELETE_VISITOR_EVENTS, sql::DELETE_VISITOR_VISITS] {
+        db.query(statement)
+            .bind(site_id)
+            .bind(visitor_hash)
+            .execute()
+            .await?;
+    }
     db.query(sql::DELETE_DEAD_LETTERS_MENTIONING)
         .bind(format!("\"visitor_hash\":{visitor_hash},"))
         .execute()
         .await?;
     wait_for_mutations(db, database, "events").await?;
+    wait_for_mutations(db, database, "visits").await?;
     wait_for_mutations(db, database, "dead_letters").await
 }
 

@@ -11,9 +11,12 @@
 //!   (written after each batch; see [`offsets`]).
 //! - `schema_migrations`: versions applied, so start-up migration is idempotent.
 //!
-//! Visits (sessions) are not materialised: the query side groups a visitor's events of one
-//! day into visits separated by 30 minutes of inactivity, using array functions that exist
-//! on 18.16 and on current releases (documented in the query module).
+//! - `visits` and `rollup_days`: visits of closed UTC days, one row each, built from `events`
+//!   (see [`rollup`]).
+//!
+//! Visits (sessions) are derived from events: a visitor's events of one UTC day, split by 30
+//! minutes of inactivity, using array functions that exist on 18.16 and on current releases.
+//! The query side does it on the fly for the days [`rollup`] has not (yet) materialised.
 //!
 //! The same DDL runs on ClickHouse 18.16 (the Debian package used in tests) and on current
 //! releases; on servers that have them, [`schema::ServerFeatures`] switches on
@@ -21,6 +24,7 @@
 
 pub mod lifecycle;
 pub mod offsets;
+pub mod rollup;
 pub mod rows;
 pub mod schema;
 

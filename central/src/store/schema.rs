@@ -85,6 +85,44 @@ pub const MIGRATIONS: &[Migration] = &[
             "ALTER TABLE events ADD COLUMN click_id {lc} AFTER channel",
         ],
     },
+    Migration {
+        version: 3,
+        name: "visit rollups of closed UTC days",
+        // See `store::rollup`: one row per visit, tagged with the build that wrote it;
+        // `rollup_days` records each build and how many events it holds.
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS visits (
+            site_id {lc},
+            day UInt32,
+            build_id UInt64,
+            visitor_hash UInt64,
+            visit_start UInt32,
+            visit_end UInt32,
+            visit_events UInt32,
+            visit_pageviews UInt32,
+            entry_path String{str_codec},
+            exit_path String{str_codec},
+            referrer_host String{str_codec},
+            source {lc},
+            channel {lc},
+            utm_source {lc},
+            utm_medium {lc},
+            utm_campaign {lc},
+            utm_term String{str_codec},
+            utm_content String{str_codec}
+        ) ENGINE = MergeTree
+        PARTITION BY site_id
+        ORDER BY (site_id, day, build_id, visitor_hash, visit_start)",
+            "CREATE TABLE IF NOT EXISTS rollup_days (
+            site_id String,
+            day UInt32,
+            build_id UInt64,
+            events UInt64,
+            built_at DateTime
+        ) ENGINE = MergeTree
+        ORDER BY (site_id, day, build_id)",
+        ],
+    },
 ];
 
 /// What the connected server supports beyond ClickHouse 18.16.

@@ -225,6 +225,68 @@ fn stats_steps() -> Vec<(String, String)> {
             st::breakdown_visits(&scope, &attr, 1, 10).render(),
         ));
     }
+    // Rollups: build site-1's first day, record it, then read the range through it (the
+    // first day from `visits`, the second from events).
+    let day = (DAY / 86_400) as u32;
+    out.push((
+        "rollup_pending".into(),
+        bind_literals(
+            sql::ROLLUP_PENDING,
+            &[Value::Int(DAY - 50 * 86_400), Value::Int(DAY + 2 * 86_400)],
+        ),
+    ));
+    out.push((
+        "rollup_build".into(),
+        st::build_rollup("site-1", day, 7).render(),
+    ));
+    let build = [s("site-1"), Value::Int(day.into()), Value::Int(7)];
+    out.push((
+        "rollup_held".into(),
+        bind_literals(sql::ROLLUP_BUILD_EVENTS, &build),
+    ));
+    let mut record = build.to_vec();
+    record.push(Value::Int(3));
+    out.push((
+        "rollup_record".into(),
+        bind_literals(sql::RECORD_ROLLUP, &record),
+    ));
+    out.push((
+        "rollup_pending_after".into(),
+        bind_literals(
+            sql::ROLLUP_PENDING,
+            &[Value::Int(DAY - 50 * 86_400), Value::Int(DAY + 2 * 86_400)],
+        ),
+    ));
+    out.push(("rollup_coverage".into(), st::coverage(&scope).render()));
+    let cover = st::Coverage::of(&scope, &[(day, 7)]);
+    out.push((
+        "rollup_aggregate".into(),
+        st::aggregate_rolled_up(&scope, &cover).render(),
+    ));
+    let whole_day = Scope {
+        to: DAY as u32 + 86_400,
+        ..scope
+    };
+    out.push((
+        "rollup_aggregate_complete".into(),
+        st::aggregate_rolled_up(&whole_day, &st::Coverage::of(&whole_day, &[(day, 7)])).render(),
+    ));
+    out.push((
+        "rollup_ts_visits".into(),
+        st::timeseries_visits_rolled_up(&scope, Bucket::Hour, "Europe/Berlin", &cover).render(),
+    ));
+    for (name, at_exit) in [("entry", false), ("exit", true)] {
+        let attr = VisitAttribute {
+            column: Column::Path,
+            at_exit,
+        };
+        out.push((
+            format!("rollup_breakdown_{name}"),
+            st::breakdown_visits_rolled_up(&scope, &attr, 0, 10, &cover)
+                .expect("paths are rolled up")
+                .render(),
+        ));
+    }
     out
 }
 
@@ -290,6 +352,44 @@ fn steps(database: &str) -> Vec<(String, String)> {
         "erase_visitor".into(),
         bind_literals(sql::DELETE_VISITOR_EVENTS, &[s("site-1"), Value::Int(2)]),
     ));
+    let day = Value::Int(DAY / 86_400);
+    for (name, statement) in [
+        (
+            "erase_visitor_visits",
+            bind_literals(sql::DELETE_VISITOR_VISITS, &[s("site-1"), Value::Int(2)]),
+        ),
+        (
+            "old_rollups",
+            bind_literals(
+                sql::DELETE_OLD_ROLLUPS,
+                &[s("site-1"), day.clone(), Value::Int(7)],
+            ),
+        ),
+        (
+            "expire_rollups",
+            bind_literals(
+                sql::DELETE_ROLLUP_VISITS_BETWEEN,
+                &[s("site-2"), Value::Int(0), day.clone()],
+            ),
+        ),
+        (
+            "expire_rollup_days",
+            bind_literals(
+                sql::DELETE_ROLLUP_DAYS_BETWEEN,
+                &[s("site-2"), Value::Int(0), day.clone()],
+            ),
+        ),
+        (
+            "erase_site_rollup_days",
+            bind_literals(sql::DELETE_SITE_ROLLUP_DAYS, &[s("site-3")]),
+        ),
+        (
+            "drop_visits_partition",
+            sql::drop_visits_partition("site-3"),
+        ),
+    ] {
+        steps.push((name.into(), statement));
+    }
     steps.push((
         "erase_dead".into(),
         bind_literals(
@@ -297,12 +397,16 @@ fn steps(database: &str) -> Vec<(String, String)> {
             &[s("\"site_id\":\"site-9\"")],
         ),
     ));
-    for table in ["events", "dead_letters"] {
+    for table in ["events", "dead_letters", "visits", "rollup_days"] {
         steps.push((
             format!("wait:{table}"),
             bind_literals(sql::PENDING_MUTATIONS, &[s(database), s(table)]),
         ));
     }
+    steps.push((
+        "after_rollup".into(),
+        "SELECT visitor_hash, visit_events FROM visits ORDER BY visitor_hash".into(),
+    ));
     steps.push((
         "after_partitions".into(),
         bind_literals(sql::EVENTS_PARTITIONS, &[s(database)]),
@@ -355,12 +459,13 @@ async fn run_on_server(
             }
             continue;
         }
-        results.insert(
-            name.clone(),
-            exec(database, format!("{q} FORMAT TabSeparated"))
-                .await
-                .into(),
-        );
+        // An INSERT … SELECT takes no output format.
+        let q = if q.starts_with("INSERT") {
+            q.clone()
+        } else {
+            format!("{q} FORMAT TabSeparated")
+        };
+        results.insert(name.clone(), exec(database, q).await.into());
     }
     results
 }
@@ -437,7 +542,15 @@ async fn every_statement_answers_the_same_on_clickhouse_18_16_and_a_current_rele
         !n.starts_with("wait:")
             && !matches!(
                 n.as_str(),
-                "drop_partition" | "erase_visitor" | "erase_dead"
+                "drop_partition"
+                    | "erase_visitor"
+                    | "erase_dead"
+                    | "erase_visitor_visits"
+                    | "old_rollups"
+                    | "expire_rollups"
+                    | "expire_rollup_days"
+                    | "erase_site_rollup_days"
+                    | "drop_visits_partition"
             )
     }) {
         assert_eq!(
@@ -451,6 +564,31 @@ async fn every_statement_answers_the_same_on_clickhouse_18_16_and_a_current_rele
     assert_eq!(old["top_pages"], "/a\t2\n/b\t1\n");
     // visitors, visits, pageviews, events, bounces, duration, conversions, converted.
     assert_eq!(old["stats_aggregate"], "3\t3\t4\t4\t2\t20\t0\t0\n");
+    // Through the rollup: the same totals, and the first day's alone.
+    assert_eq!(old["rollup_held"], "3\n");
+    assert_eq!(old["rollup_aggregate"], old["stats_aggregate"]);
+    assert_eq!(
+        old["rollup_aggregate_complete"],
+        "2\t2\t3\t3\t1\t20\t0\t0\n"
+    );
+    assert_eq!(old["rollup_coverage"], "20422\t7\n");
+    assert_eq!(
+        old["rollup_breakdown_entry"],
+        "/a\t2\t2\t3\t1\t20\n/c\t1\t1\t1\t1\t0\n"
+    );
+    assert!(
+        !old["rollup_pending_after"]
+            .as_str()
+            .unwrap()
+            .contains("site-1\t20422\t"),
+        "a recorded build is no longer pending"
+    );
+    assert!(
+        old["rollup_pending"]
+            .as_str()
+            .unwrap()
+            .contains("site-1\t20422\t3\n")
+    );
     assert_eq!(
         old["stats_ts_events_day"],
         "2025-11-30\t2\t3\t3\n2025-12-01\t1\t1\t1\n"
@@ -458,6 +596,7 @@ async fn every_statement_answers_the_same_on_clickhouse_18_16_and_a_current_rele
     assert_eq!(old["checkpoint"], "7\t2\n");
     assert_eq!(old["after_unique_users"], "1\n");
     assert_eq!(old["after_dead"], "");
+    assert_eq!(old["after_rollup"], "1\t2\n", "visitor 2's visit is erased");
     assert_eq!(old["partitions"].as_str().unwrap().lines().count(), 4);
     assert_eq!(old["after_partitions"].as_str().unwrap().lines().count(), 3);
 }

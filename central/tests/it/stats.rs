@@ -6,8 +6,8 @@ use chrono_tz::Tz;
 use serde_json::{Value, json};
 
 use crate::stats_model::{
-    self as model, DAYS, START, admin, aggregate_json, bucket_label, seeded, select, serve, totals,
-    ts,
+    self as model, DAYS, START, admin, aggregate_json, both_seeds, bucket_label, seeded, select,
+    serve, totals, ts,
 };
 
 const RANGE: &str = "site_id=site-1&period=custom&from=2025-10-20&to=2025-11-02";
@@ -19,32 +19,33 @@ fn results(body: &Value) -> Value {
 
 #[tokio::test]
 async fn aggregate_metrics_equal_an_independent_computation() {
-    let s = seeded().await;
-    let base = serve(&s.config).await;
-    let filters: [&[(&str, &str, &str)]; 9] = [
-        &[],
-        &[("page", "is", "/pricing")],
-        &[("device", "is_not", "mobile"), ("country", "is", "DE")],
-        &[("page", "contains", "BLOG")],
-        &[("prop.plan", "is", "pro")],
-        &[("event_name", "is", "signup"), ("source", "is", "Google")],
-        &[("entry_page", "is", "/pricing")],
-        &[
-            ("exit_page", "contains", "BLOG"),
-            ("device", "is_not", "mobile"),
-        ],
-        &[("entry_page", "is_not", "/"), ("exit_page", "is", "/docs")],
-    ];
-    for f in filters {
-        let q: String = f
-            .iter()
-            .map(|(d, o, v)| format!("&filter={}", urlencode(&format!("{d}:{o}:{v}"))))
-            .collect();
-        let (status, body) = admin(&format!("{base}/v1/stats/aggregate?{RANGE}{q}")).await;
-        assert_eq!(status, 200, "{body}");
-        let expected = totals(&select(&s.events, "site-1", START, END, f));
-        assert!(expected.visits > 0 || !f.is_empty());
-        assert_eq!(results(&body), aggregate_json(&expected), "filters {f:?}");
+    for s in both_seeds().await {
+        let base = serve(&s.config).await;
+        let filters: [&[(&str, &str, &str)]; 9] = [
+            &[],
+            &[("page", "is", "/pricing")],
+            &[("device", "is_not", "mobile"), ("country", "is", "DE")],
+            &[("page", "contains", "BLOG")],
+            &[("prop.plan", "is", "pro")],
+            &[("event_name", "is", "signup"), ("source", "is", "Google")],
+            &[("entry_page", "is", "/pricing")],
+            &[
+                ("exit_page", "contains", "BLOG"),
+                ("device", "is_not", "mobile"),
+            ],
+            &[("entry_page", "is_not", "/"), ("exit_page", "is", "/docs")],
+        ];
+        for f in filters {
+            let q: String = f
+                .iter()
+                .map(|(d, o, v)| format!("&filter={}", urlencode(&format!("{d}:{o}:{v}"))))
+                .collect();
+            let (status, body) = admin(&format!("{base}/v1/stats/aggregate?{RANGE}{q}")).await;
+            assert_eq!(status, 200, "{body}");
+            let expected = totals(&select(&s.events, "site-1", START, END, f));
+            assert!(expected.visits > 0 || !f.is_empty());
+            assert_eq!(results(&body), aggregate_json(&expected), "filters {f:?}");
+        }
     }
 }
 
@@ -54,111 +55,113 @@ fn urlencode(s: &str) -> String {
 
 #[tokio::test]
 async fn comparison_uses_the_period_just_before() {
-    let s = seeded().await;
-    let base = serve(&s.config).await;
-    let (status, body) = admin(&format!(
-        "{base}/v1/stats/aggregate?site_id=site-1&period=7d&date=2025-11-02&compare=previous_period"
-    ))
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let now = totals(&select(&s.events, "site-1", START + 7 * 86_400, END, &[]));
-    let before = totals(&select(&s.events, "site-1", START, START + 7 * 86_400, &[]));
-    let r = results(&body);
-    assert_eq!(r["visitors"]["value"], now.visitors);
-    assert_eq!(r["visitors"]["previous"], before.visitors);
-    let change = model::round(
-        (now.pageviews as f64 - before.pageviews as f64) / before.pageviews as f64 * 100.0,
-        1,
-    );
-    assert_eq!(r["pageviews"]["change"], json!(change));
-    assert_eq!(body["previous"]["from"], "2025-10-20T00:00:00+00:00");
+    for s in both_seeds().await {
+        let base = serve(&s.config).await;
+        let (status, body) = admin(&format!(
+            "{base}/v1/stats/aggregate?site_id=site-1&period=7d&date=2025-11-02&compare=previous_period"
+        ))
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let now = totals(&select(&s.events, "site-1", START + 7 * 86_400, END, &[]));
+        let before = totals(&select(&s.events, "site-1", START, START + 7 * 86_400, &[]));
+        let r = results(&body);
+        assert_eq!(r["visitors"]["value"], now.visitors);
+        assert_eq!(r["visitors"]["previous"], before.visitors);
+        let change = model::round(
+            (now.pageviews as f64 - before.pageviews as f64) / before.pageviews as f64 * 100.0,
+            1,
+        );
+        assert_eq!(r["pageviews"]["change"], json!(change));
+        assert_eq!(body["previous"]["from"], "2025-10-20T00:00:00+00:00");
+    }
 }
 
 #[tokio::test]
 async fn timeseries_buckets_follow_the_time_zone_across_dst_and_fill_empty_ones() {
-    let s = seeded().await;
-    let base = serve(&s.config).await;
-    let berlin: Tz = "Europe/Berlin".parse().unwrap();
-    for (query, interval, from, to, buckets) in [
-        // Fall back: Sunday 26 October 2025 has 25 hours in Berlin.
-        (
-            "period=today&date=2025-10-26&interval=hour",
-            "hour",
-            ts("2025-10-25T22:00:00Z"),
-            ts("2025-10-26T23:00:00Z"),
-            25,
-        ),
-        (
-            "period=custom&from=2025-10-20&to=2025-11-02&interval=day",
-            "day",
-            ts("2025-10-19T22:00:00Z"),
-            ts("2025-11-02T23:00:00Z"),
-            14,
-        ),
-    ] {
-        let (status, body) = admin(&format!(
-            "{base}/v1/stats/timeseries?site_id=site-1&timezone=Europe/Berlin&{query}"
-        ))
-        .await;
-        assert_eq!(status, 200, "{body}");
-        let rows = body["results"].as_array().unwrap();
-        assert_eq!(rows.len(), buckets, "{query}");
-        let events = select(&s.events, "site-1", from, to, &[]);
-        let mut by_bucket: BTreeMap<String, (BTreeSet<u64>, u64)> = BTreeMap::new();
-        for e in &events {
-            let b = by_bucket
-                .entry(bucket_label(e.ts, berlin, interval))
-                .or_default();
-            b.0.insert(e.visitor);
-            b.1 += u64::from(e.name == "pageview");
-        }
-        let mut visits_by_bucket: BTreeMap<String, u64> = BTreeMap::new();
-        for v in model::visits(&events) {
-            *visits_by_bucket
-                .entry(bucket_label(v.start, berlin, interval))
-                .or_default() += 1;
-        }
-        for row in rows {
-            let label = row["date"].as_str().unwrap();
-            let (visitors, pageviews) = by_bucket
-                .get(label)
-                .map(|(v, p)| (v.len() as u64, *p))
-                .unwrap_or((0, 0));
-            assert_eq!(row["visitors"], visitors, "{label}");
-            assert_eq!(row["pageviews"], pageviews, "{label}");
+    for s in both_seeds().await {
+        let base = serve(&s.config).await;
+        let berlin: Tz = "Europe/Berlin".parse().unwrap();
+        for (query, interval, from, to, buckets) in [
+            // Fall back: Sunday 26 October 2025 has 25 hours in Berlin.
+            (
+                "period=today&date=2025-10-26&interval=hour",
+                "hour",
+                ts("2025-10-25T22:00:00Z"),
+                ts("2025-10-26T23:00:00Z"),
+                25,
+            ),
+            (
+                "period=custom&from=2025-10-20&to=2025-11-02&interval=day",
+                "day",
+                ts("2025-10-19T22:00:00Z"),
+                ts("2025-11-02T23:00:00Z"),
+                14,
+            ),
+        ] {
+            let (status, body) = admin(&format!(
+                "{base}/v1/stats/timeseries?site_id=site-1&timezone=Europe/Berlin&{query}"
+            ))
+            .await;
+            assert_eq!(status, 200, "{body}");
+            let rows = body["results"].as_array().unwrap();
+            assert_eq!(rows.len(), buckets, "{query}");
+            let events = select(&s.events, "site-1", from, to, &[]);
+            let mut by_bucket: BTreeMap<String, (BTreeSet<u64>, u64)> = BTreeMap::new();
+            for e in &events {
+                let b = by_bucket
+                    .entry(bucket_label(e.ts, berlin, interval))
+                    .or_default();
+                b.0.insert(e.visitor);
+                b.1 += u64::from(e.name == "pageview");
+            }
+            let mut visits_by_bucket: BTreeMap<String, u64> = BTreeMap::new();
+            for v in model::visits(&events) {
+                *visits_by_bucket
+                    .entry(bucket_label(v.start, berlin, interval))
+                    .or_default() += 1;
+            }
+            for row in rows {
+                let label = row["date"].as_str().unwrap();
+                let (visitors, pageviews) = by_bucket
+                    .get(label)
+                    .map(|(v, p)| (v.len() as u64, *p))
+                    .unwrap_or((0, 0));
+                assert_eq!(row["visitors"], visitors, "{label}");
+                assert_eq!(row["pageviews"], pageviews, "{label}");
+                assert_eq!(
+                    row["visits"],
+                    visits_by_bucket.get(label).copied().unwrap_or(0),
+                    "{label}"
+                );
+            }
+            let labels: BTreeSet<&str> = rows.iter().map(|r| r["date"].as_str().unwrap()).collect();
+            assert!(
+                by_bucket.keys().all(|k| labels.contains(k.as_str())),
+                "every bucket with events is listed"
+            );
+            let total: u64 = rows.iter().map(|r| r["pageviews"].as_u64().unwrap()).sum();
             assert_eq!(
-                row["visits"],
-                visits_by_bucket.get(label).copied().unwrap_or(0),
-                "{label}"
+                total,
+                events.iter().filter(|e| e.name == "pageview").count() as u64
             );
         }
-        let labels: BTreeSet<&str> = rows.iter().map(|r| r["date"].as_str().unwrap()).collect();
+        // The 02:00 hour happens twice that night, as two buckets with distinct offsets.
+        let (_, body) = admin(&format!(
+            "{base}/v1/stats/timeseries?site_id=site-1&timezone=Europe/Berlin&period=today&date=2025-10-26&interval=hour"
+        ))
+        .await;
+        let labels: Vec<&str> = body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["date"].as_str().unwrap())
+            .collect();
         assert!(
-            by_bucket.keys().all(|k| labels.contains(k.as_str())),
-            "every bucket with events is listed"
-        );
-        let total: u64 = rows.iter().map(|r| r["pageviews"].as_u64().unwrap()).sum();
-        assert_eq!(
-            total,
-            events.iter().filter(|e| e.name == "pageview").count() as u64
+            labels.contains(&"2025-10-26T02:00:00+02:00")
+                && labels.contains(&"2025-10-26T02:00:00+01:00"),
+            "{labels:?}"
         );
     }
-    // The 02:00 hour happens twice that night, as two buckets with distinct offsets.
-    let (_, body) = admin(&format!(
-        "{base}/v1/stats/timeseries?site_id=site-1&timezone=Europe/Berlin&period=today&date=2025-10-26&interval=hour"
-    ))
-    .await;
-    let labels: Vec<&str> = body["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["date"].as_str().unwrap())
-        .collect();
-    assert!(
-        labels.contains(&"2025-10-26T02:00:00+02:00")
-            && labels.contains(&"2025-10-26T02:00:00+01:00"),
-        "{labels:?}"
-    );
 }
 
 #[tokio::test]
@@ -269,74 +272,76 @@ fn expected_breakdown(events: &[model::Ev], dim: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn every_breakdown_equals_an_independent_computation() {
-    let s = seeded().await;
-    let base = serve(&s.config).await;
-    let events = select(&s.events, "site-1", START, END, &[]);
-    for dim in [
-        "page",
-        "entry_page",
-        "exit_page",
-        "referrer",
-        "source",
-        "channel",
-        "utm_source",
-        "utm_medium",
-        "utm_campaign",
-        "utm_term",
-        "utm_content",
-        "device",
-        "browser",
-        "os",
-        "country",
-        "event_name",
-        "prop.plan",
-    ] {
-        let (status, body) = admin(&format!(
-            "{base}/v1/stats/breakdown?{RANGE}&property={dim}&limit=1000"
+    for s in both_seeds().await {
+        let base = serve(&s.config).await;
+        let events = select(&s.events, "site-1", START, END, &[]);
+        for dim in [
+            "page",
+            "entry_page",
+            "exit_page",
+            "referrer",
+            "source",
+            "channel",
+            "utm_source",
+            "utm_medium",
+            "utm_campaign",
+            "utm_term",
+            "utm_content",
+            "device",
+            "browser",
+            "os",
+            "country",
+            "event_name",
+            "prop.plan",
+        ] {
+            let (status, body) = admin(&format!(
+                "{base}/v1/stats/breakdown?{RANGE}&property={dim}&limit=1000"
+            ))
+            .await;
+            assert_eq!(status, 200, "{dim}: {body}");
+            assert_eq!(
+                body["results"],
+                json!(expected_breakdown(&events, dim)),
+                "{dim}"
+            );
+            assert_eq!(body["has_more"], false);
+        }
+        // Visit filters: the pages of the visits that entered on the pricing page, the entry
+        // pages of the visits that left from the docs.
+        for (dim, filter) in [
+            ("page", ("entry_page", "is", "/pricing")),
+            ("entry_page", ("exit_page", "is", "/docs")),
+            ("country", ("exit_page", "is_not", "/")),
+        ] {
+            let (status, body) = admin(&format!(
+                "{base}/v1/stats/breakdown?{RANGE}&property={dim}&limit=1000&filter={}",
+                urlencode(&format!("{}:{}:{}", filter.0, filter.1, filter.2))
+            ))
+            .await;
+            assert_eq!(status, 200, "{body}");
+            let expected =
+                expected_breakdown(&select(&s.events, "site-1", START, END, &[filter]), dim);
+            assert!(!expected.is_empty(), "{dim} {filter:?}");
+            assert_eq!(body["results"], json!(expected), "{dim} {filter:?}");
+            assert_eq!(body["filters"][0]["dimension"], filter.0);
+        }
+        // With a filter: sources of visits that saw the pricing page's events only.
+        let filtered = select(
+            &s.events,
+            "site-1",
+            START,
+            END,
+            &[("page", "is", "/pricing")],
+        );
+        let (_, body) = admin(&format!(
+            "{base}/v1/stats/breakdown?{RANGE}&property=source&filter=page:is:/pricing&limit=1000"
         ))
         .await;
-        assert_eq!(status, 200, "{dim}: {body}");
         assert_eq!(
             body["results"],
-            json!(expected_breakdown(&events, dim)),
-            "{dim}"
+            json!(expected_breakdown(&filtered, "source"))
         );
-        assert_eq!(body["has_more"], false);
     }
-    // Visit filters: the pages of the visits that entered on the pricing page, the entry
-    // pages of the visits that left from the docs.
-    for (dim, filter) in [
-        ("page", ("entry_page", "is", "/pricing")),
-        ("entry_page", ("exit_page", "is", "/docs")),
-        ("country", ("exit_page", "is_not", "/")),
-    ] {
-        let (status, body) = admin(&format!(
-            "{base}/v1/stats/breakdown?{RANGE}&property={dim}&limit=1000&filter={}",
-            urlencode(&format!("{}:{}:{}", filter.0, filter.1, filter.2))
-        ))
-        .await;
-        assert_eq!(status, 200, "{body}");
-        let expected = expected_breakdown(&select(&s.events, "site-1", START, END, &[filter]), dim);
-        assert!(!expected.is_empty(), "{dim} {filter:?}");
-        assert_eq!(body["results"], json!(expected), "{dim} {filter:?}");
-        assert_eq!(body["filters"][0]["dimension"], filter.0);
-    }
-    // With a filter: sources of visits that saw the pricing page's events only.
-    let filtered = select(
-        &s.events,
-        "site-1",
-        START,
-        END,
-        &[("page", "is", "/pricing")],
-    );
-    let (_, body) = admin(&format!(
-        "{base}/v1/stats/breakdown?{RANGE}&property=source&filter=page:is:/pricing&limit=1000"
-    ))
-    .await;
-    assert_eq!(
-        body["results"],
-        json!(expected_breakdown(&filtered, "source"))
-    );
 }
 
 #[tokio::test]
@@ -580,4 +585,61 @@ async fn the_openapi_document_lists_every_route_and_every_documented_route_answe
         let (status, _) = admin(&format!("{base}{path}?{}", required.join("&"))).await;
         assert_eq!(status, 200, "{path} answers as documented");
     }
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct Covered {
+    day: u32,
+    build: u64,
+}
+
+#[tokio::test]
+async fn queries_read_rollups_only_for_days_whose_build_holds_every_event() {
+    use ta_central::sql::stats::{Coverage, Scope, coverage};
+    let s = model::seeded_rolled_up().await;
+    let db = s.config.clickhouse.client();
+    let covered = |from: u32, to: u32| {
+        let db = db.clone();
+        async move {
+            let scope = Scope {
+                site_id: "site-1",
+                from,
+                to,
+                filters: &[],
+            };
+            let st = coverage(&scope);
+            let mut q = db.query(&st.sql);
+            for v in &st.binds {
+                q = match v {
+                    ta_central::sql::Value::Str(x) => q.bind(x.as_str()),
+                    ta_central::sql::Value::Int(n) => q.bind(*n),
+                };
+            }
+            let rows: Vec<Covered> = q.fetch_all().await.unwrap();
+            assert!(rows.iter().all(|r| r.build > 0));
+            let pairs: Vec<(u32, u64)> = rows.iter().map(|r| (r.day, r.build)).collect();
+            Coverage::of(&scope, &pairs)
+        }
+    };
+    let first = START / 86_400;
+    let all = covered(START, END).await;
+    let expected: Vec<u32> = (0..DAYS)
+        .filter(|d| !model::UNROLLED_DAYS.contains(d) && *d != model::STALE_DAY)
+        .map(|d| first + d)
+        .collect();
+    assert_eq!(
+        all.days, expected,
+        "built days minus unbuilt and stale ones"
+    );
+    assert!(!all.complete);
+    // A range inside one built day is answered from the rollup alone; a range that cuts a
+    // day in half reads that day raw (unless no event of the day falls outside the range).
+    let day = covered(START, START + 86_400).await;
+    assert_eq!((day.days.clone(), day.complete), (vec![first], true));
+    let half = covered(START + 43_200, START + 86_400).await;
+    let events_before_noon = s
+        .events
+        .iter()
+        .any(|e| e.site == "site-1" && e.ts >= START && e.ts < START + 43_200);
+    assert_eq!(half.days.is_empty(), events_before_noon);
 }

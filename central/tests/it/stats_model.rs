@@ -186,6 +186,12 @@ pub(crate) fn generate(seed: u64) -> Vec<Ev> {
             }
         }
     }
+    // A visitor active across UTC midnight, 10 minutes before and after: two visits.
+    for t in [START + 3 * 86_400 - 600, START + 3 * 86_400 + 600] {
+        let mut e = out[0].clone();
+        (e.site, e.ts, e.visitor, e.name) = ("site-1".into(), t, 999, "pageview".into());
+        out.push(e);
+    }
     out
 }
 
@@ -200,15 +206,18 @@ pub(crate) struct Visit {
     pub(crate) evs: Vec<Ev>,
 }
 
-/// Visits per the documented rule: one visitor's events in time order, split where the gap
-/// exceeds 30 minutes.
+/// Visits per the documented rule: one visitor's events of one UTC day in time order, split
+/// where the gap exceeds 30 minutes.
 pub(crate) fn visits(events: &[Ev]) -> Vec<Visit> {
-    let mut by_visitor: BTreeMap<u64, Vec<Ev>> = BTreeMap::new();
+    let mut by_visitor: BTreeMap<(u64, u32), Vec<Ev>> = BTreeMap::new();
     for e in events {
-        by_visitor.entry(e.visitor).or_default().push(e.clone());
+        by_visitor
+            .entry((e.visitor, e.ts / 86_400))
+            .or_default()
+            .push(e.clone());
     }
     let mut out = Vec::new();
-    for (visitor, mut evs) in by_visitor {
+    for ((visitor, _day), mut evs) in by_visitor {
         evs.sort_by_key(|e| e.ts);
         let mut current: Vec<Ev> = Vec::new();
         let flush = |current: &mut Vec<Ev>, out: &mut Vec<Visit>| {
@@ -409,6 +418,60 @@ pub(crate) async fn seeded() -> &'static Seeded {
             }
         })
         .await
+}
+
+static ROLLED_UP: OnceCell<Seeded> = OnceCell::const_new();
+
+/// Days of site-1 (from START) left without a rollup, and the one whose rollup goes stale.
+pub(crate) const UNROLLED_DAYS: [u32; 2] = [2, 5];
+pub(crate) const STALE_DAY: u32 = 8;
+
+/// The same events in a second database with visit rollups: every day of both sites built
+/// except site-1's [`UNROLLED_DAYS`], and site-1's [`STALE_DAY`] built and then sent a late
+/// event (so its build no longer matches). Queries on it mix rolled-up and raw days.
+pub(crate) async fn seeded_rolled_up() -> &'static Seeded {
+    ROLLED_UP
+        .get_or_init(|| async {
+            let args = fresh_db("stats_rollup");
+            store::migrate(&args).await.unwrap();
+            let mut events = generate(42);
+            let db = args.client();
+            let mut insert = db.insert::<EventRow>("events").await.unwrap();
+            for (i, e) in events.iter().enumerate() {
+                insert.write(&e.row(i as u64)).await.unwrap();
+            }
+            insert.end().await.unwrap();
+            for site in ["site-1", "site-2"] {
+                for d in 0..DAYS {
+                    if site == "site-1" && UNROLLED_DAYS.contains(&d) {
+                        continue;
+                    }
+                    store::rollup::build_day(&db, site, START / 86_400 + d)
+                        .await
+                        .unwrap();
+                }
+            }
+            let mut late = events[0].clone();
+            (late.site, late.ts, late.visitor) =
+                ("site-1".into(), START + STALE_DAY * 86_400 + 3_600, 4_242);
+            let mut insert = db.insert::<EventRow>("events").await.unwrap();
+            insert.write(&late.row(events.len() as u64)).await.unwrap();
+            insert.end().await.unwrap();
+            events.push(late);
+            Seeded {
+                config: QueryConfig {
+                    clickhouse: args,
+                    ..QueryConfig::default()
+                },
+                events,
+            }
+        })
+        .await
+}
+
+/// Both seeded databases: events only, and events with partial rollups.
+pub(crate) async fn both_seeds() -> [&'static Seeded; 2] {
+    [seeded().await, seeded_rolled_up().await]
 }
 
 /// A ta-query over `config` with the test access list, on a free port.
