@@ -213,6 +213,14 @@ async fn retention_drops_only_months_past_each_sites_retention() {
             .unwrap();
     }
     insert.end().await.unwrap();
+    let built = store::rollup::build_pending(&db, chrono::Utc::now(), 2_000, |_, _, _| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (built.days, built.events),
+        (4, 4),
+        "each site-day rolled up"
+    );
     let policy = lifecycle::RetentionPolicy {
         default_days: 400,
         per_site: lifecycle::RetentionPolicy::parse_overrides("short=20").unwrap(),
@@ -236,6 +244,30 @@ async fn retention_drops_only_months_past_each_sites_retention() {
     assert_eq!(
         count(&db, "SELECT count() FROM events WHERE site_id = 'long'").await,
         2
+    );
+    // The expired month's rollups went with it; the others stay, and nothing is pending.
+    let oct = u64::from(OCT_2025 / 86_400);
+    for table in ["visits", "rollup_days"] {
+        assert_eq!(
+            count(
+                &db,
+                &format!("SELECT count() FROM {table} WHERE site_id = 'short' AND day = {oct}")
+            )
+            .await,
+            0,
+            "{table}"
+        );
+        assert_eq!(
+            count(&db, &format!("SELECT count() FROM {table}")).await,
+            3,
+            "{table}"
+        );
+    }
+    assert!(
+        store::rollup::pending_days(&db, chrono::Utc::now(), 2_000)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }
 
@@ -285,8 +317,23 @@ async fn erasure_removes_a_site_or_a_visitor_completely() {
         .unwrap();
     }
     dead.end().await.unwrap();
+    store::rollup::build_pending(&db, chrono::Utc::now(), 2_000, |_, _, _| {})
+        .await
+        .unwrap();
+    assert_eq!(count(&db, "SELECT count() FROM visits").await, 5);
     let name = &args.clickhouse_database;
     assert_eq!(lifecycle::erase_site(&db, name, "gone").await.unwrap(), 2);
+    for table in ["visits", "rollup_days"] {
+        assert_eq!(
+            count(
+                &db,
+                &format!("SELECT count() FROM {table} WHERE site_id = 'gone'")
+            )
+            .await,
+            0,
+            "{table}"
+        );
+    }
     assert_eq!(
         count(&db, "SELECT count() FROM events WHERE site_id = 'gone'").await,
         0
@@ -295,9 +342,20 @@ async fn erasure_removes_a_site_or_a_visitor_completely() {
     lifecycle::erase_visitor(&db, name, "kept", 7)
         .await
         .unwrap();
+    for table in ["events", "visits"] {
+        assert_eq!(
+            count(
+                &db,
+                &format!("SELECT count() FROM {table} WHERE visitor_hash = 7")
+            )
+            .await,
+            0,
+            "{table}"
+        );
+    }
     assert_eq!(
-        count(&db, "SELECT count() FROM events WHERE visitor_hash = 7").await,
-        0
+        count(&db, "SELECT count() FROM visits WHERE visitor_hash = 8").await,
+        1
     );
     assert_eq!(
         count(&db, "SELECT count() FROM events WHERE visitor_hash = 8").await,
