@@ -547,6 +547,128 @@ pub mod stats {
         s.push(" GROUP BY visitor_hash, day) ARRAY JOIN evs AS e, vs AS v) GROUP BY visitor_hash, day, v");
     }
 
+    /// ` AND` the row belongs to one of the covered days' builds.
+    fn push_builds(s: &mut Statement, cover: &Coverage) {
+        for (column, values) in [
+            (
+                "day",
+                cover.days.iter().map(|d| i64::from(*d)).collect::<Vec<_>>(),
+            ),
+            ("build_id", cover.builds.iter().map(|b| *b as i64).collect()),
+        ] {
+            s.push(" AND ").push(column).push(" IN (");
+            for (i, v) in values.into_iter().enumerate() {
+                if i > 0 {
+                    s.push(", ");
+                }
+                s.bind(Value::Int(v));
+            }
+            s.push(")");
+        }
+    }
+
+    /// Event dimensions rolled up in `day_values`: (dimension, column).
+    pub const ROLLUP_DIMENSIONS: &[(&str, Column)] = &[
+        ("page", Column::Path),
+        ("device", Column::Device),
+        ("browser", Column::Browser),
+        ("os", Column::Os),
+        ("country", Column::Country),
+        ("event_name", Column::EventName),
+    ];
+
+    /// The `day_values` dimension holding an event column, if it is rolled up.
+    pub fn rollup_dimension(column: &Column) -> Option<&'static str> {
+        ROLLUP_DIMENSIONS
+            .iter()
+            .find(|(_, c)| c == column)
+            .map(|(name, _)| *name)
+    }
+
+    /// [`breakdown_events`] of an unfiltered scope with some days rolled up; `None` when the
+    /// column is not rolled up.
+    pub fn breakdown_events_rolled_up(
+        scope: &Scope<'_>,
+        column: &Column,
+        pageviews_only: bool,
+        offset: u64,
+        limit: u64,
+        cover: &Coverage,
+    ) -> Option<Statement> {
+        let dimension = rollup_dimension(column)?;
+        let mut s = Statement::default();
+        s.push("SELECT value, toUInt64(uniqExact(visitor_hash)) AS visitors, ")
+            .push("toUInt64(sum(pv)) AS pageviews, toUInt64(sum(n)) AS events FROM (")
+            .push("SELECT value, visitor_hash, pageviews AS pv, ")
+            .push(if pageviews_only {
+                "pageviews AS n"
+            } else {
+                "events AS n"
+            })
+            .push(" FROM day_values WHERE site_id = ")
+            .bind_str(scope.site_id)
+            .push(" AND dimension = ")
+            .bind_str(dimension);
+        push_builds(&mut s, cover);
+        if pageviews_only {
+            s.push(" AND pageviews > 0");
+        }
+        if !cover.complete {
+            s.push(" UNION ALL SELECT ");
+            column.push_expr(&mut s);
+            s.push(" AS value, visitor_hash, toUInt32(event_name = 'pageview') AS pv, ")
+                .push("toUInt32(1) AS n FROM events");
+            push_where(&mut s, scope);
+            push_skip_days(&mut s, &cover.days);
+            if pageviews_only {
+                s.push(" AND event_name = 'pageview'");
+            }
+        }
+        s.push(") GROUP BY value ORDER BY visitors DESC, events DESC, value ASC LIMIT ")
+            .bind(Value::Int(offset as i64))
+            .push(", ")
+            .bind(Value::Int(limit as i64));
+        Some(s)
+    }
+
+    /// `INSERT` one site's UTC day into `day_values` as build `build_id`: per dimension of
+    /// [`ROLLUP_DIMENSIONS`], value and visitor hash, the pageviews and events.
+    pub fn build_day_values(site_id: &str, day: u32, build_id: u64) -> Statement {
+        let mut s = Statement::default();
+        s.push("INSERT INTO day_values (site_id, dimension, day, build_id, value, visitor_hash, ")
+            .push("pageviews, events) SELECT ")
+            .bind_str(site_id)
+            .push(", dim, ")
+            .bind(Value::Int(day.into()))
+            .push(", ")
+            .bind(Value::Int(build_id as i64))
+            .push(", val, visitor_hash, toUInt32(countIf(event_name = 'pageview')), ")
+            .push("toUInt32(count()) FROM (SELECT visitor_hash, event_name, ")
+            .push(
+                "tupleElement(dv, 1) AS dim, tupleElement(dv, 2) AS val FROM events ARRAY JOIN [",
+            );
+        for (i, (name, column)) in ROLLUP_DIMENSIONS.iter().enumerate() {
+            if i > 0 {
+                s.push(", ");
+            }
+            s.push("tuple('").push(name).push("', ");
+            column.push_expr(&mut s);
+            s.push(")");
+        }
+        s.push("] AS dv");
+        push_where(
+            &mut s,
+            &Scope {
+                site_id,
+                from: day * 86_400,
+                to: (day + 1) * 86_400,
+                filters: &[],
+            },
+        );
+        s.push(") GROUP BY dim, val, visitor_hash");
+        s
+    }
+
     fn push_skip_days(s: &mut Statement, skip: &[u32]) {
         if skip.is_empty() {
             return;
@@ -575,22 +697,7 @@ pub mod stats {
         }
         s.push(" FROM visits WHERE site_id = ")
             .bind_str(scope.site_id);
-        for (column, values) in [
-            (
-                "day",
-                cover.days.iter().map(|d| i64::from(*d)).collect::<Vec<_>>(),
-            ),
-            ("build_id", cover.builds.iter().map(|b| *b as i64).collect()),
-        ] {
-            s.push(" AND ").push(column).push(" IN (");
-            for (i, v) in values.into_iter().enumerate() {
-                if i > 0 {
-                    s.push(", ");
-                }
-                s.bind(Value::Int(v));
-            }
-            s.push(")");
-        }
+        push_builds(s, cover);
         if cover.complete {
             return;
         }
@@ -714,16 +821,24 @@ pub const ROLLUP_BUILD_EVENTS: &str = "SELECT toUInt64(sum(visit_events)) AS n F
      WHERE site_id = ? AND day = ? AND build_id = ?";
 pub const RECORD_ROLLUP: &str = "INSERT INTO rollup_days (site_id, day, build_id, events, built_at) \
      VALUES (?, ?, ?, ?, now())";
-/// Earlier builds of a day, superseded by a new one.
-pub const DELETE_OLD_ROLLUPS: &str =
-    "ALTER TABLE visits DELETE WHERE site_id = ? AND day = ? AND build_id < ?";
-pub const DELETE_VISITOR_VISITS: &str =
-    "ALTER TABLE visits DELETE WHERE site_id = ? AND visitor_hash = ?";
-/// Rollups of one site's days in `[?, ?)` (UTC day numbers), for retention.
-pub const DELETE_ROLLUP_VISITS_BETWEEN: &str =
-    "ALTER TABLE visits DELETE WHERE site_id = ? AND day >= ? AND day < ?";
-pub const DELETE_ROLLUP_DAYS_BETWEEN: &str =
-    "ALTER TABLE rollup_days DELETE WHERE site_id = ? AND day >= ? AND day < ?";
+/// Events a build holds in `day_values` (every event has exactly one event name).
+pub const ROLLUP_BUILD_VALUE_EVENTS: &str = "SELECT toUInt64(sum(events)) AS n FROM day_values \
+     WHERE site_id = ? AND dimension = 'event_name' AND day = ? AND build_id = ?";
+/// Tables holding rollup rows per visitor hash, with `site_id`, `day` and `build_id`.
+pub const ROLLUP_TABLES: [&str; 2] = ["visits", "day_values"];
+/// Earlier builds of a day in a rollup table, superseded by a new one.
+pub fn delete_old_rollups(table: &str) -> String {
+    format!("ALTER TABLE {table} DELETE WHERE site_id = ? AND day = ? AND build_id < ?")
+}
+/// One visitor hash's rows in a rollup table.
+pub fn delete_visitor_rollups(table: &str) -> String {
+    format!("ALTER TABLE {table} DELETE WHERE site_id = ? AND visitor_hash = ?")
+}
+/// Rows of one site's days in `[?, ?)` (UTC day numbers) of a rollup table (or
+/// `rollup_days`), for retention.
+pub fn delete_rollups_between(table: &str) -> String {
+    format!("ALTER TABLE {table} DELETE WHERE site_id = ? AND day >= ? AND day < ?")
+}
 
 pub const SERVER_VERSION: &str = "SELECT version() AS v";
 pub const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\
@@ -761,10 +876,10 @@ pub fn drop_events_partition(site_id: &str, month: u32) -> String {
     format!("ALTER TABLE events DROP PARTITION ('{site_id}', {month})")
 }
 
-/// `ALTER TABLE visits DROP PARTITION site`; the site id must already be validated.
-pub fn drop_visits_partition(site_id: &str) -> String {
+/// `ALTER TABLE <rollup table> DROP PARTITION site`; the site id must already be validated.
+pub fn drop_rollup_partition(table: &str, site_id: &str) -> String {
     debug_assert!(ta_shared::site::is_valid_site_id(site_id));
-    format!("ALTER TABLE visits DROP PARTITION '{site_id}'")
+    format!("ALTER TABLE {table} DROP PARTITION '{site_id}'")
 }
 pub const DELETE_SITE_ROLLUP_DAYS: &str = "ALTER TABLE rollup_days DELETE WHERE site_id = ?";
 

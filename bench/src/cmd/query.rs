@@ -421,6 +421,13 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
             .await??;
             let mut runs: Vec<f64> = serde_json::from_value(result["runs"].clone())?;
             anyhow::ensure!(!runs.is_empty(), "the dashboard never rendered");
+            println!(
+                "dashboard first render, {which} ta-query, each run: {} ms",
+                runs.iter()
+                    .map(|ms| format!("{ms:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             runs.sort_by(f64::total_cmp);
             let lat = Latency::of_sorted(&runs).expect("at least one run");
             println!(

@@ -52,6 +52,7 @@ pub struct QueryMetrics {
     pub cache: IntCounterVec,
     pub cache_bytes: IntGauge,
     pub store_seconds: HistogramVec,
+    pub rollup_checks: IntCounterVec,
 }
 
 impl QueryMetrics {
@@ -94,9 +95,18 @@ impl QueryMetrics {
                 &["endpoint"],
             )
             .unwrap(),
+            rollup_checks: IntCounterVec::new(
+                Opts::new(
+                    "ta_query_rollup_checks_total",
+                    "Rollup coverage checks: run (a ClickHouse query) or joined (shared with a concurrent request for the same range).",
+                ),
+                &["result"],
+            )
+            .unwrap(),
         };
         for c in [
             Box::new(m.requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.rollup_checks.clone()),
             Box::new(m.request_seconds.clone()),
             Box::new(m.cache.clone()),
             Box::new(m.cache_bytes.clone()),
@@ -117,6 +127,7 @@ impl Default for QueryMetrics {
 #[derive(Clone)]
 pub struct QueryState {
     pub db: clickhouse::Client,
+    pub stats_db: stats::StatsDb,
     pub cache: AnswerCache,
     pub metrics: QueryMetrics,
     pub access: Access,
@@ -132,8 +143,10 @@ impl QueryState {
     }
 
     pub fn with_access(config: &QueryConfig, list: AccessList) -> Self {
+        let metrics = QueryMetrics::new();
         Self {
             db: config.clickhouse.client(),
+            stats_db: stats::StatsDb::new(config.clickhouse.client(), &metrics.rollup_checks),
             cache: AnswerCache::new(
                 config.cache_entries,
                 config.cache_max_bytes,
@@ -144,7 +157,7 @@ impl QueryState {
                     past: Duration::from_secs(config.cache_past_ttl_secs),
                 },
             ),
-            metrics: QueryMetrics::new(),
+            metrics,
             access: Access::new(list),
         }
     }
@@ -348,7 +361,7 @@ async fn stats(
             state.cache.ttl_for(req.to, now)
         };
         let key = format!("{req:?}");
-        let db = &state.db;
+        let db = &state.stats_db;
         cached(&state, name, key, ttl, async {
             Ok(match endpoint {
                 StatsEndpoint::Aggregate => json_answer(&stats::aggregate(db, &req).await?),

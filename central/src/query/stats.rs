@@ -9,10 +9,13 @@
 //! whose first / last page matches.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
 use clickhouse::Row;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -293,18 +296,69 @@ fn secs(t: DateTime<Utc>) -> u32 {
     u32::try_from(t.timestamp().max(0)).unwrap_or(u32::MAX)
 }
 
-async fn fetch_all<T>(db: &clickhouse::Client, s: &sql::Statement) -> Result<Vec<T>, ApiError>
+/// The database as the stats endpoints use it: the client, and the rollup coverage checks in
+/// flight, so that concurrent requests for the same range (a dashboard's first load sends ten)
+/// share one check instead of each scanning the range. Nothing is kept once a check is done: a
+/// request that arrives after it runs its own.
+#[derive(Clone)]
+pub struct StatsDb {
+    pub client: clickhouse::Client,
+    in_flight: Arc<Mutex<HashMap<RangeKey, SharedCoverage>>>,
+    checks_run: prometheus::IntCounter,
+    checks_joined: prometheus::IntCounter,
+}
+
+/// Site, from, to.
+type RangeKey = (String, u32, u32);
+type SharedCoverage = Shared<BoxFuture<'static, sql::Coverage>>;
+
+impl StatsDb {
+    /// `checks`: counter of coverage checks by `result` (`run`, `joined`).
+    pub fn new(client: clickhouse::Client, checks: &prometheus::IntCounterVec) -> Self {
+        Self {
+            client,
+            in_flight: Arc::default(),
+            checks_run: checks.with_label_values(&["run"]),
+            checks_joined: checks.with_label_values(&["joined"]),
+        }
+    }
+}
+
+/// Removes a finished (or abandoned) check from the in-flight map.
+struct FlightGuard<'a> {
+    db: &'a StatsDb,
+    key: RangeKey,
+    flight: SharedCoverage,
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.db.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if map
+            .get(&self.key)
+            .is_some_and(|f| Shared::ptr_eq(f, &self.flight))
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
+async fn fetch_all<T>(db: &StatsDb, s: &sql::Statement) -> Result<Vec<T>, ApiError>
 where
     T: clickhouse::RowOwned + clickhouse::RowRead,
 {
-    let mut q = db.query(&s.sql);
+    Ok(query(&db.client, s).fetch_all::<T>().await?)
+}
+
+fn query(client: &clickhouse::Client, s: &sql::Statement) -> clickhouse::query::Query {
+    let mut q = client.query(&s.sql);
     for v in &s.binds {
         q = match v {
             crate::sql::Value::Str(x) => q.bind(x.as_str()),
             crate::sql::Value::Int(n) => q.bind(*n),
         };
     }
-    Ok(q.fetch_all::<T>().await?)
+    q
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -316,20 +370,54 @@ struct Covered {
 /// The days of an unfiltered scope that the visit rollup answers exactly (none for a
 /// filtered scope: rollups hold no event dimensions). A failing check (e.g. a schema from
 /// before the rollup) reads everything from events.
-async fn coverage(db: &clickhouse::Client, scope: &Scope<'_>) -> sql::Coverage {
+pub async fn coverage(db: &StatsDb, scope: &Scope<'_>) -> sql::Coverage {
     if !scope.filters.is_empty() {
         return sql::Coverage::default();
     }
-    match fetch_all::<Covered>(db, &sql::coverage(scope)).await {
-        Ok(rows) => {
-            let days: Vec<(u32, u64)> = rows.iter().map(|r| (r.day, r.build)).collect();
-            sql::Coverage::of(scope, &days)
+    let key = (scope.site_id.to_owned(), scope.from, scope.to);
+    let (flight, _guard) = {
+        let mut map = db.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(&key) {
+            Some(flight) => {
+                db.checks_joined.inc();
+                (flight.clone(), None)
+            }
+            None => {
+                db.checks_run.inc();
+                let (client, st) = (db.client.clone(), sql::coverage(scope));
+                let (site, from, to) = key.clone();
+                let flight = async move {
+                    let scope = Scope {
+                        site_id: &site,
+                        from,
+                        to,
+                        filters: &[],
+                    };
+                    match query(&client, &st).fetch_all::<Covered>().await {
+                        Ok(rows) => {
+                            let days: Vec<(u32, u64)> =
+                                rows.iter().map(|r| (r.day, r.build)).collect();
+                            sql::Coverage::of(&scope, &days)
+                        }
+                        Err(error) => {
+                            tracing::warn!(message = "Checking the visit rollup failed; reading events.", error = %error);
+                            sql::Coverage::default()
+                        }
+                    }
+                }
+                .boxed()
+                .shared();
+                map.insert(key.clone(), flight.clone());
+                let guard = FlightGuard {
+                    db,
+                    key: key.clone(),
+                    flight: flight.clone(),
+                };
+                (flight, Some(guard))
+            }
         }
-        Err(error) => {
-            tracing::warn!(message = "Checking the visit rollup failed; reading events.", error = %error);
-            sql::Coverage::default()
-        }
-    }
+    };
+    flight.await
 }
 
 /// Totals of one range.
@@ -403,7 +491,7 @@ pub fn change(value: f64, previous: f64) -> Json {
     (((value - previous) / previous * 1000.0).round() / 10.0).into()
 }
 
-pub async fn aggregate(db: &clickhouse::Client, req: &StatsRequest) -> Result<Json, ApiError> {
+pub async fn aggregate(db: &StatsDb, req: &StatsRequest) -> Result<Json, ApiError> {
     let load = |from, to| async move {
         let scope = req.scope_of(from, to);
         let cover = coverage(db, &scope).await;
@@ -456,7 +544,7 @@ struct VisitBucket {
     duration: u64,
 }
 
-pub async fn timeseries(db: &clickhouse::Client, req: &StatsRequest) -> Result<Json, ApiError> {
+pub async fn timeseries(db: &StatsDb, req: &StatsRequest) -> Result<Json, ApiError> {
     let slots: Vec<BucketSlot> = period::buckets(req.interval, req.tz, req.from, req.to)?;
     let tz = req.tz.name();
     let scope = req.scope();
@@ -521,7 +609,7 @@ struct VisitGroup {
 
 /// Breakdown rows as (column names, rows of JSON values), plus whether more pages exist.
 pub async fn breakdown_rows(
-    db: &clickhouse::Client,
+    db: &StatsDb,
     req: &StatsRequest,
 ) -> Result<(Vec<&'static str>, Vec<Vec<Json>>, bool), ApiError> {
     let offset = u64::from(req.page - 1) * u64::from(req.limit);
@@ -530,7 +618,26 @@ pub async fn breakdown_rows(
     let (columns, mut rows): (Vec<&'static str>, Vec<Vec<Json>>) = match property {
         Property::Event(column) => {
             let pageviews_only = *column == sql::Column::Path;
-            let s = sql::breakdown_events(&req.scope(), column, pageviews_only, offset, fetch);
+            let scope = req.scope();
+            // Only a column the rollup holds is worth checking the coverage for.
+            let cover = match sql::rollup_dimension(column) {
+                Some(_) => coverage(db, &scope).await,
+                None => sql::Coverage::default(),
+            };
+            let rolled_up = match cover.is_empty() {
+                true => None,
+                false => sql::breakdown_events_rolled_up(
+                    &scope,
+                    column,
+                    pageviews_only,
+                    offset,
+                    fetch,
+                    &cover,
+                ),
+            };
+            let s = rolled_up.unwrap_or_else(|| {
+                sql::breakdown_events(&scope, column, pageviews_only, offset, fetch)
+            });
             let rows = fetch_all::<EventGroup>(db, &s).await?;
             (
                 vec!["value", "visitors", "pageviews", "events"],
@@ -587,7 +694,7 @@ pub async fn breakdown_rows(
 }
 
 pub async fn breakdown(
-    db: &clickhouse::Client,
+    db: &StatsDb,
     req: &StatsRequest,
     property_name: &str,
 ) -> Result<Json, ApiError> {
@@ -616,7 +723,7 @@ pub async fn breakdown(
 /// A breakdown as CSV (RFC 4180). Cells that a spreadsheet would run as a formula get a
 /// leading `'`.
 pub async fn breakdown_csv(
-    db: &clickhouse::Client,
+    db: &StatsDb,
     req: &StatsRequest,
     property_name: &str,
 ) -> Result<String, ApiError> {
@@ -668,7 +775,7 @@ struct Realtime {
 }
 
 pub async fn realtime(
-    db: &clickhouse::Client,
+    db: &StatsDb,
     req: &StatsRequest,
     now: DateTime<Utc>,
 ) -> Result<Json, ApiError> {

@@ -151,20 +151,22 @@ pub async fn apply_retention(
 ) -> Result<Vec<EventsPartition>, clickhouse::error::Error> {
     let expired = expired(&events_partitions(db, database).await?, policy, now);
     drop_partitions(db, &expired).await?;
-    // The rollups of the dropped months go too (mutations: `visits` is not partitioned by
+    // The rollups of the dropped months go too (mutations: rollups are not partitioned by
     // month).
     for p in &expired {
         let (from, to) = (p.start().timestamp() / 86_400, p.end().timestamp() / 86_400);
-        for statement in [
-            sql::DELETE_ROLLUP_VISITS_BETWEEN,
-            sql::DELETE_ROLLUP_DAYS_BETWEEN,
-        ] {
-            db.query(statement)
+        for table in sql::ROLLUP_TABLES.iter().chain(&["rollup_days"]) {
+            db.query(&sql::delete_rollups_between(table))
                 .bind(&p.site_id)
                 .bind(from)
                 .bind(to)
                 .execute()
                 .await?;
+        }
+    }
+    if !expired.is_empty() {
+        for table in sql::ROLLUP_TABLES.iter().chain(&["rollup_days"]) {
+            wait_for_mutations(db, database, table).await?;
         }
     }
     Ok(expired)
@@ -207,9 +209,11 @@ pub async fn erase_site(
         .filter(|p| p.site_id == site_id)
         .collect();
     drop_partitions(db, &mine).await?;
-    db.query(&sql::drop_visits_partition(site_id))
-        .execute()
-        .await?;
+    for table in sql::ROLLUP_TABLES {
+        db.query(&sql::drop_rollup_partition(table, site_id))
+            .execute()
+            .await?;
+    }
     db.query(sql::DELETE_SITE_ROLLUP_DAYS)
         .bind(site_id)
         .execute()
@@ -230,7 +234,10 @@ pub async fn erase_visitor(
     site_id: &str,
     visitor_hash: u64,
 ) -> Result<(), clickhouse::error::Error> {
-    for statement in [sql::DELETE_VISITOR_EVENTS, sql::DELETE_VISITOR_VISITS] {
+    let rollups = sql::ROLLUP_TABLES.map(sql::delete_visitor_rollups);
+    for statement in
+        std::iter::once(sql::DELETE_VISITOR_EVENTS).chain(rollups.iter().map(String::as_str))
+    {
         db.query(statement)
             .bind(site_id)
             .bind(visitor_hash)
@@ -242,7 +249,9 @@ pub async fn erase_visitor(
         .execute()
         .await?;
     wait_for_mutations(db, database, "events").await?;
-    wait_for_mutations(db, database, "visits").await?;
+    for table in sql::ROLLUP_TABLES {
+        wait_for_mutations(db, database, table).await?;
+    }
     wait_for_mutations(db, database, "dead_letters").await
 }
 

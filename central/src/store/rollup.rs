@@ -1,12 +1,15 @@
-//! Visit rollups: one row per visit of each closed UTC day in `visits`, so that stats over
-//! whole days read visits instead of re-deriving them from every event.
+//! Rollups of closed UTC days: one row per visit in `visits`, and per event dimension, value
+//! and visitor hash in `day_values`, so that stats over whole days read those instead of
+//! re-deriving visits and per-value visitors from every event.
 //!
 //! # Why answers stay exact
 //! - Visits never cross UTC midnight ([`sql::stats::UTC_DAY`]), so a day's visits are a
 //!   function of that day's events alone, and a range's visits are the union of its days'.
-//! - A build writes a day's visits with a fresh `build_id`, reads back how many events those
-//!   rows hold, and only then records `(site, day, build_id, events)` in `rollup_days`. Rows of
-//!   a build that was never recorded (a crash) are ignored; superseded builds are deleted.
+//! - A build writes a day's visits and dimension values with a fresh `build_id`, reads back
+//!   how many events each table's rows hold, and only when both agree records
+//!   `(site, day, build_id, events)` in `rollup_days`. Rows of a build never recorded (a
+//!   crash, or events arriving between the two inserts) are ignored; superseded builds are
+//!   deleted.
 //! - Every query checks, per day, that the latest build holds exactly as many events as
 //!   `events` has for that day in the range ([`sql::stats::coverage`]); a day that received
 //!   late events, lost some to an erasure, or is cut by the range is read from `events`. So a
@@ -58,22 +61,39 @@ pub async fn build_day(
 ) -> Result<u64, clickhouse::error::Error> {
     // Unique and increasing: the latest build of a day is the one with the largest id.
     let build_id = Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX) as u64;
-    let s = sql::stats::build_rollup(site_id, day, build_id);
-    let mut q = db.query(&s.sql);
-    for v in &s.binds {
-        q = match v {
-            sql::Value::Str(x) => q.bind(x.as_str()),
-            sql::Value::Int(n) => q.bind(*n),
-        };
+    for s in [
+        sql::stats::build_rollup(site_id, day, build_id),
+        sql::stats::build_day_values(site_id, day, build_id),
+    ] {
+        let mut q = db.query(&s.sql);
+        for v in &s.binds {
+            q = match v {
+                sql::Value::Str(x) => q.bind(x.as_str()),
+                sql::Value::Int(n) => q.bind(*n),
+            };
+        }
+        q.execute().await?;
     }
-    q.execute().await?;
-    let held: Count = db
-        .query(sql::ROLLUP_BUILD_EVENTS)
-        .bind(site_id)
-        .bind(day)
-        .bind(build_id)
-        .fetch_one()
-        .await?;
+    let mut held = [0u64; 2];
+    for (i, statement) in [sql::ROLLUP_BUILD_EVENTS, sql::ROLLUP_BUILD_VALUE_EVENTS]
+        .into_iter()
+        .enumerate()
+    {
+        let c: Count = db
+            .query(statement)
+            .bind(site_id)
+            .bind(day)
+            .bind(build_id)
+            .fetch_one()
+            .await?;
+        held[i] = c.n;
+    }
+    if held[0] != held[1] {
+        // Events arrived between the two inserts: leave the build unrecorded (never read);
+        // the day stays pending and is built again at the next run.
+        return Ok(0);
+    }
+    let held = Count { n: held[0] };
     db.query(sql::RECORD_ROLLUP)
         .bind(site_id)
         .bind(day)
@@ -82,12 +102,14 @@ pub async fn build_day(
         .execute()
         .await?;
     // Earlier builds of the day are no longer read; delete them in the background.
-    db.query(sql::DELETE_OLD_ROLLUPS)
-        .bind(site_id)
-        .bind(day)
-        .bind(build_id)
-        .execute()
-        .await?;
+    for table in sql::ROLLUP_TABLES {
+        db.query(&sql::delete_old_rollups(table))
+            .bind(site_id)
+            .bind(day)
+            .bind(build_id)
+            .execute()
+            .await?;
+    }
     Ok(held.n)
 }
 

@@ -123,6 +123,28 @@ pub const MIGRATIONS: &[Migration] = &[
         ORDER BY (site_id, day, build_id)",
         ],
     },
+    Migration {
+        version: 4,
+        name: "event-dimension rollups of closed UTC days",
+        // Per build (the same as the day's `visits`): for each event dimension, each value's
+        // pageviews and events per visitor hash. Builds recorded before this table existed
+        // have no rows in it, so their records go: every day is built again.
+        statements: &[
+            "ALTER TABLE rollup_days DELETE WHERE 1 = 1",
+            "CREATE TABLE IF NOT EXISTS day_values (
+            site_id {lc},
+            dimension {lc},
+            day UInt32,
+            build_id UInt64,
+            value String{str_codec},
+            visitor_hash UInt64,
+            pageviews UInt32,
+            events UInt32
+        ) ENGINE = MergeTree
+        PARTITION BY site_id
+        ORDER BY (site_id, dimension, day, build_id, value, visitor_hash)",
+        ],
+    },
 ];
 
 /// What the connected server supports beyond ClickHouse 18.16.

@@ -241,8 +241,16 @@ fn stats_steps() -> Vec<(String, String)> {
     ));
     let build = [s("site-1"), Value::Int(day.into()), Value::Int(7)];
     out.push((
+        "rollup_build_values".into(),
+        st::build_day_values("site-1", day, 7).render(),
+    ));
+    out.push((
         "rollup_held".into(),
         bind_literals(sql::ROLLUP_BUILD_EVENTS, &build),
+    ));
+    out.push((
+        "rollup_held_values".into(),
+        bind_literals(sql::ROLLUP_BUILD_VALUE_EVENTS, &build),
     ));
     let mut record = build.to_vec();
     record.push(Value::Int(3));
@@ -275,6 +283,18 @@ fn stats_steps() -> Vec<(String, String)> {
         "rollup_ts_visits".into(),
         st::timeseries_visits_rolled_up(&scope, Bucket::Hour, "Europe/Berlin", &cover).render(),
     ));
+    for (name, column) in [("page", Column::Path), ("device", Column::Device)] {
+        out.push((
+            format!("rollup_breakdown_{name}"),
+            st::breakdown_events_rolled_up(&scope, &column, name == "page", 0, 10, &cover)
+                .expect("rolled up")
+                .render(),
+        ));
+        out.push((
+            format!("stats_breakdown_all_{name}"),
+            st::breakdown_events(&scope, &column, name == "page", 0, 10).render(),
+        ));
+    }
     for (name, at_exit) in [("entry", false), ("exit", true)] {
         let attr = VisitAttribute {
             column: Column::Path,
@@ -356,26 +376,36 @@ fn steps(database: &str) -> Vec<(String, String)> {
     for (name, statement) in [
         (
             "erase_visitor_visits",
-            bind_literals(sql::DELETE_VISITOR_VISITS, &[s("site-1"), Value::Int(2)]),
+            bind_literals(
+                &sql::delete_visitor_rollups("visits"),
+                &[s("site-1"), Value::Int(2)],
+            ),
+        ),
+        (
+            "erase_visitor_values",
+            bind_literals(
+                &sql::delete_visitor_rollups("day_values"),
+                &[s("site-1"), Value::Int(2)],
+            ),
         ),
         (
             "old_rollups",
             bind_literals(
-                sql::DELETE_OLD_ROLLUPS,
+                &sql::delete_old_rollups("day_values"),
                 &[s("site-1"), day.clone(), Value::Int(7)],
             ),
         ),
         (
             "expire_rollups",
             bind_literals(
-                sql::DELETE_ROLLUP_VISITS_BETWEEN,
+                &sql::delete_rollups_between("visits"),
                 &[s("site-2"), Value::Int(0), day.clone()],
             ),
         ),
         (
             "expire_rollup_days",
             bind_literals(
-                sql::DELETE_ROLLUP_DAYS_BETWEEN,
+                &sql::delete_rollups_between("rollup_days"),
                 &[s("site-2"), Value::Int(0), day.clone()],
             ),
         ),
@@ -384,8 +414,8 @@ fn steps(database: &str) -> Vec<(String, String)> {
             bind_literals(sql::DELETE_SITE_ROLLUP_DAYS, &[s("site-3")]),
         ),
         (
-            "drop_visits_partition",
-            sql::drop_visits_partition("site-3"),
+            "drop_values_partition",
+            sql::drop_rollup_partition("day_values", "site-3"),
         ),
     ] {
         steps.push((name.into(), statement));
@@ -397,7 +427,13 @@ fn steps(database: &str) -> Vec<(String, String)> {
             &[s("\"site_id\":\"site-9\"")],
         ),
     ));
-    for table in ["events", "dead_letters", "visits", "rollup_days"] {
+    for table in [
+        "events",
+        "dead_letters",
+        "visits",
+        "day_values",
+        "rollup_days",
+    ] {
         steps.push((
             format!("wait:{table}"),
             bind_literals(sql::PENDING_MUTATIONS, &[s(database), s(table)]),
@@ -546,11 +582,12 @@ async fn every_statement_answers_the_same_on_clickhouse_18_16_and_a_current_rele
                     | "erase_visitor"
                     | "erase_dead"
                     | "erase_visitor_visits"
+                    | "erase_visitor_values"
                     | "old_rollups"
                     | "expire_rollups"
                     | "expire_rollup_days"
                     | "erase_site_rollup_days"
-                    | "drop_visits_partition"
+                    | "drop_values_partition"
             )
     }) {
         assert_eq!(
@@ -566,6 +603,19 @@ async fn every_statement_answers_the_same_on_clickhouse_18_16_and_a_current_rele
     assert_eq!(old["stats_aggregate"], "3\t3\t4\t4\t2\t20\t0\t0\n");
     // Through the rollup: the same totals, and the first day's alone.
     assert_eq!(old["rollup_held"], "3\n");
+    assert_eq!(old["rollup_held_values"], "3\n");
+    assert_eq!(
+        old["rollup_breakdown_page"],
+        old["stats_breakdown_all_page"]
+    );
+    assert_eq!(
+        old["rollup_breakdown_device"],
+        old["stats_breakdown_all_device"]
+    );
+    assert_eq!(
+        old["rollup_breakdown_page"],
+        "/a\t2\t2\t2\n/b\t1\t1\t1\n/c\t1\t1\t1\n"
+    );
     assert_eq!(old["rollup_aggregate"], old["stats_aggregate"]);
     assert_eq!(
         old["rollup_aggregate_complete"],

@@ -643,3 +643,30 @@ async fn queries_read_rollups_only_for_days_whose_build_holds_every_event() {
         .any(|e| e.site == "site-1" && e.ts >= START && e.ts < START + 43_200);
     assert_eq!(half.days.is_empty(), events_before_noon);
 }
+
+#[tokio::test]
+async fn concurrent_requests_for_one_range_share_one_rollup_check() {
+    use ta_central::sql::stats::Scope;
+    let s = model::seeded_rolled_up().await;
+    let checks =
+        prometheus::IntCounterVec::new(prometheus::Opts::new("checks", "test"), &["result"])
+            .unwrap();
+    let db = ta_central::query::stats::StatsDb::new(s.config.clickhouse.client(), &checks);
+    let scope = Scope {
+        site_id: "site-1",
+        from: START,
+        to: END,
+        filters: &[],
+    };
+    let alone = ta_central::query::stats::coverage(&db, &scope).await;
+    assert!(!alone.is_empty());
+    let together =
+        futures::future::join_all((0..10).map(|_| ta_central::query::stats::coverage(&db, &scope)))
+            .await;
+    assert!(together.iter().all(|c| *c == alone));
+    let count = |r: &str| checks.with_label_values(&[r]).get();
+    assert_eq!((count("run"), count("joined")), (2, 9));
+    // Finished checks are not kept: the next request runs its own.
+    ta_central::query::stats::coverage(&db, &scope).await;
+    assert_eq!(count("run"), 3);
+}

@@ -247,6 +247,14 @@ async fn retention_drops_only_months_past_each_sites_retention() {
     );
     // The expired month's rollups went with it; the others stay, and nothing is pending.
     let oct = u64::from(OCT_2025 / 86_400);
+    assert_eq!(
+        count(
+            &db,
+            &format!("SELECT count() FROM day_values WHERE site_id = 'short' AND day = {oct}")
+        )
+        .await,
+        0
+    );
     for table in ["visits", "rollup_days"] {
         assert_eq!(
             count(
@@ -323,7 +331,7 @@ async fn erasure_removes_a_site_or_a_visitor_completely() {
     assert_eq!(count(&db, "SELECT count() FROM visits").await, 5);
     let name = &args.clickhouse_database;
     assert_eq!(lifecycle::erase_site(&db, name, "gone").await.unwrap(), 2);
-    for table in ["visits", "rollup_days"] {
+    for table in ["visits", "day_values", "rollup_days"] {
         assert_eq!(
             count(
                 &db,
@@ -342,7 +350,7 @@ async fn erasure_removes_a_site_or_a_visitor_completely() {
     lifecycle::erase_visitor(&db, name, "kept", 7)
         .await
         .unwrap();
-    for table in ["events", "visits"] {
+    for table in ["events", "visits", "day_values"] {
         assert_eq!(
             count(
                 &db,
