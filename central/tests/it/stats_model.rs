@@ -403,12 +403,7 @@ pub(crate) async fn seeded() -> &'static Seeded {
             let args = fresh_db("stats");
             store::migrate(&args).await.unwrap();
             let events = generate(42);
-            let db = args.client();
-            let mut insert = db.insert::<EventRow>("events").await.unwrap();
-            for (i, e) in events.iter().enumerate() {
-                insert.write(&e.row(i as u64)).await.unwrap();
-            }
-            insert.end().await.unwrap();
+            insert_events(&args.client(), &events, 0).await;
             Seeded {
                 config: QueryConfig {
                     clickhouse: args,
@@ -418,6 +413,15 @@ pub(crate) async fn seeded() -> &'static Seeded {
             }
         })
         .await
+}
+
+/// Insert `events` with Kafka offsets from `first_offset`.
+async fn insert_events(db: &clickhouse::Client, events: &[Ev], first_offset: u64) {
+    let mut insert = db.insert::<EventRow>("events").await.unwrap();
+    for (i, e) in events.iter().enumerate() {
+        insert.write(&e.row(first_offset + i as u64)).await.unwrap();
+    }
+    insert.end().await.unwrap();
 }
 
 static ROLLED_UP: OnceCell<Seeded> = OnceCell::const_new();
@@ -436,11 +440,7 @@ pub(crate) async fn seeded_rolled_up() -> &'static Seeded {
             store::migrate(&args).await.unwrap();
             let mut events = generate(42);
             let db = args.client();
-            let mut insert = db.insert::<EventRow>("events").await.unwrap();
-            for (i, e) in events.iter().enumerate() {
-                insert.write(&e.row(i as u64)).await.unwrap();
-            }
-            insert.end().await.unwrap();
+            insert_events(&db, &events, 0).await;
             for site in ["site-1", "site-2"] {
                 for d in 0..DAYS {
                     if site == "site-1" && UNROLLED_DAYS.contains(&d) {
@@ -454,9 +454,7 @@ pub(crate) async fn seeded_rolled_up() -> &'static Seeded {
             let mut late = events[0].clone();
             (late.site, late.ts, late.visitor) =
                 ("site-1".into(), START + STALE_DAY * 86_400 + 3_600, 4_242);
-            let mut insert = db.insert::<EventRow>("events").await.unwrap();
-            insert.write(&late.row(events.len() as u64)).await.unwrap();
-            insert.end().await.unwrap();
+            insert_events(&db, std::slice::from_ref(&late), events.len() as u64).await;
             events.push(late);
             Seeded {
                 config: QueryConfig {
