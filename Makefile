@@ -4,7 +4,7 @@ SHELL := /bin/bash
 INFRA := deploy/local/infra
 STACK := deploy/local/stack
 
-.PHONY: help demo test lint bench-quick infra stack stop status fuzz fuzz-smoke fuzz-tools bench soak
+.PHONY: help demo test lint deny bench-quick infra stack stop status fuzz fuzz-smoke fuzz-tools bench soak
 
 help:
 	@echo "make demo    install + start infrastructure, build, run the pipeline with demo traffic"
@@ -30,7 +30,7 @@ demo: infra
 	@echo "  Dashboard: http://127.0.0.1:8081/?share=dev-share-site-1"
 	@echo "Stop everything with: make stop"
 
-test: infra lint
+test: infra lint deny
 	eval "$$($(INFRA) env)" && cargo test --workspace --all-targets
 	$(MAKE) --no-print-directory bench-quick
 	$(MAKE) --no-print-directory fuzz-smoke
@@ -45,6 +45,11 @@ bench-quick:
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+# Licenses, bans and sources of the dependency graph against deny.toml (cargo-deny is installed
+# by `infra up`; its advisories check needs GitHub, which these machines cannot reach).
+deny:
+	"$${TA_TOOLS_DIR:-$$HOME/.cache/tiny-analytics}/pyenv/bin/cargo-deny" --offline check bans licenses sources
 
 infra:
 	$(INFRA) up
