@@ -124,3 +124,90 @@ async fn raw_ips_and_user_agents_reach_neither_clickhouse_nor_logs() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_loader_rolls_up_a_closed_day_and_ta_query_answers_from_it() {
+    let p = Pipeline::start("pipeline_rollup").await;
+    let yesterday = chrono::Utc::now().date_naive() - chrono::Days::new(1);
+    let noon = yesterday.and_hms_opt(12, 0, 0).unwrap().and_utc();
+    let client = reqwest::Client::new();
+    // Two visitors yesterday (one with two pageviews 10 minutes apart), sent late, as an edge
+    // spool draining after an outage would.
+    for (user, minutes, path) in [("a", 0, "/"), ("a", 10, "/pricing"), ("b", 5, "/docs")] {
+        let ts = (noon + chrono::Duration::minutes(minutes)).timestamp_millis();
+        let answer = client
+            .post(format!("{}/v1/collect", p.edge_url))
+            .header("X-TA-API-Key", "dev-key-site-1")
+            .header("Content-Type", "application/json")
+            .header(
+                "User-Agent",
+                "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
+            )
+            .body(format!(
+                r#"{{"site_id":"site-1","event_name":"pageview","url":"https://example.com{path}","user_id":"{user}","ts":{ts}}}"#
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 202);
+    }
+    // Loader 0 builds the day (every 2 s here) once the events are loaded.
+    let day = noon.timestamp() / 86_400;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let built = ta_tests::infra::clickhouse_number(
+            &ta_tests::clickhouse_url(),
+            &p.database,
+            &format!("SELECT toUInt64(argMax(events, build_id)) FROM rollup_days WHERE site_id = 'site-1' AND day = {day}"),
+        )
+        .await;
+        if built == Some(3) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the loader did not roll up {yesterday} (built: {built:?}); log:\n{}",
+            p.loader.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        metric_sum(
+            &metrics(&p.loader_url).await,
+            "ta_loader_rollup_days_built_total"
+        ) >= 1.0
+    );
+    // ta-query reads the day from the rollup (its coverage check runs) and answers exactly.
+    let res = client
+        .get(format!(
+            "{}/v1/stats/aggregate?site_id=site-1&period=custom&from={yesterday}&to={yesterday}",
+            p.query_url
+        ))
+        .bearer_auth(&p.query_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    let r = &body["results"];
+    assert_eq!(
+        (
+            &r["visitors"]["value"],
+            &r["visits"]["value"],
+            &r["pageviews"]["value"]
+        ),
+        (
+            &serde_json::json!(2),
+            &serde_json::json!(2),
+            &serde_json::json!(3)
+        ),
+        "{body}"
+    );
+    assert_eq!(r["bounce_rate"]["value"], 50.0, "{body}");
+    assert_eq!(r["visit_duration"]["value"], 300.0, "{body}");
+    let query = metrics(&p.query_url).await;
+    assert!(
+        query.contains(r#"ta_query_rollup_checks_total{result="run"} 1"#),
+        "{query}"
+    );
+}

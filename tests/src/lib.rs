@@ -225,6 +225,8 @@ impl Pipeline {
             &with(vec![
                 ("TA_LOADER_LISTEN", format!("127.0.0.1:{loader_port}")),
                 ("TA_LOADER_BATCH_MAX_WAIT_MS", "200".into()),
+                // Closed days the tests load (yesterday's events) are rolled up promptly.
+                ("TA_ROLLUP_INTERVAL_SECS", "2".into()),
             ]),
             &dir,
         );
