@@ -69,6 +69,16 @@ pub mod stats {
         pub fn render(&self) -> String {
             super::bind_literals(&self.sql, &self.binds)
         }
+
+        /// The statement as a query of `client`, every value bound (escaped by the crate).
+        pub fn query(&self, client: &clickhouse::Client) -> clickhouse::query::Query {
+            self.binds
+                .iter()
+                .fold(client.query(&self.sql), |q, v| match v {
+                    Value::Str(x) => q.bind(x.as_str()),
+                    Value::Int(n) => q.bind(*n),
+                })
+        }
     }
 
     /// An event column the API may filter or group by.
@@ -656,15 +666,7 @@ pub mod stats {
             s.push(")");
         }
         s.push("] AS dv");
-        push_where(
-            &mut s,
-            &Scope {
-                site_id,
-                from: day * 86_400,
-                to: (day + 1) * 86_400,
-                filters: &[],
-            },
-        );
+        push_where(&mut s, &utc_day(site_id, day));
         s.push(") GROUP BY dim, val, visitor_hash");
         s
     }
@@ -776,36 +778,38 @@ pub mod stats {
 
     /// `INSERT` the visits of one site's UTC day into `visits` as build `build_id`.
     pub fn build_rollup(site_id: &str, day: u32, build_id: u64) -> Statement {
+        let columns =
+            std::iter::once("visitor_hash, visit_start, visit_end, visit_events, visit_pageviews")
+                .chain(ROLLUP_ATTRS.iter().map(|(name, _, _)| *name))
+                .collect::<Vec<_>>()
+                .join(", ");
         let mut s = Statement::default();
-        s.push(
-            "INSERT INTO visits (site_id, day, build_id, visitor_hash, visit_start, visit_end, ",
-        )
-        .push("visit_events, visit_pageviews");
-        for (name, _, _) in ROLLUP_ATTRS {
-            s.push(", ").push(name);
-        }
-        s.push(") SELECT ")
+        s.push("INSERT INTO visits (site_id, day, build_id, ")
+            .push(&columns)
+            .push(") SELECT ")
             .bind_str(site_id)
             .push(", ")
             .bind(Value::Int(day.into()))
             .push(", ")
             .bind(Value::Int(build_id as i64))
-            .push(", visitor_hash, visit_start, visit_end, visit_events, visit_pageviews");
-        for (name, _, _) in ROLLUP_ATTRS {
-            s.push(", ").push(name);
-        }
-        s.push(" FROM (");
+            .push(", ")
+            .push(&columns)
+            .push(" FROM (");
         let attrs: Vec<(&str, &Column, bool)> =
             ROLLUP_ATTRS.iter().map(|(n, c, e)| (*n, c, *e)).collect();
-        let scope = Scope {
+        push_raw_visit_rows(&mut s, &utc_day(site_id, day), &attrs, &[]);
+        s.push(")");
+        s
+    }
+
+    /// One site's whole UTC day, unfiltered.
+    fn utc_day(site_id: &str, day: u32) -> Scope<'_> {
+        Scope {
             site_id,
             from: day * 86_400,
             to: (day + 1) * 86_400,
             filters: &[],
-        };
-        push_raw_visit_rows(&mut s, &scope, &attrs, &[]);
-        s.push(")");
-        s
+        }
     }
 }
 

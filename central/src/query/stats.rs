@@ -347,18 +347,7 @@ async fn fetch_all<T>(db: &StatsDb, s: &sql::Statement) -> Result<Vec<T>, ApiErr
 where
     T: clickhouse::RowOwned + clickhouse::RowRead,
 {
-    Ok(query(&db.client, s).fetch_all::<T>().await?)
-}
-
-fn query(client: &clickhouse::Client, s: &sql::Statement) -> clickhouse::query::Query {
-    let mut q = client.query(&s.sql);
-    for v in &s.binds {
-        q = match v {
-            crate::sql::Value::Str(x) => q.bind(x.as_str()),
-            crate::sql::Value::Int(n) => q.bind(*n),
-        };
-    }
-    q
+    Ok(s.query(&db.client).fetch_all::<T>().await?)
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -393,7 +382,7 @@ pub async fn coverage(db: &StatsDb, scope: &Scope<'_>) -> sql::Coverage {
                         to,
                         filters: &[],
                     };
-                    match query(&client, &st).fetch_all::<Covered>().await {
+                    match st.query(&client).fetch_all::<Covered>().await {
                         Ok(rows) => {
                             let days: Vec<(u32, u64)> =
                                 rows.iter().map(|r| (r.day, r.build)).collect();

@@ -65,14 +65,7 @@ pub async fn build_day(
         sql::stats::build_rollup(site_id, day, build_id),
         sql::stats::build_day_values(site_id, day, build_id),
     ] {
-        let mut q = db.query(&s.sql);
-        for v in &s.binds {
-            q = match v {
-                sql::Value::Str(x) => q.bind(x.as_str()),
-                sql::Value::Int(n) => q.bind(*n),
-            };
-        }
-        q.execute().await?;
+        s.query(db).execute().await?;
     }
     let mut held = [0u64; 2];
     for (i, statement) in [sql::ROLLUP_BUILD_EVENTS, sql::ROLLUP_BUILD_VALUE_EVENTS]
@@ -93,12 +86,12 @@ pub async fn build_day(
         // the day stays pending and is built again at the next run.
         return Ok(0);
     }
-    let held = Count { n: held[0] };
+    let events = held[0];
     db.query(sql::RECORD_ROLLUP)
         .bind(site_id)
         .bind(day)
         .bind(build_id)
-        .bind(held.n)
+        .bind(events)
         .execute()
         .await?;
     // Earlier builds of the day are no longer read; delete them in the background.
@@ -110,7 +103,7 @@ pub async fn build_day(
             .execute()
             .await?;
     }
-    Ok(held.n)
+    Ok(events)
 }
 
 /// What [`build_pending`] did.

@@ -607,15 +607,7 @@ async fn queries_read_rollups_only_for_days_whose_build_holds_every_event() {
                 to,
                 filters: &[],
             };
-            let st = coverage(&scope);
-            let mut q = db.query(&st.sql);
-            for v in &st.binds {
-                q = match v {
-                    ta_central::sql::Value::Str(x) => q.bind(x.as_str()),
-                    ta_central::sql::Value::Int(n) => q.bind(*n),
-                };
-            }
-            let rows: Vec<Covered> = q.fetch_all().await.unwrap();
+            let rows: Vec<Covered> = coverage(&scope).query(&db).fetch_all().await.unwrap();
             assert!(rows.iter().all(|r| r.build > 0));
             let pairs: Vec<(u32, u64)> = rows.iter().map(|r| (r.day, r.build)).collect();
             Coverage::of(&scope, &pairs)

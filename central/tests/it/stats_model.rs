@@ -395,6 +395,18 @@ pub(crate) struct Seeded {
     pub(crate) events: Vec<Ev>,
 }
 
+impl Seeded {
+    fn new(clickhouse: ta_central::config::ClickHouseArgs, events: Vec<Ev>) -> Self {
+        Self {
+            config: QueryConfig {
+                clickhouse,
+                ..QueryConfig::default()
+            },
+            events,
+        }
+    }
+}
+
 static SEEDED: OnceCell<Seeded> = OnceCell::const_new();
 
 pub(crate) async fn seeded() -> &'static Seeded {
@@ -404,13 +416,7 @@ pub(crate) async fn seeded() -> &'static Seeded {
             store::migrate(&args).await.unwrap();
             let events = generate(42);
             insert_events(&args.client(), &events, 0).await;
-            Seeded {
-                config: QueryConfig {
-                    clickhouse: args,
-                    ..QueryConfig::default()
-                },
-                events,
-            }
+            Seeded::new(args, events)
         })
         .await
 }
@@ -456,13 +462,7 @@ pub(crate) async fn seeded_rolled_up() -> &'static Seeded {
                 ("site-1".into(), START + STALE_DAY * 86_400 + 3_600, 4_242);
             insert_events(&db, std::slice::from_ref(&late), events.len() as u64).await;
             events.push(late);
-            Seeded {
-                config: QueryConfig {
-                    clickhouse: args,
-                    ..QueryConfig::default()
-                },
-                events,
-            }
+            Seeded::new(args, events)
         })
         .await
 }
