@@ -183,7 +183,8 @@ async fn central_prometheus_federates_each_edge_with_its_region_and_values() {
     collect(&client, &edges[0], 2, 2).await;
     collect(&client, &edges[1], 1, 5).await;
 
-    // Wait until both edges have delivered everything, so their values stop moving.
+    // Wait until both edges have delivered everything and freed it from their spools, so
+    // their values stop moving (the spool gauge drops after the produce counter rises).
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut reported = Vec::new();
     for edge in &edges {
@@ -195,13 +196,17 @@ async fn central_prometheus_federates_each_edge_with_its_region_and_values() {
                 .iter()
                 .map(|s| s.1)
                 .sum();
-            if produced == want {
+            let spooled: f64 = samples(&text, "ta_edge_spool_events")
+                .iter()
+                .map(|s| s.1)
+                .sum();
+            if produced == want && spooled == 0.0 {
                 reported.push(text);
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "edge {} produced {produced} of {want}; log:\n{}",
+                "edge {} produced {produced} of {want}, {spooled} still spooled; log:\n{}",
                 edge.region,
                 edge.service.log_text()
             );
