@@ -36,6 +36,7 @@ pub struct EdgeMetrics {
     pub spool_fsync_seconds: Histogram,
     pub spool_commit_records: Histogram,
     pub spool_truncated_bytes: IntCounter,
+    pub replay_signatures: IntGauge,
     pub open_connections: IntGauge,
     pub connections_refused: IntCounter,
     pub connections_timed_out: IntCounter,
@@ -162,6 +163,11 @@ impl EdgeMetrics {
                 "Events in the spool not yet acknowledged by Kafka.",
             )
             .unwrap(),
+            replay_signatures: IntGauge::new(
+                "ta_edge_replay_guard_signatures",
+                "Signatures of signed requests remembered to refuse replays (bounded; kept 2 × the signature window).",
+            )
+            .unwrap(),
             spool_oldest_age: Gauge::new(
                 "ta_edge_spool_oldest_event_age_seconds",
                 "Age of the oldest event not yet acknowledged by Kafka (0 when none).",
@@ -230,6 +236,7 @@ impl EdgeMetrics {
             Box::new(m.spool_fsync_seconds.clone()),
             Box::new(m.spool_commit_records.clone()),
             Box::new(m.spool_truncated_bytes.clone()),
+            Box::new(m.replay_signatures.clone()),
         ];
         for c in collectors {
             m.registry.register(c).expect("metric names are unique");

@@ -109,6 +109,10 @@ pub fn app(state: AppState) -> tide::Server<AppState> {
         state
             .metrics
             .observe_spool(&state.sink.stats(), chrono::Utc::now().timestamp_millis());
+        state
+            .metrics
+            .replay_signatures
+            .set(i64::try_from(state.ingest.replay.len()).unwrap_or(i64::MAX));
         Ok(Response::builder(200)
             .content_type(ta_shared::telemetry::TEXT_CONTENT_TYPE)
             .body(state.metrics.render())
