@@ -273,7 +273,10 @@ impl RecentIds {
                 capacity.min(1 << 20),
                 IdHashBuilder(rand::random()),
             ),
-            order: VecDeque::new(),
+            // Reserved whole at start (pages are touched only as ids arrive): a queue that
+            // doubled as it filled made the loader's memory step up during its first
+            // `capacity` events per partition.
+            order: VecDeque::with_capacity(capacity.min(1 << 20)),
             capacity,
         }
     }
