@@ -13,9 +13,13 @@ pub fn metrics_response(registry: &Registry) -> Response {
         .into_response()
 }
 
-/// Initialise key/value logging with `filter` (tracing `EnvFilter` syntax).
-pub fn init_logging(filter: &str) {
+/// Initialise key/value logging with `filter` (tracing `EnvFilter` syntax), and turn off
+/// transparent huge pages for the process ([`ta_shared::process`]).
+pub fn init_process(filter: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .init();
+    if let Err(e) = ta_shared::process::disable_transparent_huge_pages() {
+        tracing::warn!(error = %e, "could not turn off transparent huge pages; resident memory may grow in 2 MiB steps");
+    }
 }

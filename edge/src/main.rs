@@ -15,5 +15,8 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+    if let Err(e) = ta_shared::process::disable_transparent_huge_pages() {
+        tracing::warn!(error = %e, "could not turn off transparent huge pages; resident memory may grow in 2 MiB steps");
+    }
     ta_edge::run(config).await
 }

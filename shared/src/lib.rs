@@ -12,6 +12,7 @@
 
 pub mod event;
 pub mod page;
+pub mod process;
 pub mod signature;
 pub mod site;
 pub mod source;

@@ -15,7 +15,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = LoaderConfig::parse();
-    ta_central::telemetry::init_logging(&config.log);
+    ta_central::telemetry::init_process(&config.log);
     if let Some(command) = config.command.clone() {
         return operator_command(&config, command).await;
     }
