@@ -3,9 +3,11 @@
 //!
 //! Starts its own ta-edge, ta-loader and ta-query (release) on a fresh topic and database,
 //! sends the load generator's realistic traffic at `--rate` requests/s, asks ta-query for the
-//! dashboard's aggregate once a second, and samples every process's RSS every 10 s. At the end:
-//! the peak RSS of the second fifth of the run (after warm-up) beside the last fifth's, and an
-//! exact count — rows in ClickHouse equal the events the edge accepted.
+//! dashboard's aggregate once a second, and samples every process's RSS (and the edge's replay
+//! guard) every 10 s. At the end: the peak RSS of the fifth of the run right after warm-up
+//! beside the last fifth's, and an exact count — rows in ClickHouse equal the events the edge
+//! accepted. Warm-up is the first fifth, and at least until the bounded state is full: the
+//! replay guard holds each signed request's signature for 2 × the signature window (10 min).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -19,6 +21,7 @@ use super::load::Traffic;
 use crate::http_load::{self, LoadSpec, Pace};
 use crate::proc::{Proc, free_port, http_get, metric, status_kb, wait_http};
 use crate::report::{Latency, MEMORY, Row, Section};
+use ta_shared::signature::DEFAULT_REPLAY_WINDOW_SECS;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -60,6 +63,13 @@ fn ch_count(clickhouse: &str, db: &str) -> Option<u64> {
         .output()
         .ok()?;
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// One sample of the processes, every 10 s.
+struct Sample {
+    secs: f64,
+    rss_kb: [u64; 3],
+    replay: u64,
 }
 
 /// Run the soak; prints the RSS table and returns rows for a report.
@@ -119,20 +129,30 @@ pub fn run(args: Args) -> anyhow::Result<Vec<Section>> {
         "soak: {} req/s × {} event(s) for {:.1} min; RSS sampled every 10 s",
         args.rate, args.batch, args.minutes
     );
-    // RSS samples: (seconds since start, [edge, loader, query] in KiB).
+    // Samples: seconds since start, [edge, loader, query] RSS in KiB, and the signatures the
+    // edge's replay guard holds (it fills for 2 × the signature window, then stays level).
     let stop = Arc::new(AtomicBool::new(false));
     let pids: Vec<u32> = procs.iter().map(Proc::pid).collect();
     let sampler = {
         let stop = stop.clone();
-        let query = addr(2);
+        let (edge, query) = (addr(0), addr(2));
         std::thread::spawn(move || {
             let t0 = Instant::now();
-            let mut samples: Vec<(f64, [u64; 3])> = Vec::new();
+            let mut samples: Vec<Sample> = Vec::new();
             let mut next = Duration::ZERO;
             while !stop.load(Ordering::Relaxed) {
                 if t0.elapsed() >= next {
                     let kb = [0, 1, 2].map(|i| status_kb(pids[i], "VmRSS:"));
-                    samples.push((t0.elapsed().as_secs_f64(), kb));
+                    let replay = metric(
+                        &http_get(edge, "/metrics"),
+                        "ta_edge_replay_guard_signatures",
+                    )
+                    .unwrap_or(0.0) as u64;
+                    samples.push(Sample {
+                        secs: t0.elapsed().as_secs_f64(),
+                        rss_kb: kb,
+                        replay,
+                    });
                     next += Duration::from_secs(10);
                 }
                 // What a dashboard asks, once a second (cached most of the time).
@@ -184,22 +204,33 @@ pub fn run(args: Args) -> anyhow::Result<Vec<Section>> {
     }
     drop(procs);
 
-    let fifth = (samples.len() / 5).max(1);
-    let peak = |part: &[(f64, [u64; 3])], i: usize| {
-        part.iter().map(|(_, kb)| kb[i]).max().unwrap_or(0) as f64 / 1024.0
+    // Warm-up: the first fifth (caches fill, the allocator grows its arenas), and at least
+    // until the bounded state has filled: the edge's replay guard keeps each signed request's
+    // signature for 2 × the signature window. Memory is flat when the last fifth of the run
+    // peaks no higher than the fifth right after warm-up.
+    let secs = duration.as_secs_f64();
+    let warm = (secs / 5.0).max(2.0 * DEFAULT_REPLAY_WINDOW_SECS as f64 + 60.0);
+    let in_range = |from: f64, to: f64| -> Vec<&Sample> {
+        samples
+            .iter()
+            .filter(|s| s.secs >= from && s.secs < to)
+            .collect()
     };
-    // The first fifth is warm-up (caches fill, the allocator grows its arenas): memory is
-    // flat when the last fifth peaks no higher than the second.
-    let second = &samples[fifth.min(samples.len() - 1)..(2 * fifth).min(samples.len())];
-    let last = &samples[samples.len() - fifth..];
-    println!("\n| minute | ta-edge RSS | ta-loader RSS | ta-query RSS |\n|---:|---:|---:|---:|");
-    for (t, kb) in samples.iter().step_by(6) {
+    let settled = in_range(warm, warm + secs / 5.0);
+    let last = in_range(secs * 4.0 / 5.0, f64::INFINITY);
+    let judged = warm + secs / 5.0 <= secs * 4.0 / 5.0 && !settled.is_empty();
+    println!(
+        "\n| minute | ta-edge RSS | ta-loader RSS | ta-query RSS | replay guard signatures |\n|---:|---:|---:|---:|---:|"
+    );
+    for s in samples.iter().step_by(6) {
+        let mib = s.rss_kb.map(|kb| kb as f64 / 1024.0);
         println!(
-            "| {:.0} | {:.1} MiB | {:.1} MiB | {:.1} MiB |",
-            t / 60.0,
-            kb[0] as f64 / 1024.0,
-            kb[1] as f64 / 1024.0,
-            kb[2] as f64 / 1024.0
+            "| {:.0} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {} |",
+            s.secs / 60.0,
+            mib[0],
+            mib[1],
+            mib[2],
+            s.replay
         );
     }
     println!(
@@ -211,21 +242,43 @@ pub fn run(args: Args) -> anyhow::Result<Vec<Section>> {
     let mut memory = Section::new(
         MEMORY,
         format!(
-            "soak: {:.1} min at {} req/s, peak RSS of the second fifth of the run (after warm-up) and of the last",
+            "soak: {:.1} min at {} req/s, peak RSS of the fifth of the run after warm-up (the first fifth, and at least 2 × the signature window + 1 min) and of the last fifth",
             args.minutes, args.rate
         ),
     );
-    for (i, name) in NAMES.iter().enumerate() {
-        let (a, b) = (peak(second, i), peak(last, i));
+    if !judged {
         println!(
-            "{name}: second fifth ≤ {a:.1} MiB, last fifth ≤ {b:.1} MiB ({:+.1}%)",
-            (b / a - 1.0) * 100.0
+            "flatness not judged: the run needs {:.0} minutes or more (warm-up {:.0} min, then a fifth before the last fifth)",
+            (warm * 5.0 / 3.0 / 60.0).ceil(),
+            warm / 60.0
         );
-        memory.rows.push(
-            Row::new(format!("{name}, last fifth of the soak"), b, "MiB")
-                .baseline("second fifth", a)
+    }
+    for (i, name) in NAMES.iter().enumerate() {
+        let peak =
+            |part: &[&Sample]| part.iter().map(|s| s.rss_kb[i]).max().unwrap_or(0) as f64 / 1024.0;
+        let (a, b) = (peak(&settled), peak(&last));
+        let row = Row::new(format!("{name}, last fifth of the soak"), b, "MiB");
+        if judged {
+            println!(
+                "{name}: minutes {:.0}–{:.0} ≤ {a:.1} MiB, last fifth ≤ {b:.1} MiB ({:+.1}%)",
+                warm / 60.0,
+                (warm + secs / 5.0) / 60.0,
+                (b / a - 1.0) * 100.0
+            );
+            memory.rows.push(
+                row.baseline(
+                    format!(
+                        "minutes {:.0}–{:.0}, after warm-up",
+                        warm / 60.0,
+                        (warm + secs / 5.0) / 60.0
+                    ),
+                    a,
+                )
                 .target("flat: ≤ 10% growth", b <= a * 1.10),
-        );
+            );
+        } else {
+            memory.rows.push(row);
+        }
     }
     let soak = Section::new(
         "7. Soak",
