@@ -513,13 +513,23 @@ async fn seed(
             }
         }
         let now = chrono::Utc::now();
+        // A range left open ends now: keyed as "now" (the answer is reused for its TTL), not
+        // by the current second, which made two requests a moment apart miss each other.
+        let open = (params.from.is_none(), params.to.is_none());
         let q = params.validate(now)?;
         list.authorize(&who, &q.site_id)?;
+        let bound = |t: chrono::DateTime<chrono::Utc>, default: bool, name: &str| {
+            if default {
+                name.to_owned()
+            } else {
+                t.timestamp().to_string()
+            }
+        };
         let key = format!(
             "{name}|{}|{}|{}|{}",
             q.site_id,
-            q.from.timestamp(),
-            q.to.timestamp(),
+            bound(q.from, open.0 && open.1, "now-default"),
+            bound(q.to, open.1, "now"),
             q.limit
         );
         let ttl = state.cache.ttl_for(q.to, now);
