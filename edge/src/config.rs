@@ -169,9 +169,9 @@ pub struct EdgeConfig {
     #[arg(long, env = "TA_SITE_RATE_LIMIT", default_value_t = 0)]
     pub site_rate_limit: u32,
 
-    /// How far `X-TA-Timestamp` of a signed request may be from this node's clock, in seconds;
-    /// a signature is also refused if seen before inside this window.
-    #[arg(long, env = "TA_SIGNATURE_WINDOW_SECS", default_value_t = ta_shared::signature::DEFAULT_REPLAY_WINDOW_SECS)]
+    /// How far `X-TA-Timestamp` of a signed request may be from this node's clock, in seconds
+    /// (1 to 86400); a signature is also refused if seen before inside this window.
+    #[arg(long, env = "TA_SIGNATURE_WINDOW_SECS", default_value_t = ta_shared::signature::DEFAULT_REPLAY_WINDOW_SECS, value_parser = clap::value_parser!(i64).range(1..=86_400))]
     pub signature_window_secs: i64,
 
     /// How often the sites file is checked for changes, in seconds (0 = never reload).
@@ -269,5 +269,17 @@ mod tests {
             config.spool().fsync,
             FsyncPolicy::Interval(Duration::from_millis(20))
         );
+    }
+
+    #[test]
+    fn a_signature_window_outside_one_second_to_a_day_is_refused() {
+        // A negative window would have made the replay guard forget every signature at once.
+        for bad in ["-5", "0", "86401"] {
+            let arg = format!("--signature-window-secs={bad}");
+            let err = EdgeConfig::try_parse_from(["ta-edge", arg.as_str()]).unwrap_err();
+            assert!(err.to_string().contains("signature-window-secs"), "{err}");
+        }
+        let ok = EdgeConfig::try_parse_from(["ta-edge", "--signature-window-secs", "86400"]);
+        assert_eq!(ok.unwrap().signature_window_secs, 86_400);
     }
 }

@@ -106,39 +106,57 @@ impl RateLimits {
 ///
 /// Kept compactly, because a node remembers every signed request for 2 × the window (10 minutes
 /// by default): the first 128 bits of each HMAC-SHA256 signature (a false "replayed" needs two
-/// signatures of one site that agree in 128 bits), in one hash set per slice of time, oldest
-/// slice first. A slice is dropped whole once all of it is past the horizon, so expiry costs
-/// nothing per request. About 20–40 bytes per signature; the full signature plus a queue entry
-/// took about 150 and made the edge's memory step up for the first 10 minutes of steady load.
+/// signatures seen by this node that agree in 128 bits), in hash sets ("slices") of arrival
+/// order, each covering at most 1/10 of the window and 1/10 of the capacity. A slice is dropped
+/// whole once its newest signature is past the horizon, so expiry costs nothing per request.
+/// About 36 bytes per signature (the full signature plus a queue entry took about 150 and made
+/// the edge's memory step up for the first 10 minutes of steady load).
 ///
-/// Bounded: past `capacity` signatures the oldest slice is forgotten early (the verdict says so)
-/// rather than growing without limit under a flood of validly signed requests.
+/// Bounded: past `capacity` signatures the oldest slice (at most a tenth of them) is forgotten
+/// early — never the newest, so a flood cannot wipe what was just seen. The verdict says so and
+/// [`forgotten_early`](Self::forgotten_early) counts them.
 #[derive(Debug)]
 pub struct ReplayGuard {
     window_secs: i64,
     slice_secs: i64,
     capacity: usize,
+    slice_capacity: usize,
     inner: Mutex<ReplayInner>,
 }
 
-/// Slices of time, in this many per replay window.
-const REPLAY_SLICES_PER_WINDOW: i64 = 10;
+/// Slices in one replay window (by time) and in one capacity (by count).
+const REPLAY_SLICES: usize = 10;
 
 #[derive(Debug, Default)]
 struct ReplayInner {
-    /// (slice number, signatures first seen in it), oldest first.
-    slices: VecDeque<(i64, HashSet<u128>)>,
+    /// Oldest first.
+    slices: VecDeque<Slice>,
     len: usize,
+    forgotten_early: u64,
+}
+
+#[derive(Debug)]
+struct Slice {
+    /// Time slice (Unix seconds / `slice_secs`) of the newest signature in it.
+    newest: i64,
+    set: HashSet<u128>,
 }
 
 impl ReplayInner {
-    fn contains(&self, key: u128) -> bool {
-        self.slices.iter().any(|(_, set)| set.contains(&key))
+    fn drop_oldest(&mut self) -> usize {
+        let n = self.slices.pop_front().map_or(0, |s| s.set.len());
+        self.len -= n;
+        n
     }
 
-    fn drop_oldest(&mut self) {
-        if let Some((_, set)) = self.slices.pop_front() {
-            self.len -= set.len();
+    /// Forget the slices whose every signature is older than `horizon` (Unix seconds).
+    fn expire(&mut self, horizon: i64, slice_secs: i64) {
+        while self
+            .slices
+            .front()
+            .is_some_and(|s| s.newest.saturating_add(1).saturating_mul(slice_secs) <= horizon)
+        {
+            self.drop_oldest();
         }
     }
 }
@@ -156,10 +174,13 @@ pub enum ReplayVerdict {
 
 impl ReplayGuard {
     pub fn new(window_secs: i64, capacity: usize) -> Self {
+        let window_secs = window_secs.max(1);
+        let capacity = capacity.max(1);
         Self {
             window_secs,
-            slice_secs: (window_secs / REPLAY_SLICES_PER_WINDOW).max(1),
-            capacity: capacity.max(1),
+            slice_secs: (window_secs / REPLAY_SLICES as i64).max(1),
+            capacity,
+            slice_capacity: (capacity / REPLAY_SLICES).max(1),
             inner: Mutex::new(ReplayInner::default()),
         }
     }
@@ -168,13 +189,27 @@ impl ReplayGuard {
         self.window_secs
     }
 
-    /// Signatures remembered now.
-    pub fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).len
+    fn horizon(&self, now_secs: i64) -> i64 {
+        // A timestamp inside the window is at most `window` old or ahead, so a signature seen
+        // more than 2 × window ago can no longer pass the timestamp check.
+        now_secs.saturating_sub(self.window_secs.saturating_mul(2))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReplayInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Signatures remembered at `now_secs`, after forgetting the expired ones (so the gauge
+    /// falls when signed traffic stops).
+    pub fn len_at(&self, now_secs: i64) -> usize {
+        let mut inner = self.lock();
+        inner.expire(self.horizon(now_secs), self.slice_secs);
+        inner.len
+    }
+
+    /// Signatures forgotten before their time because the guard was full, since start.
+    pub fn forgotten_early(&self) -> u64 {
+        self.lock().forgotten_early
     }
 
     /// Remember `signature`, received at `now_secs` (Unix seconds); say whether it was new.
@@ -183,33 +218,34 @@ impl ReplayGuard {
         key.copy_from_slice(&signature[..16]);
         let key = u128::from_le_bytes(key);
         let slice = now_secs.div_euclid(self.slice_secs);
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        // A timestamp inside the window is at most `window` old or ahead, so a signature seen
-        // more than 2 × window ago can no longer pass the timestamp check: forget a slice once
-        // its last second is that old.
-        let horizon = now_secs - 2 * self.window_secs;
-        while inner
-            .slices
-            .front()
-            .is_some_and(|(s, _)| (s + 1) * self.slice_secs <= horizon)
-        {
-            inner.drop_oldest();
-        }
-        if inner.contains(key) {
+        let mut inner = self.lock();
+        inner.expire(self.horizon(now_secs), self.slice_secs);
+        if inner.slices.iter().any(|s| s.set.contains(&key)) {
             return ReplayVerdict::Replayed;
         }
         let mut verdict = ReplayVerdict::Fresh;
-        while inner.len >= self.capacity && !inner.slices.is_empty() {
-            inner.drop_oldest();
+        // Slices hold at most a tenth of the capacity, so a full guard has several and the
+        // newest is never the one dropped.
+        while inner.len >= self.capacity && inner.slices.len() > 1 {
+            let n = inner.drop_oldest();
+            inner.forgotten_early += n as u64;
             verdict = ReplayVerdict::FreshEvictedOldest;
         }
-        // A clock stepping back files the signature under the newest slice, which only keeps
-        // it longer.
-        if inner.slices.back().is_none_or(|(s, _)| *s < slice) {
-            inner.slices.push_back((slice, HashSet::new()));
+        let start_new = inner
+            .slices
+            .back()
+            .is_none_or(|s| s.newest < slice || s.set.len() >= self.slice_capacity);
+        if start_new {
+            inner.slices.push_back(Slice {
+                newest: slice,
+                set: HashSet::new(),
+            });
         }
-        if let Some((_, set)) = inner.slices.back_mut() {
-            set.insert(key);
+        if let Some(back) = inner.slices.back_mut() {
+            // A clock stepping back files the signature with newer ones, which only keeps it
+            // longer.
+            back.newest = back.newest.max(slice);
+            back.set.insert(key);
         }
         inner.len += 1;
         verdict
@@ -293,7 +329,7 @@ mod tests {
             guard.check_and_remember([8u8; 32], 1620),
             ReplayVerdict::Fresh
         );
-        assert_eq!(guard.len(), 1);
+        assert_eq!(guard.len_at(1620), 1);
         assert_eq!(guard.check_and_remember(sig, 1620), ReplayVerdict::Fresh);
     }
 
@@ -320,7 +356,7 @@ mod tests {
             guard.check_and_remember([3; 32], 60),
             ReplayVerdict::FreshEvictedOldest
         );
-        assert_eq!(guard.len(), 2);
+        assert_eq!(guard.len_at(60), 2);
         assert_eq!(
             guard.check_and_remember([3; 32], 60),
             ReplayVerdict::Replayed
@@ -334,7 +370,8 @@ mod tests {
             guard.check_and_remember([1; 32], 60),
             ReplayVerdict::FreshEvictedOldest
         );
-        assert_eq!(guard.len(), 2);
+        assert_eq!(guard.len_at(60), 2);
+        assert_eq!(guard.forgotten_early(), 2);
     }
 
     #[test]
@@ -345,10 +382,65 @@ mod tests {
             let mut sig = [0u8; 32];
             sig[..8].copy_from_slice(&t.to_le_bytes());
             assert_eq!(guard.check_and_remember(sig, t), ReplayVerdict::Fresh);
-            most = most.max(guard.len());
+            most = most.max(guard.len_at(t));
         }
         // One signature a second: 600 s of them plus the slice being filled.
         assert_eq!(most, 630);
-        assert!((600..=630).contains(&guard.len()), "{}", guard.len());
+        assert!((600..=630).contains(&guard.len_at(2_999)));
+        // When signed traffic stops, the gauge falls to 0 once the horizon has passed.
+        assert_eq!(guard.len_at(2_999 + 630), 0);
+        assert_eq!(guard.forgotten_early(), 0);
+    }
+
+    #[test]
+    fn a_flood_past_the_capacity_forgets_the_oldest_tenth_never_the_newest() {
+        let guard = ReplayGuard::new(300, 100);
+        let sig = |i: u32| {
+            let mut s = [0u8; 32];
+            s[..4].copy_from_slice(&i.to_le_bytes());
+            s
+        };
+        // 1,000 signatures in the same second, ten times the capacity.
+        for i in 0..1_000 {
+            assert_ne!(guard.check_and_remember(sig(i), 0), ReplayVerdict::Replayed);
+        }
+        assert!(guard.len_at(0) <= 100);
+        // The 90 newest are all still refused as replays; the oldest were forgotten.
+        for i in 910..1_000 {
+            assert_eq!(
+                guard.check_and_remember(sig(i), 0),
+                ReplayVerdict::Replayed,
+                "{i}"
+            );
+        }
+        assert_eq!(
+            guard.check_and_remember(sig(0), 0),
+            ReplayVerdict::FreshEvictedOldest
+        );
+        // 1,001 remembered, 91 kept (the 90 newest of the flood and this one).
+        assert_eq!(guard.len_at(0), 91);
+        assert_eq!(guard.forgotten_early(), 910);
+    }
+
+    #[test]
+    fn a_clock_stepping_back_keeps_signatures_longer_not_shorter() {
+        let guard = ReplayGuard::new(300, 1_000);
+        assert_eq!(
+            guard.check_and_remember([1; 32], 10_000),
+            ReplayVerdict::Fresh
+        );
+        // The clock jumps an hour back: the signature is still known.
+        assert_eq!(
+            guard.check_and_remember([2; 32], 6_400),
+            ReplayVerdict::Fresh
+        );
+        assert_eq!(
+            guard.check_and_remember([1; 32], 6_400),
+            ReplayVerdict::Replayed
+        );
+        // Both are kept until the horizon passes the newest time seen (10,000 + 600, rounded
+        // up to its slice).
+        assert_eq!(guard.len_at(10_619), 2);
+        assert_eq!(guard.len_at(10_620), 0);
     }
 }

@@ -37,6 +37,7 @@ pub struct EdgeMetrics {
     pub spool_commit_records: Histogram,
     pub spool_truncated_bytes: IntCounter,
     pub replay_signatures: IntGauge,
+    pub replay_forgotten_early: IntCounter,
     pub open_connections: IntGauge,
     pub connections_refused: IntCounter,
     pub connections_timed_out: IntCounter,
@@ -168,6 +169,11 @@ impl EdgeMetrics {
                 "Signatures of signed requests remembered to refuse replays (bounded; kept 2 × the signature window).",
             )
             .unwrap(),
+            replay_forgotten_early: IntCounter::new(
+                "ta_edge_replay_guard_forgotten_early_total",
+                "Signatures forgotten before 2 × the signature window because the replay guard was full (replays of them would pass).",
+            )
+            .unwrap(),
             spool_oldest_age: Gauge::new(
                 "ta_edge_spool_oldest_event_age_seconds",
                 "Age of the oldest event not yet acknowledged by Kafka (0 when none).",
@@ -237,6 +243,7 @@ impl EdgeMetrics {
             Box::new(m.spool_commit_records.clone()),
             Box::new(m.spool_truncated_bytes.clone()),
             Box::new(m.replay_signatures.clone()),
+            Box::new(m.replay_forgotten_early.clone()),
         ];
         for c in collectors {
             m.registry.register(c).expect("metric names are unique");
@@ -275,6 +282,15 @@ impl EdgeMetrics {
             .oldest_event_ms
             .map_or(0, |oldest| now_ms.saturating_sub(oldest).max(0));
         self.spool_oldest_age.set(age_ms as f64 / 1000.0);
+    }
+
+    /// Set the replay guard's series from the guard itself.
+    pub fn observe_replay_guard(&self, guard: &crate::limits::ReplayGuard, now_secs: i64) {
+        self.replay_signatures
+            .set(i64::try_from(guard.len_at(now_secs)).unwrap_or(i64::MAX));
+        let forgotten = guard.forgotten_early();
+        self.replay_forgotten_early
+            .inc_by(forgotten.saturating_sub(self.replay_forgotten_early.get()));
     }
 
     pub fn render(&self) -> String {

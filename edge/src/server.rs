@@ -106,13 +106,13 @@ pub fn app(state: AppState) -> tide::Server<AppState> {
     });
     app.at("/metrics").get(|req: Request<AppState>| async move {
         let state = req.state();
+        let now = chrono::Utc::now();
         state
             .metrics
-            .observe_spool(&state.sink.stats(), chrono::Utc::now().timestamp_millis());
+            .observe_spool(&state.sink.stats(), now.timestamp_millis());
         state
             .metrics
-            .replay_signatures
-            .set(i64::try_from(state.ingest.replay.len()).unwrap_or(i64::MAX));
+            .observe_replay_guard(&state.ingest.replay, now.timestamp());
         Ok(Response::builder(200)
             .content_type(ta_shared::telemetry::TEXT_CONTENT_TYPE)
             .body(state.metrics.render())
