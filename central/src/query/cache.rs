@@ -90,14 +90,15 @@ impl AnswerCache {
         }
     }
 
-    pub fn insert(&self, key: &str, answer: Answer, ttl: Duration, now: Instant) {
-        self.inner.insert(
-            Arc::from(key),
-            Entry {
-                expires: now + ttl,
-                answer,
-            },
-        );
+    /// Keep `answer`, read from the database at `as_of`, until `as_of + ttl`. An entry read
+    /// later is kept instead: a slow query that finishes last must not replace a fresher answer
+    /// (counts would go backwards) nor stretch its own data's age by its query time.
+    pub fn insert(&self, key: &str, answer: Answer, ttl: Duration, as_of: Instant) {
+        let expires = as_of + ttl;
+        if self.inner.get(key).is_some_and(|e| e.expires >= expires) {
+            return;
+        }
+        self.inner.insert(Arc::from(key), Entry { expires, answer });
     }
 
     /// Bytes held (body, key and overhead per entry).
@@ -141,6 +142,30 @@ mod tests {
         cache.insert("k", answer(3), Duration::from_secs(1), t0);
         assert_eq!(cache.get("k", t0).unwrap().body.len(), 3);
         assert!(cache.get("k", t0 + Duration::from_secs(2)).is_none());
+    }
+
+    #[test]
+    fn a_slower_older_read_does_not_replace_a_fresher_answer() {
+        let cache = AnswerCache::new(10, 1 << 20, ttls());
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(1);
+        // Read at t0 + 100 ms, stored first; the read that started at t0 finishes after it.
+        cache.insert("k", answer(2), ttl, t0 + Duration::from_millis(100));
+        cache.insert("k", answer(1), ttl, t0);
+        assert_eq!(cache.get("k", t0).unwrap().body.len(), 2);
+        // Its lifetime counts from its read, not from when it was stored.
+        assert!(cache.get("k", t0 + Duration::from_millis(1_050)).is_some());
+        assert!(cache.get("k", t0 + Duration::from_millis(1_100)).is_none());
+        // A later read replaces it.
+        cache.insert("k", answer(3), ttl, t0 + Duration::from_millis(1_200));
+        assert_eq!(
+            cache
+                .get("k", t0 + Duration::from_millis(1_300))
+                .unwrap()
+                .body
+                .len(),
+            3
+        );
     }
 
     #[test]

@@ -309,9 +309,8 @@ where
         .store_seconds
         .with_label_values(&[name])
         .observe(store_started.elapsed().as_secs_f64());
-    state
-        .cache
-        .insert(&key, answer.clone(), ttl, Instant::now());
+    // The answer is as old as the moment its query started, so its lifetime counts from then.
+    state.cache.insert(&key, answer.clone(), ttl, store_started);
     Ok(answer)
 }
 
