@@ -22,6 +22,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     fn the_kernel_reports_huge_pages_off_for_the_process() {
         super::disable_transparent_huge_pages().unwrap();
+        assert!(rustix::thread::transparent_huge_pages_are_disabled().unwrap());
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
         let line = status
             .lines()

@@ -106,6 +106,11 @@ pub fn run(args: Args) -> anyhow::Result<Vec<Section>> {
                 ("TA_SITES_FILE", args.sites_file.display().to_string()),
                 ("TA_TRUST_FORWARDED_FOR", "true".into()),
                 ("TA_SPOOL_DIR", spool.path().display().to_string()),
+                // The warm-up below depends on it.
+                (
+                    "TA_SIGNATURE_WINDOW_SECS",
+                    DEFAULT_REPLAY_WINDOW_SECS.to_string(),
+                ),
             ],
         )?,
         start("ta-loader", vec![("TA_LOADER_LISTEN", addr(1).to_string())])?,
@@ -218,7 +223,15 @@ pub fn run(args: Args) -> anyhow::Result<Vec<Section>> {
     };
     let settled = in_range(warm, warm + secs / 5.0);
     let last = in_range(secs * 4.0 / 5.0, f64::INFINITY);
-    let judged = warm + secs / 5.0 <= secs * 4.0 / 5.0 && !settled.is_empty();
+    let judged = warm + secs / 5.0 <= secs * 4.0 / 5.0 && !settled.is_empty() && !last.is_empty();
+    // A process that is gone reads as 0 KiB: that is a failed run, not a flat one.
+    if let Some(s) = samples.iter().find(|s| s.rss_kb.contains(&0)) {
+        anyhow::bail!(
+            "a service was gone at minute {:.1} of the soak (RSS edge/loader/query {:?} KiB)",
+            s.secs / 60.0,
+            s.rss_kb
+        );
+    }
     println!(
         "\n| minute | ta-edge RSS | ta-loader RSS | ta-query RSS | replay guard signatures |\n|---:|---:|---:|---:|---:|"
     );
