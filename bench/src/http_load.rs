@@ -6,6 +6,7 @@
 //! Latencies go into HDR histograms (1 µs – 60 s, 3 significant digits); statuses are counted.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -298,7 +299,8 @@ async fn connection(
     result
 }
 
-/// Run `spec`; prints a progress line every second to stderr.
+/// Run `spec`; prints progress to stderr: a line rewritten every second on a terminal, else a
+/// line every 10 s (so a log, or a failed test's captured output, stays short).
 pub async fn run(spec: LoadSpec, label: &str) -> LoadReport {
     let spec = Arc::new(spec);
     let start = Instant::now();
@@ -307,11 +309,14 @@ pub async fn run(spec: LoadSpec, label: &str) -> LoadReport {
         .map(|i| tokio::spawn(connection(spec.clone(), i, start, answered.clone())))
         .collect();
     let total = spec.warmup + spec.duration;
+    let interactive = std::io::stderr().is_terminal();
     let progress = {
         let label = label.to_owned();
         let answered = answered.clone();
+        let every = Duration::from_secs(if interactive { 1 } else { 10 });
+        let (start_of_line, end_of_line) = if interactive { ("\r", "") } else { ("", "\n") };
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut tick = tokio::time::interval(every);
             tick.tick().await;
             let mut last = 0;
             loop {
@@ -322,10 +327,10 @@ pub async fn run(spec: LoadSpec, label: &str) -> LoadReport {
                 }
                 let now = answered.load(Ordering::Relaxed);
                 eprint!(
-                    "\r  {label}: {:>3.0}/{:.0} s, {:>8} answers/s ",
+                    "{start_of_line}  {label}: {:>3.0}/{:.0} s, {:>8.0} answers/s {end_of_line}",
                     elapsed.as_secs_f64(),
                     total.as_secs_f64(),
-                    now - last
+                    (now - last) as f64 / every.as_secs_f64()
                 );
                 last = now;
             }
@@ -355,7 +360,11 @@ pub async fn run(spec: LoadSpec, label: &str) -> LoadReport {
         report.accepted_ids.extend(r.ids);
     }
     progress.abort();
-    eprintln!("\r  {label}: done{:30}", "");
+    if interactive {
+        eprintln!("\r  {label}: done{:30}", "");
+    } else {
+        eprintln!("  {label}: done");
+    }
     report.requests = report.statuses.values().sum();
     report
 }
