@@ -4,7 +4,7 @@ SHELL := /bin/bash
 INFRA := deploy/local/infra
 STACK := deploy/local/stack
 
-.PHONY: help demo test lint deny bench-quick infra stack stop status fuzz fuzz-smoke fuzz-tools bench soak
+.PHONY: help demo test disk-check lint deny bench-quick infra stack stop status fuzz fuzz-smoke fuzz-tools bench soak
 
 help:
 	@echo "make demo    install + start infrastructure, build, run the pipeline with demo traffic"
@@ -30,10 +30,14 @@ demo: infra
 	@echo "  Dashboard: http://127.0.0.1:8081/?share=dev-share-site-1"
 	@echo "Stop everything with: make stop"
 
-test: infra lint deny
+test: disk-check infra lint deny
 	eval "$$($(INFRA) env)" && cargo test --workspace --all-targets
 	$(MAKE) --no-print-directory bench-quick
 	$(MAKE) --no-print-directory fuzz-smoke
+
+# A run that fills the disk halfway fails in confusing places; this fails first, with the numbers.
+disk-check:
+	@deploy/local/disk-check
 
 # The benchmark harness at toy sizes with debug binaries: checks it still runs every scenario
 # and produces sane figures (not that anything is fast).
