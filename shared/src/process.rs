@@ -10,6 +10,13 @@
 /// TLB savings of huge pages do not matter to them; a resident size that follows the heap does
 /// (memory limits, leak detection). Also applied to ta-query, which uses the system allocator,
 /// for machines whose kernel has THP set to `always`.
+///
+/// This call cannot reach memory touched before it: the Rust runtime allocates before `main`,
+/// and `#[tokio::main]` starts its workers (each with a mimalloc heap of its own) before the
+/// body runs, so with only this call ta-edge still held 4 MiB and ta-loader 6 MiB of huge
+/// pages from their first allocations. mimalloc is therefore also built with its `no_thp`
+/// feature (the workspace `Cargo.toml`), which drops its `MADV_HUGEPAGE` request altogether;
+/// on a kernel in `madvise` mode (Debian's default) that alone keeps every page small.
 pub fn disable_transparent_huge_pages() -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     rustix::thread::disable_transparent_huge_pages(true)?;

@@ -68,6 +68,23 @@ async fn ta_query_reports_exactly_the_traffic_sent_through_the_edge() {
         metric_sum(&loader, "ta_loader_events_inserted_total") as u64,
         expected.accepted()
     );
+
+    // No service holds transparent huge pages (`ta_shared::process`): mimalloc is built
+    // without its MADV_HUGEPAGE request and each service turns THP off at start. A kernel in
+    // `always` mode can still give huge pages to what the runtime allocates before `main`.
+    let thp =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    if !thp.contains("[always]") {
+        for service in [&p.edge, &p.loader, &p.query] {
+            assert_eq!(
+                service.huge_pages_kib(),
+                0,
+                "{} holds transparent huge pages (THP: {})",
+                service.name,
+                thp.trim()
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

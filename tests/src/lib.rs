@@ -114,6 +114,17 @@ impl Service {
         }
     }
 
+    /// KiB of the process's memory in transparent huge pages (`AnonHugePages` in
+    /// `/proc/<pid>/smaps_rollup`).
+    pub fn huge_pages_kib(&self) -> u64 {
+        let path = format!("/proc/{}/smaps_rollup", self.child.id());
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        text.lines()
+            .find_map(|l| l.strip_prefix("AnonHugePages:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no AnonHugePages in {path}"))
+    }
+
     /// Stop with SIGKILL (as a crash would).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
