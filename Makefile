@@ -2,9 +2,10 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 INFRA := deploy/local/infra
+INSTALL := deploy/local/install
 STACK := deploy/local/stack
 
-.PHONY: help demo test disk-check lint deny bench-quick infra stack stop status fuzz fuzz-smoke fuzz-tools bench soak
+.PHONY: help demo test fresh-check disk-check lint deny bench-quick infra stack stop status fuzz fuzz-smoke fuzz-tools bench soak
 
 help:
 	@echo "make demo    install + start infrastructure, build, run the pipeline with demo traffic"
@@ -14,10 +15,15 @@ help:
 	@echo "make status  what is running"
 	@echo "make fuzz    fuzz the edge's body parser and ta-query's parameters, FUZZ_SECS (120) each"
 	@echo "make bench   every benchmark scenario beside its baselines -> bench/results/results.{md,json,svg}"
+	@echo "make fresh-check  the README's two commands in a clean Debian 12 container, from a fresh clone of HEAD"
 	@echo "make soak    the pipeline at a steady rate for SOAK_MINUTES (default 30): flat memory, nothing lost"
 
-demo: infra
+# The first run builds the broker (tansu) in the background while cargo builds the project;
+# `infra up` then waits for the broker build, with progress, if it is still running.
+demo:
+	$(INSTALL) services-bg
 	cargo build --release --bins
+	$(INFRA) up
 	$(STACK) up
 	eval "$$($(INFRA) env)" && target/release/ta-bench demo
 	@echo
@@ -30,7 +36,12 @@ demo: infra
 	@echo "  Dashboard: http://127.0.0.1:8081/?share=dev-share-site-1"
 	@echo "Stop everything with: make stop"
 
-test: disk-check infra lint deny
+# As for the demo, the broker builds in the background (first run) beside lint and the test build.
+test: disk-check
+	$(INSTALL) services-bg test-tools
+	$(MAKE) --no-print-directory lint deny
+	cargo test --workspace --all-targets --no-run --quiet
+	$(INFRA) up
 	eval "$$($(INFRA) env)" && cargo test --workspace --all-targets
 	$(MAKE) --no-print-directory bench-quick
 	$(MAKE) --no-print-directory fuzz-smoke
@@ -51,12 +62,19 @@ lint:
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 # Licenses, bans and sources of the dependency graph against deny.toml (cargo-deny is installed
-# by `infra up`; its advisories check needs GitHub, which these machines cannot reach).
+# by `install test-tools`; its advisories check needs GitHub, which these machines cannot reach).
+# cargo-deny reads the crates of every target platform; `cargo build` fetched only this one's.
 deny:
+	cargo fetch --locked --quiet
 	"$${TA_TOOLS_DIR:-$$HOME/.cache/tiny-analytics}/pyenv/bin/cargo-deny" --offline check bans licenses sources
 
 infra:
 	$(INFRA) up
+
+# A new user's first run: `make demo` then `make test`, word for word from the README, in a
+# container holding only what a new machine has (deploy/local/fresh-check; ~1 h the first time).
+fresh-check:
+	deploy/local/fresh-check
 
 stop:
 	$(STACK) down
@@ -93,6 +111,7 @@ fuzz-tools:
 # Every scenario of bench/README.md at a size that takes a few minutes here (10M-event query
 # database generated once and reused). BENCH_ARGS passes options, e.g. BENCH_ARGS="--only edge".
 bench: infra
+	$(INSTALL) test-tools
 	cargo build --release --bins
 	eval "$$($(INFRA) env)" && target/release/ta-bench all $(BENCH_ARGS)
 

@@ -6,6 +6,7 @@ mod deploy;
 mod durability;
 mod faults;
 mod federation;
+mod local_scripts;
 mod observability;
 mod pipeline;
 mod privacy;
