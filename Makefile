@@ -28,7 +28,7 @@ demo:
 	eval "$$($(INFRA) env)" && target/release/ta-bench demo
 	@echo
 	@echo "Services (still running):"
-	@echo "  ta-edge     http://127.0.0.1:8080   POST /v1/collect, /metrics, /healthz"
+	@echo "  ta-edge     http://127.0.0.1:8080   POST /v1/collect, /healthz   (ops: http://127.0.0.1:9464/metrics)"
 	@echo "  ta-query    http://127.0.0.1:8081   dashboard at /, stats API /v1/stats/*, /openapi.json"
 	@echo "  ta-loader   http://127.0.0.1:9465   /metrics, /healthz"
 	@echo "  Kafka API   127.0.0.1:9092 (tansu)   ClickHouse http://127.0.0.1:8123   Prometheus http://127.0.0.1:9090"

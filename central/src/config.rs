@@ -61,6 +61,16 @@ pub struct LoaderConfig {
     #[arg(long, env = "TA_KAFKA_TOPIC_PARTITIONS", default_value_t = 3)]
     pub kafka_topic_partitions: i32,
 
+    /// TLS and SASL towards Kafka.
+    #[command(flatten)]
+    pub kafka_security: ta_shared::kafka_security::KafkaSecurity,
+
+    /// At start, how long to try one connection to Kafka, in seconds: a setting that cannot
+    /// work (untrusted certificate, wrong password, TLS against a plaintext listener) stops the
+    /// loader with the reason; an unreachable broker is retried (0 skips the check).
+    #[arg(long, env = "TA_KAFKA_STARTUP_CHECK_SECS", default_value_t = 5)]
+    pub kafka_startup_check_secs: u64,
+
     /// Create the topic when it does not exist (false: wait for it to appear).
     #[arg(long, env = "TA_KAFKA_CREATE_TOPIC", default_value_t = true, action = clap::ArgAction::Set)]
     pub kafka_create_topic: bool,
@@ -217,13 +227,15 @@ pub struct QueryConfig {
     pub clickhouse: ClickHouseArgs,
 
     /// Read access (per-site read tokens, admin tokens, share links); re-read on change.
-    /// Only ta-query reads it: edge nodes must not hold read secrets.
-    #[arg(
-        long,
-        env = "TA_QUERY_ACCESS_FILE",
-        default_value = "deploy/config/access.dev.toml"
-    )]
-    pub access_file: std::path::PathBuf,
+    /// Only ta-query reads it: edge nodes must not hold read secrets. Required, except with
+    /// --dev, where it defaults to the shipped development file.
+    #[arg(long, env = "TA_QUERY_ACCESS_FILE")]
+    pub access_file: Option<std::path::PathBuf>,
+
+    /// Development mode (`make demo`, the tests): allows the shipped development access file
+    /// (`development_only = true`, public tokens). Never in production.
+    #[arg(long, env = "TA_DEV", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub dev: bool,
 
     /// How often the access file is checked for changes, in seconds.
     #[arg(long, env = "TA_QUERY_ACCESS_RELOAD_SECS", default_value_t = 2)]
@@ -258,6 +270,22 @@ pub struct QueryConfig {
     /// Log filter (tracing `EnvFilter` syntax).
     #[arg(long, env = "TA_LOG", default_value = "info,rskafka=warn")]
     pub log: String,
+}
+
+/// The development access file, used by --dev when TA_QUERY_ACCESS_FILE is not set.
+pub const DEV_ACCESS_FILE: &str = "deploy/config/access.dev.toml";
+
+impl QueryConfig {
+    /// The access file: TA_QUERY_ACCESS_FILE, or the development file under --dev.
+    pub fn access_file(&self) -> anyhow::Result<std::path::PathBuf> {
+        match (&self.access_file, self.dev) {
+            (Some(path), _) => Ok(path.clone()),
+            (None, true) => Ok(DEV_ACCESS_FILE.into()),
+            (None, false) => anyhow::bail!(
+                "no access file: set TA_QUERY_ACCESS_FILE to the deployment's read tokens and share links (format in central/src/query/access.rs; deploy/central/query/access.example.toml); the development file is only for --dev"
+            ),
+        }
+    }
 }
 
 impl Default for QueryConfig {

@@ -26,17 +26,25 @@ pub struct EdgeConfig {
     #[arg(long, env = "TA_EDGE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Address of the operator's listener: `/metrics` (which names every site), `/healthz` and
+    /// `/readyz`. Keep it off the public network; the ingest port serves no metrics.
+    #[arg(long, env = "TA_EDGE_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    pub metrics_listen: SocketAddr,
+
     /// Region label of this node, written into every event and metric.
     #[arg(long, env = "TA_EDGE_REGION", default_value = "local")]
     pub region: String,
 
-    /// Path of the sites file (TOML) with ingest keys, secrets and allowed origins.
-    #[arg(
-        long,
-        env = "TA_SITES_FILE",
-        default_value = "deploy/config/sites.dev.toml"
-    )]
-    pub sites_file: PathBuf,
+    /// Path of the sites file (TOML) with ingest keys, secrets and allowed origins. Required,
+    /// except with --dev, where it defaults to the shipped development file.
+    #[arg(long, env = "TA_SITES_FILE")]
+    pub sites_file: Option<PathBuf>,
+
+    /// Development mode (`make demo`, the tests): allows the shipped development sites file
+    /// (`development_only = true`) and, when no salt is configured, a public development salt.
+    /// Never in production: with it, every visitor hash can be recomputed.
+    #[arg(long, env = "TA_DEV", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub dev: bool,
 
     /// Comma-separated Kafka bootstrap brokers.
     #[arg(
@@ -70,6 +78,16 @@ pub struct EdgeConfig {
     /// Ceiling of the jittered exponential backoff between failed deliveries, in milliseconds.
     #[arg(long, env = "TA_KAFKA_RETRY_MAX_BACKOFF_MS", default_value_t = 10_000)]
     pub kafka_retry_max_backoff_ms: u64,
+
+    /// TLS and SASL towards Kafka.
+    #[command(flatten)]
+    pub kafka_security: ta_shared::kafka_security::KafkaSecurity,
+
+    /// At start, how long to try one connection to Kafka, in seconds: a setting that cannot
+    /// work (untrusted certificate, wrong password, TLS against a plaintext listener) stops the
+    /// node with the reason; an unreachable broker does not (events wait in the spool).
+    #[arg(long, env = "TA_KAFKA_STARTUP_CHECK_SECS", default_value_t = 5)]
+    pub kafka_startup_check_secs: u64,
 
     /// Directory of the durable spool (one per ta-edge process). Relative paths start at the
     /// working directory.
@@ -121,15 +139,11 @@ pub struct EdgeConfig {
     pub shutdown_drain_secs: u64,
 
     /// Seeds the daily-salt ratchet of the FIRST edge node of a deployment (the same value on
-    /// every node started from it). Used only when the node has no ratchet state file yet;
-    /// remove it from the configuration afterwards (see `TA_SALT_RATCHET`). The default is a
-    /// public development value.
-    #[arg(
-        long,
-        env = "TA_SALT_SECRET",
-        default_value = "dev-only-salt-secret",
-        hide_env_values = true
-    )]
+    /// every node started from it; at least 32 characters). Used only when the node has no
+    /// ratchet state file yet; remove it from the configuration afterwards (see
+    /// `TA_SALT_RATCHET`). No default: without it, TA_SALT_RATCHET or a state file the node
+    /// refuses to start (--dev uses a public development value).
+    #[arg(long, env = "TA_SALT_SECRET", hide_env_values = true)]
     pub salt_secret: Option<String>,
 
     /// Start this node's salt ratchet from another node's state (`YYYY-MM-DD:<hex>`, the
@@ -143,7 +157,8 @@ pub struct EdgeConfig {
     #[arg(long, env = "TA_SALT_STATE_FILE")]
     pub salt_state_file: Option<PathBuf>,
 
-    /// Global HMAC secret for `X-TA-Signature`, used for sites without their own secret.
+    /// Global HMAC secret for `X-TA-Signature`, used for sites without their own secret (at
+    /// least 32 characters).
     #[arg(long, env = "TA_HMAC_SECRET", hide_env_values = true)]
     pub hmac_secret: Option<String>,
 
@@ -200,7 +215,64 @@ impl Default for EdgeConfig {
     }
 }
 
+/// The public salt of development mode; refused without --dev.
+pub const DEV_SALT_SECRET: &str = "dev-only-salt-secret";
+/// The development sites file, used by --dev when TA_SITES_FILE is not set.
+pub const DEV_SITES_FILE: &str = "deploy/config/sites.dev.toml";
+/// Shortest salt secret accepted (a guessable seed would let anyone recompute every salt).
+pub const MIN_SALT_SECRET_LEN: usize = 32;
+
 impl EdgeConfig {
+    /// The sites file: TA_SITES_FILE, or the development file under --dev.
+    pub fn sites_file(&self) -> anyhow::Result<PathBuf> {
+        match (&self.sites_file, self.dev) {
+            (Some(path), _) => Ok(path.clone()),
+            (None, true) => Ok(PathBuf::from(DEV_SITES_FILE)),
+            (None, false) => anyhow::bail!(
+                "no sites file: set TA_SITES_FILE to the deployment's sites file (format in shared/src/site.rs); the development file is only for --dev"
+            ),
+        }
+    }
+
+    /// The salt settings, refusing the public development salt and short secrets outside
+    /// --dev. Empty values count as unset (compose passes unset variables as "").
+    pub fn salt_seed(&self) -> anyhow::Result<crate::salt::SaltSeed> {
+        let secret = self.salt_secret.clone().filter(|s| !s.is_empty());
+        let ratchet = self.salt_ratchet.clone().filter(|s| !s.is_empty());
+        if let Some(secret) = &secret
+            && !self.dev
+        {
+            if secret == DEV_SALT_SECRET {
+                anyhow::bail!(
+                    "TA_SALT_SECRET is the public development salt: with it every visitor hash can be recomputed. Generate a secret (e.g. `openssl rand -hex 32`), or run with --dev for development"
+                );
+            }
+            if secret.chars().count() < MIN_SALT_SECRET_LEN {
+                anyhow::bail!(
+                    "TA_SALT_SECRET is shorter than {MIN_SALT_SECRET_LEN} characters: a guessable seed lets anyone recompute every salt (e.g. `openssl rand -hex 32`)"
+                );
+            }
+        }
+        let secret = match (secret, &ratchet, self.dev) {
+            (None, None, true) => Some(DEV_SALT_SECRET.to_owned()),
+            (secret, _, _) => secret,
+        };
+        Ok(crate::salt::SaltSeed { secret, ratchet })
+    }
+
+    /// The global HMAC secret, refused when empty or short.
+    pub fn global_hmac_secret(&self) -> anyhow::Result<Option<String>> {
+        match &self.hmac_secret {
+            None => Ok(None),
+            Some(s) if s.len() < ta_shared::site::MIN_HMAC_SECRET_LEN => anyhow::bail!(
+                "TA_HMAC_SECRET is {} characters long; use at least {} (e.g. `openssl rand -hex 32`) or remove it",
+                s.len(),
+                ta_shared::site::MIN_HMAC_SECRET_LEN
+            ),
+            Some(s) => Ok(Some(s.clone())),
+        }
+    }
+
     pub fn spool(&self) -> SpoolConfig {
         SpoolConfig {
             dir: self.spool_dir.clone(),

@@ -425,7 +425,7 @@ mod tests {
         [[site]]
         id = "signed"
         api_keys = ["k2"]
-        hmac_secret = "s2"
+        hmac_secret = "site-2-hmac-secret-for-unit-tests-0001"
         require_signature = true
     "#;
 
@@ -565,7 +565,11 @@ mod tests {
             ..request(body)
         };
         assert_eq!(ing.process(base), Err(CollectError::MissingSignature));
-        let sig = signature::sign(b"s2", NOW_SECS, body.as_bytes());
+        let sig = signature::sign(
+            b"site-2-hmac-secret-for-unit-tests-0001",
+            NOW_SECS,
+            body.as_bytes(),
+        );
         assert!(
             ing.process(IngestRequest {
                 signature: Some(&sig),
@@ -582,7 +586,11 @@ mod tests {
             Err(CollectError::BadSignature)
         );
         // A valid signature without its timestamp header cannot be checked.
-        let fresh = signature::sign(b"s2", NOW_SECS + 1, body.as_bytes());
+        let fresh = signature::sign(
+            b"site-2-hmac-secret-for-unit-tests-0001",
+            NOW_SECS + 1,
+            body.as_bytes(),
+        );
         assert_eq!(
             ing.process(IngestRequest {
                 signature: Some(&fresh),
@@ -597,7 +605,16 @@ mod tests {
     fn old_or_future_timestamps_and_replays_are_refused() {
         let ing = ingest();
         let body = r#"{"site_id":"signed","event_name":"signup","url":"https://e.com/"}"#;
-        let signed_at = |ts: i64| (ts.to_string(), signature::sign(b"s2", ts, body.as_bytes()));
+        let signed_at = |ts: i64| {
+            (
+                ts.to_string(),
+                signature::sign(
+                    b"site-2-hmac-secret-for-unit-tests-0001",
+                    ts,
+                    body.as_bytes(),
+                ),
+            )
+        };
         for stale in [NOW_SECS - 301, NOW_SECS + 301] {
             let (ts, sig) = signed_at(stale);
             assert_eq!(
@@ -624,7 +641,11 @@ mod tests {
     #[test]
     fn global_secret_verifies_sites_without_their_own() {
         let mut ing = ingest();
-        let sig = signature::sign(b"global", NOW_SECS, PAGEVIEW.as_bytes());
+        let sig = signature::sign(
+            b"global-hmac-secret-for-unit-tests-0001",
+            NOW_SECS,
+            PAGEVIEW.as_bytes(),
+        );
         let ts = NOW_SECS.to_string();
         let signed = IngestRequest {
             signature: Some(&sig),
@@ -632,7 +653,7 @@ mod tests {
             ..request(PAGEVIEW)
         };
         assert_eq!(ing.process(signed), Err(CollectError::BadSignature));
-        ing.global_hmac_secret = Some("global".into());
+        ing.global_hmac_secret = Some("global-hmac-secret-for-unit-tests-0001".into());
         assert!(ing.process(signed).is_ok());
     }
 
@@ -756,7 +777,11 @@ mod tests {
         let one = r#"{"site_id":"signed","event_name":"signup","url":"https://e.com/"}"#;
         let body = format!("[{one},{one}]");
         let ts = NOW_SECS.to_string();
-        let sig = signature::sign(b"s2", NOW_SECS, body.as_bytes());
+        let sig = signature::sign(
+            b"site-2-hmac-secret-for-unit-tests-0001",
+            NOW_SECS,
+            body.as_bytes(),
+        );
         let req = IngestRequest {
             api_key: Some("k2"),
             timestamp: Some(&ts),

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use rskafka::BackoffConfig;
-use rskafka::client::error::{Error as KafkaError, ProtocolError};
+use rskafka::client::error::Error as KafkaError;
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
-use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
+use ta_shared::kafka::{classify, client_builder, ensure_topic};
+use ta_shared::kafka_security::KafkaSecurity;
 
 use crate::forwarder::{DeliveryError, Destination, PartitionProducer};
 
@@ -23,40 +23,8 @@ pub struct KafkaSettings {
     pub partitions_if_created: i32,
     /// How long rskafka may retry one request internally before giving up.
     pub request_deadline: Duration,
-}
-
-/// Create `topic` with `partitions` unless it exists; returns its partition count.
-pub async fn ensure_topic(
-    client: &Client,
-    topic: &str,
-    partitions: i32,
-) -> Result<i32, KafkaError> {
-    if let Some(t) = client
-        .list_topics()
-        .await?
-        .into_iter()
-        .find(|t| t.name == topic)
-    {
-        return Ok(t.partitions.len() as i32);
-    }
-    match client
-        .controller_client()?
-        .create_topic(topic, partitions, 1, 5_000)
-        .await
-    {
-        Ok(()) => {}
-        Err(KafkaError::ServerError {
-            protocol_error: ProtocolError::TopicAlreadyExists,
-            ..
-        }) => {}
-        Err(e) => return Err(e),
-    }
-    let found = client
-        .list_topics()
-        .await?
-        .into_iter()
-        .find(|t| t.name == topic);
-    Ok(found.map_or(partitions, |t| t.partitions.len() as i32))
+    /// TLS and SASL.
+    pub security: KafkaSecurity,
 }
 
 /// The real destination: the configured brokers and topic.
@@ -65,21 +33,30 @@ pub struct KafkaDestination {
     settings: KafkaSettings,
 }
 
+/// Why [`KafkaDestination::open`] failed.
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    #[error(transparent)]
+    Settings(#[from] ta_shared::kafka_security::KafkaSecurityError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+}
+
 impl KafkaDestination {
     pub fn new(settings: KafkaSettings) -> Self {
         Self { settings }
     }
 
-    async fn open(&self) -> Result<KafkaProducer, KafkaError> {
+    async fn open(&self) -> Result<KafkaProducer, OpenError> {
         let s = &self.settings;
-        let client = ClientBuilder::new(s.brokers.clone())
-            .client_id("ta-edge")
-            .backoff_config(BackoffConfig {
-                deadline: Some(s.request_deadline),
-                ..BackoffConfig::default()
-            })
-            .build()
-            .await?;
+        let client = client_builder(
+            s.brokers.clone(),
+            "ta-edge",
+            &s.security,
+            Some(s.request_deadline),
+        )?
+        .build()
+        .await?;
         let partitions = ensure_topic(&client, &s.topic, s.partitions_if_created).await?;
         let mut clients = Vec::with_capacity(usize::try_from(partitions).unwrap_or(0));
         for partition in 0..partitions {
@@ -91,15 +68,26 @@ impl KafkaDestination {
         }
         Ok(KafkaProducer { clients })
     }
+
+    /// [`ta_shared::kafka::check_at_start`] for this destination.
+    pub async fn check_at_start(
+        &self,
+        within: Duration,
+    ) -> Result<Option<String>, ta_shared::kafka::StartupCheckError> {
+        let s = &self.settings;
+        ta_shared::kafka::check_at_start(&s.brokers, "ta-edge", &s.security, within).await
+    }
 }
 
 impl Destination for KafkaDestination {
     fn connect(&self) -> BoxFuture<'_, Result<Arc<dyn PartitionProducer>, DeliveryError>> {
         Box::pin(async move {
-            let producer = self
-                .open()
-                .await
-                .map_err(|e| DeliveryError::Connect(e.to_string()))?;
+            let producer = self.open().await.map_err(|e| match &e {
+                OpenError::Kafka(k) => {
+                    DeliveryError::Connect(classify(k, &self.settings.security).to_string())
+                }
+                OpenError::Settings(_) => DeliveryError::Connect(e.to_string()),
+            })?;
             Ok(Arc::new(producer) as Arc<dyn PartitionProducer>)
         })
     }

@@ -83,6 +83,9 @@ pub async fn run(config: EdgeConfig) -> anyhow::Result<()> {
 /// A running edge node: listener, spool writer and forwarder.
 pub struct EdgeNode {
     addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    ops_stop: Trigger,
+    ops_server: JoinHandle<std::io::Result<()>>,
     reload: Option<JoinHandle<()>>,
     stop_accepting: Trigger,
     server: JoinHandle<std::io::Result<()>>,
@@ -98,9 +101,14 @@ impl std::fmt::Debug for EdgeNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EdgeNode")
             .field("addr", &self.addr)
+            .field("metrics_addr", &self.metrics_addr)
             .finish()
     }
 }
+
+/// Connections the ops listener (`/metrics`, health) holds at once: Prometheus and a few
+/// probes, never the public.
+const OPS_MAX_CONNECTIONS: usize = 64;
 
 /// What graceful shutdown left behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,28 +124,30 @@ impl EdgeNode {
     pub async fn start(config: EdgeConfig) -> anyhow::Result<Self> {
         // Parsed from the bytes the reload task compares with: a change after this read is
         // seen by it.
-        let (sites, sites_bytes) = SiteRegistry::read(&config.sites_file)
-            .and_then(|bytes| Ok((SiteRegistry::from_bytes(&bytes)?, bytes)))
+        let sites_file = config.sites_file()?;
+        let (sites, sites_bytes) = SiteRegistry::read(&sites_file)
+            .and_then(|bytes| {
+                let registry = SiteRegistry::from_bytes(&bytes)?.for_mode(config.dev)?;
+                Ok((registry, bytes))
+            })
             .with_context(|| {
                 format!(
                     "loading sites file {} (TA_SITES_FILE)",
-                    config.sites_file.display()
+                    sites_file.display()
                 )
             })?;
+        let seed = config.salt_seed()?;
+        let global_hmac_secret = config.global_hmac_secret()?;
         let metrics = metrics::EdgeMetrics::new(&config.region);
         metrics.register_sites(sites.ids());
         let salts = salt::open(
             config.salt_state_file(),
-            &salt::SaltSeed {
-                // Compose passes unset variables as empty strings.
-                secret: config.salt_secret.clone().filter(|s| !s.is_empty()),
-                ratchet: config.salt_ratchet.clone().filter(|s| !s.is_empty()),
-            },
+            &seed,
             chrono::Utc::now().date_naive(),
         )?;
         let mut ingest = ingest::Ingest::new(sites, salts, &config.region)
             .with_default_rate_limit(config.site_rate_limit);
-        ingest.global_hmac_secret = config.hmac_secret.clone();
+        ingest.global_hmac_secret = global_hmac_secret;
         ingest.max_batch_events = config.max_batch_events;
         ingest.replay =
             limits::ReplayGuard::new(config.signature_window_secs, ingest::REPLAY_GUARD_CAPACITY);
@@ -151,13 +161,26 @@ impl EdgeNode {
                 config.spool_dir.display()
             )
         })?;
-        let kafka = Arc::new(KafkaStatus::new(metrics.kafka_up.clone()));
         let destination = kafka::KafkaDestination::new(kafka::KafkaSettings {
             brokers: config.kafka_brokers.clone(),
             topic: config.kafka_topic.clone(),
             partitions_if_created: config.kafka_topic_partitions,
             request_deadline: config.kafka_produce_timeout(),
+            security: config.kafka_security.clone(),
         });
+        if config.kafka_startup_check_secs > 0 {
+            let within = Duration::from_secs(config.kafka_startup_check_secs);
+            match destination.check_at_start(within).await? {
+                None => {
+                    info!(message = "Kafka answers.", brokers = %config.kafka_brokers.join(","), security = %config.kafka_security.describe())
+                }
+                Some(reason) => {
+                    warn!(message = "Kafka is not reachable yet; events wait in the spool until it is.", brokers = %config.kafka_brokers.join(","), security = %config.kafka_security.describe(), %reason)
+                }
+            }
+        }
+        // After the start-up check: readiness counts Kafka's absence from when the node serves.
+        let kafka = Arc::new(KafkaStatus::new(metrics.kafka_up.clone()));
         let drain = Trigger::default();
         let forwarder = async_std::task::spawn(
             Forwarder::new(
@@ -174,9 +197,10 @@ impl EdgeNode {
         let gate = state.gate.clone();
         let reload = (config.sites_reload_secs > 0).then(|| {
             async_std::task::spawn(reload::watch_sites_file(
-                config.sites_file.clone(),
+                sites_file.clone(),
                 Duration::from_secs(config.sites_reload_secs),
                 Some(sites_bytes),
+                config.dev,
                 state.ingest.clone(),
                 state.metrics.clone(),
             ))
@@ -185,8 +209,26 @@ impl EdgeNode {
             .await
             .with_context(|| format!("binding {} (TA_EDGE_LISTEN)", config.listen))?;
         let addr = listener.local_addr()?;
-        info!(message = "ta-edge listening.", %addr, region = %config.region, spool = %config.spool_dir.display());
+        let metrics_listener = async_std::net::TcpListener::bind(config.metrics_listen)
+            .await
+            .with_context(|| {
+                format!("binding {} (TA_EDGE_METRICS_LISTEN)", config.metrics_listen)
+            })?;
+        let metrics_addr = metrics_listener.local_addr()?;
+        info!(message = "ta-edge listening.", %addr, %metrics_addr, region = %config.region, spool = %config.spool_dir.display());
+        let ops_stop = Trigger::default();
+        let ops_server = async_std::task::spawn(server::serve(
+            metrics_listener,
+            server::ops_app(state.clone()),
+            ops_stop.clone(),
+            server::ServeLimits {
+                max_connections: OPS_MAX_CONNECTIONS,
+                request_timeout: std::time::Duration::from_secs(config.request_timeout_secs.max(1)),
+            },
+            server::ConnectionCounters::unregistered(),
+        ));
         let stop_accepting = Trigger::default();
+        let counters = server::ConnectionCounters::of(&state.metrics);
         let server = async_std::task::spawn(server::serve(
             listener,
             server::app(state),
@@ -195,9 +237,13 @@ impl EdgeNode {
                 max_connections: config.max_connections,
                 request_timeout: std::time::Duration::from_secs(config.request_timeout_secs.max(1)),
             },
+            counters,
         ));
         Ok(Self {
             addr,
+            metrics_addr,
+            ops_stop,
+            ops_server,
             reload,
             stop_accepting,
             server,
@@ -210,9 +256,14 @@ impl EdgeNode {
         })
     }
 
-    /// The address the node listens on.
+    /// The address the node takes events on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of `/metrics` (and `/healthz`, `/readyz`) for operators.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
     }
 
     /// Stop accepting connections, let requests in progress finish, fsync the spool, give
@@ -247,6 +298,9 @@ impl EdgeNode {
                 events = self.spool.stats().events
             );
         }
+        // The ops listener last, so /metrics showed the drain.
+        self.ops_stop.fire();
+        self.ops_server.await.context("the metrics server failed")?;
         Ok(ShutdownReport {
             unfinished_requests,
             spooled_events_left: self.spool.stats().events,

@@ -22,6 +22,7 @@ pub async fn watch_sites_file(
     path: PathBuf,
     every: Duration,
     loaded: Option<Vec<u8>>,
+    dev: bool,
     ingest: Arc<Ingest>,
     metrics: EdgeMetrics,
 ) {
@@ -35,7 +36,7 @@ pub async fn watch_sites_file(
         if last.as_deref() == Some(current.as_slice()) {
             continue;
         }
-        match SiteRegistry::from_bytes(&current) {
+        match SiteRegistry::from_bytes(&current).and_then(|r| r.for_mode(dev)) {
             Ok(registry) => {
                 metrics.register_sites(registry.ids());
                 let sites = registry.len();

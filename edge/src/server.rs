@@ -104,6 +104,14 @@ pub fn app(state: AppState) -> tide::Server<AppState> {
             .body(TRACKER_JS)
             .build())
     });
+    health_routes(&mut app);
+    app
+}
+
+/// The operator's routes, on their own listener (`TA_EDGE_METRICS_LISTEN`), off the public
+/// ingest port: `/metrics` lists every site id and the node's internals.
+pub fn ops_app(state: AppState) -> tide::Server<AppState> {
+    let mut app = tide::with_state(state);
     app.at("/metrics").get(|req: Request<AppState>| async move {
         let state = req.state();
         let now = chrono::Utc::now();
@@ -118,6 +126,13 @@ pub fn app(state: AppState) -> tide::Server<AppState> {
             .body(state.metrics.render())
             .build())
     });
+    health_routes(&mut app);
+    app
+}
+
+/// `/healthz` (the process answers) and `/readyz` (it can take events), on both listeners:
+/// load balancers probe the ingest port, the node's Prometheus and compose the ops port.
+fn health_routes(app: &mut tide::Server<AppState>) {
     app.at("/healthz")
         .get(|_| async { Ok(json_response(200, json!({"status": "ok"}))) });
     app.at("/readyz").get(|req: Request<AppState>| async move {
@@ -129,7 +144,36 @@ pub fn app(state: AppState) -> tide::Server<AppState> {
             ),
         })
     });
-    app
+}
+
+/// The connection counters [`serve`] keeps (the ingest listener's are exported; the ops
+/// listener's are not registered anywhere).
+#[derive(Clone)]
+pub struct ConnectionCounters {
+    pub open: prometheus::IntGauge,
+    pub refused: prometheus::IntCounter,
+    pub timed_out: prometheus::IntCounter,
+}
+
+impl ConnectionCounters {
+    pub fn of(metrics: &EdgeMetrics) -> Self {
+        Self {
+            open: metrics.open_connections.clone(),
+            refused: metrics.connections_refused.clone(),
+            timed_out: metrics.connections_timed_out.clone(),
+        }
+    }
+
+    /// Counters that count but are exported nowhere.
+    pub fn unregistered() -> Self {
+        let gauge = |n: &str| prometheus::IntGauge::new(n, n).expect("valid metric name");
+        let counter = |n: &str| prometheus::IntCounter::new(n, n).expect("valid metric name");
+        Self {
+            open: gauge("open"),
+            refused: counter("refused"),
+            timed_out: counter("timed_out"),
+        }
+    }
 }
 
 /// Transport limits of [`serve`] (see [`crate::conn`]).
@@ -148,9 +192,10 @@ pub async fn serve(
     app: tide::Server<AppState>,
     stop: Trigger,
     limits: ServeLimits,
+    counters: ConnectionCounters,
 ) -> std::io::Result<()> {
     let connections = crate::conn::ConnectionLimit::new(limits.max_connections);
-    let metrics = app.state().metrics.clone();
+    let metrics = counters;
     let mut incoming = listener.incoming();
     loop {
         let next = incoming.next();
@@ -170,7 +215,7 @@ pub async fn serve(
             }
         };
         let Some(slot) = connections.acquire() else {
-            metrics.connections_refused.inc();
+            metrics.refused.inc();
             drop(stream);
             continue;
         };
@@ -179,7 +224,7 @@ pub async fn serve(
         let peer = stream.peer_addr().ok();
         let app = app.clone();
         let metrics = metrics.clone();
-        metrics.open_connections.inc();
+        metrics.open.inc();
         async_std::task::spawn(async move {
             let stream = crate::conn::GuardedStream::new(stream, limits.request_timeout);
             let result = async_h1::accept(stream, |mut req| {
@@ -193,11 +238,11 @@ pub async fn serve(
                     .downcast_ref::<std::io::Error>()
                     .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
                 if timed_out {
-                    metrics.connections_timed_out.inc();
+                    metrics.timed_out.inc();
                 }
                 debug!(message = "Connection closed with error.", %error);
             }
-            metrics.open_connections.dec();
+            metrics.open.dec();
             drop(slot);
         });
     }

@@ -7,10 +7,14 @@
 //!                                                       ta-loader ─▶ ClickHouse ─▶ ta-query
 //! ```
 //!
-//! This crate has no async runtime and does no I/O beyond reading the sites file, so every
-//! rule in it is unit-testable and identical on every node.
+//! This crate has no async runtime of its own and does no I/O beyond reading configuration
+//! files (the sites file, the Kafka TLS/SASL files) and the Kafka calls of [`kafka`], whose
+//! futures run on the calling binary's runtime; every rule in it is unit-testable and identical
+//! on every node.
 
 pub mod event;
+pub mod kafka;
+pub mod kafka_security;
 pub mod page;
 pub mod process;
 pub mod signature;

@@ -15,6 +15,10 @@
 //!                                        # `DNT: 1` or `Sec-GPC: 1`
 //! ```
 //!
+//! A file that starts with `development_only = true` (the shipped `sites.dev.toml`) holds
+//! public keys and secrets: the edge refuses it unless it runs with `--dev`. An `hmac_secret`
+//! has at least [`MIN_HMAC_SECRET_LEN`] characters.
+//!
 //! Key rotation: add the new key next to the old one, roll it out to senders, then remove the
 //! old key. The edge re-reads this file while running (see `TA_SITES_RELOAD_SECS`).
 
@@ -26,6 +30,8 @@ use subtle::ConstantTimeEq;
 
 /// Longest accepted site id.
 pub const MAX_SITE_ID_LEN: usize = 64;
+/// Shortest accepted HMAC secret: a short one can be guessed offline from one signed request.
+pub const MIN_HMAC_SECRET_LEN: usize = 32;
 
 /// One site as configured in the sites file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -69,6 +75,9 @@ impl SiteConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SitesFile {
+    /// Set in the shipped development file: its keys and secrets are public.
+    #[serde(default)]
+    development_only: bool,
     #[serde(default, rename = "site")]
     sites: Vec<SiteConfig>,
 }
@@ -99,12 +108,21 @@ pub enum SitesFileError {
     TooManyKeys(String),
     #[error("site `{0}` has rate_limit_per_sec = 0; remove the line to use the node's default")]
     ZeroRateLimit(String),
+    #[error(
+        "site `{0}` has an hmac_secret shorter than {MIN_HMAC_SECRET_LEN} characters; use a long random one (e.g. `openssl rand -hex 32`) or remove it"
+    )]
+    WeakHmacSecret(String),
+    #[error(
+        "the sites file is marked development_only: its keys and secrets are public; use the deployment's own sites file, or run the edge with --dev"
+    )]
+    DevelopmentOnly,
 }
 
 /// All configured sites, by id.
 #[derive(Debug, Clone, Default)]
 pub struct SiteRegistry {
     sites: HashMap<String, SiteConfig>,
+    development_only: bool,
 }
 
 /// Whether `id` is a well-formed site id.
@@ -136,7 +154,22 @@ impl SiteRegistry {
 
     pub fn from_toml(text: &str) -> Result<Self, SitesFileError> {
         let file: SitesFile = toml::from_str(text)?;
-        Self::from_sites(file.sites)
+        let mut registry = Self::from_sites(file.sites)?;
+        registry.development_only = file.development_only;
+        Ok(registry)
+    }
+
+    /// Whether the file was marked `development_only` (public keys and secrets).
+    pub fn is_development_only(&self) -> bool {
+        self.development_only
+    }
+
+    /// This registry, unless it is development-only and `dev` is not set.
+    pub fn for_mode(self, dev: bool) -> Result<Self, SitesFileError> {
+        if self.development_only && !dev {
+            return Err(SitesFileError::DevelopmentOnly);
+        }
+        Ok(self)
     }
 
     pub fn from_sites(list: Vec<SiteConfig>) -> Result<Self, SitesFileError> {
@@ -157,12 +190,22 @@ impl SiteRegistry {
             if site.require_signature && site.hmac_secret.is_none() {
                 return Err(SitesFileError::SignatureWithoutSecret(site.id));
             }
+            if site
+                .hmac_secret
+                .as_ref()
+                .is_some_and(|s| s.chars().count() < MIN_HMAC_SECRET_LEN)
+            {
+                return Err(SitesFileError::WeakHmacSecret(site.id));
+            }
             if sites.contains_key(&site.id) {
                 return Err(SitesFileError::Duplicate(site.id));
             }
             sites.insert(site.id.clone(), site);
         }
-        Ok(Self { sites })
+        Ok(Self {
+            sites,
+            development_only: false,
+        })
     }
 
     pub fn get(&self, site_id: &str) -> Option<&SiteConfig> {
@@ -204,7 +247,7 @@ mod tests {
         [[site]]
         id = "site-2"
         api_keys = ["k2"]
-        hmac_secret = "s2"
+        hmac_secret = "site-2-hmac-secret-for-unit-tests-0001"
         require_signature = true
         allowed_origins = ["*"]
     "#;

@@ -15,7 +15,7 @@ const UA: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firef
 const KEY_1: &str = "authz-key-site-1-current";
 const KEY_1_REVOKED: &str = "authz-key-site-1-rotated-out";
 const KEY_2: &str = "authz-key-site-2-current";
-const HMAC_1: &str = "authz-hmac-secret-site-1";
+const HMAC_1: &str = "authz-hmac-secret-site-1-long-enough-01";
 const ADMIN: &str = "authz-admin-token-0001";
 const READ_1: &str = "authz-read-site-1-token";
 const READ_1_REVOKED: &str = "authz-read-site-1-revoked";
@@ -96,6 +96,7 @@ async fn every_endpoint_answers_each_credential_as_it_must_and_no_secret_leaks()
     std::fs::write(&access_file, access(true)).unwrap();
     let (topic, db) = (unique("authz"), unique("authz"));
     let (edge_port, query_port, loader_port) = (free_port(), free_port(), free_port());
+    let edge_metrics_port = free_port();
     let common = [
         ("TA_KAFKA_BROKERS", kafka_brokers()),
         ("TA_KAFKA_TOPIC", topic),
@@ -124,6 +125,10 @@ async fn every_endpoint_answers_each_credential_as_it_must_and_no_secret_leaks()
         "ta-edge",
         &with(&[
             ("TA_EDGE_LISTEN", format!("127.0.0.1:{edge_port}")),
+            (
+                "TA_EDGE_METRICS_LISTEN",
+                format!("127.0.0.1:{edge_metrics_port}"),
+            ),
             ("TA_SITES_FILE", sites_file.display().to_string()),
             ("TA_SITES_RELOAD_SECS", "1".into()),
             ("TA_SPOOL_DIR", dir.join("spool").display().to_string()),
@@ -184,13 +189,15 @@ async fn every_endpoint_answers_each_credential_as_it_must_and_no_secret_leaks()
     let event = r#"{"site_id":"site-1","event_name":"pageview","url":"https://example.com/m"}"#;
     let batch = format!("[{event}]");
     let mut rows = Vec::new();
-    for (method, path, body, needs_key) in [
-        ("POST", "/v1/collect", event.to_owned(), true),
-        ("POST", "/v1/batch", batch, true),
-        ("GET", "/t.js", String::new(), false),
-        ("GET", "/healthz", String::new(), false),
-        ("GET", "/readyz", String::new(), false),
-        ("GET", "/metrics", String::new(), false),
+    // (route, whether it needs the ingest key, its status without one). The ingest port serves
+    // no /metrics: it names every site; it is on the ops listener.
+    for (method, path, body, needs_key, open) in [
+        ("POST", "/v1/collect", event.to_owned(), true, 0),
+        ("POST", "/v1/batch", batch, true, 0),
+        ("GET", "/t.js", String::new(), false, 200),
+        ("GET", "/healthz", String::new(), false, 200),
+        ("GET", "/readyz", String::new(), false, 200),
+        ("GET", "/metrics", String::new(), false, 404),
     ] {
         for cred in CREDENTIALS {
             let key = match cred {
@@ -211,7 +218,7 @@ async fn every_endpoint_answers_each_credential_as_it_must_and_no_secret_leaks()
             }
             let got = req.send().await.unwrap().status().as_u16();
             let want = match (needs_key, cred) {
-                (false, _) => 200,
+                (false, _) => open,
                 (true, Credential::Right) => 202,
                 (true, _) => 401,
             };
@@ -290,7 +297,10 @@ async fn every_endpoint_answers_each_credential_as_it_must_and_no_secret_leaks()
         ("ta-loader log", loader.log_text()),
     ];
     for (name, url) in [
-        ("ta-edge /metrics", format!("{edge_url}/metrics")),
+        (
+            "ta-edge /metrics",
+            format!("http://127.0.0.1:{edge_metrics_port}/metrics"),
+        ),
         ("ta-query /metrics", format!("{query_url}/metrics")),
         (
             "ta-loader /metrics",

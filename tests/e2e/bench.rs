@@ -54,7 +54,7 @@ async fn load_generator_traffic_is_counted_accepted_and_loaded_exactly() {
     }
 
     // Every event of every answered request was either accepted or dropped as a bot.
-    let edge = reqwest::get(format!("{}/metrics", p.edge_url))
+    let edge = reqwest::get(format!("{}/metrics", p.edge_metrics_url))
         .await
         .unwrap()
         .text()

@@ -17,6 +17,8 @@ const UA: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firef
 struct Edge {
     service: Service,
     url: String,
+    /// The ops listener (`/metrics`).
+    metrics_url: String,
 }
 
 /// Start ta-edge on `spool` (kept across restarts of one test) and wait until it answers.
@@ -32,9 +34,13 @@ async fn start_edge_with(
     extra: Vec<(&'static str, String)>,
 ) -> Edge {
     std::fs::create_dir_all(log_dir).unwrap();
-    let port = free_port();
+    let (port, metrics_port) = (free_port(), free_port());
     let mut envs = vec![
         ("TA_EDGE_LISTEN", format!("127.0.0.1:{port}")),
+        (
+            "TA_EDGE_METRICS_LISTEN",
+            format!("127.0.0.1:{metrics_port}"),
+        ),
         (
             "TA_SITES_FILE",
             workspace_root()
@@ -54,7 +60,11 @@ async fn start_edge_with(
     let service = Service::start("ta-edge", &envs, log_dir);
     let url = format!("http://127.0.0.1:{port}");
     wait_healthy(&format!("{url}/healthz"), &service, Duration::from_secs(60)).await;
-    Edge { service, url }
+    Edge {
+        service,
+        url,
+        metrics_url: format!("http://127.0.0.1:{metrics_port}"),
+    }
 }
 
 /// A fresh directory for one test's spool.
@@ -229,7 +239,7 @@ async fn every_event_answered_202_before_a_kill_9_reaches_kafka_after_the_restar
         duplicates(&ids)
     );
     let deadline = Instant::now() + Duration::from_secs(30);
-    while spool_events(&edge.url).await > 0.0 {
+    while spool_events(&edge.metrics_url).await > 0.0 {
         assert!(
             Instant::now() < deadline,
             "the restarted edge drains its spool"

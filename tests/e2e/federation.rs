@@ -24,6 +24,8 @@ const COMPARED: [&str; 4] = [
 struct Edge {
     region: &'static str,
     url: String,
+    /// The ops listener (`/metrics`), which the edge's Prometheus scrapes.
+    metrics_url: String,
     service: Service,
     prometheus: Prometheus,
 }
@@ -32,12 +34,16 @@ fn start_edge(test: &str, region: &'static str, topic: &str) -> Edge {
     let dir = artifacts_dir(&format!("{test}/{region}"));
     let spool = dir.join("spool");
     let _ = std::fs::remove_dir_all(&spool);
-    let port = free_port();
+    let (port, metrics_port) = (free_port(), free_port());
     let sites = workspace_root().join("deploy/config/sites.dev.toml");
     let service = Service::start(
         "ta-edge",
         &[
             ("TA_EDGE_LISTEN", format!("127.0.0.1:{port}")),
+            (
+                "TA_EDGE_METRICS_LISTEN",
+                format!("127.0.0.1:{metrics_port}"),
+            ),
             ("TA_EDGE_REGION", region.to_owned()),
             ("TA_KAFKA_BROKERS", kafka_brokers()),
             ("TA_KAFKA_TOPIC", topic.to_owned()),
@@ -50,7 +56,7 @@ fn start_edge(test: &str, region: &'static str, topic: &str) -> Edge {
     let config = shipped_config(
         "prometheus/edge.yml",
         &[
-            ("ta-edge:8080", format!("127.0.0.1:{port}")),
+            ("ta-edge:9464", format!("127.0.0.1:{metrics_port}")),
             ("scrape_interval: 15s", "scrape_interval: 1s".into()),
             ("evaluation_interval: 15s", "evaluation_interval: 1s".into()),
         ],
@@ -59,6 +65,7 @@ fn start_edge(test: &str, region: &'static str, topic: &str) -> Edge {
     Edge {
         region,
         url: format!("http://127.0.0.1:{port}"),
+        metrics_url: format!("http://127.0.0.1:{metrics_port}"),
         service,
         prometheus,
     }
@@ -89,7 +96,7 @@ async fn collect(client: &reqwest::Client, edge: &Edge, site: u8, n: u32) {
 }
 
 async fn exposition(edge: &Edge) -> String {
-    reqwest::get(format!("{}/metrics", edge.url))
+    reqwest::get(format!("{}/metrics", edge.metrics_url))
         .await
         .unwrap()
         .text()

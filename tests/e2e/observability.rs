@@ -67,7 +67,7 @@ impl Observed {
             &shipped_config(
                 "prometheus/edge.yml",
                 &[
-                    ("ta-edge:8080", host_port(&pipeline.edge_url)),
+                    ("ta-edge:9464", host_port(&pipeline.edge_metrics_url)),
                     ("scrape_interval: 15s", "scrape_interval: 1s".into()),
                     ("evaluation_interval: 15s", "evaluation_interval: 1s".into()),
                 ],

@@ -50,7 +50,7 @@ async fn ta_query_reports_exactly_the_traffic_sent_through_the_edge() {
     }
     assert!(matched);
 
-    let edge = metrics(&p.edge_url).await;
+    let edge = metrics(&p.edge_metrics_url).await;
     assert_eq!(
         metric_sum(&edge, "ta_edge_events_accepted_total") as u64,
         expected.accepted()

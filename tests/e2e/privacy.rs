@@ -62,9 +62,13 @@ async fn no_ip_or_user_agent_reaches_the_topic_clickhouse_logs_or_metrics_and_no
         v
     };
     let ports = [free_port(), free_port(), free_port(), free_port()];
+    // The edges' ops listeners (/metrics): their expositions are checked too.
+    let edge_metrics_ports = [free_port(), free_port()];
     let edge_env = |port: u16, spool: &str, extra: Vec<(&'static str, String)>| {
+        let ops = edge_metrics_ports[usize::from(port == ports[1])];
         let mut v = with(vec![
             ("TA_EDGE_LISTEN", format!("127.0.0.1:{port}")),
+            ("TA_EDGE_METRICS_LISTEN", format!("127.0.0.1:{ops}")),
             ("TA_SITES_FILE", sites.clone()),
             ("TA_TRUST_FORWARDED_FOR", "true".into()),
             ("TA_SPOOL_DIR", dir.join(spool).display().to_string()),
@@ -79,7 +83,10 @@ async fn no_ip_or_user_agent_reaches_the_topic_clickhouse_logs_or_metrics_and_no
             "spool-a",
             vec![
                 ("TA_EDGE_REGION", "eu".into()),
-                ("TA_SALT_SECRET", "privacy-audit-secret".into()),
+                (
+                    "TA_SALT_SECRET",
+                    "privacy-audit-salt-secret-of-32-chars-or-more".into(),
+                ),
             ],
         ),
         &dir.join("a"),
@@ -228,7 +235,13 @@ async fn no_ip_or_user_agent_reaches_the_topic_clickhouse_logs_or_metrics_and_no
     ] {
         haystacks.push((format!("{name} log"), service.log_text()));
     }
-    for port in ports {
+    // The edges' ingest ports serve no /metrics: their ops ports and the central services'.
+    for port in [
+        edge_metrics_ports[0],
+        edge_metrics_ports[1],
+        ports[2],
+        ports[3],
+    ] {
         let metrics = http
             .get(format!("{}/metrics", url(port)))
             .send()

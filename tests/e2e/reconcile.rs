@@ -64,6 +64,10 @@ impl Setup {
         let mut envs = vec![
             ("TA_EDGE_LISTEN", format!("127.0.0.1:{}", self.edge_port)),
             (
+                "TA_EDGE_METRICS_LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            ),
+            (
                 "TA_SITES_FILE",
                 workspace_root()
                     .join("deploy/config/sites.dev.toml")

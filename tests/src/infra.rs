@@ -155,6 +155,8 @@ pub struct PrivateBroker {
     pub port: u16,
     /// The port the broker tells clients to connect to (a proxy's), when not its own.
     advertised: Option<u16>,
+    /// Require SASL authentication (`tansu broker --authentication`).
+    authentication: bool,
     child: Option<Child>,
 }
 
@@ -176,10 +178,34 @@ impl PrivateBroker {
             dir: dir.to_path_buf(),
             port,
             advertised,
+            authentication: false,
             child: None,
         };
         b.restart();
         b
+    }
+
+    /// Create a SCRAM user (`tansu user create`, which talks to the running broker; tansu only
+    /// lets it in while authentication is off, so call this before [`Self::require_authentication`]).
+    pub fn create_user(&self, name: &str, password: &str, mechanism: &str) {
+        let out = Command::new(tansu_binary())
+            .args(["user", "create", "--broker"])
+            .arg(format!("tcp://127.0.0.1:{}", self.port))
+            .args(["--mechanism", mechanism, name, password])
+            .output()
+            .expect("running tansu user create");
+        assert!(
+            out.status.success(),
+            "tansu user create {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Restart with client authentication required (same data, same ports).
+    pub fn require_authentication(&mut self) {
+        self.kill();
+        self.authentication = true;
+        self.restart();
     }
 
     pub fn address(&self) -> String {
@@ -204,6 +230,7 @@ impl PrivateBroker {
                 &advertised,
             ])
             .args(["--storage-engine", "sqlite://tansu.db"])
+            .args(self.authentication.then_some("--authentication"))
             .current_dir(&self.dir)
             .stdout(Stdio::from(out.try_clone().unwrap()))
             .stderr(Stdio::from(out))

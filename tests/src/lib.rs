@@ -7,6 +7,7 @@ pub mod mmdb;
 pub mod prometheus;
 pub mod proxy;
 pub mod reconcile;
+pub mod tls;
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -93,6 +94,11 @@ impl Service {
         let log = log_dir.join(format!("{name}.log"));
         let out = File::create(&log).expect("create log file");
         let err = out.try_clone().expect("clone log handle");
+        // Every edge needs its own ops port: the default (9464) is one per machine.
+        assert!(
+            name != "ta-edge" || envs.iter().any(|(k, _)| *k == "TA_EDGE_METRICS_LISTEN"),
+            "start ta-edge with TA_EDGE_METRICS_LISTEN (a free port): parallel tests share the machine"
+        );
         let mut cmd = Command::new(binary(name));
         cmd.current_dir(workspace_root())
             .stdout(Stdio::from(out))
@@ -101,6 +107,9 @@ impl Service {
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("TA_")) {
             cmd.env_remove(k);
         }
+        // Development mode: the tests use the shipped development files and salt. A test of
+        // the production refusals sets TA_DEV=false.
+        cmd.env("TA_DEV", "true");
         for (k, v) in envs {
             cmd.env(k, v);
         }
@@ -123,6 +132,11 @@ impl Service {
             .find_map(|l| l.strip_prefix("AnonHugePages:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or_else(|| panic!("no AnonHugePages in {path}"))
+    }
+
+    /// The exit status, once the process has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// Stop with SIGKILL (as a crash would).
@@ -187,6 +201,8 @@ pub struct Pipeline {
     pub loader: Service,
     pub query: Service,
     pub edge_url: String,
+    /// The edge's ops listener: `/metrics`, `/healthz`, `/readyz`.
+    pub edge_metrics_url: String,
     pub query_url: String,
     /// Reads every dev site through ta-query (`Authorization: Bearer`).
     pub query_token: String,
@@ -204,6 +220,7 @@ impl Pipeline {
         let spool = dir.join("edge-spool");
         let _ = std::fs::remove_dir_all(&spool);
         let (edge_port, loader_port, query_port) = (free_port(), free_port(), free_port());
+        let edge_metrics_port = free_port();
         let sites = workspace_root()
             .join("deploy/config/sites.dev.toml")
             .display()
@@ -224,6 +241,10 @@ impl Pipeline {
             "ta-edge",
             &with(vec![
                 ("TA_EDGE_LISTEN", format!("127.0.0.1:{edge_port}")),
+                (
+                    "TA_EDGE_METRICS_LISTEN",
+                    format!("127.0.0.1:{edge_metrics_port}"),
+                ),
                 ("TA_SITES_FILE", sites),
                 ("TA_TRUST_FORWARDED_FOR", "true".into()),
                 ("TA_EDGE_REGION", "e2e".into()),
@@ -258,6 +279,7 @@ impl Pipeline {
         );
         let p = Self {
             edge_url: format!("http://127.0.0.1:{edge_port}"),
+            edge_metrics_url: format!("http://127.0.0.1:{edge_metrics_port}"),
             query_url: format!("http://127.0.0.1:{query_port}"),
             query_token: ta_bench::DEV_QUERY_TOKEN.to_owned(),
             loader_url: format!("http://127.0.0.1:{loader_port}"),

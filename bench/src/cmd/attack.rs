@@ -118,10 +118,14 @@ fn abusive(host: &str) -> Vec<(&'static str, Vec<u8>)> {
 /// Run the attack; prints the figures and returns them as report rows.
 pub fn run(args: Args) -> anyhow::Result<Vec<Section>> {
     let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    // The ops listener (/metrics): the attack's figures are read there, off the attacked port.
+    let ops: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let spool = tempfile::tempdir()?;
     let edge = Proc(
         Command::new(&args.edge)
             .env("TA_EDGE_LISTEN", addr.to_string())
+            .env("TA_EDGE_METRICS_LISTEN", ops.to_string())
+            .env("TA_DEV", "true")
             .env("TA_SITES_FILE", &args.sites)
             .env("TA_KAFKA_BROKERS", format!("127.0.0.1:{}", free_port()))
             .env("TA_SPOOL_DIR", spool.path())
@@ -194,7 +198,7 @@ pub fn run(args: Args) -> anyhow::Result<Vec<Section>> {
         let legit = http_load::run(legit_spec(duration), "legitimate under attack").await;
         let bad = bad.await.expect("abuse task");
         // While the slowloris connections are still held.
-        let during = http_get(addr, "/metrics");
+        let during = http_get(ops, "/metrics");
         eprintln!(
             "attack: {} connections open at the end of the attack, {} timed out so far",
             metric(&during, "ta_edge_open_connections").unwrap_or(0.0),
@@ -204,7 +208,7 @@ pub fn run(args: Args) -> anyhow::Result<Vec<Section>> {
     });
     stop.store(true, Ordering::Relaxed);
     let attack_rss = rss.join().unwrap_or(0);
-    let m = http_get(addr, "/metrics");
+    let m = http_get(ops, "/metrics");
     let alive = http_get(addr, "/healthz").starts_with("HTTP/1.1 200");
     drop(edge);
 

@@ -148,11 +148,15 @@ struct EdgeOpts<'a> {
     spool: &'a std::path::Path,
 }
 
-fn start_edge(args: &Args, opts: &EdgeOpts<'_>) -> anyhow::Result<(Proc, SocketAddr)> {
+/// A started edge: the process, its ingest address and its ops (`/metrics`) address.
+fn start_edge(args: &Args, opts: &EdgeOpts<'_>) -> anyhow::Result<(Proc, SocketAddr, SocketAddr)> {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+    let ops: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
     let child = Command::new(&args.edge)
         .env("TA_EDGE_LISTEN", addr.to_string())
+        .env("TA_EDGE_METRICS_LISTEN", ops.to_string())
         .env("TA_EDGE_REGION", "bench")
+        .env("TA_DEV", "true")
         .env("TA_SITES_FILE", &args.sites)
         .env("TA_KAFKA_BROKERS", opts.brokers)
         .env("TA_KAFKA_TOPIC", opts.topic)
@@ -173,7 +177,7 @@ fn start_edge(args: &Args, opts: &EdgeOpts<'_>) -> anyhow::Result<(Proc, SocketA
         })?;
     let proc = Proc(child);
     wait_http(addr, "/healthz", Duration::from_secs(30))?;
-    Ok((proc, addr))
+    Ok((proc, addr, ops))
 }
 
 fn load(
@@ -311,7 +315,7 @@ fn drain_scenario(
 
     // 1. Spool n events while the broker is unreachable.
     let dead = format!("127.0.0.1:{}", free_port());
-    let (edge, addr) = start_edge(
+    let (edge, addr, ops) = start_edge(
         args,
         &EdgeOpts {
             brokers: &dead,
@@ -350,7 +354,7 @@ fn drain_scenario(
             t.await.expect("spooling task");
         }
     });
-    let spooled = metric(&http_get(addr, "/metrics"), "ta_edge_spool_events").unwrap_or(0.0) as u64;
+    let spooled = metric(&http_get(ops, "/metrics"), "ta_edge_spool_events").unwrap_or(0.0) as u64;
     edge.terminate();
     anyhow::ensure!(
         spooled == target * 50,
@@ -360,7 +364,7 @@ fn drain_scenario(
 
     // 2. Restart with the broker reachable; time until the spool is empty.
     let started = Instant::now();
-    let (edge, addr) = start_edge(
+    let (edge, _addr, ops) = start_edge(
         args,
         &EdgeOpts {
             brokers: &args.brokers,
@@ -369,7 +373,7 @@ fn drain_scenario(
         },
     )?;
     loop {
-        let m = http_get(addr, "/metrics");
+        let m = http_get(ops, "/metrics");
         if metric(&m, "ta_edge_spool_events") == Some(0.0)
             && metric(&m, "ta_edge_events_produced_total").unwrap_or(0.0) as u64 >= spooled
         {
@@ -499,7 +503,7 @@ pub fn run(mut args: Args) -> anyhow::Result<Vec<Section>> {
     } else {
         unreachable
     };
-    let (edge, edge_addr) = start_edge(
+    let (edge, edge_addr, edge_ops) = start_edge(
         &args,
         &EdgeOpts {
             brokers: &accept_brokers,
@@ -539,7 +543,7 @@ pub fn run(mut args: Args) -> anyhow::Result<Vec<Section>> {
     );
     stop.store(true, Ordering::Relaxed);
     let peak_rss = rss.join().unwrap_or(0);
-    let m = http_get(edge_addr, "/metrics");
+    let m = http_get(edge_ops, "/metrics");
     let fsyncs = metric(&m, "ta_edge_spool_fsync_duration_seconds_count").unwrap_or(0.0);
     let accepted = metric(&m, "ta_edge_events_accepted_total").unwrap_or(0.0);
     drop(edge);

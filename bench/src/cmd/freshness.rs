@@ -71,7 +71,8 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
             bin.display()
         );
         let mut cmd = Command::new(bin);
-        cmd.envs(common.iter().cloned())
+        cmd.env("TA_DEV", "true")
+            .envs(common.iter().cloned())
             .envs(extra)
             .stdout(Stdio::null());
         Ok(Proc(cmd.spawn()?))
@@ -94,6 +95,10 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
         "ta-edge",
         vec![
             ("TA_EDGE_LISTEN", format!("127.0.0.1:{edge_port}")),
+            (
+                "TA_EDGE_METRICS_LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            ),
             ("TA_SITES_FILE", args.sites_file.display().to_string()),
             ("TA_TRUST_FORWARDED_FOR", "true".into()),
             ("TA_SPOOL_DIR", spool.display().to_string()),

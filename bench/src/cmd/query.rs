@@ -199,6 +199,7 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
         let port = free_port();
         let mut cmd = Command::new(args.bin_dir.join("ta-query"));
         cmd.env("TA_QUERY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("TA_DEV", "true")
             .env("TA_CLICKHOUSE_URL", &args.clickhouse)
             .env("TA_CLICKHOUSE_DATABASE", db)
             .env("TA_QUERY_ACCESS_FILE", &args.access_file)

@@ -77,7 +77,8 @@ pub fn run(args: Args) -> anyhow::Result<Vec<Section>> {
     let run = format!("{:08x}", rand::random::<u32>());
     let (topic, db) = (format!("ta_soak_{run}"), format!("ta_soak_{run}"));
     let spool = tempfile::tempdir()?;
-    let ports = [free_port(), free_port(), free_port()];
+    // edge, loader, query, and the edge's ops listener (/metrics).
+    let ports = [free_port(), free_port(), free_port(), free_port()];
     let start = |name: &str, extra: Vec<(&str, String)>| -> anyhow::Result<Proc> {
         let bin = args.bin_dir.join(name);
         anyhow::ensure!(
@@ -92,6 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<Vec<Section>> {
                 .env("TA_CLICKHOUSE_URL", &args.clickhouse)
                 .env("TA_CLICKHOUSE_DATABASE", &db)
                 .env("TA_LOG", "warn")
+                .env("TA_DEV", "true")
                 .envs(extra)
                 .stdout(Stdio::null())
                 .spawn()?,
@@ -103,6 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<Vec<Section>> {
             "ta-edge",
             vec![
                 ("TA_EDGE_LISTEN", addr(0).to_string()),
+                ("TA_EDGE_METRICS_LISTEN", addr(3).to_string()),
                 ("TA_SITES_FILE", args.sites_file.display().to_string()),
                 ("TA_TRUST_FORWARDED_FOR", "true".into()),
                 ("TA_SPOOL_DIR", spool.path().display().to_string()),
@@ -140,7 +143,7 @@ pub fn run(args: Args) -> anyhow::Result<Vec<Section>> {
     let pids: Vec<u32> = procs.iter().map(Proc::pid).collect();
     let sampler = {
         let stop = stop.clone();
-        let (edge, query) = (addr(0), addr(2));
+        let (edge, query) = (addr(3), addr(2));
         std::thread::spawn(move || {
             let t0 = Instant::now();
             let mut samples: Vec<Sample> = Vec::new();
@@ -194,7 +197,7 @@ pub fn run(args: Args) -> anyhow::Result<Vec<Section>> {
 
     // Nothing lost: every accepted event is loaded, once.
     let accepted = metric(
-        &http_get(addr(0), "/metrics"),
+        &http_get(addr(3), "/metrics"),
         "ta_edge_events_accepted_total",
     )
     .unwrap_or(0.0) as u64;

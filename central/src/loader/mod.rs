@@ -31,10 +31,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use rskafka::client::Client;
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
-use rskafka::client::{Client, ClientBuilder};
 use ta_shared::event::EnrichedEventRef;
+use ta_shared::kafka::{check_at_start, client_builder, ensure_topic};
 use tracing::{info, warn};
 
 use crate::config::LoaderConfig;
@@ -110,32 +111,36 @@ struct Ctx {
 }
 
 /// Connect to Kafka, creating the topic if it does not exist yet (unless configured not to).
-pub async fn connect_kafka(config: &LoaderConfig) -> Result<Client, KafkaError> {
-    let client = ClientBuilder::new(config.kafka_brokers.clone())
-        .client_id("ta-loader")
-        .build()
-        .await?;
-    if config.kafka_create_topic
-        && !client
-            .list_topics()
-            .await?
-            .iter()
-            .any(|t| t.name == config.kafka_topic)
-    {
-        match client
-            .controller_client()?
-            .create_topic(&config.kafka_topic, config.kafka_topic_partitions, 1, 5_000)
-            .await
-        {
-            Ok(()) => {}
-            Err(KafkaError::ServerError {
-                protocol_error: ProtocolError::TopicAlreadyExists,
-                ..
-            }) => {}
-            Err(e) => return Err(e),
-        }
+pub async fn connect_kafka(config: &LoaderConfig) -> anyhow::Result<Client> {
+    let client = client_builder(
+        config.kafka_brokers.clone(),
+        "ta-loader",
+        &config.kafka_security,
+        None,
+    )?
+    .build()
+    .await?;
+    if config.kafka_create_topic {
+        ensure_topic(&client, &config.kafka_topic, config.kafka_topic_partitions).await?;
     }
     Ok(client)
+}
+
+/// One bounded connection attempt before loading: a setting that cannot work (untrusted
+/// certificate, wrong password, TLS against a plaintext listener) stops the loader with the
+/// reason, where the retry loop would otherwise wait forever; an unreachable broker does not.
+async fn check_kafka_at_start(config: &LoaderConfig) -> anyhow::Result<()> {
+    let within = Duration::from_secs(config.kafka_startup_check_secs);
+    let security = &config.kafka_security;
+    match check_at_start(&config.kafka_brokers, "ta-loader", security, within).await? {
+        None => {
+            info!(message = "Kafka answers.", brokers = ?config.kafka_brokers, security = %security.describe())
+        }
+        Some(reason) => {
+            warn!(message = "Kafka is not reachable yet; retrying.", brokers = ?config.kafka_brokers, security = %security.describe(), %reason)
+        }
+    }
+    Ok(())
 }
 
 /// The topic's partitions this loader owns.
@@ -171,6 +176,9 @@ pub async fn run(config: LoaderConfig, metrics: LoaderMetrics) -> anyhow::Result
         }
     }
     backoff.reset();
+    if config.kafka_startup_check_secs > 0 {
+        check_kafka_at_start(&config).await?;
+    }
     let client = loop {
         match connect_kafka(&config).await {
             Ok(client) => break client,

@@ -35,11 +35,18 @@ pub enum AccessError {
     },
     #[error("access file {path} is not valid: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error(
+        "access file {0} is marked development_only: its tokens are public; give TA_QUERY_ACCESS_FILE the deployment's own file, or run ta-query with --dev"
+    )]
+    DevelopmentOnly(PathBuf),
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AccessFile {
+    /// Set in the shipped development file: its tokens are public.
+    #[serde(default)]
+    development_only: bool,
     #[serde(default)]
     admin_tokens: Vec<String>,
     #[serde(default)]
@@ -85,6 +92,7 @@ pub struct AccessList {
     /// (hash, grant, site or empty for admin)
     entries: Vec<(Digest32, Grant, String)>,
     sites: BTreeSet<String>,
+    development_only: bool,
 }
 
 impl AccessList {
@@ -94,7 +102,10 @@ impl AccessList {
             message,
         };
         let file: AccessFile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        let mut list = AccessList::default();
+        let mut list = AccessList {
+            development_only: file.development_only,
+            ..AccessList::default()
+        };
         let mut seen: BTreeMap<Digest32, Grant> = BTreeMap::new();
         let mut add = |secret: &str, grant: Grant, site: &str, list: &mut AccessList| {
             if secret.len() < MIN_SECRET_LEN {
@@ -129,6 +140,15 @@ impl AccessList {
             for t in &access.share_links {
                 add(t, Grant::Share, site, &mut list)?;
             }
+        }
+        Ok(list)
+    }
+
+    /// [`AccessList::load`], refusing a `development_only` file unless `dev`.
+    pub fn load_for(path: &Path, dev: bool) -> Result<Self, AccessError> {
+        let list = Self::load(path)?;
+        if list.development_only && !dev {
+            return Err(AccessError::DevelopmentOnly(path.to_owned()));
         }
         Ok(list)
     }
@@ -231,7 +251,7 @@ impl Access {
 
     /// Re-read `path` whenever its modification time or size changes. A file that stops
     /// parsing keeps the previous list (and logs why), so a typo does not lock everyone out.
-    pub fn watch(&self, path: PathBuf, every: Duration) -> tokio::task::JoinHandle<()> {
+    pub fn watch(&self, path: PathBuf, every: Duration, dev: bool) -> tokio::task::JoinHandle<()> {
         let access = self.clone();
         tokio::spawn(async move {
             let stamp = |p: &Path| {
@@ -247,7 +267,7 @@ impl Access {
                     continue;
                 }
                 last = now;
-                match AccessList::load(&path) {
+                match AccessList::load_for(&path, dev) {
                     Ok(list) => {
                         access.replace(list);
                         tracing::info!(message = "Access file reloaded.", path = %path.display());

@@ -136,7 +136,7 @@ pub struct QueryState {
 impl QueryState {
     /// State for `config`; fails when the access file cannot be read.
     pub fn new(config: &QueryConfig) -> anyhow::Result<Self> {
-        let list = AccessList::load(&config.access_file).map_err(|e| {
+        let list = AccessList::load_for(&config.access_file()?, config.dev).map_err(|e| {
             anyhow::anyhow!("{e} (set TA_QUERY_ACCESS_FILE; format in central/src/query/access.rs)")
         })?;
         Ok(Self::with_access(config, list))
@@ -549,14 +549,16 @@ async fn seed(
 /// Serve the stats API until the process is stopped.
 pub async fn run(config: QueryConfig) -> anyhow::Result<()> {
     let state = QueryState::new(&config)?;
+    let access_file = config.access_file()?;
     let _watch = state.access.watch(
-        config.access_file.clone(),
+        access_file.clone(),
         Duration::from_secs(config.access_reload_secs.max(1)),
+        config.dev,
     );
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("binding {} (TA_QUERY_LISTEN): {e}", config.listen))?;
-    tracing::info!(message = "ta-query listening.", addr = %listener.local_addr()?, access_file = %config.access_file.display());
+    tracing::info!(message = "ta-query listening.", addr = %listener.local_addr()?, access_file = %access_file.display());
     axum::serve(listener, app(state)).await?;
     Ok(())
 }

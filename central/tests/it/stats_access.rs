@@ -99,11 +99,13 @@ async fn deleting_a_share_link_from_the_access_file_revokes_it() {
     let path = std::env::temp_dir().join(format!("ta-access-{:08x}.toml", rand::random::<u32>()));
     std::fs::write(&path, ACCESS).unwrap();
     let config = QueryConfig {
-        access_file: path.clone(),
+        access_file: Some(path.clone()),
         ..s.config.clone()
     };
     let state = QueryState::new(&config).unwrap();
-    let _watch = state.access.watch(path.clone(), Duration::from_millis(100));
+    let _watch = state
+        .access
+        .watch(path.clone(), Duration::from_millis(100), false);
     let base = serve_state(state).await;
     let url = format!("{base}/v1/stats/aggregate?site_id=site-1&share=test-share-site-1");
     assert_eq!(reqwest::get(&url).await.unwrap().status(), 200);

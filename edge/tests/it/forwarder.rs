@@ -51,6 +51,7 @@ async fn spooled_events_reach_the_visitors_partition_exactly_once_without_raw_ip
         topic: topic.clone(),
         partitions_if_created: 3,
         request_deadline: Duration::from_secs(10),
+        security: Default::default(),
     });
     let drain = Trigger::default();
     let forwarder = async_std::task::spawn(
@@ -147,10 +148,13 @@ async fn an_event_answered_202_arrives_in_kafka_in_per_visitor_order() {
 
     // The broker holds the events a moment before the forwarder has its answer.
     eventually("the spool is empty", Duration::from_secs(10), async || {
-        metric(&metrics(addr).await, "ta_edge_spool_events{region=\"it\"}") == Some(0.0)
+        metric(
+            &metrics(node.metrics_addr()).await,
+            "ta_edge_spool_events{region=\"it\"}",
+        ) == Some(0.0)
     })
     .await;
-    let exposition = metrics(addr).await;
+    let exposition = metrics(node.metrics_addr()).await;
     assert_eq!(
         metric(
             &exposition,

@@ -24,7 +24,7 @@ allowed_origins = ["https://shop.example.org"]
 [[site]]
 id = "server"
 api_keys = ["k-server"]
-hmac_secret = "server-secret"
+hmac_secret = "server-secret-for-the-ingest-api-tests"
 require_signature = true
 
 [[site]]
@@ -42,7 +42,7 @@ async fn start(
     let dir = tempfile::tempdir().unwrap();
     let topic = unique_topic(test);
     let mut cfg = config(dir.path(), brokers(), &topic);
-    std::fs::write(&cfg.sites_file, sites).unwrap();
+    std::fs::write(cfg.sites_file.as_ref().unwrap(), sites).unwrap();
     tune(&mut cfg);
     (EdgeNode::start(cfg).await.unwrap(), topic, dir)
 }
@@ -341,7 +341,9 @@ async fn keys_rotate_through_a_sites_file_reload_without_a_restart() {
     // A broken file is refused and the sites in force stay.
     std::fs::write(&sites_file, "[[site]]\nid='site-1'\napi_key=['typo']\n").unwrap();
     eventually("the bad file is reported", async || {
-        let m = http(addr, "GET", "/metrics", &[], "").await.body;
+        let m = http(node.metrics_addr(), "GET", "/metrics", &[], "")
+            .await
+            .body;
         metric(
             &m,
             r#"ta_edge_config_reloads_total{result="error",region="it"}"#,
@@ -354,7 +356,9 @@ async fn keys_rotate_through_a_sites_file_reload_without_a_restart() {
     std::fs::write(&sites_file, "[[site]]\nid='site-1'\napi_keys=['new']\n").unwrap();
     eventually("the old key is refused", async || send("old").await == 401).await;
     assert_eq!(send("new").await, 202);
-    let m = http(addr, "GET", "/metrics", &[], "").await.body;
+    let m = http(node.metrics_addr(), "GET", "/metrics", &[], "")
+        .await
+        .body;
     assert_eq!(
         metric(
             &m,
@@ -429,7 +433,11 @@ async fn signed_requests_carry_a_timestamp_and_cannot_be_replayed() {
     let now = chrono::Utc::now().timestamp();
     let sig = format!(
         "sha256={}",
-        signature::sign(b"server-secret", now, body.as_bytes())
+        signature::sign(
+            b"server-secret-for-the-ingest-api-tests",
+            now,
+            body.as_bytes()
+        )
     );
     let first = post(now, &sig).await;
     let id = accepted_id(&first);
@@ -441,7 +449,11 @@ async fn signed_requests_carry_a_timestamp_and_cannot_be_replayed() {
     let old = now - 3600;
     let stale = post(
         old,
-        &signature::sign(b"server-secret", old, body.as_bytes()),
+        &signature::sign(
+            b"server-secret-for-the-ingest-api-tests",
+            old,
+            body.as_bytes(),
+        ),
     )
     .await;
     assert_eq!(
@@ -533,4 +545,27 @@ async fn the_country_comes_from_the_cdn_header_or_the_maxmind_database_and_nothi
         );
     }
     node.shutdown().await.unwrap();
+}
+
+#[async_std::test]
+async fn metrics_are_served_on_the_ops_listener_only_never_on_the_ingest_port() {
+    let (node, _topic, _dir) = start("ops_listener", SITES_API, |_| {}).await;
+    assert_ne!(node.local_addr(), node.metrics_addr());
+    let public = http(node.local_addr(), "GET", "/metrics", &[], "").await;
+    assert_eq!(
+        public.status, 404,
+        "the ingest port lists no site: {}",
+        public.body
+    );
+    let ops = http(node.metrics_addr(), "GET", "/metrics", &[], "").await;
+    assert_eq!(ops.status, 200);
+    assert!(
+        ops.body.contains("ta_edge_events_accepted_total"),
+        "{}",
+        ops.body
+    );
+    for addr in [node.local_addr(), node.metrics_addr()] {
+        assert_eq!(http(addr, "GET", "/healthz", &[], "").await.status, 200);
+        assert_eq!(http(addr, "GET", "/readyz", &[], "").await.status, 200);
+    }
 }

@@ -51,8 +51,11 @@ pub fn config(dir: &Path, brokers: Vec<String>, topic: &str) -> EdgeConfig {
     std::fs::write(&sites, SITES).unwrap();
     EdgeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
         region: "it".into(),
-        sites_file: sites,
+        sites_file: Some(sites),
+        // The public development salt: these nodes hash no real visitor.
+        dev: true,
         kafka_brokers: brokers,
         kafka_topic: topic.to_owned(),
         kafka_topic_partitions: 3,

@@ -169,7 +169,7 @@ async fn events_accepted_while_kafka_is_unreachable_arrive_in_order_once_it_is_b
     // Kafka unreachable from the start: every event is still answered 202, from the spool.
     let first = send_pages(addr, 0..30, Duration::ZERO).await;
     assert_eq!(first.len(), 120);
-    let exposition = metrics(addr).await;
+    let exposition = metrics(node.metrics_addr()).await;
     assert_eq!(
         metric(&exposition, "ta_edge_spool_events{region=\"it\"}"),
         Some(120.0)
@@ -210,7 +210,7 @@ async fn events_accepted_while_kafka_is_unreachable_arrive_in_order_once_it_is_b
     .await;
 
     // Cut while events flow (produce requests in flight), for longer than one attempt.
-    let errors_before = delivery_errors(&metrics(addr).await);
+    let errors_before = delivery_errors(&metrics(node.metrics_addr()).await);
     let sending = async_std::task::spawn(send_pages(addr, 30..60, Duration::from_millis(20)));
     async_std::task::sleep(Duration::from_millis(150)).await;
     kafka.proxy.cut();
@@ -227,7 +227,7 @@ async fn events_accepted_while_kafka_is_unreachable_arrive_in_order_once_it_is_b
         );
     }
     assert!(
-        delivery_errors(&metrics(addr).await) > errors_before,
+        delivery_errors(&metrics(node.metrics_addr()).await) > errors_before,
         "the second outage was seen"
     );
     node.shutdown().await.unwrap();

@@ -69,7 +69,7 @@ async fn a_full_spool_answers_503_with_retry_after_and_bad_input_still_gets_4xx(
     assert_eq!(ready.status, 503);
     assert_eq!(ready.json()["reason"], "spool_filling", "{ready:?}");
 
-    let exposition = metrics(addr).await;
+    let exposition = metrics(node.metrics_addr()).await;
     let series = |name: &str| metric(&exposition, name).unwrap_or_else(|| panic!("{name}"));
     assert_eq!(
         series("ta_edge_events_accepted_total{site_id=\"site-1\",region=\"it\"}"),

@@ -68,7 +68,7 @@ async fn the_tracker_in_chromium_sends_pageviews_spa_navigation_custom_and_link_
     // The page's origin is only known once its server listens: start the edge with a
     // placeholder and let the sites-file reload pick the real origin up.
     cfg.sites_reload_secs = 1;
-    let sites_file = cfg.sites_file.clone();
+    let sites_file = cfg.sites_file.clone().unwrap();
     let node = EdgeNode::start(cfg).await.unwrap();
     let edge = node.local_addr();
     let page_port = serve_pages(edge);
@@ -184,7 +184,9 @@ async fn the_tracker_in_chromium_sends_pageviews_spa_navigation_custom_and_link_
             .all(|e| e.browser == "Chrome" && e.host == "127.0.0.1")
     );
 
-    let metrics = http(edge, "GET", "/metrics", &[], "").await.body;
+    let metrics = http(node.metrics_addr(), "GET", "/metrics", &[], "")
+        .await
+        .body;
     let bots: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("ta_edge_bot_events_total{") && l.contains(r#"site_id="site-1""#))

@@ -173,7 +173,7 @@ async fn slow_idle_flooding_and_oversized_clients_are_cut_off_and_the_node_keeps
 
     // Still serving, and what was accepted before is intact in the spool.
     let second = accepted_id(&collect(addr, 2, 2).await);
-    let exposition = metrics(addr).await;
+    let exposition = metrics(node.metrics_addr()).await;
     assert!(
         metric(
             &exposition,
