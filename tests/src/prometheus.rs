@@ -40,8 +40,24 @@ pub struct Prometheus {
 
 impl Prometheus {
     /// Start `prometheus` on a free port with `config` (YAML text), keeping its config, data and
-    /// log in `dir/name`. `port` is the port to listen on (the config may need to know it).
+    /// log in `dir/name`. `port` is the port to listen on (the config may need to know it). The
+    /// port was free when picked, but another process may take it before Prometheus binds it:
+    /// then it starts again on another port, with `127.0.0.1:<port>` in the config following.
     pub fn start(dir: &Path, name: &str, port: u16, config: &str) -> Self {
+        let (mut port, mut config) = (port, config.to_owned());
+        for _ in 0..5 {
+            let mut started = Self::spawn(dir, name, port, &config);
+            if !started.lost_its_port() {
+                return started;
+            }
+            let next = free_port();
+            config = config.replace(&format!("127.0.0.1:{port}"), &format!("127.0.0.1:{next}"));
+            port = next;
+        }
+        panic!("prometheus found no free port in five tries");
+    }
+
+    fn spawn(dir: &Path, name: &str, port: u16, config: &str) -> Self {
         let home = dir.join(name);
         let _ = std::fs::remove_dir_all(&home);
         std::fs::create_dir_all(home.join("data")).unwrap();
@@ -60,7 +76,7 @@ impl Prometheus {
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             .spawn()
-            .expect("starting prometheus (deploy/local/infra up installs it)");
+            .expect("starting prometheus (deploy/local/install installs it)");
         Self {
             url: format!("http://127.0.0.1:{port}"),
             port,
@@ -68,6 +84,25 @@ impl Prometheus {
             log,
             child,
         }
+    }
+
+    /// Whether the process exited because its port was taken. Waits until it says it is ready
+    /// or exits, at most 10 s (a connect would not tell: the port's taker answers it).
+    fn lost_its_port(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return self.log_text().contains("address already in use");
+            }
+            if self
+                .log_text()
+                .contains("Server is ready to receive web requests")
+            {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     /// A free port for [`Prometheus::start`].
@@ -210,5 +245,25 @@ mod tests {
         assert_eq!(got[0].1, 3.0);
         assert!(got[0].0.contains(&("region".to_owned(), "eu".to_owned())));
         assert_eq!(exposed_metrics(text).len(), 2);
+    }
+
+    #[test]
+    fn a_prometheus_whose_port_was_taken_starts_on_another_and_its_config_follows() {
+        // The race of a free-port pick: something else binds the port first.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let dir = crate::artifacts_dir("prometheus_port_race");
+        let config = format!(
+            "scrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: [\"127.0.0.1:{port}\"]\n"
+        );
+        let prometheus = Prometheus::start(&dir, "p", port, &config);
+        assert_ne!(prometheus.port, port);
+        let written = std::fs::read_to_string(&prometheus.config).unwrap();
+        assert!(
+            written.contains(&format!("127.0.0.1:{}", prometheus.port)),
+            "{written}"
+        );
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(prometheus.wait_ready());
     }
 }
