@@ -143,13 +143,13 @@ pub struct EdgeConfig {
     /// ratchet state file yet; remove it from the configuration afterwards (see
     /// `TA_SALT_RATCHET`). No default: without it, TA_SALT_RATCHET or a state file the node
     /// refuses to start (--dev uses a public development value).
-    #[arg(long, env = "TA_SALT_SECRET", hide_env_values = true)]
+    #[arg(long, env = "TA_SALT_SECRET", hide_env_values = true, num_args = 0..=1, default_missing_value = "")]
     pub salt_secret: Option<String>,
 
     /// Start this node's salt ratchet from another node's state (`YYYY-MM-DD:<hex>`, the
     /// content of its state file) instead of from the secret. Used only when this node has no
     /// state file yet.
-    #[arg(long, env = "TA_SALT_RATCHET", hide_env_values = true)]
+    #[arg(long, env = "TA_SALT_RATCHET", hide_env_values = true, num_args = 0..=1, default_missing_value = "")]
     pub salt_ratchet: Option<String>,
 
     /// File holding this node's salt ratchet (today's key only). Default: `salt-ratchet` in

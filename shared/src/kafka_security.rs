@@ -89,15 +89,15 @@ pub struct KafkaSecurity {
     /// PEM file of the certificate authorities trusted to sign the brokers' certificates
     /// (ssl, sasl_ssl). The brokers' certificates must name the host or IP of each address the
     /// client connects to (bootstrap and advertised).
-    #[arg(long = "kafka-tls-ca-file", env = "TA_KAFKA_TLS_CA_FILE")]
+    #[arg(long = "kafka-tls-ca-file", env = "TA_KAFKA_TLS_CA_FILE", num_args = 0..=1, default_missing_value = "", value_parser = path_or_empty())]
     pub tls_ca_file: Option<PathBuf>,
 
     /// PEM certificate (chain) this client presents for mutual TLS; with TA_KAFKA_TLS_KEY_FILE.
-    #[arg(long = "kafka-tls-cert-file", env = "TA_KAFKA_TLS_CERT_FILE")]
+    #[arg(long = "kafka-tls-cert-file", env = "TA_KAFKA_TLS_CERT_FILE", num_args = 0..=1, default_missing_value = "", value_parser = path_or_empty())]
     pub tls_cert_file: Option<PathBuf>,
 
     /// PEM private key of TA_KAFKA_TLS_CERT_FILE.
-    #[arg(long = "kafka-tls-key-file", env = "TA_KAFKA_TLS_KEY_FILE")]
+    #[arg(long = "kafka-tls-key-file", env = "TA_KAFKA_TLS_KEY_FILE", num_args = 0..=1, default_missing_value = "", value_parser = path_or_empty())]
     pub tls_key_file: Option<PathBuf>,
 
     /// SASL mechanism (sasl_ssl, sasl_plaintext).
@@ -105,13 +105,19 @@ pub struct KafkaSecurity {
     pub sasl_mechanism: SaslMechanism,
 
     /// SASL user name (sasl_ssl, sasl_plaintext).
-    #[arg(long = "kafka-sasl-username", env = "TA_KAFKA_SASL_USERNAME")]
+    #[arg(long = "kafka-sasl-username", env = "TA_KAFKA_SASL_USERNAME", num_args = 0..=1, default_missing_value = "")]
     pub sasl_username: Option<String>,
 
     /// File holding the SASL password (its first line). A file, not a value, so the password
     /// is not in the process environment.
-    #[arg(long = "kafka-sasl-password-file", env = "TA_KAFKA_SASL_PASSWORD_FILE")]
+    #[arg(long = "kafka-sasl-password-file", env = "TA_KAFKA_SASL_PASSWORD_FILE", num_args = 0..=1, default_missing_value = "", value_parser = path_or_empty())]
     pub sasl_password_file: Option<PathBuf>,
+}
+
+/// A path setting where an empty value means unset (clap's own path parser refuses "").
+fn path_or_empty() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    use clap::builder::TypedValueParser;
+    clap::builder::OsStringValueParser::new().map(PathBuf::from)
 }
 
 /// SASL credentials read from the settings.
@@ -180,8 +186,27 @@ pub enum KafkaSecurityError {
 }
 
 impl KafkaSecurity {
+    /// These settings with empty values as unset: compose passes an unset variable as "".
+    fn effective(&self) -> Self {
+        let path = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+        Self {
+            protocol: self.protocol,
+            tls_ca_file: path(&self.tls_ca_file),
+            tls_cert_file: path(&self.tls_cert_file),
+            tls_key_file: path(&self.tls_key_file),
+            sasl_mechanism: self.sasl_mechanism,
+            sasl_username: self.sasl_username.clone().filter(|u| !u.is_empty()),
+            sasl_password_file: path(&self.sasl_password_file),
+        }
+    }
+
     /// Check that the settings fit together, without reading any file.
     pub fn check(&self) -> Result<(), KafkaSecurityError> {
+        let this = self.effective();
+        this.check_effective()
+    }
+
+    fn check_effective(&self) -> Result<(), KafkaSecurityError> {
         let p = self.protocol;
         if p.uses_tls() && self.tls_ca_file.is_none() {
             return Err(KafkaSecurityError::MissingCaFile(p));
@@ -241,11 +266,12 @@ impl KafkaSecurity {
     pub fn tls_client_config(
         &self,
     ) -> Result<Option<Arc<rustls::ClientConfig>>, KafkaSecurityError> {
-        self.check()?;
+        let this = self.effective();
+        this.check_effective()?;
         let Some(ca_file) = self
             .tls_ca_file
             .as_deref()
-            .filter(|_| self.protocol.uses_tls())
+            .filter(|_| this.protocol.uses_tls())
         else {
             return Ok(None);
         };
@@ -265,7 +291,7 @@ impl KafkaSecurity {
         let builder = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots);
-        let config = match (&self.tls_cert_file, &self.tls_key_file) {
+        let config = match (&this.tls_cert_file, &this.tls_key_file) {
             (Some(cert), Some(key)) => builder.with_client_auth_cert(
                 read_certs("TA_KAFKA_TLS_CERT_FILE", cert)?,
                 read_key(key)?,
@@ -277,12 +303,13 @@ impl KafkaSecurity {
 
     /// The SASL credentials (`None` when the protocol uses no SASL). Reads the password file.
     pub fn sasl(&self) -> Result<Option<SaslCredentials>, KafkaSecurityError> {
-        self.check()?;
-        if !self.protocol.uses_sasl() {
+        let this = self.effective();
+        this.check_effective()?;
+        if !this.protocol.uses_sasl() {
             return Ok(None);
         }
-        let (Some(username), Some(file)) = (&self.sasl_username, &self.sasl_password_file) else {
-            return Err(KafkaSecurityError::MissingSasl(self.protocol));
+        let (Some(username), Some(file)) = (&this.sasl_username, &this.sasl_password_file) else {
+            return Err(KafkaSecurityError::MissingSasl(this.protocol));
         };
         let text = std::fs::read_to_string(file).map_err(|source| KafkaSecurityError::Read {
             setting: "TA_KAFKA_SASL_PASSWORD_FILE",
@@ -294,7 +321,7 @@ impl KafkaSecurity {
             return Err(KafkaSecurityError::EmptyPassword(file.clone()));
         }
         Ok(Some(SaslCredentials {
-            mechanism: self.sasl_mechanism,
+            mechanism: this.sasl_mechanism,
             username: username.clone(),
             password: password.to_owned(),
         }))
@@ -302,19 +329,20 @@ impl KafkaSecurity {
 
     /// One line for the start-up log: what is used, never a secret.
     pub fn describe(&self) -> String {
-        let mut s = self.protocol.to_string();
-        if self.protocol.uses_tls() {
-            s.push_str(if self.tls_cert_file.is_some() {
+        let this = self.effective();
+        let mut s = this.protocol.to_string();
+        if this.protocol.uses_tls() {
+            s.push_str(if this.tls_cert_file.is_some() {
                 ", TLS with a client certificate"
             } else {
                 ", TLS"
             });
         }
-        if self.protocol.uses_sasl() {
+        if this.protocol.uses_sasl() {
             s.push_str(&format!(
                 ", {} as {}",
-                self.sasl_mechanism,
-                self.sasl_username.as_deref().unwrap_or("?")
+                this.sasl_mechanism,
+                this.sasl_username.as_deref().unwrap_or("?")
             ));
         }
         s
