@@ -46,11 +46,13 @@ port_open() { # host port
 # Is this pid a live process running the expected executable?
 # Not when it is gone, when it is a zombie (state Z: a SIGKILLed server whose parent has not
 # reaped it yet still answers `kill -0`), or when the pid now belongs to another program.
-pid_alive() { # pid exe-substring
-    local pid=$1 cmd
+pid_alive() { # pid program-name
+    local pid=$1 argv0
     pid_running "$pid" || return 1
-    cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
-    [[ -n $cmd && $cmd == *"$2"* ]]
+    # The program is argv[0]'s file name, not a word anywhere in the command line (a reused pid
+    # running `tail -f .data/logs/ta-edge.log` is not ta-edge).
+    argv0=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n1) || return 1
+    [[ -n $argv0 && ${argv0##*/} == "$2" ]]
 }
 
 # Is this pid a process that has not exited (whatever it runs)? For a child just started,
@@ -80,4 +82,15 @@ close_inherited_fds() {
         ((fd > 2 && fd != 255)) || continue # 255: bash's own script fd, close-on-exec
         eval "exec $fd>&-" 2>/dev/null || true
     done
+}
+
+# The broker version the project builds and runs (deploy/local/install, infra, images/build).
+# shellcheck disable=SC2034 # used by the scripts that source this file
+TANSU_VERSION=0.6.0
+
+clickhouse_server_bin() {
+    command -v clickhouse-server 2>/dev/null ||
+        { [[ -x /usr/sbin/clickhouse-server ]] && printf '/usr/sbin/clickhouse-server'; } ||
+        { [[ -x /usr/bin/clickhouse-server ]] && printf '/usr/bin/clickhouse-server'; } ||
+        return 1
 }
