@@ -24,3 +24,21 @@ pub fn init_process(filter: &str) {
         tracing::warn!(error = %e, "could not turn off transparent huge pages; resident memory may grow in 2 MiB steps");
     }
 }
+
+/// Resolves on SIGTERM or SIGINT, with the signal's name. A process that is PID 1 (a container's
+/// entrypoint) gets no default action for SIGTERM, so without this `docker stop` waits its grace
+/// period and then kills.
+pub async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("could not install SIGTERM/SIGINT handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}

@@ -159,7 +159,7 @@ pub struct EdgeConfig {
 
     /// Global HMAC secret for `X-TA-Signature`, used for sites without their own secret (at
     /// least 32 characters).
-    #[arg(long, env = "TA_HMAC_SECRET", hide_env_values = true)]
+    #[arg(long, env = "TA_HMAC_SECRET", hide_env_values = true, num_args = 0..=1, default_missing_value = "")]
     pub hmac_secret: Option<String>,
 
     /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
@@ -260,16 +260,17 @@ impl EdgeConfig {
         Ok(crate::salt::SaltSeed { secret, ratchet })
     }
 
-    /// The global HMAC secret, refused when empty or short.
+    /// The global HMAC secret (empty = unset, as compose passes an unset variable), refused
+    /// when short.
     pub fn global_hmac_secret(&self) -> anyhow::Result<Option<String>> {
-        match &self.hmac_secret {
+        let min = ta_shared::site::MIN_HMAC_SECRET_LEN;
+        match self.hmac_secret.as_deref().filter(|s| !s.is_empty()) {
             None => Ok(None),
-            Some(s) if s.len() < ta_shared::site::MIN_HMAC_SECRET_LEN => anyhow::bail!(
-                "TA_HMAC_SECRET is {} characters long; use at least {} (e.g. `openssl rand -hex 32`) or remove it",
-                s.len(),
-                ta_shared::site::MIN_HMAC_SECRET_LEN
+            Some(s) if s.chars().count() < min => anyhow::bail!(
+                "TA_HMAC_SECRET is {} characters long; use at least {min} (e.g. `openssl rand -hex 32`) or remove it",
+                s.chars().count()
             ),
-            Some(s) => Ok(Some(s.clone())),
+            Some(s) => Ok(Some(s.to_owned())),
         }
     }
 

@@ -68,10 +68,34 @@ use crate::spool::Spool;
 pub async fn run(config: EdgeConfig) -> anyhow::Result<()> {
     // Registered before anything starts, so an early signal is not lost.
     let signal = shutdown::on_signals().context("installing SIGTERM/SIGINT handlers")?;
-    let node = EdgeNode::start(config).await?;
-    let name = signal.await;
-    info!(message = "Shutting down.", signal = name);
+    let mut node = EdgeNode::start(config).await?;
+    let check = node.kafka_check.take();
+    // A Kafka setting that cannot work (untrusted certificate, wrong password, TLS against a
+    // plaintext listener) ends the node like a signal, but as an error.
+    let failed = async {
+        match check {
+            Some(check) => match check.await {
+                Err(e) => e,
+                Ok(()) => futures::future::pending().await,
+            },
+            None => futures::future::pending().await,
+        }
+    };
+    futures::pin_mut!(signal, failed);
+    let failure = match futures::future::select(signal, failed).await {
+        futures::future::Either::Left((name, _)) => {
+            info!(message = "Shutting down.", signal = name);
+            None
+        }
+        futures::future::Either::Right((error, _)) => {
+            tracing::error!(message = "Stopping: the Kafka settings cannot work.", error = %format!("{error:#}"));
+            Some(error)
+        }
+    };
     let report = node.shutdown().await?;
+    if let Some(error) = failure {
+        return Err(error);
+    }
     info!(
         message = "Stopped.",
         unfinished_requests = report.unfinished_requests,
@@ -84,6 +108,8 @@ pub async fn run(config: EdgeConfig) -> anyhow::Result<()> {
 pub struct EdgeNode {
     addr: SocketAddr,
     metrics_addr: SocketAddr,
+    /// The start-up check of the Kafka connection; an error means the settings cannot work.
+    kafka_check: Option<JoinHandle<anyhow::Result<()>>>,
     ops_stop: Trigger,
     ops_server: JoinHandle<std::io::Result<()>>,
     reload: Option<JoinHandle<()>>,
@@ -124,6 +150,13 @@ impl EdgeNode {
     pub async fn start(config: EdgeConfig) -> anyhow::Result<Self> {
         // Parsed from the bytes the reload task compares with: a change after this read is
         // seen by it.
+        // Settings that cannot work stop the node before it takes any event (the files they name
+        // are read here; the connection itself is checked once the node serves, below).
+        config
+            .kafka_security
+            .tls_client_config()
+            .and_then(|_| config.kafka_security.sasl())
+            .context("Kafka security settings")?;
         let sites_file = config.sites_file()?;
         let (sites, sites_bytes) = SiteRegistry::read(&sites_file)
             .and_then(|bytes| {
@@ -168,18 +201,6 @@ impl EdgeNode {
             request_deadline: config.kafka_produce_timeout(),
             security: config.kafka_security.clone(),
         });
-        if config.kafka_startup_check_secs > 0 {
-            let within = Duration::from_secs(config.kafka_startup_check_secs);
-            match destination.check_at_start(within).await? {
-                None => {
-                    info!(message = "Kafka answers.", brokers = %config.kafka_brokers.join(","), security = %config.kafka_security.describe())
-                }
-                Some(reason) => {
-                    warn!(message = "Kafka is not reachable yet; events wait in the spool until it is.", brokers = %config.kafka_brokers.join(","), security = %config.kafka_security.describe(), %reason)
-                }
-            }
-        }
-        // After the start-up check: readiness counts Kafka's absence from when the node serves.
         let kafka = Arc::new(KafkaStatus::new(metrics.kafka_up.clone()));
         let drain = Trigger::default();
         let forwarder = async_std::task::spawn(
@@ -239,9 +260,36 @@ impl EdgeNode {
             },
             counters,
         ));
+        // One bounded connection attempt, beside serving: a node restarted during a Kafka outage
+        // answers at once, and [`run`] stops it if the settings cannot work.
+        let kafka_check = (config.kafka_startup_check_secs > 0).then(|| {
+            let destination = kafka::KafkaDestination::new(kafka::KafkaSettings {
+                brokers: config.kafka_brokers.clone(),
+                topic: config.kafka_topic.clone(),
+                partitions_if_created: config.kafka_topic_partitions,
+                request_deadline: config.kafka_produce_timeout(),
+                security: config.kafka_security.clone(),
+            });
+            let within = Duration::from_secs(config.kafka_startup_check_secs);
+            let (brokers, security) = (config.kafka_brokers.join(","), config.kafka_security.describe());
+            async_std::task::spawn(async move {
+                match destination.check_at_start(within).await {
+                    Ok(None) => {
+                        info!(message = "Kafka answers.", %brokers, %security);
+                        Ok(())
+                    }
+                    Ok(Some(reason)) => {
+                        warn!(message = "Kafka is not reachable yet; events wait in the spool until it is.", %brokers, %security, %reason);
+                        Ok(())
+                    }
+                    Err(e) => Err(anyhow::Error::from(e)),
+                }
+            })
+        });
         Ok(Self {
             addr,
             metrics_addr,
+            kafka_check,
             ops_stop,
             ops_server,
             reload,

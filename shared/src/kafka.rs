@@ -172,14 +172,24 @@ pub fn classify(error: &impl std::fmt::Display, security: &KafkaSecurity) -> Con
              ({text})"
         ));
     }
-    if has("sasl") {
+    // Only an answer that says so is a wrong credential; a connection dropped during the SASL
+    // exchange (a broker restarting) reads "Sasl handshake failed: Request error: IO …".
+    if has("unsupported sasl mechanism") || has("unsupportedsaslmechanism") {
+        let mechanism = security.sasl_mechanism;
+        return ConnectFailure::Misconfigured(format!(
+            "the broker does not offer SASL {mechanism} (TA_KAFKA_SASL_MECHANISM) ({text})"
+        ));
+    }
+    if has("sasl")
+        && (has("invalid proof")
+            || has("invalid-proof")
+            || has("unknown user")
+            || has("unknown-user")
+            || has("authentication failed")
+            || has("saslauthenticationfailed"))
+    {
         let user = security.sasl_username.as_deref().unwrap_or("?");
         let mechanism = security.sasl_mechanism;
-        if has("unsupported sasl mechanism") || has("unsupportedsaslmechanism") {
-            return ConnectFailure::Misconfigured(format!(
-                "the broker does not offer SASL {mechanism} (TA_KAFKA_SASL_MECHANISM) ({text})"
-            ));
-        }
         return ConnectFailure::Misconfigured(format!(
             "SASL {mechanism} authentication as `{user}` failed: wrong user name or password \
              (TA_KAFKA_SASL_USERNAME, TA_KAFKA_SASL_PASSWORD_FILE), or the broker has no such \
@@ -232,7 +242,12 @@ pub fn probe_tls(
             )));
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let addrs = match (host, port.parse::<u16>().unwrap_or(0)).to_socket_addrs() {
+        let Ok(port) = port.parse::<u16>() else {
+            return Err(ConnectFailure::Misconfigured(format!(
+                "`{broker}` in TA_KAFKA_BROKERS has no valid port"
+            )));
+        };
+        let addrs = match (host, port).to_socket_addrs() {
             Ok(a) => a.collect::<Vec<_>>(),
             Err(e) => {
                 unreachable.push(format!("{broker}: {e}"));
@@ -258,10 +273,12 @@ pub fn probe_tls(
         };
         let mut tls = rustls::ClientConnection::new(config.clone(), name)
             .map_err(|e| ConnectFailure::Misconfigured(format!("TLS client: {e}")))?;
-        let handshake = (|| {
+        let mut handshaken = false;
+        let outcome = (|| {
             while tls.is_handshaking() {
                 tls.complete_io(&mut tcp)?;
             }
+            handshaken = true;
             // A broker refusing the client's certificate (TLS 1.3) sends its alert now.
             let _ = tcp.set_read_timeout(Some(Duration::from_millis(300)));
             let mut stream = rustls::Stream::new(&mut tls, &mut tcp);
@@ -271,23 +288,32 @@ pub fn probe_tls(
                 Ok(_) => Ok(()),
             }
         })();
-        return match handshake {
-            Ok(()) => Ok(()),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                Err(ConnectFailure::Misconfigured(format!(
+        let Err(e) = outcome else {
+            return Ok(());
+        };
+        let transient = matches!(
+            e.kind(),
+            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
+        );
+        return Err(match e.kind() {
+            // A TLS server answers a ClientHello at once, also across a slow link.
+            ErrorKind::WouldBlock | ErrorKind::TimedOut if !handshaken => {
+                ConnectFailure::Misconfigured(format!(
                     "{broker} accepted the connection but did not complete a TLS handshake \
                      within {timeout:?}: is it a plaintext listener? (TLS is on because of \
-                     TA_KAFKA_SECURITY_PROTOCOL)"
-                )))
+                     TA_KAFKA_SECURITY_PROTOCOL; on a very slow link raise \
+                     TA_KAFKA_STARTUP_CHECK_SECS)"
+                ))
             }
-            Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
-                Err(ConnectFailure::Misconfigured(format!(
-                    "{broker} closed the connection during the TLS handshake: it did not complete \
-                     a TLS handshake; is it a plaintext listener? ({e})"
-                )))
+            ErrorKind::UnexpectedEof if !handshaken => ConnectFailure::Misconfigured(format!(
+                "{broker} closed the connection during the TLS handshake: it did not complete \
+                 a TLS handshake; is it a plaintext listener? ({e})"
+            )),
+            _ if transient || handshaken && !is_alert(&e) => {
+                ConnectFailure::Unavailable(format!("{broker}: {e}"))
             }
-            Err(e) => Err(classify_tls(broker, &e)),
-        };
+            _ => classify_tls(broker, &e),
+        });
     }
     Err(ConnectFailure::Unavailable(unreachable.join("; ")))
 }
@@ -295,6 +321,15 @@ pub fn probe_tls(
 /// The outcome of [`probe_tls`].
 pub type ConnectFailureOr = Result<(), ConnectFailure>;
 
+/// Whether an I/O error carries a TLS alert or certificate verdict (as opposed to the
+/// connection simply ending).
+fn is_alert(error: &std::io::Error) -> bool {
+    let text = error.to_string().to_ascii_lowercase();
+    text.contains("alert") || text.contains("certificate")
+}
+
+/// A TLS failure rustls explains: certificate verdicts and alerts are settings to fix;
+/// anything else is a broker that may come back.
 fn classify_tls(broker: &str, error: &std::io::Error) -> ConnectFailure {
     let security = KafkaSecurity {
         protocol: crate::kafka_security::SecurityProtocol::Ssl,
@@ -353,6 +388,16 @@ mod tests {
         let text = "127.0.0.1:9093: invalid peer certificate: UnknownIssuer";
         let why = misconfigured(text, SecurityProtocol::Ssl);
         assert!(why.contains("TA_KAFKA_TLS_CA_FILE"), "{why}");
+    }
+
+    #[test]
+    fn a_connection_dropped_during_sasl_is_not_a_wrong_password() {
+        let text = "Connection error: all retries failed: Retry exceeded deadline. Source: Sasl \
+                    handshake failed: Request error: IO error: Connection reset by peer (os error 104)";
+        assert!(matches!(
+            classify(&text, &security(SecurityProtocol::SaslSsl)),
+            ConnectFailure::Unavailable(_)
+        ));
     }
 
     #[test]

@@ -116,6 +116,23 @@ pub enum SitesFileError {
         "the sites file is marked development_only: its keys and secrets are public; use the deployment's own sites file, or run the edge with --dev"
     )]
     DevelopmentOnly,
+    #[error(
+        "site `{0}` uses an ingest key or HMAC secret of the shipped development file (deploy/config/sites.dev.toml), which is public; generate its own, or run the edge with --dev"
+    )]
+    DevelopmentSecret(String),
+}
+
+/// The shipped development sites file: its keys and secrets are public.
+const DEVELOPMENT_SITES: &str = include_str!("../../deploy/config/sites.dev.toml");
+
+/// Every ingest key and HMAC secret of the development file.
+fn development_secrets() -> std::collections::HashSet<String> {
+    let file: SitesFile =
+        toml::from_str(DEVELOPMENT_SITES).expect("the shipped development file parses");
+    file.sites
+        .into_iter()
+        .flat_map(|s| s.api_keys.into_iter().chain(s.hmac_secret))
+        .collect()
 }
 
 /// All configured sites, by id.
@@ -164,10 +181,24 @@ impl SiteRegistry {
         self.development_only
     }
 
-    /// This registry, unless it is development-only and `dev` is not set.
+    /// This registry, unless `dev` is not set and it is development-only or uses a key or
+    /// secret of the shipped development file (a copy with the marker deleted).
     pub fn for_mode(self, dev: bool) -> Result<Self, SitesFileError> {
-        if self.development_only && !dev {
+        if dev {
+            return Ok(self);
+        }
+        if self.development_only {
             return Err(SitesFileError::DevelopmentOnly);
+        }
+        let public = development_secrets();
+        if let Some(site) = self.sites.values().find(|site| {
+            site.api_keys.iter().any(|k| public.contains(k))
+                || site
+                    .hmac_secret
+                    .as_ref()
+                    .is_some_and(|s| public.contains(s))
+        }) {
+            return Err(SitesFileError::DevelopmentSecret(site.id.clone()));
         }
         Ok(self)
     }
@@ -325,5 +356,34 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/sites.dev.toml");
         let reg = SiteRegistry::load(&path).unwrap();
         assert!(reg.get("site-1").is_some() && reg.get("site-2").is_some());
+        assert!(reg.is_development_only());
+    }
+
+    #[test]
+    fn outside_dev_mode_a_development_file_or_its_keys_are_refused() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/sites.dev.toml");
+        let dev = SiteRegistry::load(&path).unwrap();
+        assert!(matches!(
+            dev.clone().for_mode(false),
+            Err(SitesFileError::DevelopmentOnly)
+        ));
+        assert!(dev.for_mode(true).is_ok());
+        // A copy with the marker deleted still carries public keys.
+        let copied = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("development_only = true", "");
+        let err = SiteRegistry::from_toml(&copied)
+            .unwrap()
+            .for_mode(false)
+            .unwrap_err();
+        assert!(matches!(err, SitesFileError::DevelopmentSecret(_)), "{err}");
+        // The deployment's own keys are fine.
+        let own = "[[site]]\nid = \"shop\"\napi_keys = [\"own-key-1\"]\n";
+        assert!(
+            SiteRegistry::from_toml(own)
+                .unwrap()
+                .for_mode(false)
+                .is_ok()
+        );
     }
 }

@@ -366,4 +366,25 @@ async fn without_authentication_the_broker_serves_nothing() {
         topics.is_err(),
         "an unauthenticated client listed topics: {topics:?}"
     );
+    // The same broker serves an authenticated client: it was up all along.
+    let password = dir.join("loader.password");
+    std::fs::write(&password, LOADER_USER.1).unwrap();
+    let security = ta_shared::kafka_security::KafkaSecurity {
+        protocol: ta_shared::kafka_security::SecurityProtocol::SaslPlaintext,
+        sasl_mechanism: ta_shared::kafka_security::SaslMechanism::ScramSha512,
+        sasl_username: Some(LOADER_USER.0.into()),
+        sasl_password_file: Some(password),
+        ..Default::default()
+    };
+    let client = ta_shared::kafka::client_builder(
+        vec![broker.address()],
+        "test",
+        &security,
+        Some(Duration::from_secs(10)),
+    )
+    .unwrap()
+    .build()
+    .await
+    .expect("the loader's user connects");
+    client.list_topics().await.expect("and lists topics");
 }

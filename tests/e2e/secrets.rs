@@ -13,8 +13,8 @@ const SALT: &str = "a-production-salt-secret-of-40-characters";
 const SITES: &str = "[[site]]\nid = \"shop\"\napi_keys = [\"shop-ingest-key-1\"]\n";
 
 /// Run `name` with exactly `envs` (plus loopback ports and a private spool): its exit status
-/// and log when it stopped within 20 s, `None` and the log when it was still running (it is
-/// then killed: it started).
+/// and log when it stopped, `None` and the log once it answered `/healthz` (it started; it is
+/// then killed). Panics when it did neither within 30 s.
 fn run(name: &str, dir: &Path, envs: &[(&str, String)]) -> (Option<i32>, String) {
     let log = dir.join(format!("{name}.log"));
     let out = std::fs::File::create(&log).unwrap();
@@ -25,12 +25,13 @@ fn run(name: &str, dir: &Path, envs: &[(&str, String)]) -> (Option<i32>, String)
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("TA_")) {
         cmd.env_remove(k);
     }
-    cmd.env("TA_EDGE_LISTEN", format!("127.0.0.1:{}", free_port()))
+    let port = free_port();
+    cmd.env("TA_EDGE_LISTEN", format!("127.0.0.1:{port}"))
         .env(
             "TA_EDGE_METRICS_LISTEN",
             format!("127.0.0.1:{}", free_port()),
         )
-        .env("TA_QUERY_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("TA_QUERY_LISTEN", format!("127.0.0.1:{port}"))
         .env("TA_SPOOL_DIR", dir.join("spool"))
         // Nothing listens there: the edge starts anyway and spools.
         .env("TA_KAFKA_BROKERS", format!("127.0.0.1:{}", free_port()))
@@ -39,16 +40,30 @@ fn run(name: &str, dir: &Path, envs: &[(&str, String)]) -> (Option<i32>, String)
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let healthy = || {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        answer.starts_with("HTTP/1.1 200")
+    };
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status.code();
         }
-        if Instant::now() > deadline {
+        if healthy() {
             let _ = child.kill();
             let _ = child.wait();
             break None;
         }
+        assert!(
+            Instant::now() < deadline,
+            "{name} neither exited nor answered /healthz in 30 s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     (status, std::fs::read_to_string(&log).unwrap_or_default())
@@ -80,7 +95,7 @@ fn assert_refused(outcome: &(Option<i32>, String), reason: &str) {
 fn assert_started(outcome: &(Option<i32>, String)) {
     assert_eq!(
         outcome.0, None,
-        "expected the process to keep running; log:\n{}",
+        "expected the process to start and answer; log:\n{}",
         outcome.1
     );
 }
@@ -169,7 +184,7 @@ fn the_edge_refuses_an_empty_or_short_hmac_secret_in_the_sites_file() {
 #[test]
 fn the_edge_refuses_a_short_global_hmac_secret() {
     let (dir, sites) = setup("secrets_global_hmac", SITES);
-    for secret in ["", "too-short"] {
+    for secret in ["too-short", "thirty-one-characters-long-0123"] {
         let envs = [
             ("TA_SITES_FILE", sites.clone()),
             ("TA_SALT_SECRET", SALT.into()),

@@ -31,7 +31,15 @@ async fn main() -> anyhow::Result<()> {
         )
         .route("/healthz", get(|| async { "ok" }));
     tokio::spawn(async move { axum::serve(listener, ops).await });
-    loader::run(config, metrics).await
+    // Stopping at any point is safe: a batch is committed with its offsets or not at all
+    // (central/src/store/offsets.rs), so SIGTERM simply ends the process.
+    tokio::select! {
+        result = loader::run(config, metrics) => result,
+        signal = ta_central::telemetry::shutdown_signal() => {
+            tracing::info!(message = "Stopped.", signal);
+            Ok(())
+        }
+    }
 }
 
 async fn operator_command(config: &LoaderConfig, command: LoaderCommand) -> anyhow::Result<()> {

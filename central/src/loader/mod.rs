@@ -161,6 +161,15 @@ async fn owned_partitions(client: &Client, config: &LoaderConfig) -> Result<Vec<
 
 /// Run the loader until the process is stopped.
 pub async fn run(config: LoaderConfig, metrics: LoaderMetrics) -> anyhow::Result<()> {
+    // Settings that cannot work stop the loader first, whatever ClickHouse is doing.
+    config
+        .kafka_security
+        .tls_client_config()
+        .and_then(|_| config.kafka_security.sasl())
+        .context("Kafka security settings")?;
+    if config.kafka_startup_check_secs > 0 {
+        check_kafka_at_start(&config).await?;
+    }
     let mut backoff = Backoff::new();
     loop {
         match store::migrate(&config.clickhouse).await {
@@ -176,9 +185,6 @@ pub async fn run(config: LoaderConfig, metrics: LoaderMetrics) -> anyhow::Result
         }
     }
     backoff.reset();
-    if config.kafka_startup_check_secs > 0 {
-        check_kafka_at_start(&config).await?;
-    }
     let client = loop {
         match connect_kafka(&config).await {
             Ok(client) => break client,

@@ -39,7 +39,14 @@ pub enum AccessError {
         "access file {0} is marked development_only: its tokens are public; give TA_QUERY_ACCESS_FILE the deployment's own file, or run ta-query with --dev"
     )]
     DevelopmentOnly(PathBuf),
+    #[error(
+        "access file {0} holds a token or share link of the shipped development file (deploy/config/access.dev.toml), which is public; generate its own, or run ta-query with --dev"
+    )]
+    DevelopmentSecret(PathBuf),
 }
+
+/// The shipped development access file: its tokens are public.
+const DEVELOPMENT_ACCESS: &str = include_str!("../../../deploy/config/access.dev.toml");
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -144,11 +151,24 @@ impl AccessList {
         Ok(list)
     }
 
-    /// [`AccessList::load`], refusing a `development_only` file unless `dev`.
+    /// [`AccessList::load`], refusing unless `dev` a `development_only` file or one that holds
+    /// a token of the shipped development file (a copy with the marker deleted).
     pub fn load_for(path: &Path, dev: bool) -> Result<Self, AccessError> {
         let list = Self::load(path)?;
-        if list.development_only && !dev {
+        if dev {
+            return Ok(list);
+        }
+        if list.development_only {
             return Err(AccessError::DevelopmentOnly(path.to_owned()));
+        }
+        let public = Self::parse(DEVELOPMENT_ACCESS, Path::new("access.dev.toml"))
+            .expect("the shipped development file parses");
+        if list
+            .entries
+            .iter()
+            .any(|(d, _, _)| public.entries.iter().any(|(p, _, _)| p == d))
+        {
+            return Err(AccessError::DevelopmentSecret(path.to_owned()));
         }
         Ok(list)
     }
@@ -354,5 +374,25 @@ read_tokens = ["read-token-ab-1"]
             l.sites().iter().map(String::as_str).collect::<Vec<_>>(),
             ["site-1", "site-2", "site-3"]
         );
+    }
+
+    #[test]
+    fn outside_dev_mode_the_development_file_or_a_copy_of_its_tokens_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/access.dev.toml");
+        assert!(matches!(
+            AccessList::load_for(&path, false),
+            Err(AccessError::DevelopmentOnly(_))
+        ));
+        assert!(AccessList::load_for(&path, true).is_ok());
+        let copy = dir.path().join("access.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&copy, text.replace("development_only = true", "")).unwrap();
+        assert!(matches!(
+            AccessList::load_for(&copy, false),
+            Err(AccessError::DevelopmentSecret(_))
+        ));
+        std::fs::write(&copy, FILE).unwrap();
+        assert!(AccessList::load_for(&copy, false).is_ok());
     }
 }

@@ -559,6 +559,11 @@ pub async fn run(config: QueryConfig) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("binding {} (TA_QUERY_LISTEN): {e}", config.listen))?;
     tracing::info!(message = "ta-query listening.", addr = %listener.local_addr()?, access_file = %access_file.display());
-    axum::serve(listener, app(state)).await?;
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(async {
+            let signal = crate::telemetry::shutdown_signal().await;
+            tracing::info!(message = "Stopping: requests in progress finish.", signal);
+        })
+        .await?;
     Ok(())
 }
