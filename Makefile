@@ -5,7 +5,7 @@ INFRA := deploy/local/infra
 INSTALL := deploy/local/install
 STACK := deploy/local/stack
 
-.PHONY: help demo test fresh-check disk-check lint deny bench-quick infra stack stop status fuzz fuzz-smoke fuzz-tools bench soak
+.PHONY: help demo test fresh-check deploy-test disk-check lint deny bench-quick infra stack stop status fuzz fuzz-smoke fuzz-tools bench soak
 
 help:
 	@echo "make demo    install + start infrastructure, build, run the pipeline with demo traffic"
@@ -15,6 +15,7 @@ help:
 	@echo "make status  what is running"
 	@echo "make fuzz    fuzz the edge's body parser and ta-query's parameters, FUZZ_SECS (120) each"
 	@echo "make bench   every benchmark scenario beside its baselines -> bench/results/results.{md,json,svg}"
+	@echo "make deploy-test  the compose files for real: central + two edge regions with podman, TLS/SCRAM Kafka, faults"
 	@echo "make fresh-check  the README's two commands in a clean Debian 12 container, from a fresh clone of HEAD"
 	@echo "make soak    the pipeline at a steady rate for SOAK_MINUTES (default 30): flat memory, nothing lost"
 
@@ -60,6 +61,7 @@ bench-quick:
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
+	cargo clippy -p ta-tests --test deploy --quiet -- -D warnings
 
 # Licenses, bans and sources of the dependency graph against deny.toml (cargo-deny is installed
 # by `install test-tools`; its advisories check needs GitHub, which these machines cannot reach).
@@ -70,6 +72,11 @@ deny:
 
 infra:
 	$(INFRA) up
+
+# The compose deployment, run for real with podman (deploy/local/images/build makes the local
+# stand-in images once, ~30 min; later runs ~10 min). Its figures go into the README.
+deploy-test:
+	cargo test -p ta-tests --test deploy
 
 # A new user's first run: `make demo` then `make test`, word for word from the README, in a
 # container holding only what a new machine has (deploy/local/fresh-check; ~1 h the first time).

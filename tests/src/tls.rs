@@ -38,9 +38,14 @@ fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
 }
 
-/// A leaf certificate for 127.0.0.1 and localhost signed by `issuer`: (cert PEM, key PEM).
-fn leaf(name: &str, issuer: &CertifiedIssuer<'static, KeyPair>) -> (String, String) {
-    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+/// A leaf certificate for 127.0.0.1 and `hosts` signed by `issuer`: (cert PEM, key PEM).
+fn leaf(
+    name: &str,
+    hosts: &[&str],
+    issuer: &CertifiedIssuer<'static, KeyPair>,
+) -> (String, String) {
+    let hosts: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
+    let mut params = CertificateParams::new(hosts).unwrap();
     params
         .subject_alt_names
         .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
@@ -51,7 +56,13 @@ fn leaf(name: &str, issuer: &CertifiedIssuer<'static, KeyPair>) -> (String, Stri
 }
 
 impl TestCerts {
+    /// Certificates for a broker on 127.0.0.1 / localhost.
     pub fn generate(dir: &Path) -> Self {
+        Self::generate_for(dir, &["localhost"])
+    }
+
+    /// Certificates whose broker certificate names `hosts` (and 127.0.0.1).
+    pub fn generate_for(dir: &Path, hosts: &[&str]) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let write = |name: &str, pem: &str| {
             let path = dir.join(name);
@@ -59,9 +70,9 @@ impl TestCerts {
             path
         };
         let (good, other) = (ca("Tiny Analytics test CA"), ca("Some other CA"));
-        let (server_cert, server_key) = leaf("broker", &good);
-        let (client_cert, client_key) = leaf("edge-eu", &good);
-        let (stranger_cert, stranger_key) = leaf("stranger", &other);
+        let (server_cert, server_key) = leaf("broker", hosts, &good);
+        let (client_cert, client_key) = leaf("edge-eu", &["localhost"], &good);
+        let (stranger_cert, stranger_key) = leaf("stranger", &["localhost"], &other);
         Self {
             ca: write("ca.pem", &good.pem()),
             other_ca: write("other-ca.pem", &other.pem()),

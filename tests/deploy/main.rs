@@ -1,0 +1,684 @@
+//! `make deploy-test`: the compose deployment run for real, with podman. The central compose
+//! project and two edge projects (regions eu and us), each on its own podman network, from
+//! `deploy/central/compose.yaml` and `deploy/edge/compose.yaml` as shipped; only image names and
+//! published addresses differ (environment variables the files read), because no registry is
+//! reachable here: tansu (with stunnel for TLS) stands in for Redpanda, Debian's ClickHouse
+//! 18.16 and Prometheus for the official images (`deploy/local/images/build deploy`). Grafana
+//! is not started (not installable here).
+//!
+//! The edges reach central only through its published Kafka listener (TLS + SCRAM, one user
+//! per region). Steps, each ending in an exact count read back from ta-query:
+//! 1. traffic to both edges' published ports;
+//! 2. the central Prometheus federates both edges' Prometheus (same values per region);
+//! 3. an edge container killed (SIGKILL) under load and started again (its spool volume keeps
+//!    every answered event);
+//! 4. the edge image rebuilt and the container rolled under load;
+//! 5. central Kafka stopped for a minute (edges keep answering 202), then started.
+//!
+//! Not a `cargo test` target of `make test` (it builds images): `test = false` in Cargo.toml;
+//! run with `make deploy-test`. It prints what each step sent, got answered and read back.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ta_tests::tls::TestCerts;
+use ta_tests::{free_port, workspace_root};
+
+const ADMIN: &str = "deploy-test-admin-token-0123456789";
+const SITE: &str = "shop";
+const KEY: &str = "shop-ingest-key-deploy-test";
+const UA: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
+const REGIONS: [&str; 2] = ["eu", "us"];
+
+fn say(line: impl AsRef<str>) {
+    eprintln!("[deploy-test] {}", line.as_ref());
+}
+
+/// Run a command to completion; panic with its output on failure.
+fn run(cmd: &mut Command) -> String {
+    let shown = format!("{cmd:?}");
+    let out = cmd.output().unwrap_or_else(|e| panic!("{shown}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{shown} failed:\n{text}");
+    text
+}
+
+/// One compose project: a compose file, a project name and the variables it reads.
+struct Project {
+    name: String,
+    file: PathBuf,
+    env: BTreeMap<String, String>,
+    log: PathBuf,
+}
+
+impl Project {
+    /// `podman-compose -p <name> -f <file> <args>` with the project's variables in the
+    /// environment (podman-compose 1.0 interpolates from it; it has no --env-file).
+    fn compose(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new("podman-compose");
+        cmd.args(["-p", &self.name, "-f"])
+            .arg(&self.file)
+            .args(args)
+            .envs(&self.env)
+            .env("CONTAINERS_CONF", containers_conf());
+        let started = Instant::now();
+        let out = run(&mut cmd);
+        std::fs::write(
+            self.log
+                .with_extension(format!("{}.log", args.join("_").replace('/', "_"))),
+            &out,
+        )
+        .ok();
+        say(format!(
+            "podman-compose -p {} -f {} {} ({:.0}s)",
+            self.name,
+            self.file
+                .strip_prefix(workspace_root())
+                .unwrap_or(&self.file)
+                .display(),
+            args.join(" "),
+            started.elapsed().as_secs_f64()
+        ));
+        out
+    }
+
+    fn container(&self, service: &str) -> String {
+        format!("{}_{}_1", self.name, service)
+    }
+
+    /// podman-compose 1.0 exits 0 whatever podman did: check that the services' containers run.
+    fn assert_running(&self, services: &[&str]) {
+        for service in services {
+            let state = podman(&[
+                "inspect",
+                "--format",
+                "{{.State.Status}}",
+                &self.container(service),
+            ]);
+            assert_eq!(
+                state.trim(),
+                "running",
+                "{} is {}",
+                self.container(service),
+                state.trim()
+            );
+        }
+    }
+
+    /// The image a service's container runs, or that `build` tagged for it.
+    fn image_of(&self, service: &str) -> String {
+        let prefix = &self.env["TA_IMAGE_PREFIX"];
+        format!("{prefix}/{service}:latest")
+    }
+
+    /// Write the variables as an env file beside the logs (what an operator's .env holds).
+    fn write_env(&self) {
+        let text: String = self.env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        std::fs::write(self.log.with_extension("env"), text).unwrap();
+    }
+}
+
+fn containers_conf() -> PathBuf {
+    workspace_root().join("deploy/local/containers/containers.conf")
+}
+
+fn podman(args: &[&str]) -> String {
+    run(Command::new("podman")
+        .args(args)
+        .env("CONTAINERS_CONF", containers_conf()))
+}
+
+fn image(name: &str) -> String {
+    let out =
+        run(Command::new(workspace_root().join("deploy/local/images/build")).args(["name", name]));
+    out.trim().to_owned()
+}
+
+/// Poll `check` every 500 ms until it holds, or panic after `within` with `what`.
+async fn until(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < within,
+            "timed out after {within:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    started.elapsed()
+}
+
+async fn get_ok(http: &reqwest::Client, url: &str) -> bool {
+    http.get(url)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+/// Pageviews of the test site today, as ta-query reports them.
+async fn stored(http: &reqwest::Client, query: &str) -> Option<u64> {
+    let answer = http
+        .get(format!(
+            "{query}/v1/stats/aggregate?site_id={SITE}&period=today"
+        ))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .ok()?;
+    let json: serde_json::Value = answer.json().await.ok()?;
+    json["results"]["pageviews"]["value"].as_u64()
+}
+
+/// Requests sent and answered 202 by one edge.
+#[derive(Default)]
+struct Sent {
+    sent: AtomicU64,
+    accepted: AtomicU64,
+}
+
+/// Send pageviews to `edge` at about `rate` per second until `stop`.
+fn traffic(
+    edge: String,
+    rate: f64,
+    stop: Arc<AtomicBool>,
+    counts: Arc<Sent>,
+    tag: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let every = Duration::from_secs_f64(1.0 / rate);
+        let mut next = Instant::now();
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            i += 1;
+            let body = format!(
+                r#"{{"site_id":"{SITE}","event_name":"pageview","url":"https://shop.example.com/{tag}/{i}","user_id":"{tag}-{i}"}}"#
+            );
+            counts.sent.fetch_add(1, Ordering::Relaxed);
+            let answer = http
+                .post(format!("{edge}/v1/collect"))
+                .header("X-TA-API-Key", KEY)
+                .header("Content-Type", "application/json")
+                .header("User-Agent", UA)
+                .body(body)
+                .send()
+                .await;
+            if answer.is_ok_and(|a| a.status().as_u16() == 202) {
+                counts.accepted.fetch_add(1, Ordering::Relaxed);
+            }
+            next += every;
+            tokio::time::sleep_until(next.into()).await;
+        }
+    })
+}
+
+struct Deployment {
+    dir: PathBuf,
+    central: Project,
+    edges: Vec<(Project, String)>,
+    query: String,
+    prometheus: String,
+    http: reqwest::Client,
+    /// Events answered 202 so far, all regions.
+    answered: u64,
+    report: Vec<String>,
+}
+
+impl Deployment {
+    /// Steady traffic to every edge while `during` runs; then wait until ta-query holds every
+    /// event answered 202, exactly. One report row.
+    async fn step(&mut self, name: &str, rate: f64, during: impl AsyncFnOnce(&mut Self)) {
+        let started = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut senders = Vec::new();
+        let mut counts = Vec::new();
+        for (i, (_, url)) in self.edges.iter().enumerate() {
+            let c = Arc::new(Sent::default());
+            senders.push(traffic(
+                url.clone(),
+                rate,
+                stop.clone(),
+                c.clone(),
+                REGIONS[i],
+            ));
+            counts.push(c);
+        }
+        during(self).await;
+        stop.store(true, Ordering::Relaxed);
+        for s in senders {
+            s.await.unwrap();
+        }
+        let sent: u64 = counts.iter().map(|c| c.sent.load(Ordering::Relaxed)).sum();
+        let accepted: u64 = counts
+            .iter()
+            .map(|c| c.accepted.load(Ordering::Relaxed))
+            .sum();
+        self.answered += accepted;
+        let expected = self.answered;
+        let (http, query) = (self.http.clone(), self.query.clone());
+        let waited = until(
+            &format!("ta-query reports {expected} pageviews ({name})"),
+            Duration::from_secs(300),
+            async || stored(&http, &query).await == Some(expected),
+        )
+        .await;
+        // And stays there: nothing arrives twice later.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let now = stored(&http, &query).await;
+        assert_eq!(
+            now,
+            Some(expected),
+            "{name}: ta-query changed after it matched"
+        );
+        let row = format!(
+            "| {name} | {sent} | {accepted} | {} | {expected} | {:.0} s | {:.0} s |",
+            now.unwrap(),
+            started.elapsed().as_secs_f64(),
+            waited.as_secs_f64()
+        );
+        say(&row);
+        self.report.push(row);
+    }
+}
+
+fn write_inputs(dir: &Path) -> (TestCerts, PathBuf, PathBuf, PathBuf, PathBuf) {
+    let certs = TestCerts::generate_for(
+        &dir.join("certs"),
+        &["host.containers.internal", "localhost"],
+    );
+    // The layout the compose files expect: broker.pem, broker.key, ca.pem.
+    std::fs::copy(&certs.server_cert, dir.join("certs/broker.pem")).unwrap();
+    std::fs::copy(&certs.server_key, dir.join("certs/broker.key")).unwrap();
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    for user in ["ta-admin", "loader", "edge-eu", "edge-us"] {
+        std::fs::write(
+            secrets.join(user),
+            format!("{user}-password-{:016x}\n", rand::random::<u64>()),
+        )
+        .unwrap();
+    }
+    let sites = dir.join("sites.toml");
+    std::fs::write(
+        &sites,
+        format!("[[site]]\nid = \"{SITE}\"\napi_keys = [\"{KEY}\"]\nallowed_origins = [\"https://shop.example.com\"]\n"),
+    )
+    .unwrap();
+    let query = dir.join("query");
+    std::fs::create_dir_all(&query).unwrap();
+    std::fs::write(
+        query.join("access.toml"),
+        format!(
+            "admin_tokens = [\"{ADMIN}\"]\n[sites.{SITE}]\nread_tokens = [\"deploy-test-read-{SITE}-0001\"]\n"
+        ),
+    )
+    .unwrap();
+    let edges = dir.join("prometheus-edges");
+    std::fs::create_dir_all(&edges).unwrap();
+    (certs, secrets, sites, query, edges)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let all = Instant::now();
+    // podman-compose 1.0 reads <compose dir>/.env over the environment: an operator's file there
+    // would silently replace the test's settings.
+    for env in ["deploy/edge/.env", "deploy/central/.env"] {
+        assert!(
+            !workspace_root().join(env).exists(),
+            "{env} exists: podman-compose would use it instead of the test's settings; move it away"
+        );
+    }
+    let dir = workspace_root().join("tests/artifacts/deploy");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    say(format!("work folder {}", dir.display()));
+
+    let started = Instant::now();
+    run(Command::new(workspace_root().join("deploy/local/images/build")).arg("deploy"));
+    say(format!(
+        "local images ready ({:.0}s)",
+        started.elapsed().as_secs_f64()
+    ));
+
+    let (certs, secrets, sites, query_dir, edges_dir) = write_inputs(&dir);
+    let (kafka_port, query_port, prom_port) = (free_port(), free_port(), free_port());
+    let common = |extra: &[(&str, String)]| -> BTreeMap<String, String> {
+        let mut env: BTreeMap<String, String> = [
+            ("TA_IMAGE_PREFIX", "localhost/ta-deploy-test".to_owned()),
+            ("TA_RUST_IMAGE", image("rust")),
+            ("TA_RUNTIME_IMAGE", image("base")),
+            ("TA_PROMETHEUS_IMAGE", image("prometheus")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        env
+    };
+    let central = Project {
+        name: "ta-deploytest-central".into(),
+        file: workspace_root().join("deploy/central/compose.yaml"),
+        env: common(&[
+            ("TA_KAFKA_IMAGE", image("tansu")),
+            // This machine's container limit (deploy/local/containers/containers.conf).
+            ("TA_CLICKHOUSE_NOFILE", "20000".into()),
+            ("TA_CLICKHOUSE_NPROC", "4096".into()),
+            ("TA_CLICKHOUSE_IMAGE", image("clickhouse")),
+            ("TA_KAFKA_ADVERTISED", "host.containers.internal".into()),
+            ("TA_KAFKA_ADVERTISED_PORT", kafka_port.to_string()),
+            // Reached from the edges' networks through the host, as across the internet.
+            ("TA_KAFKA_PUBLISH", format!("0.0.0.0:{kafka_port}")),
+            (
+                "TA_KAFKA_CERTS_DIR",
+                dir.join("certs").display().to_string(),
+            ),
+            ("TA_KAFKA_SECRETS_DIR", secrets.display().to_string()),
+            ("TA_EDGE_REGIONS", "eu us".into()),
+            (
+                "TA_LOADER_KAFKA_BROKERS",
+                format!("host.containers.internal:{kafka_port}"),
+            ),
+            ("TA_LOADER_KAFKA_SECURITY_PROTOCOL", "sasl_ssl".into()),
+            (
+                "TA_LOADER_KAFKA_TLS_CA_FILE",
+                "/etc/tiny-analytics/kafka-ca.pem".into(),
+            ),
+            ("TA_QUERY_CONFIG_DIR", query_dir.display().to_string()),
+            ("TA_QUERY_PUBLISH", format!("127.0.0.1:{query_port}")),
+            ("TA_PROMETHEUS_PUBLISH", format!("127.0.0.1:{prom_port}")),
+            ("TA_PROMETHEUS_EDGES_DIR", edges_dir.display().to_string()),
+            (
+                "GF_SECURITY_ADMIN_PASSWORD",
+                "grafana-is-not-started-here".into(),
+            ),
+        ]),
+        log: dir.join("central"),
+    };
+    let mut edges = Vec::new();
+    let mut edge_targets = String::new();
+    for region in REGIONS {
+        let (port, prom) = (free_port(), free_port());
+        edge_targets.push_str(&format!(
+            "- targets: [\"host.containers.internal:{prom}\"]\n  labels:\n    edge: {region}\n"
+        ));
+        let project = Project {
+            name: format!("ta-deploytest-edge-{region}"),
+            file: workspace_root().join("deploy/edge/compose.yaml"),
+            env: common(&[
+                ("TA_EDGE_REGION", region.into()),
+                (
+                    "TA_KAFKA_BROKERS",
+                    format!("host.containers.internal:{kafka_port}"),
+                ),
+                ("TA_KAFKA_CA_FILE_HOST", certs.ca.display().to_string()),
+                (
+                    "TA_KAFKA_PASSWORD_FILE_HOST",
+                    secrets.join(format!("edge-{region}")).display().to_string(),
+                ),
+                ("TA_SITES_FILE_HOST", sites.display().to_string()),
+                (
+                    "TA_SALT_SECRET",
+                    "deploy-test-salt-secret-of-forty-characters".into(),
+                ),
+                ("TA_EDGE_PUBLISH", format!("127.0.0.1:{port}")),
+                ("TA_EDGE_PROMETHEUS_PUBLISH", format!("0.0.0.0:{prom}")),
+            ]),
+            log: dir.join(format!("edge-{region}")),
+        };
+        edges.push((project, format!("http://127.0.0.1:{port}")));
+    }
+    std::fs::write(edges_dir.join("edges.yml"), edge_targets).unwrap();
+
+    // Leftovers of an earlier run of this test.
+    for project in std::iter::once(&central).chain(edges.iter().map(|(p, _)| p)) {
+        project.write_env();
+        let _ = Command::new("podman-compose")
+            .args(["-p", &project.name, "-f"])
+            .arg(&project.file)
+            .args(["down", "-v"])
+            .envs(&project.env)
+            .env("CONTAINERS_CONF", containers_conf())
+            .output();
+    }
+
+    let started = Instant::now();
+    for (project, service) in [
+        (&central, "ta-loader"),
+        (&central, "ta-query"),
+        (&edges[0].0, "ta-edge"),
+    ] {
+        let image = project.image_of(service);
+        let _ = Command::new("podman")
+            .args(["rmi", "-f", &image])
+            .env("CONTAINERS_CONF", containers_conf())
+            .output();
+        project.compose(&["build", service]);
+        // podman-compose 1.0 exits 0 also when the build failed.
+        podman(&["image", "exists", &image]);
+    }
+    say(format!(
+        "service images built ({:.0}s)",
+        started.elapsed().as_secs_f64()
+    ));
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let query = format!("http://127.0.0.1:{query_port}");
+    let prometheus = format!("http://127.0.0.1:{prom_port}");
+    let started = Instant::now();
+    central.compose(&[
+        "up",
+        "-d",
+        "kafka",
+        "kafka-init",
+        "clickhouse",
+        "ta-loader",
+        "ta-query",
+        "prometheus",
+    ]);
+    central.assert_running(&["kafka", "clickhouse", "ta-loader", "ta-query", "prometheus"]);
+    until("ta-query answers", Duration::from_secs(180), async || {
+        get_ok(&http, &format!("{query}/healthz")).await && stored(&http, &query).await.is_some()
+    })
+    .await;
+    let central_up = started.elapsed();
+    say(format!(
+        "central side up in {:.0}s",
+        central_up.as_secs_f64()
+    ));
+    let started = Instant::now();
+    for (project, _) in &edges {
+        project.compose(&["up", "-d"]);
+        project.assert_running(&["ta-edge", "prometheus"]);
+    }
+    for (project, url) in &edges {
+        until(
+            &format!("{} is ready (Kafka reachable)", project.name),
+            Duration::from_secs(120),
+            async || get_ok(&http, &format!("{url}/readyz")).await,
+        )
+        .await;
+    }
+    let edges_up = started.elapsed();
+    say(format!(
+        "both edges ready in {:.0}s",
+        edges_up.as_secs_f64()
+    ));
+
+    let mut d = Deployment {
+        dir,
+        central,
+        edges,
+        query,
+        prometheus,
+        http,
+        answered: 0,
+        report: Vec::new(),
+    };
+
+    // 1. Traffic through both edges.
+    d.step("1. traffic to both edges", 40.0, async |_| {
+        tokio::time::sleep(Duration::from_secs(15)).await;
+    })
+    .await;
+
+    // 2. Federation: per region, the central Prometheus holds what that edge reports on its own
+    // ops listener (read inside its container: the ops port is not published).
+    for (project, _) in &d.edges {
+        let region = project.env["TA_EDGE_REGION"].clone();
+        let exposition = podman(&[
+            "exec",
+            &project.container("ta-edge"),
+            "curl",
+            "-sf",
+            "http://127.0.0.1:9464/metrics",
+        ]);
+        std::fs::write(
+            d.dir.join(format!("edge-{region}.metrics.txt")),
+            &exposition,
+        )
+        .unwrap();
+        let at_edge = ta_tests::metric_sum(&exposition, "ta_edge_events_accepted_total");
+        let (http, prometheus) = (d.http.clone(), d.prometheus.clone());
+        let q = format!("sum(ta_edge_events_accepted_total{{region=\"{region}\"}})");
+        let waited = until(
+            &format!("central Prometheus federates region {region}'s {at_edge}"),
+            Duration::from_secs(180),
+            async || federated(&http, &prometheus, &q).await == Some(at_edge),
+        )
+        .await;
+        say(format!(
+            "2. central Prometheus: {q} = {at_edge}, as the edge says ({:.0}s)",
+            waited.as_secs_f64()
+        ));
+    }
+    let total: f64 = {
+        let q = "sum(ta_edge_events_accepted_total)";
+        let (http, prometheus, answered) =
+            (d.http.clone(), d.prometheus.clone(), d.answered as f64);
+        until(
+            "the federated accepted count equals the events answered",
+            Duration::from_secs(180),
+            async || federated(&http, &prometheus, q).await == Some(answered),
+        )
+        .await;
+        federated(&d.http, &d.prometheus, q).await.unwrap()
+    };
+    let row = format!(
+        "| 2. federation: sum of ta_edge_events_accepted_total in the central Prometheus | | | | {total} | | |"
+    );
+    say(&row);
+    d.report.push(row);
+
+    // 3. kill -9 of the eu edge under load, then start it again (its spool volume stays).
+    d.step(
+        "3. eu edge killed (SIGKILL) and started again",
+        40.0,
+        async |d| {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let container = d.edges[0].0.container("ta-edge");
+            podman(&["kill", "--signal", "KILL", &container]);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            podman(&["start", &container]);
+            let (http, url) = (d.http.clone(), d.edges[0].1.clone());
+            until(
+                "the eu edge answers again",
+                Duration::from_secs(60),
+                async || get_ok(&http, &format!("{url}/readyz")).await,
+            )
+            .await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        },
+    )
+    .await;
+
+    // 4. The edge image rebuilt (a new image: another build label) and the eu container rolled.
+    d.step("4. edge image rebuilt and rolled", 40.0, async |d| {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let project = &d.edges[0].0;
+        let before = podman(&[
+            "inspect",
+            "--format",
+            "{{.Image}}",
+            &project.container("ta-edge"),
+        ]);
+        let stamp = format!("TA_BUILD_STAMP={}", rand::random::<u32>());
+        project.compose(&["build", "--build-arg", &stamp, "ta-edge"]);
+        project.compose(&["up", "-d", "--force-recreate", "--no-deps", "ta-edge"]);
+        let after = podman(&[
+            "inspect",
+            "--format",
+            "{{.Image}}",
+            &project.container("ta-edge"),
+        ]);
+        assert_ne!(
+            before.trim(),
+            after.trim(),
+            "the rolled container runs a new image"
+        );
+        let (http, url) = (d.http.clone(), d.edges[0].1.clone());
+        until(
+            "the rolled eu edge answers",
+            Duration::from_secs(60),
+            async || get_ok(&http, &format!("{url}/readyz")).await,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    })
+    .await;
+
+    // 5. Central Kafka stopped for a minute: edges keep answering 202, everything arrives after.
+    d.step("5. central Kafka stopped for 60 s", 20.0, async |d| {
+        let kafka = d.central.container("kafka");
+        podman(&["stop", "--time", "10", &kafka]);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        podman(&["start", &kafka]);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    })
+    .await;
+
+    let table = format!(
+        "| step | sent | answered 202 | read back (ta-query) | expected (all 202s so far) | step time | wait for exact |\n|---|---:|---:|---:|---:|---:|---:|\n{}\n\nCentral side up in {:.0} s, both edges ready in {:.0} s after; whole test {:.0} s.\n",
+        d.report.join("\n"),
+        central_up.as_secs_f64(),
+        edges_up.as_secs_f64(),
+        all.elapsed().as_secs_f64()
+    );
+    std::fs::write(d.dir.join("result.md"), &table).unwrap();
+    println!("{table}");
+
+    for (project, _) in &d.edges {
+        project.compose(&["down", "-v"]);
+    }
+    d.central.compose(&["down", "-v"]);
+    say("OK: every event answered 202 read back exactly, in every step");
+}
+
+async fn federated(http: &reqwest::Client, prometheus: &str, query: &str) -> Option<f64> {
+    let answer: serde_json::Value = http
+        .get(format!("{prometheus}/api/v1/query"))
+        .query(&[("query", query)])
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    answer["data"]["result"][0]["value"][1]
+        .as_str()?
+        .parse()
+        .ok()
+}
