@@ -287,6 +287,34 @@ async fn sasl_over_tls_carries_events_and_mutual_tls_needs_the_ca_s_client_certi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_without_sasl_carries_events_from_the_edge_to_clickhouse() {
+    let (dir, topic, db) = setup("kafka_ssl");
+    let certs = TestCerts::generate(&dir.join("certs"));
+    let tls_port = free_port();
+    // No authentication on the broker: the protocol `ssl` sends no SASL.
+    let broker = PrivateBroker::start_advertising(&dir.join("broker"), Some(tls_port));
+    let _front = TlsFront::start(&dir, tls_port, broker.port, &certs, false);
+    let tls = format!("127.0.0.1:{tls_port}");
+    let edge = start_edge(
+        &dir,
+        &topic,
+        kafka_env(tls.clone(), "ssl", None, Some(&certs.ca), None, &dir),
+    );
+    let (_loader, _) = start_loader(
+        &dir,
+        &topic,
+        &db,
+        kafka_env(tls, "ssl", None, Some(&certs.ca), None, &dir),
+    );
+    events_arrive(&edge, &db, 25).await;
+    assert!(
+        edge.service.log_text().contains("security=ssl, TLS"),
+        "{}",
+        edge.service.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_broker_certificate_or_a_wrong_password_stops_edge_and_loader_at_start() {
     let (dir, topic, db) = setup("kafka_refusals");
     let certs = TestCerts::generate(&dir.join("certs"));

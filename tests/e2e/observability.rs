@@ -180,7 +180,7 @@ impl Observed {
 
         let mut exported = BTreeSet::new();
         for url in [
-            &pipeline.edge_url,
+            &pipeline.edge_metrics_url,
             &pipeline.loader_url,
             &pipeline.query_url,
         ] {
