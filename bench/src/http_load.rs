@@ -58,6 +58,25 @@ pub struct LoadSpec {
     pub events_per_request: u64,
     /// Keep the `event_id`s of every 2xx answer (warm-up included), for reconciliation.
     pub record_ids: bool,
+    /// Local addresses to connect from, connection *i* from `sources[i % len]` (other loopback
+    /// addresses, `127.0.0.x`, look like other clients to the server); empty: the system's choice.
+    pub sources: Vec<std::net::IpAddr>,
+}
+
+/// Connect to `addr`, from `source` when given.
+pub async fn connect_from(
+    addr: SocketAddr,
+    source: Option<std::net::IpAddr>,
+) -> std::io::Result<TcpStream> {
+    let Some(ip) = source else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = match ip {
+        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(addr).await
 }
 
 /// What a run measured.
@@ -242,7 +261,9 @@ async fn connection(
             break;
         }
         if stream.is_none() {
-            match TcpStream::connect(spec.addr).await {
+            let source =
+                (!spec.sources.is_empty()).then(|| spec.sources[index % spec.sources.len()]);
+            match connect_from(spec.addr, source).await {
                 Ok(s) => {
                     let _ = s.set_nodelay(true);
                     stream = Some(s);
@@ -452,6 +473,7 @@ mod tests {
             requests: Requests::Fixed(Arc::new(vec![post("/x", "h", &[], b"{}")])),
             events_per_request: 3,
             record_ids: false,
+            sources: Vec::new(),
         };
         let report = run(spec, "test").await;
         // 200/s for 0.3 s ≈ 60 requests, half of them 202.

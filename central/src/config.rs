@@ -237,6 +237,33 @@ pub struct QueryConfig {
     #[arg(long, env = "TA_DEV", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub dev: bool,
 
+    /// Requests per second one credential (token or share link) may send; 0 = unlimited.
+    /// Over it: 429 with Retry-After.
+    #[arg(long, env = "TA_QUERY_CREDENTIAL_RATE_LIMIT", default_value_t = 20)]
+    pub credential_rate_limit: u32,
+
+    /// Burst of the per-credential rate, in requests (a dashboard's first load sends about ten).
+    #[arg(long, env = "TA_QUERY_CREDENTIAL_RATE_BURST", default_value_t = 40)]
+    pub credential_rate_burst: u32,
+
+    /// Requests one credential may have in progress at once; 0 = unlimited.
+    #[arg(long, env = "TA_QUERY_CREDENTIAL_MAX_IN_FLIGHT", default_value_t = 12)]
+    pub credential_max_in_flight: usize,
+
+    /// ClickHouse stops any statement of ta-query after this many seconds (`max_execution_time`).
+    #[arg(long, env = "TA_QUERY_MAX_EXECUTION_SECS", default_value_t = 10)]
+    pub query_max_execution_secs: u64,
+
+    /// ClickHouse stops any statement of ta-query that needs more memory (`max_memory_usage`,
+    /// bytes).
+    #[arg(long, env = "TA_QUERY_MAX_MEMORY_BYTES", default_value_t = 2 << 30)]
+    pub query_max_memory_bytes: u64,
+
+    /// While the access file is missing or does not parse, refuse every credential (401)
+    /// instead of keeping the list loaded before it broke.
+    #[arg(long, env = "TA_QUERY_ACCESS_FAIL_CLOSED", default_value_t = false)]
+    pub access_fail_closed: bool,
+
     /// How often the access file is checked for changes, in seconds.
     #[arg(long, env = "TA_QUERY_ACCESS_RELOAD_SECS", default_value_t = 2)]
     pub access_reload_secs: u64,

@@ -162,9 +162,46 @@ pub struct EdgeConfig {
     #[arg(long, env = "TA_HMAC_SECRET", hide_env_values = true, num_args = 0..=1, default_missing_value = "")]
     pub hmac_secret: Option<String>,
 
-    /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
+    /// Trust the direct peer as a proxy (one proxy in front, whatever its address): the client
+    /// is the right-most address of `Forwarded` / `X-Forwarded-For`, which that proxy wrote.
     #[arg(long, env = "TA_TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,
+
+    /// Our proxies (addresses and CIDRs, comma-separated): the client is the right-most address
+    /// of `Forwarded` / `X-Forwarded-For` that is not one of them; entries a client wrote itself
+    /// are never used. Their connections are exempt from the per-address connection cap.
+    #[arg(long, env = "TA_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Requests per second one client address may send to this node (checked on the headers,
+    /// before the body is read); 0 = unlimited. Over it: 429 with Retry-After.
+    #[arg(long, env = "TA_ADDRESS_RATE_LIMIT", default_value_t = 50)]
+    pub address_rate_limit: u32,
+
+    /// Burst of the per-address limit, in requests.
+    #[arg(long, env = "TA_ADDRESS_RATE_BURST", default_value_t = 100)]
+    pub address_rate_burst: u32,
+
+    /// Most client addresses the per-address limit tracks at once (about 80 bytes each).
+    #[arg(long, env = "TA_ADDRESS_TABLE_SIZE", default_value_t = 100_000)]
+    pub address_table_size: usize,
+
+    /// Requests per second one ingest key may be used for on this node (a site's public key
+    /// flooded from many addresses); 0 = unlimited.
+    #[arg(long, env = "TA_KEY_RATE_LIMIT", default_value_t = 2_000)]
+    pub key_rate_limit: u32,
+
+    /// Burst of the per-key limit, in requests.
+    #[arg(long, env = "TA_KEY_RATE_BURST", default_value_t = 4_000)]
+    pub key_rate_burst: u32,
+
+    /// Open connections one TCP peer address may hold (0 = no cap); trusted proxies are exempt.
+    #[arg(
+        long,
+        env = "TA_EDGE_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 64
+    )]
+    pub max_connections_per_address: usize,
 
     /// Largest accepted `POST /v1/collect` body, in bytes (after gzip decompression; a gzip body
     /// that inflates past it is refused with 413).
@@ -181,13 +218,18 @@ pub struct EdgeConfig {
 
     /// Events per second each site may send to this node when its sites-file entry sets no
     /// `rate_limit_per_sec`; 0 = unlimited. Over the limit: 429 with Retry-After.
-    #[arg(long, env = "TA_SITE_RATE_LIMIT", default_value_t = 0)]
+    #[arg(long, env = "TA_SITE_RATE_LIMIT", default_value_t = 5_000)]
     pub site_rate_limit: u32,
 
     /// How far `X-TA-Timestamp` of a signed request may be from this node's clock, in seconds
     /// (1 to 86400); a signature is also refused if seen before inside this window.
     #[arg(long, env = "TA_SIGNATURE_WINDOW_SECS", default_value_t = ta_shared::signature::DEFAULT_REPLAY_WINDOW_SECS, value_parser = clap::value_parser!(i64).range(1..=86_400))]
     pub signature_window_secs: i64,
+
+    /// While the sites file is missing or does not parse, refuse every event (503
+    /// `sites_file_stale`) instead of serving the sites loaded before it broke.
+    #[arg(long, env = "TA_SITES_FAIL_CLOSED", default_value_t = false)]
+    pub sites_fail_closed: bool,
 
     /// How often the sites file is checked for changes, in seconds (0 = never reload).
     #[arg(long, env = "TA_SITES_RELOAD_SECS", default_value_t = 5)]
@@ -213,6 +255,14 @@ impl Default for EdgeConfig {
     fn default() -> Self {
         Self::parse_from(["ta-edge"])
     }
+}
+
+/// A `TA_TRUSTED_PROXIES` entry: a CIDR, or one address.
+fn parse_proxy(text: &str) -> Result<ipnet::IpNet, String> {
+    let t = text.trim();
+    t.parse::<ipnet::IpNet>()
+        .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{t}` is neither an IP address nor a CIDR (e.g. 10.0.0.0/8)"))
 }
 
 /// The public salt of development mode; refused without --dev.
@@ -306,6 +356,10 @@ impl EdgeConfig {
 
     pub fn kafka_produce_timeout(&self) -> Duration {
         Duration::from_secs(self.kafka_produce_timeout_secs)
+    }
+
+    pub fn proxy_trust(&self) -> crate::client_addr::ProxyTrust {
+        crate::client_addr::ProxyTrust::new(self.trusted_proxies.clone(), self.trust_forwarded_for)
     }
 
     pub fn readiness(&self) -> ReadinessPolicy {

@@ -25,6 +25,14 @@ pub enum CollectError {
         per_sec: u32,
         retry_after_secs: u32,
     },
+    #[error(
+        "this node's sites file is missing or invalid and it is set to fail closed; retry later"
+    )]
+    SitesFileStale,
+    #[error("this address sends more than {per_sec} requests/s to this node; slow down")]
+    AddressRateLimited { per_sec: u32, retry_after_secs: u32 },
+    #[error("this API key is used more than {per_sec} requests/s on this node")]
+    KeyRateLimited { per_sec: u32, retry_after_secs: u32 },
     #[error("a batch holds at most {limit} events, this one has {found}")]
     BatchTooLarge { limit: usize, found: usize },
     #[error("Content-Encoding must be gzip or identity, not `{0}`")]
@@ -90,8 +98,10 @@ impl CollectError {
             | Self::DecompressedTooLarge { .. } => 413,
             Self::UnsupportedMediaType | Self::UnsupportedEncoding(_) => 415,
             Self::BadJson(_) | Self::InvalidField { .. } | Self::BadGzip(_) => 400,
-            Self::RateLimited { .. } => 429,
-            Self::SpoolFull | Self::ShuttingDown | Self::Unavailable => 503,
+            Self::RateLimited { .. }
+            | Self::AddressRateLimited { .. }
+            | Self::KeyRateLimited { .. } => 429,
+            Self::SpoolFull | Self::ShuttingDown | Self::Unavailable | Self::SitesFileStale => 503,
         }
     }
 
@@ -105,6 +115,9 @@ impl CollectError {
             Self::StaleTimestamp { .. } => "stale_timestamp",
             Self::ReplayedSignature => "replayed_signature",
             Self::RateLimited { .. } => "rate_limited",
+            Self::AddressRateLimited { .. } => "address_rate_limited",
+            Self::SitesFileStale => "sites_file_stale",
+            Self::KeyRateLimited { .. } => "key_rate_limited",
             Self::BatchTooLarge { .. } => "batch_too_large",
             Self::UnsupportedEncoding(_) => "unsupported_encoding",
             Self::BadGzip(_) => "bad_gzip",
@@ -135,8 +148,15 @@ impl CollectError {
             Self::SpoolFull => Some(SPOOL_FULL_RETRY_AFTER_SECS),
             Self::RateLimited {
                 retry_after_secs, ..
+            }
+            | Self::AddressRateLimited {
+                retry_after_secs, ..
+            }
+            | Self::KeyRateLimited {
+                retry_after_secs, ..
             } => Some(*retry_after_secs),
             Self::ShuttingDown | Self::Unavailable => Some(1),
+            Self::SitesFileStale => Some(5),
             _ => None,
         }
     }

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::error::CollectError;
 use crate::geo::Geo;
-use crate::limits::{RateLimits, ReplayGuard, ReplayVerdict};
+use crate::limits::{KeyLimits, RateLimits, ReplayGuard, ReplayVerdict};
 use crate::payload::CollectPayload;
 use crate::user_agent::{BotReason, UserAgentParser};
 
@@ -85,6 +85,8 @@ struct RequestMemo {
 pub struct LoadedSites {
     pub registry: SiteRegistry,
     pub limits: RateLimits,
+    /// Every ingest key, with its request bucket (checked on the headers, before the body).
+    pub keys: KeyLimits,
 }
 
 /// Everything the pipeline needs; shared by all request handlers.
@@ -93,6 +95,11 @@ pub struct Ingest {
     sites: RwLock<Arc<LoadedSites>>,
     /// Events/s for sites without their own `rate_limit_per_sec`; 0 = unlimited.
     pub default_rate_limit: u32,
+    /// Requests/s and burst per ingest key; 0 = unlimited.
+    pub key_rate_limit: (u32, u32),
+    /// Refuse every event while the sites file is stale (`TA_SITES_FAIL_CLOSED`).
+    pub fail_closed: bool,
+    stale: std::sync::atomic::AtomicBool,
     pub salts: SaltSchedule,
     pub global_hmac_secret: Option<String>,
     pub region: String,
@@ -107,9 +114,13 @@ impl Ingest {
         Self {
             sites: RwLock::new(Arc::new(LoadedSites {
                 limits: RateLimits::new(&sites, 0),
+                keys: KeyLimits::new(&sites, 0, 1),
                 registry: sites,
             })),
             default_rate_limit: 0,
+            key_rate_limit: (0, 1),
+            fail_closed: false,
+            stale: std::sync::atomic::AtomicBool::new(false),
             salts,
             global_hmac_secret: None,
             region: region.into(),
@@ -122,14 +133,36 @@ impl Ingest {
 
     /// Set the node's default per-site rate limit (events/s, 0 = none).
     pub fn with_default_rate_limit(self, per_sec: u32) -> Self {
+        let key = self.key_rate_limit;
+        self.with_limits(per_sec, key)
+    }
+
+    /// Set the default per-site limit (events/s) and the per-key limit (requests/s, burst);
+    /// 0 = none.
+    pub fn with_limits(self, site_per_sec: u32, key: (u32, u32)) -> Self {
         let current = self.sites();
         let registry = current.registry.clone();
         let this = Self {
-            default_rate_limit: per_sec,
+            default_rate_limit: site_per_sec,
+            key_rate_limit: key,
             ..self
         };
         this.set_sites(registry);
         this
+    }
+
+    /// Whether the sites file on disk is missing or invalid (the sites in force are older).
+    pub fn set_stale(&self, stale: bool) {
+        self.stale
+            .store(stale, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// With fail-closed on and the sites file stale: the refusal every event gets.
+    pub fn check_fresh(&self) -> Result<(), CollectError> {
+        if self.fail_closed && self.stale.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(CollectError::SitesFileStale);
+        }
+        Ok(())
     }
 
     /// The sites currently in force.
@@ -140,8 +173,10 @@ impl Ingest {
     /// Swap in a newly loaded sites file; requests in progress finish with the old one.
     /// Rate-limit buckets start full again.
     pub fn set_sites(&self, registry: SiteRegistry) {
+        let (key_rate, key_burst) = self.key_rate_limit;
         let loaded = Arc::new(LoadedSites {
             limits: RateLimits::new(&registry, self.default_rate_limit),
+            keys: KeyLimits::new(&registry, key_rate, key_burst),
             registry,
         });
         *self.sites.write().unwrap_or_else(|e| e.into_inner()) = loaded;
@@ -155,12 +190,11 @@ impl Ingest {
         let site = self.authorize(&sites, payload.site_id.as_deref(), api_key, &req)?;
         let signed = self.check_signature(site, &req)?;
         self.check_replay(signed, &req)?;
+        // Before the costly part (user agent, visitor hash): a flood is refused cheaply. The
+        // event counts against the limit even if it turns out to be a bot.
+        admit(&sites, site, 1)?;
         let memo = RequestMemo::default();
-        let outcome = self.enrich(site, payload, &req, signed.is_some(), &memo)?;
-        if matches!(outcome, Outcome::Accepted(_)) {
-            admit(&sites, site, 1)?;
-        }
-        Ok(outcome)
+        self.enrich(site, payload, &req, signed.is_some(), &memo)
     }
 
     /// A batch (`POST /v1/batch`): a JSON array of events. Errors that concern the whole
@@ -208,6 +242,16 @@ impl Ingest {
         }
         let signed = signatures.values().find_map(|r| r.clone().ok().flatten());
         self.check_replay(signed, &req)?;
+        // The events each site is asked to take, admitted before enrichment as one.
+        let mut per_site: HashMap<&str, u32> = HashMap::new();
+        for (site, _) in results.iter().flatten() {
+            *per_site.entry(site.id.as_str()).or_default() += 1;
+        }
+        for (site_id, n) in per_site {
+            if let Some(site) = sites.registry.get(site_id) {
+                admit(&sites, site, n)?;
+            }
+        }
         let memo = RequestMemo::default();
         let outcomes: Vec<Result<Outcome, CollectError>> = results
             .into_iter()
@@ -217,17 +261,6 @@ impl Ingest {
                 })
             })
             .collect();
-        let mut per_site: HashMap<&str, u32> = HashMap::new();
-        for outcome in outcomes.iter().flatten() {
-            if let Outcome::Accepted(e) = outcome {
-                *per_site.entry(e.site_id.as_str()).or_default() += 1;
-            }
-        }
-        for (site_id, n) in per_site {
-            if let Some(site) = sites.registry.get(site_id) {
-                admit(&sites, site, n)?;
-            }
-        }
         Ok(outcomes)
     }
 

@@ -28,6 +28,7 @@
 //! (RUSTSEC-2025-0052) and tide unmaintained (RUSTSEC-2026-0170); the design card asks for
 //! them, so tide lives only in `server.rs`.
 
+pub mod client_addr;
 pub mod config;
 pub mod conn;
 pub mod error;
@@ -178,9 +179,12 @@ impl EdgeNode {
             &seed,
             chrono::Utc::now().date_naive(),
         )?;
-        let mut ingest = ingest::Ingest::new(sites, salts, &config.region)
-            .with_default_rate_limit(config.site_rate_limit);
+        let mut ingest = ingest::Ingest::new(sites, salts, &config.region).with_limits(
+            config.site_rate_limit,
+            (config.key_rate_limit, config.key_rate_burst),
+        );
         ingest.global_hmac_secret = global_hmac_secret;
+        ingest.fail_closed = config.sites_fail_closed;
         ingest.max_batch_events = config.max_batch_events;
         ingest.replay =
             limits::ReplayGuard::new(config.signature_window_secs, ingest::REPLAY_GUARD_CAPACITY);
@@ -245,6 +249,8 @@ impl EdgeNode {
             server::ServeLimits {
                 max_connections: OPS_MAX_CONNECTIONS,
                 request_timeout: std::time::Duration::from_secs(config.request_timeout_secs.max(1)),
+                max_per_address: 0,
+                exempt: config.proxy_trust(),
             },
             server::ConnectionCounters::unregistered(),
         ));
@@ -257,6 +263,8 @@ impl EdgeNode {
             server::ServeLimits {
                 max_connections: config.max_connections,
                 request_timeout: std::time::Duration::from_secs(config.request_timeout_secs.max(1)),
+                max_per_address: config.max_connections_per_address,
+                exempt: config.proxy_trust(),
             },
             counters,
         ));

@@ -1,4 +1,5 @@
-//! Per-site rate limits and the replay guard for signed requests.
+//! Rate limits (per site, per client address, per ingest key), the per-address connection cap,
+//! and the replay guard for signed requests.
 //!
 //! Both are per node: a site's limit applies on each edge node separately (an operator with N
 //! nodes behind one name sees up to N × the limit), and a signed request replayed to a
@@ -99,6 +100,203 @@ impl RateLimits {
                 per_sec: *per_sec,
                 retry_after_secs,
             })
+    }
+}
+
+/// Which limit refused a request (the `reason` label of `ta_edge_requests_limited_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limited {
+    /// One client address sent more than its share.
+    Address,
+    /// One ingest key was used more than its share (many addresses, one key).
+    Key,
+}
+
+impl Limited {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Address => "address",
+            Self::Key => "key",
+        }
+    }
+}
+
+/// Per-client-address request buckets: checked on the headers alone, before any body is read,
+/// so one address cannot drain a site's limit for everyone (the site's public key is in every
+/// page). The table is bounded: shards of at most `capacity / SHARDS` addresses; an address
+/// whose bucket has refilled is forgotten first (it is where a new one would start). A table
+/// full of busy addresses admits new ones untracked rather than refusing real visitors, and
+/// counts it (`ta_edge_address_table_full_total`).
+#[derive(Debug)]
+pub struct AddressLimits {
+    rate: u32,
+    burst: u32,
+    shards: Vec<Mutex<HashMap<std::net::IpAddr, Bucket>>>,
+    per_shard: usize,
+    full: std::sync::atomic::AtomicU64,
+    /// Picks an address's shard (one seed for the table's life).
+    shard_of: std::collections::hash_map::RandomState,
+}
+
+const SHARDS: usize = 16;
+
+impl AddressLimits {
+    /// `rate` requests/s per address with bursts of `burst` (0 rate = unlimited), tracking at
+    /// most `capacity` addresses.
+    pub fn new(rate: u32, burst: u32, capacity: usize) -> Self {
+        Self {
+            rate,
+            burst: burst.max(1),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            per_shard: (capacity / SHARDS).max(1),
+            full: Default::default(),
+            shard_of: Default::default(),
+        }
+    }
+
+    pub fn admit(&self, addr: std::net::IpAddr) -> Result<(), u32> {
+        self.admit_at(addr, Instant::now())
+    }
+
+    fn admit_at(&self, addr: std::net::IpAddr, now: Instant) -> Result<(), u32> {
+        if self.rate == 0 {
+            return Ok(());
+        }
+        use std::hash::BuildHasher;
+        let shard = &self.shards[(self.shard_of.hash_one(addr) as usize) % SHARDS];
+        let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+        if !map.contains_key(&addr) && map.len() >= self.per_shard {
+            let refill = f64::from(self.burst) / f64::from(self.rate);
+            map.retain(|_, b| now.saturating_duration_since(b.refilled).as_secs_f64() < refill);
+            if map.len() >= self.per_shard {
+                self.full.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Ok(());
+            }
+        }
+        map.entry(addr)
+            .or_insert_with(|| Bucket::new(self.rate, self.burst, now))
+            .take(1, now)
+    }
+
+    /// The limit in requests/s (0 = off).
+    pub fn rate(&self) -> u32 {
+        self.rate
+    }
+
+    /// Addresses admitted untracked because the table was full.
+    pub fn table_full(&self) -> u64 {
+        self.full.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Addresses tracked now.
+    pub fn tracked(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+}
+
+/// Every ingest key of the sites file, with a request bucket each when the per-key limit is on.
+/// A key nobody holds is refused here, on the headers alone, so the table is bounded by the
+/// configuration.
+#[derive(Debug, Default)]
+pub struct KeyLimits {
+    rate: u32,
+    keys: HashMap<String, Option<Mutex<Bucket>>>,
+}
+
+/// Why [`KeyLimits::admit`] refused a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRefusal {
+    /// No site has this key.
+    Unknown,
+    /// Over its limit of `per_sec`; retry after this many seconds.
+    Limited { per_sec: u32, retry_after_secs: u32 },
+}
+
+impl KeyLimits {
+    /// `rate` requests/s per key with bursts of `burst` (0 rate = unlimited).
+    pub fn new(sites: &SiteRegistry, rate: u32, burst: u32) -> Self {
+        let now = Instant::now();
+        let keys = sites
+            .ids()
+            .into_iter()
+            .filter_map(|id| sites.get(id))
+            .flat_map(|site| site.api_keys.iter())
+            .map(|key| {
+                let bucket = (rate > 0).then(|| Mutex::new(Bucket::new(rate, burst, now)));
+                (key.clone(), bucket)
+            })
+            .collect();
+        Self { rate, keys }
+    }
+
+    /// Admit one request with `key`.
+    pub fn admit(&self, key: &str) -> Result<(), KeyRefusal> {
+        match self.keys.get(key) {
+            None => Err(KeyRefusal::Unknown),
+            Some(None) => Ok(()),
+            Some(Some(bucket)) => bucket
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(1, Instant::now())
+                .map_err(|retry_after_secs| KeyRefusal::Limited {
+                    per_sec: self.rate,
+                    retry_after_secs,
+                }),
+        }
+    }
+}
+
+/// Open connections per TCP peer address (`TA_EDGE_MAX_CONNECTIONS_PER_ADDRESS`), so one
+/// address cannot hold the node's connection budget with idle sockets. Trusted proxies are
+/// exempt: every visitor behind them shares their address.
+#[derive(Debug)]
+pub struct AddressConnections {
+    max: usize,
+    open: Mutex<HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One counted connection of an address; dropping it gives the slot back.
+#[derive(Debug)]
+pub struct AddressSlot(std::sync::Arc<AddressConnections>, std::net::IpAddr);
+
+impl AddressConnections {
+    pub fn new(max: usize) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            max,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A slot for `addr`, or `None` when it already holds `max` connections (0 = no cap).
+    pub fn acquire(self: &std::sync::Arc<Self>, addr: std::net::IpAddr) -> Option<AddressSlot> {
+        if self.max == 0 {
+            return Some(AddressSlot(self.clone(), addr));
+        }
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(addr).or_default();
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot(self.clone(), addr))
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        if self.0.max == 0 {
+            return;
+        }
+        let mut open = self.0.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.1);
+            }
+        }
     }
 }
 

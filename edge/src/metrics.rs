@@ -23,6 +23,9 @@ pub struct EdgeMetrics {
     pub accepted: IntCounterVec,
     pub request_batch_events: Histogram,
     pub config_reloads: IntCounterVec,
+    /// 1 while the sites file on disk is missing or does not parse (the sites in force are
+    /// older than it).
+    pub sites_file_stale: IntGauge,
     pub sites_configured: IntGauge,
     pub produced: IntCounter,
     pub produce_errors: IntCounterVec,
@@ -40,7 +43,12 @@ pub struct EdgeMetrics {
     pub replay_forgotten_early: IntCounter,
     pub open_connections: IntGauge,
     pub connections_refused: IntCounter,
+    pub connections_refused_per_address: IntCounter,
     pub connections_timed_out: IntCounter,
+    /// Requests refused by the header-time limits, by which one (`address`, `key`).
+    pub limited: IntCounterVec,
+    pub address_limit_tracked: IntGauge,
+    pub address_table_full: IntCounter,
 }
 
 impl EdgeMetrics {
@@ -100,6 +108,11 @@ impl EdgeMetrics {
                     "Sites-file reloads by result: ok (changed file applied) or error (kept the previous sites).",
                 ),
                 &["result"],
+            )
+            .unwrap(),
+            sites_file_stale: IntGauge::new(
+                "ta_edge_sites_file_stale",
+                "1 while the sites file is missing or does not parse: the node serves the sites it loaded before (or refuses everything with TA_SITES_FAIL_CLOSED).",
             )
             .unwrap(),
             sites_configured: IntGauge::new(
@@ -215,6 +228,29 @@ impl EdgeMetrics {
                 "Connections closed because a request did not arrive within TA_EDGE_REQUEST_TIMEOUT_SECS.",
             )
             .unwrap(),
+            connections_refused_per_address: IntCounter::new(
+                "ta_edge_connections_refused_per_address_total",
+                "Connections closed at once because their address held TA_EDGE_MAX_CONNECTIONS_PER_ADDRESS.",
+            )
+            .unwrap(),
+            limited: IntCounterVec::new(
+                Opts::new(
+                    "ta_edge_requests_limited_total",
+                    "Requests refused with 429 before their body was read, by limit (address, key).",
+                ),
+                &["limit"],
+            )
+            .unwrap(),
+            address_limit_tracked: IntGauge::new(
+                "ta_edge_address_limit_tracked",
+                "Client addresses the per-address limit tracks now (at most TA_ADDRESS_TABLE_SIZE).",
+            )
+            .unwrap(),
+            address_table_full: IntCounter::new(
+                "ta_edge_address_table_full_total",
+                "Requests admitted untracked because the per-address table was full of busy addresses.",
+            )
+            .unwrap(),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -222,6 +258,10 @@ impl EdgeMetrics {
             Box::new(m.open_connections.clone()),
             Box::new(m.connections_refused.clone()),
             Box::new(m.connections_timed_out.clone()),
+            Box::new(m.connections_refused_per_address.clone()),
+            Box::new(m.limited.clone()),
+            Box::new(m.address_limit_tracked.clone()),
+            Box::new(m.address_table_full.clone()),
             Box::new(m.request_seconds.clone()),
             Box::new(m.rejected.clone()),
             Box::new(m.bots.clone()),
@@ -229,6 +269,7 @@ impl EdgeMetrics {
             Box::new(m.accepted.clone()),
             Box::new(m.request_batch_events.clone()),
             Box::new(m.config_reloads.clone()),
+            Box::new(m.sites_file_stale.clone()),
             Box::new(m.sites_configured.clone()),
             Box::new(m.produced.clone()),
             Box::new(m.produce_errors.clone()),
@@ -255,7 +296,21 @@ impl EdgeMetrics {
         for result in ["ok", "error"] {
             m.config_reloads.with_label_values(&[result]);
         }
+        for limit in ["address", "key"] {
+            m.limited.with_label_values(&[limit]);
+        }
         m
+    }
+
+    /// At scrape: what the per-address limit holds and has had to let through untracked.
+    pub fn observe_address_limits(&self, limits: &crate::limits::AddressLimits) {
+        self.address_limit_tracked
+            .set(i64::try_from(limits.tracked()).unwrap_or(i64::MAX));
+        self.address_table_full.inc_by(
+            limits
+                .table_full()
+                .saturating_sub(self.address_table_full.get()),
+        );
     }
 
     /// Start every configured site's accepted counter at 0, so a site that stops sending shows

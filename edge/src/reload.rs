@@ -3,8 +3,10 @@
 //!
 //! The file is polled (every `TA_SITES_RELOAD_SECS`) rather than watched with inotify: polling
 //! also sees the symlink swaps Kubernetes ConfigMaps and `docker cp` do, and costs one small
-//! read per interval. A file that does not parse is reported once per change and the sites in
-//! force stay; the node never runs without sites because of a typo.
+//! read per interval. A file that is missing or does not parse is reported once per change,
+//! `ta_edge_sites_file_stale` says so (alert `EdgeSitesFileStale`), and the sites in force stay:
+//! the node never runs without sites because of a typo. With `TA_SITES_FAIL_CLOSED` it refuses
+//! every event instead (503 `sites_file_stale`) until the file is good again.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,9 +31,17 @@ pub async fn watch_sites_file(
     let mut last = loaded;
     loop {
         async_std::task::sleep(every).await;
-        let Ok(current) = async_std::fs::read(&path).await else {
-            // Mid-swap or deleted: keep what is in force and look again next time.
-            continue;
+        let current = match async_std::fs::read(&path).await {
+            Ok(current) => current,
+            Err(error) => {
+                if metrics.sites_file_stale.get() == 0 {
+                    error!(message = "Sites file unreadable; keeping the sites in force.", path = %path.display(), %error, fail_closed = ingest.fail_closed);
+                }
+                metrics.sites_file_stale.set(1);
+                ingest.set_stale(true);
+                last = None;
+                continue;
+            }
         };
         if last.as_deref() == Some(current.as_slice()) {
             continue;
@@ -41,15 +51,20 @@ pub async fn watch_sites_file(
                 metrics.register_sites(registry.ids());
                 let sites = registry.len();
                 ingest.set_sites(registry);
+                ingest.set_stale(false);
+                metrics.sites_file_stale.set(0);
                 metrics.config_reloads.with_label_values(&["ok"]).inc();
                 info!(message = "Sites file reloaded.", path = %path.display(), sites);
             }
             Err(reason) => {
                 metrics.config_reloads.with_label_values(&["error"]).inc();
+                metrics.sites_file_stale.set(1);
+                ingest.set_stale(true);
                 error!(
                     message = "Sites file changed but is invalid; keeping the sites in force.",
                     path = %path.display(),
-                    %reason
+                    %reason,
+                    fail_closed = ingest.fail_closed
                 );
             }
         }

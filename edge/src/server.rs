@@ -16,10 +16,12 @@ use tide::http::headers::HeaderValue;
 use tide::{Request, Response, StatusCode};
 use tracing::{debug, warn};
 
+use crate::client_addr::ProxyTrust;
 use crate::config::EdgeConfig;
 use crate::error::CollectError;
 use crate::forwarder::KafkaStatus;
 use crate::ingest::{Ingest, IngestRequest, Outcome};
+use crate::limits::{AddressConnections, AddressLimits, KeyRefusal};
 use crate::metrics::EdgeMetrics;
 use crate::readiness::{NotReady, ReadinessPolicy};
 use crate::shutdown::{RequestGate, Trigger};
@@ -48,7 +50,10 @@ pub struct AppInner {
     pub metrics: EdgeMetrics,
     pub max_body_bytes: usize,
     pub max_batch_body_bytes: usize,
-    pub trust_forwarded_for: bool,
+    /// Which peers are our proxies: where the client address comes from.
+    pub proxies: ProxyTrust,
+    /// Per-client-address request buckets, checked before the body is read.
+    pub address_limits: AddressLimits,
     pub country_header: Option<String>,
 }
 
@@ -69,7 +74,12 @@ impl AppState {
             metrics,
             max_body_bytes: config.max_body_bytes,
             max_batch_body_bytes: config.max_batch_body_bytes,
-            trust_forwarded_for: config.trust_forwarded_for,
+            proxies: config.proxy_trust(),
+            address_limits: AddressLimits::new(
+                config.address_rate_limit,
+                config.address_rate_burst,
+                config.address_table_size,
+            ),
             country_header: config.country_header.clone(),
         }))
     }
@@ -121,6 +131,7 @@ pub fn ops_app(state: AppState) -> tide::Server<AppState> {
         state
             .metrics
             .observe_replay_guard(&state.ingest.replay, now.timestamp());
+        state.metrics.observe_address_limits(&state.address_limits);
         Ok(Response::builder(200)
             .content_type(ta_shared::telemetry::TEXT_CONTENT_TYPE)
             .body(state.metrics.render())
@@ -152,6 +163,8 @@ fn health_routes(app: &mut tide::Server<AppState>) {
 pub struct ConnectionCounters {
     pub open: prometheus::IntGauge,
     pub refused: prometheus::IntCounter,
+    /// Refused because their address already held its share of connections.
+    pub refused_per_address: prometheus::IntCounter,
     pub timed_out: prometheus::IntCounter,
 }
 
@@ -160,6 +173,7 @@ impl ConnectionCounters {
         Self {
             open: metrics.open_connections.clone(),
             refused: metrics.connections_refused.clone(),
+            refused_per_address: metrics.connections_refused_per_address.clone(),
             timed_out: metrics.connections_timed_out.clone(),
         }
     }
@@ -171,16 +185,20 @@ impl ConnectionCounters {
         Self {
             open: gauge("open"),
             refused: counter("refused"),
+            refused_per_address: counter("refused_per_address"),
             timed_out: counter("timed_out"),
         }
     }
 }
 
 /// Transport limits of [`serve`] (see [`crate::conn`]).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServeLimits {
     pub max_connections: usize,
     pub request_timeout: std::time::Duration,
+    /// Open connections per TCP peer address (0 = no cap); `exempt` peers are not capped.
+    pub max_per_address: usize,
+    pub exempt: ProxyTrust,
 }
 
 /// Accept connections, one task per connection, until `stop` fires; then the listener is
@@ -195,6 +213,7 @@ pub async fn serve(
     counters: ConnectionCounters,
 ) -> std::io::Result<()> {
     let connections = crate::conn::ConnectionLimit::new(limits.max_connections);
+    let per_address = AddressConnections::new(limits.max_per_address);
     let metrics = counters;
     let mut incoming = listener.incoming();
     loop {
@@ -219,14 +238,27 @@ pub async fn serve(
             drop(stream);
             continue;
         };
+        let peer = stream.peer_addr().ok();
+        let peer_ip = peer.map(|p| crate::client_addr::canonical(p.ip()));
+        let address_slot = match peer_ip {
+            Some(ip) if !limits.exempt.is_proxy(ip) => match per_address.acquire(ip) {
+                Some(s) => Some(s),
+                None => {
+                    metrics.refused_per_address.inc();
+                    drop(stream);
+                    continue;
+                }
+            },
+            _ => None,
+        };
         // Without NODELAY, small responses wait on the peer's delayed ACK (~40 ms).
         let _ = stream.set_nodelay(true);
-        let peer = stream.peer_addr().ok();
+        let request_timeout = limits.request_timeout;
         let app = app.clone();
         let metrics = metrics.clone();
         metrics.open.inc();
         async_std::task::spawn(async move {
-            let stream = crate::conn::GuardedStream::new(stream, limits.request_timeout);
+            let stream = crate::conn::GuardedStream::new(stream, request_timeout);
             let result = async_h1::accept(stream, |mut req| {
                 req.set_peer_addr(peer);
                 let app = app.clone();
@@ -243,6 +275,7 @@ pub async fn serve(
                 debug!(message = "Connection closed with error.", %error);
             }
             metrics.open.dec();
+            drop(address_slot);
             drop(slot);
         });
     }
@@ -317,17 +350,70 @@ fn header<'r>(req: &'r Request<AppState>, name: &str) -> Option<&'r str> {
     req.header(name).map(|v| v.last().as_str())
 }
 
-fn client_ip(req: &Request<AppState>, trust_forwarded_for: bool) -> String {
-    if trust_forwarded_for
-        && let Some(first) = header(req, "X-Forwarded-For").and_then(|v| v.split(',').next())
-        && let Ok(ip) = first.trim().parse::<std::net::IpAddr>()
-    {
-        return ip.to_string();
-    }
+/// The TCP peer's address.
+fn peer_ip(req: &Request<AppState>) -> std::net::IpAddr {
     req.peer_addr()
         .and_then(|p| p.parse::<std::net::SocketAddr>().ok())
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default()
+        .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| {
+            a.ip()
+        })
+}
+
+/// The visitor's address (see [`crate::client_addr`]).
+fn client_ip(req: &Request<AppState>, proxies: &ProxyTrust) -> std::net::IpAddr {
+    let peer = crate::client_addr::canonical(peer_ip(req));
+    if !proxies.reads_headers() {
+        return peer;
+    }
+    let lines = |name: &str| -> Vec<&str> {
+        req.header(name)
+            .map(|values| values.iter().map(|v| v.as_str()).collect())
+            .unwrap_or_default()
+    };
+    proxies.client(peer, &lines("Forwarded"), &lines("X-Forwarded-For"))
+}
+
+/// The limits that need only the headers, before the body is read: the client address's
+/// bucket, then the ingest key (a key no site holds is refused here) and its bucket.
+fn admit_headers(
+    req: &Request<AppState>,
+    state: &AppState,
+) -> Result<std::net::IpAddr, CollectError> {
+    state.ingest.check_fresh()?;
+    let client = client_ip(req, &state.proxies);
+    state
+        .address_limits
+        .admit(client)
+        .map_err(|retry_after_secs| {
+            state.metrics.limited.with_label_values(&["address"]).inc();
+            CollectError::AddressRateLimited {
+                per_sec: state.address_limits.rate(),
+                retry_after_secs,
+            }
+        })?;
+    let key = header(req, "X-TA-API-Key")
+        .or_else(|| query_key(req))
+        .filter(|k| !k.is_empty())
+        .ok_or(CollectError::MissingApiKey)?;
+    state
+        .ingest
+        .sites()
+        .keys
+        .admit(key)
+        .map_err(|refusal| match refusal {
+            KeyRefusal::Unknown => CollectError::InvalidApiKey,
+            KeyRefusal::Limited {
+                per_sec,
+                retry_after_secs,
+            } => {
+                state.metrics.limited.with_label_values(&["key"]).inc();
+                CollectError::KeyRateLimited {
+                    per_sec,
+                    retry_after_secs,
+                }
+            }
+        })?;
+    Ok(client)
 }
 
 async fn read_body(req: &mut Request<AppState>, limit: usize) -> Result<Vec<u8>, CollectError> {
@@ -396,12 +482,13 @@ async fn read_request(
     state: &AppState,
     limit: usize,
 ) -> Result<(Vec<u8>, String), CollectError> {
+    let client = admit_headers(req, state)?;
     if !content_type_ok(req) {
         return Err(CollectError::UnsupportedMediaType);
     }
     let raw = read_body(req, limit).await?;
     let body = decode_body(header(req, "Content-Encoding"), raw, limit)?;
-    Ok((body, client_ip(req, state.trust_forwarded_for)))
+    Ok((body, client.to_string()))
 }
 
 /// The `key` query parameter, borrowed from the request URL.

@@ -90,8 +90,13 @@ pub enum SitesFileError {
         path: String,
         source: std::io::Error,
     },
-    #[error("sites file is not valid TOML: {0}")]
-    Parse(#[from] toml::de::Error),
+    /// Position and a redacted reason only: the offending line may hold a key or secret.
+    #[error("sites file is not valid at line {line}, column {column}: {reason}")]
+    Parse {
+        line: usize,
+        column: usize,
+        reason: String,
+    },
     #[error("sites file is not UTF-8 text")]
     NotUtf8,
     #[error("site id `{0}` is invalid: use 1-{MAX_SITE_ID_LEN} characters from [A-Za-z0-9._-]")]
@@ -170,7 +175,14 @@ impl SiteRegistry {
     }
 
     pub fn from_toml(text: &str) -> Result<Self, SitesFileError> {
-        let file: SitesFile = toml::from_str(text)?;
+        let file: SitesFile = toml::from_str(text).map_err(|e| {
+            let (line, column, reason) = crate::config_error::describe(text, &e);
+            SitesFileError::Parse {
+                line,
+                column,
+                reason,
+            }
+        })?;
         let mut registry = Self::from_sites(file.sites)?;
         registry.development_only = file.development_only;
         Ok(registry)
@@ -347,7 +359,7 @@ mod tests {
         let typo = "[[site]]\nid='a'\napi_key=['k']";
         assert!(matches!(
             SiteRegistry::from_toml(typo),
-            Err(SitesFileError::Parse(_))
+            Err(SitesFileError::Parse { .. })
         ));
     }
 
@@ -357,6 +369,19 @@ mod tests {
         let reg = SiteRegistry::load(&path).unwrap();
         assert!(reg.get("site-1").is_some() && reg.get("site-2").is_some());
         assert!(reg.is_development_only());
+    }
+
+    #[test]
+    fn a_parse_error_names_the_position_never_the_line_s_secret() {
+        for text in [
+            "[[site]]\nid = \"a\"\napi_keys = [\"k\"]\nhmac_secret = \"s3cret-value-0123456789abcdef-xyz\n",
+            "[[site]]\nid = \"a\"\napi_keys = [\"k\"]\nrate_limit_per_sec = \"s3cret-value-0123456789abcdef-xyz\"\n",
+            "[[site]]\nid = \"a\"\napi_keys = [\"k\"]\ns3cret-value-0123456789abcdef-xyz\n",
+        ] {
+            let err = SiteRegistry::from_toml(text).unwrap_err().to_string();
+            assert!(err.contains("line 4"), "{err}");
+            assert!(!err.contains("s3cret"), "the secret is in the error: {err}");
+        }
     }
 
     #[test]

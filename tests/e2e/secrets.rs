@@ -221,3 +221,35 @@ fn ta_query_refuses_the_development_access_file_without_dev() {
         &[("TA_QUERY_ACCESS_FILE", own.display().to_string())],
     ));
 }
+
+#[test]
+fn a_malformed_sites_or_access_file_is_refused_without_logging_the_secret_on_the_bad_line() {
+    const SECRET: &str = "s3cret-on-the-bad-line-0123456789abcdef";
+    let broken = format!("{SITES}hmac_secret = \"{SECRET}\n");
+    let (dir, sites) = setup("secrets_malformed", &broken);
+    let refused = run(
+        "ta-edge",
+        &dir,
+        &[("TA_SITES_FILE", sites), ("TA_SALT_SECRET", SALT.into())],
+    );
+    assert_refused(&refused, "line 4");
+    assert!(
+        !refused.1.contains(SECRET),
+        "the secret is logged:\n{}",
+        refused.1
+    );
+
+    let access = dir.join("access.toml");
+    std::fs::write(&access, format!("admin_tokens = [\"{SECRET}\"\n")).unwrap();
+    let refused = run(
+        "ta-query",
+        &dir,
+        &[("TA_QUERY_ACCESS_FILE", access.display().to_string())],
+    );
+    assert_refused(&refused, "is not valid");
+    assert!(
+        !refused.1.contains(SECRET),
+        "the token is logged:\n{}",
+        refused.1
+    );
+}

@@ -110,6 +110,10 @@ impl Service {
         // Development mode: the tests use the shipped development files and salt. A test of
         // the production refusals sets TA_DEV=false.
         cmd.env("TA_DEV", "true");
+        // The tests send from 127.0.0.1 at rates no visitor would; the abuse limits have their
+        // own tests (edge/tests/it, ta-bench attack). A test may set them.
+        cmd.env("TA_ADDRESS_RATE_LIMIT", "0")
+            .env("TA_KEY_RATE_LIMIT", "0");
         for (k, v) in envs {
             cmd.env(k, v);
         }
@@ -257,6 +261,7 @@ impl Pipeline {
             &with(vec![
                 ("TA_LOADER_LISTEN", format!("127.0.0.1:{loader_port}")),
                 ("TA_LOADER_BATCH_MAX_WAIT_MS", "200".into()),
+                ("TA_CLICKHOUSE_USER", "ta_loader".into()),
                 // Closed days the tests load (yesterday's events) are rolled up promptly.
                 ("TA_ROLLUP_INTERVAL_SECS", "2".into()),
             ]),
@@ -267,6 +272,8 @@ impl Pipeline {
             &with(vec![
                 ("TA_QUERY_LISTEN", format!("127.0.0.1:{query_port}")),
                 ("TA_QUERY_CACHE_RECENT_TTL_MS", "100".into()),
+                // Read-only, as deployed (deploy/local/clickhouse/users.xml).
+                ("TA_CLICKHOUSE_USER", "ta_query".into()),
                 (
                     "TA_QUERY_ACCESS_FILE",
                     workspace_root()

@@ -43,6 +43,7 @@ impl SteadyLoad {
             requests: traffic.requests(&addr.to_string()),
             events_per_request: batch as u64,
             record_ids: true,
+            sources: Vec::new(),
         };
         let handle = std::thread::spawn(move || {
             tokio::runtime::Builder::new_multi_thread()

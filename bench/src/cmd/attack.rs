@@ -3,6 +3,15 @@
 //! closed-loop stream of abusive requests: oversized bodies, gzip bombs, deeply nested and
 //! invalid-UTF-8 JSON, wrong keys, header floods, oversized batches, extreme timestamps.
 //!
+//! Two floods beside it: one address flooding with a site's valid key (the per-address limit
+//! answers 429 before reading any body; the site's other visitors keep their 202s) and one
+//! address opening thousands of connections (the per-address cap closes all but
+//! `TA_EDGE_MAX_CONNECTIONS_PER_ADDRESS`).
+//!
+//! The legitimate visitors come through a proxy the edge trusts (127.0.0.1, `X-Forwarded-For`
+//! naming each visitor); every attacker connects from its own loopback address (127.0.0.9 and
+//! up), as a client on the internet would.
+//!
 //! Reports the edge's peak RSS before and under attack, every abusive answer by status (each
 //! must be a 4xx or a closed connection, never a 2xx or 5xx), and the legitimate traffic's
 //! latency and answers (each must be a 202).
@@ -41,6 +50,12 @@ pub struct Args {
     /// Legitimate requests per second during the attack.
     #[arg(long, default_value_t = 500.0)]
     rate: f64,
+    /// Connections of the single-key flood (one address, a valid key, closed loop).
+    #[arg(long, default_value_t = 16)]
+    key_flooders: usize,
+    /// Connections one address tries to open and hold in the connection flood.
+    #[arg(long, default_value_t = 2000)]
+    connection_flood: usize,
     #[arg(long, default_value = "target/release/ta-edge")]
     edge: PathBuf,
     #[arg(long, default_value = "deploy/config/sites.dev.toml")]
@@ -48,6 +63,37 @@ pub struct Args {
 }
 
 const UA: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0";
+
+/// Where each party connects from (all loopback): the visitors' proxy, then one address per
+/// attack. Slowloris and the abusive requests spread over many addresses, as a botnet would,
+/// so that they reach the request deadline and the body checks rather than only the
+/// per-address limits; the two floods use one address each.
+const PROXY: std::net::IpAddr = loopback(0, 1);
+const KEY_FLOODER: std::net::IpAddr = loopback(0, 10);
+const CONNECTION_FLOODER: std::net::IpAddr = loopback(0, 11);
+
+const fn loopback(c: u8, d: u8) -> std::net::IpAddr {
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, c, d))
+}
+
+/// `n` loopback addresses in `127.0.<c>.1..`.
+fn addresses(c: u8, n: usize) -> Vec<std::net::IpAddr> {
+    (0..n).map(|i| loopback(c, (i % 250 + 1) as u8)).collect()
+}
+
+/// A valid pageview with site-1's public key, as a page would send it.
+fn valid_event(host: &str) -> Vec<u8> {
+    http_load::post(
+        "/v1/collect",
+        host,
+        &[
+            ("X-TA-API-Key", "dev-key-site-1"),
+            ("User-Agent", UA),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"site_id":"site-1","event_name":"pageview","url":"https://example.com/flood"}"#,
+    )
+}
 
 /// The abusive requests, each with what it is.
 fn abusive(host: &str) -> Vec<(&'static str, Vec<u8>)> {
@@ -129,7 +175,8 @@ pub fn run(args: Args) -> anyhow::Result<Vec<Section>> {
             .env("TA_SITES_FILE", &args.sites)
             .env("TA_KAFKA_BROKERS", format!("127.0.0.1:{}", free_port()))
             .env("TA_SPOOL_DIR", spool.path())
-            .env("TA_TRUST_FORWARDED_FOR", "true")
+            // Only the legitimate visitors' proxy is trusted; attackers connect as themselves.
+            .env("TA_TRUSTED_PROXIES", "127.0.0.1/32")
             .env(
                 "TA_LOG",
                 std::env::var("TA_ATTACK_EDGE_LOG").unwrap_or("error".into()),
@@ -157,6 +204,7 @@ pub fn run(args: Args) -> anyhow::Result<Vec<Section>> {
             .expect("sites file"),
         events_per_request: 1,
         record_ids: false,
+        sources: vec![PROXY],
     };
 
     // Baseline: the same legitimate traffic alone.
@@ -171,17 +219,41 @@ pub fn run(args: Args) -> anyhow::Result<Vec<Section>> {
     );
     let stop = Arc::new(AtomicBool::new(false));
     let rss = sample_rss(edge.pid(), stop.clone());
-    let (legit, bad, held) = rt.block_on(async {
+    let (legit, bad, flood, held, flood_opened) = rt.block_on(async {
         // Slowloris: half a head each, then silence.
         let mut held = Vec::new();
-        for _ in 0..args.slowloris {
-            if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+        let slow_sources = addresses(1, args.slowloris.div_ceil(40));
+        for i in 0..args.slowloris {
+            let source = slow_sources[i % slow_sources.len()];
+            if let Ok(mut s) = http_load::connect_from(addr, Some(source)).await {
                 let _ = s
                     .write_all(b"POST /v1/collect HTTP/1.1\r\nHost: x\r\nX-Slow: ")
                     .await;
                 held.push(s);
             }
         }
+        // The connection flood: one address opens as many as it can and keeps them idle.
+        let mut flood_held = Vec::new();
+        for _ in 0..args.connection_flood {
+            if let Ok(s) = http_load::connect_from(addr, Some(CONNECTION_FLOODER)).await {
+                flood_held.push(s);
+            }
+        }
+        let flood_opened = flood_held.len();
+        let key_flood = tokio::spawn(http_load::run(
+            LoadSpec {
+                addr,
+                connections: args.key_flooders,
+                duration,
+                warmup: Duration::ZERO,
+                pace: Pace::Closed,
+                requests: Requests::Fixed(Arc::new(vec![valid_event(&addr.to_string())])),
+                events_per_request: 1,
+                record_ids: false,
+                sources: vec![KEY_FLOODER],
+            },
+            "single-key flood",
+        ));
         let bad = tokio::spawn(http_load::run(
             LoadSpec {
                 addr,
@@ -192,11 +264,13 @@ pub fn run(args: Args) -> anyhow::Result<Vec<Section>> {
                 requests: Requests::Fixed(Arc::new(kinds.iter().map(|(_, r)| r.clone()).collect())),
                 events_per_request: 1,
                 record_ids: false,
+                sources: addresses(2, args.attackers),
             },
             "abuse",
         ));
         let legit = http_load::run(legit_spec(duration), "legitimate under attack").await;
         let bad = bad.await.expect("abuse task");
+        let flood = key_flood.await.expect("key flood task");
         // While the slowloris connections are still held.
         let during = http_get(ops, "/metrics");
         eprintln!(
@@ -204,7 +278,8 @@ pub fn run(args: Args) -> anyhow::Result<Vec<Section>> {
             metric(&during, "ta_edge_open_connections").unwrap_or(0.0),
             metric(&during, "ta_edge_connections_timed_out_total").unwrap_or(0.0)
         );
-        (legit, bad, held.len())
+        drop(flood_held);
+        (legit, bad, flood, held.len(), flood_opened)
     });
     stop.store(true, Ordering::Relaxed);
     let attack_rss = rss.join().unwrap_or(0);
@@ -237,7 +312,41 @@ pub fn run(args: Args) -> anyhow::Result<Vec<Section>> {
         metric(&m, "ta_edge_connections_refused_total").unwrap_or(0.0),
         metric(&m, "ta_edge_connections_timed_out_total").unwrap_or(0.0)
     );
+    let refused_per_address =
+        metric(&m, "ta_edge_connections_refused_per_address_total").unwrap_or(0.0) as u64;
+    let limited_address = metric(&m, r#"ta_edge_requests_limited_total{limit="address"}"#)
+        .or_else(|| {
+            m.lines()
+                .find(|l| {
+                    l.starts_with("ta_edge_requests_limited_total")
+                        && l.contains(r#"limit="address""#)
+                })
+                .and_then(|l| l.rsplit_once(' ')?.1.parse().ok())
+        })
+        .unwrap_or(0.0) as u64;
+    let flood_429 = flood.statuses.get(&429).copied().unwrap_or(0);
+    let flood_202 = flood.statuses.get(&202).copied().unwrap_or(0);
+    println!(
+        "single-key flood from one address: {} answers ({:.0} req/s), {} of them 429 before the body was read; \
+         {limited_address} requests refused by the per-address limit in all",
+        flood.statuses_text(),
+        flood.requests_per_sec(),
+        flood_429
+    );
+    println!(
+        "connection flood from one address: {flood_opened} connections opened, {refused_per_address} closed at once \
+         by the per-address cap"
+    );
     anyhow::ensure!(alive, "the edge stopped answering /healthz");
+    anyhow::ensure!(
+        flood_429 > 0 && flood_202 <= flood_429,
+        "the single-key flood was not limited: {}",
+        flood.statuses_text()
+    );
+    anyhow::ensure!(
+        refused_per_address > 0,
+        "the connection flood was not capped ({flood_opened} opened, none refused)"
+    );
     let wrong: u64 = bad
         .statuses
         .iter()
@@ -257,10 +366,13 @@ pub fn run(args: Args) -> anyhow::Result<Vec<Section>> {
     let section = Section::new(
         "8. Edge under attack",
         format!(
-            "{held} slowloris connections held open and {} connections sending abusive requests back to back ({}) \
-             while legitimate visitors send {} req/s, {} s",
+            "{held} slowloris connections held open (from {} addresses), {} connections sending abusive requests back to back \
+             from as many addresses ({}), one address flooding with a valid key and one opening {} connections, \
+             while legitimate visitors behind a trusted proxy send {} req/s, {} s",
+            args.slowloris.div_ceil(40),
             args.attackers,
             kinds.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", "),
+            args.connection_flood,
             args.rate,
             args.seconds
         ),
@@ -269,6 +381,23 @@ pub fn run(args: Args) -> anyhow::Result<Vec<Section>> {
         Row::new(format!("abusive requests answered 4xx ({})", bad.statuses_text()), bad.requests_per_sec(), "req/s")
             .latency(Latency::of(&bad))
             .target("every answer 4xx or a closed connection", wrong == 0),
+    )
+    .row(
+        Row::new(
+            format!("single-key flood from one address ({}): 429 before the body", flood.statuses_text()),
+            flood.requests_per_sec(),
+            "req/s",
+        )
+        .latency(Latency::of(&flood))
+        .target("refused with 429, others unaffected", flood_429 > 0 && flood_202 <= flood_429),
+    )
+    .row(
+        Row::new(
+            format!("connection flood from one address: {flood_opened} opened, closed at once"),
+            refused_per_address as f64,
+            "connections",
+        )
+        .target("all but the per-address cap closed", refused_per_address > 0),
     )
     .row(
         Row::new("legitimate events under attack, all 202", legit.requests_per_sec(), "req/s")

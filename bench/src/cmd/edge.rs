@@ -165,6 +165,11 @@ fn start_edge(args: &Args, opts: &EdgeOpts<'_>) -> anyhow::Result<(Proc, SocketA
         .env("TA_TRUST_FORWARDED_FOR", "true")
         .env("TA_SHUTDOWN_DRAIN_SECS", "0")
         .env("TA_KAFKA_PRODUCE_TIMEOUT_SECS", "2")
+        // The limiters run (their cost is on the hot path) but never refuse: the benchmark is
+        // one key from a few simulated addresses at tens of thousands of requests a second.
+        .env("TA_ADDRESS_RATE_LIMIT", "1000000000")
+        .env("TA_KEY_RATE_LIMIT", "1000000000")
+        .env("TA_SITE_RATE_LIMIT", "1000000000")
         // The broker is unreachable on purpose in the accept scenarios: its retries are not news.
         .env("TA_LOG", "error")
         .stdout(Stdio::null())
@@ -199,6 +204,7 @@ fn load(
             requests: Requests::Fixed(requests),
             events_per_request: events,
             record_ids: false,
+            sources: Vec::new(),
         },
         label,
     ))

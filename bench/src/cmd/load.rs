@@ -275,6 +275,7 @@ pub fn run(args: Args) -> anyhow::Result<(LoadReport, Vec<Section>)> {
             requests: traffic.requests(&addr.to_string()),
             events_per_request: args.batch as u64,
             record_ids: false,
+            sources: Vec::new(),
         },
         "load",
     ));

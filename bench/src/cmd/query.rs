@@ -200,6 +200,9 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
         let mut cmd = Command::new(args.bin_dir.join("ta-query"));
         cmd.env("TA_QUERY_LISTEN", format!("127.0.0.1:{port}"))
             .env("TA_DEV", "true")
+            // The benchmark measures the queries, with thousands of requests from one token.
+            .env("TA_QUERY_CREDENTIAL_RATE_LIMIT", "0")
+            .env("TA_QUERY_CREDENTIAL_MAX_IN_FLIGHT", "0")
             .env("TA_CLICKHOUSE_URL", &args.clickhouse)
             .env("TA_CLICKHOUSE_DATABASE", db)
             .env("TA_QUERY_ACCESS_FILE", &args.access_file)

@@ -189,6 +189,7 @@ pub fn run(args: Args) -> anyhow::Result<Vec<Section>> {
                 requests: traffic.requests(&addr(0).to_string()),
                 events_per_request: args.batch as u64,
                 record_ids: false,
+                sources: Vec::new(),
             },
             "soak",
         ));

@@ -108,7 +108,11 @@ impl AccessList {
             path: path.to_owned(),
             message,
         };
-        let file: AccessFile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        // The position only: the offending line may be a token.
+        let file: AccessFile = toml::from_str(text).map_err(|e| {
+            let (line, column, reason) = ta_shared::config_error::describe(text, &e);
+            invalid(format!("line {line}, column {column}: {reason}"))
+        })?;
         let mut list = AccessList {
             development_only: file.development_only,
             ..AccessList::default()
@@ -254,6 +258,17 @@ pub struct Access {
     current: Arc<RwLock<Arc<AccessList>>>,
 }
 
+/// How [`Access::watch`] treats a file that cannot be used.
+#[derive(Debug, Clone)]
+pub struct Reload {
+    /// Development files allowed (`--dev`).
+    pub dev: bool,
+    /// Empty the list (everyone 401) rather than keep the previous one.
+    pub fail_closed: bool,
+    /// Set to 1 while the file on disk is unusable.
+    pub stale: prometheus::IntGauge,
+}
+
 impl Access {
     pub fn new(list: AccessList) -> Self {
         Self {
@@ -269,9 +284,16 @@ impl Access {
         *self.current.write().expect("access lock") = Arc::new(list);
     }
 
-    /// Re-read `path` whenever its modification time or size changes. A file that stops
-    /// parsing keeps the previous list (and logs why), so a typo does not lock everyone out.
-    pub fn watch(&self, path: PathBuf, every: Duration, dev: bool) -> tokio::task::JoinHandle<()> {
+    /// Re-read `path` whenever its modification time or size changes. A file that goes missing
+    /// or stops parsing keeps the previous list (and logs why), so a typo does not lock
+    /// everyone out; `stale` is 1 meanwhile (alert `QueryAccessFileStale`). With `fail_closed`
+    /// the list is emptied instead: every credential gets 401 until the file is good again.
+    pub fn watch(
+        &self,
+        path: PathBuf,
+        every: Duration,
+        reload: Reload,
+    ) -> tokio::task::JoinHandle<()> {
         let access = self.clone();
         tokio::spawn(async move {
             let stamp = |p: &Path| {
@@ -287,13 +309,20 @@ impl Access {
                     continue;
                 }
                 last = now;
-                match AccessList::load_for(&path, dev) {
+                match AccessList::load_for(&path, reload.dev) {
                     Ok(list) => {
                         access.replace(list);
+                        reload.stale.set(0);
                         tracing::info!(message = "Access file reloaded.", path = %path.display());
                     }
                     Err(error) => {
-                        tracing::error!(message = "Access file not reloaded; keeping the previous one.", %error);
+                        reload.stale.set(1);
+                        if reload.fail_closed {
+                            access.replace(AccessList::default());
+                            tracing::error!(message = "Access file unreadable or invalid; refusing every credential (fail closed).", %error);
+                        } else {
+                            tracing::error!(message = "Access file not reloaded; keeping the previous one.", %error);
+                        }
                     }
                 }
             }
@@ -374,6 +403,21 @@ read_tokens = ["read-token-ab-1"]
             l.sites().iter().map(String::as_str).collect::<Vec<_>>(),
             ["site-1", "site-2", "site-3"]
         );
+    }
+
+    #[test]
+    fn a_parse_error_names_the_position_never_the_line_s_token() {
+        for text in [
+            "admin_tokens = [\"s3cret-admin-token-0123\"\n",
+            "admin_tokens = \"s3cret-admin-token-0123\"\n",
+            "[sites.a]\nread_tokens = [\"ok-token-0000001\"]\ns3cret-admin-token-0123\n",
+        ] {
+            let err = AccessList::parse(text, Path::new("a.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("line "), "{err}");
+            assert!(!err.contains("s3cret"), "the token is in the error: {err}");
+        }
     }
 
     #[test]

@@ -15,6 +15,14 @@ pub enum ApiError {
     Forbidden,
     #[error("no such site")]
     UnknownSite,
+    #[error(
+        "this credential sends more than {per_sec} requests/s; retry after {retry_after_secs} s"
+    )]
+    TooManyRequests { per_sec: u32, retry_after_secs: u32 },
+    #[error(
+        "this credential has {max} requests in progress already; retry after {retry_after_secs} s"
+    )]
+    TooManyInFlight { max: usize, retry_after_secs: u32 },
     #[error("analytics store unavailable")]
     Store(#[from] clickhouse::error::Error),
 }
@@ -27,6 +35,7 @@ impl ApiError {
             ApiError::Unauthorized => 401,
             ApiError::Forbidden => 403,
             ApiError::UnknownSite => 404,
+            ApiError::TooManyRequests { .. } | ApiError::TooManyInFlight { .. } => 429,
             ApiError::Store(_) => 503,
         }
     }
@@ -69,6 +78,27 @@ impl IntoResponse for ApiError {
                 axum::Json(json!({"error": "unknown_site", "message": self.to_string()})),
             )
                 .into_response(),
+            ApiError::TooManyRequests {
+                retry_after_secs, ..
+            }
+            | ApiError::TooManyInFlight {
+                retry_after_secs, ..
+            } => {
+                let code = match self {
+                    ApiError::TooManyRequests { .. } => "rate_limited",
+                    _ => "too_many_in_flight",
+                };
+                let mut res = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    axum::Json(json!({"error": code, "message": self.to_string()})),
+                )
+                    .into_response();
+                res.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from(*retry_after_secs),
+                );
+                res
+            }
             ApiError::Store(e) => {
                 // The client gets a stable message; the details go to the log once.
                 error!(message = "ClickHouse query failed.", error = %e);

@@ -16,6 +16,7 @@ pub mod dashboard;
 pub mod error;
 pub mod filter;
 pub mod fuzzing;
+pub mod limits;
 pub mod openapi;
 pub mod params;
 pub mod period;
@@ -53,6 +54,8 @@ pub struct QueryMetrics {
     pub cache_bytes: IntGauge,
     pub store_seconds: HistogramVec,
     pub rollup_checks: IntCounterVec,
+    /// 1 while the access file is missing or does not parse.
+    pub access_file_stale: IntGauge,
 }
 
 impl QueryMetrics {
@@ -103,9 +106,15 @@ impl QueryMetrics {
                 &["result"],
             )
             .unwrap(),
+            access_file_stale: IntGauge::new(
+                "ta_query_access_file_stale",
+                "1 while the access file is missing or does not parse: ta-query serves the list it loaded before (or refuses every credential with TA_QUERY_ACCESS_FAIL_CLOSED).",
+            )
+            .unwrap(),
         };
         for c in [
             Box::new(m.requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.access_file_stale.clone()),
             Box::new(m.rollup_checks.clone()),
             Box::new(m.request_seconds.clone()),
             Box::new(m.cache.clone()),
@@ -131,6 +140,8 @@ pub struct QueryState {
     pub cache: AnswerCache,
     pub metrics: QueryMetrics,
     pub access: Access,
+    /// Per-credential request rate and requests in progress.
+    pub limits: std::sync::Arc<limits::CredentialLimits>,
 }
 
 impl QueryState {
@@ -144,9 +155,23 @@ impl QueryState {
 
     pub fn with_access(config: &QueryConfig, list: AccessList) -> Self {
         let metrics = QueryMetrics::new();
+        // Every statement ta-query runs is bounded in time and memory by ClickHouse itself.
+        let client = || {
+            config
+                .clickhouse
+                .client()
+                .with_setting(
+                    "max_execution_time",
+                    config.query_max_execution_secs.to_string(),
+                )
+                .with_setting(
+                    "max_memory_usage",
+                    config.query_max_memory_bytes.to_string(),
+                )
+        };
         Self {
-            db: config.clickhouse.client(),
-            stats_db: stats::StatsDb::new(config.clickhouse.client(), &metrics.rollup_checks),
+            db: client(),
+            stats_db: stats::StatsDb::new(client(), &metrics.rollup_checks),
             cache: AnswerCache::new(
                 config.cache_entries,
                 config.cache_max_bytes,
@@ -159,6 +184,11 @@ impl QueryState {
             ),
             metrics,
             access: Access::new(list),
+            limits: limits::CredentialLimits::new(
+                config.credential_rate_limit,
+                config.credential_rate_burst,
+                config.credential_max_in_flight,
+            ),
         }
     }
 }
@@ -211,6 +241,33 @@ pub fn app(state: QueryState) -> Router {
         .iter()
         .fold(Router::new(), |r, path| r.route(path, route(path)))
         .with_state(state)
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// The API's answers are data, never a document to render: no sniffing, a policy that forbids
+/// running or framing anything, and never stored by a cache (they may be authenticated). The
+/// dashboard's own assets set their policy (dashboard.rs) and keep it.
+async fn security_headers(mut res: Response) -> Response {
+    let headers = res.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, no-store"),
+        );
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+    }
+    res
 }
 
 /// Query-string pairs (repeatable keys kept).
@@ -220,12 +277,29 @@ fn pairs(raw: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The request's credential: `Authorization: Bearer <token>` and/or `share=<id>`.
+/// The request's credential (`Authorization: Bearer <token>` and/or `share=<id>`), admitted
+/// by its per-credential limits: what it may read, and its place among the requests in
+/// progress (held until the answer is ready).
 fn principal(
+    state: &QueryState,
     list: &AccessList,
     headers: &HeaderMap,
     pairs: &[(String, String)],
-) -> Result<Principal, ApiError> {
+) -> Result<(Principal, limits::InFlight), ApiError> {
+    let (who, secret) = authenticate(list, headers, pairs)?;
+    let id: limits::CredentialId = sha2::Digest::finalize(sha2::Digest::chain_update(
+        <sha2::Sha256 as sha2::Digest>::new(),
+        secret.as_bytes(),
+    ))
+    .into();
+    Ok((who, state.limits.admit(id)?))
+}
+
+fn authenticate<'a>(
+    list: &AccessList,
+    headers: &'a HeaderMap,
+    pairs: &'a [(String, String)],
+) -> Result<(Principal, &'a str), ApiError> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -235,22 +309,23 @@ fn principal(
         .iter()
         .find(|(k, _)| k == "share")
         .map(|(_, v)| v.as_str());
-    list.authenticate(bearer, share)
-        .ok_or(ApiError::Unauthorized)
+    let who = list
+        .authenticate(bearer, share)
+        .ok_or(ApiError::Unauthorized)?;
+    // What authenticated it: a share link grants a share principal, a token the others.
+    let secret = match who {
+        Principal::Share(_) => share,
+        _ => bearer,
+    };
+    Ok((who, secret.unwrap_or_default()))
 }
 
 fn ok(answer: Answer) -> Response {
     (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(answer.content_type),
-            ),
-            (
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("private, no-cache"),
-            ),
-        ],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(answer.content_type),
+        )],
         answer.body,
     )
         .into_response()
@@ -326,7 +401,7 @@ async fn stats(
     let result = async {
         let pairs = pairs(raw.as_deref());
         let list = state.access.get();
-        let who = principal(&list, &headers, &pairs)?;
+        let (who, _in_flight) = principal(&state, &list, &headers, &pairs)?;
         let now = chrono::Utc::now();
         let req = StatsRequest::parse(endpoint, &pairs, now)?;
         list.authorize(&who, &req.site_id)?;
@@ -400,7 +475,7 @@ async fn sites(
     let result = (|| {
         let pairs = pairs(raw.as_deref());
         let list = state.access.get();
-        let who = principal(&list, &headers, &pairs)?;
+        let (who, _in_flight) = principal(&state, &list, &headers, &pairs)?;
         Ok(json_answer(&stats::sites_body(list.readable(&who))))
     })();
     observe(&state, "sites", started, &result);
@@ -500,7 +575,7 @@ async fn seed(
     let result = async {
         let pairs = pairs(raw.as_deref());
         let list = state.access.get();
-        let who = principal(&list, &headers, &pairs)?;
+        let (who, _in_flight) = principal(&state, &list, &headers, &pairs)?;
         let mut params = RawParams::default();
         for (k, v) in pairs {
             match k.as_str() {
@@ -553,7 +628,11 @@ pub async fn run(config: QueryConfig) -> anyhow::Result<()> {
     let _watch = state.access.watch(
         access_file.clone(),
         Duration::from_secs(config.access_reload_secs.max(1)),
-        config.dev,
+        access::Reload {
+            dev: config.dev,
+            fail_closed: config.access_fail_closed,
+            stale: state.metrics.access_file_stale.clone(),
+        },
     );
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

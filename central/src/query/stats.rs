@@ -709,8 +709,8 @@ pub async fn breakdown(
     Ok(body)
 }
 
-/// A breakdown as CSV (RFC 4180). Cells that a spreadsheet would run as a formula get a
-/// leading `'`.
+/// A breakdown as CSV (RFC 4180): every text cell quoted, numbers bare, and any text a
+/// spreadsheet would run as a formula defused ([`csv_cell`]).
 pub async fn breakdown_csv(
     db: &StatsDb,
     req: &StatsRequest,
@@ -744,17 +744,21 @@ pub async fn breakdown_csv(
     Ok(out)
 }
 
+/// One text cell: quoted, with every `;`-separated part that starts like a formula (`=`, `+`,
+/// `-`, `@`, tab, CR) given a leading `'` — spreadsheets in locales whose list separator is `;`
+/// split the cell there and evaluate each part (OWASP, "CSV injection").
 pub fn csv_cell(s: &str) -> String {
-    let guarded = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{s}")
-    } else {
-        s.to_owned()
-    };
-    if guarded.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", guarded.replace('"', "\"\""))
-    } else {
-        guarded
-    }
+    let defused: Vec<String> = s
+        .split(';')
+        .map(|part| {
+            if part.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+                format!("'{part}")
+            } else {
+                part.to_owned()
+            }
+        })
+        .collect();
+    format!("\"{}\"", defused.join(";").replace('"', "\"\""))
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -872,7 +876,16 @@ mod tests {
         assert_eq!(csv_cell("a,b"), "\"a,b\"");
         assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
-        assert_eq!(csv_cell("/pricing"), "/pricing");
+        assert_eq!(csv_cell("/pricing"), "\"/pricing\"");
+        for danger in ["+1", "-2+3", "@SUM(A1)", "\tx", "\rx"] {
+            assert!(csv_cell(danger).starts_with("\"'"), "{danger:?}");
+        }
+        // Locales that split cells on `;` evaluate each part.
+        assert_eq!(
+            csv_cell("utm;=cmd|'/c calc'!A0"),
+            "\"utm;'=cmd|'/c calc'!A0\""
+        );
+        assert_eq!(csv_cell("a;b"), "\"a;b\"");
     }
 
     #[test]

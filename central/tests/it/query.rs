@@ -42,11 +42,7 @@ async fn seeded() -> (QueryConfig, clickhouse::Client) {
     custom.event_name = "signup".into();
     insert.write(&custom).await.unwrap();
     insert.end().await.unwrap();
-    let config = QueryConfig {
-        clickhouse: args,
-        ..QueryConfig::default()
-    };
-    (config, db)
+    (crate::stats_model::unlimited(args), db)
 }
 
 #[tokio::test]
@@ -135,4 +131,104 @@ async fn answers_are_cached_until_their_ttl_expires() {
         metrics.contains(r#"ta_query_cache_requests_total{endpoint="pageviews",result="hit"} 1"#),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn api_answers_are_never_sniffed_framed_or_stored_and_the_dashboard_keeps_its_policy() {
+    let (config, _db) = seeded().await;
+    let base = serve(config).await;
+    let http = reqwest::Client::new();
+    let answered = http
+        .get(format!("{base}/v1/metrics/pageviews?site_id=site-2"))
+        .bearer_auth("test-admin-token")
+        .send()
+        .await
+        .unwrap();
+    let refused = http
+        .get(format!("{base}/v1/metrics/pageviews?site_id=site-2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (answered.status().as_u16(), refused.status().as_u16()),
+        (200, 401)
+    );
+    for res in [&answered, &refused] {
+        let h = res.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["cache-control"], "private, no-store");
+        assert_eq!(
+            h["content-security-policy"],
+            "default-src 'none'; frame-ancestors 'none'"
+        );
+    }
+    let page = http.get(format!("{base}/")).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+}
+
+#[tokio::test]
+async fn ta_query_s_clickhouse_user_reads_but_cannot_write_and_every_statement_is_bounded() {
+    let (mut config, _db) = seeded().await;
+    config.clickhouse.clickhouse_user = "ta_query".into();
+    config.query_max_execution_secs = 7;
+    let state = ta_central::query::QueryState::with_access(
+        &config,
+        ta_central::query::access::AccessList::default(),
+    );
+    let count = || async {
+        state
+            .db
+            .query("SELECT count() FROM events")
+            .fetch_one::<u64>()
+            .await
+            .unwrap()
+    };
+    let before = count().await;
+    assert!(before > 0);
+    for write in [
+        "ALTER TABLE events DELETE WHERE 1",
+        "TRUNCATE TABLE events",
+        "DROP TABLE events",
+        "CREATE TABLE x (a UInt8) ENGINE = Memory",
+    ] {
+        let err = state
+            .db
+            .query(write)
+            .execute()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.to_lowercase().contains("readonly"), "{write}: {err}");
+    }
+    assert_eq!(count().await, before);
+    // The per-statement limits reach ClickHouse with every query of this client.
+    let limit: String = state
+        .db
+        .query("SELECT value FROM system.settings WHERE name = 'max_execution_time'")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(limit, "7");
+}
+
+#[tokio::test]
+async fn a_credential_over_its_rate_or_in_flight_limit_gets_429_with_retry_after() {
+    let (mut config, _db) = seeded().await;
+    config.credential_rate_limit = 1;
+    config.credential_rate_burst = 2;
+    let base = serve(config).await;
+    let url = format!("{base}/v1/metrics/pageviews?site_id=site-2");
+    let http = reqwest::Client::new();
+    let send = |token: &'static str| http.get(&url).bearer_auth(token).send();
+    assert_eq!(send("test-admin-token").await.unwrap().status(), 200);
+    assert_eq!(send("test-admin-token").await.unwrap().status(), 200);
+    let limited = send("test-admin-token").await.unwrap();
+    assert_eq!(limited.status(), 429);
+    assert_eq!(limited.headers()["retry-after"], "1");
+    let body: serde_json::Value = limited.json().await.unwrap();
+    assert_eq!(body["error"], "rate_limited");
+    // Another credential is not affected.
+    assert_eq!(send("test-read-site-2").await.unwrap().status(), 200);
 }

@@ -103,9 +103,15 @@ async fn deleting_a_share_link_from_the_access_file_revokes_it() {
         ..s.config.clone()
     };
     let state = QueryState::new(&config).unwrap();
-    let _watch = state
-        .access
-        .watch(path.clone(), Duration::from_millis(100), false);
+    let _watch = state.access.watch(
+        path.clone(),
+        Duration::from_millis(100),
+        ta_central::query::access::Reload {
+            dev: false,
+            fail_closed: false,
+            stale: state.metrics.access_file_stale.clone(),
+        },
+    );
     let base = serve_state(state).await;
     let url = format!("{base}/v1/stats/aggregate?site_id=site-1&share=test-share-site-1");
     assert_eq!(reqwest::get(&url).await.unwrap().status(), 200);
@@ -129,6 +135,56 @@ async fn deleting_a_share_link_from_the_access_file_revokes_it() {
     // Cached answers are not served to a revoked link: access is checked before the cache.
     assert_eq!(get_as("test-read-site-1", &url).await.0, 200);
     let _ = std::fs::remove_file(path);
+}
+
+#[tokio::test]
+async fn a_broken_access_file_is_reported_stale_and_with_fail_closed_refuses_everyone() {
+    let s = seeded().await;
+    for fail_closed in [false, true] {
+        let path =
+            std::env::temp_dir().join(format!("ta-access-{:08x}.toml", rand::random::<u32>()));
+        std::fs::write(&path, ACCESS).unwrap();
+        let config = QueryConfig {
+            access_file: Some(path.clone()),
+            ..s.config.clone()
+        };
+        let state = QueryState::new(&config).unwrap();
+        let stale = state.metrics.access_file_stale.clone();
+        let _watch = state.access.watch(
+            path.clone(),
+            Duration::from_millis(100),
+            ta_central::query::access::Reload {
+                dev: false,
+                fail_closed,
+                stale: stale.clone(),
+            },
+        );
+        let base = serve_state(state).await;
+        let url = format!("{base}/v1/stats/aggregate?site_id=site-1");
+        assert_eq!(get_as("test-read-site-1", &url).await.0, 200);
+        std::fs::write(&path, "admin_tokens = [\"unterminated").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while stale.get() != 1 {
+            assert!(std::time::Instant::now() < deadline, "never reported stale");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let want = if fail_closed { 401 } else { 200 };
+        assert_eq!(
+            get_as("test-read-site-1", &url).await.0,
+            want,
+            "fail_closed = {fail_closed}"
+        );
+        std::fs::write(&path, ACCESS).unwrap();
+        while stale.get() != 0 {
+            assert!(
+                std::time::Instant::now() < deadline + Duration::from_secs(5),
+                "never fresh again"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(get_as("test-read-site-1", &url).await.0, 200);
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 #[tokio::test]

@@ -398,10 +398,7 @@ pub(crate) struct Seeded {
 impl Seeded {
     fn new(clickhouse: ta_central::config::ClickHouseArgs, events: Vec<Ev>) -> Self {
         Self {
-            config: QueryConfig {
-                clickhouse,
-                ..QueryConfig::default()
-            },
+            config: unlimited(clickhouse),
             events,
         }
     }
@@ -473,6 +470,17 @@ pub(crate) async fn both_seeds() -> [&'static Seeded; 2] {
 }
 
 /// A ta-query over `config` with the test access list, on a free port.
+/// A ta-query configuration for `clickhouse` without the per-credential limits: these tests
+/// send hundreds of requests with one token (the limits have their own tests, in query.rs).
+pub(crate) fn unlimited(clickhouse: ta_central::config::ClickHouseArgs) -> QueryConfig {
+    QueryConfig {
+        clickhouse,
+        credential_rate_limit: 0,
+        credential_max_in_flight: 0,
+        ..QueryConfig::default()
+    }
+}
+
 pub(crate) async fn serve(config: &QueryConfig) -> String {
     let list = AccessList::parse(ACCESS, std::path::Path::new("test")).unwrap();
     serve_state(QueryState::with_access(config, list)).await

@@ -569,3 +569,195 @@ async fn metrics_are_served_on_the_ops_listener_only_never_on_the_ingest_port() 
         assert_eq!(http(addr, "GET", "/readyz", &[], "").await.status, 200);
     }
 }
+
+#[async_std::test]
+async fn a_missing_sites_file_is_reported_stale_and_with_fail_closed_every_event_gets_503() {
+    for fail_closed in [false, true] {
+        let name = format!("stale_{fail_closed}");
+        let (node, _topic, dir) = start(&name, SITES_API, |c| {
+            c.sites_reload_secs = 1;
+            c.sites_fail_closed = fail_closed;
+        })
+        .await;
+        let (addr, ops) = (node.local_addr(), node.metrics_addr());
+        let send = async || {
+            http(
+                addr,
+                "POST",
+                "/v1/collect",
+                &[("X-TA-API-Key", "k1"), ("User-Agent", UA), JSON],
+                &event("site-1", "/stale"),
+            )
+            .await
+        };
+        let stale = async || {
+            let m = http(ops, "GET", "/metrics", &[], "").await.body;
+            metric(&m, r#"ta_edge_sites_file_stale{region="it"}"#)
+        };
+        assert_eq!(stale().await, Some(0.0));
+        let file = dir.path().join("sites.toml");
+        let kept = std::fs::read_to_string(&file).unwrap();
+        std::fs::remove_file(&file).unwrap();
+        eventually("the missing file is reported", async || {
+            stale().await == Some(1.0)
+        })
+        .await;
+        let answer = send().await;
+        if fail_closed {
+            assert_eq!(answer.status, 503, "{}", answer.body);
+            assert_eq!(answer.json()["error"], "sites_file_stale");
+            assert!(answer.headers.contains_key("retry-after"));
+        } else {
+            assert_eq!(
+                answer.status, 202,
+                "the sites in force stay: {}",
+                answer.body
+            );
+        }
+        std::fs::write(&file, kept).unwrap();
+        eventually("the file is good again", async || {
+            stale().await == Some(0.0)
+        })
+        .await;
+        assert_eq!(send().await.status, 202);
+        node.shutdown().await.unwrap();
+    }
+}
+
+#[async_std::test]
+async fn abuse_limits_one_address_or_one_key_is_refused_with_429_before_its_body_is_read() {
+    let (node, _topic, _dir) = start("abuse_limits", SITES_API, |c| {
+        c.address_rate_limit = 1;
+        c.address_rate_burst = 3;
+        c.key_rate_limit = 1;
+        c.key_rate_burst = 5;
+        // The test speaks for visitors behind one proxy, 127.0.0.1, naming them.
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let (addr, ops) = (node.local_addr(), node.metrics_addr());
+    let send = async |visitor: &str, key: &str, body: &str| {
+        http(
+            addr,
+            "POST",
+            "/v1/collect",
+            &[
+                ("X-TA-API-Key", key),
+                ("User-Agent", UA),
+                ("X-Forwarded-For", visitor),
+                JSON,
+            ],
+            body,
+        )
+        .await
+    };
+    let good = event("site-1", "/a");
+    // One address: its burst, then 429 — also for a body that is not even JSON, which shows
+    // the refusal comes before the body is parsed.
+    for _ in 0..3 {
+        assert_eq!(send("198.51.100.1", "k1", &good).await.status, 202);
+    }
+    let limited = send("198.51.100.1", "k1", "not json at all").await;
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    assert_eq!(limited.json()["error"], "address_rate_limited");
+    assert_eq!(limited.headers["retry-after"], "1");
+    // The client cannot escape by writing the left of the chain: the proxy's right-most entry
+    // is the address, in X-Forwarded-For and in the standard Forwarded header alike.
+    let spoofed = send("6.6.6.6, 198.51.100.1", "k1", &good).await;
+    assert_eq!(spoofed.status, 429, "{}", spoofed.body);
+    let forwarded = http(
+        addr,
+        "POST",
+        "/v1/collect",
+        &[
+            ("X-TA-API-Key", "k1"),
+            ("User-Agent", UA),
+            ("Forwarded", "for=6.6.6.6, for=198.51.100.1;proto=https"),
+            JSON,
+        ],
+        &good,
+    )
+    .await;
+    assert_eq!(forwarded.status, 429, "{}", forwarded.body);
+    // Another visitor of the same site is not affected by that address; the key's own limit
+    // (burst 5, 3 used) lets two more through, then refuses the key for everyone.
+    assert_eq!(send("198.51.100.2", "k1", &good).await.status, 202);
+    assert_eq!(send("198.51.100.3", "k1", &good).await.status, 202);
+    let key_limited = send("198.51.100.4", "k1", &good).await;
+    assert_eq!(key_limited.status, 429);
+    assert_eq!(key_limited.json()["error"], "key_rate_limited");
+    // Another site's key is its own bucket; a key no site holds is 401 without a body read.
+    assert_eq!(
+        send("198.51.100.5", "k-shop", &event("shop", "/s"))
+            .await
+            .status,
+        202
+    );
+    assert_eq!(
+        send("198.51.100.6", "nobody-has-it", "not json")
+            .await
+            .status,
+        401
+    );
+    let m = http(ops, "GET", "/metrics", &[], "").await.body;
+    assert_eq!(
+        metric(
+            &m,
+            r#"ta_edge_requests_limited_total{limit="address",region="it"}"#
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"ta_edge_requests_limited_total{limit="key",region="it"}"#
+        ),
+        Some(1.0)
+    );
+    node.shutdown().await.unwrap();
+}
+
+#[async_std::test]
+async fn abuse_limits_one_address_cannot_hold_more_than_its_share_of_connections() {
+    let (node, _topic, _dir) = start("abuse_connections", SITES_API, |c| {
+        c.max_connections_per_address = 3;
+    })
+    .await;
+    let addr = node.local_addr();
+    // Three idle connections from 127.0.0.1 are held; the fourth is closed at once.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(async_std::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let mut fourth = async_std::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    let read = async_std::future::timeout(
+        Duration::from_secs(5),
+        async_std::io::ReadExt::read(&mut fourth, &mut buf),
+    )
+    .await
+    .expect("the fourth connection is closed, not left hanging");
+    assert_eq!(read.unwrap_or(0), 0, "closed without an answer");
+    drop(held);
+    // Once the held ones are closed, the address may connect again.
+    eventually("the address connects again", async || {
+        async_std::future::timeout(
+            Duration::from_secs(2),
+            http(addr, "GET", "/healthz", &[], ""),
+        )
+        .await
+        .is_ok_and(|a| a.status == 200)
+    })
+    .await;
+    let m = http(node.metrics_addr(), "GET", "/metrics", &[], "")
+        .await
+        .body;
+    assert!(
+        metric(
+            &m,
+            r#"ta_edge_connections_refused_per_address_total{region="it"}"#
+        ) >= Some(1.0),
+        "{m}"
+    );
+    node.shutdown().await.unwrap();
+}

@@ -62,6 +62,10 @@ pub fn config(dir: &Path, brokers: Vec<String>, topic: &str) -> EdgeConfig {
         kafka_produce_timeout_secs: 2,
         kafka_retry_max_backoff_ms: 500,
         spool_dir: dir.join("spool"),
+        // Every request of these tests comes from 127.0.0.1; the limits have their own test
+        // (ingest_api::abuse_limits_*), which sets them.
+        address_rate_limit: 0,
+        key_rate_limit: 0,
         ..EdgeConfig::default()
     }
 }
