@@ -125,6 +125,11 @@ pub struct LoaderConfig {
     #[arg(long, env = "TA_RETENTION_SITE_DAYS", default_value = "", value_parser = parse_overrides)]
     pub retention_site_days: std::collections::BTreeMap<String, u32>,
 
+    /// Days dead letters (records that could not be loaded, with their raw text) are kept;
+    /// 0 keeps them. Site and visitor erasure delete them whatever their age.
+    #[arg(long, env = "TA_DEAD_LETTER_RETENTION_DAYS", default_value_t = 30)]
+    pub dead_letter_retention_days: u32,
+
     /// How often loader 0 drops expired partitions, in seconds (0 disables).
     #[arg(long, env = "TA_RETENTION_INTERVAL_SECS", default_value_t = 3600)]
     pub retention_interval_secs: u64,
@@ -263,6 +268,11 @@ pub struct QueryConfig {
     /// instead of keeping the list loaded before it broke.
     #[arg(long, env = "TA_QUERY_ACCESS_FAIL_CLOSED", default_value_t = false)]
     pub access_fail_closed: bool,
+
+    /// How often ta-query looks for finished erasures (`ta-loader erase-site`/`erase-visitor`),
+    /// in seconds; when it sees one it drops every cached answer (0 disables).
+    #[arg(long, env = "TA_QUERY_ERASURE_CHECK_SECS", default_value_t = 5)]
+    pub erasure_check_secs: u64,
 
     /// How often the access file is checked for changes, in seconds.
     #[arg(long, env = "TA_QUERY_ACCESS_RELOAD_SECS", default_value_t = 2)]

@@ -859,6 +859,15 @@ pub const WRITE_CHECKPOINT: &str = "INSERT INTO loader_offsets \
      (kafka_topic, kafka_partition, next_offset, committed_at) VALUES (?, ?, ?, now())";
 pub const STORED_EVENT_OFFSETS: &str = "SELECT kafka_offset FROM events \
      WHERE kafka_topic = ? AND kafka_partition = ? AND kafka_offset >= ? ORDER BY kafka_offset";
+/// An erasure finished (`kind`: site or visitor).
+pub const RECORD_ERASURE: &str = "INSERT INTO erasures (erased_at, kind) SELECT now(), ?";
+/// Erasures so far: ta-query drops its cache when the number changes.
+pub const COUNT_ERASURES: &str = "SELECT count() FROM erasures";
+pub const COUNT_DEAD_LETTERS_BEFORE: &str =
+    "SELECT count() FROM dead_letters WHERE loaded_at < toDateTime(?)";
+pub const DELETE_DEAD_LETTERS_BEFORE: &str =
+    "ALTER TABLE dead_letters DELETE WHERE loaded_at < toDateTime(?)";
+
 pub const STORED_DEAD_LETTER_OFFSETS: &str = "SELECT kafka_offset FROM dead_letters \
      WHERE kafka_topic = ? AND kafka_partition = ? AND kafka_offset >= ? ORDER BY kafka_offset";
 pub const EVENT_IDS_FROM: &str = "SELECT event_id FROM events \

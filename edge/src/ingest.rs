@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
-use ta_shared::page::{PageUrl, referrer_host};
+use ta_shared::page::{PageUrl, referrer_parts};
 use ta_shared::site::SiteConfig;
 use ta_shared::source::{self, SourceInput};
 use ta_shared::{
@@ -346,8 +346,11 @@ impl Ingest {
     ) -> Result<Outcome, CollectError> {
         let now_ms = req.now.timestamp_millis();
         let event = payload.validate(now_ms)?;
-        let page =
-            PageUrl::parse(&event.url).map_err(|e| CollectError::invalid("url", format!("{e}")))?;
+        // Only the query parameters the site lists are stored (tokens, e-mail addresses and
+        // the like in a page's query are not).
+        let keep = &site.url_query_params;
+        let page = PageUrl::parse_keeping(&event.url, |k| keep.iter().any(|p| p == k))
+            .map_err(|e| CollectError::invalid("url", format!("{e}")))?;
         if site.respect_dnt && req.do_not_track {
             return Ok(Outcome::DoNotTrack {
                 site_id: event.site_id,
@@ -385,7 +388,7 @@ impl Ingest {
                 }
             }
         };
-        let referrer_host = referrer_host(&event.referrer);
+        let (referrer_host, referrer) = referrer_parts(&event.referrer);
         let source = source::classify(SourceInput {
             referrer_host: &referrer_host,
             page_host: &page.host,
@@ -406,7 +409,7 @@ impl Ingest {
             url: page.normalized,
             host: page.host,
             path: page.path,
-            referrer: event.referrer,
+            referrer,
             referrer_host,
             utm_source: page.utm.source,
             utm_medium: page.utm.medium,
@@ -455,6 +458,7 @@ mod tests {
         id = "site-1"
         api_keys = ["k1"]
         allowed_origins = ["https://example.com"]
+        url_query_params = ["lang"]
         [[site]]
         id = "signed"
         api_keys = ["k2"]
@@ -517,6 +521,22 @@ mod tests {
         let json = String::from_utf8(ev.to_json()).unwrap();
         assert!(!json.contains("203.0.113.9"));
         assert!(!json.contains("Gecko/20100101"));
+    }
+
+    #[test]
+    fn only_the_site_s_query_parameters_and_the_referrer_s_origin_and_path_are_stored() {
+        let body = r#"{"site_id":"site-1","event_name":"pageview",
+            "url":"https://example.com/reset?lang=en&token=s3cret-token&email=a%40b.c",
+            "referrer":"https://mail.example.net/inbox/42?session=s3cret-session#msg"}"#;
+        let ev = accepted(ingest().process(request(body)).unwrap());
+        assert_eq!(ev.url, "https://example.com/reset?lang=en");
+        assert_eq!(ev.referrer, "https://mail.example.net/inbox/42");
+        assert_eq!(ev.referrer_host, "mail.example.net");
+        let json = String::from_utf8(ev.to_json()).unwrap();
+        assert!(
+            !json.contains("s3cret") && !json.contains("a%40b.c"),
+            "{json}"
+        );
     }
 
     #[test]

@@ -76,6 +76,14 @@ impl PageUrl {
     /// otherwise, so the stored URL is the same as decoding every kept pair and serializing
     /// them all again.
     pub fn parse(raw: &str) -> Result<Self, PageUrlError> {
+        Self::parse_keeping(raw, |_| true)
+    }
+
+    /// [`PageUrl::parse`], keeping in the stored URL only the query parameters `keep` accepts
+    /// (besides dropping tracking parameters): the edge keeps a site's `url_query_params`, so
+    /// tokens, e-mail addresses and other query values a report never uses are not stored. UTM
+    /// tags and the click id's name are read from the whole query either way.
+    pub fn parse_keeping(raw: &str, keep: impl Fn(&str) -> bool) -> Result<Self, PageUrlError> {
         let url = Url::parse(raw)?;
         if url.scheme() != "http" && url.scheme() != "https" {
             return Err(PageUrlError::Scheme(url.scheme().to_owned()));
@@ -118,7 +126,7 @@ impl PageUrl {
                 }
                 continue;
             }
-            if click.is_some() || TRACKING_PARAMS.contains(&key) {
+            if click.is_some() || TRACKING_PARAMS.contains(&key) || !keep(key) {
                 continue;
             }
             normalized.push(if kept_any { '&' } else { '?' });
@@ -226,11 +234,29 @@ fn truncate_utm_value(value: &str) -> String {
 /// Host of a referrer URL, lowercased and without a leading `www.`; empty when the referrer is
 /// empty or not a URL.
 pub fn referrer_host(referrer: &str) -> String {
-    Url::parse(referrer)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
-        .map(|h| h.strip_prefix("www.").map(str::to_owned).unwrap_or(h))
-        .unwrap_or_default()
+    referrer_parts(referrer).0
+}
+
+/// A referrer as stored: its host (lowercased, without a leading `www.`) and the referrer
+/// reduced to what a report uses, origin and path (`https://news.example.com/item`), without
+/// query, fragment or user info, where a search term, a session token or an e-mail address
+/// would be. App referrers keep their scheme (`android-app://com.slack/`). Both empty when the
+/// referrer is empty or not a URL with a host.
+pub fn referrer_parts(referrer: &str) -> (String, String) {
+    let Ok(url) = Url::parse(referrer) else {
+        return (String::new(), String::new());
+    };
+    let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
+        return (String::new(), String::new());
+    };
+    let host = host.to_ascii_lowercase();
+    let mut stored = String::with_capacity(referrer.len());
+    stored.push_str(url.scheme());
+    stored.push_str("://");
+    stored.push_str(&host);
+    stored.push_str(&url[Position::AfterHost..Position::AfterPath]);
+    let host = host.strip_prefix("www.").map(str::to_owned).unwrap_or(host);
+    (host, stored)
 }
 
 #[cfg(test)]
@@ -238,6 +264,47 @@ mod tests {
     use proptest::strategy::Strategy;
 
     use super::*;
+
+    #[test]
+    fn a_site_keeps_only_the_query_parameters_it_lists() {
+        let raw =
+            "https://shop.example/search?q=shoes&token=s3cret&email=a%40b.c&utm_source=news&page=2";
+        let keep = ["q", "page"];
+        let page = PageUrl::parse_keeping(raw, |k| keep.contains(&k)).unwrap();
+        assert_eq!(
+            page.normalized,
+            "https://shop.example/search?q=shoes&page=2"
+        );
+        assert_eq!(
+            page.utm.source, "news",
+            "UTM tags are read from the whole query"
+        );
+        let none = PageUrl::parse_keeping(raw, |_| false).unwrap();
+        assert_eq!(none.normalized, "https://shop.example/search");
+    }
+
+    #[test]
+    fn a_referrer_is_stored_as_origin_and_path_only() {
+        assert_eq!(
+            referrer_parts("https://user:pw@www.Example.com:8443/item/42?session=s3cret&q=x#frag"),
+            (
+                "example.com".into(),
+                "https://www.example.com:8443/item/42".into()
+            )
+        );
+        assert_eq!(
+            referrer_parts("android-app://com.google.android.gm/"),
+            (
+                "com.google.android.gm".into(),
+                "android-app://com.google.android.gm/".into()
+            )
+        );
+        assert_eq!(referrer_parts("not a url"), (String::new(), String::new()));
+        assert_eq!(
+            referrer_host("https://www.google.com/search?q=x"),
+            "google.com"
+        );
+    }
 
     fn is_tracking_param(key: &str) -> bool {
         key.starts_with("utm_")

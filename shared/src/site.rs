@@ -13,6 +13,8 @@
 //! rate_limit_burst = 2000                # optional: bucket size, default 2 s of the rate
 //! respect_dnt = true                     # optional: drop events from browsers sending
 //!                                        # `DNT: 1` or `Sec-GPC: 1`
+//! url_query_params = ["q"]               # optional: page-URL query parameters kept (default
+//!                                        # none: only scheme, host and path are stored)
 //! ```
 //!
 //! A file that starts with `development_only = true` (the shipped `sites.dev.toml`) holds
@@ -54,6 +56,11 @@ pub struct SiteConfig {
     /// Drop events from browsers that send `DNT: 1` or `Sec-GPC: 1`.
     #[serde(default)]
     pub respect_dnt: bool,
+    /// Query parameters of page URLs that are stored (`["q", "page"]`); every other one is
+    /// dropped at the edge (the page path is what reports use; a query may hold a token or an
+    /// e-mail address). Default: none.
+    #[serde(default)]
+    pub url_query_params: Vec<String>,
 }
 
 impl SiteConfig {

@@ -66,6 +66,17 @@ async fn operator_command(config: &LoaderConfig, command: LoaderCommand) -> anyh
                 "retention: dropped {} partition(s) {dropped:?}",
                 dropped.len()
             );
+            let expired = lifecycle::expire_dead_letters(
+                &db,
+                name,
+                config.dead_letter_retention_days,
+                chrono::Utc::now(),
+            )
+            .await?;
+            println!(
+                "retention: deleted {expired} dead letter(s) older than {} days",
+                config.dead_letter_retention_days
+            );
         }
         LoaderCommand::Rollup => {
             let started = std::time::Instant::now();

@@ -261,6 +261,18 @@ async fn retention_loop(ctx: Arc<Ctx>) {
             Ok(_) => {}
             Err(error) => warn!(message = "Retention run failed; will retry.", %error),
         }
+        let days = ctx.config.dead_letter_retention_days;
+        match store::lifecycle::expire_dead_letters(&ctx.db, db_name, days, chrono::Utc::now())
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => info!(
+                message = "Retention deleted old dead letters.",
+                dead_letters = n,
+                days
+            ),
+            Err(error) => warn!(message = "Dead-letter retention failed; will retry.", %error),
+        }
     }
 }
 

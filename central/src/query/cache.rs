@@ -53,6 +53,8 @@ pub struct Ttls {
 pub struct AnswerCache {
     inner: Arc<Cache<Arc<str>, Entry, ByBytes>>,
     pub ttls: Ttls,
+    /// Bumped by [`AnswerCache::clear`]: an answer computed before a clear is not kept.
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl AnswerCache {
@@ -65,7 +67,22 @@ impl AnswerCache {
                 ByBytes,
             )),
             ttls,
+            generation: Default::default(),
         }
+    }
+
+    /// The current generation: pass it to [`AnswerCache::insert`] for an answer whose query
+    /// starts now.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Forget every answer (an erasure ran: they may hold what it removed), including those
+    /// being computed now.
+    pub fn clear(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.inner.clear();
     }
 
     /// Lifetime of an answer about a range ending at `to`.
@@ -93,7 +110,18 @@ impl AnswerCache {
     /// Keep `answer`, read from the database at `as_of`, until `as_of + ttl`. An entry read
     /// later is kept instead: a slow query that finishes last must not replace a fresher answer
     /// (counts would go backwards) nor stretch its own data's age by its query time.
-    pub fn insert(&self, key: &str, answer: Answer, ttl: Duration, as_of: Instant) {
+    /// `generation` is [`AnswerCache::generation`] from when its query started.
+    pub fn insert(
+        &self,
+        key: &str,
+        answer: Answer,
+        ttl: Duration,
+        as_of: Instant,
+        generation: u64,
+    ) {
+        if generation != self.generation() {
+            return;
+        }
         let expires = as_of + ttl;
         if self.inner.get(key).is_some_and(|e| e.expires >= expires) {
             return;
@@ -139,7 +167,7 @@ mod tests {
     fn entries_expire_after_their_ttl() {
         let cache = AnswerCache::new(10, 1 << 20, ttls());
         let t0 = Instant::now();
-        cache.insert("k", answer(3), Duration::from_secs(1), t0);
+        cache.insert("k", answer(3), Duration::from_secs(1), t0, 0);
         assert_eq!(cache.get("k", t0).unwrap().body.len(), 3);
         assert!(cache.get("k", t0 + Duration::from_secs(2)).is_none());
     }
@@ -150,14 +178,14 @@ mod tests {
         let t0 = Instant::now();
         let ttl = Duration::from_secs(1);
         // Read at t0 + 100 ms, stored first; the read that started at t0 finishes after it.
-        cache.insert("k", answer(2), ttl, t0 + Duration::from_millis(100));
-        cache.insert("k", answer(1), ttl, t0);
+        cache.insert("k", answer(2), ttl, t0 + Duration::from_millis(100), 0);
+        cache.insert("k", answer(1), ttl, t0, 0);
         assert_eq!(cache.get("k", t0).unwrap().body.len(), 2);
         // Its lifetime counts from its read, not from when it was stored.
         assert!(cache.get("k", t0 + Duration::from_millis(1_050)).is_some());
         assert!(cache.get("k", t0 + Duration::from_millis(1_100)).is_none());
         // A later read replaces it.
-        cache.insert("k", answer(3), ttl, t0 + Duration::from_millis(1_200));
+        cache.insert("k", answer(3), ttl, t0 + Duration::from_millis(1_200), 0);
         assert_eq!(
             cache
                 .get("k", t0 + Duration::from_millis(1_300))
@@ -166,6 +194,22 @@ mod tests {
                 .len(),
             3
         );
+    }
+
+    #[test]
+    fn a_clear_forgets_every_answer_and_one_computed_across_it_is_not_kept() {
+        let cache = AnswerCache::new(10, 1 << 20, ttls());
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(60);
+        cache.insert("a", answer(1), ttl, t0, cache.generation());
+        let started = cache.generation();
+        cache.clear();
+        assert!(cache.get("a", t0).is_none());
+        // A query that started before the clear finishes after it: not kept.
+        cache.insert("b", answer(2), ttl, t0, started);
+        assert!(cache.get("b", t0).is_none());
+        cache.insert("b", answer(2), ttl, t0, cache.generation());
+        assert!(cache.get("b", t0).is_some());
     }
 
     #[test]
@@ -193,6 +237,7 @@ mod tests {
                 answer(1000),
                 Duration::from_secs(60),
                 t0,
+                0,
             );
         }
         assert!(cache.weight() <= 100_000, "{}", cache.weight());

@@ -378,6 +378,7 @@ where
     }
     state.metrics.cache.with_label_values(&[name, "miss"]).inc();
     let store_started = Instant::now();
+    let generation = state.cache.generation();
     let answer = compute.await?;
     state
         .metrics
@@ -385,7 +386,9 @@ where
         .with_label_values(&[name])
         .observe(store_started.elapsed().as_secs_f64());
     // The answer is as old as the moment its query started, so its lifetime counts from then.
-    state.cache.insert(&key, answer.clone(), ttl, store_started);
+    state
+        .cache
+        .insert(&key, answer.clone(), ttl, store_started, generation);
     Ok(answer)
 }
 
@@ -621,6 +624,33 @@ async fn seed(
     }
 }
 
+/// Drop every cached answer whenever an erasure finishes (`erasures` gains a row): an answer
+/// may hold what was erased. Polls every `every`.
+pub fn watch_erasures(state: QueryState, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let count = async || {
+            state
+                .db
+                .query(sql::COUNT_ERASURES)
+                .fetch_one::<u64>()
+                .await
+                .ok()
+        };
+        let mut seen = count().await;
+        loop {
+            tokio::time::sleep(every).await;
+            let now = count().await;
+            if now.is_some() && now != seen {
+                if seen.is_some() {
+                    state.cache.clear();
+                    tracing::info!(message = "An erasure finished; cached answers dropped.");
+                }
+                seen = now;
+            }
+        }
+    })
+}
+
 /// Serve the stats API until the process is stopped.
 pub async fn run(config: QueryConfig) -> anyhow::Result<()> {
     let state = QueryState::new(&config)?;
@@ -634,6 +664,12 @@ pub async fn run(config: QueryConfig) -> anyhow::Result<()> {
             stale: state.metrics.access_file_stale.clone(),
         },
     );
+    let _erasures = (config.erasure_check_secs > 0).then(|| {
+        watch_erasures(
+            state.clone(),
+            Duration::from_secs(config.erasure_check_secs),
+        )
+    });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("binding {} (TA_QUERY_LISTEN): {e}", config.listen))?;

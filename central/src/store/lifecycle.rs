@@ -224,7 +224,41 @@ pub async fn erase_site(
         .await?;
     wait_for_mutations(db, database, "dead_letters").await?;
     wait_for_mutations(db, database, "rollup_days").await?;
+    record_erasure(db, "site").await?;
     Ok(mine.len())
+}
+
+/// Note that an erasure finished (ta-query then drops its cached answers).
+async fn record_erasure(db: &Client, kind: &str) -> Result<(), clickhouse::error::Error> {
+    db.query(sql::RECORD_ERASURE).bind(kind).execute().await
+}
+
+/// Delete dead letters loaded more than `days` ago (0 keeps them); returns how many went.
+/// Safe for exactly-once loading: recovery reads only offsets at or past a partition's
+/// committed offset (central/src/store/offsets.rs), and a dead letter that old is far behind it.
+pub async fn expire_dead_letters(
+    db: &Client,
+    database: &str,
+    days: u32,
+    now: DateTime<Utc>,
+) -> Result<u64, clickhouse::error::Error> {
+    if days == 0 {
+        return Ok(0);
+    }
+    let cutoff = (now - chrono::Duration::days(i64::from(days))).timestamp();
+    let old: u64 = db
+        .query(sql::COUNT_DEAD_LETTERS_BEFORE)
+        .bind(cutoff)
+        .fetch_one()
+        .await?;
+    if old > 0 {
+        db.query(sql::DELETE_DEAD_LETTERS_BEFORE)
+            .bind(cutoff)
+            .execute()
+            .await?;
+        wait_for_mutations(db, database, "dead_letters").await?;
+    }
+    Ok(old)
 }
 
 /// Delete every event of one visitor hash of one site.
@@ -252,7 +286,8 @@ pub async fn erase_visitor(
     for table in sql::ROLLUP_TABLES {
         wait_for_mutations(db, database, table).await?;
     }
-    wait_for_mutations(db, database, "dead_letters").await
+    wait_for_mutations(db, database, "dead_letters").await?;
+    record_erasure(db, "visitor").await
 }
 
 /// `YYYYMM` of a time.

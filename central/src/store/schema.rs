@@ -145,6 +145,17 @@ pub const MIGRATIONS: &[Migration] = &[
         ORDER BY (site_id, dimension, day, build_id, value, visitor_hash)",
         ],
     },
+    Migration {
+        version: 5,
+        name: "erasure log",
+        // One row per erasure (site or visitor), written once it is done: ta-query polls it and
+        // drops its cached answers, which may hold what was erased. No identifier is stored.
+        statements: &["CREATE TABLE IF NOT EXISTS erasures (
+            erased_at DateTime,
+            kind {lc}
+        ) ENGINE = MergeTree
+        ORDER BY erased_at"],
+    },
 ];
 
 /// What the connected server supports beyond ClickHouse 18.16.

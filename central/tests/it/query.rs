@@ -232,3 +232,32 @@ async fn a_credential_over_its_rate_or_in_flight_limit_gets_429_with_retry_after
     // Another credential is not affected.
     assert_eq!(send("test-read-site-2").await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn an_erasure_drops_ta_query_s_cached_answers() {
+    let (mut config, db) = seeded().await;
+    config.cache_past_ttl_secs = 3_600;
+    let list = ta_central::query::access::AccessList::parse(
+        crate::stats_model::ACCESS,
+        std::path::Path::new("test"),
+    )
+    .unwrap();
+    let state = ta_central::query::QueryState::with_access(&config, list);
+    let _watch =
+        ta_central::query::watch_erasures(state.clone(), std::time::Duration::from_millis(200));
+    let base = crate::stats_model::serve_state(state).await;
+    // A closed day: cached for an hour.
+    let url = format!("{base}/v1/metrics/pageviews?site_id=site-2&from=2025-11-30&to=2025-11-30");
+    assert_eq!(get(&url).await.1["pageviews"], 1);
+    ta_central::store::lifecycle::erase_site(&db, &config.clickhouse.clickhouse_database, "site-2")
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while get(&url).await.1["pageviews"] != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the erased site's answer stayed cached"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -370,4 +370,56 @@ async fn erasure_removes_a_site_or_a_visitor_completely() {
         1
     );
     assert_eq!(count(&db, "SELECT count() FROM dead_letters").await, 1);
+    // Each erasure is logged (no identifier), for ta-query to drop its cached answers.
+    assert_eq!(count(&db, "SELECT count() FROM erasures").await, 2);
+}
+
+#[tokio::test]
+async fn dead_letters_older_than_their_retention_are_deleted_and_newer_ones_kept() {
+    let args = fresh_db("dead_letter_retention");
+    store::migrate(&args).await.unwrap();
+    let db = args.client();
+    let now = chrono::Utc::now();
+    let mut dead = db
+        .insert::<store::DeadLetterRow>("dead_letters")
+        .await
+        .unwrap();
+    for (i, age_days) in [45_i64, 31, 29, 1].into_iter().enumerate() {
+        dead.write(&store::DeadLetterRow {
+            loaded_at: (now - chrono::Duration::days(age_days)).timestamp() as u32,
+            kafka_topic: "t".into(),
+            kafka_partition: 0,
+            kafka_offset: i as u64,
+            reason: "malformed: test".into(),
+            raw: "{}".into(),
+        })
+        .await
+        .unwrap();
+    }
+    dead.end().await.unwrap();
+    let name = &args.clickhouse_database;
+    assert_eq!(
+        lifecycle::expire_dead_letters(&db, name, 0, now)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        count(&db, "SELECT count() FROM dead_letters").await,
+        4,
+        "0 keeps them"
+    );
+    assert_eq!(
+        lifecycle::expire_dead_letters(&db, name, 30, now)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(count(&db, "SELECT count() FROM dead_letters").await, 2);
+    assert_eq!(
+        lifecycle::expire_dead_letters(&db, name, 30, now)
+            .await
+            .unwrap(),
+        0
+    );
 }
