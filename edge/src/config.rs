@@ -170,8 +170,9 @@ pub struct EdgeConfig {
     /// Our proxies (addresses and CIDRs, comma-separated): the client is the right-most address
     /// of `Forwarded` / `X-Forwarded-For` that is not one of them; entries a client wrote itself
     /// are never used. Their connections are exempt from the per-address connection cap.
+    /// An empty value (compose passes an unset variable as "") means none.
     #[arg(long, env = "TA_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy)]
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub trusted_proxies: Vec<Option<ipnet::IpNet>>,
 
     /// Requests per second one client address may send to this node (checked on the headers,
     /// before the body is read); 0 = unlimited. Over it: 429 with Retry-After.
@@ -258,10 +259,16 @@ impl Default for EdgeConfig {
 }
 
 /// A `TA_TRUSTED_PROXIES` entry: a CIDR, or one address.
-fn parse_proxy(text: &str) -> Result<ipnet::IpNet, String> {
+/// One entry of `TA_TRUSTED_PROXIES`; an empty one (an empty variable, a trailing comma) is
+/// none, not an error.
+fn parse_proxy(text: &str) -> Result<Option<ipnet::IpNet>, String> {
     let t = text.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
     t.parse::<ipnet::IpNet>()
         .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(Some)
         .map_err(|_| format!("`{t}` is neither an IP address nor a CIDR (e.g. 10.0.0.0/8)"))
 }
 
@@ -359,7 +366,10 @@ impl EdgeConfig {
     }
 
     pub fn proxy_trust(&self) -> crate::client_addr::ProxyTrust {
-        crate::client_addr::ProxyTrust::new(self.trusted_proxies.clone(), self.trust_forwarded_for)
+        crate::client_addr::ProxyTrust::new(
+            self.trusted_proxies.iter().flatten().copied().collect(),
+            self.trust_forwarded_for,
+        )
     }
 
     pub fn readiness(&self) -> ReadinessPolicy {
@@ -408,5 +418,25 @@ mod tests {
         }
         let ok = EdgeConfig::try_parse_from(["ta-edge", "--signature-window-secs", "86400"]);
         assert_eq!(ok.unwrap().signature_window_secs, 86_400);
+    }
+
+    #[test]
+    fn an_empty_trusted_proxies_value_means_none_and_a_bad_entry_is_refused() {
+        // Compose passes an unset TA_TRUSTED_PROXIES as "": the edge must start with no proxies.
+        let none = EdgeConfig::try_parse_from(["ta-edge", "--trusted-proxies="]).unwrap();
+        assert!(none.trusted_proxies.iter().flatten().next().is_none());
+        let two =
+            EdgeConfig::try_parse_from(["ta-edge", "--trusted-proxies=10.0.0.0/8, 192.0.2.7,"])
+                .unwrap();
+        let nets: Vec<String> = two
+            .trusted_proxies
+            .iter()
+            .flatten()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["10.0.0.0/8", "192.0.2.7/32"]);
+        let err = EdgeConfig::try_parse_from(["ta-edge", "--trusted-proxies=10.0.0.0/8,proxy"])
+            .unwrap_err();
+        assert!(err.to_string().contains("`proxy` is neither"), "{err}");
     }
 }

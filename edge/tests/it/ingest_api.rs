@@ -632,7 +632,7 @@ async fn abuse_limits_one_address_or_one_key_is_refused_with_429_before_its_body
         c.key_rate_limit = 1;
         c.key_rate_burst = 5;
         // The test speaks for visitors behind one proxy, 127.0.0.1, naming them.
-        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        c.trusted_proxies = vec![Some("127.0.0.1/32".parse().unwrap())];
     })
     .await;
     let (addr, ops) = (node.local_addr(), node.metrics_addr());
