@@ -196,7 +196,7 @@ fn traffic(
     rate: f64,
     stop: Arc<AtomicBool>,
     counts: Arc<Sent>,
-    tag: &'static str,
+    tag: String,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let http = reqwest::Client::builder()
@@ -269,7 +269,8 @@ impl Deployment {
                 rate,
                 stop.clone(),
                 c.clone(),
-                REGIONS[i],
+                // Unique per step and region: each event has its own user_id (visitor).
+                format!("{}-{}", REGIONS[i], self.report.len()),
             ));
             counts.push(c);
         }
