@@ -163,16 +163,26 @@ pub struct EdgeConfig {
     pub hmac_secret: Option<String>,
 
     /// Trust the direct peer as a proxy (one proxy in front, whatever its address): the client
-    /// is the right-most address of `Forwarded` / `X-Forwarded-For`, which that proxy wrote.
+    /// is the right-most address of the forwarding header, which that proxy wrote.
     #[arg(long, env = "TA_TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,
 
     /// Our proxies (addresses and CIDRs, comma-separated): the client is the right-most address
-    /// of `Forwarded` / `X-Forwarded-For` that is not one of them; entries a client wrote itself
-    /// are never used. Their connections are exempt from the per-address connection cap.
-    /// An empty value (compose passes an unset variable as "") means none.
-    #[arg(long, env = "TA_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy)]
-    pub trusted_proxies: Vec<Option<ipnet::IpNet>>,
+    /// of the forwarding header that is not one of them; entries a client wrote itself are
+    /// never used. Their connections are exempt from the per-address connection cap.
+    /// Empty (compose passes an unset variable as "") means none.
+    #[arg(long, env = "TA_TRUSTED_PROXIES", value_parser = parse_proxies, default_value = "")]
+    pub trusted_proxies: ProxyList,
+
+    /// The header our proxies write the client address to: `x-forwarded-for` or `forwarded`
+    /// (RFC 7239). Only that one is read: a proxy passes the other through from the client.
+    #[arg(
+        long,
+        env = "TA_FORWARDED_HEADER",
+        value_enum,
+        default_value = "x-forwarded-for"
+    )]
+    pub forwarded_header: crate::client_addr::ForwardingHeader,
 
     /// Requests per second one client address may send to this node (checked on the headers,
     /// before the body is read); 0 = unlimited. Over it: 429 with Retry-After.
@@ -259,17 +269,23 @@ impl Default for EdgeConfig {
 }
 
 /// A `TA_TRUSTED_PROXIES` entry: a CIDR, or one address.
-/// One entry of `TA_TRUSTED_PROXIES`; an empty one (an empty variable, a trailing comma) is
-/// none, not an error.
-fn parse_proxy(text: &str) -> Result<Option<ipnet::IpNet>, String> {
-    let t = text.trim();
-    if t.is_empty() {
-        return Ok(None);
-    }
-    t.parse::<ipnet::IpNet>()
-        .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-        .map(Some)
-        .map_err(|_| format!("`{t}` is neither an IP address nor a CIDR (e.g. 10.0.0.0/8)"))
+/// `TA_TRUSTED_PROXIES`: addresses and CIDRs.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyList(pub Vec<ipnet::IpNet>);
+
+/// A comma-separated list of addresses and CIDRs; empty entries (an empty variable, a trailing
+/// comma) are skipped, not errors.
+fn parse_proxies(text: &str) -> Result<ProxyList, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.parse::<ipnet::IpNet>()
+                .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("`{t}` is neither an IP address nor a CIDR (e.g. 10.0.0.0/8)"))
+        })
+        .collect::<Result<_, _>>()
+        .map(ProxyList)
 }
 
 /// The public salt of development mode; refused without --dev.
@@ -367,8 +383,9 @@ impl EdgeConfig {
 
     pub fn proxy_trust(&self) -> crate::client_addr::ProxyTrust {
         crate::client_addr::ProxyTrust::new(
-            self.trusted_proxies.iter().flatten().copied().collect(),
+            self.trusted_proxies.0.clone(),
             self.trust_forwarded_for,
+            self.forwarded_header,
         )
     }
 
@@ -424,14 +441,16 @@ mod tests {
     fn an_empty_trusted_proxies_value_means_none_and_a_bad_entry_is_refused() {
         // Compose passes an unset TA_TRUSTED_PROXIES as "": the edge must start with no proxies.
         let none = EdgeConfig::try_parse_from(["ta-edge", "--trusted-proxies="]).unwrap();
-        assert!(none.trusted_proxies.iter().flatten().next().is_none());
+        assert!(none.trusted_proxies.0.is_empty());
+        let unset = EdgeConfig::try_parse_from(["ta-edge"]).unwrap();
+        assert!(unset.trusted_proxies.0.is_empty());
         let two =
             EdgeConfig::try_parse_from(["ta-edge", "--trusted-proxies=10.0.0.0/8, 192.0.2.7,"])
                 .unwrap();
         let nets: Vec<String> = two
             .trusted_proxies
+            .0
             .iter()
-            .flatten()
             .map(|n| n.to_string())
             .collect();
         assert_eq!(nets, ["10.0.0.0/8", "192.0.2.7/32"]);

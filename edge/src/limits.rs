@@ -140,6 +140,19 @@ pub struct AddressLimits {
 
 const SHARDS: usize = 16;
 
+/// The unit an address limit counts: an IPv4 address, or an IPv6 address's /64 — one
+/// subscriber or host gets a whole /64, so counting single IPv6 addresses would hand one
+/// client 2^64 buckets (and let it fill the table).
+pub fn limit_key(addr: std::net::IpAddr) -> std::net::IpAddr {
+    match crate::client_addr::canonical(addr) {
+        std::net::IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            std::net::IpAddr::V6(prefix.into())
+        }
+        v4 => v4,
+    }
+}
+
 impl AddressLimits {
     /// `rate` requests/s per address with bursts of `burst` (0 rate = unlimited), tracking at
     /// most `capacity` addresses.
@@ -162,6 +175,7 @@ impl AddressLimits {
         if self.rate == 0 {
             return Ok(());
         }
+        let addr = limit_key(addr);
         use std::hash::BuildHasher;
         let shard = &self.shards[(self.shard_of.hash_one(addr) as usize) % SHARDS];
         let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
@@ -272,6 +286,7 @@ impl AddressConnections {
 
     /// A slot for `addr`, or `None` when it already holds `max` connections (0 = no cap).
     pub fn acquire(self: &std::sync::Arc<Self>, addr: std::net::IpAddr) -> Option<AddressSlot> {
+        let addr = limit_key(addr);
         if self.max == 0 {
             return Some(AddressSlot(self.clone(), addr));
         }
@@ -640,5 +655,24 @@ mod tests {
         // up to its slice).
         assert_eq!(guard.len_at(10_619), 2);
         assert_eq!(guard.len_at(10_620), 0);
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_client_for_the_address_limits() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let limits = AddressLimits::new(1, 2, 1_000);
+        // Two requests from each of many addresses of one /64: the /64's burst is 2.
+        assert!(limits.admit(ip("2001:db8:1:2::1")).is_ok());
+        assert!(limits.admit(ip("2001:db8:1:2::2")).is_ok());
+        assert!(limits.admit(ip("2001:db8:1:2:ffff::3")).is_err());
+        // Another /64 and IPv4 addresses are their own clients.
+        assert!(limits.admit(ip("2001:db8:1:3::1")).is_ok());
+        assert!(limits.admit(ip("198.51.100.1")).is_ok());
+        assert!(limits.admit(ip("198.51.100.2")).is_ok());
+        assert_eq!(limits.tracked(), 4);
+        let conns = AddressConnections::new(1);
+        let _held = conns.acquire(ip("2001:db8:1:2::1")).unwrap();
+        assert!(conns.acquire(ip("2001:db8:1:2::9")).is_none());
+        assert!(conns.acquire(ip("2001:db8:1:3::9")).is_some());
     }
 }

@@ -365,12 +365,11 @@ fn client_ip(req: &Request<AppState>, proxies: &ProxyTrust) -> std::net::IpAddr 
     if !proxies.reads_headers() {
         return peer;
     }
-    let lines = |name: &str| -> Vec<&str> {
-        req.header(name)
-            .map(|values| values.iter().map(|v| v.as_str()).collect())
-            .unwrap_or_default()
-    };
-    proxies.client(peer, &lines("Forwarded"), &lines("X-Forwarded-For"))
+    let lines: Vec<&str> = req
+        .header(proxies.header().name())
+        .map(|values| values.iter().map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    proxies.client(peer, &lines)
 }
 
 /// The limits that need only the headers, before the body is read: the client address's

@@ -632,7 +632,7 @@ async fn abuse_limits_one_address_or_one_key_is_refused_with_429_before_its_body
         c.key_rate_limit = 1;
         c.key_rate_burst = 5;
         // The test speaks for visitors behind one proxy, 127.0.0.1, naming them.
-        c.trusted_proxies = vec![Some("127.0.0.1/32".parse().unwrap())];
+        c.trusted_proxies = ta_edge::config::ProxyList(vec!["127.0.0.1/32".parse().unwrap()]);
     })
     .await;
     let (addr, ops) = (node.local_addr(), node.metrics_addr());
@@ -661,8 +661,9 @@ async fn abuse_limits_one_address_or_one_key_is_refused_with_429_before_its_body
     assert_eq!(limited.status, 429, "{}", limited.body);
     assert_eq!(limited.json()["error"], "address_rate_limited");
     assert_eq!(limited.headers["retry-after"], "1");
-    // The client cannot escape by writing the left of the chain: the proxy's right-most entry
-    // is the address, in X-Forwarded-For and in the standard Forwarded header alike.
+    // The client cannot escape by writing the left of the chain (the proxy's right-most entry
+    // is the address), nor by adding a `Forwarded` header of its own, which the proxy passes
+    // through: only the header the proxies write (TA_FORWARDED_HEADER) is read.
     let spoofed = send("6.6.6.6, 198.51.100.1", "k1", &good).await;
     assert_eq!(spoofed.status, 429, "{}", spoofed.body);
     let forwarded = http(
@@ -672,7 +673,8 @@ async fn abuse_limits_one_address_or_one_key_is_refused_with_429_before_its_body
         &[
             ("X-TA-API-Key", "k1"),
             ("User-Agent", UA),
-            ("Forwarded", "for=6.6.6.6, for=198.51.100.1;proto=https"),
+            ("X-Forwarded-For", "198.51.100.1"),
+            ("Forwarded", "for=6.6.6.6;proto=https"),
             JSON,
         ],
         &good,
