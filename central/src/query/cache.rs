@@ -127,6 +127,10 @@ impl AnswerCache {
             return;
         }
         self.inner.insert(Arc::from(key), Entry { expires, answer });
+        // A clear that ran between the check above and the insert must win.
+        if generation != self.generation() {
+            self.inner.remove(key);
+        }
     }
 
     /// Bytes held (body, key and overhead per entry).

@@ -59,10 +59,16 @@ impl CredentialLimits {
     pub fn admit(self: &Arc<Self>, id: CredentialId) -> Result<InFlight, ApiError> {
         let now = Instant::now();
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() > PRUNE_ABOVE {
-            entries.retain(|_, e| e.in_flight > 0 || e.tokens < f64::from(self.burst));
-        }
         let burst = f64::from(self.burst);
+        if entries.len() > PRUNE_ABOVE {
+            // Idle: nothing in progress and the bucket full again by now (its stored count is
+            // from the last request; the refill since then is derived here).
+            let rate = f64::from(self.rate);
+            entries.retain(|_, e| {
+                let elapsed = now.saturating_duration_since(e.refilled).as_secs_f64();
+                e.in_flight > 0 || (self.rate > 0 && e.tokens + elapsed * rate < burst)
+            });
+        }
         let entry = entries.entry(id).or_insert(Entry {
             tokens: burst,
             refilled: now,
@@ -133,6 +139,26 @@ mod tests {
             limits.admit(b).is_ok(),
             "another credential is not affected"
         );
+    }
+
+    #[test]
+    fn idle_credentials_are_pruned_once_their_bucket_has_refilled() {
+        // The stored token count is from each credential's last request (below the burst), so
+        // the prune must count the refill since then, or no used entry would ever go.
+        let limits = CredentialLimits::new(1_000, 1, 0);
+        for i in 0..=PRUNE_ABOVE as u32 {
+            let mut id = [0; 32];
+            id[..4].copy_from_slice(&i.to_le_bytes());
+            drop(limits.admit(id).unwrap());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let busy = limits.admit([0xff; 32]).unwrap();
+        assert_eq!(
+            limits.entries.lock().unwrap().len(),
+            1,
+            "only the new entry is left"
+        );
+        drop(busy);
     }
 
     #[test]

@@ -641,10 +641,10 @@ pub fn watch_erasures(state: QueryState, every: Duration) -> tokio::task::JoinHa
             tokio::time::sleep(every).await;
             let now = count().await;
             if now.is_some() && now != seen {
-                if seen.is_some() {
-                    state.cache.clear();
-                    tracing::info!(message = "An erasure finished; cached answers dropped.");
-                }
+                // Also when the first count failed (the loader had not yet created the table):
+                // an erasure may have finished since, and clearing once costs little.
+                state.cache.clear();
+                tracing::info!(message = "An erasure finished; cached answers dropped.");
                 seen = now;
             }
         }
