@@ -198,13 +198,7 @@ impl EdgeNode {
                 config.spool_dir.display()
             )
         })?;
-        let destination = kafka::KafkaDestination::new(kafka::KafkaSettings {
-            brokers: config.kafka_brokers.clone(),
-            topic: config.kafka_topic.clone(),
-            partitions_if_created: config.kafka_topic_partitions,
-            request_deadline: config.kafka_produce_timeout(),
-            security: config.kafka_security.clone(),
-        });
+        let destination = kafka::KafkaDestination::new(kafka_settings(&config));
         let kafka = Arc::new(KafkaStatus::new(metrics.kafka_up.clone()));
         let drain = Trigger::default();
         let forwarder = async_std::task::spawn(
@@ -271,13 +265,7 @@ impl EdgeNode {
         // One bounded connection attempt, beside serving: a node restarted during a Kafka outage
         // answers at once, and [`run`] stops it if the settings cannot work.
         let kafka_check = (config.kafka_startup_check_secs > 0).then(|| {
-            let destination = kafka::KafkaDestination::new(kafka::KafkaSettings {
-                brokers: config.kafka_brokers.clone(),
-                topic: config.kafka_topic.clone(),
-                partitions_if_created: config.kafka_topic_partitions,
-                request_deadline: config.kafka_produce_timeout(),
-                security: config.kafka_security.clone(),
-            });
+            let destination = kafka::KafkaDestination::new(kafka_settings(&config));
             let within = Duration::from_secs(config.kafka_startup_check_secs);
             let (brokers, security) = (config.kafka_brokers.join(","), config.kafka_security.describe());
             async_std::task::spawn(async move {
@@ -361,5 +349,16 @@ impl EdgeNode {
             unfinished_requests,
             spooled_events_left: self.spool.stats().events,
         })
+    }
+}
+
+/// The forwarder's Kafka settings (also used by the start-up check).
+fn kafka_settings(config: &EdgeConfig) -> kafka::KafkaSettings {
+    kafka::KafkaSettings {
+        brokers: config.kafka_brokers.clone(),
+        topic: config.kafka_topic.clone(),
+        partitions_if_created: config.kafka_topic_partitions,
+        request_deadline: config.kafka_produce_timeout(),
+        security: config.kafka_security.clone(),
     }
 }
