@@ -24,9 +24,16 @@ pub enum BotReason {
     KnownCrawler,
     /// The user-agent matches the deny list (tools, headless browsers, monitors).
     DenyList,
+    /// The user-agent matches a pattern of the published crawler list (`edge/data/crawler-patterns.txt`).
+    CrawlerList,
+    /// Not on any list, but shaped like an automated client: a URL or e-mail address in it, a
+    /// word browsers never send (`crawler`, `feed`, `monitor`, `http`…), or IE's `compatible;`
+    /// token without IE.
+    BotShape,
     /// Not a browser's user-agent: unknown to woothee and without the `Mozilla/` token every
-    /// browser sends, or with control characters. Only applied to unsigned (browser) traffic:
-    /// signed server senders may send their own client name.
+    /// browser sends, without the parenthesised platform every browser sends, or with control
+    /// characters. Only applied to unsigned (browser) traffic: signed server senders may send
+    /// their own client name.
     Garbage,
 }
 
@@ -36,6 +43,8 @@ impl BotReason {
             Self::EmptyUserAgent => "empty_user_agent",
             Self::KnownCrawler => "known_crawler",
             Self::DenyList => "deny_list",
+            Self::CrawlerList => "crawler_list",
+            Self::BotShape => "bot_shape",
             Self::Garbage => "garbage_user_agent",
         }
     }
@@ -43,7 +52,6 @@ impl BotReason {
 
 /// Case-insensitive substrings that mark automated clients.
 const DENY_LIST: &[&str] = &[
-    "bot",
     "crawl",
     "spider",
     "slurp",
@@ -71,6 +79,113 @@ const DENY_LIST: &[&str] = &[
     "facebookexternalhit",
     "preview",
 ];
+
+/// The published crawler list, one RE2 pattern per line (`edge/data/refresh` rebuilds it).
+const CRAWLER_PATTERNS: &str = include_str!("../data/crawler-patterns.txt");
+
+/// Shapes no browser's user-agent has, matched against the lower-cased string (the crawler list
+/// is matched as it is, case-sensitively, as its own tests do). Written from
+/// what browsers send (a product token, a parenthesised platform, engine and version tokens),
+/// not from any one crawler list, so that bots no list knows yet are caught too.
+const BOT_SHAPES: &[&str] = &[
+    // An address to contact the operator: crawlers advertise one, browsers never do.
+    r"https?:|www\.|@[a-z0-9-]+\.[a-z]|[a-z0-9]\.(?:com|net|org|io|info)\b",
+    // Words that name what a client does, not what it is.
+    r"crawl|spider|scrap(?:e|er|ing)\b|fetch|monitor|checker|check\b|validat|archiv|heritrix|\bfeed|rss|reader\b|aggregat",
+    r"\bscan|probe\b|audit|\bseo\b|analy[sz]|inspect|verif(?:y|ier|ication)|screenshot|thumbnail|headless|render(?:er|tron)",
+    r"\bindex(?:er|ing)\b|search(?:engine|bot)|\bproxy\b|\bhttp|\blib[a-z]*/|library|\bsdk\b|\bclient\b",
+    // HTTP libraries and runtimes.
+    r"python|java[/ ]|\bperl\b|\bruby/|\bphp|\bcurl\b|wget|\bgo-|\bnode[./ ]|deno/|\bdart(?:/|:io)|reqwest|aiohttp|httpx|guzzle|okhttp|winhttp|\blwp\b",
+    // Headless and automation.
+    r"phantomjs|puppeteer|playwright|selenium|webdriver|cypress|splash\b|\bprerender",
+    // A "bot" word: Googlebot, bot/1.0, a_bot; not the Cubot phone brand.
+    r"bot(?:\b|[_/;-])|robot",
+    // Browsers close the engine's comment at "like Gecko)"; fetchers append themselves to it.
+    r"like gecko;|\bgoogle-|duplexweb|cloudflare|transcoder|advisor|measure|prospect|agent\b",
+    // Templates and builds no browser ships: `Firefox/firefoxversion`, `-SNAPSHOT`, a
+    // millisecond timestamp as a product, probes for secrets.
+    r"(?:firefox|chrome|safari)/[a-z]{3}|-snapshot\b|\btime/\d{10}|\.env\b|\bcms/",
+    // Feed readers and monitors that name themselves and nothing else.
+    r"netnewswire|akregator|\bdaum|jiankong",
+];
+
+/// The compiled lists, built once per process (about 40 ms; the verdict cache keeps them off
+/// the path of repeated user agents).
+struct Rules {
+    crawlers: regex::Regex,
+    shapes: regex::Regex,
+}
+
+static RULES: std::sync::LazyLock<Rules> = std::sync::LazyLock::new(|| Rules {
+    crawlers: alternation(
+        CRAWLER_PATTERNS
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty()),
+    ),
+    shapes: alternation(BOT_SHAPES.iter().copied()),
+});
+
+/// One regex matching any of `patterns`. The lists are part of the binary and
+/// a test compiles them, so a pattern that does not compile is a build defect, not an input.
+fn alternation<'a>(patterns: impl Iterator<Item = &'a str>) -> regex::Regex {
+    let joined = patterns
+        .map(|p| format!("(?:{p})"))
+        .collect::<Vec<_>>()
+        .join("|");
+    regex::RegexBuilder::new(&joined)
+        .size_limit(64 << 20)
+        .dfa_size_limit(16 << 20)
+        .build()
+        .expect("the compiled-in user-agent lists are valid regexes")
+}
+
+/// Whether a user agent that claims `Mozilla/` has the platform comment browsers send:
+/// `Mozilla/5.0 (Windows NT 10.0; Win64; x64)`, several `;`-separated parts. Crawlers write
+/// `Mozilla/5.0 (Morningscore/1.0)` or `(compatible; Name/1.0; +url)`; IE's own
+/// `(compatible; MSIE 10.0; …)` and a few others are browsers.
+fn mozilla_shaped(ua: &str) -> bool {
+    let Some(rest) = ua.strip_prefix("Mozilla/") else {
+        return true;
+    };
+    let Some(open) = rest.find('(') else {
+        // `Mozilla/5.0 Name/1.0`: no platform at all. (Some logs strip the parentheses of
+        // real browsers' strings; those keep their `;`.)
+        return rest.contains(';');
+    };
+    let after_open = &rest[open + 1..];
+    let close = after_open.find(')').unwrap_or(after_open.len());
+    let comment = &after_open[..close];
+    if !comment.contains(';') {
+        // `(Windows NT 5.1)` or `(Linux armv7l)` before an engine token is a browser;
+        // `(Morningscore/1.0)` or `(Mixnode)` with nothing after it is not.
+        let engine = ["AppleWebKit/", "Gecko/", "Presto/", "Trident/"]
+            .iter()
+            .any(|e| after_open[close..].contains(e));
+        return engine && !comment.contains('/') && comment != "compatible";
+    }
+    match comment.strip_prefix("compatible;") {
+        None => true,
+        Some(after) => {
+            let after = after.trim_start();
+            ["MSIE ", "Konqueror/", "IEMobile", "Linux", "U;", "Windows"]
+                .iter()
+                .any(|p| after.starts_with(p))
+                && !after.starts_with("MSIE or")
+        }
+    }
+}
+
+/// Checks that apply to unsigned (browser) traffic only: every browser sends `Mozilla/` (or is
+/// known to woothee) and no control characters.
+fn browser_shaped(ua: &str, client: &ClientInfo) -> Result<(), BotReason> {
+    if ua.chars().any(char::is_control) {
+        return Err(BotReason::Garbage);
+    }
+    if client.browser == "Unknown" && !ua.contains("Mozilla/") {
+        return Err(BotReason::Garbage);
+    }
+    Ok(())
+}
 
 /// Shortest user-agent we believe can come from a real browser.
 const MIN_BROWSER_UA_LEN: usize = 12;
@@ -117,11 +232,8 @@ impl UserAgentParser {
                 verdict?
             }
         };
-        if !signed
-            && (ua.chars().any(char::is_control)
-                || (client.browser == "Unknown" && !ua.contains("Mozilla/")))
-        {
-            return Err(BotReason::Garbage);
+        if !signed {
+            browser_shaped(ua, &client)?;
         }
         Ok(client)
     }
@@ -139,6 +251,19 @@ impl UserAgentParser {
         }
         if DENY_LIST.iter().any(|needle| lower.contains(needle)) {
             return Err(BotReason::DenyList);
+        }
+        let rules = &*RULES;
+        if rules.crawlers.is_match(ua) {
+            return Err(BotReason::CrawlerList);
+        }
+        // The Cubot phone brand is the one browser that names a bot.
+        let shape_input = if lower.contains("cubot") {
+            std::borrow::Cow::Owned(lower.replace("cubot", "cu-phone"))
+        } else {
+            std::borrow::Cow::Borrowed(lower.as_str())
+        };
+        if rules.shapes.is_match(&shape_input) || !mozilla_shaped(ua) {
+            return Err(BotReason::BotShape);
         }
         let Some(r) = parsed else {
             return Ok(ClientInfo {
@@ -240,11 +365,73 @@ mod tests {
     }
 
     #[test]
+    fn bots_no_list_names_are_caught_by_shape() {
+        // Made-up names: only their shape gives them away.
+        for ua in [
+            "Mozilla/5.0 (compatible; Zorblax/1.0; +https://zorblax.example/about)",
+            "Mozilla/5.0 (Zorblax/2.1)",
+            "Mozilla/5.0 Zorblax/2.1",
+            "Zorblax-Feed-Parser/1.0",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko; Zorblax-Preview) Chrome/120.0 Safari/537.36",
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36 ZorblaxMonitor",
+            "Mozilla/5.0 (compatible) zorblax",
+            "zorblax-http-client/0.3 (contact admin@zorblax.example)",
+        ] {
+            assert!(
+                UserAgentParser::default()
+                    .classify_request(ua, false)
+                    .is_err(),
+                "{ua}"
+            );
+        }
+        // The issue's misses, as the corpora have them.
+        for ua in [
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/78.0.3904.108 Safari/537.36 DareBoost",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:45.0; Rigor) Gecko/20100101 Firefox/45.0",
+            "Mozilla/5.0 (compatible; OhDear/1.1; +https://ohdear.app/checker; brokenLinks)",
+            "Mozilla/5.0 (compatible; Google-Site-Verification/1.0)",
+            "Mozilla/5.0 (compatible; Ezgif/1.0; +https://ezgif.com/about)",
+            "Google-NotebookLM",
+            "flieder - neofonie heritrix/1.14.3 (+http://spider.neofonie.de)",
+        ] {
+            assert!(
+                UserAgentParser::default()
+                    .classify_request(ua, false)
+                    .is_err(),
+                "{ua}"
+            );
+        }
+        // Browsers whose strings come close: a Cubot phone, IE's `compatible;`, XP's comment
+        // without `;`, a TV.
+        for ua in [
+            "Mozilla/5.0 (Linux; Android 9; CUBOT P30) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36",
+            "Mozilla/5.0 (compatible; MSIE 10.0; Windows NT 6.1; Trident/6.0)",
+            "Mozilla/5.0 (Windows NT 5.1) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/49.0.2623.112 Safari/537.36",
+            "Mozilla/5.0 (Linux armv7l) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/84.0 Safari/537.36 OPR/46.0",
+            "Mozilla/4.0 (compatible; MSIE 7.0; Windows NT 6.1; Trident/7.0; SLCC2; .NET CLR 2.0.50727)",
+        ] {
+            assert!(
+                UserAgentParser::default()
+                    .classify_request(ua, false)
+                    .is_ok(),
+                "{ua}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_compiled_in_lists_compile() {
+        assert!(RULES.crawlers.is_match("Googlebot/2.1"));
+        assert!(!RULES.crawlers.is_match(CHROME_WINDOWS));
+        assert!(!RULES.shapes.is_match(&CHROME_WINDOWS.to_ascii_lowercase()));
+    }
+
+    #[test]
     fn garbage_is_a_bot_unless_a_signed_server_sent_it() {
         for ua in [
             "aaaaaaaaaaaaaaaaaaaaaaaa",
             "billing-service/2.1",
-            "Mozilla/5.0 \u{7}\u{8} x",
+            "Mozilla/5.0 (X11; \u{7}\u{8}) x",
         ] {
             assert_eq!(
                 UserAgentParser::default().classify_request(ua, false),
