@@ -257,6 +257,19 @@ pub struct EdgeConfig {
     #[arg(long, env = "TA_GEOIP_DB")]
     pub geoip_db: Option<PathBuf>,
 
+    /// Referrer-spam domains, one per line (plain or gzip); events whose referrer is one of
+    /// them or below one are dropped. Default: the list built into the binary
+    /// (`edge/data/referrer-spam.txt`). Re-read when it changes, like the sites file.
+    #[arg(long, env = "TA_REFERRER_SPAM_FILE")]
+    pub referrer_spam_file: Option<PathBuf>,
+
+    /// Data-centre networks, one CIDR per line (plain or gzip; `edge/data/datacenter-ranges.txt.gz`
+    /// is shipped). Events from these addresses are dropped, or flagged, as each site's
+    /// `datacenter_traffic` says. Default: none, every address is treated alike. Re-read when it
+    /// changes.
+    #[arg(long, env = "TA_DATACENTER_RANGES")]
+    pub datacenter_ranges: Option<PathBuf>,
+
     /// Log filter (tracing `EnvFilter` syntax).
     #[arg(long, env = "TA_LOG", default_value = "info,rskafka=warn")]
     pub log: String,

@@ -11,13 +11,14 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 use ta_shared::page::{PageUrl, referrer_parts};
-use ta_shared::site::SiteConfig;
+use ta_shared::site::{DATACENTER_PROP, DatacenterTraffic, SiteConfig};
 use ta_shared::source::{self, SourceInput};
 use ta_shared::{
     EnrichedEvent, SCHEMA_VERSION, SaltSchedule, SiteRegistry, VisitorIdentity, signature,
 };
 use uuid::Uuid;
 
+use crate::blocklists::{NetworkList, ReferrerSpam};
 use crate::error::CollectError;
 use crate::geo::Geo;
 use crate::limits::{KeyLimits, RateLimits, ReplayGuard, ReplayVerdict};
@@ -107,6 +108,15 @@ pub struct Ingest {
     pub replay: ReplayGuard,
     pub geo: Geo,
     pub max_batch_events: usize,
+    lists: RwLock<Arc<TrafficLists>>,
+}
+
+/// The referrer-spam and data-centre lists in force (each replaced whole when its file changes).
+#[derive(Debug, Clone, Default)]
+pub struct TrafficLists {
+    pub referrer_spam: Arc<ReferrerSpam>,
+    /// `None`: no data-centre list configured; every address is treated alike.
+    pub datacenter: Option<Arc<NetworkList>>,
 }
 
 impl Ingest {
@@ -128,7 +138,32 @@ impl Ingest {
             replay: ReplayGuard::new(signature::DEFAULT_REPLAY_WINDOW_SECS, REPLAY_GUARD_CAPACITY),
             geo: Geo::default(),
             max_batch_events: DEFAULT_MAX_BATCH_EVENTS,
+            lists: RwLock::new(Arc::new(TrafficLists {
+                referrer_spam: Arc::new(ReferrerSpam::shipped()),
+                datacenter: None,
+            })),
         }
+    }
+
+    /// The traffic lists in force.
+    pub fn lists(&self) -> Arc<TrafficLists> {
+        self.lists.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Swap in a referrer-spam list; requests in progress finish with the old one.
+    pub fn set_referrer_spam(&self, list: ReferrerSpam) {
+        let mut lists = self.lists.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = (**lists).clone();
+        next.referrer_spam = Arc::new(list);
+        *lists = Arc::new(next);
+    }
+
+    /// Swap in a data-centre list (`None`: stop checking addresses).
+    pub fn set_datacenter(&self, list: Option<NetworkList>) {
+        let mut lists = self.lists.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = (**lists).clone();
+        next.datacenter = list.map(Arc::new);
+        *lists = Arc::new(next);
     }
 
     /// Set the node's default per-site rate limit (events/s, 0 = none).
@@ -365,6 +400,30 @@ impl Ingest {
                 });
             }
         };
+        let (referrer_host, referrer) = referrer_parts(&event.referrer);
+        let lists = self.lists();
+        if lists.referrer_spam.matches(&referrer_host) {
+            return Ok(Outcome::Bot {
+                site_id: event.site_id,
+                reason: BotReason::ReferrerSpam,
+            });
+        }
+        let mut props = event.props;
+        if let Some(datacenter) = &lists.datacenter
+            && site.datacenter_traffic != DatacenterTraffic::Allow
+            && req
+                .client_ip
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| datacenter.contains(ip))
+        {
+            if site.datacenter_traffic == DatacenterTraffic::Drop {
+                return Ok(Outcome::Bot {
+                    site_id: event.site_id,
+                    reason: BotReason::DataCentre,
+                });
+            }
+            props.insert(DATACENTER_PROP.to_owned(), "true".to_owned());
+        }
         let day = req.now.date_naive();
         let visitor = match &event.user_id {
             Some(user_id) => {
@@ -388,7 +447,6 @@ impl Ingest {
                 }
             }
         };
-        let (referrer_host, referrer) = referrer_parts(&event.referrer);
         let source = source::classify(SourceInput {
             referrer_host: &referrer_host,
             page_host: &page.host,
@@ -426,7 +484,7 @@ impl Ingest {
             device: client.device,
             country,
             edge_region: self.region.clone(),
-            props: event.props,
+            props,
         })))
     }
 }
@@ -783,6 +841,82 @@ mod tests {
             respecting.process(request(PAGEVIEW)),
             Ok(Outcome::Accepted(_))
         ));
+    }
+
+    #[test]
+    fn referrer_spam_is_dropped_and_counted_as_automated() {
+        let spam = r#"{"site_id":"site-1","event_name":"pageview",
+            "url":"https://example.com/","referrer":"https://s3.semalt.com/x"}"#;
+        assert_eq!(
+            ingest().process(request(spam)),
+            Ok(Outcome::Bot {
+                site_id: "site-1".into(),
+                reason: BotReason::ReferrerSpam
+            })
+        );
+        // An operator's own list replaces the shipped one.
+        let ing = ingest();
+        ing.set_referrer_spam(crate::blocklists::ReferrerSpam::parse(b"google.com\n").unwrap());
+        assert!(matches!(
+            ing.process(request(spam)),
+            Ok(Outcome::Accepted(_))
+        ));
+        assert!(matches!(
+            ing.process(request(PAGEVIEW)),
+            Ok(Outcome::Bot {
+                reason: BotReason::ReferrerSpam,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn datacenter_addresses_are_dropped_flagged_or_allowed_as_the_site_says() {
+        let sites = "[[site]]\nid='site-1'\napi_keys=['k1']\n\
+            [[site]]\nid='flag'\napi_keys=['k3']\ndatacenter_traffic='flag'\n\
+            [[site]]\nid='allow'\napi_keys=['k4']\ndatacenter_traffic='allow'\n";
+        let ing = Ingest::new(
+            SiteRegistry::from_toml(sites).unwrap(),
+            SaltSchedule::new("salt"),
+            "eu",
+        );
+        let event = |site: &str| {
+            format!(r#"{{"site_id":"{site}","event_name":"pageview","url":"https://e.com/"}}"#)
+        };
+        let from = |body: &'static str, key: &'static str, ip: &'static str| IngestRequest {
+            api_key: Some(key),
+            client_ip: ip,
+            ..request(body)
+        };
+        let (drop, flag, allow) = (
+            event("site-1").leak() as &str,
+            event("flag").leak() as &str,
+            event("allow").leak() as &str,
+        );
+        // Without a list every address is alike.
+        assert!(matches!(
+            ing.process(from(drop, "k1", "203.0.113.9")),
+            Ok(Outcome::Accepted(_))
+        ));
+        ing.set_datacenter(Some(
+            crate::blocklists::NetworkList::parse(b"203.0.113.0/24\n").unwrap(),
+        ));
+        assert_eq!(
+            ing.process(from(drop, "k1", "203.0.113.9")),
+            Ok(Outcome::Bot {
+                site_id: "site-1".into(),
+                reason: BotReason::DataCentre
+            })
+        );
+        let home = accepted(ing.process(from(drop, "k1", "198.51.100.1")).unwrap());
+        assert!(home.props.is_empty());
+        let flagged = accepted(ing.process(from(flag, "k3", "203.0.113.9")).unwrap());
+        assert_eq!(
+            flagged.props.get(DATACENTER_PROP).map(String::as_str),
+            Some("true")
+        );
+        let allowed = accepted(ing.process(from(allow, "k4", "203.0.113.9")).unwrap());
+        assert!(allowed.props.is_empty());
     }
 
     #[test]

@@ -28,6 +28,7 @@
 //! (RUSTSEC-2025-0052) and tide unmaintained (RUSTSEC-2026-0170); the design card asks for
 //! them, so tide lives only in `server.rs`.
 
+pub mod blocklists;
 pub mod client_addr;
 pub mod config;
 pub mod conn;
@@ -113,7 +114,8 @@ pub struct EdgeNode {
     kafka_check: Option<JoinHandle<anyhow::Result<()>>>,
     ops_stop: Trigger,
     ops_server: JoinHandle<std::io::Result<()>>,
-    reload: Option<JoinHandle<()>>,
+    /// The sites-file and traffic-list watchers.
+    reloads: Vec<JoinHandle<()>>,
     stop_accepting: Trigger,
     server: JoinHandle<std::io::Result<()>>,
     gate: Arc<RequestGate>,
@@ -191,6 +193,7 @@ impl EdgeNode {
         if let Some(path) = &config.geoip_db {
             ingest.geo = geo::Geo::with_database(path).context("TA_GEOIP_DB")?;
         }
+        let list_files = load_traffic_lists(&config, &ingest, &metrics)?;
 
         let (spool, reader) = Spool::open(config.spool(), metrics.clone()).with_context(|| {
             format!(
@@ -214,16 +217,41 @@ impl EdgeNode {
 
         let state = server::AppState::new(ingest, Arc::new(spool.clone()), kafka, metrics, &config);
         let gate = state.gate.clone();
-        let reload = (config.sites_reload_secs > 0).then(|| {
-            async_std::task::spawn(reload::watch_sites_file(
+        let mut reloads = Vec::new();
+        if config.sites_reload_secs > 0 {
+            let every = Duration::from_secs(config.sites_reload_secs);
+            reloads.push(async_std::task::spawn(reload::watch_sites_file(
                 sites_file.clone(),
-                Duration::from_secs(config.sites_reload_secs),
+                every,
                 Some(sites_bytes),
                 config.dev,
                 state.ingest.clone(),
                 state.metrics.clone(),
-            ))
-        });
+            )));
+            for (list, path, bytes) in list_files {
+                let ingest = state.ingest.clone();
+                let apply = move |bytes: &[u8]| match list {
+                    "referrer_spam" => blocklists::ReferrerSpam::parse(bytes).map(|l| {
+                        let n = l.len();
+                        ingest.set_referrer_spam(l);
+                        n
+                    }),
+                    _ => blocklists::NetworkList::parse(bytes).map(|l| {
+                        let n = l.len();
+                        ingest.set_datacenter(Some(l));
+                        n
+                    }),
+                };
+                reloads.push(async_std::task::spawn(reload::watch_list_file(
+                    list,
+                    path,
+                    every,
+                    bytes,
+                    apply,
+                    state.metrics.clone(),
+                )));
+            }
+        }
         let listener = async_std::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {} (TA_EDGE_LISTEN)", config.listen))?;
@@ -288,7 +316,7 @@ impl EdgeNode {
             kafka_check,
             ops_stop,
             ops_server,
-            reload,
+            reloads,
             stop_accepting,
             server,
             gate,
@@ -313,7 +341,7 @@ impl EdgeNode {
     /// Stop accepting connections, let requests in progress finish, fsync the spool, give
     /// the forwarder the drain time to deliver, and stop.
     pub async fn shutdown(self) -> anyhow::Result<ShutdownReport> {
-        if let Some(reload) = self.reload {
+        for reload in self.reloads {
             reload.cancel().await;
         }
         self.stop_accepting.fire();
@@ -361,4 +389,45 @@ fn kafka_settings(config: &EdgeConfig) -> kafka::KafkaSettings {
         request_deadline: config.kafka_produce_timeout(),
         security: config.kafka_security.clone(),
     }
+}
+
+/// Load the referrer-spam and data-centre lists the configuration names into `ingest`; a file
+/// that is named but unusable stops the start. Returns the files to watch, with the bytes read.
+fn load_traffic_lists(
+    config: &EdgeConfig,
+    ingest: &ingest::Ingest,
+    metrics: &metrics::EdgeMetrics,
+) -> anyhow::Result<Vec<(&'static str, std::path::PathBuf, Vec<u8>)>> {
+    let mut files = Vec::new();
+    let read = |path: &std::path::Path, var: &str| {
+        std::fs::read(path).with_context(|| format!("reading {} ({var})", path.display()))
+    };
+    let spam = match &config.referrer_spam_file {
+        Some(path) => {
+            let bytes = read(path, "TA_REFERRER_SPAM_FILE")?;
+            let list = blocklists::ReferrerSpam::parse(&bytes)
+                .with_context(|| format!("{} (TA_REFERRER_SPAM_FILE)", path.display()))?;
+            files.push(("referrer_spam", path.clone(), bytes));
+            list
+        }
+        None => blocklists::ReferrerSpam::shipped(),
+    };
+    metrics
+        .list_entries
+        .with_label_values(&["referrer_spam"])
+        .set(spam.len() as i64);
+    ingest.set_referrer_spam(spam);
+    if let Some(path) = &config.datacenter_ranges {
+        let bytes = read(path, "TA_DATACENTER_RANGES")?;
+        let list = blocklists::NetworkList::parse(&bytes)
+            .with_context(|| format!("{} (TA_DATACENTER_RANGES)", path.display()))?;
+        metrics
+            .list_entries
+            .with_label_values(&["datacenter"])
+            .set(list.len() as i64);
+        info!(message = "Data-centre list loaded.", path = %path.display(), networks = list.len());
+        ingest.set_datacenter(Some(list));
+        files.push(("datacenter", path.clone(), bytes));
+    }
+    Ok(files)
 }

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use prometheus::{
-    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry,
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 use ta_shared::telemetry::{BATCH_RECORDS_BUCKETS, LATENCY_SECONDS_BUCKETS};
 
@@ -23,6 +23,10 @@ pub struct EdgeMetrics {
     pub accepted: IntCounterVec,
     pub request_batch_events: Histogram,
     pub config_reloads: IntCounterVec,
+    /// Referrer-spam and data-centre list reloads, by list and result.
+    pub list_reloads: IntCounterVec,
+    /// Entries of each traffic list in force (domains; merged networks).
+    pub list_entries: IntGaugeVec,
     /// 1 while the sites file on disk is missing or does not parse (the sites in force are
     /// older than it).
     pub sites_file_stale: IntGauge,
@@ -108,6 +112,22 @@ impl EdgeMetrics {
                     "Sites-file reloads by result: ok (changed file applied) or error (kept the previous sites).",
                 ),
                 &["result"],
+            )
+            .unwrap(),
+            list_reloads: IntCounterVec::new(
+                Opts::new(
+                    "ta_edge_list_reloads_total",
+                    "Traffic-list file reloads (referrer_spam, datacenter) by result: ok (changed file applied) or error (kept the list in force).",
+                ),
+                &["list", "result"],
+            )
+            .unwrap(),
+            list_entries: IntGaugeVec::new(
+                Opts::new(
+                    "ta_edge_list_entries",
+                    "Entries of each traffic list in force: referrer-spam domains, data-centre networks (merged).",
+                ),
+                &["list"],
             )
             .unwrap(),
             sites_file_stale: IntGauge::new(
@@ -269,6 +289,8 @@ impl EdgeMetrics {
             Box::new(m.accepted.clone()),
             Box::new(m.request_batch_events.clone()),
             Box::new(m.config_reloads.clone()),
+            Box::new(m.list_reloads.clone()),
+            Box::new(m.list_entries.clone()),
             Box::new(m.sites_file_stale.clone()),
             Box::new(m.sites_configured.clone()),
             Box::new(m.produced.clone()),
@@ -295,6 +317,9 @@ impl EdgeMetrics {
         }
         for result in ["ok", "error"] {
             m.config_reloads.with_label_values(&[result]);
+            for list in ["referrer_spam", "datacenter"] {
+                m.list_reloads.with_label_values(&[list, result]);
+            }
         }
         for limit in ["address", "key"] {
             m.limited.with_label_values(&[limit]);

@@ -159,6 +159,12 @@ fn validate_props(
                 format!("keys must be 1-{MAX_PROP_KEY_BYTES} bytes"),
             ));
         }
+        if key.starts_with('$') {
+            return Err(CollectError::invalid(
+                "props",
+                format!("key `{key}`: keys starting with `$` are reserved for the edge"),
+            ));
+        }
         let value = match value {
             serde_json::Value::String(s) => s,
             serde_json::Value::Number(n) => n.to_string(),
@@ -264,6 +270,9 @@ mod tests {
         assert_eq!(field_of(e.unwrap_err()), "ts");
         let e = valid(r#"{"site_id":"s","event_name":"x","url":"u","props":{"a":{"b":1}}}"#);
         assert_eq!(field_of(e.unwrap_err()), "props");
+        let reserved =
+            valid(r#"{"site_id":"s","event_name":"x","url":"u","props":{"$datacenter":"false"}}"#);
+        assert_eq!(field_of(reserved.unwrap_err()), "props");
         let many: Vec<String> = (0..=MAX_PROPS).map(|i| format!(r#""k{i}":1"#)).collect();
         let e = valid(&format!(
             r#"{{"site_id":"s","event_name":"x","url":"u","props":{{{}}}}}"#,

@@ -15,6 +15,7 @@ use std::time::Duration;
 use ta_shared::SiteRegistry;
 use tracing::{error, info};
 
+use crate::blocklists::ListError;
 use crate::ingest::Ingest;
 use crate::metrics::EdgeMetrics;
 
@@ -66,6 +67,58 @@ pub async fn watch_sites_file(
                     %reason,
                     fail_closed = ingest.fail_closed
                 );
+            }
+        }
+        last = Some(current);
+    }
+}
+
+/// Poll a traffic-list file (`list`: `referrer_spam` or `datacenter`) every `every` and hand
+/// contents that differ from `loaded` to `apply`, which parses and swaps them in and returns the
+/// entries now in force. A file that is missing or does not parse keeps the list in force.
+pub async fn watch_list_file(
+    list: &'static str,
+    path: PathBuf,
+    every: Duration,
+    loaded: Vec<u8>,
+    apply: impl Fn(&[u8]) -> Result<usize, ListError>,
+    metrics: EdgeMetrics,
+) {
+    let mut last = Some(loaded);
+    loop {
+        async_std::task::sleep(every).await;
+        let current = match async_std::fs::read(&path).await {
+            Ok(current) => current,
+            Err(error) => {
+                if last.is_some() {
+                    metrics
+                        .list_reloads
+                        .with_label_values(&[list, "error"])
+                        .inc();
+                    error!(message = "Traffic list unreadable; keeping the list in force.", list, path = %path.display(), %error);
+                }
+                last = None;
+                continue;
+            }
+        };
+        if last.as_deref() == Some(current.as_slice()) {
+            continue;
+        }
+        match apply(&current) {
+            Ok(entries) => {
+                metrics.list_reloads.with_label_values(&[list, "ok"]).inc();
+                metrics
+                    .list_entries
+                    .with_label_values(&[list])
+                    .set(entries as i64);
+                info!(message = "Traffic list reloaded.", list, path = %path.display(), entries);
+            }
+            Err(reason) => {
+                metrics
+                    .list_reloads
+                    .with_label_values(&[list, "error"])
+                    .inc();
+                error!(message = "Traffic list changed but is invalid; keeping the list in force.", list, path = %path.display(), %reason);
             }
         }
         last = Some(current);

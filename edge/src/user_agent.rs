@@ -35,6 +35,11 @@ pub enum BotReason {
     /// characters. Only applied to unsigned (browser) traffic: signed server senders may send
     /// their own client name.
     Garbage,
+    /// The referrer's host is on the referrer-spam list (not a user-agent verdict; counted with
+    /// the bots because it is automated traffic too).
+    ReferrerSpam,
+    /// The client address is in a data-centre network and the site drops such traffic.
+    DataCentre,
 }
 
 impl BotReason {
@@ -46,6 +51,8 @@ impl BotReason {
             Self::CrawlerList => "crawler_list",
             Self::BotShape => "bot_shape",
             Self::Garbage => "garbage_user_agent",
+            Self::ReferrerSpam => "referrer_spam",
+            Self::DataCentre => "datacenter",
         }
     }
 }

@@ -15,6 +15,10 @@
 //!                                        # `DNT: 1` or `Sec-GPC: 1`
 //! url_query_params = ["q"]               # optional: page-URL query parameters kept (default
 //!                                        # none: only scheme, host and path are stored)
+//! datacenter_traffic = "drop"            # optional, when the edge has a data-centre list
+//!                                        # (TA_DATACENTER_RANGES): "drop" (default), "flag"
+//!                                        # (keep, with the property `$datacenter` = "true")
+//!                                        # or "allow"
 //! ```
 //!
 //! A file that starts with `development_only = true` (the shipped `sites.dev.toml`) holds
@@ -61,7 +65,29 @@ pub struct SiteConfig {
     /// e-mail address). Default: none.
     #[serde(default)]
     pub url_query_params: Vec<String>,
+    /// What the edge does with events from data-centre addresses (when it has a list).
+    #[serde(default)]
+    pub datacenter_traffic: DatacenterTraffic,
 }
+
+/// A site's choice for events whose client address is in a data-centre network: people rarely
+/// browse from one, crawlers, scanners and headless browsers mostly do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatacenterTraffic {
+    /// Counted as bot traffic (`ta_edge_bot_events_total{reason="datacenter"}`), not stored.
+    #[default]
+    Drop,
+    /// Stored with the event property `$datacenter` = `"true"`, so that reports can filter it
+    /// (`filter=prop:$datacenter:is:true`).
+    Flag,
+    /// Treated like any other address.
+    Allow,
+}
+
+/// The event property a flagged data-centre event carries. Properties starting with `$` are
+/// the edge's: clients cannot send them.
+pub const DATACENTER_PROP: &str = "$datacenter";
 
 impl SiteConfig {
     /// Whether `key` is one of this site's ingest keys (constant-time per key).
