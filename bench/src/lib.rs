@@ -44,7 +44,22 @@ pub const BOT_USER_AGENTS: &[&str] = &[
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/120.0.0.0 Safari/537.36",
     "python-requests/2.31.0",
     "curl/8.4.0",
+    // Crawlers an earlier edge let through as visitors (feed readers, monitors, SEO tools,
+    // scanners, archivers, AI fetchers), as the public corpora have them.
+    "Mozilla/5.0 (compatible; Miniflux/2.0.51; +https://miniflux.app)",
+    "Buttondown RSS-Feed-Parser/1.0 (https://buttondown.com)",
+    "Mozilla/5.0 (compatible; OhDear/1.1; +https://ohdear.app/checker; brokenLinks)",
+    "Mozilla/5.0 (X11; Linux x86_64; Rigor) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/80.0.3987.106 Safari/537.36",
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/78.0.3904.108 Safari/537.36 DareBoost",
+    "Mozilla/5.0 (compatible; Google-Site-Verification/1.0)",
+    "Mozilla/5.0 (compatible; heritrix/3.4.0 +https://arquivo.pt/faq-crawling)",
+    "Google-NotebookLM",
+    "Mozilla/5.0 (compatible; Ezgif/1.0; +https://ezgif.com/about)",
+    "Mozilla/5.0 (compatible; Nessus; http://www.nessus.org)",
 ];
+
+/// Referrers of referrer spam (on the edge's shipped list): dropped whatever the user agent.
+pub const SPAM_REFERRERS: &[&str] = &["https://semalt.com/", "https://s3.buttons-for-website.com/"];
 
 pub const PAGES: &[(&str, u32)] = &[
     ("/", 30),
@@ -127,7 +142,8 @@ pub fn pick_page(rng: &mut impl Rng) -> &'static str {
 }
 
 impl TrafficPlan {
-    /// `events` requests over the sites in `registry`: about 90% valid browser events, 5% bots,
+    /// `events` requests over the sites in `registry`: about 85% valid browser events, 10% bots
+    /// (5% well-known crawlers, 3% crawlers only the list or shape rules catch, 2% referrer spam),
     /// 5% invalid. Sites that require signatures get signed server-side events with user ids.
     pub fn generate(registry: &SiteRegistry, events: usize, seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
@@ -180,6 +196,16 @@ impl TrafficPlan {
             } else if roll < 9 {
                 body.truncate(body.len() / 2);
                 Expect::Rejected(400)
+            } else if (90..93).contains(&roll) && !signed {
+                // The crawler share beyond the well-known bots above.
+                user_agent = BOT_USER_AGENTS[5..].choose(&mut rng).expect("crawlers");
+                Expect::Bot
+            } else if (93..95).contains(&roll) && !signed {
+                let spam = SPAM_REFERRERS.choose(&mut rng).expect("spam");
+                let mut payload: serde_json::Value = serde_json::from_slice(&body).expect("json");
+                payload["referrer"] = (*spam).into();
+                body = serde_json::to_vec(&payload).expect("json");
+                Expect::Bot
             } else if roll < 10 {
                 // Unique per request: two identical signed bodies inside the edge's replay
                 // window are a replay (401), not two events.
@@ -470,13 +496,33 @@ mod tests {
         );
         let e = a.expected();
         assert!(
-            e.bots > 20 && e.rejected > 20,
+            e.bots > 120 && e.rejected > 20,
             "bots {} rejected {}",
             e.bots,
             e.rejected
         );
         assert_eq!(e.sites.len(), 3);
         assert_eq!(e.accepted() + e.bots + e.rejected, 2000);
+    }
+
+    #[test]
+    fn the_plans_bots_are_bots_and_its_browsers_are_not() {
+        let parser = ta_edge::user_agent::UserAgentParser::default();
+        for ua in BOT_USER_AGENTS {
+            assert!(parser.classify_request(ua, false).is_err(), "{ua}");
+        }
+        for ua in BROWSER_USER_AGENTS {
+            assert!(parser.classify_request(ua, false).is_ok(), "{ua}");
+        }
+        let spam = ta_edge::blocklists::ReferrerSpam::shipped();
+        for r in SPAM_REFERRERS {
+            let (host, _) = ta_shared::page::referrer_parts(r);
+            assert!(spam.matches(&host), "{r}");
+        }
+        for r in REFERRERS {
+            let (host, _) = ta_shared::page::referrer_parts(r);
+            assert!(!spam.matches(&host), "{r}");
+        }
     }
 
     #[test]
