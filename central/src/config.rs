@@ -274,6 +274,11 @@ pub struct QueryConfig {
     #[arg(long, env = "TA_QUERY_ERASURE_CHECK_SECS", default_value_t = 5)]
     pub erasure_check_secs: u64,
 
+    /// The central Prometheus (federating every edge region), for "bots filtered today"
+    /// (`/v1/stats/bots`); unset: that endpoint answers 503 and the dashboard hides the card.
+    #[arg(long, env = "TA_PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
+
     /// How often the access file is checked for changes, in seconds.
     #[arg(long, env = "TA_QUERY_ACCESS_RELOAD_SECS", default_value_t = 2)]
     pub access_reload_secs: u64,

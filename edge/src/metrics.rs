@@ -345,6 +345,11 @@ impl EdgeMetrics {
         let mut n = 0;
         for id in site_ids {
             self.accepted.with_label_values(&[id]);
+            // At 0 from the start: Prometheus's increase() cannot see a series' first event
+            // if the series is born with it ("bots filtered today" reads it).
+            for reason in crate::user_agent::BotReason::ALL {
+                self.bots.with_label_values(&[id, reason.as_str()]);
+            }
             n += 1;
         }
         self.sites_configured.set(n);

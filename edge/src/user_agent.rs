@@ -43,6 +43,18 @@ pub enum BotReason {
 }
 
 impl BotReason {
+    /// Every reason, for exporting each site's series at 0 from the start.
+    pub const ALL: [BotReason; 8] = [
+        Self::EmptyUserAgent,
+        Self::KnownCrawler,
+        Self::DenyList,
+        Self::CrawlerList,
+        Self::BotShape,
+        Self::Garbage,
+        Self::ReferrerSpam,
+        Self::DataCentre,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::EmptyUserAgent => "empty_user_agent",

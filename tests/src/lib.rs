@@ -217,6 +217,11 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub async fn start(test: &str) -> Self {
+        Self::start_with_query_env(test, Vec::new()).await
+    }
+
+    /// The pipeline, with `query_env` added to ta-query's environment.
+    pub async fn start_with_query_env(test: &str, query_env: Vec<(&'static str, String)>) -> Self {
         let dir = artifacts_dir(test);
         let topic = unique(test);
         let database = unique(test);
@@ -281,7 +286,10 @@ impl Pipeline {
                         .display()
                         .to_string(),
                 ),
-            ]),
+            ])
+            .into_iter()
+            .chain(query_env)
+            .collect::<Vec<_>>(),
             &dir,
         );
         let p = Self {

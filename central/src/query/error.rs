@@ -25,6 +25,9 @@ pub enum ApiError {
     TooManyInFlight { max: usize, retry_after_secs: u32 },
     #[error("analytics store unavailable")]
     Store(#[from] clickhouse::error::Error),
+    /// A source other than ClickHouse is missing or did not answer (the reason is safe to show).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -36,7 +39,7 @@ impl ApiError {
             ApiError::Forbidden => 403,
             ApiError::UnknownSite => 404,
             ApiError::TooManyRequests { .. } | ApiError::TooManyInFlight { .. } => 429,
-            ApiError::Store(_) => 503,
+            ApiError::Store(_) | ApiError::Unavailable(_) => 503,
         }
     }
 
@@ -99,6 +102,11 @@ impl IntoResponse for ApiError {
                 );
                 res
             }
+            ApiError::Unavailable(reason) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"error": "unavailable", "message": reason})),
+            )
+                .into_response(),
             ApiError::Store(e) => {
                 // The client gets a stable message; the details go to the log once.
                 error!(message = "ClickHouse query failed.", error = %e);

@@ -11,6 +11,7 @@
 //! ```
 
 pub mod access;
+pub mod bots;
 pub mod cache;
 pub mod dashboard;
 pub mod error;
@@ -142,6 +143,7 @@ pub struct QueryState {
     pub access: Access,
     /// Per-credential request rate and requests in progress.
     pub limits: std::sync::Arc<limits::CredentialLimits>,
+    pub bots: bots::BotCounts,
 }
 
 impl QueryState {
@@ -189,6 +191,7 @@ impl QueryState {
                 config.credential_rate_burst,
                 config.credential_max_in_flight,
             ),
+            bots: bots::BotCounts::new(config.prometheus_url.clone()),
         }
     }
 }
@@ -207,6 +210,7 @@ pub const ROUTES: &[&str] = &[
     "/v1/stats/timeseries",
     "/v1/stats/breakdown",
     "/v1/stats/realtime",
+    "/v1/stats/bots",
     "/v1/metrics/pageviews",
     "/v1/metrics/unique-users",
     "/v1/metrics/top-pages",
@@ -228,6 +232,7 @@ fn route(path: &str) -> MethodRouter<QueryState> {
         "/v1/stats/timeseries" => get(|s, h, q| stats(s, h, q, StatsEndpoint::Timeseries)),
         "/v1/stats/breakdown" => get(|s, h, q| stats(s, h, q, StatsEndpoint::Breakdown)),
         "/v1/stats/realtime" => get(|s, h, q| stats(s, h, q, StatsEndpoint::Realtime)),
+        "/v1/stats/bots" => get(bots_today),
         "/v1/metrics/pageviews" => get(|s, h, q| seed(s, h, q, SeedEndpoint::Pageviews)),
         "/v1/metrics/unique-users" => get(|s, h, q| seed(s, h, q, SeedEndpoint::UniqueUsers)),
         "/v1/metrics/top-pages" => get(|s, h, q| seed(s, h, q, SeedEndpoint::TopPages)),
@@ -465,6 +470,43 @@ async fn stats(
             }
             res
         }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /v1/stats/bots?site_id=`: automated events the edges dropped today (see `bots`).
+async fn bots_today(
+    State(state): State<QueryState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let started = Instant::now();
+    let result = async {
+        let pairs = pairs(raw.as_deref());
+        let list = state.access.get();
+        let (who, _in_flight) = principal(&state, &list, &headers, &pairs)?;
+        let mut site_id = None;
+        for (k, v) in &pairs {
+            match k.as_str() {
+                "site_id" => site_id = Some(v.clone()),
+                "share" => {}
+                _ => {
+                    return Err(ApiError::bad_param(
+                        "query",
+                        format!("`{k}` is not a parameter of /v1/stats/bots (site_id)"),
+                    ));
+                }
+            }
+        }
+        let site_id = site_id.ok_or_else(|| ApiError::bad_param("site_id", "is required"))?;
+        list.authorize(&who, &site_id)?;
+        let body = state.bots.today(&site_id, chrono::Utc::now()).await?;
+        Ok(json_answer(&body))
+    }
+    .await;
+    observe(&state, "bots", started, &result);
+    match result {
+        Ok(a) => ok(a),
         Err(e) => e.into_response(),
     }
 }

@@ -200,6 +200,19 @@
       b.textContent = nf.format(r.visitors);
       b.dataset.value = String(r.visitors);
     } catch (_) { /* shown by the main view */ }
+    bots();
+  }
+  // Shown only when ta-query can ask the central Prometheus (503 otherwise: the card stays hidden).
+  async function bots() {
+    try {
+      const r = await api("/v1/stats/bots", [["site_id", state.site]]);
+      const b = $("bots").querySelector("b");
+      b.textContent = nf.format(r.bots);
+      b.dataset.value = String(r.bots);
+      $("bots").title = "Automated events the edges dropped today (UTC), by reason: " +
+        Object.entries(r.by_reason).map(([k, v]) => k + " " + nf.format(v)).join(", ");
+      $("bots").hidden = false;
+    } catch (_) { $("bots").hidden = true; }
   }
 
   function showLogin(message) {
