@@ -5,7 +5,7 @@
 //! | group | what one iteration does |
 //! | --- | --- |
 //! | `ingest` | `CollectPayload::parse`, `parse` + `validate`, `PageUrl::parse` of the page URL, `Uuid::now_v7` (the event id), and `Ingest::process` end to end for one browser request (API key, origin, validation, URL and UTM parsing, UA verdict from the warm cache, visitor hash, source/channel, `EnrichedEvent`), for a browser and for a crawler (dropped as a bot) |
-//! | `user_agent` | the UA verdict cold (`UserAgentParser::classify`: woothee plus the deny list, what a cache miss costs; also woothee alone) and warm (`classify_request` hitting the verdict cache) |
+//! | `user_agent` | the UA verdict cold (`UserAgentParser::classify`: woothee, the deny list, the crawler list and the shape rules, what a cache miss costs; also woothee alone), warm (`classify_request` hitting the verdict cache), and the data-centre and referrer-spam lookups |
 //! | `visitor_hash` | `SaltSchedule::visitor_hash` for browser (IP + UA) and server (`user_id`) identities |
 //! | `signature` | `signature::verify` of the HMAC-SHA256 header over a ~400-byte body |
 //! | `event_json` | the edge's write (`EnrichedEvent::to_json`, and `SpoolRecord::from_event` = Kafka key + value) and the loader's read (`EnrichedEventRef::from_json` fast reader, with the owned serde reader for comparison) |
@@ -165,6 +165,24 @@ fn user_agent_group(c: &mut Criterion) {
     }
     g.bench_function("woothee_only_chrome", |b| {
         b.iter(|| woothee::parser::Parser::new().parse(black_box(CHROME)))
+    });
+    // The data-centre check: a binary search over the shipped list's merged ranges, and the
+    // referrer-spam check: a hash lookup per parent domain.
+    let ranges = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../edge/data/datacenter-ranges.txt.gz"
+    ))
+    .expect("the shipped data-centre list");
+    let datacenter = ta_edge::blocklists::NetworkList::parse(&ranges).expect("it parses");
+    for (name, ip) in [("v4", CLIENT_IP), ("v6", "2a01:4f8:c17:1::1")] {
+        let ip: std::net::IpAddr = ip.parse().expect("an address");
+        g.bench_function(format!("datacenter_lookup_{name}"), |b| {
+            b.iter(|| datacenter.contains(black_box(ip)))
+        });
+    }
+    let spam = ta_edge::blocklists::ReferrerSpam::shipped();
+    g.bench_function("referrer_spam_lookup", |b| {
+        b.iter(|| spam.matches(black_box("news.ycombinator.com")))
     });
     for (name, ua) in USER_AGENTS {
         parser.classify_request(ua, false).ok();
