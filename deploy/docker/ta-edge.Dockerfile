@@ -26,6 +26,8 @@ RUN apt-get update \
  && useradd --system --uid 10001 --no-create-home tiny \
  && install -d -o tiny -g tiny /var/lib/tiny-analytics/spool
 COPY --from=build /usr/local/bin/ta-edge /usr/local/bin/ta-edge
+# The data-centre network list, for TA_DATACENTER_RANGES (off unless set; see deploy/edge/.env.example).
+COPY --from=build /src/edge/data/datacenter-ranges.txt.gz /usr/share/tiny-analytics/datacenter-ranges.txt.gz
 USER tiny
 EXPOSE 8080 9464
 HEALTHCHECK --interval=10s --timeout=3s CMD curl -sf http://127.0.0.1:9464/readyz || exit 1

@@ -402,7 +402,9 @@ fn load_traffic_lists(
     let read = |path: &std::path::Path, var: &str| {
         std::fs::read(path).with_context(|| format!("reading {} ({var})", path.display()))
     };
-    let spam = match &config.referrer_spam_file {
+    // Compose passes unset settings as empty strings: an empty path is no path.
+    let named = |p: &Option<std::path::PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+    let spam = match &named(&config.referrer_spam_file) {
         Some(path) => {
             let bytes = read(path, "TA_REFERRER_SPAM_FILE")?;
             let list = blocklists::ReferrerSpam::parse(&bytes)
@@ -417,7 +419,7 @@ fn load_traffic_lists(
         .with_label_values(&["referrer_spam"])
         .set(spam.len() as i64);
     ingest.set_referrer_spam(spam);
-    if let Some(path) = &config.datacenter_ranges {
+    if let Some(path) = &named(&config.datacenter_ranges) {
         let bytes = read(path, "TA_DATACENTER_RANGES")?;
         let list = blocklists::NetworkList::parse(&bytes)
             .with_context(|| format!("{} (TA_DATACENTER_RANGES)", path.display()))?;

@@ -126,6 +126,11 @@ const BOT_SHAPES: &[&str] = &[
     r"(?:firefox|chrome|safari)/[a-z]{3}|-snapshot\b|\btime/\d{10}|\.env\b|\bcms/",
     // Feed readers and monitors that name themselves and nothing else.
     r"netnewswire|akregator|\bdaum|jiankong",
+    // Two user agents glued together (`Thumbor/6.7, Mozilla/5.0 …`, `iphone|Mozilla/5.0`), a
+    // version run into the next product (`Chrome/105.0.0.0MQQBrowser`), injection probes.
+    r", mozilla/|\||/\d+(?:\.\d+)+[a-z]{2,}/|'\+\(select|load_file|burpcollaborator",
+    // Second round, from isbot's fixtures (see edge/tests/bot_corpora.rs).
+    r"scanner|classifier|dejaclick|wechatdevtools|qcloudcdn|googleweblight|\bcursor/\d",
 ];
 
 /// The compiled lists, built once per process (about 40 ms; the verdict cache keeps them off

@@ -85,14 +85,17 @@ fn print(corpus: &str, what: &str, t: &Tally, shown: &[String]) {
 }
 
 /// The crawler corpora, what each measures and the least recall each must keep. The edge's
-/// crawler list comes from the first and its shape rules were written against the first two;
-/// the third was never looked at while writing them and says how well the rules generalise:
-/// 92.7% when it was first run (2026-12-06), below the 98% the tuned corpora reach. Its floor
-/// guards against regressions; raising it means tuning on it, and then a new hold-out is needed.
+/// crawler list comes from the first and its shape rules were written against the first two.
+/// The third was the hold-out of the first round (92.7% when first run, 2026-12-06) and was
+/// then tuned on; the fourth was written before that second round and never looked at while
+/// tuning: it says how well the rules generalise (98.69% when first run, 2026-12-06; most of
+/// its misses are Cubot phones, which that list counts as bots for their name). Tuning on it
+/// means a new hold-out is needed.
 const CRAWLER_CORPORA: &[(&str, &str, f64)] = &[
     ("crawlers-monperrus.txt", "recall (tuned on)", 0.98),
     ("crawlers-matomo.txt", "recall (tuned on)", 0.98),
-    ("crawlers-isbot.txt", "recall (hold-out)", 0.92),
+    ("crawlers-isbot.txt", "recall (tuned on, 2nd)", 0.98),
+    ("crawlers-holdout2.txt", "recall (hold-out)", 0.98),
 ];
 
 #[test]
