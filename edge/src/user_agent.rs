@@ -133,8 +133,9 @@ const BOT_SHAPES: &[&str] = &[
     r"scanner|classifier|dejaclick|wechatdevtools|qcloudcdn|googleweblight|\bcursor/\d",
 ];
 
-/// The compiled lists, built once per process (about 40 ms; the verdict cache keeps them off
-/// the path of repeated user agents).
+/// The compiled lists, built once per process when the first parser is made (about 25 ms and
+/// 5 MiB of memory in a release build); the verdict cache keeps them off the path of repeated
+/// user agents.
 struct Rules {
     crawlers: regex::Regex,
     shapes: regex::Regex,
@@ -226,6 +227,8 @@ pub struct UserAgentParser {
 
 impl Default for UserAgentParser {
     fn default() -> Self {
+        // At start-up, not on the first request.
+        std::sync::LazyLock::force(&RULES);
         Self {
             cache: quick_cache::sync::Cache::new(CACHE_ENTRIES),
         }

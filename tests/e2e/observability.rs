@@ -522,4 +522,33 @@ async fn bots_filtered_today_come_from_the_central_prometheus() {
         )
     );
     assert_eq!(body["site_id"], "site-2");
+
+    // The dashboard shows it, in a real browser.
+    let args = serde_json::json!({
+        "base": p.query_url,
+        "token": p.query_token,
+        "site": "site-2",
+        "screenshots": ta_tests::browser::artifacts_dir().display().to_string(),
+    });
+    let screen = tokio::task::spawn_blocking(move || ta_tests::browser::run("bots.js", &args))
+        .await
+        .unwrap();
+    assert_eq!(screen["errors"], serde_json::json!([]), "{screen}");
+    let shown = screen["value"].as_u64().unwrap();
+    // Read a little later than the API: the extrapolated estimate may have moved, never below 3.
+    assert!(
+        (3..=5).contains(&shown),
+        "the card shows {shown}, the API said {spam}: {screen}"
+    );
+    assert!(
+        screen["text"]
+            .as_str()
+            .unwrap()
+            .ends_with("bots filtered today"),
+        "{screen}"
+    );
+    assert!(
+        screen["title"].as_str().unwrap().contains("referrer_spam"),
+        "{screen}"
+    );
 }

@@ -477,6 +477,11 @@ pub(crate) fn unlimited(clickhouse: ta_central::config::ClickHouseArgs) -> Query
         clickhouse,
         credential_rate_limit: 0,
         credential_max_in_flight: 0,
+        // The local Prometheus `infra up` starts: `/v1/stats/bots` asks it (and gets an empty
+        // answer: no edge of these tests reports to it).
+        prometheus_url: Some(
+            std::env::var("TA_PROMETHEUS_URL").unwrap_or_else(|_| "http://127.0.0.1:9090".into()),
+        ),
         ..QueryConfig::default()
     }
 }
