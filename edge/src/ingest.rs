@@ -74,11 +74,20 @@ impl Outcome {
 }
 
 /// What every event of one request shares, computed once: the network visitor hash (a batch
-/// carries up to 100 events from one client). The user-agent verdict needs no memo here: the
-/// parser's own cache remembers it across requests.
-#[derive(Default)]
+/// carries up to 100 events from one client) and the traffic lists in force. The user-agent
+/// verdict needs no memo here: the parser's own cache remembers it across requests.
 struct RequestMemo {
     visitor: std::cell::RefCell<Option<(String, u64)>>,
+    lists: Arc<TrafficLists>,
+}
+
+impl RequestMemo {
+    fn new(lists: Arc<TrafficLists>) -> Self {
+        Self {
+            visitor: std::cell::RefCell::new(None),
+            lists,
+        }
+    }
 }
 
 /// The sites file as loaded, with the rate limits derived from it.
@@ -228,7 +237,7 @@ impl Ingest {
         // Before the costly part (user agent, visitor hash): a flood is refused cheaply. The
         // event counts against the limit even if it turns out to be a bot.
         admit(&sites, site, 1)?;
-        let memo = RequestMemo::default();
+        let memo = RequestMemo::new(self.lists());
         self.enrich(site, payload, &req, signed.is_some(), &memo)
     }
 
@@ -287,7 +296,7 @@ impl Ingest {
                 admit(&sites, site, n)?;
             }
         }
-        let memo = RequestMemo::default();
+        let memo = RequestMemo::new(self.lists());
         let outcomes: Vec<Result<Outcome, CollectError>> = results
             .into_iter()
             .map(|r| {
@@ -401,7 +410,7 @@ impl Ingest {
             }
         };
         let (referrer_host, referrer) = referrer_parts(&event.referrer);
-        let lists = self.lists();
+        let lists = &memo.lists;
         if lists.referrer_spam.matches(&referrer_host) {
             return Ok(Outcome::Bot {
                 site_id: event.site_id,
