@@ -420,6 +420,8 @@ mod tests {
             "Mozilla/5.0 (compatible; Ezgif/1.0; +https://ezgif.com/about)",
             "Google-NotebookLM",
             "flieder - neofonie heritrix/1.14.3 (+http://spider.neofonie.de)",
+            // Shown as a browser on the dashboard before: a feed reader in a browser's clothes.
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36 RSSReader/4.2",
         ] {
             assert!(
                 UserAgentParser::default()
