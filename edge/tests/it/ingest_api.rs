@@ -763,3 +763,119 @@ async fn abuse_limits_one_address_cannot_hold_more_than_its_share_of_connections
     );
     node.shutdown().await.unwrap();
 }
+
+#[async_std::test]
+async fn traffic_lists_reload_without_a_restart_and_flagged_events_reach_kafka_marked() {
+    let dir_lists = tempfile::tempdir().unwrap();
+    let spam_file = dir_lists.path().join("spam.txt");
+    let ranges_file = dir_lists.path().join("ranges.txt");
+    std::fs::write(&spam_file, "spam.example\n").unwrap();
+    // The test's client is 127.0.0.1.
+    std::fs::write(&ranges_file, "# test\n192.0.2.0/24\n").unwrap();
+    let sites = "[[site]]\nid='site-1'\napi_keys=['k1']\n\
+        [[site]]\nid='flagging'\napi_keys=['k-flag']\ndatacenter_traffic='flag'\n";
+    let (node, topic, _dir) = start("lists", sites, |c| {
+        c.sites_reload_secs = 1;
+        c.referrer_spam_file = Some(spam_file.clone());
+        c.datacenter_ranges = Some(ranges_file.clone());
+    })
+    .await;
+    let addr = node.local_addr();
+    let send = async |key: &str, site: &str, referrer: &str| {
+        let body = format!(
+            r#"{{"site_id":"{site}","event_name":"pageview","url":"https://example.com/","referrer":"{referrer}"}}"#
+        );
+        http(
+            addr,
+            "POST",
+            "/v1/collect",
+            &[("X-TA-API-Key", key), ("User-Agent", UA), JSON],
+            &body,
+        )
+        .await
+        .json()
+    };
+    let metrics = async || {
+        http(node.metrics_addr(), "GET", "/metrics", &[], "")
+            .await
+            .body
+    };
+    assert_eq!(
+        send("k1", "site-1", "https://a.spam.example/").await["reason"],
+        "bot"
+    );
+    // The operator's file replaced the built-in list: Matomo's domains pass.
+    assert_eq!(
+        send("k1", "site-1", "https://semalt.com/").await["status"],
+        "accepted"
+    );
+    let m = metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            r#"ta_edge_list_entries{list="referrer_spam",region="it"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&m, r#"ta_edge_list_entries{list="datacenter",region="it"}"#),
+        Some(1.0)
+    );
+
+    // A refreshed spam list applies without a restart.
+    std::fs::write(&spam_file, "spam.example\nsemalt.com\n").unwrap();
+    eventually("the refreshed spam list applies", async || {
+        send("k1", "site-1", "https://semalt.com/").await["reason"] == "bot"
+    })
+    .await;
+
+    // The data-centre list now holds the client: one site drops, the other flags.
+    std::fs::write(&ranges_file, "192.0.2.0/24\n127.0.0.0/8\n").unwrap();
+    eventually("the refreshed data-centre list applies", async || {
+        send("k1", "site-1", "").await["reason"] == "bot"
+    })
+    .await;
+    let flagged = send("k-flag", "flagging", "").await;
+    assert_eq!(flagged["status"], "accepted", "{flagged}");
+    let id = flagged["event_id"].as_str().unwrap().to_owned();
+
+    // A broken file is reported and the list in force stays.
+    std::fs::write(&ranges_file, "127.0.0.0/8\nnot-a-network\n").unwrap();
+    eventually("the bad list file is reported", async || {
+        metric(
+            &metrics().await,
+            r#"ta_edge_list_reloads_total{list="datacenter",result="error",region="it"}"#,
+        ) == Some(1.0)
+    })
+    .await;
+    assert_eq!(send("k1", "site-1", "").await["reason"], "bot");
+    let m = metrics().await;
+    // Label order in the exposition is the library's: match the labels, not the string.
+    let bots = |reason: &str| -> Option<f64> {
+        m.lines()
+            .find(|l| {
+                l.starts_with("ta_edge_bot_events_total{")
+                    && l.contains(r#"site_id="site-1""#)
+                    && l.contains(&format!(r#"reason="{reason}""#))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    assert_eq!(bots("datacenter"), Some(2.0), "{m}");
+    assert_eq!(bots("referrer_spam"), Some(2.0), "{m}");
+
+    // The flagged event reaches Kafka with the edge's property.
+    let read = wait_for_ids(brokers(), &topic, &[id.clone()], Duration::from_secs(30)).await;
+    let event = read
+        .values()
+        .flatten()
+        .find(|e| e.event_id.to_string() == id)
+        .unwrap();
+    assert_eq!(
+        event
+            .props
+            .get(ta_shared::site::DATACENTER_PROP)
+            .map(String::as_str),
+        Some("true")
+    );
+    node.shutdown().await.unwrap();
+}
