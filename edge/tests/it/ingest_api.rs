@@ -864,7 +864,13 @@ async fn traffic_lists_reload_without_a_restart_and_flagged_events_reach_kafka_m
     assert_eq!(bots("referrer_spam"), Some(2.0), "{m}");
 
     // The flagged event reaches Kafka with the edge's property.
-    let read = wait_for_ids(brokers(), &topic, &[id.clone()], Duration::from_secs(30)).await;
+    let read = wait_for_ids(
+        brokers(),
+        &topic,
+        std::slice::from_ref(&id),
+        Duration::from_secs(30),
+    )
+    .await;
     let event = read
         .values()
         .flatten()
