@@ -260,14 +260,16 @@ pub struct EdgeConfig {
     /// Referrer-spam domains, one per line (plain or gzip); events whose referrer is one of
     /// them or below one are dropped. Default: the list built into the binary
     /// (`edge/data/referrer-spam.txt`). Re-read when it changes, like the sites file.
-    #[arg(long, env = "TA_REFERRER_SPAM_FILE")]
+    /// Empty (compose passes an unset variable as "") means the built-in list.
+    #[arg(long, env = "TA_REFERRER_SPAM_FILE", num_args = 0..=1, default_missing_value = "", value_parser = path_or_empty)]
     pub referrer_spam_file: Option<PathBuf>,
 
     /// Data-centre networks, one CIDR per line (plain or gzip; `edge/data/datacenter-ranges.txt.gz`
     /// is shipped). Events from these addresses are dropped, or flagged, as each site's
     /// `datacenter_traffic` says. Default: none, every address is treated alike. Re-read when it
     /// changes.
-    #[arg(long, env = "TA_DATACENTER_RANGES")]
+    /// Empty means none.
+    #[arg(long, env = "TA_DATACENTER_RANGES", num_args = 0..=1, default_missing_value = "", value_parser = path_or_empty)]
     pub datacenter_ranges: Option<PathBuf>,
 
     /// Log filter (tracing `EnvFilter` syntax).
@@ -279,6 +281,11 @@ impl Default for EdgeConfig {
     fn default() -> Self {
         Self::parse_from(["ta-edge"])
     }
+}
+
+/// A path that may be empty (clap's own path parser refuses ""; compose passes unset as "").
+fn path_or_empty(s: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(s))
 }
 
 /// A `TA_TRUSTED_PROXIES` entry: a CIDR, or one address.
@@ -448,6 +455,22 @@ mod tests {
         }
         let ok = EdgeConfig::try_parse_from(["ta-edge", "--signature-window-secs", "86400"]);
         assert_eq!(ok.unwrap().signature_window_secs, 86_400);
+    }
+
+    #[test]
+    fn empty_traffic_list_settings_are_accepted_as_unset() {
+        // Compose passes an unset variable as "": the node must start (as with no setting).
+        let c =
+            EdgeConfig::try_parse_from(["ta-edge", "--referrer-spam-file=", "--datacenter-ranges"])
+                .unwrap();
+        assert_eq!(
+            c.referrer_spam_file.as_deref(),
+            Some(std::path::Path::new(""))
+        );
+        assert_eq!(
+            c.datacenter_ranges.as_deref(),
+            Some(std::path::Path::new(""))
+        );
     }
 
     #[test]
