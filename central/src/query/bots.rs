@@ -1,9 +1,12 @@
 //! "Bots filtered today" for a site. Dropped events are never stored, so ClickHouse cannot
 //! count them: every edge counts what it drops in `ta_edge_bot_events_total{site_id, reason}`,
 //! and the central Prometheus (which federates every region's) adds them up. ta-query asks it
-//! for the increase since UTC midnight (`TA_PROMETHEUS_URL`). Prometheus extrapolates
-//! `increase()` to the window's edges, so the figure is an estimate rounded to whole events,
-//! not an exact count.
+//! for the growth of each series since UTC midnight (`TA_PROMETHEUS_URL`).
+//!
+//! `increase()` would extrapolate to the window's edges (4 events read back as 6 a minute after
+//! they happened), so a series that did not reset today counts `max - min` of its samples:
+//! exact up to the last scrape. A series whose edge restarted today (a counter reset) falls back
+//! to `increase()`, which handles resets but extrapolates: then the figure is an estimate.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -34,8 +37,9 @@ impl BotCounts {
     /// The PromQL for `site_id` over `secs` seconds. Site ids are `[A-Za-z0-9._-]` (the access
     /// file checks them), so they need no escaping inside the label matcher.
     pub fn promql(site_id: &str, secs: i64) -> String {
+        let c = format!("ta_edge_bot_events_total{{site_id=\"{site_id}\"}}[{secs}s]");
         format!(
-            "sum by (reason) (increase(ta_edge_bot_events_total{{site_id=\"{site_id}\"}}[{secs}s]))"
+            "sum by (reason) ((max_over_time({c}) - min_over_time({c})) and (resets({c}) == 0) or increase({c}))"
         )
     }
 
@@ -77,7 +81,6 @@ impl BotCounts {
             "since": midnight.to_rfc3339(),
             "bots": by_reason.values().sum::<u64>(),
             "by_reason": by_reason,
-            "estimate": true,
         }))
     }
 }
@@ -125,9 +128,12 @@ mod tests {
 
     #[test]
     fn the_query_sums_regions_by_reason_for_one_site() {
+        let c = r#"ta_edge_bot_events_total{site_id="site-1"}[3600s]"#;
         assert_eq!(
             BotCounts::promql("site-1", 3600),
-            "sum by (reason) (increase(ta_edge_bot_events_total{site_id=\"site-1\"}[3600s]))"
+            format!(
+                "sum by (reason) ((max_over_time({c}) - min_over_time({c})) and (resets({c}) == 0) or increase({c}))"
+            )
         );
     }
 
