@@ -4,7 +4,8 @@
 //! for the growth of each series since UTC midnight (`TA_PROMETHEUS_URL`).
 //!
 //! `increase()` would extrapolate to the window's edges (4 events read back as 6 a minute after
-//! they happened), so a series that did not reset today counts `max - min` of its samples:
+//! they happened), so a series that did not reset today counts `max - min` of its samples, or
+//! `max` if it was born today (an edge started today; its first scrape may already hold events):
 //! exact up to the last scrape. A series whose edge restarted today (a counter reset) falls back
 //! to `increase()`, which handles resets but extrapolates: then the figure is an estimate.
 
@@ -37,9 +38,15 @@ impl BotCounts {
     /// The PromQL for `site_id` over `secs` seconds. Site ids are `[A-Za-z0-9._-]` (the access
     /// file checks them), so they need no escaping inside the label matcher.
     pub fn promql(site_id: &str, secs: i64) -> String {
-        let c = format!("ta_edge_bot_events_total{{site_id=\"{site_id}\"}}[{secs}s]");
+        let c = format!("ta_edge_bot_events_total{{site_id=\"{site_id}\"}}");
+        let r = format!("{c}[{secs}s]");
+        // Per series: grown by max - min if it existed at midnight, by max if it was born today
+        // (from the 0 it starts at, which the first scrape may not have seen), and by
+        // increase() if it reset (an edge restarted).
         format!(
-            "sum by (reason) ((max_over_time({c}) - min_over_time({c})) and (resets({c}) == 0) or increase({c}))"
+            "sum by (reason) (\
+             (((max_over_time({r}) - min_over_time({r})) and ({c} offset {secs}s)) or max_over_time({r})) \
+             and (resets({r}) == 0) or increase({r}))"
         )
     }
 
@@ -128,11 +135,13 @@ mod tests {
 
     #[test]
     fn the_query_sums_regions_by_reason_for_one_site() {
-        let c = r#"ta_edge_bot_events_total{site_id="site-1"}[3600s]"#;
+        let c = r#"ta_edge_bot_events_total{site_id="site-1"}"#;
+        let r = format!("{c}[3600s]");
         assert_eq!(
             BotCounts::promql("site-1", 3600),
             format!(
-                "sum by (reason) ((max_over_time({c}) - min_over_time({c})) and (resets({c}) == 0) or increase({c}))"
+                "sum by (reason) ((((max_over_time({r}) - min_over_time({r})) and ({c} offset 3600s)) \
+                 or max_over_time({r})) and (resets({r}) == 0) or increase({r}))"
             )
         );
     }
