@@ -393,7 +393,7 @@ mod tests {
 
     #[test]
     fn bots_no_list_names_are_caught_by_shape() {
-        // Made-up names: only their shape gives them away.
+        // Made-up names first: only their shape gives them away.
         for ua in [
             "Mozilla/5.0 (compatible; Zorblax/1.0; +https://zorblax.example/about)",
             "Mozilla/5.0 (Zorblax/2.1)",
@@ -403,16 +403,7 @@ mod tests {
             "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36 ZorblaxMonitor",
             "Mozilla/5.0 (compatible) zorblax",
             "zorblax-http-client/0.3 (contact admin@zorblax.example)",
-        ] {
-            assert!(
-                UserAgentParser::default()
-                    .classify_request(ua, false)
-                    .is_err(),
-                "{ua}"
-            );
-        }
-        // The misses, as the corpora have them.
-        for ua in [
+            // The misses, as the corpora have them.
             "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/78.0.3904.108 Safari/537.36 DareBoost",
             "Mozilla/5.0 (X11; Linux x86_64; rv:45.0; Rigor) Gecko/20100101 Firefox/45.0",
             "Mozilla/5.0 (compatible; OhDear/1.1; +https://ohdear.app/checker; brokenLinks)",

@@ -500,8 +500,14 @@ async fn bots_today(
         }
         let site_id = site_id.ok_or_else(|| ApiError::bad_param("site_id", "is required"))?;
         list.authorize(&who, &site_id)?;
-        let body = state.bots.today(&site_id, chrono::Utc::now()).await?;
-        Ok(json_answer(&body))
+        // As short-lived as realtime answers: viewers of one site share a Prometheus query.
+        let ttl = state.cache.ttls.realtime;
+        cached(&state, "bots", format!("bots:{site_id}"), ttl, async {
+            Ok(json_answer(
+                &state.bots.today(&site_id, chrono::Utc::now()).await?,
+            ))
+        })
+        .await
     }
     .await;
     observe(&state, "bots", started, &result);
