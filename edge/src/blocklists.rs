@@ -10,6 +10,31 @@ use std::net::IpAddr;
 /// The shipped referrer-spam list (Matomo's), used unless `TA_REFERRER_SPAM_FILE` names another.
 pub const DEFAULT_REFERRER_SPAM: &str = include_str!("../data/referrer-spam.txt");
 
+/// The two run-time list files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    ReferrerSpam,
+    Datacenter,
+}
+
+impl ListKind {
+    /// The `list` label of its metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::ReferrerSpam => "referrer_spam",
+            Self::Datacenter => "datacenter",
+        }
+    }
+
+    /// The setting that names its file.
+    pub fn setting(self) -> &'static str {
+        match self {
+            Self::ReferrerSpam => "TA_REFERRER_SPAM_FILE",
+            Self::Datacenter => "TA_DATACENTER_RANGES",
+        }
+    }
+}
+
 /// Why a list file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ListError {

@@ -18,7 +18,7 @@ use ta_shared::{
 };
 use uuid::Uuid;
 
-use crate::blocklists::{NetworkList, ReferrerSpam};
+use crate::blocklists::{ListError, ListKind, NetworkList, ReferrerSpam};
 use crate::error::CollectError;
 use crate::geo::Geo;
 use crate::limits::{KeyLimits, RateLimits, ReplayGuard, ReplayVerdict};
@@ -165,6 +165,24 @@ impl Ingest {
         let mut next = (**lists).clone();
         next.referrer_spam = Arc::new(list);
         *lists = Arc::new(next);
+    }
+
+    /// Parse the contents of a `kind` list file and swap it in; the entries now in force.
+    pub fn apply_list(&self, kind: ListKind, bytes: &[u8]) -> Result<usize, ListError> {
+        match kind {
+            ListKind::ReferrerSpam => {
+                let list = ReferrerSpam::parse(bytes)?;
+                let entries = list.len();
+                self.set_referrer_spam(list);
+                Ok(entries)
+            }
+            ListKind::Datacenter => {
+                let list = NetworkList::parse(bytes)?;
+                let entries = list.len();
+                self.set_datacenter(Some(list));
+                Ok(entries)
+            }
+        }
     }
 
     /// Swap in a data-centre list (`None`: stop checking addresses).

@@ -228,26 +228,13 @@ impl EdgeNode {
                 state.ingest.clone(),
                 state.metrics.clone(),
             )));
-            for (list, path, bytes) in list_files {
-                let ingest = state.ingest.clone();
-                let apply = move |bytes: &[u8]| match list {
-                    "referrer_spam" => blocklists::ReferrerSpam::parse(bytes).map(|l| {
-                        let n = l.len();
-                        ingest.set_referrer_spam(l);
-                        n
-                    }),
-                    _ => blocklists::NetworkList::parse(bytes).map(|l| {
-                        let n = l.len();
-                        ingest.set_datacenter(Some(l));
-                        n
-                    }),
-                };
+            for (kind, path, bytes) in list_files {
                 reloads.push(async_std::task::spawn(reload::watch_list_file(
-                    list,
+                    kind,
                     path,
                     every,
                     bytes,
-                    apply,
+                    state.ingest.clone(),
                     state.metrics.clone(),
                 )));
             }
@@ -391,45 +378,37 @@ fn kafka_settings(config: &EdgeConfig) -> kafka::KafkaSettings {
     }
 }
 
-/// Load the referrer-spam and data-centre lists the configuration names into `ingest`; a file
-/// that is named but unusable stops the start. Returns the files to watch, with the bytes read.
+/// Load the referrer-spam and data-centre lists the configuration names into `ingest` (without
+/// a file: the built-in referrer-spam list and no data-centre check); a file that is named but
+/// unusable stops the start. Returns the files to watch, with the bytes read.
 fn load_traffic_lists(
     config: &EdgeConfig,
     ingest: &ingest::Ingest,
     metrics: &metrics::EdgeMetrics,
-) -> anyhow::Result<Vec<(&'static str, std::path::PathBuf, Vec<u8>)>> {
+) -> anyhow::Result<Vec<(blocklists::ListKind, std::path::PathBuf, Vec<u8>)>> {
+    use blocklists::ListKind;
     let mut files = Vec::new();
-    let read = |path: &std::path::Path, var: &str| {
-        std::fs::read(path).with_context(|| format!("reading {} ({var})", path.display()))
-    };
-    // Compose passes unset settings as empty strings: an empty path is no path.
-    let named = |p: &Option<std::path::PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
-    let spam = match &named(&config.referrer_spam_file) {
-        Some(path) => {
-            let bytes = read(path, "TA_REFERRER_SPAM_FILE")?;
-            let list = blocklists::ReferrerSpam::parse(&bytes)
-                .with_context(|| format!("{} (TA_REFERRER_SPAM_FILE)", path.display()))?;
-            files.push(("referrer_spam", path.clone(), bytes));
-            list
-        }
-        None => blocklists::ReferrerSpam::shipped(),
-    };
-    metrics
-        .list_entries
-        .with_label_values(&["referrer_spam"])
-        .set(spam.len() as i64);
-    ingest.set_referrer_spam(spam);
-    if let Some(path) = &named(&config.datacenter_ranges) {
-        let bytes = read(path, "TA_DATACENTER_RANGES")?;
-        let list = blocklists::NetworkList::parse(&bytes)
-            .with_context(|| format!("{} (TA_DATACENTER_RANGES)", path.display()))?;
-        metrics
-            .list_entries
-            .with_label_values(&["datacenter"])
-            .set(list.len() as i64);
-        info!(message = "Data-centre list loaded.", path = %path.display(), networks = list.len());
-        ingest.set_datacenter(Some(list));
-        files.push(("datacenter", path.clone(), bytes));
+    for (kind, path) in [
+        (ListKind::ReferrerSpam, &config.referrer_spam_file),
+        (ListKind::Datacenter, &config.datacenter_ranges),
+    ] {
+        // Compose passes unset settings as empty strings: an empty path is no path.
+        let Some(path) = path.as_ref().filter(|p| !p.as_os_str().is_empty()) else {
+            continue;
+        };
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("reading {} ({})", path.display(), kind.setting()))?;
+        let entries = ingest
+            .apply_list(kind, &bytes)
+            .with_context(|| format!("{} ({})", path.display(), kind.setting()))?;
+        info!(message = "Traffic list loaded.", list = kind.label(), path = %path.display(), entries);
+        files.push((kind, path.clone(), bytes));
+    }
+    let lists = ingest.lists();
+    let entries = |list: ListKind| metrics.list_entries.with_label_values(&[list.label()]);
+    entries(ListKind::ReferrerSpam).set(lists.referrer_spam.len() as i64);
+    if let Some(datacenter) = &lists.datacenter {
+        entries(ListKind::Datacenter).set(datacenter.len() as i64);
     }
     Ok(files)
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use ta_shared::SiteRegistry;
 use tracing::{error, info};
 
-use crate::blocklists::ListError;
+use crate::blocklists::ListKind;
 use crate::ingest::Ingest;
 use crate::metrics::EdgeMetrics;
 
@@ -73,17 +73,17 @@ pub async fn watch_sites_file(
     }
 }
 
-/// Poll a traffic-list file (`list`: `referrer_spam` or `datacenter`) every `every` and hand
-/// contents that differ from `loaded` to `apply`, which parses and swaps them in and returns the
-/// entries now in force. A file that is missing or does not parse keeps the list in force.
+/// Poll a traffic-list file every `every` and swap contents that differ from `loaded` into
+/// `ingest`. A file that is missing or does not parse keeps the list in force.
 pub async fn watch_list_file(
-    list: &'static str,
+    kind: ListKind,
     path: PathBuf,
     every: Duration,
     loaded: Vec<u8>,
-    apply: impl Fn(&[u8]) -> Result<usize, ListError>,
+    ingest: Arc<Ingest>,
     metrics: EdgeMetrics,
 ) {
+    let list = kind.label();
     let mut last = Some(loaded);
     loop {
         async_std::task::sleep(every).await;
@@ -104,7 +104,7 @@ pub async fn watch_list_file(
         if last.as_deref() == Some(current.as_slice()) {
             continue;
         }
-        match apply(&current) {
+        match ingest.apply_list(kind, &current) {
             Ok(entries) => {
                 metrics.list_reloads.with_label_values(&[list, "ok"]).inc();
                 metrics

@@ -114,6 +114,17 @@ impl Project {
     }
 
     /// The image a service's container runs, or that `build` tagged for it.
+    /// This edge project's `/metrics`, read inside its container (the ops port is not published).
+    fn edge_exposition(&self) -> String {
+        podman(&[
+            "exec",
+            &self.container("ta-edge"),
+            "curl",
+            "-sf",
+            "http://127.0.0.1:9464/metrics",
+        ])
+    }
+
     fn image_of(&self, service: &str) -> String {
         let prefix = &self.env["TA_IMAGE_PREFIX"];
         format!("{prefix}/{service}:latest")
@@ -588,13 +599,7 @@ async fn main() {
     // ops listener (read inside its container: the ops port is not published).
     for (project, _) in &d.edges {
         let region = project.env["TA_EDGE_REGION"].clone();
-        let exposition = podman(&[
-            "exec",
-            &project.container("ta-edge"),
-            "curl",
-            "-sf",
-            "http://127.0.0.1:9464/metrics",
-        ]);
+        let exposition = project.edge_exposition();
         std::fs::write(
             d.dir.join(format!("edge-{region}.metrics.txt")),
             &exposition,
@@ -636,13 +641,7 @@ async fn main() {
     // central Prometheus, through federation) counts the four. Each edge loaded the image's
     // data-centre list.
     for (project, url) in &d.edges {
-        let exposition = podman(&[
-            "exec",
-            &project.container("ta-edge"),
-            "curl",
-            "-sf",
-            "http://127.0.0.1:9464/metrics",
-        ]);
+        let exposition = project.edge_exposition();
         let networks = exposition
             .lines()
             .find(|l| l.starts_with("ta_edge_list_entries{list=\"datacenter\""))
