@@ -72,6 +72,8 @@ struct Deadline {
     /// cut off. It is not moved when the deadline moves (that would cost a timer operation
     /// per request): when it fires early it is re-armed to the current deadline.
     timer: Option<Timer>,
+    /// A read failed because the deadline passed.
+    expired: bool,
 }
 
 /// A TCP stream whose reads fail once the current request is overdue (see the module docs).
@@ -91,8 +93,15 @@ impl GuardedStream {
             deadline: Arc::new(Mutex::new(Deadline {
                 at: Instant::now() + timeout,
                 timer: None,
+                expired: false,
             })),
         }
+    }
+
+    /// Whether the connection was cut off by the request deadline (the HTTP codec may report
+    /// that as an error of its own, or not at all when it happened inside a request body).
+    pub fn timed_out(&self) -> bool {
+        self.deadline.lock().expect("deadline lock").expired
     }
 }
 
@@ -109,9 +118,12 @@ impl AsyncRead for GuardedStream {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        let at = self.deadline.lock().expect("deadline lock").at;
-        if Instant::now() >= at {
-            return Poll::Ready(Err(overdue()));
+        {
+            let mut d = self.deadline.lock().expect("deadline lock");
+            if Instant::now() >= d.at {
+                d.expired = true;
+                return Poll::Ready(Err(overdue()));
+            }
         }
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(r) => Poll::Ready(r),
@@ -123,6 +135,7 @@ impl AsyncRead for GuardedStream {
                     match timer.poll_unpin(cx) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(_) if Instant::now() >= at => {
+                            d.expired = true;
                             return Poll::Ready(Err(overdue()));
                         }
                         // Fired for an earlier deadline: wait for the current one.
@@ -196,8 +209,10 @@ mod tests {
 
         // Silence: the pending read fails at the deadline, not later.
         let started = Instant::now();
+        assert!(!guarded.timed_out());
         let err = guarded.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(guarded.timed_out());
         assert!(
             started.elapsed() < Duration::from_millis(400),
             "{:?}",

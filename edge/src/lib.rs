@@ -37,6 +37,7 @@ pub mod forwarder;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod geo;
+pub mod http1;
 pub mod ingest;
 pub mod kafka;
 pub mod limits;

@@ -1,6 +1,6 @@
 //! The HTTP surface of the edge node (tide), built by [`app`] so tests can drive it without a
-//! socket, and served by [`serve`] with `TCP_NODELAY` set on every connection until the stop
-//! trigger fires.
+//! socket, and served by [`serve`] through hyper's HTTP/1 codec ([`crate::http1`]) with
+//! `TCP_NODELAY` set on every connection until the stop trigger fires.
 //!
 //! tide is marked unmaintained (RUSTSEC-2026-0170) but required by the design card; it is
 //! confined to this file so a later swap touches nothing else.
@@ -239,6 +239,7 @@ pub async fn serve(
             continue;
         };
         let peer = stream.peer_addr().ok();
+        let local = stream.local_addr().ok();
         let peer_ip = peer.map(|p| crate::client_addr::canonical(p.ip()));
         let address_slot = match peer_ip {
             Some(ip) if !limits.exempt.is_proxy(ip) => match per_address.acquire(ip) {
@@ -259,19 +260,11 @@ pub async fn serve(
         metrics.open.inc();
         async_std::task::spawn(async move {
             let stream = crate::conn::GuardedStream::new(stream, request_timeout);
-            let result = async_h1::accept(stream, |mut req| {
-                req.set_peer_addr(peer);
-                let app = app.clone();
-                async move { app.respond(req).await }
-            })
-            .await;
+            let result = crate::http1::serve_connection(stream.clone(), peer, local, app).await;
+            if stream.timed_out() {
+                metrics.timed_out.inc();
+            }
             if let Err(error) = result {
-                let timed_out = error
-                    .downcast_ref::<std::io::Error>()
-                    .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
-                if timed_out {
-                    metrics.timed_out.inc();
-                }
                 debug!(message = "Connection closed with error.", %error);
             }
             metrics.open.dec();
