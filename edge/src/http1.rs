@@ -10,7 +10,11 @@
 //!
 //! What async-h1 refused, this refuses too, with an answer instead of a dropped connection:
 //! a head over [`MAX_HEAD_BYTES`] or with more than [`MAX_HEADERS`] headers (431, hyper), a
-//! header value that is not ASCII or a `Host` that does not make a URL (400 with the reason).
+//! `Host` that does not make a URL or would change the path (400 with the reason; async-h1
+//! routed `Host: x/evil` + `/healthz` to `/evil/healthz`). Header values with bytes outside
+//! ASCII (RFC 9110's obs-text: a user agent naming a device in its own script) reach tide with
+//! those bytes percent-encoded, since tide's header values are ASCII only; async-h1 panicked in
+//! the connection's task on them and dropped the request.
 //! The transport limits ([`crate::conn`]) sit below, in the stream hyper reads.
 
 use std::io;
@@ -114,17 +118,31 @@ pub fn tide_request(
     out.set_peer_addr(peer);
     out.set_local_addr(local);
     for (name, value) in &parts.headers {
-        let value = value
-            .to_str()
-            .ok()
-            .and_then(|v| http_types::headers::HeaderValue::from_bytes(v.into()).ok())
-            .ok_or_else(|| format!("header {name} is not printable ASCII"))?;
+        let value = http_types::headers::HeaderValue::from_bytes(ascii_value(value.as_bytes()))
+            .map_err(|_| format!("header {name} could not be read"))?;
         let name = http_types::headers::HeaderName::from_bytes(name.as_str().into())
             .map_err(|_| format!("header name {name} is not ASCII"))?;
         out.append_header(name, value);
     }
     out.set_body(body);
     Ok(out)
+}
+
+/// A header value as ASCII: bytes ≥ 0x80 (hyper has already refused control characters other
+/// than tab) are percent-encoded, so the value stays distinct and deterministic.
+fn ascii_value(value: &[u8]) -> Vec<u8> {
+    if value.is_ascii() {
+        return value.to_vec();
+    }
+    let mut out = Vec::with_capacity(value.len() + 16);
+    for &b in value {
+        if b.is_ascii() {
+            out.push(b);
+        } else {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        }
+    }
+    out
 }
 
 /// The request URL tide routes on: `http://{Host}{target}`. A `Host` that would change the
@@ -271,6 +289,16 @@ mod tests {
         assert_eq!(url_of(&uri("/healthz"), None).unwrap().path(), "/healthz");
         let absolute = url_of(&uri("http://edge.example/t.js"), Some(&host("other"))).unwrap();
         assert_eq!(absolute.as_str(), "http://edge.example/t.js");
+    }
+
+    #[test]
+    fn header_values_outside_ascii_are_percent_encoded() {
+        assert_eq!(ascii_value(b"Mozilla/5.0"), b"Mozilla/5.0");
+        assert_eq!(
+            ascii_value("Mözilla 华".as_bytes()),
+            b"M%C3%B6zilla %E5%8D%8E"
+        );
+        assert_eq!(ascii_value(b"a\xffb"), b"a%FFb");
     }
 
     #[test]

@@ -205,3 +205,102 @@ async fn slow_idle_flooding_and_oversized_clients_are_cut_off_and_the_node_keeps
     drop(held);
     node.shutdown().await.unwrap();
 }
+
+/// Send `raw` on a new connection; what came back before the server closed it.
+async fn exchange(addr: std::net::SocketAddr, raw: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(raw).await.unwrap();
+    let answer = read_until_closed(&mut s, Duration::from_secs(3))
+        .await
+        .expect("answered and closed");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Heads the HTTP codec (hyper behind `ta_edge::http1`) must answer rather than drop, and the
+/// connection reuse it must keep: keep-alive and pipelined requests.
+#[async_std::test]
+async fn unusual_heads_are_answered_and_connections_are_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path()).await;
+    let addr = node.local_addr();
+
+    // A user agent naming the device in its own script (bytes outside ASCII): read, not
+    // refused (tide gets those bytes percent-encoded), and the event is accepted.
+    let ua = "Mozilla/5.0 (Linux; Android 14; Téléphone 华为) AppleWebKit/537.36 (KHTML, like Gecko) \
+              Chrome/131.0.0.0 Mobile Safari/537.36";
+    let body = r#"{"site_id":"site-1","event_name":"pageview","url":"https://example.com/utf8","user_id":"u9"}"#;
+    let answer = http(
+        addr,
+        "POST",
+        "/v1/collect",
+        &[
+            ("X-TA-API-Key", "k1"),
+            ("User-Agent", ua),
+            ("Content-Type", "application/json"),
+        ],
+        body,
+    )
+    .await;
+    accepted_id(&answer);
+
+    // A Host that would change the path is refused with the reason (not routed elsewhere).
+    let text = exchange(
+        addr,
+        b"GET /healthz HTTP/1.1\r\nHost: x/evil\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(text.as_bytes()), Some(400), "{text}");
+    assert!(text.contains("invalid Host header"), "{text}");
+
+    // Too many headers: 431.
+    let mut many = String::from("GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..200 {
+        many.push_str(&format!("X-H-{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    let text = exchange(addr, many.as_bytes()).await;
+    assert_eq!(status_of(text.as_bytes()), Some(431), "{text}");
+
+    // HTTP/1.0 is answered (and closed, without keep-alive asked for).
+    let text = exchange(addr, b"GET /healthz HTTP/1.0\r\n\r\n").await;
+    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+
+    // Keep-alive and pipelining: two requests written at once, then a third on the same
+    // connection after their answers; three answers, in order.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while String::from_utf8_lossy(&seen).matches("HTTP/1.1 ").count() < 2 {
+        let n = async_std::future::timeout(Duration::from_secs(3), s.read(&mut buf))
+            .await
+            .expect("both pipelined answers")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    seen.extend(
+        read_until_closed(&mut s, Duration::from_secs(3))
+            .await
+            .expect("the third answer, then close"),
+    );
+    let text = String::from_utf8_lossy(&seen);
+    // Each answer in its request's order (/readyz says 503 here: the broker is unreachable).
+    let answers: Vec<&str> = text.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(answers.len(), 3, "{text}");
+    assert!(
+        answers[0].starts_with("200") && answers[0].contains(r#""status":"ok""#),
+        "{text}"
+    );
+    assert!(answers[1].contains("ready\""), "{text}");
+    assert!(
+        answers[2].starts_with("200") && answers[2].contains(r#""status":"ok""#),
+        "{text}"
+    );
+    node.shutdown().await.unwrap();
+}
