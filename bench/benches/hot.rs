@@ -9,6 +9,7 @@
 //! | `visitor_hash` | `SaltSchedule::visitor_hash` for browser (IP + UA) and server (`user_id`) identities |
 //! | `signature` | `signature::verify` of the HMAC-SHA256 header over a ~400-byte body |
 //! | `event_json` | the edge's write (`EnrichedEvent::to_json`, and `SpoolRecord::from_event` = Kafka key + value) and the loader's read (`EnrichedEventRef::from_json` fast reader, with the owned serde reader for comparison) |
+//! | `http` | the edge's HTTP adaptation (`ta_edge::http1`, issue 24) on a browser beacon's head: hyper's parsed head into tide's request (`tide_request`), that plus tide's routing and a null handler (`tide_null_respond`), tide's 202 response into hyper's (`hyper_response`) |
 //! | `row_binary` | `EventRowRef::new` + `write_row_binary` into a reused buffer, and the loader's whole per-record path (`loader::decode` + `write_row_binary`) |
 //!
 //! Each benchmark reports time per call and, as throughput, calls per second on one core.
@@ -288,8 +289,77 @@ fn row_binary_group(c: &mut Criterion) {
     g.finish();
 }
 
+/// The head Chrome's `navigator.sendBeacon` sends the edge, as hyper parses it.
+fn beacon_head() -> hyper::http::request::Parts {
+    hyper::Request::post("/v1/collect?key=pk_live_7f3a9c2e")
+        .header("host", "edge.example.com")
+        .header("content-type", "text/plain;charset=UTF-8")
+        .header("content-length", BODY.len())
+        .header("origin", "https://www.example-shop.com")
+        .header("user-agent", CHROME)
+        .header("accept", "*/*")
+        .header("accept-language", "de-DE,de;q=0.9,en;q=0.8")
+        .header("accept-encoding", "gzip, deflate, br, zstd")
+        .header("sec-fetch-site", "cross-site")
+        .header("sec-fetch-mode", "no-cors")
+        .header("referer", "https://www.example-shop.com/")
+        .body(())
+        .expect("a valid head")
+        .into_parts()
+        .0
+}
+
+fn http_group(c: &mut Criterion) {
+    use futures::executor::block_on;
+    use tide::http::{Body, Response};
+    let mut g = c.benchmark_group("http");
+    g.throughput(Throughput::Elements(1));
+    let head = beacon_head();
+    let tide_request = || {
+        ta_edge::http1::tide_request(
+            black_box(&head),
+            Body::from_bytes(BODY.as_bytes().to_vec()),
+            None,
+            None,
+        )
+        .expect("a valid request")
+    };
+    g.bench_function("tide_request", |b| b.iter(tide_request));
+    let mut app = tide::new();
+    app.at("/v1/collect")
+        .post(|mut req: tide::Request<()>| async move {
+            let _ = req.body_bytes().await?;
+            Ok(tide::Response::builder(202)
+                .content_type(tide::http::mime::JSON)
+                .body(r#"{"status":"accepted"}"#)
+                .build())
+        });
+    g.bench_function("tide_null_respond", |b| {
+        b.iter(|| {
+            let res: Response = block_on(app.respond(tide_request())).expect("an answer");
+            assert_eq!(u16::from(res.status()), 202);
+            res
+        })
+    });
+    g.bench_function("hyper_response", |b| {
+        b.iter_batched(
+            || {
+                tide::Response::builder(202)
+                    .content_type(tide::http::mime::JSON)
+                    .body(r#"{"status":"accepted","event_id":"0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"}"#)
+                    .build()
+                    .into()
+            },
+            |res: Response| block_on(ta_edge::http1::hyper_response(res)),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    http_group,
     ingest_group,
     user_agent_group,
     visitor_hash_group,

@@ -1,8 +1,13 @@
 //! `ta-bench null`: the ceilings for the edge benchmark, servers whose handlers read the body
 //! and answer 202 `{"status":"accepted"}` — no auth, no parsing, no enrichment, no spool.
 //!
-//! - `--server tide`: tide on async-std, served exactly like `ta-edge` serves (same accept loop
-//!   shape, `TCP_NODELAY`, async-h1): the cost of the edge's own HTTP stack;
+//! - `--server tide`: a tide app on async-std served exactly like `ta-edge` serves it
+//!   (`ta_edge::http1`: hyper's HTTP/1 codec, the request-deadline stream, `TCP_NODELAY`): the
+//!   cost of the edge's own HTTP stack;
+//! - `--server tide-h1`: the same tide app on tide's own codec, async-h1 (how the edge served
+//!   until issue 24);
+//! - `--server hyper-async-std`: hyper 1 with a null service on async-std's executor and
+//!   reactor: the codec without tide;
 //! - `--server hyper`: hyper 1 (HTTP/1.1, keep-alive) on a multi-threaded tokio runtime: what a
 //!   lean Rust HTTP server reaches on this machine.
 
@@ -18,6 +23,8 @@ use hyper::body::{Bytes, Incoming};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Server {
     Tide,
+    TideH1,
+    HyperAsyncStd,
     Hyper,
 }
 
@@ -44,10 +51,19 @@ async fn tide_accept(mut req: tide::Request<()>) -> tide::Result {
         .build())
 }
 
-async fn serve_tide(listen: SocketAddr) -> anyhow::Result<()> {
+fn tide_app() -> tide::Server<()> {
     let mut app = tide::new();
     app.at("/v1/collect").post(tide_accept);
     app.at("/v1/batch").post(tide_accept);
+    app
+}
+
+/// Accept connections on async-std and hand each to `serve` with its peer address.
+async fn accept_loop<F, Fut>(listen: SocketAddr, serve: F) -> anyhow::Result<()>
+where
+    F: Fn(async_std::net::TcpStream, Option<SocketAddr>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = async_std::net::TcpListener::bind(listen).await?;
     println!("listening {}", listener.local_addr()?);
     let mut incoming = listener.incoming();
@@ -55,17 +71,54 @@ async fn serve_tide(listen: SocketAddr) -> anyhow::Result<()> {
         let Ok(stream) = stream else { continue };
         let _ = stream.set_nodelay(true);
         let peer = stream.peer_addr().ok();
+        async_std::task::spawn(serve(stream, peer));
+    }
+    Ok(())
+}
+
+/// The tide app as `ta-edge` serves it (`ta_edge::http1` behind the deadline stream).
+async fn serve_tide(listen: SocketAddr) -> anyhow::Result<()> {
+    let app = tide_app();
+    accept_loop(listen, move |stream, peer| {
         let app = app.clone();
-        async_std::task::spawn(async move {
+        async move {
+            let local = stream.local_addr().ok();
+            let stream =
+                ta_edge::conn::GuardedStream::new(stream, std::time::Duration::from_secs(30));
+            let _ = ta_edge::http1::serve_connection(stream, peer, local, app).await;
+        }
+    })
+    .await
+}
+
+/// The tide app on tide's own codec, async-h1.
+async fn serve_tide_h1(listen: SocketAddr) -> anyhow::Result<()> {
+    let app = tide_app();
+    accept_loop(listen, move |stream, peer| {
+        let app = app.clone();
+        async move {
             let _ = async_h1::accept(stream, |mut req| {
                 req.set_peer_addr(peer);
                 let app = app.clone();
                 async move { app.respond(req).await }
             })
             .await;
-        });
-    }
-    Ok(())
+        }
+    })
+    .await
+}
+
+/// A null hyper service on async-std's executor and reactor.
+async fn serve_hyper_async_std(listen: SocketAddr) -> anyhow::Result<()> {
+    accept_loop(listen, |stream, _| async move {
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(
+                smol_hyper::rt::FuturesIo::new(stream),
+                hyper::service::service_fn(hyper_accept),
+            )
+            .await;
+    })
+    .await
 }
 
 async fn hyper_accept(
@@ -104,6 +157,8 @@ async fn serve_hyper(listen: SocketAddr) -> anyhow::Result<()> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.server {
         Server::Tide => async_std::task::block_on(serve_tide(args.listen)),
+        Server::TideH1 => async_std::task::block_on(serve_tide_h1(args.listen)),
+        Server::HyperAsyncStd => async_std::task::block_on(serve_hyper_async_std(args.listen)),
         Server::Hyper => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
