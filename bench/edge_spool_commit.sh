@@ -37,16 +37,21 @@ metric() { awk -v name="$1" '$1 ~ "^"name"({|$)" {s += $2; n++} END {if (n) prin
 
 run() { # fsync clients
     local fsync=$1 clients=$2 port spool
+    local ops
     port=$(free_port)
+    ops=$(free_port)
     spool="$WORK/spool-$fsync-$clients"
-    TA_EDGE_LISTEN="127.0.0.1:$port" TA_SITES_FILE="$REPO_ROOT/deploy/config/sites.dev.toml" \
+    # The dev sites file needs TA_DEV; one load generator address must not meet the limits.
+    TA_DEV=true TA_EDGE_LISTEN="127.0.0.1:$port" TA_EDGE_METRICS_LISTEN="127.0.0.1:$ops" \
+        TA_SITES_FILE="$REPO_ROOT/deploy/config/sites.dev.toml" \
+        TA_ADDRESS_RATE_LIMIT=1000000000 TA_KEY_RATE_LIMIT=1000000000 TA_SITE_RATE_LIMIT=1000000000 \
         TA_KAFKA_BROKERS="127.0.0.1:$(free_port)" TA_SPOOL_DIR="$spool" TA_SPOOL_FSYNC="$fsync" \
         TA_SHUTDOWN_DRAIN_SECS=0 TA_LOG=warn "$BIN" >"$WORK/edge.log" 2>&1 &
     EDGE_PID=$!
     for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && break; sleep 0.1; done
     wrk -t$((clients < 2 ? 1 : 2)) -c"$clients" -d"${SECONDS_PER_RUN}s" -s "$WORK/collect.lua" \
         "http://127.0.0.1:$port/v1/collect" >"$WORK/wrk.txt"
-    curl -s "http://127.0.0.1:$port/metrics" >"$WORK/metrics"
+    curl -s "http://127.0.0.1:$ops/metrics" >"$WORK/metrics"
     kill -TERM "$EDGE_PID"
     wait "$EDGE_PID" || true
     EDGE_PID=
