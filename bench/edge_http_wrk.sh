@@ -14,30 +14,11 @@ set -euo pipefail
 SECONDS_PER_RUN=${1:-6}
 ROUNDS=${2:-2}
 CONNECTIONS=${WRK_CONNECTIONS:-64}
-REPO_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
+source "$(dirname -- "${BASH_SOURCE[0]}")/wrk-common.sh"
 BIN_DIR=${TA_BIN_DIR:-$REPO_ROOT/target/release}
 for bin in ta-edge ta-bench; do
     [[ -x $BIN_DIR/$bin ]] || { echo "build first: cargo build --release --bins ($BIN_DIR/$bin missing)" >&2; exit 1; }
 done
-command -v wrk >/dev/null || { echo "wrk not found (apt-get install wrk)" >&2; exit 1; }
-
-WORK=$(mktemp -d)
-PID=
-cleanup() {
-    [[ -n $PID ]] && kill -9 "$PID" 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-cat >"$WORK/collect.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["X-TA-API-Key"] = "dev-key-site-1"
-wrk.headers["User-Agent"] = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
-wrk.body = '{"site_id":"site-1","event_name":"pageview","url":"https://example.com/pricing?utm_source=news","referrer":"https://www.google.com/"}'
-LUA
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 wait_port() {
     for _ in $(seq 100); do
@@ -53,15 +34,6 @@ start_null() { # server port
     PID=$!
 }
 
-start_edge() { # binary port
-    TA_DEV=true TA_EDGE_LISTEN="127.0.0.1:$2" TA_EDGE_METRICS_LISTEN="127.0.0.1:$(free_port)" \
-        TA_SITES_FILE="$REPO_ROOT/deploy/config/sites.dev.toml" \
-        TA_KAFKA_BROKERS="127.0.0.1:$(free_port)" TA_SPOOL_DIR="$WORK/spool-$2" \
-        TA_ADDRESS_RATE_LIMIT=1000000000 TA_KEY_RATE_LIMIT=1000000000 TA_SITE_RATE_LIMIT=1000000000 \
-        TA_SHUTDOWN_DRAIN_SECS=0 TA_LOG=error "$1" >"$WORK/edge.log" 2>&1 &
-    PID=$!
-}
-
 declare -A RESULTS
 ROWS=("null tide" "null tide on async-h1" "null hyper on async-std" "null hyper on tokio" "ta-edge")
 [[ -n ${TA_EDGE_OLD_BIN:-} ]] && ROWS+=("ta-edge (old)")
@@ -74,8 +46,8 @@ measure() { # row
         "null tide on async-h1") start_null tide-h1 "$port" ;;
         "null hyper on async-std") start_null hyper-async-std "$port" ;;
         "null hyper on tokio") start_null hyper "$port" ;;
-        "ta-edge") start_edge "$BIN_DIR/ta-edge" "$port" ;;
-        "ta-edge (old)") start_edge "$TA_EDGE_OLD_BIN" "$port" ;;
+        "ta-edge") start_edge "$BIN_DIR/ta-edge" "$port" "$(free_port)" "$WORK/spool-$port" ;;
+        "ta-edge (old)") start_edge "$TA_EDGE_OLD_BIN" "$port" "$(free_port)" "$WORK/spool-$port" ;;
     esac
     wait_port "$port"
     wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -s "$WORK/collect.lua" \

@@ -10,28 +10,10 @@
 set -euo pipefail
 
 SECONDS_PER_RUN=${1:-10}
-REPO_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
+source "$(dirname -- "${BASH_SOURCE[0]}")/wrk-common.sh"
 BIN=${TA_EDGE_BIN:-$REPO_ROOT/target/release/ta-edge}
 [[ -x $BIN ]] || { echo "build first: cargo build --release -p ta-edge" >&2; exit 1; }
-command -v wrk >/dev/null || { echo "wrk not found (apt-get install wrk)" >&2; exit 1; }
 
-WORK=$(mktemp -d)
-EDGE_PID=
-cleanup() {
-    [[ -n $EDGE_PID ]] && kill -9 "$EDGE_PID" 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-cat >"$WORK/collect.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["X-TA-API-Key"] = "dev-key-site-1"
-wrk.headers["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0"
-wrk.body = '{"site_id":"site-1","event_name":"pageview","url":"https://example.com/pricing?utm_source=news","referrer":"https://www.google.com/","session_id":"s1"}'
-LUA
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # Sum over every label set (ta_edge_events_accepted_total has one series per site).
 metric() { awk -v name="$1" '$1 ~ "^"name"({|$)" {s += $2; n++} END {if (n) print s}' "$WORK/metrics"; }
 
@@ -41,20 +23,14 @@ run() { # fsync clients
     port=$(free_port)
     ops=$(free_port)
     spool="$WORK/spool-$fsync-$clients"
-    # The dev sites file needs TA_DEV; one load generator address must not meet the limits.
-    TA_DEV=true TA_EDGE_LISTEN="127.0.0.1:$port" TA_EDGE_METRICS_LISTEN="127.0.0.1:$ops" \
-        TA_SITES_FILE="$REPO_ROOT/deploy/config/sites.dev.toml" \
-        TA_ADDRESS_RATE_LIMIT=1000000000 TA_KEY_RATE_LIMIT=1000000000 TA_SITE_RATE_LIMIT=1000000000 \
-        TA_KAFKA_BROKERS="127.0.0.1:$(free_port)" TA_SPOOL_DIR="$spool" TA_SPOOL_FSYNC="$fsync" \
-        TA_SHUTDOWN_DRAIN_SECS=0 TA_LOG=warn "$BIN" >"$WORK/edge.log" 2>&1 &
-    EDGE_PID=$!
+    start_edge "$BIN" "$port" "$ops" "$spool" TA_SPOOL_FSYNC="$fsync"
     for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && break; sleep 0.1; done
     wrk -t$((clients < 2 ? 1 : 2)) -c"$clients" -d"${SECONDS_PER_RUN}s" -s "$WORK/collect.lua" \
         "http://127.0.0.1:$port/v1/collect" >"$WORK/wrk.txt"
     curl -s "http://127.0.0.1:$ops/metrics" >"$WORK/metrics"
-    kill -TERM "$EDGE_PID"
-    wait "$EDGE_PID" || true
-    EDGE_PID=
+    kill -TERM "$PID"
+    wait "$PID" || true
+    PID=
     local accepted fsyncs fsync_sum rps p_lat non2xx
     accepted=$(metric ta_edge_events_accepted_total)
     fsyncs=$(metric ta_edge_spool_fsync_duration_seconds_count)
