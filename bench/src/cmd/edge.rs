@@ -453,6 +453,33 @@ struct Ceiling {
     batch: LoadReport,
 }
 
+/// One row per null server, the ceiling (null hyper on tokio, the last) first, every other as
+/// a fraction of it.
+fn null_rows(
+    ceilings: &[Ceiling],
+    what: &str,
+    unit: &str,
+    rate: fn(&LoadReport) -> f64,
+    pick: fn(&Ceiling) -> &LoadReport,
+) -> Vec<Row> {
+    let Some(hyper) = ceilings.last() else {
+        return Vec::new();
+    };
+    ceilings
+        .iter()
+        .rev()
+        .map(|c| {
+            let r = Row::new(format!("{} {what}", c.name), rate(pick(c)), unit)
+                .latency(Latency::of(pick(c)));
+            if std::ptr::eq(c, hyper) {
+                r
+            } else {
+                r.baseline("null hyper on tokio", rate(pick(hyper)))
+            }
+        })
+        .collect()
+}
+
 /// Run the scenarios; prints the detailed tables and returns the rows for the harness report.
 pub fn run(mut args: Args) -> anyhow::Result<Vec<Section>> {
     if args.quick {
@@ -649,19 +676,15 @@ pub fn run(mut args: Args) -> anyhow::Result<Vec<Section>> {
          realistic pageviews (pages, referrers, UTM, 8 browser UAs, many IPs), broker {broker_state}, spool fsync=always.",
         args.seconds, args.warmup, args.connections, args.client_threads
     );
-    // The ceiling is null hyper on tokio; the null servers' rows are its fractions.
     let hyper = &ceilings[3];
     let mut accept = Section::new("1. Edge accept path vs null handlers", setup);
-    for c in ceilings.iter().rev() {
-        let mut r = Row::new(
-            format!("{} `/v1/collect`", c.name),
-            c.single.requests_per_sec(),
-            "req/s",
-        )
-        .latency(Latency::of(&c.single));
-        if !std::ptr::eq(c, hyper) {
-            r = r.baseline("null hyper on tokio", hyper.single.requests_per_sec());
-        }
+    for r in null_rows(
+        &ceilings,
+        "`/v1/collect`",
+        "req/s",
+        LoadReport::requests_per_sec,
+        |c| &c.single,
+    ) {
         accept = accept.row(r);
     }
     let of_hyper = edge_single.requests_per_sec() / hyper.single.requests_per_sec();
@@ -693,16 +716,13 @@ pub fn run(mut args: Args) -> anyhow::Result<Vec<Section>> {
             .latency(Latency::of(&edge_half))
             .target("p99 ≤ 10 ms", edge_half.ms(99.0) <= 10.0),
         );
-    for c in ceilings.iter().rev() {
-        let mut r = Row::new(
-            format!("{} `/v1/batch` of 50", c.name),
-            c.batch.events_per_sec(),
-            "events/s",
-        )
-        .latency(Latency::of(&c.batch));
-        if !std::ptr::eq(c, hyper) {
-            r = r.baseline("null hyper on tokio", hyper.batch.events_per_sec());
-        }
+    for r in null_rows(
+        &ceilings,
+        "`/v1/batch` of 50",
+        "events/s",
+        LoadReport::events_per_sec,
+        |c| &c.batch,
+    ) {
         accept = accept.row(r);
     }
     let batch_ratio = edge_batch.events_per_sec() / null_batch.events_per_sec();
