@@ -20,6 +20,7 @@ use clap::Parser;
 use rskafka::client::ClientBuilder;
 use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
 use rskafka::record::Record;
+use ta_central::store::{EVENT_COLUMNS, EventRow, SourcePosition};
 use ta_shared::{EnrichedEvent, SCHEMA_VERSION};
 
 use crate::report::{MEMORY, Row, Section};
@@ -162,11 +163,7 @@ fn event(i: u64, now_ms: i64) -> EnrichedEvent {
         utm_source: "newsletter".into(),
         utm_medium: "email".into(),
         utm_campaign: "bf".into(),
-        utm_term: String::new(),
-        utm_content: String::new(),
-        source: String::new(),
         channel: "direct".into(),
-        click_id: String::new(),
         browser: "Chrome".into(),
         browser_version: "120".into(),
         os: "Windows 10".into(),
@@ -175,6 +172,7 @@ fn event(i: u64, now_ms: i64) -> EnrichedEvent {
         country: "DE".into(),
         edge_region: "bench".into(),
         props: BTreeMap::from([("plan".into(), "pro".into())]),
+        ..EnrichedEvent::default()
     }
 }
 
@@ -229,47 +227,31 @@ fn tsv_escape(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn tsv_row(e: &EnrichedEvent, partition: u32, offset: u64, topic: &str) -> String {
-    let keys: Vec<String> = e.props.keys().map(|k| format!("'{k}'")).collect();
-    let vals: Vec<String> = e.props.values().map(|v| format!("'{v}'")).collect();
-    let cols = [
-        e.site_id.clone(),
-        (e.ts_ms / 1000).to_string(),
-        e.event_id.to_string(),
-        e.event_name.clone(),
-        e.visitor_hash.to_string(),
-        e.session_id.clone(),
-        e.url.clone(),
-        e.host.clone(),
-        e.path.clone(),
-        e.referrer.clone(),
-        e.referrer_host.clone(),
-        e.utm_source.clone(),
-        e.utm_medium.clone(),
-        e.utm_campaign.clone(),
-        e.utm_term.clone(),
-        e.utm_content.clone(),
-        e.source.clone(),
-        e.channel.clone(),
-        e.click_id.clone(),
-        e.browser.clone(),
-        e.browser_version.clone(),
-        e.os.clone(),
-        e.os_version.clone(),
-        e.device.clone(),
-        e.country.clone(),
-        e.edge_region.clone(),
-        format!("[{}]", keys.join(",")),
-        format!("[{}]", vals.join(",")),
-        (e.received_ms / 1000).to_string(),
-        topic.to_owned(),
-        partition.to_string(),
-        offset.to_string(),
-    ];
-    cols.iter()
-        .map(|c| tsv_escape(c))
-        .collect::<Vec<_>>()
-        .join("\t")
+/// The row the loader would write for `e`, as a `TabSeparated` line in the order of
+/// [`EVENT_COLUMNS`]: each column's value from the row's serde form.
+fn tsv_row(e: &EnrichedEvent, partition: u32, offset: u64, topic: &str) -> anyhow::Result<String> {
+    let pos = SourcePosition {
+        topic,
+        partition,
+        offset,
+    };
+    let row = serde_json::to_value(EventRow::from_event(e.clone(), pos)?)?;
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let columns: Vec<String> = EVENT_COLUMNS
+        .split(',')
+        .map(|column| match &row[column] {
+            serde_json::Value::Array(items) => {
+                let items: Vec<String> = items.iter().map(|v| format!("'{}'", text(v))).collect();
+                format!("[{}]", items.join(","))
+            }
+            v => text(v),
+        })
+        .map(|c: String| tsv_escape(&c))
+        .collect();
+    Ok(columns.join("\t"))
 }
 
 /// Read the whole topic with a bare rskafka fetch loop, partitions concurrently; seconds taken.
@@ -393,7 +375,7 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
             writeln!(
                 f,
                 "{}",
-                tsv_row(e, e.partition_for(args.partitions) as u32, i as u64, &topic)
+                tsv_row(e, e.partition_for(args.partitions) as u32, i as u64, &topic)?
             )?;
         }
     }
@@ -401,7 +383,8 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
     let out = Command::new("clickhouse-client")
         .args(["--port", &args.clickhouse_tcp_port.to_string(), "--query"])
         .arg(format!(
-            "INSERT INTO {native_db}.events FORMAT TabSeparated"
+            "INSERT INTO {native_db}.events ({}) FORMAT TabSeparated",
+            *EVENT_COLUMNS
         ))
         .stdin(std::fs::File::open(&tsv_path)?)
         .output()?;

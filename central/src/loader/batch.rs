@@ -339,7 +339,7 @@ mod tests {
         }
         assert_eq!(ids.len(), 1_000);
     }
-    use ta_shared::event::{EnrichedEventRef, PropsRef};
+    use ta_shared::event::EnrichedEventRef;
 
     const NOV_2025: u32 = 1_764_000_000;
     const DEC_2025: u32 = 1_765_000_000;
@@ -353,28 +353,9 @@ mod tests {
             ts_ms: i64::from(ts) * 1000,
             received_ms: i64::from(ts) * 1000,
             visitor_hash: 1,
-            session_id: "".into(),
-            url: "".into(),
-            host: "".into(),
             path: "/".into(),
-            referrer: "".into(),
-            referrer_host: "".into(),
-            utm_source: "".into(),
-            utm_medium: "".into(),
-            utm_campaign: "".into(),
-            utm_term: "".into(),
-            utm_content: "".into(),
-            source: "".into(),
             channel: "direct".into(),
-            click_id: "".into(),
-            browser: "".into(),
-            browser_version: "".into(),
-            os: "".into(),
-            os_version: "".into(),
-            device: "".into(),
-            country: "".into(),
-            edge_region: "".into(),
-            props: PropsRef::default(),
+            ..EnrichedEventRef::default()
         })
         .unwrap()
     }

@@ -30,7 +30,7 @@ pub mod schema;
 
 use clickhouse::Client;
 
-pub use rows::{DeadLetterRow, EventRow, EventRowRef, RowError, SourcePosition};
+pub use rows::{DeadLetterRow, EVENT_COLUMNS, EventRow, EventRowRef, RowError, SourcePosition};
 pub use schema::{MIGRATIONS, Migration, migrate};
 
 use crate::config::ClickHouseArgs;

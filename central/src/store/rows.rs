@@ -1,46 +1,12 @@
 //! Row types of the analytics tables and how an enriched event becomes one.
 
+use std::sync::LazyLock;
+
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use ta_shared::EnrichedEvent;
 use ta_shared::event::EnrichedEventRef;
-
-/// A row of `events`.
-#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
-pub struct EventRow {
-    pub site_id: String,
-    pub ts: u32,
-    pub event_id: String,
-    pub event_name: String,
-    pub visitor_hash: u64,
-    pub session_id: String,
-    pub url: String,
-    pub host: String,
-    pub path: String,
-    pub referrer: String,
-    pub referrer_host: String,
-    pub utm_source: String,
-    pub utm_medium: String,
-    pub utm_campaign: String,
-    pub utm_term: String,
-    pub utm_content: String,
-    pub source: String,
-    pub channel: String,
-    pub click_id: String,
-    pub browser: String,
-    pub browser_version: String,
-    pub os: String,
-    pub os_version: String,
-    pub device: String,
-    pub country: String,
-    pub edge_region: String,
-    pub props_keys: Vec<String>,
-    pub props_values: Vec<String>,
-    pub received_at: u32,
-    pub kafka_topic: String,
-    pub kafka_partition: u32,
-    pub kafka_offset: u64,
-}
+use ta_shared::event::row_binary::put_str;
 
 /// Where a record came from in Kafka.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,50 +29,61 @@ fn to_datetime(ms: i64) -> Result<u32, RowError> {
     u32::try_from(ms.div_euclid(1000)).map_err(|_| RowError::TimestampOutOfRange(ms))
 }
 
-impl EventRow {
-    pub fn from_event(e: EnrichedEvent, pos: SourcePosition<'_>) -> Result<Self, RowError> {
-        // The site id is part of the table's partition key: a bad one would create stray
-        // partitions, so it is checked here as well as at the edge.
-        if !ta_shared::site::is_valid_site_id(&e.site_id) {
-            return Err(RowError::InvalidSiteId(e.site_id));
+/// `EventRow` from the schema table (`ta_shared::with_event_fields!`): one field per column
+/// of the event, then where the loader read it.
+macro_rules! define_event_row {
+    ($(
+        $(#[doc = $doc:literal])*
+        $name:ident: $kind:ident $(= $default:ident)? => [$($col:ident $col_type:literal)*],
+    )*) => {
+        /// A row of `events`.
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Row, Serialize, Deserialize)]
+        pub struct EventRow {
+            $( $( pub $col: column!(type $kind), )* )*
+            pub kafka_topic: String,
+            pub kafka_partition: u32,
+            pub kafka_offset: u64,
         }
-        let (props_keys, props_values) = e.props.into_iter().unzip();
-        Ok(Self {
-            ts: to_datetime(e.ts_ms)?,
-            received_at: to_datetime(e.received_ms)?,
-            site_id: e.site_id,
-            event_id: e.event_id.to_string(),
-            event_name: e.event_name,
-            visitor_hash: e.visitor_hash,
-            session_id: e.session_id,
-            url: e.url,
-            host: e.host,
-            path: e.path,
-            referrer: e.referrer,
-            referrer_host: e.referrer_host,
-            utm_source: e.utm_source,
-            utm_medium: e.utm_medium,
-            utm_campaign: e.utm_campaign,
-            utm_term: e.utm_term,
-            utm_content: e.utm_content,
-            source: e.source,
-            channel: e.channel,
-            click_id: e.click_id,
-            browser: e.browser,
-            browser_version: e.browser_version,
-            os: e.os,
-            os_version: e.os_version,
-            device: e.device,
-            country: e.country,
-            edge_region: e.edge_region,
-            props_keys,
-            props_values,
-            kafka_topic: pos.topic.to_owned(),
-            kafka_partition: pos.partition,
-            kafka_offset: pos.offset,
-        })
-    }
 
+        impl EventRow {
+            pub fn from_event(e: EnrichedEvent, pos: SourcePosition<'_>) -> Result<Self, RowError> {
+                // The site id is part of the table's partition key: a bad one would create
+                // stray partitions, so it is checked here as well as at the edge.
+                if !ta_shared::site::is_valid_site_id(&e.site_id) {
+                    return Err(RowError::InvalidSiteId(e.site_id));
+                }
+                $( let ($($col,)*) = column!(values $kind e.$name); )*
+                Ok(Self {
+                    $( $( $col, )* )*
+                    kafka_topic: pos.topic.to_owned(),
+                    kafka_partition: pos.partition,
+                    kafka_offset: pos.offset,
+                })
+            }
+        }
+    };
+}
+
+/// The Rust type of each kind of event field's columns in [`EventRow`], and the field's value
+/// as a tuple with one element per column.
+macro_rules! column {
+    (type uuid) => { String };
+    (type str) => { String };
+    (type millis) => { u32 };
+    (type hash) => { u64 };
+    (type props) => { Vec<String> };
+
+    (values version $x:expr) => { () };
+    (values uuid $x:expr) => { ($x.to_string(),) };
+    (values str $x:expr) => { ($x,) };
+    (values millis $x:expr) => { (to_datetime($x)?,) };
+    (values hash $x:expr) => { ($x,) };
+    (values props $x:expr) => { $x.into_iter().unzip::<_, _, Vec<_>, Vec<_>>() };
+}
+
+ta_shared::with_event_fields!(define_event_row);
+
+impl EventRow {
     /// The table partition `(site_id, toYYYYMM(ts))` this row lands in.
     pub fn partition(&self) -> (&str, u32) {
         (&self.site_id, self.month())
@@ -119,11 +96,13 @@ impl EventRow {
 }
 
 /// The columns of `events` in [`EventRow`]'s field order, which is the order
-/// [`EventRowRef::write_row_binary`] writes them in.
-pub const EVENT_COLUMNS: &str = "site_id,ts,event_id,event_name,visitor_hash,session_id,url,\
-host,path,referrer,referrer_host,utm_source,utm_medium,utm_campaign,utm_term,utm_content,\
-source,channel,click_id,browser,browser_version,os,os_version,device,country,edge_region,\
-props_keys,props_values,received_at,kafka_topic,kafka_partition,kafka_offset";
+/// [`EventRowRef::write_row_binary`] writes them in: the event's ([`ta_shared::event::COLUMNS`]),
+/// then where the loader read it.
+pub static EVENT_COLUMNS: LazyLock<String> = LazyLock::new(|| {
+    let event = ta_shared::event::COLUMNS.iter().map(|c| c.name);
+    let source = ["kafka_topic", "kafka_partition", "kafka_offset"];
+    event.chain(source).collect::<Vec<_>>().join(",")
+});
 
 /// A checked event on its way into `events`, borrowing the record it was read from: the
 /// loader's alternative to building an owned [`EventRow`] per record. It writes the same row
@@ -155,47 +134,7 @@ impl<'a> EventRowRef<'a> {
 
     /// Append the row as ClickHouse `RowBinary`, columns in [`EVENT_COLUMNS`] order.
     pub fn write_row_binary(&self, pos: SourcePosition<'_>, out: &mut Vec<u8>) {
-        let e = &self.event;
-        put_str(out, &e.site_id);
-        out.extend_from_slice(&self.ts.to_le_bytes());
-        let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        put_str(out, e.event_id.hyphenated().encode_lower(&mut id));
-        put_str(out, &e.event_name);
-        out.extend_from_slice(&e.visitor_hash.to_le_bytes());
-        for s in [
-            &e.session_id,
-            &e.url,
-            &e.host,
-            &e.path,
-            &e.referrer,
-            &e.referrer_host,
-            &e.utm_source,
-            &e.utm_medium,
-            &e.utm_campaign,
-            &e.utm_term,
-            &e.utm_content,
-            &e.source,
-            &e.channel,
-            &e.click_id,
-            &e.browser,
-            &e.browser_version,
-            &e.os,
-            &e.os_version,
-            &e.device,
-            &e.country,
-            &e.edge_region,
-        ] {
-            put_str(out, s);
-        }
-        put_uleb128(out, e.props.0.len() as u64);
-        for (k, _) in &e.props.0 {
-            put_str(out, k);
-        }
-        put_uleb128(out, e.props.0.len() as u64);
-        for (_, v) in &e.props.0 {
-            put_str(out, v);
-        }
-        out.extend_from_slice(&self.received_at.to_le_bytes());
+        self.event.write_row_binary(out);
         put_str(out, pos.topic);
         out.extend_from_slice(&pos.partition.to_le_bytes());
         out.extend_from_slice(&pos.offset.to_le_bytes());
@@ -214,7 +153,8 @@ pub async fn insert_event_rows(
 ) -> Result<(), clickhouse::error::Error> {
     let mut insert = db
         .insert_formatted_with(format!(
-            "INSERT INTO events({EVENT_COLUMNS}) FORMAT RowBinary"
+            "INSERT INTO events({}) FORMAT RowBinary",
+            *EVENT_COLUMNS
         ))
         .with_setting("query_id", query_id)
         .buffered_with_capacity(INSERT_CHUNK_BYTES);
@@ -224,23 +164,6 @@ pub async fn insert_event_rows(
         rest = &rest[n..];
     }
     insert.end().await
-}
-
-fn put_uleb128(out: &mut Vec<u8>, mut n: u64) {
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    put_uleb128(out, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
 }
 
 /// `toYYYYMM` of a `DateTime` (UTC).
@@ -332,24 +255,9 @@ mod tests {
     #[test]
     fn event_columns_are_event_row_fields_in_order() {
         assert_eq!(
-            EVENT_COLUMNS,
+            *EVENT_COLUMNS,
             <EventRow as clickhouse::Row>::COLUMN_NAMES.join(",")
         );
-    }
-
-    #[test]
-    fn row_binary_lengths_are_leb128() {
-        let mut out = Vec::new();
-        for n in [0u64, 1, 127, 128, 300, 16_383, 16_384, u64::from(u32::MAX)] {
-            out.clear();
-            put_uleb128(&mut out, n);
-            let mut back = 0u64;
-            for (i, b) in out.iter().enumerate() {
-                back |= u64::from(b & 0x7f) << (7 * i);
-                assert_eq!(b & 0x80 == 0, i == out.len() - 1);
-            }
-            assert_eq!(back, n);
-        }
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::json;
 use ta_central::sql::{self, Value, bind_literals};
-use ta_central::store::EventRow;
 use ta_central::store::schema::{ServerFeatures, rendered_statements};
+use ta_central::store::{self, EventRow};
 
 use crate::{clickhouse_url, sample_row, unique};
 
@@ -21,61 +21,32 @@ fn quote(v: &str) -> String {
     bind_literals("?", &[s(v)])
 }
 
+/// A row as SQL `VALUES`, in the order of [`store::EVENT_COLUMNS`]: each column's value from
+/// the row's serde form, `DateTime` columns through `toDateTime`.
 fn row_values(r: &EventRow) -> String {
-    let arr = |a: &[String]| {
-        format!(
-            "[{}]",
-            a.iter().map(|x| quote(x)).collect::<Vec<_>>().join(", ")
-        )
+    let json = serde_json::to_value(r).unwrap();
+    let datetimes: Vec<&str> = ta_shared::event::COLUMNS
+        .iter()
+        .filter(|c| c.ddl_type.starts_with("DateTime"))
+        .map(|c| c.name)
+        .collect();
+    let literal = |v: &serde_json::Value| match v {
+        serde_json::Value::String(x) => quote(x),
+        other => other.to_string(),
     };
-    let strs = [
-        &r.site_id,
-        &r.event_id,
-        &r.event_name,
-        &r.session_id,
-        &r.url,
-        &r.host,
-        &r.path,
-        &r.referrer,
-        &r.referrer_host,
-        &r.utm_source,
-        &r.utm_medium,
-        &r.utm_campaign,
-        &r.utm_term,
-        &r.utm_content,
-        &r.source,
-        &r.channel,
-        &r.click_id,
-        &r.browser,
-        &r.browser_version,
-        &r.os,
-        &r.os_version,
-        &r.device,
-        &r.country,
-        &r.edge_region,
-    ];
-    let q: Vec<String> = strs.iter().map(|x| quote(x)).collect();
-    format!(
-        "({site}, toDateTime({ts}), {eid}, {name}, {vh}, {rest}, {pk}, {pv}, toDateTime({recv}), {topic}, {part}, {off})",
-        site = q[0],
-        ts = r.ts,
-        eid = q[1],
-        name = q[2],
-        vh = r.visitor_hash,
-        rest = q[3..].join(", "),
-        pk = arr(&r.props_keys),
-        pv = arr(&r.props_values),
-        recv = r.received_at,
-        topic = quote(&r.kafka_topic),
-        part = r.kafka_partition,
-        off = r.kafka_offset,
-    )
+    let values: Vec<String> = store::EVENT_COLUMNS
+        .split(',')
+        .map(|column| match &json[column] {
+            serde_json::Value::Array(items) => {
+                let items: Vec<String> = items.iter().map(literal).collect();
+                format!("[{}]", items.join(", "))
+            }
+            v if datetimes.contains(&column) => format!("toDateTime({v})"),
+            v => literal(v),
+        })
+        .collect();
+    format!("({})", values.join(", "))
 }
-
-const EVENT_COLUMNS: &str = "site_id, ts, event_id, event_name, visitor_hash, session_id, url, host, path, \
-    referrer, referrer_host, utm_source, utm_medium, utm_campaign, utm_term, utm_content, source, channel, click_id, browser, \
-    browser_version, os, os_version, device, country, edge_region, props_keys, props_values, received_at, \
-    kafka_topic, kafka_partition, kafka_offset";
 
 /// Rows, checkpoints and dead letters every step reads from.
 fn data_statements() -> Vec<String> {
@@ -94,7 +65,8 @@ fn data_statements() -> Vec<String> {
         rows.push(row_values(&r));
     }
     let mut out = vec![format!(
-        "INSERT INTO events ({EVENT_COLUMNS}) VALUES {}",
+        "INSERT INTO events ({}) VALUES {}",
+        *store::EVENT_COLUMNS,
         rows.join(", ")
     )];
     out.push(

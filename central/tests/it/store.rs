@@ -26,6 +26,43 @@ async fn an_interrupted_migration_reruns_cleanly() {
     assert_eq!(columns, 3);
 }
 
+/// The migrations build exactly the columns the event schema (`ta_shared::with_event_fields!`)
+/// declares, with its types as this server renders them, plus the loader's source columns: a
+/// field added to the schema without its migration, or the reverse, fails here.
+#[tokio::test]
+async fn the_events_table_has_the_columns_the_event_schema_declares() {
+    let args = fresh_db("schema_columns");
+    store::migrate(&args).await.unwrap();
+    let db = args.client();
+    let features = store::schema::server_features(&db).await.unwrap();
+    let mut table: Vec<(String, String)> = db
+        .query("SELECT name, type FROM system.columns WHERE database = ? AND table = 'events'")
+        .bind(&args.clickhouse_database)
+        .fetch_all()
+        .await
+        .unwrap();
+    table.sort();
+    let mut declared: Vec<(String, String)> = ta_shared::event::COLUMNS
+        .iter()
+        .map(|c| {
+            // The type without its codec, as system.columns reports it.
+            let ddl = features.render(c.ddl_type);
+            let ty = ddl.split(" CODEC(").next().unwrap_or_default();
+            (c.name.to_owned(), ty.to_owned())
+        })
+        .chain(
+            [
+                ("kafka_topic", features.render("{lc}")),
+                ("kafka_partition", "UInt32".into()),
+                ("kafka_offset", "UInt64".into()),
+            ]
+            .map(|(n, t)| (n.to_owned(), t)),
+        )
+        .collect();
+    declared.sort();
+    assert_eq!(table, declared);
+}
+
 #[tokio::test]
 async fn migrations_apply_once_and_are_recorded() {
     let args = fresh_db("migrations");

@@ -4,6 +4,9 @@
 //! know instead of guessing, so a newer edge can never silently corrupt an older loader's
 //! tables. It carries no raw IP address and no raw user-agent string: only the derived
 //! [`VisitorHash`](crate::VisitorHash) and the parsed browser/OS/device fields.
+//!
+//! Every field is declared once, in [`with_event_fields!`](crate::with_event_fields); the types,
+//! readers and writers below are generated from that table.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -13,6 +16,8 @@ use uuid::Uuid;
 
 use crate::page::Utm;
 
+pub mod row_binary;
+
 /// Version of the enriched-event schema written by this build.
 pub const SCHEMA_VERSION: u16 = 1;
 
@@ -21,74 +26,239 @@ pub const SCHEMA_VERSION: u16 = 1;
 /// checks it against an event with empty strings and extreme numbers).
 const JSON_FIXED_BYTES: usize = 512;
 
-/// One validated, enriched analytics event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EnrichedEvent {
-    /// Schema version, always [`SCHEMA_VERSION`] when written by this build.
-    pub v: u16,
-    /// Assigned by the edge; retries of the same accepted event keep it, so central can drop
-    /// duplicates.
-    pub event_id: Uuid,
-    pub site_id: String,
-    pub event_name: String,
-    /// When the event happened (client clock, validated by the edge), Unix milliseconds UTC.
-    pub ts_ms: i64,
-    /// When the edge received it, Unix milliseconds UTC.
-    pub received_ms: i64,
-    /// Salted, daily-rotating visitor hash (see [`crate::visitor`]).
-    pub visitor_hash: u64,
-    #[serde(default)]
-    pub session_id: String,
-    pub url: String,
-    pub host: String,
-    pub path: String,
-    #[serde(default)]
-    pub referrer: String,
-    #[serde(default)]
-    pub referrer_host: String,
-    // UTM fields are plain fields, not a `#[serde(flatten)]` struct: flatten makes serde
-    // buffer every field of the record, which dominated the loader's decode cost.
-    #[serde(default)]
-    pub utm_source: String,
-    #[serde(default)]
-    pub utm_medium: String,
-    #[serde(default)]
-    pub utm_campaign: String,
-    #[serde(default)]
-    pub utm_term: String,
-    #[serde(default)]
-    pub utm_content: String,
-    /// Traffic source name derived from the referrer or `utm_source` (e.g. `Google`,
-    /// `news.ycombinator.com`), empty for direct traffic. See [`crate::source`].
-    #[serde(default)]
-    pub source: String,
-    /// Traffic channel: `search`, `social`, `email`, `paid`, `referral` or `direct`.
-    #[serde(default)]
-    pub channel: String,
-    /// Name of the ad click-id parameter the landing URL carried (`gclid`, `fbclid`, ...), empty
-    /// when none. The click id's value is never kept: it identifies one ad click.
-    #[serde(default)]
-    pub click_id: String,
-    #[serde(default)]
-    pub browser: String,
-    #[serde(default)]
-    pub browser_version: String,
-    #[serde(default)]
-    pub os: String,
-    #[serde(default)]
-    pub os_version: String,
-    /// Device category: `desktop`, `mobile`, `tablet` or `other`.
-    #[serde(default)]
-    pub device: String,
-    /// ISO 3166-1 alpha-2 country code, empty when unknown.
-    #[serde(default)]
-    pub country: String,
-    /// Region label of the edge node that accepted the event.
-    #[serde(default)]
-    pub edge_region: String,
-    #[serde(default)]
-    pub props: BTreeMap<String, String>,
+/// The enriched event's schema: every field once, in the order the record's JSON has them.
+///
+/// It calls `$callback!` with the table; this crate builds from it [`EnrichedEvent`],
+/// [`EnrichedEventRef`], the fast reader's field dispatch and required-field mask, the JSON
+/// length estimate, [`EnrichedEventRef::write_row_binary`] and [`COLUMNS`]; central builds its
+/// owned `EventRow` from it.
+///
+/// A row is `name: kind`, then `= default` when a record may leave the field out (it then
+/// reads as empty, zero or `{}`), then the ClickHouse columns that store it with their DDL
+/// types (`{lc}`, `{str_codec}` and `{time_codec}` are filled per server by central's
+/// migrations). Kinds:
+///
+/// | kind | owned | borrowed | stored as |
+/// |---|---|---|---|
+/// | `version` | `u16` | `u16` | not stored |
+/// | `uuid` | [`Uuid`] | [`Uuid`] | its hyphenated lower-case text |
+/// | `str` | `String` | `Cow<str>` | the text |
+/// | `millis` | `i64` Unix ms | `i64` | the `DateTime` (UInt32 seconds) of its second |
+/// | `hash` | `u64` | `u64` | `UInt64` |
+/// | `props` | `BTreeMap<String, String>` | [`PropsRef`] | two arrays: keys, then values |
+///
+/// Adding a dimension: a row here with `= default` (records of older edges lack it), a
+/// migration in central that adds its column (central's schema test compares the table it
+/// builds with [`COLUMNS`]), and the code that fills and queries it.
+#[macro_export]
+macro_rules! with_event_fields {
+    ($callback:ident) => {
+        $callback! {
+            /// Schema version, always [`SCHEMA_VERSION`] when written by this build.
+            v: version => [],
+            /// Assigned by the edge; retries of the same accepted event keep it, so central can
+            /// drop duplicates.
+            event_id: uuid => [event_id "String{str_codec}"],
+            site_id: str => [site_id "{lc}"],
+            event_name: str => [event_name "{lc}"],
+            /// When the event happened (client clock, validated by the edge), Unix
+            /// milliseconds UTC.
+            ts_ms: millis => [ts "DateTime{time_codec}"],
+            /// When the edge received it, Unix milliseconds UTC.
+            received_ms: millis => [received_at "DateTime{time_codec}"],
+            /// Salted, daily-rotating visitor hash (see [`crate::visitor`]).
+            visitor_hash: hash => [visitor_hash "UInt64"],
+            session_id: str = default => [session_id "String{str_codec}"],
+            url: str => [url "String{str_codec}"],
+            host: str => [host "{lc}"],
+            path: str => [path "String{str_codec}"],
+            referrer: str = default => [referrer "String{str_codec}"],
+            referrer_host: str = default => [referrer_host "String{str_codec}"],
+            utm_source: str = default => [utm_source "{lc}"],
+            utm_medium: str = default => [utm_medium "{lc}"],
+            utm_campaign: str = default => [utm_campaign "{lc}"],
+            utm_term: str = default => [utm_term "String{str_codec}"],
+            utm_content: str = default => [utm_content "String{str_codec}"],
+            /// Traffic source name derived from the referrer or `utm_source` (e.g. `Google`,
+            /// `news.ycombinator.com`), empty for direct traffic. See [`crate::source`].
+            source: str = default => [source "{lc}"],
+            /// Traffic channel: `search`, `social`, `email`, `paid`, `referral` or `direct`.
+            channel: str = default => [channel "{lc}"],
+            /// Name of the ad click-id parameter the landing URL carried (`gclid`, `fbclid`,
+            /// ...), empty when none. The click id's value is never kept: it identifies one
+            /// ad click.
+            click_id: str = default => [click_id "{lc}"],
+            browser: str = default => [browser "{lc}"],
+            browser_version: str = default => [browser_version "{lc}"],
+            os: str = default => [os "{lc}"],
+            os_version: str = default => [os_version "{lc}"],
+            /// Device category: `desktop`, `mobile`, `tablet` or `other`.
+            device: str = default => [device "{lc}"],
+            /// ISO 3166-1 alpha-2 country code, empty when unknown.
+            country: str = default => [country "{lc}"],
+            /// Region label of the edge node that accepted the event.
+            edge_region: str = default => [edge_region "{lc}"],
+            props: props = default => [props_keys "Array(String)" props_values "Array(String)"],
+        }
+    };
 }
+
+/// What each kind of field of [`with_event_fields!`](crate::with_event_fields) is and how it is
+/// read and written: one arm per kind and operation.
+macro_rules! kind {
+    (owned version) => { u16 };
+    (owned uuid) => { Uuid };
+    (owned str) => { String };
+    (owned millis) => { i64 };
+    (owned hash) => { u64 };
+    (owned props) => { BTreeMap<String, String> };
+
+    (borrowed str $a:lifetime) => { Cow<$a, str> };
+    (borrowed props $a:lifetime) => { PropsRef<$a> };
+    (borrowed $other:ident $a:lifetime) => { kind!(owned $other) };
+
+    (into_borrowed str $x:expr) => { Cow::Owned($x) };
+    (into_borrowed props $x:expr) => {
+        PropsRef($x.into_iter().map(|(k, v)| (Cow::Owned(k), Cow::Owned(v))).collect())
+    };
+    (into_borrowed $other:ident $x:expr) => { $x };
+
+    // The text a field adds to the record's JSON besides `JSON_FIXED_BYTES`.
+    (json_len str $x:expr) => { $x.len() };
+    // `"key":"value",`
+    (json_len props $x:expr) => { $x.iter().map(|(k, v)| k.len() + v.len() + 6).sum::<usize>() };
+    (json_len $other:ident $x:expr) => { 0 };
+
+    // The fast reader (see `fast`), at the field's value.
+    (read version $c:ident) => { u16::try_from($c.unsigned()?).ok()? };
+    (read uuid $c:ident) => { Uuid::try_parse($c.string()?).ok()? };
+    (read str $c:ident) => { Cow::Borrowed($c.string()?) };
+    (read millis $c:ident) => { $c.signed()? };
+    (read hash $c:ident) => { $c.unsigned()? };
+    (read props $c:ident) => { $c.props()? };
+
+    (row_binary version $out:ident $x:expr) => {};
+    (row_binary uuid $out:ident $x:expr) => {{
+        let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        row_binary::put_str($out, $x.hyphenated().encode_lower(&mut id));
+    }};
+    (row_binary str $out:ident $x:expr) => { row_binary::put_str($out, &$x) };
+    (row_binary millis $out:ident $x:expr) => {
+        $out.extend_from_slice(&row_binary::datetime_of_millis($x).to_le_bytes())
+    };
+    (row_binary hash $out:ident $x:expr) => { $out.extend_from_slice(&$x.to_le_bytes()) };
+    (row_binary props $out:ident $x:expr) => {{
+        row_binary::put_uleb128($out, $x.0.len() as u64);
+        for (k, _) in &$x.0 {
+            row_binary::put_str($out, k);
+        }
+        row_binary::put_uleb128($out, $x.0.len() as u64);
+        for (_, v) in &$x.0 {
+            row_binary::put_str($out, v);
+        }
+    }};
+}
+
+/// The bit of an optional field in the fast reader's mask (`= default` in the table).
+macro_rules! optional_bit {
+    (default, $field:expr) => {
+        1u64 << ($field as u32)
+    };
+}
+
+/// A column of `events` that stores an event field, as [`with_event_fields!`] declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Column {
+    pub name: &'static str,
+    /// DDL type with central's placeholders (`{lc}`, `{str_codec}`, `{time_codec}`).
+    pub ddl_type: &'static str,
+}
+
+macro_rules! define_event_types {
+    ($(
+        $(#[doc = $doc:literal])*
+        $name:ident: $kind:ident $(= $default:ident)? => [$($col:ident $col_type:literal)*],
+    )*) => {
+        /// One validated, enriched analytics event.
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct EnrichedEvent {
+            $( $(#[doc = $doc])* $(#[serde($default)])? pub $name: kind!(owned $kind), )*
+        }
+
+        /// A borrowed view of an [`EnrichedEvent`] record: the same fields read by the same
+        /// rules, but the strings point into the record's bytes. For a reader that turns each
+        /// record into something else at once, like the loader, it saves an allocation per
+        /// field.
+        ///
+        /// Read it with [`EnrichedEventRef::from_json`], which accepts and rejects exactly the
+        /// records [`EnrichedEvent::from_json`] does, with the same errors.
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        pub struct EnrichedEventRef<'a> {
+            $( $(#[doc = $doc])* pub $name: kind!(borrowed $kind 'a), )*
+        }
+
+        impl From<EnrichedEvent> for EnrichedEventRef<'static> {
+            fn from(e: EnrichedEvent) -> Self {
+                Self { $( $name: kind!(into_borrowed $kind e.$name), )* }
+            }
+        }
+
+        impl EnrichedEvent {
+            /// The length of [`Self::to_json`] when no string needs escaping: the text of every
+            /// string field and prop plus [`JSON_FIXED_BYTES`]. Only a capacity: a field
+            /// missing here costs a reallocation, not a wrong record.
+            fn json_len_hint(&self) -> usize {
+                JSON_FIXED_BYTES $( + kind!(json_len $kind self.$name) )*
+            }
+        }
+
+        /// The columns of `events` that store the event's fields, in the order
+        /// [`EnrichedEventRef::write_row_binary`] writes them.
+        pub const COLUMNS: &[Column] = &[
+            $( $( Column { name: stringify!($col), ddl_type: $col_type }, )* )*
+        ];
+
+        impl EnrichedEventRef<'_> {
+            /// Append the event's columns ([`COLUMNS`], in that order) as ClickHouse
+            /// `RowBinary`. Times must be in the `DateTime` range (1970..2106), as the loader
+            /// checks before it writes; outside it they are clamped, never wrapped.
+            pub fn write_row_binary(&self, out: &mut Vec<u8>) {
+                $( kind!(row_binary $kind out self.$name); )*
+            }
+        }
+
+        /// The fields by position: the fast reader's dispatch and masks.
+        mod field {
+            #[allow(non_camel_case_types)]
+            #[derive(Debug, Clone, Copy)]
+            pub(super) enum Field { $( $name, )* }
+
+            /// In declaration order, which is the order `EnrichedEvent::to_json` writes them in.
+            pub(super) const ALL: &[Field] = &[ $( Field::$name, )* ];
+            pub(super) const NAMES: &[&str] = &[ $( stringify!($name), )* ];
+            const _: () = assert!(ALL.len() <= 64, "the fast reader's masks are 64 bits");
+
+            /// The fields a record must have (no `= default` in the table).
+            pub(super) const REQUIRED: u64 =
+                (u64::MAX >> (64 - ALL.len())) & !(0 $( $( | optional_bit!($default, Field::$name) )? )*);
+        }
+
+        /// Read the value of field `f` at the cursor into `e`.
+        #[inline]
+        fn read_field<'a>(
+            e: &mut EnrichedEventRef<'a>,
+            f: field::Field,
+            c: &mut fast::Cursor<'a>,
+        ) -> Option<()> {
+            match f {
+                $( field::Field::$name => e.$name = kind!(read $kind c), )*
+            }
+            Some(())
+        }
+    };
+}
+
+with_event_fields!(define_event_types);
 
 /// Why a record from the topic could not be read as an [`EnrichedEvent`].
 #[derive(Debug, thiserror::Error)]
@@ -135,44 +305,6 @@ impl EnrichedEvent {
         json
     }
 
-    /// The length of [`Self::to_json`] when no string needs escaping: the text of every string
-    /// field and prop plus [`JSON_FIXED_BYTES`]. Only a capacity: a field missing here costs
-    /// a reallocation, not a wrong record.
-    fn json_len_hint(&self) -> usize {
-        let strings = [
-            &self.site_id,
-            &self.event_name,
-            &self.session_id,
-            &self.url,
-            &self.host,
-            &self.path,
-            &self.referrer,
-            &self.referrer_host,
-            &self.utm_source,
-            &self.utm_medium,
-            &self.utm_campaign,
-            &self.utm_term,
-            &self.utm_content,
-            &self.source,
-            &self.channel,
-            &self.click_id,
-            &self.browser,
-            &self.browser_version,
-            &self.os,
-            &self.os_version,
-            &self.device,
-            &self.country,
-            &self.edge_region,
-        ];
-        let props: usize = self
-            .props
-            .iter()
-            // `"key":"value",`
-            .map(|(k, v)| k.len() + v.len() + 6)
-            .sum();
-        JSON_FIXED_BYTES + strings.iter().map(|s| s.len()).sum::<usize>() + props
-    }
-
     /// Decode a topic record and check its schema version.
     ///
     /// The happy path parses once; only a record that fails to parse is probed again for its
@@ -198,123 +330,22 @@ impl EnrichedEvent {
     }
 }
 
-/// A borrowed view of an [`EnrichedEvent`] record: the same fields read by the same rules, but
-/// the strings point into the record's bytes (copied only where JSON escapes force it). For a
-/// reader that turns each record into something else at once, like the loader, it saves an
-/// allocation per field.
-///
-/// Read it with [`EnrichedEventRef::from_json`], which accepts and rejects exactly the records
-/// [`EnrichedEvent::from_json`] does, with the same errors.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct EnrichedEventRef<'a> {
-    pub v: u16,
-    pub event_id: Uuid,
-    #[serde(borrow)]
-    pub site_id: Cow<'a, str>,
-    #[serde(borrow)]
-    pub event_name: Cow<'a, str>,
-    pub ts_ms: i64,
-    pub received_ms: i64,
-    pub visitor_hash: u64,
-    #[serde(default, borrow)]
-    pub session_id: Cow<'a, str>,
-    #[serde(borrow)]
-    pub url: Cow<'a, str>,
-    #[serde(borrow)]
-    pub host: Cow<'a, str>,
-    #[serde(borrow)]
-    pub path: Cow<'a, str>,
-    #[serde(default, borrow)]
-    pub referrer: Cow<'a, str>,
-    #[serde(default, borrow)]
-    pub referrer_host: Cow<'a, str>,
-    #[serde(default, borrow)]
-    pub utm_source: Cow<'a, str>,
-    #[serde(default, borrow)]
-    pub utm_medium: Cow<'a, str>,
-    #[serde(default, borrow)]
-    pub utm_campaign: Cow<'a, str>,
-    #[serde(default, borrow)]
-    pub utm_term: Cow<'a, str>,
-    #[serde(default, borrow)]
-    pub utm_content: Cow<'a, str>,
-    #[serde(default, borrow)]
-    pub source: Cow<'a, str>,
-    #[serde(default, borrow)]
-    pub channel: Cow<'a, str>,
-    #[serde(default, borrow)]
-    pub click_id: Cow<'a, str>,
-    #[serde(default, borrow)]
-    pub browser: Cow<'a, str>,
-    #[serde(default, borrow)]
-    pub browser_version: Cow<'a, str>,
-    #[serde(default, borrow)]
-    pub os: Cow<'a, str>,
-    #[serde(default, borrow)]
-    pub os_version: Cow<'a, str>,
-    #[serde(default, borrow)]
-    pub device: Cow<'a, str>,
-    #[serde(default, borrow)]
-    pub country: Cow<'a, str>,
-    #[serde(default, borrow)]
-    pub edge_region: Cow<'a, str>,
-    #[serde(default, borrow)]
-    pub props: PropsRef<'a>,
-}
-
 /// The `props` of an [`EnrichedEventRef`]: sorted by key, one entry per key (the last one in
 /// the record wins), exactly as the `BTreeMap` of [`EnrichedEvent::props`] holds them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PropsRef<'a>(pub Vec<(Cow<'a, str>, Cow<'a, str>)>);
 
-impl<'de: 'a, 'a> Deserialize<'de> for PropsRef<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
-
-        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
-            type Value = PropsRef<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a map")
-            }
-            fn visit_map<M: serde::de::MapAccess<'de>>(
-                self,
-                mut map: M,
-            ) -> Result<Self::Value, M::Error> {
-                let mut entries: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::new();
-                while let Some((Str(k), Str(v))) = map.next_entry::<Str<'de>, Str<'de>>()? {
-                    entries.push((k, v));
-                }
-                // Stable sort keeps equal keys in record order; keep the last of each run.
-                entries.sort_by(|a, b| a.0.cmp(&b.0));
-                let mut out: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::with_capacity(entries.len());
-                for (k, v) in entries {
-                    match out.last_mut() {
-                        Some(last) if last.0 == k => last.1 = v,
-                        _ => out.push((k, v)),
-                    }
-                }
-                Ok(PropsRef(out))
-            }
-        }
-        deserializer.deserialize_map(Visitor(std::marker::PhantomData))
-    }
-}
-
 impl<'a> EnrichedEventRef<'a> {
     /// Decode a topic record and check its schema version, like [`EnrichedEvent::from_json`].
     ///
-    /// The happy path parses once into the view; a record the view does not accept as a current
-    /// event is handed to [`EnrichedEvent::from_json`], so errors (and any record only the owned
-    /// reader accepted) come out exactly as the owned reader has them.
+    /// Records as the edge writes them are read in place by the fast reader; anything else
+    /// (escapes, whitespace, unknown fields, errors) is handed to [`EnrichedEvent::from_json`],
+    /// so every other record is read, and every error reported, exactly as the owned reader
+    /// does it.
     pub fn from_json(bytes: &'a [u8]) -> Result<Self, EventDecodeError> {
-        if let Some(view) = fast::parse(bytes) {
-            return Ok(view);
-        }
-        match serde_json::from_slice::<Self>(bytes) {
-            Ok(view) if view.v == SCHEMA_VERSION => Ok(view),
-            _ => EnrichedEvent::from_json(bytes).map(EnrichedEventRef::from),
+        match fast::parse(bytes) {
+            Some(view) => Ok(view),
+            None => EnrichedEvent::from_json(bytes).map(EnrichedEventRef::from),
         }
     }
 }
@@ -326,11 +357,9 @@ impl<'a> EnrichedEventRef<'a> {
 mod fast {
     use std::borrow::Cow;
 
-    use uuid::Uuid;
+    use super::{EnrichedEventRef, PropsRef, SCHEMA_VERSION, field, read_field};
 
-    use super::{EnrichedEventRef, PropsRef, SCHEMA_VERSION};
-
-    struct Cursor<'a> {
+    pub(super) struct Cursor<'a> {
         s: &'a str,
         i: usize,
     }
@@ -360,7 +389,7 @@ mod fast {
 
         /// A string without escapes or control characters.
         #[inline]
-        fn string(&mut self) -> Option<&'a str> {
+        pub(super) fn string(&mut self) -> Option<&'a str> {
             self.eat(b'"')?;
             let b = self.s.as_bytes();
             let start = self.i;
@@ -406,14 +435,14 @@ mod fast {
             Some((negative, n))
         }
 
-        fn unsigned(&mut self) -> Option<u64> {
+        pub(super) fn unsigned(&mut self) -> Option<u64> {
             match self.integer()? {
                 (false, n) => Some(n),
                 (true, _) => None,
             }
         }
 
-        fn signed(&mut self) -> Option<i64> {
+        pub(super) fn signed(&mut self) -> Option<i64> {
             match self.integer()? {
                 (false, n) => i64::try_from(n).ok(),
                 // -0 and i64::MIN are fine for serde_json too, but rare: leave them to it.
@@ -422,7 +451,7 @@ mod fast {
             }
         }
 
-        fn props(&mut self) -> Option<PropsRef<'a>> {
+        pub(super) fn props(&mut self) -> Option<PropsRef<'a>> {
             self.eat(b'{')?;
             let mut entries: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::new();
             if self.eat(b'}').is_none() {
@@ -454,139 +483,24 @@ mod fast {
         }
     }
 
-    /// The fields of [`EnrichedEventRef`] in declaration order, which is the order
-    /// `EnrichedEvent::to_json` writes them in.
-    pub(super) const FIELDS: [&str; 29] = [
-        "v",
-        "event_id",
-        "site_id",
-        "event_name",
-        "ts_ms",
-        "received_ms",
-        "visitor_hash",
-        "session_id",
-        "url",
-        "host",
-        "path",
-        "referrer",
-        "referrer_host",
-        "utm_source",
-        "utm_medium",
-        "utm_campaign",
-        "utm_term",
-        "utm_content",
-        "source",
-        "channel",
-        "click_id",
-        "browser",
-        "browser_version",
-        "os",
-        "os_version",
-        "device",
-        "country",
-        "edge_region",
-        "props",
-    ];
-
     pub(super) fn parse(bytes: &[u8]) -> Option<EnrichedEventRef<'_>> {
         let s = std::str::from_utf8(bytes).ok()?;
         let mut c = Cursor { s, i: 0 };
-        let mut seen: u32 = 0;
-        let mut e = EnrichedEventRef {
-            v: 0,
-            event_id: Uuid::nil(),
-            site_id: Cow::Borrowed(""),
-            event_name: Cow::Borrowed(""),
-            ts_ms: 0,
-            received_ms: 0,
-            visitor_hash: 0,
-            session_id: Cow::Borrowed(""),
-            url: Cow::Borrowed(""),
-            host: Cow::Borrowed(""),
-            path: Cow::Borrowed(""),
-            referrer: Cow::Borrowed(""),
-            referrer_host: Cow::Borrowed(""),
-            utm_source: Cow::Borrowed(""),
-            utm_medium: Cow::Borrowed(""),
-            utm_campaign: Cow::Borrowed(""),
-            utm_term: Cow::Borrowed(""),
-            utm_content: Cow::Borrowed(""),
-            source: Cow::Borrowed(""),
-            channel: Cow::Borrowed(""),
-            click_id: Cow::Borrowed(""),
-            browser: Cow::Borrowed(""),
-            browser_version: Cow::Borrowed(""),
-            os: Cow::Borrowed(""),
-            os_version: Cow::Borrowed(""),
-            device: Cow::Borrowed(""),
-            country: Cow::Borrowed(""),
-            edge_region: Cow::Borrowed(""),
-            props: PropsRef::default(),
-        };
+        let mut seen: u64 = 0;
+        let mut e = EnrichedEventRef::default();
         c.eat(b'{')?;
         let mut next = 0;
         loop {
             let key = c.string()?;
             c.eat(b':')?;
             // The edge writes the fields in declaration order: try the next one first.
-            let bit = if FIELDS.get(next) == Some(&key) {
+            let bit = if field::NAMES.get(next) == Some(&key) {
                 next
             } else {
-                FIELDS.iter().position(|f| *f == key)?
+                field::NAMES.iter().position(|f| *f == key)?
             };
             next = bit + 1;
-            let field: Option<&mut Cow<'_, str>> = match bit {
-                0 => {
-                    e.v = u16::try_from(c.unsigned()?).ok()?;
-                    None
-                }
-                1 => {
-                    e.event_id = Uuid::try_parse(c.string()?).ok()?;
-                    None
-                }
-                2 => Some(&mut e.site_id),
-                3 => Some(&mut e.event_name),
-                4 => {
-                    e.ts_ms = c.signed()?;
-                    None
-                }
-                5 => {
-                    e.received_ms = c.signed()?;
-                    None
-                }
-                6 => {
-                    e.visitor_hash = c.unsigned()?;
-                    None
-                }
-                7 => Some(&mut e.session_id),
-                8 => Some(&mut e.url),
-                9 => Some(&mut e.host),
-                10 => Some(&mut e.path),
-                11 => Some(&mut e.referrer),
-                12 => Some(&mut e.referrer_host),
-                13 => Some(&mut e.utm_source),
-                14 => Some(&mut e.utm_medium),
-                15 => Some(&mut e.utm_campaign),
-                16 => Some(&mut e.utm_term),
-                17 => Some(&mut e.utm_content),
-                18 => Some(&mut e.source),
-                19 => Some(&mut e.channel),
-                20 => Some(&mut e.click_id),
-                21 => Some(&mut e.browser),
-                22 => Some(&mut e.browser_version),
-                23 => Some(&mut e.os),
-                24 => Some(&mut e.os_version),
-                25 => Some(&mut e.device),
-                26 => Some(&mut e.country),
-                27 => Some(&mut e.edge_region),
-                _ => {
-                    e.props = c.props()?;
-                    None
-                }
-            };
-            if let Some(field) = field {
-                *field = Cow::Borrowed(c.string()?);
-            }
+            read_field(&mut e, field::ALL[bit], &mut c)?;
             if seen & (1 << bit) != 0 {
                 return None;
             }
@@ -596,51 +510,9 @@ mod fast {
                 break;
             }
         }
-        // Required: v, event_id, site_id, event_name, ts_ms, received_ms, visitor_hash, url,
-        // host, path. The whole input must be the object.
-        const REQUIRED: u32 = 0b111_0111_1111;
-        (c.i == s.len() && seen & REQUIRED == REQUIRED && e.v == SCHEMA_VERSION).then_some(e)
-    }
-}
-
-impl From<EnrichedEvent> for EnrichedEventRef<'static> {
-    fn from(e: EnrichedEvent) -> Self {
-        Self {
-            v: e.v,
-            event_id: e.event_id,
-            site_id: e.site_id.into(),
-            event_name: e.event_name.into(),
-            ts_ms: e.ts_ms,
-            received_ms: e.received_ms,
-            visitor_hash: e.visitor_hash,
-            session_id: e.session_id.into(),
-            url: e.url.into(),
-            host: e.host.into(),
-            path: e.path.into(),
-            referrer: e.referrer.into(),
-            referrer_host: e.referrer_host.into(),
-            utm_source: e.utm_source.into(),
-            utm_medium: e.utm_medium.into(),
-            utm_campaign: e.utm_campaign.into(),
-            utm_term: e.utm_term.into(),
-            utm_content: e.utm_content.into(),
-            source: e.source.into(),
-            channel: e.channel.into(),
-            click_id: e.click_id.into(),
-            browser: e.browser.into(),
-            browser_version: e.browser_version.into(),
-            os: e.os.into(),
-            os_version: e.os_version.into(),
-            device: e.device.into(),
-            country: e.country.into(),
-            edge_region: e.edge_region.into(),
-            props: PropsRef(
-                e.props
-                    .into_iter()
-                    .map(|(k, v)| (k.into(), v.into()))
-                    .collect(),
-            ),
-        }
+        // Every required field, and the whole input is the object.
+        let required = field::REQUIRED;
+        (c.i == s.len() && seen & required == required && e.v == SCHEMA_VERSION).then_some(e)
     }
 }
 
@@ -658,24 +530,17 @@ pub(crate) fn sample_event() -> EnrichedEvent {
         url: "https://example.com/pricing?utm_source=news".into(),
         host: "example.com".into(),
         path: "/pricing".into(),
-        referrer: String::new(),
-        referrer_host: String::new(),
         utm_source: "news".into(),
-        utm_medium: String::new(),
-        utm_campaign: String::new(),
-        utm_term: String::new(),
-        utm_content: String::new(),
         source: "news".into(),
         channel: "referral".into(),
-        click_id: String::new(),
         browser: "Chrome".into(),
         browser_version: "120".into(),
         os: "Windows 10".into(),
         os_version: "NT 10.0".into(),
         device: "desktop".into(),
-        country: String::new(),
         edge_region: "eu".into(),
         props: BTreeMap::from([("plan".into(), "pro".into())]),
+        ..EnrichedEvent::default()
     }
 }
 
@@ -821,7 +686,7 @@ mod tests {
                 _ => panic!("readers disagree on {record}: {owned:?} / {view:?}"),
             }
             // The fast path alone never accepts what the owned reader refuses.
-            if let Ok(v) = serde_json::from_slice::<EnrichedEventRef<'_>>(bytes) {
+            if let Some(v) = fast::parse(bytes) {
                 let o = serde_json::from_slice::<EnrichedEvent>(bytes)
                     .unwrap_or_else(|e| panic!("only the view accepts {record}: {e}"));
                 assert_eq!(EnrichedEventRef::from(o), v, "{record}");
@@ -843,11 +708,14 @@ mod tests {
         event.ts_ms = -5;
         let json = event.to_json();
         let text = String::from_utf8(json.clone()).unwrap();
-        let at: Vec<usize> = fast::FIELDS
+        let at: Vec<usize> = field::NAMES
             .iter()
             .map(|f| text.find(&format!("\"{f}\":")).expect(f))
             .collect();
-        assert!(at.is_sorted(), "the edge writes the fields in FIELDS order");
+        assert!(
+            at.is_sorted(),
+            "the edge writes the fields in declaration order"
+        );
         let view = fast::parse(&json).expect("a record as the edge writes it");
         assert_eq!(view, EnrichedEventRef::from(event));
         // Anything unusual is left to the general reader.
@@ -968,6 +836,79 @@ mod tests {
             fast_ok > tried / 20,
             "only {fast_ok} of {tried} mutants were accepted"
         );
+    }
+
+    #[test]
+    fn required_fields_are_those_without_a_default() {
+        let required: Vec<&str> = field::NAMES
+            .iter()
+            .enumerate()
+            .filter(|(bit, _)| field::REQUIRED & (1 << bit) != 0)
+            .map(|(_, name)| *name)
+            .collect();
+        assert_eq!(
+            required,
+            [
+                "v",
+                "event_id",
+                "site_id",
+                "event_name",
+                "ts_ms",
+                "received_ms",
+                "visitor_hash",
+                "url",
+                "host",
+                "path"
+            ]
+        );
+        // serde agrees: a record with only these fields reads, and without any one it does not.
+        let full: serde_json::Value = serde_json::from_slice(&sample_event().to_json()).unwrap();
+        let only = |names: &[&str]| {
+            let map: serde_json::Map<_, _> = full
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| names.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            serde_json::to_vec(&map).unwrap()
+        };
+        assert!(EnrichedEvent::from_json(&only(&required)).is_ok());
+        for missing in &required {
+            let fewer: Vec<&str> = required.iter().copied().filter(|n| n != missing).collect();
+            assert!(
+                EnrichedEvent::from_json(&only(&fewer)).is_err(),
+                "{missing}"
+            );
+            assert!(
+                EnrichedEventRef::from_json(&only(&fewer)).is_err(),
+                "{missing}"
+            );
+        }
+    }
+
+    #[test]
+    fn columns_are_the_fields_stored_in_order() {
+        let names: Vec<&str> = COLUMNS.iter().map(|c| c.name).collect();
+        assert_eq!(
+            names[..6],
+            [
+                "event_id",
+                "site_id",
+                "event_name",
+                "ts",
+                "received_at",
+                "visitor_hash"
+            ]
+        );
+        assert_eq!(names[names.len() - 2..], ["props_keys", "props_values"]);
+        // One RowBinary value per column: an event with empty strings and props writes a
+        // one-byte length per string column and per array.
+        let empty = EnrichedEventRef::default();
+        let mut out = Vec::new();
+        empty.write_row_binary(&mut out);
+        let fixed = 1 + 36 + 4 + 4 + 8; // event_id (length + text), ts, received_at, visitor_hash
+        assert_eq!(out.len(), fixed + (COLUMNS.len() - 4));
     }
 
     #[test]
