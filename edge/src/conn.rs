@@ -25,6 +25,8 @@ use async_io::Timer;
 use async_std::net::TcpStream;
 use futures::FutureExt;
 use futures::io::{AsyncRead, AsyncWrite};
+use prometheus::core::Collector;
+use prometheus::{IntCounter, IntGauge, Registry};
 
 /// Open connections against the cap.
 #[derive(Debug)]
@@ -167,6 +169,64 @@ impl AsyncWrite for GuardedStream {
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+/// The connection counters the listener keeps (the ingest listener's are exported; the ops
+/// listener's are registered nowhere).
+#[derive(Debug, Clone)]
+pub struct ConnectionCounters {
+    pub open: IntGauge,
+    pub refused: IntCounter,
+    /// Refused because their address already held its share of connections.
+    pub refused_per_address: IntCounter,
+    pub timed_out: IntCounter,
+}
+
+impl ConnectionCounters {
+    /// Counters at 0, registered nowhere yet.
+    pub fn new() -> Self {
+        Self {
+            open: IntGauge::new(
+                "ta_edge_open_connections",
+                "HTTP connections open now (capped by TA_EDGE_MAX_CONNECTIONS).",
+            )
+            .unwrap(),
+            refused: IntCounter::new(
+                "ta_edge_connections_refused_total",
+                "Connections closed at once because TA_EDGE_MAX_CONNECTIONS were open.",
+            )
+            .unwrap(),
+            refused_per_address: IntCounter::new(
+                "ta_edge_connections_refused_per_address_total",
+                "Connections closed at once because their address held TA_EDGE_MAX_CONNECTIONS_PER_ADDRESS.",
+            )
+            .unwrap(),
+            timed_out: IntCounter::new(
+                "ta_edge_connections_timed_out_total",
+                "Connections closed because a request did not arrive within TA_EDGE_REQUEST_TIMEOUT_SECS.",
+            )
+            .unwrap(),
+        }
+    }
+
+    /// Export the counters through `registry`.
+    pub fn register(&self, registry: &Registry) {
+        let collectors: [Box<dyn Collector>; 4] = [
+            Box::new(self.open.clone()),
+            Box::new(self.refused.clone()),
+            Box::new(self.refused_per_address.clone()),
+            Box::new(self.timed_out.clone()),
+        ];
+        for c in collectors {
+            registry.register(c).expect("metric names are unique");
+        }
+    }
+}
+
+impl Default for ConnectionCounters {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

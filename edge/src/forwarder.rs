@@ -28,9 +28,11 @@ use rand::Rng;
 use rskafka::record::Record;
 use tracing::{debug, info, warn};
 
-use crate::metrics::EdgeMetrics;
 use crate::shutdown::Trigger;
 use crate::spool::{Position, SpoolError, SpoolReader, SpoolRecord};
+use prometheus::core::Collector;
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use ta_shared::telemetry::{BATCH_RECORDS_BUCKETS, LATENCY_SECONDS_BUCKETS};
 
 /// Where the forwarder delivers: Kafka ([`crate::kafka::KafkaDestination`]) or, in unit
 /// tests, memory.
@@ -157,11 +159,88 @@ struct Round {
     end: Position,
 }
 
+/// The series the forwarder keeps.
+#[derive(Debug, Clone)]
+pub struct ForwarderMetrics {
+    pub produced: IntCounter,
+    pub produce_errors: IntCounterVec,
+    pub produce_seconds: Histogram,
+    pub batch_records: Histogram,
+    pub kafka_up: IntGauge,
+}
+
+impl ForwarderMetrics {
+    /// Series at 0, registered nowhere yet; every error kind is exported from the start, so
+    /// rate() and the alert rules see 0, not "no data".
+    pub fn new() -> Self {
+        let m = Self {
+            produced: IntCounter::new(
+                "ta_edge_events_produced_total",
+                "Events the forwarder produced to Kafka (acknowledged by all in-sync replicas).",
+            )
+            .unwrap(),
+            produce_errors: IntCounterVec::new(
+                Opts::new(
+                    "ta_edge_produce_errors_total",
+                    "Failed forwarder attempts by kind: connect, timeout, produce.",
+                ),
+                &["kind"],
+            )
+            .unwrap(),
+            produce_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "ta_edge_produce_duration_seconds",
+                    "Duration of one produce request (one partition's batch) until the broker acknowledged it.",
+                )
+                .buckets(LATENCY_SECONDS_BUCKETS.to_vec()),
+            )
+            .unwrap(),
+            batch_records: Histogram::with_opts(
+                HistogramOpts::new(
+                    "ta_edge_produce_batch_records",
+                    "Records per produce request.",
+                )
+                .buckets(BATCH_RECORDS_BUCKETS.to_vec()),
+            )
+            .unwrap(),
+            kafka_up: IntGauge::new(
+                "ta_edge_kafka_up",
+                "1 when the forwarder's last connect or produce succeeded, 0 otherwise.",
+            )
+            .unwrap(),
+        };
+        for kind in DeliveryError::KINDS {
+            m.produce_errors.with_label_values(&[kind]);
+        }
+        m
+    }
+
+    /// Export the series through `registry`.
+    pub fn register(&self, registry: &Registry) {
+        let collectors: [Box<dyn Collector>; 5] = [
+            Box::new(self.produced.clone()),
+            Box::new(self.produce_errors.clone()),
+            Box::new(self.produce_seconds.clone()),
+            Box::new(self.batch_records.clone()),
+            Box::new(self.kafka_up.clone()),
+        ];
+        for c in collectors {
+            registry.register(c).expect("metric names are unique");
+        }
+    }
+}
+
+impl Default for ForwarderMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 pub struct Forwarder {
     destination: Arc<dyn Destination>,
     reader: Option<SpoolReader>,
     settings: ForwarderSettings,
-    metrics: EdgeMetrics,
+    metrics: ForwarderMetrics,
     status: Arc<KafkaStatus>,
 }
 
@@ -178,7 +257,7 @@ impl Forwarder {
         destination: Arc<dyn Destination>,
         reader: SpoolReader,
         settings: ForwarderSettings,
-        metrics: EdgeMetrics,
+        metrics: ForwarderMetrics,
         status: Arc<KafkaStatus>,
     ) -> Self {
         Self {
@@ -457,7 +536,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-    use crate::spool::{Spool, SpoolConfig};
+    use crate::spool::{Spool, SpoolConfig, SpoolMetrics};
 
     /// Kafka in memory: per-partition logs, and a switch that makes every call fail.
     #[derive(Default)]
@@ -536,8 +615,9 @@ mod tests {
     #[async_std::test]
     async fn records_reach_their_partition_in_spool_order_and_are_acknowledged() {
         let dir = tempfile::tempdir().unwrap();
-        let metrics = EdgeMetrics::new("test");
-        let (spool, reader) = Spool::open(SpoolConfig::new(dir.path()), metrics.clone()).unwrap();
+        let metrics = ForwarderMetrics::new();
+        let (spool, reader) =
+            Spool::open(SpoolConfig::new(dir.path()), SpoolMetrics::new()).unwrap();
         let memory = Arc::new(Memory::default());
         memory.down.store(true, Ordering::SeqCst);
         let status = Arc::new(KafkaStatus::new(metrics.kafka_up.clone()));
@@ -596,8 +676,9 @@ mod tests {
     #[async_std::test]
     async fn a_failed_round_is_not_acknowledged_and_is_retried() {
         let dir = tempfile::tempdir().unwrap();
-        let metrics = EdgeMetrics::new("test");
-        let (spool, reader) = Spool::open(SpoolConfig::new(dir.path()), metrics.clone()).unwrap();
+        let metrics = ForwarderMetrics::new();
+        let (spool, reader) =
+            Spool::open(SpoolConfig::new(dir.path()), SpoolMetrics::new()).unwrap();
         let memory = Arc::new(Memory::default());
         let status = Arc::new(KafkaStatus::new(metrics.kafka_up.clone()));
         let drain = Trigger::default();

@@ -196,21 +196,22 @@ impl EdgeNode {
         }
         let list_files = load_traffic_lists(&config, &ingest, &metrics)?;
 
-        let (spool, reader) = Spool::open(config.spool(), metrics.clone()).with_context(|| {
-            format!(
-                "opening the spool in {} (TA_SPOOL_DIR)",
-                config.spool_dir.display()
-            )
-        })?;
+        let (spool, reader) =
+            Spool::open(config.spool(), metrics.spool.clone()).with_context(|| {
+                format!(
+                    "opening the spool in {} (TA_SPOOL_DIR)",
+                    config.spool_dir.display()
+                )
+            })?;
         let destination = kafka::KafkaDestination::new(kafka_settings(&config));
-        let kafka = Arc::new(KafkaStatus::new(metrics.kafka_up.clone()));
+        let kafka = Arc::new(KafkaStatus::new(metrics.forwarder.kafka_up.clone()));
         let drain = Trigger::default();
         let forwarder = async_std::task::spawn(
             Forwarder::new(
                 Arc::new(destination),
                 reader,
                 config.forwarder(),
-                metrics.clone(),
+                metrics.forwarder.clone(),
                 kafka.clone(),
             )
             .run(drain.clone()),
@@ -262,10 +263,10 @@ impl EdgeNode {
                 max_per_address: 0,
                 exempt: config.proxy_trust(),
             },
-            server::ConnectionCounters::unregistered(),
+            conn::ConnectionCounters::new(),
         ));
         let stop_accepting = Trigger::default();
-        let counters = server::ConnectionCounters::of(&state.metrics);
+        let counters = state.metrics.connections.clone();
         let server = async_std::task::spawn(server::serve(
             listener,
             server::app(state),

@@ -5,12 +5,14 @@
 use std::collections::HashMap;
 
 use prometheus::{
-    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use ta_shared::telemetry::{BATCH_RECORDS_BUCKETS, LATENCY_SECONDS_BUCKETS};
 
-use crate::spool::SpoolStats;
+use crate::conn::ConnectionCounters;
+use crate::forwarder::ForwarderMetrics;
+use crate::spool::SpoolMetrics;
 
 #[derive(Debug, Clone)]
 pub struct EdgeMetrics {
@@ -31,28 +33,16 @@ pub struct EdgeMetrics {
     /// older than it).
     pub sites_file_stale: IntGauge,
     pub sites_configured: IntGauge,
-    pub produced: IntCounter,
-    pub produce_errors: IntCounterVec,
-    pub produce_seconds: Histogram,
-    pub batch_records: Histogram,
-    pub kafka_up: IntGauge,
-    pub spool_bytes: IntGauge,
-    pub spool_max_bytes: IntGauge,
-    pub spool_events: IntGauge,
-    pub spool_oldest_age: Gauge,
-    pub spool_fsync_seconds: Histogram,
-    pub spool_commit_records: Histogram,
-    pub spool_truncated_bytes: IntCounter,
     pub replay_signatures: IntGauge,
     pub replay_forgotten_early: IntCounter,
-    pub open_connections: IntGauge,
-    pub connections_refused: IntCounter,
-    pub connections_refused_per_address: IntCounter,
-    pub connections_timed_out: IntCounter,
     /// Requests refused by the header-time limits, by which one (`address`, `key`).
     pub limited: IntCounterVec,
     pub address_limit_tracked: IntGauge,
     pub address_table_full: IntCounter,
+    /// The forwarder's, the spool's and the ingest listener's own series.
+    pub forwarder: ForwarderMetrics,
+    pub spool: SpoolMetrics,
+    pub connections: ConnectionCounters,
 }
 
 impl EdgeMetrics {
@@ -148,55 +138,6 @@ impl EdgeMetrics {
                 &["site_id"],
             )
             .unwrap(),
-            produced: IntCounter::new(
-                "ta_edge_events_produced_total",
-                "Events the forwarder produced to Kafka (acknowledged by all in-sync replicas).",
-            )
-            .unwrap(),
-            produce_errors: IntCounterVec::new(
-                Opts::new(
-                    "ta_edge_produce_errors_total",
-                    "Failed forwarder attempts by kind: connect, timeout, produce.",
-                ),
-                &["kind"],
-            )
-            .unwrap(),
-            produce_seconds: Histogram::with_opts(
-                HistogramOpts::new(
-                    "ta_edge_produce_duration_seconds",
-                    "Duration of one produce request (one partition's batch) until the broker acknowledged it.",
-                )
-                .buckets(LATENCY_SECONDS_BUCKETS.to_vec()),
-            )
-            .unwrap(),
-            batch_records: Histogram::with_opts(
-                HistogramOpts::new(
-                    "ta_edge_produce_batch_records",
-                    "Records per produce request.",
-                )
-                .buckets(BATCH_RECORDS_BUCKETS.to_vec()),
-            )
-            .unwrap(),
-            kafka_up: IntGauge::new(
-                "ta_edge_kafka_up",
-                "1 when the forwarder's last connect or produce succeeded, 0 otherwise.",
-            )
-            .unwrap(),
-            spool_bytes: IntGauge::new(
-                "ta_edge_spool_bytes",
-                "Bytes of spool segment files on disk.",
-            )
-            .unwrap(),
-            spool_max_bytes: IntGauge::new(
-                "ta_edge_spool_max_bytes",
-                "The spool's disk budget (TA_SPOOL_MAX_BYTES).",
-            )
-            .unwrap(),
-            spool_events: IntGauge::new(
-                "ta_edge_spool_events",
-                "Events in the spool not yet acknowledged by Kafka.",
-            )
-            .unwrap(),
             replay_signatures: IntGauge::new(
                 "ta_edge_replay_guard_signatures",
                 "Signatures of signed requests remembered to refuse replays (bounded; kept 2 × the signature window).",
@@ -205,52 +146,6 @@ impl EdgeMetrics {
             replay_forgotten_early: IntCounter::new(
                 "ta_edge_replay_guard_forgotten_early_total",
                 "Signatures forgotten before 2 × the signature window because the replay guard was full (replays of them would pass).",
-            )
-            .unwrap(),
-            spool_oldest_age: Gauge::new(
-                "ta_edge_spool_oldest_event_age_seconds",
-                "Age of the oldest event not yet acknowledged by Kafka (0 when none).",
-            )
-            .unwrap(),
-            spool_fsync_seconds: Histogram::with_opts(
-                HistogramOpts::new(
-                    "ta_edge_spool_fsync_duration_seconds",
-                    "Duration of one spool fsync; its count is the number of fsyncs.",
-                )
-                .buckets(LATENCY_SECONDS_BUCKETS.to_vec()),
-            )
-            .unwrap(),
-            spool_commit_records: Histogram::with_opts(
-                HistogramOpts::new(
-                    "ta_edge_spool_commit_batch_records",
-                    "Events written by one spool commit (one write, at most one fsync).",
-                )
-                .buckets(BATCH_RECORDS_BUCKETS.to_vec()),
-            )
-            .unwrap(),
-            spool_truncated_bytes: IntCounter::new(
-                "ta_edge_spool_truncated_bytes_total",
-                "Bytes of torn or damaged spool tail cut when the spool was opened.",
-            )
-            .unwrap(),
-            open_connections: IntGauge::new(
-                "ta_edge_open_connections",
-                "HTTP connections open now (capped by TA_EDGE_MAX_CONNECTIONS).",
-            )
-            .unwrap(),
-            connections_refused: IntCounter::new(
-                "ta_edge_connections_refused_total",
-                "Connections closed at once because TA_EDGE_MAX_CONNECTIONS were open.",
-            )
-            .unwrap(),
-            connections_timed_out: IntCounter::new(
-                "ta_edge_connections_timed_out_total",
-                "Connections closed because a request did not arrive within TA_EDGE_REQUEST_TIMEOUT_SECS.",
-            )
-            .unwrap(),
-            connections_refused_per_address: IntCounter::new(
-                "ta_edge_connections_refused_per_address_total",
-                "Connections closed at once because their address held TA_EDGE_MAX_CONNECTIONS_PER_ADDRESS.",
             )
             .unwrap(),
             limited: IntCounterVec::new(
@@ -271,14 +166,13 @@ impl EdgeMetrics {
                 "Requests admitted untracked because the per-address table was full of busy addresses.",
             )
             .unwrap(),
+            forwarder: ForwarderMetrics::new(),
+            spool: SpoolMetrics::new(),
+            connections: ConnectionCounters::new(),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.requests.clone()),
-            Box::new(m.open_connections.clone()),
-            Box::new(m.connections_refused.clone()),
-            Box::new(m.connections_timed_out.clone()),
-            Box::new(m.connections_refused_per_address.clone()),
             Box::new(m.limited.clone()),
             Box::new(m.address_limit_tracked.clone()),
             Box::new(m.address_table_full.clone()),
@@ -293,28 +187,16 @@ impl EdgeMetrics {
             Box::new(m.list_entries.clone()),
             Box::new(m.sites_file_stale.clone()),
             Box::new(m.sites_configured.clone()),
-            Box::new(m.produced.clone()),
-            Box::new(m.produce_errors.clone()),
-            Box::new(m.produce_seconds.clone()),
-            Box::new(m.batch_records.clone()),
-            Box::new(m.kafka_up.clone()),
-            Box::new(m.spool_bytes.clone()),
-            Box::new(m.spool_max_bytes.clone()),
-            Box::new(m.spool_events.clone()),
-            Box::new(m.spool_oldest_age.clone()),
-            Box::new(m.spool_fsync_seconds.clone()),
-            Box::new(m.spool_commit_records.clone()),
-            Box::new(m.spool_truncated_bytes.clone()),
             Box::new(m.replay_signatures.clone()),
             Box::new(m.replay_forgotten_early.clone()),
         ];
         for c in collectors {
             m.registry.register(c).expect("metric names are unique");
         }
+        m.forwarder.register(&m.registry);
+        m.spool.register(&m.registry);
+        m.connections.register(&m.registry);
         // Exported at 0 from the start, so rate() and the alert rules see 0, not "no data".
-        for kind in crate::forwarder::DeliveryError::KINDS {
-            m.produce_errors.with_label_values(&[kind]);
-        }
         for result in ["ok", "error"] {
             m.config_reloads.with_label_values(&[result]);
             for list in ["referrer_spam", "datacenter"] {
@@ -353,20 +235,6 @@ impl EdgeMetrics {
             n += 1;
         }
         self.sites_configured.set(n);
-    }
-
-    /// Set the spool gauges from a snapshot taken at `now_ms` (Unix ms).
-    pub fn observe_spool(&self, stats: &SpoolStats, now_ms: i64) {
-        self.spool_bytes
-            .set(i64::try_from(stats.bytes).unwrap_or(i64::MAX));
-        self.spool_max_bytes
-            .set(i64::try_from(stats.max_bytes).unwrap_or(i64::MAX));
-        self.spool_events
-            .set(i64::try_from(stats.events).unwrap_or(i64::MAX));
-        let age_ms = stats
-            .oldest_event_ms
-            .map_or(0, |oldest| now_ms.saturating_sub(oldest).max(0));
-        self.spool_oldest_age.set(age_ms as f64 / 1000.0);
     }
 
     /// Set the replay guard's series from the guard itself.

@@ -18,6 +18,7 @@ use tracing::{debug, warn};
 
 use crate::client_addr::ProxyTrust;
 use crate::config::EdgeConfig;
+use crate::conn::ConnectionCounters;
 use crate::error::CollectError;
 use crate::forwarder::KafkaStatus;
 use crate::ingest::{Ingest, IngestRequest, Outcome};
@@ -127,7 +128,8 @@ pub fn ops_app(state: AppState) -> tide::Server<AppState> {
         let now = chrono::Utc::now();
         state
             .metrics
-            .observe_spool(&state.sink.stats(), now.timestamp_millis());
+            .spool
+            .observe(&state.sink.stats(), now.timestamp_millis());
         state
             .metrics
             .observe_replay_guard(&state.ingest.replay, now.timestamp());
@@ -155,40 +157,6 @@ fn health_routes(app: &mut tide::Server<AppState>) {
             ),
         })
     });
-}
-
-/// The connection counters [`serve`] keeps (the ingest listener's are exported; the ops
-/// listener's are not registered anywhere).
-#[derive(Clone)]
-pub struct ConnectionCounters {
-    pub open: prometheus::IntGauge,
-    pub refused: prometheus::IntCounter,
-    /// Refused because their address already held its share of connections.
-    pub refused_per_address: prometheus::IntCounter,
-    pub timed_out: prometheus::IntCounter,
-}
-
-impl ConnectionCounters {
-    pub fn of(metrics: &EdgeMetrics) -> Self {
-        Self {
-            open: metrics.open_connections.clone(),
-            refused: metrics.connections_refused.clone(),
-            refused_per_address: metrics.connections_refused_per_address.clone(),
-            timed_out: metrics.connections_timed_out.clone(),
-        }
-    }
-
-    /// Counters that count but are exported nowhere.
-    pub fn unregistered() -> Self {
-        let gauge = |n: &str| prometheus::IntGauge::new(n, n).expect("valid metric name");
-        let counter = |n: &str| prometheus::IntCounter::new(n, n).expect("valid metric name");
-        Self {
-            open: gauge("open"),
-            refused: counter("refused"),
-            refused_per_address: counter("refused_per_address"),
-            timed_out: counter("timed_out"),
-        }
-    }
 }
 
 /// Transport limits of [`serve`] (see [`crate::conn`]).
@@ -523,11 +491,7 @@ fn with_cors(
     let mut res = match result {
         Ok(res) => res,
         Err(err) => {
-            state
-                .metrics
-                .rejected
-                .with_label_values(&[err.code()])
-                .inc();
+            count_rejected(state, &err);
             error_response(&err)
         }
     };
@@ -552,6 +516,15 @@ async fn batch(mut req: Request<AppState>) -> tide::Result {
     let state = req.state().clone();
     let result = collect_batch(&mut req, &state).await;
     Ok(with_cors(&req, &state, result))
+}
+
+/// Count a refused event (or request), by its reason code.
+fn count_rejected(state: &AppState, err: &CollectError) {
+    state
+        .metrics
+        .rejected
+        .with_label_values(&[err.code()])
+        .inc();
 }
 
 /// Count a dropped (not accepted) outcome.
@@ -671,11 +644,7 @@ async fn collect_batch(
             Err(err) => {
                 n_rejected += 1;
                 first_error.get_or_insert(err.status());
-                state
-                    .metrics
-                    .rejected
-                    .with_label_values(&[err.code()])
-                    .inc();
+                count_rejected(state, err);
                 let mut body = err.body();
                 body["index"] = index.into();
                 body["status"] = "rejected".into();

@@ -69,6 +69,7 @@
 
 mod checkpoint;
 mod frame;
+mod metrics;
 mod segment;
 mod writer;
 
@@ -80,14 +81,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
-use futures::future::BoxFuture;
 use tracing::{error, info, warn};
 
 pub use checkpoint::Position;
 pub use frame::SpoolRecord;
 
-use crate::metrics::EdgeMetrics;
-use crate::sink::EventSink;
+pub use metrics::SpoolMetrics;
 use segment::{Next, SegmentReader};
 use writer::{Command, Writer};
 
@@ -191,7 +190,7 @@ pub(crate) struct Shared {
     /// End of what the writer has committed: the reader never reads past it.
     written: Mutex<Position>,
     wake_forwarder: async_std::channel::Sender<()>,
-    metrics: EdgeMetrics,
+    metrics: SpoolMetrics,
     _lock: File,
 }
 
@@ -226,7 +225,7 @@ impl Spool {
     /// acknowledged record.
     pub fn open(
         config: SpoolConfig,
-        metrics: EdgeMetrics,
+        metrics: SpoolMetrics,
     ) -> Result<(Spool, SpoolReader), SpoolError> {
         config.validate()?;
         let dir = config.dir.clone();
@@ -261,7 +260,7 @@ impl Spool {
                     .open(&path)
                     .and_then(|f| f.set_len(scan.valid_end))
                     .map_err(SpoolError::io(&path))?;
-                metrics.spool_truncated_bytes.inc_by(cut);
+                metrics.truncated_bytes.inc_by(cut);
             }
             recovered.bytes += scan.valid_end;
             recovered.events += scan.records;
@@ -366,16 +365,6 @@ fn stats(shared: &Shared) -> SpoolStats {
         max_bytes: shared.max_bytes,
         events,
         oldest_event_ms: (events > 0 && oldest != 0).then_some(oldest),
-    }
-}
-
-impl EventSink for Spool {
-    fn append<'a>(&'a self, records: &'a [SpoolRecord]) -> BoxFuture<'a, Result<(), SpoolError>> {
-        Box::pin(Spool::append(self, records))
-    }
-
-    fn stats(&self) -> SpoolStats {
-        Spool::stats(self)
     }
 }
 
@@ -596,8 +585,8 @@ mod tests {
         }
     }
 
-    fn open(config: SpoolConfig) -> (Spool, SpoolReader, EdgeMetrics) {
-        let metrics = EdgeMetrics::new("test");
+    fn open(config: SpoolConfig) -> (Spool, SpoolReader, SpoolMetrics) {
+        let metrics = SpoolMetrics::new();
         let (spool, reader) = Spool::open(config, metrics.clone()).unwrap();
         (spool, reader, metrics)
     }
@@ -702,7 +691,7 @@ mod tests {
 
         let (spool, mut reader, metrics) = open(config(dir.path()));
         assert_eq!(fs::metadata(&path).unwrap().len(), good_len);
-        assert_eq!(metrics.spool_truncated_bytes.get(), torn.len() as u64 / 2);
+        assert_eq!(metrics.truncated_bytes.get(), torn.len() as u64 / 2);
         assert_eq!(spool.stats().events, 3);
         append_n(&spool, 4..5).await;
         let ids: Vec<u64> = read_all(&mut reader)
@@ -770,7 +759,7 @@ mod tests {
         for result in futures::future::join_all(appends).await {
             result.unwrap();
         }
-        let fsyncs = metrics.spool_fsync_seconds.get_sample_count();
+        let fsyncs = metrics.fsync_seconds.get_sample_count();
         assert!(fsyncs < 200, "200 appends took {fsyncs} fsyncs");
         assert_eq!(read_all(&mut reader).records.len(), 200);
     }
@@ -783,7 +772,7 @@ mod tests {
             ..config(dir.path())
         });
         append_n(&spool, 0..20).await;
-        let fsyncs = || metrics.spool_fsync_seconds.get_sample_count();
+        let fsyncs = || metrics.fsync_seconds.get_sample_count();
         assert!(fsyncs() < 20, "{} fsyncs for 20 appends", fsyncs());
         async_std::task::sleep(Duration::from_millis(200)).await;
         assert!(
@@ -800,9 +789,9 @@ mod tests {
             ..config(dir.path())
         });
         append_n(&spool, 0..5).await;
-        assert_eq!(metrics.spool_fsync_seconds.get_sample_count(), 0);
+        assert_eq!(metrics.fsync_seconds.get_sample_count(), 0);
         spool.close().await.unwrap();
-        assert_eq!(metrics.spool_fsync_seconds.get_sample_count(), 1);
+        assert_eq!(metrics.fsync_seconds.get_sample_count(), 1);
     }
 
     #[async_std::test]
@@ -810,7 +799,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (spool, _reader, _) = open(config(dir.path()));
         assert!(matches!(
-            Spool::open(config(dir.path()), EdgeMetrics::new("t")),
+            Spool::open(config(dir.path()), SpoolMetrics::new()),
             Err(SpoolError::Locked(_))
         ));
         spool.close().await.unwrap();
@@ -829,7 +818,7 @@ mod tests {
                 segment_bytes: 60,
                 ..config(dir.path())
             },
-            EdgeMetrics::new("t"),
+            SpoolMetrics::new(),
         )
         .unwrap_err();
         assert!(err.to_string().contains("TA_SPOOL_SEGMENT_BYTES"), "{err}");

@@ -224,7 +224,7 @@ impl Writer {
                 self.publish();
                 self.shared
                     .metrics
-                    .spool_commit_records
+                    .commit_records
                     .observe(chunk.records as f64);
                 Ok(())
             }
@@ -271,7 +271,7 @@ impl Writer {
         self.file.sync_data()?;
         self.shared
             .metrics
-            .spool_fsync_seconds
+            .fsync_seconds
             .observe(started.elapsed().as_secs_f64());
         self.unsynced = false;
         self.last_sync = Instant::now();

@@ -5,12 +5,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use ta_edge::EdgeNode;
-use ta_edge::forwarder::{Forwarder, ForwarderSettings, KafkaStatus};
+use ta_edge::forwarder::{Forwarder, ForwarderMetrics, ForwarderSettings, KafkaStatus};
 use ta_edge::ingest::{Ingest, IngestRequest, Outcome};
 use ta_edge::kafka::{KafkaDestination, KafkaSettings};
-use ta_edge::metrics::EdgeMetrics;
 use ta_edge::shutdown::Trigger;
-use ta_edge::spool::{Spool, SpoolConfig, SpoolRecord};
+use ta_edge::spool::{Spool, SpoolConfig, SpoolMetrics, SpoolRecord};
 use ta_shared::{EnrichedEvent, SaltSchedule, SiteRegistry};
 
 use crate::*;
@@ -43,8 +42,8 @@ fn enrich(ingest: &Ingest, ip: &str, path: &str) -> EnrichedEvent {
 async fn spooled_events_reach_the_visitors_partition_exactly_once_without_raw_ip_or_ua() {
     let topic = unique_topic("forward");
     let dir = tempfile::tempdir().unwrap();
-    let metrics = EdgeMetrics::new("it");
-    let (spool, reader) = Spool::open(SpoolConfig::new(dir.path()), metrics.clone()).unwrap();
+    let metrics = ForwarderMetrics::new();
+    let (spool, reader) = Spool::open(SpoolConfig::new(dir.path()), SpoolMetrics::new()).unwrap();
     let status = Arc::new(KafkaStatus::new(metrics.kafka_up.clone()));
     let destination = KafkaDestination::new(KafkaSettings {
         brokers: brokers(),
