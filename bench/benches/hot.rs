@@ -9,7 +9,7 @@
 //! | `visitor_hash` | `SaltSchedule::visitor_hash` for browser (IP + UA) and server (`user_id`) identities |
 //! | `signature` | `signature::verify` of the HMAC-SHA256 header over a ~400-byte body |
 //! | `event_json` | the edge's write (`EnrichedEvent::to_json`, and `SpoolRecord::from_event` = Kafka key + value) and the loader's read (`EnrichedEventRef::from_json` fast reader, with the owned serde reader for comparison) |
-//! | `http` | the edge's HTTP adaptation (`ta_edge::http1`, issue 24) on a browser beacon's head: hyper's parsed head into tide's request (`tide_request`), that plus tide's routing and a null handler (`tide_null_respond`), tide's 202 response into hyper's (`hyper_response`) |
+//! | `http` | the edge's HTTP adaptation (`ta_edge::http1`) on a browser beacon's head: hyper's parsed head into tide's request (`tide_request`), that plus tide's routing and a null handler (`tide_null_respond`), tide's 202 response into hyper's (`hyper_response`) |
 //! | `row_binary` | `EventRowRef::new` + `write_row_binary` into a reused buffer, and the loader's whole per-record path (`loader::decode` + `write_row_binary`) |
 //!
 //! Each benchmark reports time per call and, as throughput, calls per second on one core.

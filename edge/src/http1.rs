@@ -1,20 +1,19 @@
 //! HTTP/1.1 for the edge: hyper's codec on async-std, in front of the tide application.
 //!
 //! tide stays the application framework (routes, middleware, `Request`/`Response`, the error
-//! mapping); only the wire codec changes. tide's own codec, async-h1, parses with a byte-wise
-//! `read_until` and shares the stream between reader and writer through locks; on the same
-//! machine and runtime hyper's codec serves about three times the requests (issue 24; the
-//! edge benchmark's ceiling rows show it). Each hyper request becomes an `http_types`
+//! mapping); only the wire codec is hyper's, which is much cheaper than tide's own (async-h1:
+//! a byte-wise `read_until`, the stream shared between reader and writer through locks; the
+//! edge benchmark's ceiling rows compare them). Each hyper request becomes an `http_types`
 //! request (tide's type) whose body streams from hyper's, and tide's response goes back as
 //! one buffered body (every edge response is small and built in memory).
 //!
-//! What async-h1 refused, this refuses too, with an answer instead of a dropped connection:
-//! a head over [`MAX_HEAD_BYTES`] or with more than [`MAX_HEADERS`] headers (431, hyper), a
-//! `Host` that does not make a URL or would change the path (400 with the reason; async-h1
-//! routed `Host: x/evil` + `/healthz` to `/evil/healthz`). Header values with bytes outside
+//! Refused with an answer, not a dropped connection: a head over [`MAX_HEAD_BYTES`] or with
+//! more than [`MAX_HEADERS`] headers (431, hyper), a `Host` that does not make a URL or would
+//! change the path (400 with the reason: `Host: x/evil` must not route `/healthz` to
+//! `/evil/healthz`). Header values with bytes outside
 //! ASCII (RFC 9110's obs-text: a user agent naming a device in its own script) reach tide with
-//! those bytes percent-encoded, since tide's header values are ASCII only; async-h1 panicked in
-//! the connection's task on them and dropped the request.
+//! those bytes percent-encoded, since tide's header values are ASCII only (its own codec
+//! panics on them).
 //! The transport limits ([`crate::conn`]) sit below, in the stream hyper reads.
 
 use std::io;
@@ -29,12 +28,12 @@ use tide::http::{self as http_types, Url};
 
 use crate::conn::GuardedStream;
 
-/// Largest request head (request line and headers) read; larger ones get 431. async-h1's
-/// limit was 8 KiB; hyper's read buffer cannot be smaller than that, and this leaves room for
-/// a long query string on `GET /t.js`.
+/// Largest request head (request line and headers) read; larger ones get 431. hyper's read
+/// buffer cannot be smaller than 8 KiB, and this leaves room for a long query string on
+/// `GET /t.js`.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
-/// Most headers in one request; more get 431 (async-h1 allowed 128).
+/// Most headers in one request; more get 431.
 pub const MAX_HEADERS: usize = 128;
 
 /// Serve one connection until the client closes it, the request deadline passes (the

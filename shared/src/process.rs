@@ -4,17 +4,16 @@
 ///
 /// mimalloc, the allocator of ta-edge and ta-loader, asks the kernel for huge pages on its
 /// arenas (`MADV_HUGEPAGE`), so a partly used 2 MiB region counts in full and stays resident:
-/// in a soak at 1,500 requests/s the edge held 40–46 MiB of RSS for 2–5 MiB of live heap, and
-/// grew in steps of several MiB long after its bounded state was full. With 4 KiB pages the
-/// same edge held 15–18 MiB (`bench/README.md`, soak). The services' heaps are small, so the
+/// the resident size then no longer follows the live heap and grows in steps long after the
+/// bounded state is full (`bench/README.md`, soak, has the figures). The services' heaps are small, so the
 /// TLB savings of huge pages do not matter to them; a resident size that follows the heap does
 /// (memory limits, leak detection). Also applied to ta-query, which uses the system allocator,
 /// for machines whose kernel has THP set to `always`.
 ///
 /// This call cannot reach memory touched before it: the Rust runtime allocates before `main`,
 /// and `#[tokio::main]` starts its workers (each with a mimalloc heap of its own) before the
-/// body runs, so with only this call ta-edge still held 4 MiB and ta-loader 6 MiB of huge
-/// pages from their first allocations. mimalloc is therefore also built with its `no_thp`
+/// body runs, so with only this call the services still hold huge pages from their first
+/// allocations. mimalloc is therefore also built with its `no_thp`
 /// feature (the workspace `Cargo.toml`), which drops its `MADV_HUGEPAGE` request altogether;
 /// on a kernel in `madvise` mode (Debian's default) that alone keeps every page small.
 pub fn disable_transparent_huge_pages() -> std::io::Result<()> {

@@ -497,7 +497,7 @@ pub fn run(mut args: Args) -> anyhow::Result<Vec<Section>> {
     );
 
     // 1a. The ceilings: the edge's own server stack (tide through hyper) with a null handler,
-    // tide on its own codec (the stack before issue 24), and null hyper on both runtimes.
+    // tide on its own codec (async-h1), and null hyper on both runtimes.
     let mut ceilings = Vec::new();
     for (server, name) in [
         ("tide", "null tide"),

@@ -4,8 +4,8 @@
 //! - `--server tide`: a tide app on async-std served exactly like `ta-edge` serves it
 //!   (`ta_edge::http1`: hyper's HTTP/1 codec, the request-deadline stream, `TCP_NODELAY`): the
 //!   cost of the edge's own HTTP stack;
-//! - `--server tide-h1`: the same tide app on tide's own codec, async-h1 (how the edge served
-//!   until issue 24);
+//! - `--server tide-h1`: the same tide app on tide's own codec, async-h1 (the codec hyper
+//!   replaced in the edge);
 //! - `--server hyper-async-std`: hyper 1 with a null service on async-std's executor and
 //!   reactor: the codec without tide;
 //! - `--server hyper`: hyper 1 (HTTP/1.1, keep-alive) on a multi-threaded tokio runtime: what a

@@ -7,8 +7,8 @@ use ta_central::config::LoaderCommand;
 use ta_central::loader::{self, LoaderMetrics};
 use ta_central::store::{self, lifecycle, rollup};
 
-// The loader allocates and frees a few dozen strings per event; glibc malloc spent about a
-// third of the loader's CPU in malloc/free/consolidate in a profile (bench/README.md).
+// The loader allocates and frees a few dozen strings per event; under glibc malloc a large share
+// of its CPU went to malloc/free (bench/README.md has the profile).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

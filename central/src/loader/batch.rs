@@ -273,8 +273,7 @@ impl RecentIds {
             // also removes the oldest id, which leaves a tombstone in the table, and when
             // tombstones have used up its free slots hashbrown rehashes in place only if at
             // most half its capacity is live, else it doubles. Sized for the window alone, it
-            // doubled once, ~1.5 windows after the window filled (soak at 500 events/s: the
-            // loader's RSS stepped 25.7 -> 32.2 MiB at minute 15 and stayed).
+            // would double once, about 1.5 windows after the window filled, and stay doubled.
             set: HashSet::with_capacity_and_hasher(
                 capacity.min(1 << 20) * 2 + 1,
                 IdHashBuilder(rand::random()),
