@@ -14,22 +14,12 @@ mod store;
 
 use ta_central::ClickHouseArgs;
 
-/// Test-infrastructure addresses; the defaults are what `deploy/local/infra up` starts.
-pub(crate) fn clickhouse_url() -> String {
-    std::env::var("TA_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
-}
+// Test-infrastructure addresses; the defaults are what `deploy/local/infra up` starts.
+pub(crate) use ta_devsupport::{clickhouse_url, kafka_broker_list as kafka_brokers};
 
-pub(crate) fn kafka_brokers() -> Vec<String> {
-    std::env::var("TA_KAFKA_BROKERS")
-        .unwrap_or_else(|_| "127.0.0.1:9092".into())
-        .split(',')
-        .map(str::to_owned)
-        .collect()
-}
-
-/// A unique name for this test's database or topic.
+/// A unique name for this test's database or topic: `ta_it_<test>_<random>`.
 pub(crate) fn unique(test: &str) -> String {
-    format!("ta_it_{test}_{:08x}", rand::random::<u32>())
+    ta_devsupport::unique("ta_it", test)
 }
 
 /// ClickHouse settings for a fresh database named after the test.
