@@ -218,20 +218,9 @@ pub async fn produce(broker: &str, topic: &str, partitions: i32, values: Vec<Vec
         .build()
         .await
         .expect("broker reachable");
-    if !client
-        .list_topics()
+    ta_shared::kafka::ensure_topic(&client, topic, partitions)
         .await
-        .unwrap()
-        .iter()
-        .any(|t| t.name == topic)
-    {
-        client
-            .controller_client()
-            .unwrap()
-            .create_topic(topic, partitions, 1, 5_000)
-            .await
-            .unwrap();
-    }
+        .unwrap();
     let mut per: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
     for (i, v) in values.into_iter().enumerate() {
         per.entry(i as i32 % partitions).or_default().push(Record {

@@ -294,10 +294,7 @@ async fn bare_produce(
 
 async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
     let client = ClientBuilder::new(vec![brokers.to_owned()]).build().await?;
-    client
-        .controller_client()?
-        .create_topic(topic, partitions, 1, 5_000)
-        .await?;
+    ta_shared::kafka::ensure_topic(&client, topic, partitions).await?;
     Ok(())
 }
 
