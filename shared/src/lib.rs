@@ -12,6 +12,7 @@
 //! futures run on the calling binary's runtime; every rule in it is unit-testable and identical
 //! on every node.
 
+pub mod backoff;
 pub mod config_error;
 pub mod event;
 pub mod kafka;
