@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-pub use ta_devsupport::{Proc, free_port, metric, status_kb};
+pub use ta_devsupport::{Proc, free_port, metric, proc_kb, status_kb};
 
 /// Peak resident set of `pid` sampled every 100 ms until `stop` (for processes that are
 /// restarted or whose `VmHWM` includes a start-up spike).
@@ -57,23 +57,12 @@ pub fn machine() -> String {
         .map(|m| m.trim_start_matches([' ', '\t', ':']).trim().to_owned())
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem_gib = status_meminfo_kb("MemTotal:") as f64 / (1024.0 * 1024.0);
+    let mem_gib = proc_kb("/proc/meminfo", "MemTotal:").unwrap_or(0) as f64 / (1024.0 * 1024.0);
     let load = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_owned))
         .unwrap_or_default();
     format!("{cores} cores of {model}, {mem_gib:.0} GiB RAM (load average {load} at start)")
-}
-
-fn status_meminfo_kb(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -101,13 +101,7 @@ impl PrivateClickHouse {
 
 /// Path of the tansu binary that `deploy/local/infra up` installs.
 pub fn tansu_binary() -> PathBuf {
-    let bin = ta_devsupport::tools_dir().join("tansu-0.6.0/bin/tansu");
-    assert!(
-        bin.exists(),
-        "{} missing: run deploy/local/infra up",
-        bin.display()
-    );
-    bin
+    ta_devsupport::installed_tool("tansu-0.6.0/bin/tansu")
 }
 
 /// A tansu broker of its own, with sqlite storage in `dir`.

@@ -116,10 +116,7 @@ impl Service {
     /// `/proc/<pid>/smaps_rollup`).
     pub fn huge_pages_kib(&self) -> u64 {
         let path = format!("/proc/{}/smaps_rollup", self.child.pid());
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        text.lines()
-            .find_map(|l| l.strip_prefix("AnonHugePages:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        ta_devsupport::proc_kb(&path, "AnonHugePages:")
             .unwrap_or_else(|| panic!("no AnonHugePages in {path}"))
     }
 
@@ -161,6 +158,16 @@ pub async fn wait_healthy(url: &str, service: &Service, within: Duration) {
         service.name,
         service.log_text()
     );
+}
+
+/// The body of `GET url`, whatever its status (panics when there is no answer).
+pub async fn get_text(url: &str) -> String {
+    reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
 }
 
 /// The three services of one pipeline, on their own ports, topic and database.

@@ -508,13 +508,7 @@ async fn run_on_server(
 
 /// The Python with chdb that `deploy/local/infra up` installs.
 fn chdb_python() -> PathBuf {
-    let python = ta_devsupport::tools_dir().join("pyenv/bin/python");
-    assert!(
-        python.exists(),
-        "{} missing: deploy/local/infra up installs chdb there",
-        python.display()
-    );
-    python
+    ta_devsupport::installed_tool("pyenv/bin/python")
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@
 
 mod proc;
 
-pub use proc::{Proc, status_kb, wait_until};
+pub use proc::{Proc, proc_kb, status_kb, wait_until};
 
 use std::path::PathBuf;
 
@@ -54,6 +54,17 @@ pub fn tools_dir() -> PathBuf {
             PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
                 .join(".cache/tiny-analytics")
         })
+}
+
+/// `relative` under [`tools_dir`], which must exist.
+pub fn installed_tool(relative: &str) -> PathBuf {
+    let path = tools_dir().join(relative);
+    assert!(
+        path.exists(),
+        "{} missing: `deploy/local/infra up` installs it",
+        path.display()
+    );
+    path
 }
 
 /// Sum of every series of the metric `name` in a Prometheus text exposition (`None` when it

@@ -62,14 +62,18 @@ impl Drop for Proc {
 
 /// A `kB` field of `/proc/<pid>/status` (0 when unreadable).
 pub fn status_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+    proc_kb(&format!("/proc/{pid}/status"), field).unwrap_or(0)
+}
+
+/// The number of a `<field> <n> kB` line in a `/proc` file (`/proc/meminfo`,
+/// `/proc/<pid>/smaps_rollup`, ...); `field` includes its colon. `None` when the file cannot
+/// be read or has no such line.
+pub fn proc_kb(path: &str, field: &str) -> Option<u64> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// Poll `ready` every 100 ms until it holds; panic with the process's `log` after `within`.
