@@ -39,38 +39,17 @@ pub(crate) fn sample_row(
     ts: u32,
     offset: u64,
 ) -> ta_central::store::EventRow {
-    ta_central::store::EventRow {
-        site_id: site.into(),
-        ts,
-        event_id: uuid::Uuid::now_v7().to_string(),
-        event_name: "pageview".into(),
-        visitor_hash: visitor,
-        session_id: String::new(),
-        url: format!("https://example.com{path}"),
-        host: "example.com".into(),
-        path: path.into(),
-        referrer: String::new(),
-        referrer_host: String::new(),
-        utm_source: String::new(),
-        utm_medium: String::new(),
-        utm_campaign: String::new(),
-        utm_term: String::new(),
-        utm_content: String::new(),
-        source: String::new(),
-        channel: "direct".into(),
-        click_id: String::new(),
-        browser: "Firefox".into(),
-        browser_version: "121".into(),
-        os: "Linux".into(),
-        os_version: String::new(),
-        device: "desktop".into(),
-        country: String::new(),
-        edge_region: "test".into(),
-        props_keys: vec!["plan".into()],
-        props_values: vec!["pro".into()],
-        received_at: ts,
-        kafka_topic: "t".into(),
-        kafka_partition: 0,
-        kafka_offset: offset,
-    }
+    // The shared synthetic event, with the site, page, visitor and time asked for.
+    let mut event = ta_shared::testing::event(0, i64::from(ts) * 1000);
+    event.site_id = site.into();
+    event.url = format!("https://example.com{path}");
+    event.path = path.into();
+    event.visitor_hash = visitor;
+    event.props = [("plan".to_owned(), "pro".to_owned())].into();
+    let position = ta_central::store::SourcePosition {
+        topic: "t",
+        partition: 0,
+        offset,
+    };
+    ta_central::store::EventRow::from_event(event, position).expect("a valid sample row")
 }
