@@ -19,13 +19,7 @@ fn workspace_root() -> PathBuf {
 
 /// `node_modules` holding playwright-core.
 pub fn node_modules() -> PathBuf {
-    let tools = std::env::var("TA_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
-                .join(".cache/tiny-analytics")
-        });
-    tools.join("node/node_modules")
+    ta_devsupport::tools_dir().join("node/node_modules")
 }
 
 /// Where screenshots and other browser artifacts go (kept after the run).

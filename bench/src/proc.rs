@@ -1,59 +1,13 @@
 //! Processes under measurement: start, stop, read their memory from `/proc`, ask their HTTP
-//! endpoints — shared by the scenarios.
+//! endpoints — shared by the scenarios. The process handle, ports and metric reading are the
+//! tests' own ([`ta_devsupport`]).
 
 use std::net::SocketAddr;
-use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// A child process, killed when dropped.
-#[derive(Debug)]
-pub struct Proc(pub Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    pub fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    /// SIGTERM, then wait up to 15 s for the process to exit.
-    pub fn terminate(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Peak resident set so far (`VmHWM`), in bytes.
-    pub fn peak_rss(&self) -> u64 {
-        status_kb(self.pid(), "VmHWM:") * 1024
-    }
-}
-
-/// A `kB` field of `/proc/<pid>/status` (0 when unreadable).
-pub fn status_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
+pub use ta_devsupport::{Proc, free_port, metric, proc_kb, status_kb};
 
 /// Peak resident set of `pid` sampled every 100 ms until `stop` (for processes that are
 /// restarted or whose `VmHWM` includes a start-up spike).
@@ -66,14 +20,6 @@ pub fn sample_rss(pid: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u6
         }
         peak
     })
-}
-
-/// A free loopback port (bound, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
 }
 
 /// `GET path` on a fresh connection; the raw response ("" when the connection failed).
@@ -102,15 +48,6 @@ pub fn wait_http(addr: SocketAddr, path: &str, timeout: Duration) -> anyhow::Res
     Ok(())
 }
 
-/// Sum of every series of the metric `name` in a Prometheus text exposition.
-pub fn metric(exposition: &str, name: &str) -> Option<f64> {
-    exposition
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .reduce(|a, b| a + b)
-}
-
 /// CPU model, cores and memory of this machine, for the report.
 pub fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -120,7 +57,7 @@ pub fn machine() -> String {
         .map(|m| m.trim_start_matches([' ', '\t', ':']).trim().to_owned())
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem_gib = status_meminfo_kb("MemTotal:") as f64 / (1024.0 * 1024.0);
+    let mem_gib = proc_kb("/proc/meminfo", "MemTotal:").unwrap_or(0) as f64 / (1024.0 * 1024.0);
     let load = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_owned))
@@ -128,31 +65,12 @@ pub fn machine() -> String {
     format!("{cores} cores of {model}, {mem_gib:.0} GiB RAM (load average {load} at start)")
 }
 
-fn status_meminfo_kb(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn sums_labelled_series_of_one_metric_only() {
-        let text = "a_total{x=\"1\"} 2\na_total{x=\"2\"} 3\na_total_other 9\n# HELP a_total\n";
-        assert_eq!(metric(text, "a_total"), Some(5.0));
-        assert_eq!(metric(text, "missing"), None);
-    }
-
-    #[test]
-    fn reads_its_own_memory() {
-        assert!(status_kb(std::process::id(), "VmHWM:") > 0);
+    fn describes_the_machine() {
         assert!(machine().contains("cores"));
     }
 }

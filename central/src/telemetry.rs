@@ -16,13 +16,7 @@ pub fn metrics_response(registry: &Registry) -> Response {
 /// Initialise key/value logging with `filter` (tracing `EnvFilter` syntax), and turn off
 /// transparent huge pages for the process ([`ta_shared::process`]).
 pub fn init_process(filter: &str) {
-    let thp = ta_shared::process::disable_transparent_huge_pages();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .init();
-    if let Err(e) = thp {
-        tracing::warn!(error = %e, "could not turn off transparent huge pages; resident memory may grow in 2 MiB steps");
-    }
+    ta_shared::process::prepare().init_logging(filter, ta_shared::process::LogOutput::Stdout);
 }
 
 /// Resolves on SIGTERM or SIGINT, with the signal's name. A process that is PID 1 (a container's

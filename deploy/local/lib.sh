@@ -43,6 +43,73 @@ port_open() { # host port
     timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$1" "$2" 2>/dev/null
 }
 
+# Does an HTTP GET of the url succeed (and its body start with the expected prefix)?
+http_ok() { # url [expected body prefix]
+    local body
+    body=$(curl -sf --max-time 2 "$1" 2>/dev/null) || return 1
+    [[ -z ${2:-} || $body == "$2"* ]]
+}
+
+# Who listens on a local TCP port, for messages (best effort).
+port_owner() { # port
+    local out=""
+    if command -v ss >/dev/null 2>&1; then
+        out=$(ss -ltnpH "sport = :$1" 2>/dev/null | grep -o 'users:(([^)]*))' | head -n1 || true)
+    fi
+    printf '%s' "${out:-unknown process}"
+}
+
+# Big-endian integers as printf escapes (`\x00\x12`): printf turns them into the bytes, which a
+# bash string could not hold (it cannot hold a NUL byte).
+be16() { printf '\\x%02x\\x%02x' $(($1 >> 8 & 255)) $(($1 & 255)); }
+be32() { be16 $(($1 >> 16 & 65535)) && be16 $(($1 & 65535)); }
+
+# Does a Kafka broker answer on host:port? An open port does not show that (another program
+# may hold it, or the broker may not serve yet), so send one request and check the answer.
+#
+# The request is ApiVersions (api key 18) in version 0: the first request of every Kafka client,
+# which any broker answers, even before authentication. Wire format
+# (https://kafka.apache.org/protocol#protocol_messages), all integers big-endian:
+#   request:  int32 size of the rest | int16 api_key | int16 api_version
+#             | int32 correlation_id | int16 length of client_id | client_id bytes
+#   response: int32 size of the rest | int32 correlation_id | int16 error_code | ...
+# The broker answers when the response echoes our correlation id with error code 0 (NONE).
+kafka_answers() { # host port
+    local api_key=18 api_version=0 correlation_id=7 client_id=ta-infra
+    local header request expected answer
+    header=$(be16 $api_key)$(be16 $api_version)$(be32 $correlation_id)$(be16 ${#client_id})
+    request=$(be32 $((2 + 2 + 4 + 2 + ${#client_id})))$header$client_id
+    expected=$(printf '%08x%04x' $correlation_id 0)
+    # shellcheck disable=SC2016 # $0..$2 expand in the inner shell
+    answer=$(timeout 3 bash -c '
+        exec 3<>"/dev/tcp/$0/$1" || exit 1
+        printf "$2" >&3
+        head -c 10 <&3 | od -An -tx1
+    ' "$1" "$2" "$request" 2>/dev/null) || return 1
+    answer=${answer//[[:space:]]/}
+    # Skip the size (8 hex digits); then the correlation id (8) and the error code (4).
+    [[ ${answer:8:12} == "$expected" ]]
+}
+
+# Does any broker of a comma-separated bootstrap list (host:port, optionally scheme://)
+# accept a TCP connection?
+kafka_brokers_reachable() { # list
+    local b hp host port
+    local -a brokers
+    IFS=',' read -r -a brokers <<<"$1"
+    for b in "${brokers[@]}"; do
+        hp=${b//[[:space:]]/}
+        hp=${hp#*://}
+        host=${hp%:*}
+        port=${hp##*:}
+        host=${host#[}
+        host=${host%]}
+        [[ -n $host && $port =~ ^[0-9]+$ ]] || continue
+        port_open "$host" "$port" && return 0
+    done
+    return 1
+}
+
 # Is this pid a live process running the expected executable?
 # Not when it is gone, when it is a zombie (state Z: a SIGKILLed server whose parent has not
 # reaped it yet still answers `kill -0`), or when the pid now belongs to another program.

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use prometheus::IntGauge;
-use rand::Rng;
 use rskafka::record::Record;
+use ta_shared::backoff::Backoff;
 use tracing::{debug, info, warn};
 
 use crate::shutdown::Trigger;
@@ -272,7 +272,7 @@ impl Forwarder {
     /// Deliver until `drain` fires and everything committed to the spool by then has been
     /// acknowledged. (The node bounds that drain with a timeout; what is left stays spooled.)
     pub async fn run(mut self, drain: Trigger) {
-        let mut backoff = Backoff::new(self.settings.max_backoff);
+        let mut backoff = Backoff::new(Backoff::FIRST, self.settings.max_backoff);
         let mut round: Option<Round> = None;
         loop {
             if drain.is_fired() && round.is_none() && self.reader().caught_up() {
@@ -354,7 +354,7 @@ impl Forwarder {
             .produce_errors
             .with_label_values(&[error.kind()])
             .inc();
-        let wait = backoff.next();
+        let wait = backoff.next_delay();
         warn!(message = "Delivery to Kafka failed; the events stay in the spool and are retried.", %error, retry_in = ?wait);
         async_std::task::sleep(wait).await;
     }
@@ -499,35 +499,6 @@ fn kafka_record(record: &SpoolRecord) -> Record {
         headers: BTreeMap::new(),
         timestamp: chrono::DateTime::from_timestamp_millis(record.timestamp_ms)
             .unwrap_or_else(chrono::Utc::now),
-    }
-}
-
-/// Exponential backoff from 100 ms to a ceiling, each wait drawn from its upper half so
-/// many edges do not retry in step.
-#[derive(Debug)]
-struct Backoff {
-    next: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(100);
-
-    fn new(max: Duration) -> Self {
-        Self {
-            next: Self::FIRST.min(max),
-            max,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.next = Self::FIRST.min(self.max);
-    }
-
-    fn next(&mut self) -> Duration {
-        let ceiling = self.next;
-        self.next = (self.next * 2).min(self.max);
-        ceiling.mul_f64(rand::rng().random_range(0.5..=1.0))
     }
 }
 
@@ -706,15 +677,5 @@ mod tests {
         assert_eq!(delivered, 2);
         drain.fire();
         task.await;
-    }
-
-    #[test]
-    fn backoff_grows_to_its_ceiling_with_jitter() {
-        let mut backoff = Backoff::new(Duration::from_secs(1));
-        let waits: Vec<Duration> = (0..8).map(|_| backoff.next()).collect();
-        assert!(waits[0] >= Duration::from_millis(50) && waits[0] <= Duration::from_millis(100));
-        assert!(waits[7] >= Duration::from_millis(500) && waits[7] <= Duration::from_secs(1));
-        backoff.reset();
-        assert!(backoff.next() <= Duration::from_millis(100));
     }
 }

@@ -9,16 +9,8 @@ use ta_edge::EdgeConfig;
 #[async_std::main]
 async fn main() -> anyhow::Result<()> {
     // Before anything else allocates much (see ta_shared::process); reported once logging is up.
-    let thp = ta_shared::process::disable_transparent_huge_pages();
+    let process = ta_shared::process::prepare();
     let config = EdgeConfig::parse();
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log))
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
-    if let Err(e) = thp {
-        tracing::warn!(error = %e, "could not turn off transparent huge pages; resident memory may grow in 2 MiB steps");
-    }
+    process.init_logging(&config.log, ta_shared::process::LogOutput::Stderr);
     ta_edge::run(config).await
 }

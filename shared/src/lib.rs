@@ -8,10 +8,11 @@
 //! ```
 //!
 //! This crate has no async runtime of its own and does no I/O beyond reading configuration
-//! files (the sites file, the Kafka TLS/SASL files) and the Kafka calls of [`kafka`], whose
-//! futures run on the calling binary's runtime; every rule in it is unit-testable and identical
-//! on every node.
+//! files (the sites file, the Kafka TLS/SASL files), the Kafka calls of [`kafka`], whose
+//! futures run on the calling binary's runtime, and the process set-up of [`process`]; every
+//! rule in it is unit-testable and identical on every node.
 
+pub mod backoff;
 pub mod config_error;
 pub mod event;
 pub mod kafka;

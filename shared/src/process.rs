@@ -1,4 +1,52 @@
-//! Process-wide settings every binary applies before it starts serving.
+//! Process-wide settings every binary applies before it starts serving: transparent huge
+//! pages off ([`prepare`]), then key/value logging ([`Prepared::init_logging`]).
+
+/// Where the log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogOutput {
+    /// Standard error, with colours only when it is a terminal (ta-edge).
+    Stderr,
+    /// Standard output, `tracing_subscriber`'s default format and colours (ta-loader, ta-query).
+    Stdout,
+}
+
+/// The first step of a binary's `main`: turns off transparent huge pages (see
+/// [`disable_transparent_huge_pages`]) before anything else allocates much. The outcome is
+/// reported once logging is up ([`Prepared::init_logging`]).
+#[must_use = "call init_logging, which also reports whether huge pages could be turned off"]
+pub fn prepare() -> Prepared {
+    Prepared {
+        huge_pages_off: disable_transparent_huge_pages(),
+    }
+}
+
+/// A process whose huge-page setting is done and whose logging is not yet set up.
+#[derive(Debug)]
+pub struct Prepared {
+    huge_pages_off: std::io::Result<()>,
+}
+
+impl Prepared {
+    /// Install the global logger with `filter` (tracing `EnvFilter` syntax) writing to
+    /// `output`, then warn if huge pages could not be turned off.
+    pub fn init_logging(self, filter: &str, output: LogOutput) {
+        let logger =
+            tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter));
+        match output {
+            LogOutput::Stderr => {
+                use std::io::IsTerminal;
+                logger
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr)
+                    .init();
+            }
+            LogOutput::Stdout => logger.init(),
+        }
+        if let Err(e) = self.huge_pages_off {
+            tracing::warn!(error = %e, "could not turn off transparent huge pages; resident memory may grow in 2 MiB steps");
+        }
+    }
+}
 
 /// Turn off transparent huge pages for this process (Linux `PR_SET_THP_DISABLE`).
 ///

@@ -200,12 +200,7 @@ fn duplicates(ids: &[String]) -> usize {
 }
 
 async fn spool_events(url: &str) -> f64 {
-    let text = reqwest::get(format!("{url}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = ta_tests::get_text(&format!("{url}/metrics")).await;
     metric_sum(&text, "ta_edge_spool_events")
 }
 

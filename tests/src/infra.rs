@@ -4,38 +4,20 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use rskafka::client::ClientBuilder;
 use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
 use rskafka::record::Record;
 use ta_shared::EnrichedEvent;
 
-use crate::{free_port, workspace_root};
+use ta_devsupport::{Proc, wait_until};
 
-fn wait_until(what: &str, log: &Path, within: Duration, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !ready() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not come up within {within:?}; log {}:\n{}",
-            log.display(),
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use crate::{free_port, workspace_root};
 
 fn port_open(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-}
-
-fn signal(child: &Child, sig: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(child.id().to_string())
-        .status();
 }
 
 /// A ClickHouse server of its own (same package and config template as `deploy/local/infra`).
@@ -43,7 +25,7 @@ pub struct PrivateClickHouse {
     dir: PathBuf,
     pub http_port: u16,
     tcp_port: u16,
-    child: Option<Child>,
+    child: Option<Proc>,
 }
 
 impl PrivateClickHouse {
@@ -95,7 +77,7 @@ impl PrivateClickHouse {
             .stderr(Stdio::from(out))
             .spawn()
             .expect("starting clickhouse-server");
-        self.child = Some(child);
+        self.child = Some(Proc::new(child));
         let url = format!("{}/ping", self.url());
         wait_until("private ClickHouse", &log, Duration::from_secs(60), || {
             std::process::Command::new("curl")
@@ -108,14 +90,7 @@ impl PrivateClickHouse {
     /// Stop gracefully and wait until the process is gone.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            signal(&child, "TERM");
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while child.try_wait().ok().flatten().is_none() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            child.terminate(Duration::from_secs(30));
         }
         assert!(
             !port_open(self.http_port),
@@ -124,29 +99,9 @@ impl PrivateClickHouse {
     }
 }
 
-impl Drop for PrivateClickHouse {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// Path of the tansu binary that `deploy/local/infra up` installs.
 pub fn tansu_binary() -> PathBuf {
-    let tools = std::env::var("TA_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/tiny-analytics")
-        });
-    let bin = tools.join("tansu-0.6.0/bin/tansu");
-    assert!(
-        bin.exists(),
-        "{} missing: run deploy/local/infra up",
-        bin.display()
-    );
-    bin
+    ta_devsupport::installed_tool("tansu-0.6.0/bin/tansu")
 }
 
 /// A tansu broker of its own, with sqlite storage in `dir`.
@@ -157,7 +112,7 @@ pub struct PrivateBroker {
     advertised: Option<u16>,
     /// Require SASL authentication (`tansu broker --authentication`).
     authentication: bool,
-    child: Option<Child>,
+    child: Option<Proc>,
 }
 
 impl PrivateBroker {
@@ -236,7 +191,7 @@ impl PrivateBroker {
             .stderr(Stdio::from(out))
             .spawn()
             .expect("starting tansu");
-        self.child = Some(child);
+        self.child = Some(Proc::new(child));
         let port = self.port;
         wait_until("private broker", &log, Duration::from_secs(30), || {
             port_open(port)
@@ -245,16 +200,8 @@ impl PrivateBroker {
 
     /// SIGKILL, as a crash would.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        self.kill();
+        // Dropping the handle kills and reaps the process.
+        self.child.take();
     }
 }
 
@@ -265,20 +212,9 @@ pub async fn produce(broker: &str, topic: &str, partitions: i32, values: Vec<Vec
         .build()
         .await
         .expect("broker reachable");
-    if !client
-        .list_topics()
+    ta_shared::kafka::ensure_topic(&client, topic, partitions)
         .await
-        .unwrap()
-        .iter()
-        .any(|t| t.name == topic)
-    {
-        client
-            .controller_client()
-            .unwrap()
-            .create_topic(topic, partitions, 1, 5_000)
-            .await
-            .unwrap();
-    }
+        .unwrap();
     let mut per: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
     for (i, v) in values.into_iter().enumerate() {
         per.entry(i as i32 % partitions).or_default().push(Record {

@@ -10,11 +10,14 @@ pub mod reconcile;
 pub mod tls;
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
+
+pub use ta_devsupport::{
+    Proc, clickhouse_url, free_port, kafka_brokers, metric_sum, metric_value, tools_dir,
+};
 
 /// Root of the workspace.
 pub fn workspace_root() -> PathBuf {
@@ -22,16 +25,6 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .expect("tests/ has a parent")
         .to_path_buf()
-}
-
-/// Broker address for tests (what `deploy/local/infra up` starts unless overridden).
-pub fn kafka_brokers() -> String {
-    std::env::var("TA_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
-
-/// ClickHouse address for tests.
-pub fn clickhouse_url() -> String {
-    std::env::var("TA_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
 }
 
 static BUILD_EDGE: Once = Once::new();
@@ -61,18 +54,9 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A free loopback port (bound then released; good enough for tests).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind port 0")
-        .local_addr()
-        .expect("local addr")
-        .port()
-}
-
-/// Unique name for a test's topic or database.
+/// Unique name for a test's topic or database: `ta_e2e_<test>_<random>`.
 pub fn unique(test: &str) -> String {
-    format!("ta_e2e_{test}_{:08x}", rand::random::<u32>())
+    ta_devsupport::unique("ta_e2e", test)
 }
 
 /// Where a test keeps its logs and other artifacts.
@@ -86,7 +70,7 @@ pub fn artifacts_dir(test: &str) -> PathBuf {
 pub struct Service {
     pub name: String,
     pub log: PathBuf,
-    child: Child,
+    child: Proc,
 }
 
 impl Service {
@@ -117,9 +101,10 @@ impl Service {
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let child = Proc::new(
+            cmd.spawn()
+                .unwrap_or_else(|e| panic!("starting {name}: {e}")),
+        );
         Self {
             name: name.to_owned(),
             log,
@@ -130,53 +115,29 @@ impl Service {
     /// KiB of the process's memory in transparent huge pages (`AnonHugePages` in
     /// `/proc/<pid>/smaps_rollup`).
     pub fn huge_pages_kib(&self) -> u64 {
-        let path = format!("/proc/{}/smaps_rollup", self.child.id());
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        text.lines()
-            .find_map(|l| l.strip_prefix("AnonHugePages:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        let path = format!("/proc/{}/smaps_rollup", self.child.pid());
+        ta_devsupport::proc_kb(&path, "AnonHugePages:")
             .unwrap_or_else(|| panic!("no AnonHugePages in {path}"))
     }
 
     /// The exit status, once the process has exited.
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        self.child.try_wait()
     }
 
     /// Stop with SIGKILL (as a crash would).
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.kill();
     }
 
     /// Send SIGTERM and wait up to `within` for the process to exit. Its exit status, or
     /// `None` when it was still running (it is then killed).
     pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + within;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                self.kill();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.child.terminate(within)
     }
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -197,6 +158,16 @@ pub async fn wait_healthy(url: &str, service: &Service, within: Duration) {
         service.name,
         service.log_text()
     );
+}
+
+/// The body of `GET url`, whatever its status (panics when there is no answer).
+pub async fn get_text(url: &str) -> String {
+    reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
 }
 
 /// The three services of one pipeline, on their own ports, topic and database.
@@ -326,26 +297,6 @@ impl Pipeline {
     }
 }
 
-/// Value of one un-labelled (or exactly-labelled) sample in a Prometheus text exposition.
-pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {
-    exposition.lines().find_map(|line| {
-        let (name, value) = line.rsplit_once(' ')?;
-        (name == series).then(|| value.parse().ok()).flatten()
-    })
-}
-
-/// Sum of every sample of metric `name` (over all label sets).
-pub fn metric_sum(exposition: &str, name: &str) -> f64 {
-    exposition
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{'))
-        })
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum()
-}
-
 /// Lowercase hex of `b`: one of the encodings a leak check looks for.
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -364,17 +315,4 @@ pub fn base64(b: &[u8]) -> String {
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn metric_helpers_read_the_text_format() {
-        let text = "# HELP x y\nta_a_total{region=\"e\"} 3\nta_a_total{region=\"f\"} 4\nta_b 1.5\nta_a_totalx 9\n";
-        assert_eq!(metric_value(text, "ta_b"), Some(1.5));
-        assert_eq!(metric_value(text, "ta_a_total{region=\"f\"}"), Some(4.0));
-        assert_eq!(metric_sum(text, "ta_a_total"), 7.0);
-    }
 }

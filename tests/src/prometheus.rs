@@ -5,10 +5,11 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use ta_devsupport::Proc;
 
 use crate::{free_port, workspace_root};
 
@@ -35,7 +36,7 @@ pub struct Prometheus {
     pub port: u16,
     pub config: PathBuf,
     log: PathBuf,
-    child: Child,
+    child: Proc,
 }
 
 impl Prometheus {
@@ -66,17 +67,19 @@ impl Prometheus {
         let log = home.join("prometheus.log");
         let out = File::create(&log).unwrap();
         let err = out.try_clone().unwrap();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                home.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .spawn()
-            .expect("starting prometheus (deploy/local/install installs it)");
+        let child = Proc::new(
+            Command::new("prometheus")
+                .arg(format!("--config.file={}", config_path.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    home.join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdout(Stdio::from(out))
+                .stderr(Stdio::from(err))
+                .spawn()
+                .expect("starting prometheus (deploy/local/install installs it)"),
+        );
         Self {
             url: format!("http://127.0.0.1:{port}"),
             port,
@@ -91,7 +94,7 @@ impl Prometheus {
     fn lost_its_port(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if self.child.try_wait().is_some() {
                 return self.log_text().contains("address already in use");
             }
             if self
@@ -158,13 +161,6 @@ impl Prometheus {
             .iter()
             .map(|v| v.as_str().unwrap().to_owned())
             .collect()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -6,13 +6,14 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
     SanType,
 };
+use ta_devsupport::Proc;
 
 /// PEM files of one test's certificate authorities and certificates.
 pub struct TestCerts {
@@ -89,7 +90,7 @@ impl TestCerts {
 /// stunnel accepting TLS on `port` and forwarding plaintext to `upstream`.
 pub struct TlsFront {
     pub port: u16,
-    child: Child,
+    _child: Proc,
 }
 
 impl TlsFront {
@@ -122,12 +123,14 @@ impl TlsFront {
         let conf_path = dir.join(format!("stunnel-{port}.conf"));
         std::fs::write(&conf_path, conf).unwrap();
         let log = std::fs::File::create(dir.join(format!("stunnel-{port}.log"))).unwrap();
-        let child = Command::new(stunnel)
-            .arg(&conf_path)
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("starting stunnel");
+        let child = Proc::new(
+            Command::new(stunnel)
+                .arg(&conf_path)
+                .stdout(Stdio::from(log.try_clone().unwrap()))
+                .stderr(Stdio::from(log))
+                .spawn()
+                .expect("starting stunnel"),
+        );
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -136,13 +139,9 @@ impl TlsFront {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self { port, child }
-    }
-}
-
-impl Drop for TlsFront {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Self {
+            port,
+            _child: child,
+        }
     }
 }

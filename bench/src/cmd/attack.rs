@@ -167,7 +167,7 @@ pub fn run(args: Args) -> anyhow::Result<Vec<Section>> {
     // The ops listener (/metrics): the attack's figures are read there, off the attacked port.
     let ops: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let spool = tempfile::tempdir()?;
-    let edge = Proc(
+    let edge = Proc::new(
         Command::new(&args.edge)
             .env("TA_EDGE_LISTEN", addr.to_string())
             .env("TA_EDGE_METRICS_LISTEN", ops.to_string())

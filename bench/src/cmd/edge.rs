@@ -181,7 +181,7 @@ fn start_edge(args: &Args, opts: &EdgeOpts<'_>) -> anyhow::Result<(Proc, SocketA
                 args.edge.display()
             )
         })?;
-    let proc = Proc(child);
+    let proc = Proc::new(child);
     wait_http(addr, "/healthz", Duration::from_secs(30))?;
     Ok((proc, addr, ops))
 }
@@ -294,10 +294,7 @@ async fn bare_produce(
 
 async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
     let client = ClientBuilder::new(vec![brokers.to_owned()]).build().await?;
-    client
-        .controller_client()?
-        .create_topic(topic, partitions, 1, 5_000)
-        .await?;
+    ta_shared::kafka::ensure_topic(&client, topic, partitions).await?;
     Ok(())
 }
 
@@ -322,7 +319,7 @@ fn drain_scenario(
 
     // 1. Spool n events while the broker is unreachable.
     let dead = format!("127.0.0.1:{}", free_port());
-    let (edge, addr, ops) = start_edge(
+    let (mut edge, addr, ops) = start_edge(
         args,
         &EdgeOpts {
             brokers: &dead,
@@ -362,7 +359,7 @@ fn drain_scenario(
         }
     });
     let spooled = metric(&http_get(ops, "/metrics"), "ta_edge_spool_events").unwrap_or(0.0) as u64;
-    edge.terminate();
+    edge.terminate(Duration::from_secs(15));
     anyhow::ensure!(
         spooled == target * 50,
         "spooled {spooled} events, expected {}",
@@ -428,7 +425,7 @@ fn row(name: &str, r: &LoadReport) -> String {
 fn start_null(server: &str) -> anyhow::Result<(Proc, SocketAddr)> {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
     let exe = std::env::current_exe()?;
-    let null = Proc(
+    let null = Proc::new(
         Command::new(&exe)
             .args(["null", "--server", server, "--listen", &addr.to_string()])
             .stdout(Stdio::null())

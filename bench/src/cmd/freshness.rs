@@ -75,7 +75,7 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
             .envs(common.iter().cloned())
             .envs(extra)
             .stdout(Stdio::null());
-        Ok(Proc(cmd.spawn()?))
+        Ok(Proc::new(cmd.spawn()?))
     };
     let _loader = start(
         "ta-loader",

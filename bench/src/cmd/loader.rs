@@ -318,10 +318,7 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
     let client = ClientBuilder::new(vec![args.brokers.clone()])
         .build()
         .await?;
-    client
-        .controller_client()?
-        .create_topic(&topic, args.partitions, 1, 5_000)
-        .await?;
+    ta_shared::kafka::ensure_topic(&client, &topic, args.partitions).await?;
     let mut per: Vec<Vec<Record>> = vec![Vec::new(); args.partitions as usize];
     for e in &events {
         per[e.partition_for(args.partitions) as usize].push(Record {

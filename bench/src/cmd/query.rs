@@ -218,7 +218,7 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
                 cmd.env(k, "0");
             }
         }
-        Ok((Proc(cmd.spawn()?), format!("http://127.0.0.1:{port}")))
+        Ok((Proc::new(cmd.spawn()?), format!("http://127.0.0.1:{port}")))
     };
     let (uncached_proc, uncached) = start_query(true)?;
     let (cached_proc, cached) = start_query(false)?;

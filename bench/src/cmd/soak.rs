@@ -86,7 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<Vec<Section>> {
             "{} not found: run `cargo build --release --bins`",
             bin.display()
         );
-        Ok(Proc(
+        Ok(Proc::new(
             Command::new(bin)
                 .env("TA_KAFKA_BROKERS", &args.brokers)
                 .env("TA_KAFKA_TOPIC", &topic)

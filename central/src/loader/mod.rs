@@ -34,6 +34,7 @@ use anyhow::Context;
 use rskafka::client::Client;
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
+use ta_shared::backoff::Backoff;
 use ta_shared::event::EnrichedEventRef;
 use ta_shared::kafka::{check_at_start, client_builder, ensure_topic};
 use tracing::{info, warn};
@@ -46,27 +47,9 @@ pub use metrics::LoaderMetrics;
 /// Largest raw record kept in a dead letter.
 const MAX_DEAD_LETTER_RAW_BYTES: usize = 64 * 1024;
 
-/// Exponential backoff with full jitter, 100 ms .. 10 s.
-#[derive(Debug)]
-struct Backoff {
-    attempt: u32,
-}
-
-impl Backoff {
-    fn new() -> Self {
-        Self { attempt: 0 }
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let cap = Duration::from_millis(100).saturating_mul(1 << self.attempt.min(7));
-        self.attempt += 1;
-        let cap = cap.min(Duration::from_secs(10));
-        cap.mul_f64(0.5 + rand::random::<f64>() * 0.5)
-    }
-
-    fn reset(&mut self) {
-        self.attempt = 0;
-    }
+/// The loader's retry curve: 100 ms doubling to 10 s, jittered.
+fn backoff() -> Backoff {
+    Backoff::new(Backoff::FIRST, Duration::from_secs(10))
 }
 
 /// Decode one record into a checked event, borrowing the record, or a dead letter.
@@ -170,7 +153,7 @@ pub async fn run(config: LoaderConfig, metrics: LoaderMetrics) -> anyhow::Result
     if config.kafka_startup_check_secs > 0 {
         check_kafka_at_start(&config).await?;
     }
-    let mut backoff = Backoff::new();
+    let mut backoff = backoff();
     loop {
         match store::migrate(&config.clickhouse).await {
             Ok(applied) => {
@@ -305,7 +288,7 @@ async fn rollup_loop(ctx: Arc<Ctx>) {
 }
 
 async fn load_partition(ctx: Arc<Ctx>, pc: PartitionClient) {
-    let mut backoff = Backoff::new();
+    let mut backoff = backoff();
     loop {
         let Err(error) = load_from_committed(&ctx, &pc, &mut backoff).await;
         let delay = backoff.next_delay();
@@ -594,17 +577,5 @@ mod tests {
         assert_eq!((row.ts, row.received_at), (owned.ts, owned.received_at));
         assert_eq!(row.month(), owned.month());
         assert_eq!(row.event.event_id.to_string(), owned.event_id);
-    }
-
-    #[test]
-    fn backoff_grows_and_stays_capped() {
-        let mut b = Backoff::new();
-        let first = b.next_delay();
-        assert!(first <= Duration::from_millis(100));
-        for _ in 0..20 {
-            assert!(b.next_delay() <= Duration::from_secs(10));
-        }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
     }
 }

@@ -480,18 +480,7 @@ async fn run_on_server(
 
 /// The Python with chdb that `deploy/local/infra up` installs.
 fn chdb_python() -> PathBuf {
-    let tools = std::env::var("TA_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/tiny-analytics")
-        });
-    let python = tools.join("pyenv/bin/python");
-    assert!(
-        python.exists(),
-        "{} missing: deploy/local/infra up installs chdb there",
-        python.display()
-    );
-    python
+    ta_devsupport::installed_tool("pyenv/bin/python")
 }
 
 #[tokio::test]

@@ -14,22 +14,12 @@ mod store;
 
 use ta_central::ClickHouseArgs;
 
-/// Test-infrastructure addresses; the defaults are what `deploy/local/infra up` starts.
-pub(crate) fn clickhouse_url() -> String {
-    std::env::var("TA_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
-}
+// Test-infrastructure addresses; the defaults are what `deploy/local/infra up` starts.
+pub(crate) use ta_devsupport::{clickhouse_url, kafka_broker_list as kafka_brokers};
 
-pub(crate) fn kafka_brokers() -> Vec<String> {
-    std::env::var("TA_KAFKA_BROKERS")
-        .unwrap_or_else(|_| "127.0.0.1:9092".into())
-        .split(',')
-        .map(str::to_owned)
-        .collect()
-}
-
-/// A unique name for this test's database or topic.
+/// A unique name for this test's database or topic: `ta_it_<test>_<random>`.
 pub(crate) fn unique(test: &str) -> String {
-    format!("ta_it_{test}_{:08x}", rand::random::<u32>())
+    ta_devsupport::unique("ta_it", test)
 }
 
 /// ClickHouse settings for a fresh database named after the test.
@@ -49,27 +39,17 @@ pub(crate) fn sample_row(
     ts: u32,
     offset: u64,
 ) -> ta_central::store::EventRow {
-    ta_central::store::EventRow {
-        site_id: site.into(),
-        ts,
-        event_id: uuid::Uuid::now_v7().to_string(),
-        event_name: "pageview".into(),
-        visitor_hash: visitor,
-        url: format!("https://example.com{path}"),
-        host: "example.com".into(),
-        path: path.into(),
-        channel: "direct".into(),
-        browser: "Firefox".into(),
-        browser_version: "121".into(),
-        os: "Linux".into(),
-        device: "desktop".into(),
-        edge_region: "test".into(),
-        props_keys: vec!["plan".into()],
-        props_values: vec!["pro".into()],
-        received_at: ts,
-        kafka_topic: "t".into(),
-        kafka_partition: 0,
-        kafka_offset: offset,
-        ..ta_central::store::EventRow::default()
-    }
+    // The shared synthetic event, with the site, page, visitor and time asked for.
+    let mut event = ta_shared::testing::event(0, i64::from(ts) * 1000);
+    event.site_id = site.into();
+    event.url = format!("https://example.com{path}");
+    event.path = path.into();
+    event.visitor_hash = visitor;
+    event.props = [("plan".to_owned(), "pro".to_owned())].into();
+    let position = ta_central::store::SourcePosition {
+        topic: "t",
+        partition: 0,
+        offset,
+    };
+    ta_central::store::EventRow::from_event(event, position).expect("a valid sample row")
 }

@@ -121,12 +121,7 @@ async fn answers_are_cached_until_their_ttl_expires() {
         fresh["pageviews"].as_u64(),
         first["pageviews"].as_u64().map(|n| n + 1)
     );
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = ta_tests::get_text(&format!("{base}/metrics")).await;
     assert!(
         metrics.contains(r#"ta_query_cache_requests_total{endpoint="pageviews",result="hit"} 1"#),
         "{metrics}"

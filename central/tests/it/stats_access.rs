@@ -219,12 +219,7 @@ async fn a_new_event_shows_in_today_within_the_short_ttl_and_hits_are_counted() 
         .as_u64()
         .unwrap();
     assert_eq!(fresh, first + 1, "visible once the short TTL passed");
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = ta_tests::get_text(&format!("{base}/metrics")).await;
     assert!(
         metrics.contains(r#"ta_query_cache_requests_total{endpoint="aggregate",result="hit"} 1"#),
         "{metrics}"

@@ -23,26 +23,16 @@ use ta_shared::EnrichedEvent;
 pub const SITES: &str = "[[site]]\nid = 'site-1'\napi_keys = ['k1']\n";
 pub const UA: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0";
 
-/// The shared broker (`deploy/local/infra up`).
-pub fn brokers() -> Vec<String> {
-    std::env::var("TA_KAFKA_BROKERS")
-        .unwrap_or_else(|_| "127.0.0.1:9092".into())
-        .split(',')
-        .map(str::to_owned)
-        .collect()
-}
-
-pub fn unique_topic(test: &str) -> String {
-    format!("ta_it_edge_{test}_{:08x}", rand::random::<u32>())
-}
-
 /// A loopback port nothing listens on (bound, then released).
-pub fn dead_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+pub use ta_devsupport::free_port as dead_port;
+/// The shared broker (`deploy/local/infra up`).
+pub use ta_devsupport::kafka_broker_list as brokers;
+/// Value of an unlabelled or exactly-labelled series in a Prometheus exposition.
+pub use ta_devsupport::metric_value as metric;
+
+/// `ta_it_edge_<test>_<random>`: the test's own topic.
+pub fn unique_topic(test: &str) -> String {
+    ta_devsupport::unique("ta_it_edge", test)
 }
 
 /// Config for a node on a random port with its spool and sites file in `dir`.
@@ -212,14 +202,6 @@ pub fn pages_per_visitor(read: &BTreeMap<i32, Vec<EnrichedEvent>>) -> BTreeMap<u
         }
     }
     pages
-}
-
-/// Value of an unlabelled or exactly-labelled series in a Prometheus exposition.
-pub fn metric(exposition: &str, series: &str) -> Option<f64> {
-    exposition.lines().find_map(|line| {
-        let (name, value) = line.rsplit_once(' ')?;
-        (name == series).then(|| value.parse().ok()).flatten()
-    })
 }
 
 pub async fn metrics(addr: std::net::SocketAddr) -> String {

@@ -2,10 +2,9 @@
 //! so every connection the edge makes goes through a proxy the test cuts and restores.
 
 use std::net::Shutdown;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_std::net::{TcpListener, TcpStream};
 use futures::StreamExt;
@@ -72,7 +71,7 @@ async fn pipe(mut from: TcpStream, mut to: TcpStream) {
 
 /// A tansu broker of the test's own, reachable only through its [`Proxy`].
 struct PrivateKafka {
-    child: Child,
+    _broker: ta_tests::infra::PrivateBroker,
     proxy: Proxy,
     _dir: tempfile::TempDir,
 }
@@ -83,25 +82,10 @@ impl PrivateKafka {
         let dir = tempfile::tempdir().unwrap();
         let broker_port = dead_port();
         let proxy = Proxy::start(broker_port).await;
-        let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
-        let child = Command::new(ta_tests::infra::tansu_binary())
-            .args(["broker", "--listener-url"])
-            .arg(format!("tcp://127.0.0.1:{broker_port}"))
-            .arg("--advertised-listener-url")
-            .arg(format!("tcp://127.0.0.1:{}", proxy.port))
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(dir.path())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("starting tansu");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", broker_port)).is_err() {
-            assert!(Instant::now() < deadline, "private tansu did not start");
-            async_std::task::sleep(Duration::from_millis(50)).await;
-        }
+        let broker =
+            ta_tests::infra::PrivateBroker::start_on(dir.path(), broker_port, Some(proxy.port));
         Self {
-            child,
+            _broker: broker,
             proxy,
             _dir: dir,
         }
@@ -109,13 +93,6 @@ impl PrivateKafka {
 
     fn brokers(&self) -> Vec<String> {
         vec![format!("127.0.0.1:{}", self.proxy.port)]
-    }
-}
-
-impl Drop for PrivateKafka {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
