@@ -32,17 +32,52 @@ pub fn unique(prefix: &str, test: &str) -> String {
     format!("{prefix}_{test}_{:08x}", rand::random::<u32>())
 }
 
-/// A loopback port that was free a moment ago (bound to port 0, then released).
+/// A loopback port that was free a moment ago, for a server the caller starts next.
 ///
-/// Another process may take it before the caller binds it. Prefer letting the server bind
-/// port 0 and report its port; where a server cannot, use this for addresses that must stay
-/// dead (nothing listens there) or retry the start when the server reports "address already
-/// in use" (as `ta_tests::prometheus::Prometheus::start` does).
+/// Picked at random below the kernel's ephemeral range (`ip_local_port_range`), never twice
+/// in one process. Port 0 would hand out a port from the ephemeral range, where any process's
+/// outgoing connection (a test's HTTP client, ClickHouse, the broker) can take it before the
+/// server binds it; below that range only an explicit bind can, and this process never hands
+/// the same port out twice. A server that can bind port 0 and report its port is still better;
+/// where another program may bind in that range too, retry the start when the server reports
+/// "address already in use" (as `ta_tests::prometheus::Prometheus::start` does).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding a loopback port")
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let (low, _) = ephemeral_range();
+    // 10000 up to the ephemeral range: clear of the well-known and registered service ports the
+    // local infrastructure and most daemons use.
+    let below = 10_000..low.max(10_001);
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    for _ in 0..10_000 {
+        let port = rand::random_range(below.clone());
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!(
+        "no free loopback port between {} and {}",
+        below.start, below.end
+    )
+}
+
+/// The kernel's range for ports it assigns to outgoing connections and to port-0 binds.
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut parts = text.split_whitespace().map(|p| p.parse::<u16>().ok());
+            Some((parts.next()??, parts.next()??))
+        })
+        .unwrap_or((32_768, 60_999))
 }
 
 /// Where `deploy/local/install` keeps what it builds or downloads (tansu, the chdb Python,
@@ -104,6 +139,17 @@ mod tests {
         assert_eq!(metric(text, "ta_a_total{region=\"e\"}"), Some(3.0));
         assert_eq!(metric(text, "missing"), None);
         assert_eq!(metric_sum(text, "missing"), 0.0);
+    }
+
+    #[test]
+    fn free_ports_are_below_the_ephemeral_range_and_never_repeat() {
+        let (low, _) = ephemeral_range();
+        let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
+        assert!(ports.iter().all(|p| (10_000..low).contains(p)), "{ports:?}");
+        let distinct: std::collections::HashSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), ports.len());
+        let port = free_port();
+        std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port is free");
     }
 
     #[test]
