@@ -89,6 +89,30 @@ async fn bad_parameters_get_400_naming_the_parameter() {
 }
 
 #[tokio::test]
+async fn seed_endpoints_refuse_unknown_parameters_naming_them() {
+    let (config, _db) = seeded().await;
+    let base = serve(config).await;
+    for (path, unknown) in [
+        ("pageviews", "limit"),
+        ("unique-users", "form"),
+        ("top-pages", "period"),
+    ] {
+        let url = format!("{base}/v1/metrics/{path}?site_id=site-1&{unknown}=1");
+        let (status, body) = get(&url).await;
+        assert_eq!(status, 400, "{url}");
+        assert_eq!(body["parameter"], "query", "{url}: {body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(&format!("`{unknown}`")), "{url}: {body}");
+    }
+    // A parameter the endpoint has still answers.
+    let (status, _) = get(&format!(
+        "{base}/v1/metrics/top-pages?site_id=site-1&limit=2"
+    ))
+    .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
 async fn answers_are_cached_until_their_ttl_expires() {
     let (mut config, db) = seeded().await;
     // Long enough that the insert below and the second request fit in it on a loaded machine.
