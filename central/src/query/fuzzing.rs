@@ -3,7 +3,9 @@
 
 use chrono::{TimeZone, Utc};
 
+use super::cache::CacheKey;
 use super::error::ApiError;
+use super::key::AnswerKey;
 use super::seed::{SeedEndpoint, SeedRequest};
 use super::stats::{StatsEndpoint, StatsRequest};
 
@@ -22,21 +24,22 @@ pub fn query_params(data: &[u8]) {
     let now = Utc.with_ymd_and_hms(2026, 3, 29, 1, 30, 0).unwrap();
     for endpoint in ENDPOINTS {
         match StatsRequest::parse(endpoint, &pairs, now) {
-            Ok(req) => weigh(&req),
+            Ok(req) => weigh(AnswerKey::Stats(req)),
             Err(e) => check_refusal(&e, endpoint.params()),
         }
     }
     for endpoint in SeedEndpoint::ALL {
         match SeedRequest::parse(endpoint, &pairs, now) {
-            Ok((_, key)) => weigh(&key),
+            Ok((_, key)) => weigh(AnswerKey::Seed(key)),
             Err(e) => check_refusal(&e, endpoint.params()),
         }
     }
 }
 
-/// The cache key, as the handler builds it.
-fn weigh(key: &impl std::fmt::Debug) {
-    std::hint::black_box(format!("{key:?}"));
+/// Hash and weigh a cache key, as the cache does.
+fn weigh(key: AnswerKey) {
+    let hash = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), &key);
+    std::hint::black_box((hash, key.weight()));
 }
 
 fn check_refusal(e: &ApiError, params: &[&str]) {

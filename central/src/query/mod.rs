@@ -17,6 +17,7 @@ pub mod dashboard;
 pub mod error;
 pub mod filter;
 pub mod fuzzing;
+pub mod key;
 pub mod limits;
 pub mod openapi;
 pub mod params;
@@ -41,6 +42,7 @@ use crate::sql;
 use access::{Access, AccessList, Principal};
 use cache::{Answer, AnswerCache, Ttls};
 use error::ApiError;
+use key::AnswerKey;
 use seed::{SeedEndpoint, SeedRequest};
 use stats::{StatsEndpoint, StatsRequest};
 
@@ -369,7 +371,7 @@ fn observe(
 async fn cached<F>(
     state: &QueryState,
     name: &'static str,
-    key: String,
+    key: AnswerKey,
     ttl: Duration,
     compute: F,
 ) -> Result<Answer, ApiError>
@@ -392,7 +394,7 @@ where
     // The answer is as old as the moment its query started, so its lifetime counts from then.
     state
         .cache
-        .insert(&key, answer.clone(), ttl, store_started, generation);
+        .insert(key, answer.clone(), ttl, store_started, generation);
     Ok(answer)
 }
 
@@ -441,7 +443,7 @@ async fn stats(
         } else {
             state.cache.ttl_for(req.to, now)
         };
-        let key = format!("{req:?}");
+        let key = AnswerKey::Stats(req.clone());
         let db = &state.stats_db;
         cached(&state, name, key, ttl, async {
             Ok(match endpoint {
@@ -501,7 +503,10 @@ async fn bots_today(
         list.authorize(&who, &site_id)?;
         // As short-lived as realtime answers: viewers of one site share a Prometheus query.
         let ttl = state.cache.ttls.realtime;
-        cached(&state, "bots", format!("bots:{site_id}"), ttl, async {
+        let key = AnswerKey::Bots {
+            site_id: site_id.clone(),
+        };
+        cached(&state, "bots", key, ttl, async {
             Ok(json_answer(
                 &state.bots.today(&site_id, chrono::Utc::now()).await?,
             ))
@@ -552,7 +557,7 @@ async fn seed(
         list.authorize(&who, &req.query.site_id)?;
         let ttl = state.cache.ttl_for(req.query.to, now);
         let db = &state.db;
-        cached(&state, name, format!("{key:?}"), ttl, async {
+        cached(&state, name, AnswerKey::Seed(key), ttl, async {
             Ok(json_answer(&seed::answer(db, &req).await?))
         })
         .await

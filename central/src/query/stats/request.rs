@@ -9,6 +9,8 @@ use serde_json::{Value as Json, json};
 
 use crate::query::error::ApiError;
 use crate::query::filter::{self, Property};
+#[cfg(doc)]
+use crate::query::key::AnswerKey;
 use crate::query::params;
 use crate::query::period::{self, DayRange, PeriodKind};
 use crate::sql::stats::{self as sql, Bucket, EventFilter, Scope};
@@ -56,7 +58,8 @@ impl StatsEndpoint {
     }
 }
 
-/// A validated stats request. Its `Debug` text is the cache key: every field changes the answer.
+/// A validated stats request. It is the cache key ([`AnswerKey::Stats`]): every field changes
+/// the answer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StatsRequest {
     pub endpoint: StatsEndpoint,
