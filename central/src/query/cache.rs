@@ -17,8 +17,6 @@ use chrono::{DateTime, Utc};
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 
-use super::key::AnswerKey;
-
 /// What answers are cached under: a typed question, and about how many bytes it holds (it
 /// counts towards the cache's byte bound).
 pub trait CacheKey: Hash + Eq + Send + Sync + 'static {
@@ -64,7 +62,7 @@ pub struct Ttls {
 }
 
 /// Answers by request key.
-pub struct AnswerCache<K: CacheKey = AnswerKey> {
+pub struct AnswerCache<K: CacheKey> {
     inner: Arc<Cache<Arc<K>, Entry, ByBytes>>,
     pub ttls: Ttls,
     /// Bumped by [`AnswerCache::clear`]: an answer computed before a clear is not kept.

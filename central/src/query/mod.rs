@@ -139,7 +139,7 @@ impl Default for QueryMetrics {
 pub struct QueryState {
     pub db: clickhouse::Client,
     pub stats_db: stats::StatsDb,
-    pub cache: AnswerCache,
+    pub cache: AnswerCache<AnswerKey>,
     pub metrics: QueryMetrics,
     pub access: Access,
     /// Per-credential request rate and requests in progress.
