@@ -42,19 +42,13 @@ fn filter_bytes(f: &EventFilter) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use chrono::{DateTime, Utc};
-
     use super::*;
+    use crate::query::params::testing::{at, pairs};
     use crate::query::stats::StatsEndpoint;
 
     fn key(q: &str) -> AnswerKey {
-        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(q.as_bytes())
-            .into_owned()
-            .collect();
-        let now = DateTime::parse_from_rfc3339("2025-11-30T12:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        AnswerKey::Stats(StatsRequest::parse(StatsEndpoint::Breakdown, &pairs, now).unwrap())
+        let now = at("2025-11-30T12:00:00Z");
+        AnswerKey::Stats(StatsRequest::parse(StatsEndpoint::Breakdown, &pairs(q), now).unwrap())
     }
 
     #[test]

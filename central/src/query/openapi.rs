@@ -203,6 +203,17 @@ mod tests {
         }
     }
 
+    /// The parameters `doc` lists for `path`, besides the share link.
+    fn documented<'a>(doc: &'a Value, path: &str) -> Vec<&'a str> {
+        doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .filter(|n| *n != "share")
+            .collect()
+    }
+
     #[test]
     fn documented_parameters_are_the_accepted_ones() {
         let doc = document();
@@ -213,25 +224,11 @@ mod tests {
             StatsEndpoint::Realtime,
         ] {
             let path = format!("/v1/stats/{}", e.name());
-            let names: Vec<&str> = doc["paths"][&path]["get"]["parameters"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p["name"].as_str().unwrap())
-                .filter(|n| *n != "share")
-                .collect();
-            assert_eq!(names, e.params(), "{path}");
+            assert_eq!(documented(&doc, &path), e.params(), "{path}");
         }
         for e in SeedEndpoint::ALL {
             let path = format!("/v1/metrics/{}", e.name());
-            let names: Vec<&str> = doc["paths"][&path]["get"]["parameters"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p["name"].as_str().unwrap())
-                .filter(|n| *n != "share")
-                .collect();
-            assert_eq!(names, e.params(), "{path}");
+            assert_eq!(documented(&doc, &path), e.params(), "{path}");
         }
     }
 }

@@ -118,6 +118,26 @@ impl StatsQuery {
     }
 }
 
+/// Helpers of the query module's unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use chrono::{DateTime, Utc};
+
+    /// The pairs of a query string, as the handlers see them.
+    pub(crate) fn pairs(q: &str) -> Vec<(String, String)> {
+        url::form_urlencoded::parse(q.as_bytes())
+            .into_owned()
+            .collect()
+    }
+
+    /// An instant, from RFC 3339.
+    pub(crate) fn at(rfc3339: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(rfc3339)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -141,15 +141,10 @@ pub async fn answer(db: &clickhouse::Client, req: &SeedRequest) -> Result<Json, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::query::params::testing::{at, pairs};
 
     fn parse(endpoint: SeedEndpoint, q: &str) -> Result<SeedKey, ApiError> {
-        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(q.as_bytes())
-            .into_owned()
-            .collect();
-        let now = DateTime::parse_from_rfc3339("2026-11-30T12:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        SeedRequest::parse(endpoint, &pairs, now).map(|(_, key)| key)
+        SeedRequest::parse(endpoint, &pairs(q), at("2026-11-30T12:00:00Z")).map(|(_, key)| key)
     }
 
     #[test]

@@ -358,17 +358,10 @@ fn secs(t: DateTime<Utc>) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pairs(q: &str) -> Vec<(String, String)> {
-        url::form_urlencoded::parse(q.as_bytes())
-            .into_owned()
-            .collect()
-    }
+    use crate::query::params::testing::{at, pairs};
 
     fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2025-11-30T12:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc)
+        at("2025-11-30T12:00:00Z")
     }
 
     fn param(q: &str, e: StatsEndpoint) -> String {
