@@ -29,12 +29,11 @@ impl SeedEndpoint {
         }
     }
 
-    /// Parameters this endpoint accepts (besides `share`, the share-link credential).
+    /// Parameters this endpoint accepts (besides `share`, the share-link credential). All
+    /// three take `limit` (callers send one set of parameters to the three), which only
+    /// top-pages uses.
     pub fn params(self) -> &'static [&'static str] {
-        match self {
-            Self::Pageviews | Self::UniqueUsers => &["site_id", "from", "to"],
-            Self::TopPages => &["site_id", "from", "to", "limit"],
-        }
+        &["site_id", "from", "to", "limit"]
     }
 }
 
@@ -66,19 +65,15 @@ impl SeedRequest {
         pairs: &[(String, String)],
         now: DateTime<Utc>,
     ) -> Result<(Self, SeedKey), ApiError> {
-        let accepted = endpoint.params();
         let mut raw = RawParams::default();
         for (k, v) in pairs {
             let slot = match k.as_str() {
                 "share" => continue,
-                _ if !accepted.contains(&k.as_str()) => {
-                    return Err(params::unknown_param(k, accepted));
-                }
                 "site_id" => &mut raw.site_id,
                 "from" => &mut raw.from,
                 "to" => &mut raw.to,
-                // The one accepted parameter left.
-                _ => &mut raw.limit,
+                "limit" => &mut raw.limit,
+                _ => return Err(params::unknown_param(k, endpoint.params())),
             };
             *slot = Some(v.clone());
         }
@@ -151,7 +146,7 @@ mod tests {
     fn unknown_parameters_are_refused_naming_them() {
         for (endpoint, q, unknown) in [
             (SeedEndpoint::Pageviews, "site_id=s&form=2026-11-01", "form"),
-            (SeedEndpoint::UniqueUsers, "site_id=s&limit=5", "limit"),
+            (SeedEndpoint::UniqueUsers, "site_id=s&period=7d", "period"),
             (
                 SeedEndpoint::TopPages,
                 "site_id=s&filter=os:is:Linux",
@@ -174,7 +169,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!((key.limit, key.from.is_some()), (3, true));
-        let open = parse(SeedEndpoint::Pageviews, "site_id=s&share=x").unwrap();
+        let open = parse(SeedEndpoint::Pageviews, "site_id=s&share=x&limit=10").unwrap();
         assert_eq!((open.from, open.to), (None, None));
+        assert!(parse(SeedEndpoint::UniqueUsers, "site_id=s&limit=0").is_err());
     }
 }
