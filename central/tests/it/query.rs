@@ -130,7 +130,7 @@ async fn answers_are_cached_until_their_ttl_expires() {
         .unwrap();
     insert.end().await.unwrap();
     // The range is open ("up to now"): a second later it is still the same question, answered
-    // from the cache (it was once keyed by the current second and missed).
+    // from the cache (an open bound is keyed as "now", not by the current second).
     tokio::time::sleep(std::time::Duration::from_millis(1_100).saturating_sub(t0.elapsed())).await;
     let (_, cached) = get(&url).await;
     assert_eq!(
