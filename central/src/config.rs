@@ -1,44 +1,13 @@
-//! Typed configuration of `ta-loader` and `ta-query`, from flags or `TA_*` variables.
+//! Typed configuration of `ta-loader` and `ta-query`, from flags or `TA_*` variables. The
+//! store's own settings ([`ClickHouseArgs`]) are defined by the store and flattened in here.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use clap::Parser;
 
-/// Where the analytics store is.
-#[derive(Debug, Clone, Args)]
-pub struct ClickHouseArgs {
-    /// ClickHouse HTTP endpoint.
-    #[arg(
-        long,
-        env = "TA_CLICKHOUSE_URL",
-        default_value = "http://127.0.0.1:8123"
-    )]
-    pub clickhouse_url: String,
-
-    /// Database holding the analytics tables (created if missing).
-    #[arg(long, env = "TA_CLICKHOUSE_DATABASE", default_value = "tiny_analytics")]
-    pub clickhouse_database: String,
-
-    /// ClickHouse user.
-    #[arg(long, env = "TA_CLICKHOUSE_USER", default_value = "default")]
-    pub clickhouse_user: String,
-
-    /// ClickHouse password.
-    #[arg(
-        long,
-        env = "TA_CLICKHOUSE_PASSWORD",
-        default_value = "",
-        hide_env_values = true
-    )]
-    pub clickhouse_password: String,
-}
-
-impl ClickHouseArgs {
-    pub fn client(&self) -> clickhouse::Client {
-        crate::store::client(self)
-    }
-}
+pub use crate::store::ClickHouseArgs;
+use crate::store::lifecycle::RetentionPolicy;
 
 /// ta-loader: loads `events.enriched` from Kafka into ClickHouse, exactly once.
 #[derive(Debug, Clone, Parser)]
@@ -198,12 +167,12 @@ impl Default for LoaderConfig {
 }
 
 fn parse_overrides(text: &str) -> Result<std::collections::BTreeMap<String, u32>, String> {
-    crate::store::lifecycle::RetentionPolicy::parse_overrides(text)
+    RetentionPolicy::parse_overrides(text)
 }
 
 impl LoaderConfig {
-    pub fn retention_policy(&self) -> crate::store::lifecycle::RetentionPolicy {
-        crate::store::lifecycle::RetentionPolicy {
+    pub fn retention_policy(&self) -> RetentionPolicy {
+        RetentionPolicy {
             default_days: self.retention_days,
             per_site: self.retention_site_days.clone(),
         }

@@ -5,32 +5,9 @@
 //! and on a current ClickHouse (chdb) and compares the answers, so a statement that works on
 //! only one of them fails the build.
 
-/// The range filter shared by the seed queries: site, `[from, to)` as Unix seconds, then
-/// `from` and `to` again for the sort key's dates (see [`stats`]'s `push_where`).
-macro_rules! range {
-    () => {
-        "site_id = ? AND ts >= toDateTime(?) AND ts < toDateTime(?) \
-         AND toDate(ts) >= toDate(toDateTime(?)) AND toDate(ts) <= toDate(toDateTime(?))"
-    };
-}
-
-pub const PAGEVIEWS: &str = concat!(
-    "SELECT count() AS n FROM events WHERE ",
-    range!(),
-    " AND event_name = 'pageview'"
-);
-pub const UNIQUE_USERS: &str = concat!(
-    "SELECT uniqExact(visitor_hash) AS n FROM events WHERE ",
-    range!()
-);
-pub const TOP_PAGES: &str = concat!(
-    "SELECT path, count() AS pageviews FROM events WHERE ",
-    range!(),
-    " AND event_name = 'pageview' GROUP BY path ORDER BY pageviews DESC, path ASC LIMIT ?"
-);
-
-/// Stats statements (aggregate, timeseries, breakdowns, realtime), built from whitelisted
-/// column expressions and `?` placeholders; every value the caller supplies is a bind.
+/// Stats statements (aggregate, timeseries, breakdowns, realtime, and the seed's
+/// `/v1/metrics/*`), built from whitelisted column expressions and `?` placeholders; every
+/// value the caller supplies is a bind.
 pub mod stats {
     use super::Value;
 
@@ -228,27 +205,51 @@ pub mod stats {
         s.push(" AND (visitor_hash, toUInt32(ts)) IN (SELECT visitor_hash, kept FROM (")
             .push("SELECT visitor_hash, arraySort(groupArray((toUInt32(ts), ");
         f.column.push_expr(s);
-        s.push("))) AS evs, arrayMap(x -> tupleElement(x, 1), evs) AS t, ")
-            .push("arrayDifference(t) AS d, arrayMap((x, i) -> toUInt8(i = 1 OR x > ")
-            .push(&VISIT_GAP_SECS.to_string())
-            .push("), d, arrayEnumerate(d)) AS st, arrayCumSum(st) AS visit, ")
-            .push(if f.on == FilterOn::VisitExit {
-                "arrayPushBack(arrayPopFront(st), toUInt8(1)) AS edge, "
-            } else {
-                "st AS edge, "
-            })
-            .push(
-                "arrayFilter((x, e) -> e, arrayMap(x -> tupleElement(x, 2), evs), edge) AS vals, ",
-            )
-            .push("arrayMap(v -> ");
+        s.push("))) AS evs, arrayMap(x -> tupleElement(x, 1), evs) AS t, ");
+        let exit = f.on == FilterOn::VisitExit;
+        push_visit_split(s, "t", exit);
+        s.push(", arrayCumSum(st) AS visit, arrayFilter((x, e) -> e, ")
+            .push("arrayMap(x -> tupleElement(x, 2), evs), ")
+            .push(if exit { "en" } else { "st" })
+            .push(") AS vals, arrayMap(v -> ");
         f.push_test(s, |s| {
             s.push("v");
         });
         s.push(", vals) AS matched, arrayFilter((x, v) -> matched[v] = 1, t, visit) AS keep FROM events");
         push_event_where(s, scope);
-        s.push(" GROUP BY visitor_hash, ")
-            .push(UTC_DAY)
-            .push(") ARRAY JOIN keep AS kept)");
+        push_by_visitor_day(s);
+        s.push(") ARRAY JOIN keep AS kept)");
+    }
+
+    /// The visit rule, the one place it is written: on the events of one visitor hash and
+    /// one UTC day, `times` an expression of their sorted times (Unix seconds), writes
+    /// `d`, the gap before each event (0 for the first), and `st`, 1 where an event starts a
+    /// visit: the first, or one after a gap over [`VISIT_GAP_SECS`]. With `ends`, also `en`,
+    /// 1 where an event ends a visit: the next one starts a visit, or there is none. The
+    /// statement groups its events with [`push_by_visitor_day`], so visits end at UTC
+    /// midnight.
+    fn push_visit_split(s: &mut Statement, times: &str, ends: bool) {
+        s.push("arrayDifference(")
+            .push(times)
+            .push(") AS d, arrayMap((x, i) -> toUInt8(i = 1 OR x > ")
+            .push(&VISIT_GAP_SECS.to_string())
+            .push("), d, arrayEnumerate(d)) AS st");
+        if ends {
+            s.push(", arrayPushBack(arrayPopFront(st), toUInt8(1)) AS en");
+        }
+    }
+
+    /// ` GROUP BY` visitor hash and UTC day: the rows [`push_visit_split`] splits.
+    fn push_by_visitor_day(s: &mut Statement) {
+        s.push(" GROUP BY visitor_hash, ").push(UTC_DAY);
+    }
+
+    /// After [`push_visit_split`] with `ends`, on the sorted times `t`: each visit's
+    /// `starts` and `ends` (Unix seconds) and `single` (1 for a visit of one event).
+    fn push_visit_bounds(s: &mut Statement) {
+        s.push("arrayFilter((x, f) -> f, t, st) AS starts, ")
+            .push("arrayFilter((x, f) -> f, t, en) AS ends, ")
+            .push("arrayFilter((e, f) -> f, en, st) AS single");
     }
 
     /// Bucket of a timeseries, in an IANA time zone: a Unix-seconds string for minutes and
@@ -289,32 +290,27 @@ pub mod stats {
     /// converted visitors.
     ///
     /// A visit is a maximal run of one visitor hash's events of one UTC day with no gap
-    /// over [`VISIT_GAP_SECS`]. One row per visitor hash and day carries its sorted event
-    /// times; every total is arithmetic on them, without expanding events into rows (a
-    /// quarter of the time of expanding and regrouping them, 60 vs 390 ms on 1.15M events):
-    /// with `d` the gaps between
-    /// consecutive events, an event starts a visit when it is the first or its gap exceeds
-    /// [`VISIT_GAP_SECS`]; a visit is a bounce when the next event starts a visit too (or
-    /// there is none); the visits' lengths sum to the whole span minus the long gaps.
+    /// over [`VISIT_GAP_SECS`] ([`push_visit_split`]). One row per visitor hash and day
+    /// carries its sorted event times; every total is arithmetic on them, without expanding
+    /// events into rows: a visit is a bounce when it both starts and ends at one event; the
+    /// visits' lengths sum to the gaps that start no visit.
     pub fn aggregate(scope: &Scope<'_>) -> Statement {
-        let gap = VISIT_GAP_SECS.to_string();
         let mut s = Statement::default();
-        s.push("SELECT toUInt64(uniqExact(visitor_hash)) AS visitors, toUInt64(sum(nv)) AS visits, ")
-            .push("toUInt64(sum(pv)) AS pageviews, toUInt64(sum(n)) AS events, ")
-            .push("toUInt64(sum(b)) AS bounces, toUInt64(sum(dur)) AS duration, ")
-            .push("toUInt64(sum(n - pv)) AS conversions, ")
-            .push("toUInt64(uniqExactIf(visitor_hash, n > pv)) AS converted_visitors FROM (")
-            .push("SELECT visitor_hash, arraySort(groupArray(toUInt32(ts))) AS t, count() AS n, ")
-            .push("sum(toUInt8(event_name = 'pageview')) AS pv, arrayDifference(t) AS d, ")
-            .push("arrayMap((x, i) -> toUInt8(i = 1 OR x > ")
-            .push(&gap)
-            .push("), d, arrayEnumerate(d)) AS s, arraySum(s) AS nv, ")
-            .push("arraySum(arrayMap((a, c) -> a AND c, s, arrayPushBack(arrayPopFront(s), toUInt8(1)))) AS b, ")
-            .push("(t[-1] - t[1]) - arraySum(arrayMap(x -> if(x > ")
-            .push(&gap)
-            .push(", x, 0), d)) AS dur FROM events");
+        s.push(
+            "SELECT toUInt64(uniqExact(visitor_hash)) AS visitors, toUInt64(sum(nv)) AS visits, ",
+        )
+        .push("toUInt64(sum(pv)) AS pageviews, toUInt64(sum(n)) AS events, ")
+        .push("toUInt64(sum(b)) AS bounces, toUInt64(sum(dur)) AS duration, ")
+        .push("toUInt64(sum(n - pv)) AS conversions, ")
+        .push("toUInt64(uniqExactIf(visitor_hash, n > pv)) AS converted_visitors FROM (")
+        .push("SELECT visitor_hash, arraySort(groupArray(toUInt32(ts))) AS t, count() AS n, ")
+        .push("sum(toUInt8(event_name = 'pageview')) AS pv, ");
+        push_visit_split(&mut s, "t", true);
+        s.push(", arraySum(st) AS nv, arraySum(arrayMap((a, c) -> a AND c, st, en)) AS b, ")
+            .push("arraySum(arrayMap((x, f) -> if(f, 0, x), d, st)) AS dur FROM events");
         push_where(&mut s, scope);
-        s.push(" GROUP BY visitor_hash, ").push(UTC_DAY).push(")");
+        push_by_visitor_day(&mut s);
+        s.push(")");
         s
     }
 
@@ -344,22 +340,17 @@ pub mod stats {
 
     /// Visits of the scope, one row per visit: `visit_start`, `visit_end` (Unix seconds) and
     /// `bounce` (1 for a visit of one event), computed on each visitor's sorted event times
-    /// and expanded once per visit, not once per event. An event starts a visit when it is the visitor's first or follows a gap
-    /// over [`VISIT_GAP_SECS`]; it ends one when the next event starts one (or there is none).
+    /// ([`push_visit_split`]) and expanded once per visit, not once per event.
     fn push_visit_spans(s: &mut Statement, scope: &Scope<'_>) {
         s.push("SELECT visit_start, visit_end, bounce FROM (SELECT ")
-            .push("arraySort(groupArray(toUInt32(ts))) AS t, arrayDifference(t) AS d, ")
-            .push("arrayMap((x, i) -> toUInt8(i = 1 OR x > ")
-            .push(&VISIT_GAP_SECS.to_string())
-            .push("), d, arrayEnumerate(d)) AS st, ")
-            .push("arrayPushBack(arrayPopFront(st), toUInt8(1)) AS en, ")
-            .push("arrayFilter((x, f) -> f, t, st) AS starts, ")
-            .push("arrayFilter((x, f) -> f, t, en) AS ends, ")
-            .push("arrayFilter((e, f) -> f, en, st) AS single FROM events");
+            .push("arraySort(groupArray(toUInt32(ts))) AS t, ");
+        push_visit_split(s, "t", true);
+        s.push(", ");
+        push_visit_bounds(s);
+        s.push(" FROM events");
         push_where(s, scope);
-        s.push(" GROUP BY visitor_hash, ")
-            .push(UTC_DAY)
-            .push(") ARRAY JOIN starts AS visit_start, ends AS visit_end, single AS bounce");
+        push_by_visitor_day(s);
+        s.push(") ARRAY JOIN starts AS visit_start, ends AS visit_end, single AS bounce");
     }
 
     /// Events grouped by `column`: value, visitors, pageviews, events; most visitors first.
@@ -398,7 +389,6 @@ pub mod stats {
         offset: u64,
         limit: u64,
     ) -> Statement {
-        let gap = VISIT_GAP_SECS.to_string();
         let mut s = Statement::default();
         s.push("SELECT attr AS value, toUInt64(uniqExact(visitor_hash)) AS visitors, ")
             .push("toUInt64(count()) AS visits, toUInt64(sum(visit_pageviews)) AS pageviews, ")
@@ -410,16 +400,11 @@ pub mod stats {
             .push("SELECT visitor_hash, arraySort(groupArray((toUInt32(ts), ");
         attr.column.push_expr(&mut s);
         s.push(", toUInt8(event_name = 'pageview')))) AS evs, ")
-            .push("arrayMap(x -> tupleElement(x, 1), evs) AS t, arrayDifference(t) AS d, ")
-            .push("arrayMap((x, i) -> toUInt8(i = 1 OR x > ")
-            .push(&gap)
-            .push("), d, arrayEnumerate(d)) AS st, ")
-            .push("arrayPushBack(arrayPopFront(st), toUInt8(1)) AS en, ")
-            .push("arrayMap(x -> tupleElement(x, 3), evs) AS p, arrayCumSum(p) AS c, ")
-            .push("arrayFilter((x, f) -> f, t, st) AS starts, ")
-            .push("arrayFilter((x, f) -> f, t, en) AS ends, ")
-            .push("arrayFilter((e, f) -> f, en, st) AS single, ")
-            .push("arrayMap((u, v) -> u - v, arrayFilter((x, f) -> f, c, en), ")
+            .push("arrayMap(x -> tupleElement(x, 1), evs) AS t, ");
+        push_visit_split(&mut s, "t", true);
+        s.push(", arrayMap(x -> tupleElement(x, 3), evs) AS p, arrayCumSum(p) AS c, ");
+        push_visit_bounds(&mut s);
+        s.push(", arrayMap((u, v) -> u - v, arrayFilter((x, f) -> f, c, en), ")
             .push("arrayFilter((x, f) -> f, arrayMap((x, y) -> x - y, c, p), st)) AS pvs, ")
             .push(if attr.at_exit {
                 "arrayFilter((x, f) -> f, arrayMap(x -> tupleElement(x, 2), evs), en) AS attrs FROM events"
@@ -427,9 +412,8 @@ pub mod stats {
                 "arrayFilter((x, f) -> f, arrayMap(x -> tupleElement(x, 2), evs), st) AS attrs FROM events"
             });
         push_where(&mut s, scope);
-        s.push(" GROUP BY visitor_hash, ")
-            .push(UTC_DAY)
-            .push(") ARRAY JOIN starts AS visit_start, ends AS visit_end, ")
+        push_by_visitor_day(&mut s);
+        s.push(") ARRAY JOIN starts AS visit_start, ends AS visit_end, ")
             .push("single AS bounce, pvs AS visit_pageviews, attrs AS attr");
         s.push(" GROUP BY value ORDER BY visitors DESC, visits DESC, value ASC LIMIT ")
             .bind(Value::Int(offset as i64))
@@ -444,6 +428,36 @@ pub mod stats {
         s.push("SELECT toUInt64(uniqExact(visitor_hash)) AS visitors, ")
             .push("toUInt64(countIf(event_name = 'pageview')) AS pageviews FROM events");
         push_where(&mut s, scope);
+        s
+    }
+
+    /// Pageviews of the scope, as `n` (the seed's `/v1/metrics/pageviews`).
+    pub fn pageviews(scope: &Scope<'_>) -> Statement {
+        let mut s = Statement::default();
+        s.push("SELECT count() AS n FROM events");
+        push_where(&mut s, scope);
+        s.push(" AND event_name = 'pageview'");
+        s
+    }
+
+    /// Distinct visitor hashes of the scope, as `n` (the seed's `/v1/metrics/unique-users`).
+    pub fn unique_users(scope: &Scope<'_>) -> Statement {
+        let mut s = Statement::default();
+        s.push("SELECT uniqExact(visitor_hash) AS n FROM events");
+        push_where(&mut s, scope);
+        s
+    }
+
+    /// The `limit` most viewed paths of the scope: `path`, `pageviews` (the seed's
+    /// `/v1/metrics/top-pages`).
+    pub fn top_pages(scope: &Scope<'_>, limit: u32) -> Statement {
+        let mut s = Statement::default();
+        s.push("SELECT path, count() AS pageviews FROM events");
+        push_where(&mut s, scope);
+        s.push(
+            " AND event_name = 'pageview' GROUP BY path ORDER BY pageviews DESC, path ASC LIMIT ",
+        )
+        .bind(Value::Int(limit.into()));
         s
     }
 
@@ -548,13 +562,13 @@ pub mod stats {
             s.push(", ");
             column.push_expr(s);
         }
-        s.push("))) AS evs, arrayDifference(arrayMap(x -> tupleElement(x, 1), evs)) AS gaps, ")
-            .push("arrayCumSum(arrayMap((x, i) -> toUInt8(i = 1 OR x > ")
-            .push(&VISIT_GAP_SECS.to_string())
-            .push("), gaps, arrayEnumerate(gaps))) AS vs FROM events");
+        s.push("))) AS evs, ");
+        push_visit_split(s, "arrayMap(x -> tupleElement(x, 1), evs)", false);
+        s.push(", arrayCumSum(st) AS vs FROM events");
         push_where(s, scope);
         push_skip_days(s, skip);
-        s.push(" GROUP BY visitor_hash, day) ARRAY JOIN evs AS e, vs AS v) GROUP BY visitor_hash, day, v");
+        push_by_visitor_day(s);
+        s.push(") ARRAY JOIN evs AS e, vs AS v) GROUP BY visitor_hash, day, v");
     }
 
     /// ` AND` the row belongs to one of the covered days' builds.
@@ -947,9 +961,33 @@ mod tests {
     }
 
     #[test]
-    fn stats_queries_share_the_range_filter() {
-        for q in [PAGEVIEWS, UNIQUE_USERS, TOP_PAGES] {
-            assert!(q.contains("site_id = ? AND ts >= toDateTime(?) AND ts < toDateTime(?)"));
+    fn the_visit_rule_is_written_once() {
+        use stats::{Bucket, Column, Coverage, Scope, VisitAttribute};
+        let scope = Scope {
+            site_id: "s",
+            from: 0,
+            to: 86_400,
+            filters: &[],
+        };
+        let attr = VisitAttribute {
+            column: Column::Path,
+            at_exit: true,
+        };
+        let partial = Coverage {
+            days: vec![1],
+            builds: vec![1],
+            complete: false,
+        };
+        for st in [
+            stats::aggregate(&scope),
+            stats::timeseries_visits(&scope, Bucket::Day, "UTC"),
+            stats::breakdown_visits(&scope, &attr, 0, 10),
+            stats::build_rollup("s", 0, 1),
+            stats::aggregate_rolled_up(&scope, &partial),
+        ] {
+            let rule = format!("x > {})", stats::VISIT_GAP_SECS);
+            assert_eq!(st.sql.matches(&rule).count(), 1, "{}", st.sql);
+            assert_eq!(st.sql.matches("arrayDifference(").count(), 1, "{}", st.sql);
         }
     }
 }

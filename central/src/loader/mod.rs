@@ -26,6 +26,7 @@
 pub mod batch;
 pub mod metrics;
 
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +35,7 @@ use anyhow::Context;
 use rskafka::client::Client;
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
+use rskafka::record::RecordAndOffset;
 use ta_shared::backoff::Backoff;
 use ta_shared::event::EnrichedEventRef;
 use ta_shared::kafka::{check_at_start, client_builder, ensure_topic};
@@ -41,7 +43,7 @@ use tracing::{info, warn};
 
 use crate::config::LoaderConfig;
 use crate::store::{self, DeadLetterRow, EventRowRef, SourcePosition};
-use batch::{Batch, RecentIds};
+use batch::{Batch, DeadLetterGroup, EventGroup, RecentIds};
 pub use metrics::LoaderMetrics;
 
 /// Largest raw record kept in a dead letter.
@@ -325,210 +327,304 @@ async fn load_from_committed(
     result
 }
 
-/// Where one partition's loading stands, rebuilt from ClickHouse.
-struct PartitionState {
-    label: String,
-    partition: u32,
-    prefix: String,
-    checkpointed: i64,
-    stored: std::collections::HashSet<i64>,
-    recent: RecentIds,
-    last_record_ms: Option<i64>,
-}
-
+/// Load one partition from ClickHouse's state on: fetch, take the records into the batch,
+/// report the lag, commit when due. Returns only with an error.
 async fn load_inner(
     ctx: &Ctx,
     pc: &PartitionClient,
     backoff: &mut Backoff,
 ) -> anyhow::Result<Infallible> {
-    let cfg = &ctx.config;
-    let partition = u32::try_from(pc.partition()).unwrap_or(0);
-    let prefix = store::offsets::insert_query_prefix(&cfg.kafka_topic, partition);
-    store::offsets::wait_for_inflight_inserts(&ctx.db, &prefix).await?;
-    let start = match store::offsets::checkpoint(&ctx.db, &cfg.kafka_topic, partition).await? {
-        Some(c) => c,
-        None => pc.get_offset(OffsetAt::Earliest).await?,
-    };
-    let stored =
-        store::offsets::stored_offsets_from(&ctx.db, &cfg.kafka_topic, partition, start).await?;
-    let mut recent = RecentIds::new(cfg.dedup_window);
-    let window_start = start.saturating_sub(i64::try_from(cfg.dedup_window).unwrap_or(i64::MAX));
-    for id in
-        store::offsets::event_ids_from(&ctx.db, &cfg.kafka_topic, partition, window_start).await?
-    {
-        recent.insert(&id);
-    }
-    let mut st = PartitionState {
-        label: partition.to_string(),
-        partition,
-        prefix,
-        checkpointed: start,
-        stored,
-        recent,
-        last_record_ms: None,
-    };
-    ctx.metrics
-        .next_offset
-        .with_label_values(&[&st.label])
-        .set(start);
-    let mut next = start;
-    let mut batch = Batch::new(start);
+    let mut loader = PartitionLoader::recover(ctx, pc).await?;
     loop {
-        let wait = if batch.is_empty() {
-            cfg.fetch_wait_ms
-        } else {
-            let left = batch.time_left(cfg.batch_max_wait(), Instant::now());
-            i32::try_from(left.as_millis())
-                .unwrap_or(i32::MAX)
-                .clamp(0, cfg.fetch_wait_ms)
+        let Some((records, high_watermark)) = loader.fetch().await? else {
+            continue;
         };
-        let (records, high_watermark) =
-            match pc.fetch_records(next, 1..cfg.fetch_max_bytes, wait).await {
-                Ok(ok) => ok,
-                Err(KafkaError::ServerError {
-                    protocol_error: ProtocolError::OffsetOutOfRange,
-                    ..
-                }) => {
-                    let earliest = pc.get_offset(OffsetAt::Earliest).await?;
-                    if next < earliest {
-                        warn!(
-                            message =
-                                "Records were deleted by broker retention before they were loaded.",
-                            partition,
-                            from = next,
-                            to = earliest
-                        );
-                        next = earliest;
-                        batch.advance(earliest);
-                    }
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
+        let fetched_any = loader.take(&records).await?;
+        loader.report_lag(high_watermark);
+        loader.commit_when_due(fetched_any).await?;
+        backoff.reset();
+    }
+}
+
+/// One partition's loading: where it stands, rebuilt from ClickHouse at each (re)start, and
+/// the batch being filled.
+struct PartitionLoader<'a> {
+    ctx: &'a Ctx,
+    pc: &'a PartitionClient,
+    label: String,
+    partition: u32,
+    /// Query id prefix of this partition's inserts.
+    prefix: String,
+    checkpointed: i64,
+    /// Offsets at or after the checkpoint that ClickHouse already holds (stored before a
+    /// crash): skipped once each.
+    stored: HashSet<i64>,
+    /// The last event ids, to drop duplicates.
+    recent: RecentIds,
+    /// Offset of the next record to fetch.
+    next: i64,
+    batch: Batch,
+    last_record_ms: Option<i64>,
+}
+
+impl<'a> PartitionLoader<'a> {
+    /// Where loading starts, from ClickHouse's state once the partition's own inserts still in
+    /// flight have finished: the checkpoint (or the earliest offset the broker has), the
+    /// offsets stored after it, and the event ids of the duplicate window before it.
+    async fn recover(ctx: &'a Ctx, pc: &'a PartitionClient) -> anyhow::Result<Self> {
+        let cfg = &ctx.config;
+        let partition = u32::try_from(pc.partition()).unwrap_or(0);
+        let prefix = store::offsets::insert_query_prefix(&cfg.kafka_topic, partition);
+        store::offsets::wait_for_inflight_inserts(&ctx.db, &prefix).await?;
+        let start = match store::offsets::checkpoint(&ctx.db, &cfg.kafka_topic, partition).await? {
+            Some(c) => c,
+            None => pc.get_offset(OffsetAt::Earliest).await?,
+        };
+        let stored =
+            store::offsets::stored_offsets_from(&ctx.db, &cfg.kafka_topic, partition, start)
+                .await?;
+        let mut recent = RecentIds::new(cfg.dedup_window);
+        let window_start =
+            start.saturating_sub(i64::try_from(cfg.dedup_window).unwrap_or(i64::MAX));
+        for id in store::offsets::event_ids_from(&ctx.db, &cfg.kafka_topic, partition, window_start)
+            .await?
+        {
+            recent.insert(&id);
+        }
+        let label = partition.to_string();
+        ctx.metrics
+            .next_offset
+            .with_label_values(&[&label])
+            .set(start);
+        Ok(Self {
+            ctx,
+            pc,
+            label,
+            partition,
+            prefix,
+            checkpointed: start,
+            stored,
+            recent,
+            next: start,
+            batch: Batch::new(start),
+            last_record_ms: None,
+        })
+    }
+
+    /// One fetch from `next`: the records and the partition's high watermark, or `None` when
+    /// the broker no longer has `next` (see [`Self::skip_deleted`]).
+    async fn fetch(&mut self) -> anyhow::Result<Option<(Vec<RecordAndOffset>, i64)>> {
+        let cfg = &self.ctx.config;
+        let fetched = self
+            .pc
+            .fetch_records(self.next, 1..cfg.fetch_max_bytes, self.fetch_wait_ms())
+            .await;
+        match fetched {
+            Ok(ok) => Ok(Some(ok)),
+            Err(KafkaError::ServerError {
+                protocol_error: ProtocolError::OffsetOutOfRange,
+                ..
+            }) => {
+                self.skip_deleted().await?;
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// How long the broker may hold a fetch: the configured wait, but no longer than the
+    /// batch may still wait before it is inserted.
+    fn fetch_wait_ms(&self) -> i32 {
+        let cfg = &self.ctx.config;
+        if self.batch.is_empty() {
+            return cfg.fetch_wait_ms;
+        }
+        let left = self.batch.time_left(cfg.batch_max_wait(), Instant::now());
+        i32::try_from(left.as_millis())
+            .unwrap_or(i32::MAX)
+            .clamp(0, cfg.fetch_wait_ms)
+    }
+
+    /// Records the broker deleted (retention) before they were loaded: continue from its
+    /// earliest offset.
+    async fn skip_deleted(&mut self) -> Result<(), KafkaError> {
+        let earliest = self.pc.get_offset(OffsetAt::Earliest).await?;
+        if self.next < earliest {
+            warn!(
+                message = "Records were deleted by broker retention before they were loaded.",
+                partition = self.partition,
+                from = self.next,
+                to = earliest
+            );
+            self.next = earliest;
+            self.batch.advance(earliest);
+        }
+        Ok(())
+    }
+
+    /// A fetch's records from `next` on (a fetch may start before it) into the batch, which is
+    /// committed whenever it fills up: a fetch may return more than one batch holds, and no
+    /// insert exceeds the row and byte limits. Whether there was any such record.
+    async fn take(&mut self, records: &[RecordAndOffset]) -> anyhow::Result<bool> {
         let now = Instant::now();
         let now_secs = u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
-        let fetched_from = next;
+        let fetched_from = self.next;
         let fetched_any = records.iter().any(|r| r.offset >= fetched_from);
+        let cfg = &self.ctx.config;
         for record in records.iter().filter(|r| r.offset >= fetched_from) {
-            ctx.metrics.fetched.inc();
-            next = record.offset + 1;
-            st.last_record_ms = Some(record.record.timestamp.timestamp_millis());
-            if !st.stored.is_empty() && st.stored.remove(&record.offset) {
-                // Stored before a crash, after the last checkpoint.
-                batch.advance(next);
-                continue;
-            }
-            let pos = SourcePosition {
-                topic: &cfg.kafka_topic,
-                partition,
-                offset: u64::try_from(record.offset).unwrap_or(0),
-            };
-            let raw = record.record.value.as_deref().unwrap_or_default();
-            let size = record.record.approximate_size();
-            match decode(raw, pos, now_secs) {
-                Ok(row) if !st.recent.insert_uuid(row.event.event_id) => {
-                    ctx.metrics.duplicates.inc();
-                    batch.advance(next);
-                    continue;
-                }
-                Ok(row) => batch.push_event(&row, pos, size, now),
-                Err(dead) => batch.push_dead_letter(dead, size, now),
-            }
-            batch.advance(next);
-            // A fetch may return more than one batch holds: cut inside it, so no insert
-            // exceeds the row and byte limits.
-            if batch.is_full(cfg.batch_max_rows, cfg.batch_max_bytes) {
-                commit(ctx, &mut batch, &mut st).await?;
+            self.take_record(record, now, now_secs);
+            if self.batch.is_full(cfg.batch_max_rows, cfg.batch_max_bytes) {
+                self.commit().await?;
             }
         }
-        ctx.metrics
+        Ok(fetched_any)
+    }
+
+    /// One record: skipped when ClickHouse holds it already or its event id is a duplicate,
+    /// otherwise decoded into the batch as an event or a dead letter. The batch ends after it
+    /// either way.
+    fn take_record(&mut self, record: &RecordAndOffset, now: Instant, now_secs: u32) {
+        let ctx = self.ctx;
+        ctx.metrics.fetched.inc();
+        self.next = record.offset + 1;
+        self.last_record_ms = Some(record.record.timestamp.timestamp_millis());
+        if !self.stored.is_empty() && self.stored.remove(&record.offset) {
+            self.batch.advance(self.next);
+            return;
+        }
+        let pos = SourcePosition {
+            topic: &ctx.config.kafka_topic,
+            partition: self.partition,
+            offset: u64::try_from(record.offset).unwrap_or(0),
+        };
+        let raw = record.record.value.as_deref().unwrap_or_default();
+        let size = record.record.approximate_size();
+        match decode(raw, pos, now_secs) {
+            Ok(row) if !self.recent.insert_uuid(row.event.event_id) => ctx.metrics.duplicates.inc(),
+            Ok(row) => self.batch.push_event(&row, pos, size, now),
+            Err(dead) => self.batch.push_dead_letter(dead, size, now),
+        }
+        self.batch.advance(self.next);
+    }
+
+    /// Records behind the high watermark, and how old the last one read is while there are
+    /// any (0 when caught up).
+    fn report_lag(&self, high_watermark: i64) {
+        let metrics = &self.ctx.metrics;
+        metrics
             .lag_records
-            .with_label_values(&[&st.label])
-            .set((high_watermark - next).max(0));
-        let lag_seconds = match st.last_record_ms {
-            Some(ms) if high_watermark > next => {
+            .with_label_values(&[&self.label])
+            .set((high_watermark - self.next).max(0));
+        let lag_seconds = match self.last_record_ms {
+            Some(ms) if high_watermark > self.next => {
                 (chrono::Utc::now().timestamp_millis() - ms).max(0) as f64 / 1000.0
             }
             _ => 0.0,
         };
-        ctx.metrics
+        metrics
             .lag_seconds
-            .with_label_values(&[&st.label])
+            .with_label_values(&[&self.label])
             .set(lag_seconds);
-        let idle_skips = batch.is_empty() && batch.end() > st.checkpointed && !fetched_any;
-        if batch.is_ready(
+    }
+
+    /// Commit a batch that is ready (rows, bytes or age), or, when a fetch found nothing new,
+    /// an empty one that ends past the checkpoint (skipped records), so the checkpoint moves.
+    async fn commit_when_due(&mut self, fetched_any: bool) -> Result<(), clickhouse::error::Error> {
+        let cfg = &self.ctx.config;
+        let idle_skips =
+            self.batch.is_empty() && self.batch.end() > self.checkpointed && !fetched_any;
+        if self.batch.is_ready(
             cfg.batch_max_rows,
             cfg.batch_max_bytes,
             cfg.batch_max_wait(),
             Instant::now(),
         ) || idle_skips
         {
-            commit(ctx, &mut batch, &mut st).await?;
+            self.commit().await?;
         }
-        backoff.reset();
+        Ok(())
+    }
+
+    /// Insert the batch group by group, then checkpoint its end; the batch is then empty and
+    /// starts at that end. On an error the batch is left as it was (the caller drops it).
+    async fn commit(&mut self) -> Result<(), clickhouse::error::Error> {
+        let ctx = self.ctx;
+        let end = self.batch.end();
+        if !self.batch.is_empty() {
+            ctx.metrics.batch_bytes.observe(self.batch.bytes() as f64);
+        }
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let (events, dead) = self.batch.groups();
+        for group in events {
+            insert_events(ctx, &self.prefix, group, now_ms).await?;
+        }
+        for group in dead {
+            insert_dead_letters(ctx, &self.prefix, group).await?;
+        }
+        if end > self.checkpointed {
+            store::offsets::write_checkpoint(&ctx.db, &ctx.config.kafka_topic, self.partition, end)
+                .await?;
+            self.checkpointed = end;
+        }
+        ctx.metrics
+            .next_offset
+            .with_label_values(&[&self.label])
+            .set(end);
+        self.batch.clear();
+        Ok(())
     }
 }
 
-/// Insert the batch group by group, then checkpoint its end; the batch is then empty and
-/// starts at that end. On an error the batch is left as it was (the caller drops it).
-async fn commit(
+/// One table partition's events, as one insert whose query id starts with `prefix`; their
+/// freshness is measured at `now_ms`, when the commit began.
+async fn insert_events(
     ctx: &Ctx,
-    batch: &mut Batch,
-    st: &mut PartitionState,
+    prefix: &str,
+    group: &EventGroup,
+    now_ms: i64,
 ) -> Result<(), clickhouse::error::Error> {
-    let end = batch.end();
-    if !batch.is_empty() {
-        ctx.metrics.batch_bytes.observe(batch.bytes() as f64);
-    }
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    let (events, dead) = batch.groups();
-    for group in events {
-        let started = Instant::now();
-        let query_id = format!("{}{}", st.prefix, uuid::Uuid::now_v7());
-        store::rows::insert_event_rows(&ctx.db, &query_id, &group.data).await?;
-        ctx.metrics.inserted.inc_by(group.rows.len() as u64);
-        for row in &group.rows {
-            let age_ms = now_ms - i64::from(row.received_at) * 1000;
-            ctx.metrics
-                .freshness_seconds
-                .observe(age_ms.max(0) as f64 / 1000.0);
-        }
-        ctx.metrics.batch_rows.observe(group.rows.len() as f64);
+    let started = Instant::now();
+    let query_id = format!("{prefix}{}", uuid::Uuid::now_v7());
+    store::rows::insert_event_rows(&ctx.db, &query_id, &group.data).await?;
+    ctx.metrics.inserted.inc_by(group.rows.len() as u64);
+    for row in &group.rows {
+        let age_ms = now_ms - i64::from(row.received_at) * 1000;
         ctx.metrics
-            .insert_seconds
-            .observe(started.elapsed().as_secs_f64());
+            .freshness_seconds
+            .observe(age_ms.max(0) as f64 / 1000.0);
     }
-    for group in dead {
-        let started = Instant::now();
-        let query_id = format!("{}{}", st.prefix, uuid::Uuid::now_v7());
-        let mut insert = ctx
-            .db
-            .insert::<DeadLetterRow>("dead_letters")
-            .await?
-            .with_setting("query_id", &query_id);
-        for row in &group.rows {
-            insert.write(row).await?;
-        }
-        insert.end().await?;
-        for row in &group.rows {
-            let reason = row.reason.split(':').next().unwrap_or("other");
-            ctx.metrics.dead_lettered.with_label_values(&[reason]).inc();
-        }
-        ctx.metrics.batch_rows.observe(group.rows.len() as f64);
-        ctx.metrics
-            .insert_seconds
-            .observe(started.elapsed().as_secs_f64());
-    }
-    if end > st.checkpointed {
-        store::offsets::write_checkpoint(&ctx.db, &ctx.config.kafka_topic, st.partition, end)
-            .await?;
-        st.checkpointed = end;
-    }
+    ctx.metrics.batch_rows.observe(group.rows.len() as f64);
     ctx.metrics
-        .next_offset
-        .with_label_values(&[&st.label])
-        .set(end);
-    batch.clear();
+        .insert_seconds
+        .observe(started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// One table partition's dead letters, as one insert whose query id starts with `prefix`.
+async fn insert_dead_letters(
+    ctx: &Ctx,
+    prefix: &str,
+    group: &DeadLetterGroup,
+) -> Result<(), clickhouse::error::Error> {
+    let started = Instant::now();
+    let query_id = format!("{prefix}{}", uuid::Uuid::now_v7());
+    let mut insert = ctx
+        .db
+        .insert::<DeadLetterRow>("dead_letters")
+        .await?
+        .with_setting("query_id", &query_id);
+    for row in &group.rows {
+        insert.write(row).await?;
+    }
+    insert.end().await?;
+    for row in &group.rows {
+        let reason = row.reason.split(':').next().unwrap_or("other");
+        ctx.metrics.dead_lettered.with_label_values(&[reason]).inc();
+    }
+    ctx.metrics.batch_rows.observe(group.rows.len() as f64);
+    ctx.metrics
+        .insert_seconds
+        .observe(started.elapsed().as_secs_f64());
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 //! | within the last hour               | `settling_ttl` (10 s): late events settle |
 //! | over an hour ago (closed days)     | `past_ttl` (1 h)                          |
 
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,18 @@ use axum::body::Bytes;
 use chrono::{DateTime, Utc};
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
+
+/// What answers are cached under: a typed question, and about how many bytes it holds (it
+/// counts towards the cache's byte bound).
+pub trait CacheKey: Hash + Eq + Send + Sync + 'static {
+    fn weight(&self) -> usize;
+}
+
+impl CacheKey for String {
+    fn weight(&self) -> usize {
+        self.len()
+    }
+}
 
 /// One finished answer: body bytes and their content type.
 #[derive(Debug, Clone)]
@@ -32,10 +45,10 @@ struct Entry {
 #[derive(Debug, Clone, Copy)]
 struct ByBytes;
 
-impl Weighter<Arc<str>, Entry> for ByBytes {
-    fn weight(&self, key: &Arc<str>, val: &Entry) -> u64 {
+impl<K: CacheKey> Weighter<Arc<K>, Entry> for ByBytes {
+    fn weight(&self, key: &Arc<K>, val: &Entry) -> u64 {
         // Body, key and a fixed overhead for the entry itself.
-        (val.answer.body.len() + key.len() + 96) as u64
+        (val.answer.body.len() + key.weight() + 96) as u64
     }
 }
 
@@ -49,15 +62,24 @@ pub struct Ttls {
 }
 
 /// Answers by request key.
-#[derive(Clone)]
-pub struct AnswerCache {
-    inner: Arc<Cache<Arc<str>, Entry, ByBytes>>,
+pub struct AnswerCache<K: CacheKey> {
+    inner: Arc<Cache<Arc<K>, Entry, ByBytes>>,
     pub ttls: Ttls,
     /// Bumped by [`AnswerCache::clear`]: an answer computed before a clear is not kept.
     generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
-impl AnswerCache {
+impl<K: CacheKey> Clone for AnswerCache<K> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            ttls: self.ttls,
+            generation: self.generation.clone(),
+        }
+    }
+}
+
+impl<K: CacheKey> AnswerCache<K> {
     /// A cache holding at most `max_bytes` of answers (`estimated_entries` sizes its table).
     pub fn new(estimated_entries: usize, max_bytes: u64, ttls: Ttls) -> Self {
         Self {
@@ -96,7 +118,7 @@ impl AnswerCache {
         }
     }
 
-    pub fn get(&self, key: &str, now: Instant) -> Option<Answer> {
+    pub fn get(&self, key: &K, now: Instant) -> Option<Answer> {
         match self.inner.get(key) {
             Some(e) if e.expires > now => Some(e.answer),
             Some(_) => {
@@ -111,25 +133,19 @@ impl AnswerCache {
     /// later is kept instead: a slow query that finishes last must not replace a fresher answer
     /// (counts would go backwards) nor stretch its own data's age by its query time.
     /// `generation` is [`AnswerCache::generation`] from when its query started.
-    pub fn insert(
-        &self,
-        key: &str,
-        answer: Answer,
-        ttl: Duration,
-        as_of: Instant,
-        generation: u64,
-    ) {
+    pub fn insert(&self, key: K, answer: Answer, ttl: Duration, as_of: Instant, generation: u64) {
         if generation != self.generation() {
             return;
         }
         let expires = as_of + ttl;
-        if self.inner.get(key).is_some_and(|e| e.expires >= expires) {
+        if self.inner.get(&key).is_some_and(|e| e.expires >= expires) {
             return;
         }
-        self.inner.insert(Arc::from(key), Entry { expires, answer });
+        let key = Arc::new(key);
+        self.inner.insert(key.clone(), Entry { expires, answer });
         // A clear that ran between the check above and the insert must win.
         if generation != self.generation() {
-            self.inner.remove(key);
+            self.inner.remove(&key);
         }
     }
 
@@ -151,6 +167,10 @@ impl AnswerCache {
 mod tests {
     use super::*;
 
+    fn k(key: &str) -> String {
+        key.to_owned()
+    }
+
     fn ttls() -> Ttls {
         Ttls {
             realtime: Duration::from_secs(1),
@@ -169,30 +189,38 @@ mod tests {
 
     #[test]
     fn entries_expire_after_their_ttl() {
-        let cache = AnswerCache::new(10, 1 << 20, ttls());
+        let cache = AnswerCache::<String>::new(10, 1 << 20, ttls());
         let t0 = Instant::now();
-        cache.insert("k", answer(3), Duration::from_secs(1), t0, 0);
-        assert_eq!(cache.get("k", t0).unwrap().body.len(), 3);
-        assert!(cache.get("k", t0 + Duration::from_secs(2)).is_none());
+        cache.insert(k("k"), answer(3), Duration::from_secs(1), t0, 0);
+        assert_eq!(cache.get(&k("k"), t0).unwrap().body.len(), 3);
+        assert!(cache.get(&k("k"), t0 + Duration::from_secs(2)).is_none());
     }
 
     #[test]
     fn a_slower_older_read_does_not_replace_a_fresher_answer() {
-        let cache = AnswerCache::new(10, 1 << 20, ttls());
+        let cache = AnswerCache::<String>::new(10, 1 << 20, ttls());
         let t0 = Instant::now();
         let ttl = Duration::from_secs(1);
         // Read at t0 + 100 ms, stored first; the read that started at t0 finishes after it.
-        cache.insert("k", answer(2), ttl, t0 + Duration::from_millis(100), 0);
-        cache.insert("k", answer(1), ttl, t0, 0);
-        assert_eq!(cache.get("k", t0).unwrap().body.len(), 2);
+        cache.insert(k("k"), answer(2), ttl, t0 + Duration::from_millis(100), 0);
+        cache.insert(k("k"), answer(1), ttl, t0, 0);
+        assert_eq!(cache.get(&k("k"), t0).unwrap().body.len(), 2);
         // Its lifetime counts from its read, not from when it was stored.
-        assert!(cache.get("k", t0 + Duration::from_millis(1_050)).is_some());
-        assert!(cache.get("k", t0 + Duration::from_millis(1_100)).is_none());
+        assert!(
+            cache
+                .get(&k("k"), t0 + Duration::from_millis(1_050))
+                .is_some()
+        );
+        assert!(
+            cache
+                .get(&k("k"), t0 + Duration::from_millis(1_100))
+                .is_none()
+        );
         // A later read replaces it.
-        cache.insert("k", answer(3), ttl, t0 + Duration::from_millis(1_200), 0);
+        cache.insert(k("k"), answer(3), ttl, t0 + Duration::from_millis(1_200), 0);
         assert_eq!(
             cache
-                .get("k", t0 + Duration::from_millis(1_300))
+                .get(&k("k"), t0 + Duration::from_millis(1_300))
                 .unwrap()
                 .body
                 .len(),
@@ -202,23 +230,23 @@ mod tests {
 
     #[test]
     fn a_clear_forgets_every_answer_and_one_computed_across_it_is_not_kept() {
-        let cache = AnswerCache::new(10, 1 << 20, ttls());
+        let cache = AnswerCache::<String>::new(10, 1 << 20, ttls());
         let t0 = Instant::now();
         let ttl = Duration::from_secs(60);
-        cache.insert("a", answer(1), ttl, t0, cache.generation());
+        cache.insert(k("a"), answer(1), ttl, t0, cache.generation());
         let started = cache.generation();
         cache.clear();
-        assert!(cache.get("a", t0).is_none());
+        assert!(cache.get(&k("a"), t0).is_none());
         // A query that started before the clear finishes after it: not kept.
-        cache.insert("b", answer(2), ttl, t0, started);
-        assert!(cache.get("b", t0).is_none());
-        cache.insert("b", answer(2), ttl, t0, cache.generation());
-        assert!(cache.get("b", t0).is_some());
+        cache.insert(k("b"), answer(2), ttl, t0, started);
+        assert!(cache.get(&k("b"), t0).is_none());
+        cache.insert(k("b"), answer(2), ttl, t0, cache.generation());
+        assert!(cache.get(&k("b"), t0).is_some());
     }
 
     #[test]
     fn recency_picks_the_lifetime() {
-        let cache = AnswerCache::new(10, 1 << 20, ttls());
+        let cache = AnswerCache::<String>::new(10, 1 << 20, ttls());
         let now = Utc::now();
         let ttl = |ago: i64| cache.ttl_for(now - chrono::Duration::minutes(ago), now);
         assert_eq!(
@@ -233,11 +261,11 @@ mod tests {
 
     #[test]
     fn memory_stays_under_the_byte_bound() {
-        let cache = AnswerCache::new(100, 100_000, ttls());
+        let cache = AnswerCache::<String>::new(100, 100_000, ttls());
         let t0 = Instant::now();
         for i in 0..1000 {
             cache.insert(
-                &format!("key-{i}"),
+                format!("key-{i}"),
                 answer(1000),
                 Duration::from_secs(60),
                 t0,

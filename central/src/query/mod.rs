@@ -17,10 +17,12 @@ pub mod dashboard;
 pub mod error;
 pub mod filter;
 pub mod fuzzing;
+pub mod key;
 pub mod limits;
 pub mod openapi;
 pub mod params;
 pub mod period;
+pub mod seed;
 pub mod stats;
 
 use std::time::{Duration, Instant};
@@ -31,9 +33,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use axum::{Json, Router};
-use clickhouse::Row;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use ta_shared::telemetry::LATENCY_SECONDS_BUCKETS;
 
@@ -42,7 +42,8 @@ use crate::sql;
 use access::{Access, AccessList, Principal};
 use cache::{Answer, AnswerCache, Ttls};
 use error::ApiError;
-use params::{RawParams, StatsQuery};
+use key::AnswerKey;
+use seed::{SeedEndpoint, SeedRequest};
 use stats::{StatsEndpoint, StatsRequest};
 
 /// Metrics of the stats API; labels are endpoint names (a fixed set) and status codes.
@@ -138,7 +139,7 @@ impl Default for QueryMetrics {
 pub struct QueryState {
     pub db: clickhouse::Client,
     pub stats_db: stats::StatsDb,
-    pub cache: AnswerCache,
+    pub cache: AnswerCache<AnswerKey>,
     pub metrics: QueryMetrics,
     pub access: Access,
     /// Per-credential request rate and requests in progress.
@@ -370,7 +371,7 @@ fn observe(
 async fn cached<F>(
     state: &QueryState,
     name: &'static str,
-    key: String,
+    key: AnswerKey,
     ttl: Duration,
     compute: F,
 ) -> Result<Answer, ApiError>
@@ -393,7 +394,7 @@ where
     // The answer is as old as the moment its query started, so its lifetime counts from then.
     state
         .cache
-        .insert(&key, answer.clone(), ttl, store_started, generation);
+        .insert(key, answer.clone(), ttl, store_started, generation);
     Ok(answer)
 }
 
@@ -442,7 +443,7 @@ async fn stats(
         } else {
             state.cache.ttl_for(req.to, now)
         };
-        let key = format!("{req:?}");
+        let key = AnswerKey::Stats(req.clone());
         let db = &state.stats_db;
         cached(&state, name, key, ttl, async {
             Ok(match endpoint {
@@ -502,7 +503,10 @@ async fn bots_today(
         list.authorize(&who, &site_id)?;
         // As short-lived as realtime answers: viewers of one site share a Prometheus query.
         let ttl = state.cache.ttls.realtime;
-        cached(&state, "bots", format!("bots:{site_id}"), ttl, async {
+        let key = AnswerKey::Bots {
+            site_id: site_id.clone(),
+        };
+        cached(&state, "bots", key, ttl, async {
             Ok(json_answer(
                 &state.bots.today(&site_id, chrono::Utc::now()).await?,
             ))
@@ -536,85 +540,6 @@ async fn sites(
     }
 }
 
-/// The seed's three endpoints (kept for existing callers), behind the same access control.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SeedEndpoint {
-    Pageviews,
-    UniqueUsers,
-    TopPages,
-}
-
-impl SeedEndpoint {
-    fn name(self) -> &'static str {
-        match self {
-            SeedEndpoint::Pageviews => "pageviews",
-            SeedEndpoint::UniqueUsers => "unique-users",
-            SeedEndpoint::TopPages => "top-pages",
-        }
-    }
-}
-
-#[derive(Debug, Row, Deserialize)]
-struct Count {
-    n: u64,
-}
-
-#[derive(Debug, Row, Serialize, Deserialize)]
-struct PageCount {
-    path: String,
-    pageviews: u64,
-}
-
-async fn compute_seed(
-    db: &clickhouse::Client,
-    endpoint: SeedEndpoint,
-    q: &StatsQuery,
-) -> Result<serde_json::Value, ApiError> {
-    let mut body =
-        json!({"site_id": q.site_id, "from": q.from.to_rfc3339(), "to": q.to.to_rfc3339()});
-    match endpoint {
-        SeedEndpoint::Pageviews => {
-            let c: Count = db
-                .query(sql::PAGEVIEWS)
-                .bind(&q.site_id)
-                .bind(q.from_secs())
-                .bind(q.to_secs())
-                .bind(q.from_secs())
-                .bind(q.to_secs())
-                .fetch_one()
-                .await?;
-            body["pageviews"] = c.n.into();
-        }
-        SeedEndpoint::UniqueUsers => {
-            let c: Count = db
-                .query(sql::UNIQUE_USERS)
-                .bind(&q.site_id)
-                .bind(q.from_secs())
-                .bind(q.to_secs())
-                .bind(q.from_secs())
-                .bind(q.to_secs())
-                .fetch_one()
-                .await?;
-            body["unique_users"] = c.n.into();
-        }
-        SeedEndpoint::TopPages => {
-            let pages: Vec<PageCount> = db
-                .query(sql::TOP_PAGES)
-                .bind(&q.site_id)
-                .bind(q.from_secs())
-                .bind(q.to_secs())
-                .bind(q.from_secs())
-                .bind(q.to_secs())
-                .bind(q.limit)
-                .fetch_all()
-                .await?;
-            body["limit"] = q.limit.into();
-            body["pages"] = serde_json::to_value(pages).expect("pages serialize");
-        }
-    }
-    Ok(body)
-}
-
 async fn seed(
     State(state): State<QueryState>,
     headers: HeaderMap,
@@ -627,40 +552,13 @@ async fn seed(
         let pairs = pairs(raw.as_deref());
         let list = state.access.get();
         let (who, _in_flight) = principal(&state, &list, &headers, &pairs)?;
-        let mut params = RawParams::default();
-        for (k, v) in pairs {
-            match k.as_str() {
-                "site_id" => params.site_id = Some(v),
-                "from" => params.from = Some(v),
-                "to" => params.to = Some(v),
-                "limit" => params.limit = Some(v),
-                _ => {}
-            }
-        }
         let now = chrono::Utc::now();
-        // A range left open ends now: keyed as "now" (the answer is reused for its TTL), not
-        // by the current second, which made two requests a moment apart miss each other.
-        let open = (params.from.is_none(), params.to.is_none());
-        let q = params.validate(now)?;
-        list.authorize(&who, &q.site_id)?;
-        let bound = |t: chrono::DateTime<chrono::Utc>, default: bool, name: &str| {
-            if default {
-                name.to_owned()
-            } else {
-                t.timestamp().to_string()
-            }
-        };
-        let key = format!(
-            "{name}|{}|{}|{}|{}",
-            q.site_id,
-            bound(q.from, open.0 && open.1, "now-default"),
-            bound(q.to, open.1, "now"),
-            q.limit
-        );
-        let ttl = state.cache.ttl_for(q.to, now);
+        let (req, key) = SeedRequest::parse(endpoint, &pairs, now)?;
+        list.authorize(&who, &req.query.site_id)?;
+        let ttl = state.cache.ttl_for(req.query.to, now);
         let db = &state.db;
-        cached(&state, name, key, ttl, async {
-            Ok(json_answer(&compute_seed(db, endpoint, &q).await?))
+        cached(&state, name, AnswerKey::Seed(key), ttl, async {
+            Ok(json_answer(&seed::answer(db, &req).await?))
         })
         .await
     }

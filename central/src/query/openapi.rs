@@ -1,10 +1,11 @@
 //! The OpenAPI 3.1 document served at `/openapi.json`. Its paths are exactly
 //! [`super::ROUTES`] (checked by a test), and its parameter lists are the ones the handlers
-//! accept ([`super::stats::StatsEndpoint::params`]).
+//! accept ([`super::stats::StatsEndpoint::params`], [`super::seed::SeedEndpoint::params`]).
 
 use serde_json::{Value, json};
 
 use super::filter::DIMENSIONS;
+use super::seed::SeedEndpoint;
 use super::stats::StatsEndpoint;
 
 fn param(name: &str) -> Value {
@@ -91,7 +92,7 @@ fn share_param() -> Value {
 
 fn errors() -> Value {
     json!({
-        "400": {"description": "A parameter is invalid; `parameter` names it.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+        "400": {"description": "A parameter is invalid; `parameter` names it (`query` for one the endpoint does not accept, named in `message`).", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
         "401": {"description": "No valid bearer token or share link."},
         "403": {"description": "The credential does not cover this site."},
         "404": {"description": "The site is not configured."},
@@ -108,15 +109,21 @@ fn stats_op(endpoint: StatsEndpoint, summary: &str, body: Value) -> Value {
                    "parameters": params, "responses": responses}})
 }
 
-fn seed_op(summary: &str, limit: bool) -> Value {
-    let mut params = vec![
-        json!({"name": "site_id", "in": "query", "required": true, "schema": {"type": "string"}}),
-        json!({"name": "from", "in": "query", "required": false, "schema": {"type": "string"}, "description": "RFC 3339 or YYYY-MM-DD (UTC); default: 30 days before `to`."}),
-        json!({"name": "to", "in": "query", "required": false, "schema": {"type": "string"}, "description": "RFC 3339 or YYYY-MM-DD (a date includes that day); default: now."}),
-    ];
-    if limit {
-        params.push(json!({"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10}}));
-    }
+/// A seed endpoint, with the parameters it accepts ([`SeedEndpoint::params`]); any other is
+/// refused with 400.
+fn seed_op(endpoint: SeedEndpoint, summary: &str) -> Value {
+    let mut params: Vec<Value> = endpoint
+        .params()
+        .iter()
+        .map(|p| match *p {
+            "site_id" => json!({"name": "site_id", "in": "query", "required": true, "schema": {"type": "string"}}),
+            "from" => json!({"name": "from", "in": "query", "required": false, "schema": {"type": "string"}, "description": "RFC 3339 or YYYY-MM-DD (UTC); default: 30 days before `to`."}),
+            "to" => json!({"name": "to", "in": "query", "required": false, "schema": {"type": "string"}, "description": "RFC 3339 or YYYY-MM-DD (a date includes that day); default: now."}),
+            "limit" if endpoint == SeedEndpoint::TopPages => json!({"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10}}),
+            "limit" => json!({"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10}, "description": "Checked but unused: accepted so that one set of parameters serves the three endpoints."}),
+            other => unreachable!("seed parameter {other} is not documented"),
+        })
+        .collect();
     params.push(share_param());
     let mut responses = errors();
     responses["200"] =
@@ -171,9 +178,9 @@ pub fn document() -> Value {
                 "responses": {"200": {"description": "`{site_id, since, bots, by_reason}`", "content": {"application/json": {}}},
                     "401": {"description": "No valid credential."}, "403": {"description": "The credential does not grant the site."},
                     "503": {"description": "TA_PROMETHEUS_URL unset, or Prometheus did not answer."}}}},
-            "/v1/metrics/pageviews": seed_op("Pageviews in [from, to) (the seed's endpoint).", false),
-            "/v1/metrics/unique-users": seed_op("Distinct visitor hashes in [from, to) (the seed's endpoint).", false),
-            "/v1/metrics/top-pages": seed_op("Most viewed paths in [from, to) (the seed's endpoint).", true),
+            "/v1/metrics/pageviews": seed_op(SeedEndpoint::Pageviews, "Pageviews in [from, to) (the seed's endpoint). Unknown parameters get 400."),
+            "/v1/metrics/unique-users": seed_op(SeedEndpoint::UniqueUsers, "Distinct visitor hashes in [from, to) (the seed's endpoint). Unknown parameters get 400."),
+            "/v1/metrics/top-pages": seed_op(SeedEndpoint::TopPages, "Most viewed paths in [from, to) (the seed's endpoint). Unknown parameters get 400."),
         }
     })
 }
@@ -197,6 +204,17 @@ mod tests {
         }
     }
 
+    /// The parameters `doc` lists for `path`, besides the share link.
+    fn documented<'a>(doc: &'a Value, path: &str) -> Vec<&'a str> {
+        doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .filter(|n| *n != "share")
+            .collect()
+    }
+
     #[test]
     fn documented_parameters_are_the_accepted_ones() {
         let doc = document();
@@ -207,14 +225,11 @@ mod tests {
             StatsEndpoint::Realtime,
         ] {
             let path = format!("/v1/stats/{}", e.name());
-            let names: Vec<&str> = doc["paths"][&path]["get"]["parameters"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p["name"].as_str().unwrap())
-                .filter(|n| *n != "share")
-                .collect();
-            assert_eq!(names, e.params(), "{path}");
+            assert_eq!(documented(&doc, &path), e.params(), "{path}");
+        }
+        for e in SeedEndpoint::ALL {
+            let path = format!("/v1/metrics/{}", e.name());
+            assert_eq!(documented(&doc, &path), e.params(), "{path}");
         }
     }
 }

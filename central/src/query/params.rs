@@ -30,6 +30,19 @@ pub struct StatsQuery {
     pub limit: u32,
 }
 
+/// The refusal of a query-string parameter that an endpoint does not have: a 400 for the
+/// query string, naming the parameter (cut to 40 characters) and the `accepted` ones.
+pub fn unknown_param(name: &str, accepted: &[&str]) -> ApiError {
+    ApiError::bad_param(
+        "query",
+        format!(
+            "`{}` is not a parameter of this endpoint (accepted: {})",
+            name.chars().take(40).collect::<String>(),
+            accepted.join(", ")
+        ),
+    )
+}
+
 /// Parse `value` as an RFC 3339 timestamp or a `YYYY-MM-DD` date (UTC). A date used as `to`
 /// means the end of that day, so `from=D&to=D` covers day D.
 fn parse_time(name: &'static str, value: &str, is_end: bool) -> Result<DateTime<Utc>, ApiError> {
@@ -102,6 +115,26 @@ impl StatsQuery {
 
     pub fn to_secs(&self) -> u32 {
         u32::try_from(self.to.timestamp()).unwrap_or(u32::MAX)
+    }
+}
+
+/// Helpers of the query module's unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use chrono::{DateTime, Utc};
+
+    /// The pairs of a query string, as the handlers see them.
+    pub(crate) fn pairs(q: &str) -> Vec<(String, String)> {
+        url::form_urlencoded::parse(q.as_bytes())
+            .into_owned()
+            .collect()
+    }
+
+    /// An instant, from RFC 3339.
+    pub(crate) fn at(rfc3339: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(rfc3339)
+            .unwrap()
+            .with_timezone(&Utc)
     }
 }
 

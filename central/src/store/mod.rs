@@ -1,4 +1,4 @@
-//! The ClickHouse side: client construction, schema, rows, offsets and data lifecycle.
+//! The ClickHouse side: connection settings and clients, schema, rows, offsets and data lifecycle.
 //!
 //! # Schema
 //! - `events`: one row per enriched event, `PARTITION BY (site_id, toYYYYMM(ts))` and
@@ -22,30 +22,13 @@
 //! releases; on servers that have them, [`schema::ServerFeatures`] switches on
 //! `LowCardinality` and column codecs.
 
+mod connection;
 pub mod lifecycle;
 pub mod offsets;
 pub mod rollup;
 pub mod rows;
 pub mod schema;
 
-use clickhouse::Client;
-
+pub use connection::ClickHouseArgs;
 pub use rows::{DeadLetterRow, EVENT_COLUMNS, EventRow, EventRowRef, RowError, SourcePosition};
 pub use schema::{MIGRATIONS, Migration, migrate};
-
-use crate::config::ClickHouseArgs;
-
-/// A client for the analytics database.
-pub fn client(args: &ClickHouseArgs) -> Client {
-    server_client(args).with_database(&args.clickhouse_database)
-}
-
-/// A client without a database, for `CREATE DATABASE`.
-pub(crate) fn server_client(args: &ClickHouseArgs) -> Client {
-    Client::default()
-        .with_url(&args.clickhouse_url)
-        .with_user(&args.clickhouse_user)
-        .with_password(&args.clickhouse_password)
-        // The crate's schema validation asks for settings that ClickHouse 18.16 does not know.
-        .with_validation(false)
-}

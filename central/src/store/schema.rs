@@ -3,8 +3,7 @@
 use clickhouse::{Client, Row};
 use serde::Deserialize;
 
-use super::{client, server_client};
-use crate::config::ClickHouseArgs;
+use super::ClickHouseArgs;
 use crate::sql;
 
 /// One ordered set of statements. Every statement must be safe to run twice.
@@ -226,14 +225,14 @@ pub async fn server_features(db: &Client) -> Result<ServerFeatures, clickhouse::
 /// Create the database and apply every migration not yet recorded. Returns the versions
 /// applied by this call.
 pub async fn migrate(args: &ClickHouseArgs) -> Result<Vec<u32>, clickhouse::error::Error> {
-    server_client(args)
+    args.server_client()
         .query(&format!(
             "CREATE DATABASE IF NOT EXISTS `{}`",
             args.clickhouse_database
         ))
         .execute()
         .await?;
-    let db = client(args);
+    let db = args.client();
     let features = server_features(&db).await?;
     db.query(sql::CREATE_MIGRATIONS_TABLE).execute().await?;
     let applied: Vec<u32> = db

@@ -284,22 +284,25 @@ fn stats_steps() -> Vec<(String, String)> {
 
 /// (name, statement) in order; `wait:<table>` steps poll for finished mutations.
 fn steps(database: &str) -> Vec<(String, String)> {
-    let range = |site: &str| {
-        let (from, to) = (Value::Int(DAY), Value::Int(DAY + 86_400));
-        vec![s(site), from.clone(), to.clone(), from, to]
+    let site_1_day = sql::stats::Scope {
+        site_id: "site-1",
+        from: DAY as u32,
+        to: (DAY + 86_400) as u32,
+        filters: &[],
     };
-    let mut top = range("site-1");
-    top.push(Value::Int(2));
     let mut steps: Vec<(String, String)> = vec![
         (
             "pageviews".into(),
-            bind_literals(sql::PAGEVIEWS, &range("site-1")),
+            sql::stats::pageviews(&site_1_day).render(),
         ),
         (
             "unique_users".into(),
-            bind_literals(sql::UNIQUE_USERS, &range("site-1")),
+            sql::stats::unique_users(&site_1_day).render(),
         ),
-        ("top_pages".into(), bind_literals(sql::TOP_PAGES, &top)),
+        (
+            "top_pages".into(),
+            sql::stats::top_pages(&site_1_day, 2).render(),
+        ),
         ("applied_migrations".into(), sql::APPLIED_MIGRATIONS.into()),
         (
             "inflight".into(),
@@ -421,7 +424,7 @@ fn steps(database: &str) -> Vec<(String, String)> {
     ));
     steps.push((
         "after_unique_users".into(),
-        bind_literals(sql::UNIQUE_USERS, &range("site-1")),
+        sql::stats::unique_users(&site_1_day).render(),
     ));
     steps.push((
         "after_dead".into(),

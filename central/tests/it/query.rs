@@ -89,6 +89,29 @@ async fn bad_parameters_get_400_naming_the_parameter() {
 }
 
 #[tokio::test]
+async fn seed_endpoints_refuse_unknown_parameters_naming_them() {
+    let (config, _db) = seeded().await;
+    let base = serve(config).await;
+    for (path, unknown) in [
+        ("pageviews", "sort"),
+        ("unique-users", "form"),
+        ("top-pages", "period"),
+    ] {
+        let url = format!("{base}/v1/metrics/{path}?site_id=site-1&{unknown}=1");
+        let (status, body) = get(&url).await;
+        assert_eq!(status, 400, "{url}");
+        assert_eq!(body["parameter"], "query", "{url}: {body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(&format!("`{unknown}`")), "{url}: {body}");
+    }
+    // Every endpoint still takes the parameters callers send to all three.
+    for path in ["pageviews", "unique-users", "top-pages"] {
+        let url = format!("{base}/v1/metrics/{path}?site_id=site-1&from=2025-11-30&limit=2");
+        assert_eq!(get(&url).await.0, 200, "{url}");
+    }
+}
+
+#[tokio::test]
 async fn answers_are_cached_until_their_ttl_expires() {
     let (mut config, db) = seeded().await;
     // Long enough that the insert below and the second request fit in it on a loaded machine.
@@ -107,7 +130,7 @@ async fn answers_are_cached_until_their_ttl_expires() {
         .unwrap();
     insert.end().await.unwrap();
     // The range is open ("up to now"): a second later it is still the same question, answered
-    // from the cache (it was once keyed by the current second and missed).
+    // from the cache (an open bound is keyed as "now", not by the current second).
     tokio::time::sleep(std::time::Duration::from_millis(1_100).saturating_sub(t0.elapsed())).await;
     let (_, cached) = get(&url).await;
     assert_eq!(

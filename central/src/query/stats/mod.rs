@@ -1,0 +1,342 @@
+//! The stats endpoints' answers, computed from the statements in [`crate::sql::stats`]: the
+//! request's validation is in [`request`], the rollup coverage check in [`coverage`], how
+//! answers are written (rates, JSON and CSV tables) in [`format`].
+//!
+//! Visits are derived at query time (the tracker keeps no session id): one visitor hash's
+//! events, ordered by time, form one visit until a gap of more than 30 minutes. Since the
+//! visitor hash rotates daily (UTC), a visit also ends at UTC midnight. Filters on event
+//! dimensions select events before visits are formed, so visit metrics under such a filter
+//! describe the matching events; `entry_page` / `exit_page` filters then keep the whole visits
+//! whose first / last page matches.
+
+mod coverage;
+pub mod format;
+mod request;
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, Duration, Utc};
+use clickhouse::Row;
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::error::ApiError;
+use super::filter::Property;
+use super::period::{self, BucketSlot};
+use crate::sql::stats as sql;
+pub use coverage::{StatsDb, coverage};
+use format::{bounce_rate, change, ratio, views_per_visit, visit_duration};
+pub use request::{DEFAULT_LIMIT, Instants, MAX_LIMIT, MAX_PAGE, StatsEndpoint, StatsRequest};
+
+/// Realtime window: events of the last five minutes (and up to five minutes ahead, for
+/// senders whose clocks run fast; the edge refuses anything further ahead).
+pub const REALTIME_WINDOW_SECS: i64 = 300;
+
+async fn fetch_all<T>(db: &StatsDb, s: &sql::Statement) -> Result<Vec<T>, ApiError>
+where
+    T: clickhouse::RowOwned + clickhouse::RowRead,
+{
+    Ok(s.query(&db.client).fetch_all::<T>().await?)
+}
+
+/// Totals of one range.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Row, Deserialize)]
+pub struct Totals {
+    pub visitors: u64,
+    pub visits: u64,
+    pub pageviews: u64,
+    pub events: u64,
+    pub bounces: u64,
+    pub duration: u64,
+    pub conversions: u64,
+    pub converted_visitors: u64,
+}
+
+impl Totals {
+    /// Metric name and value, in the order the API and the dashboard show them.
+    pub fn metrics(&self) -> Vec<(&'static str, Json)> {
+        vec![
+            ("visitors", self.visitors.into()),
+            ("visits", self.visits.into()),
+            ("pageviews", self.pageviews.into()),
+            (
+                "views_per_visit",
+                views_per_visit(self.pageviews, self.visits).into(),
+            ),
+            ("bounce_rate", bounce_rate(self.bounces, self.visits).into()),
+            (
+                "visit_duration",
+                visit_duration(self.duration, self.visits).into(),
+            ),
+            ("events", self.events.into()),
+            ("conversions", self.conversions.into()),
+            (
+                "conversion_rate",
+                ratio(self.converted_visitors, self.visitors, 100.0, 1).into(),
+            ),
+        ]
+    }
+}
+
+pub async fn aggregate(db: &StatsDb, req: &StatsRequest) -> Result<Json, ApiError> {
+    let load = |from, to| async move {
+        let scope = req.scope_of(from, to);
+        let cover = coverage(db, &scope).await;
+        let s = if cover.is_empty() {
+            sql::aggregate(&scope)
+        } else {
+            sql::aggregate_rolled_up(&scope, &cover)
+        };
+        Ok::<_, ApiError>(fetch_all::<Totals>(db, &s).await?.pop().unwrap_or_default())
+    };
+    let (now, before) = match req.previous {
+        Some((pf, pt)) => {
+            let (a, b) = tokio::try_join!(load(req.from, req.to), load(pf, pt))?;
+            (a, Some(b))
+        }
+        None => (load(req.from, req.to).await?, None),
+    };
+    let mut results = serde_json::Map::new();
+    let prev = before.map(|b| b.metrics());
+    for (i, (name, value)) in now.metrics().into_iter().enumerate() {
+        let mut m = json!({ "value": value });
+        if let Some(prev) = &prev {
+            let p = &prev[i].1;
+            m["previous"] = p.clone();
+            m["change"] = change(value.as_f64().unwrap_or(0.0), p.as_f64().unwrap_or(0.0));
+        }
+        results.insert(name.to_owned(), m);
+    }
+    let mut body = req.head();
+    if let Some((pf, pt)) = req.previous {
+        body["previous"] = json!({"from": pf.to_rfc3339(), "to": pt.to_rfc3339()});
+    }
+    body["results"] = results.into();
+    Ok(body)
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct EventBucket {
+    bucket: String,
+    visitors: u64,
+    pageviews: u64,
+    events: u64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct VisitBucket {
+    bucket: String,
+    visits: u64,
+    bounces: u64,
+    duration: u64,
+}
+
+pub async fn timeseries(db: &StatsDb, req: &StatsRequest) -> Result<Json, ApiError> {
+    let slots: Vec<BucketSlot> = period::buckets(req.interval, req.tz, req.from, req.to)?;
+    let tz = req.tz.name();
+    let scope = req.scope();
+    let by_event = sql::timeseries_events(&scope, req.interval, tz);
+    let by_visit = async {
+        let cover = coverage(db, &scope).await;
+        let s = if cover.is_empty() {
+            sql::timeseries_visits(&scope, req.interval, tz)
+        } else {
+            sql::timeseries_visits_rolled_up(&scope, req.interval, tz, &cover)
+        };
+        fetch_all::<VisitBucket>(db, &s).await
+    };
+    let (events, visits) = tokio::try_join!(fetch_all::<EventBucket>(db, &by_event), by_visit)?;
+    let events: HashMap<String, EventBucket> =
+        events.into_iter().map(|e| (e.bucket.clone(), e)).collect();
+    let visits: HashMap<String, VisitBucket> =
+        visits.into_iter().map(|v| (v.bucket.clone(), v)).collect();
+    let results: Vec<Json> = slots
+        .iter()
+        .map(|slot| {
+            let e = events.get(&slot.key);
+            let v = visits.get(&slot.key);
+            let (visitors, pageviews, evs) =
+                e.map_or((0, 0, 0), |e| (e.visitors, e.pageviews, e.events));
+            let (n, bounces, duration) = v.map_or((0, 0, 0), |v| (v.visits, v.bounces, v.duration));
+            json!({
+                "date": slot.label,
+                "visitors": visitors,
+                "visits": n,
+                "pageviews": pageviews,
+                "events": evs,
+                "views_per_visit": views_per_visit(pageviews, n),
+                "bounce_rate": bounce_rate(bounces, n),
+                "visit_duration": visit_duration(duration, n),
+            })
+        })
+        .collect();
+    let mut body = req.head();
+    body["interval"] = period::interval_name(req.interval).into();
+    body["results"] = results.into();
+    Ok(body)
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct EventGroup {
+    value: String,
+    visitors: u64,
+    pageviews: u64,
+    events: u64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct VisitGroup {
+    value: String,
+    visitors: u64,
+    visits: u64,
+    pageviews: u64,
+    bounces: u64,
+    duration: u64,
+}
+
+/// Breakdown rows as (column names, rows of JSON values), plus whether more pages exist.
+pub async fn breakdown_rows(
+    db: &StatsDb,
+    req: &StatsRequest,
+) -> Result<(Vec<&'static str>, Vec<Vec<Json>>, bool), ApiError> {
+    let offset = u64::from(req.page - 1) * u64::from(req.limit);
+    let fetch = u64::from(req.limit) + 1;
+    let property = req.property.as_ref().expect("breakdown has a property");
+    let (columns, mut rows): (Vec<&'static str>, Vec<Vec<Json>>) = match property {
+        Property::Event(column) => {
+            let pageviews_only = *column == sql::Column::Path;
+            let scope = req.scope();
+            // Only a column the rollup holds is worth checking the coverage for.
+            let cover = match sql::rollup_dimension(column) {
+                Some(_) => coverage(db, &scope).await,
+                None => sql::Coverage::default(),
+            };
+            let rolled_up = match cover.is_empty() {
+                true => None,
+                false => sql::breakdown_events_rolled_up(
+                    &scope,
+                    column,
+                    pageviews_only,
+                    offset,
+                    fetch,
+                    &cover,
+                ),
+            };
+            let s = rolled_up.unwrap_or_else(|| {
+                sql::breakdown_events(&scope, column, pageviews_only, offset, fetch)
+            });
+            let rows = fetch_all::<EventGroup>(db, &s).await?;
+            (
+                vec!["value", "visitors", "pageviews", "events"],
+                rows.into_iter()
+                    .map(|r| {
+                        vec![
+                            r.value.into(),
+                            r.visitors.into(),
+                            r.pageviews.into(),
+                            r.events.into(),
+                        ]
+                    })
+                    .collect(),
+            )
+        }
+        Property::Visit(attr) => {
+            let scope = req.scope();
+            let cover = match sql::rollup_column(attr) {
+                Some(_) => coverage(db, &scope).await,
+                None => sql::Coverage::default(),
+            };
+            let s = match sql::breakdown_visits_rolled_up(&scope, attr, offset, fetch, &cover) {
+                Some(s) if !cover.is_empty() => s,
+                _ => sql::breakdown_visits(&scope, attr, offset, fetch),
+            };
+            let rows = fetch_all::<VisitGroup>(db, &s).await?;
+            (
+                vec![
+                    "value",
+                    "visitors",
+                    "visits",
+                    "pageviews",
+                    "bounce_rate",
+                    "visit_duration",
+                ],
+                rows.into_iter()
+                    .map(|r| {
+                        vec![
+                            r.value.into(),
+                            r.visitors.into(),
+                            r.visits.into(),
+                            r.pageviews.into(),
+                            bounce_rate(r.bounces, r.visits).into(),
+                            visit_duration(r.duration, r.visits).into(),
+                        ]
+                    })
+                    .collect(),
+            )
+        }
+    };
+    let has_more = rows.len() as u64 > u64::from(req.limit);
+    rows.truncate(req.limit as usize);
+    Ok((columns, rows, has_more))
+}
+
+pub async fn breakdown(
+    db: &StatsDb,
+    req: &StatsRequest,
+    property_name: &str,
+) -> Result<Json, ApiError> {
+    let (columns, rows, has_more) = breakdown_rows(db, req).await?;
+    let results = format::table_json(&columns, rows);
+    let mut body = req.head();
+    body["property"] = property_name.into();
+    body["page"] = req.page.into();
+    body["limit"] = req.limit.into();
+    body["has_more"] = has_more.into();
+    body["results"] = results.into();
+    Ok(body)
+}
+
+/// A breakdown as CSV ([`format::table_csv`]).
+pub async fn breakdown_csv(
+    db: &StatsDb,
+    req: &StatsRequest,
+    property_name: &str,
+) -> Result<String, ApiError> {
+    let (columns, rows, _) = breakdown_rows(db, req).await?;
+    Ok(format::table_csv(&columns, &rows, property_name))
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct Realtime {
+    visitors: u64,
+    pageviews: u64,
+}
+
+pub async fn realtime(
+    db: &StatsDb,
+    req: &StatsRequest,
+    now: DateTime<Utc>,
+) -> Result<Json, ApiError> {
+    let from = now - Duration::seconds(REALTIME_WINDOW_SECS);
+    let to = now + Duration::seconds(REALTIME_WINDOW_SECS);
+    let s = sql::realtime(&req.scope_of(from, to));
+    let r = fetch_all::<Realtime>(db, &s)
+        .await?
+        .pop()
+        .unwrap_or(Realtime {
+            visitors: 0,
+            pageviews: 0,
+        });
+    Ok(json!({
+        "site_id": req.site_id,
+        "visitors": r.visitors,
+        "pageviews": r.pageviews,
+        "window_seconds": REALTIME_WINDOW_SECS,
+        "at": now.to_rfc3339(),
+    }))
+}
+
+/// Sites a principal may pick in the dashboard.
+pub fn sites_body(sites: BTreeSet<String>) -> Json {
+    json!({ "sites": sites.into_iter().collect::<Vec<_>>() })
+}

@@ -1,0 +1,425 @@
+//! Validation of a stats request's query string into a [`StatsRequest`]: one named step per
+//! group of parameters, each refusal a 400 naming its parameter.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono_tz::Tz;
+use serde_json::{Value as Json, json};
+
+use crate::query::error::ApiError;
+use crate::query::filter::{self, Property};
+#[cfg(doc)]
+use crate::query::key::AnswerKey;
+use crate::query::params;
+use crate::query::period::{self, DayRange, PeriodKind};
+use crate::sql::stats::{self as sql, Bucket, EventFilter, Scope};
+
+pub const DEFAULT_LIMIT: u32 = 10;
+pub const MAX_LIMIT: u32 = 1000;
+pub const MAX_PAGE: u32 = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StatsEndpoint {
+    Aggregate,
+    Timeseries,
+    Breakdown,
+    Realtime,
+}
+
+impl StatsEndpoint {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Aggregate => "aggregate",
+            Self::Timeseries => "timeseries",
+            Self::Breakdown => "breakdown",
+            Self::Realtime => "realtime",
+        }
+    }
+
+    /// Parameters this endpoint accepts (besides `share`, the share-link credential).
+    pub fn params(self) -> &'static [&'static str] {
+        const RANGE: [&str; 7] = [
+            "site_id", "period", "date", "from", "to", "timezone", "filter",
+        ];
+        match self {
+            Self::Aggregate => &[
+                RANGE[0], RANGE[1], RANGE[2], RANGE[3], RANGE[4], RANGE[5], RANGE[6], "compare",
+            ],
+            Self::Timeseries => &[
+                RANGE[0], RANGE[1], RANGE[2], RANGE[3], RANGE[4], RANGE[5], RANGE[6], "interval",
+            ],
+            Self::Breakdown => &[
+                RANGE[0], RANGE[1], RANGE[2], RANGE[3], RANGE[4], RANGE[5], RANGE[6], "property",
+                "limit", "page", "format",
+            ],
+            Self::Realtime => &["site_id"],
+        }
+    }
+}
+
+/// A validated stats request. It is the cache key ([`AnswerKey::Stats`]): every field changes
+/// the answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StatsRequest {
+    pub endpoint: StatsEndpoint,
+    pub site_id: String,
+    pub tz: Tz,
+    pub period: PeriodKind,
+    pub days: DayRange,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub previous: Option<Instants>,
+    pub filters: Vec<EventFilter>,
+    pub interval: Bucket,
+    pub property: Option<Property>,
+    pub limit: u32,
+    pub page: u32,
+    pub csv: bool,
+}
+
+/// `[from, to)` of a range.
+pub type Instants = (DateTime<Utc>, DateTime<Utc>);
+
+fn parse_date(param: &'static str, v: &str) -> Result<NaiveDate, ApiError> {
+    NaiveDate::parse_from_str(v, "%Y-%m-%d")
+        .ok()
+        .filter(|_| v.len() == 10)
+        .filter(|d| (1970..=2105).contains(&chrono::Datelike::year(d)))
+        .ok_or_else(|| {
+            ApiError::bad_param(param, "must be a date YYYY-MM-DD between 1970 and 2105")
+        })
+}
+
+fn parse_bounded(param: &'static str, v: &str, max: u32) -> Result<u32, ApiError> {
+    v.parse::<u32>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| ApiError::bad_param(param, format!("must be an integer from 1 to {max}")))
+}
+
+impl StatsRequest {
+    /// Validate the query-string pairs of one endpoint. Unknown and repeated parameters are
+    /// refused, so a typo never silently changes the answer. The steps run in this order, so
+    /// a request with several bad parameters is refused for the first.
+    pub fn parse(
+        endpoint: StatsEndpoint,
+        pairs: &[(String, String)],
+        now: DateTime<Utc>,
+    ) -> Result<Self, ApiError> {
+        let given = Given::collect(endpoint, pairs)?;
+        let site_id = given.site_id()?;
+        let tz = given.timezone()?;
+        let (period, days) = given.days(tz, now)?;
+        let (from, to) = days.instants(tz);
+        if to.timestamp() > i64::from(u32::MAX) {
+            return Err(ApiError::bad_param("date", "must be before 2106"));
+        }
+        let previous = given.comparison(period, &days, tz)?;
+        let interval = given.interval(period, &days)?;
+        let property = given.property(endpoint)?;
+        let (limit, page) = given.paging()?;
+        let csv = given.csv()?;
+        Self {
+            endpoint,
+            site_id,
+            tz,
+            period,
+            days,
+            from,
+            to,
+            previous,
+            filters: canonical(given.filters),
+            interval,
+            property,
+            limit,
+            page,
+            csv,
+        }
+        .for_endpoint()
+    }
+
+    /// What the endpoint adds: a timeseries has a bounded number of buckets; a realtime
+    /// request keeps no range (its window moves every second, so the cache key must not pin
+    /// it).
+    fn for_endpoint(mut self) -> Result<Self, ApiError> {
+        match self.endpoint {
+            StatsEndpoint::Timeseries => {
+                period::buckets(self.interval, self.tz, self.from, self.to)?;
+            }
+            StatsEndpoint::Realtime => {
+                self.from = DateTime::<Utc>::UNIX_EPOCH;
+                self.to = DateTime::<Utc>::UNIX_EPOCH;
+            }
+            StatsEndpoint::Aggregate | StatsEndpoint::Breakdown => {}
+        }
+        Ok(self)
+    }
+
+    pub(super) fn scope(&self) -> Scope<'_> {
+        self.scope_of(self.from, self.to)
+    }
+
+    pub(super) fn scope_of(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Scope<'_> {
+        Scope {
+            site_id: &self.site_id,
+            from: secs(from),
+            to: secs(to),
+            filters: &self.filters,
+        }
+    }
+
+    pub(super) fn head(&self) -> Json {
+        json!({
+            "site_id": self.site_id,
+            "period": self.period.name(),
+            "timezone": self.tz.name(),
+            "from": self.from.to_rfc3339(),
+            "to": self.to.to_rfc3339(),
+            "first_day": self.days.first.to_string(),
+            "last_day": (self.days.end - Duration::days(1)).to_string(),
+            "filters": self.filters.iter().map(|f| json!({
+                "dimension": filter::filter_name(f),
+                "op": match f.op { sql::Match::Is => "is", sql::Match::IsNot => "is_not", sql::Match::Contains => "contains" },
+                "value": f.value,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Filters in a canonical order: their order does not change the answer, so requests that
+/// differ only in it share one cache entry.
+fn canonical(mut filters: Vec<EventFilter>) -> Vec<EventFilter> {
+    filters.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    filters.dedup();
+    filters
+}
+
+/// The parameters of one request, each one the endpoint accepts and given at most once
+/// (`filter` may repeat, up to [`filter::MAX_FILTERS`]); each method validates one group.
+struct Given<'a> {
+    single: HashMap<&'static str, &'a str>,
+    filters: Vec<EventFilter>,
+}
+
+impl<'a> Given<'a> {
+    fn collect(endpoint: StatsEndpoint, pairs: &'a [(String, String)]) -> Result<Self, ApiError> {
+        let allowed = endpoint.params();
+        let mut given = Self {
+            single: HashMap::new(),
+            filters: Vec::new(),
+        };
+        for (k, v) in pairs {
+            if k == "share" {
+                continue;
+            }
+            let Some(name) = allowed.iter().find(|a| **a == k) else {
+                return Err(params::unknown_param(k, allowed));
+            };
+            if *name == "filter" {
+                if given.filters.len() == filter::MAX_FILTERS {
+                    return Err(ApiError::bad_param(
+                        "filter",
+                        "at most 10 filters per request",
+                    ));
+                }
+                given.filters.push(filter::parse_filter(v)?);
+            } else if given.single.insert(name, v.as_str()).is_some() {
+                return Err(ApiError::bad_param(name, "must be given at most once"));
+            }
+        }
+        Ok(given)
+    }
+
+    fn get(&self, name: &str) -> Option<&'a str> {
+        self.single.get(name).copied()
+    }
+
+    fn site_id(&self) -> Result<String, ApiError> {
+        let site_id = self
+            .get("site_id")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ApiError::bad_param("site_id", "is required"))?;
+        if !ta_shared::site::is_valid_site_id(site_id) {
+            return Err(ApiError::bad_param(
+                "site_id",
+                "must be 1-64 characters from [A-Za-z0-9._-]",
+            ));
+        }
+        Ok(site_id.to_owned())
+    }
+
+    fn timezone(&self) -> Result<Tz, ApiError> {
+        match self.get("timezone") {
+            None => Ok(Tz::UTC),
+            Some(v) => v.parse().map_err(|_| {
+                ApiError::bad_param(
+                    "timezone",
+                    "must be an IANA time zone name such as Europe/Berlin",
+                )
+            }),
+        }
+    }
+
+    /// The period and its local days: `period` with `date`, or `period=custom` with `from`
+    /// and `to`.
+    fn days(&self, tz: Tz, now: DateTime<Utc>) -> Result<(PeriodKind, DayRange), ApiError> {
+        let period = match self.get("period") {
+            None => PeriodKind::Days30,
+            Some(v) => PeriodKind::parse(v).ok_or_else(|| {
+                ApiError::bad_param("period", format!("must be one of {}", PeriodKind::NAMES))
+            })?,
+        };
+        let date = self.date("date")?;
+        let from = self.date("from")?;
+        let to = self.date("to")?;
+        if period != PeriodKind::Custom && (from.is_some() || to.is_some()) {
+            return Err(ApiError::bad_param(
+                if from.is_some() { "from" } else { "to" },
+                "is only accepted with period=custom",
+            ));
+        }
+        if period == PeriodKind::Custom && date.is_some() {
+            return Err(ApiError::bad_param(
+                "date",
+                "is not accepted with period=custom",
+            ));
+        }
+        Ok((period, period::resolve(period, date, from, to, tz, now)?))
+    }
+
+    fn date(&self, param: &'static str) -> Result<Option<NaiveDate>, ApiError> {
+        self.get(param).map(|v| parse_date(param, v)).transpose()
+    }
+
+    /// `compare=previous_period`: the period before, as instants.
+    fn comparison(
+        &self,
+        period: PeriodKind,
+        days: &DayRange,
+        tz: Tz,
+    ) -> Result<Option<Instants>, ApiError> {
+        match self.get("compare") {
+            None => Ok(None),
+            Some("previous_period") => Ok(Some(days.previous(period).instants(tz))),
+            Some(_) => Err(ApiError::bad_param("compare", "must be previous_period")),
+        }
+    }
+
+    fn interval(&self, period: PeriodKind, days: &DayRange) -> Result<Bucket, ApiError> {
+        match self.get("interval") {
+            None => Ok(period::default_interval(period, days.days())),
+            Some(v) => period::parse_interval(v).ok_or_else(|| {
+                ApiError::bad_param("interval", "must be minute, hour, day, week or month")
+            }),
+        }
+    }
+
+    /// The breakdown's dimension (required there, absent elsewhere).
+    fn property(&self, endpoint: StatsEndpoint) -> Result<Option<Property>, ApiError> {
+        if endpoint != StatsEndpoint::Breakdown {
+            return Ok(None);
+        }
+        let v = self
+            .get("property")
+            .ok_or_else(|| ApiError::bad_param("property", "is required"))?;
+        Ok(Some(filter::parse_property(v)?))
+    }
+
+    /// `limit` rows per page and the 1-based `page`.
+    fn paging(&self) -> Result<(u32, u32), ApiError> {
+        let limit = self
+            .get("limit")
+            .map(|v| parse_bounded("limit", v, MAX_LIMIT))
+            .transpose()?
+            .unwrap_or(DEFAULT_LIMIT);
+        let page = self
+            .get("page")
+            .map(|v| parse_bounded("page", v, MAX_PAGE))
+            .transpose()?
+            .unwrap_or(1);
+        Ok((limit, page))
+    }
+
+    /// Whether the answer is CSV (`format=csv`) rather than JSON.
+    fn csv(&self) -> Result<bool, ApiError> {
+        match self.get("format") {
+            None | Some("json") => Ok(false),
+            Some("csv") => Ok(true),
+            Some(_) => Err(ApiError::bad_param("format", "must be json or csv")),
+        }
+    }
+}
+
+fn secs(t: DateTime<Utc>) -> u32 {
+    u32::try_from(t.timestamp().max(0)).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::params::testing::{at, pairs};
+
+    fn now() -> DateTime<Utc> {
+        at("2025-11-30T12:00:00Z")
+    }
+
+    fn param(q: &str, e: StatsEndpoint) -> String {
+        match StatsRequest::parse(e, &pairs(q), now()).unwrap_err() {
+            ApiError::BadParam { param, .. } => param.to_owned(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_bad_parameter_is_named() {
+        use StatsEndpoint::*;
+        for (q, e, p) in [
+            ("", Aggregate, "site_id"),
+            ("site_id=a%20b", Aggregate, "site_id"),
+            ("site_id=s&timezone=Mars/Olympus", Aggregate, "timezone"),
+            ("site_id=s&period=week", Aggregate, "period"),
+            ("site_id=s&period=custom&from=2025-01-01", Aggregate, "to"),
+            (
+                "site_id=s&period=custom&from=2025-02-01&to=2025-01-01",
+                Aggregate,
+                "from",
+            ),
+            ("site_id=s&from=2025-02-01", Aggregate, "from"),
+            ("site_id=s&date=yesterday", Aggregate, "date"),
+            ("site_id=s&compare=year", Aggregate, "compare"),
+            ("site_id=s&interval=second", Timeseries, "interval"),
+            (
+                "site_id=s&period=12mo&interval=minute",
+                Timeseries,
+                "interval",
+            ),
+            ("site_id=s", Breakdown, "property"),
+            ("site_id=s&property=page&limit=0", Breakdown, "limit"),
+            ("site_id=s&property=page&page=-1", Breakdown, "page"),
+            ("site_id=s&property=page&format=xml", Breakdown, "format"),
+            ("site_id=s&filter=page:like:/", Breakdown, "filter"),
+            ("site_id=s&limit=5", Aggregate, "query"),
+            ("site_id=s&site_id=t", Aggregate, "site_id"),
+        ] {
+            assert_eq!(param(q, e), p, "{q}");
+        }
+    }
+
+    #[test]
+    fn filter_order_does_not_change_the_request() {
+        let a = StatsRequest::parse(
+            StatsEndpoint::Aggregate,
+            &pairs("site_id=s&filter=page:is:/a&filter=os:is:Linux"),
+            now(),
+        )
+        .unwrap();
+        let b = StatsRequest::parse(
+            StatsEndpoint::Aggregate,
+            &pairs("filter=os:is:Linux&site_id=s&filter=page:is:/a&share=x"),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(a, b);
+    }
+}
