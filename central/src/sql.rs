@@ -58,54 +58,80 @@ pub mod stats {
         }
     }
 
-    /// An event column the API may filter or group by.
-    #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-    pub enum Column {
-        Path,
-        ReferrerHost,
-        Source,
-        Channel,
-        UtmSource,
-        UtmMedium,
-        UtmCampaign,
-        UtmTerm,
-        UtmContent,
-        Device,
-        Browser,
-        Os,
-        Country,
-        EventName,
-        /// The value of one custom property (empty when the event does not carry it).
-        Prop(String),
+    /// The event columns the API may filter or group by, each once: the variant, its name in
+    /// the API, its column in `events`, and whether a breakdown by it groups visits (by the
+    /// value at their first event: how the visit was acquired) rather than events.
+    macro_rules! event_columns {
+        ($($variant:ident => $api:literal, $sql:literal, $groups_visits:literal;)*) => {
+            /// An event column the API may filter or group by.
+            #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+            pub enum Column {
+                $($variant,)*
+                /// The value of one custom property (empty when the event does not carry it).
+                Prop(String),
+            }
+
+            impl Column {
+                /// The columns with a fixed name, in the order the API lists them.
+                pub const NAMED: &[Column] = &[$(Column::$variant,)*];
+
+                /// The column behind an API dimension name (`prop.<key>` aside).
+                pub fn from_dimension(name: &str) -> Option<Column> {
+                    match name {
+                        $($api => Some(Column::$variant),)*
+                        _ => None,
+                    }
+                }
+
+                /// Its API dimension name.
+                pub fn dimension(&self) -> std::borrow::Cow<'static, str> {
+                    match self {
+                        $(Column::$variant => $api.into(),)*
+                        Column::Prop(key) => format!("prop.{key}").into(),
+                    }
+                }
+
+                /// Whether a breakdown by it groups visits rather than events.
+                pub fn groups_visits(&self) -> bool {
+                    match self {
+                        $(Column::$variant => $groups_visits,)*
+                        Column::Prop(_) => false,
+                    }
+                }
+
+                fn push_expr(&self, s: &mut Statement) {
+                    match self {
+                        // toString: the same type (String) on servers with and without
+                        // LowCardinality.
+                        $(Column::$variant => {
+                            s.push(concat!("toString(", $sql, ")"));
+                        })*
+                        Column::Prop(key) => {
+                            s.push("props_values[indexOf(props_keys, ")
+                                .bind_str(key)
+                                .push(")]");
+                        }
+                    }
+                }
+            }
+        };
     }
 
-    impl Column {
-        fn push_expr(&self, s: &mut Statement) {
-            let name = match self {
-                Column::Path => "path",
-                Column::ReferrerHost => "referrer_host",
-                Column::Source => "source",
-                Column::Channel => "channel",
-                Column::UtmSource => "utm_source",
-                Column::UtmMedium => "utm_medium",
-                Column::UtmCampaign => "utm_campaign",
-                Column::UtmTerm => "utm_term",
-                Column::UtmContent => "utm_content",
-                Column::Device => "device",
-                Column::Browser => "browser",
-                Column::Os => "os",
-                Column::Country => "country",
-                Column::EventName => "event_name",
-                Column::Prop(key) => {
-                    s.push("props_values[indexOf(props_keys, ")
-                        .bind_str(key)
-                        .push(")]");
-                    return;
-                }
-            };
-            // toString: the same type (String) on servers with and without LowCardinality.
-            s.push("toString(").push(name).push(")");
-        }
+    event_columns! {
+        Path => "page", "path", false;
+        ReferrerHost => "referrer", "referrer_host", true;
+        Source => "source", "source", true;
+        Channel => "channel", "channel", true;
+        UtmSource => "utm_source", "utm_source", true;
+        UtmMedium => "utm_medium", "utm_medium", true;
+        UtmCampaign => "utm_campaign", "utm_campaign", true;
+        UtmTerm => "utm_term", "utm_term", true;
+        UtmContent => "utm_content", "utm_content", true;
+        Device => "device", "device", false;
+        Browser => "browser", "browser", false;
+        Os => "os", "os", false;
+        Country => "country", "country", false;
+        EventName => "event_name", "event_name", false;
     }
 
     /// How a filter compares a column with its value.

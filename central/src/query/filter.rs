@@ -18,26 +18,15 @@ pub enum Property {
     Visit(VisitAttribute),
 }
 
-/// Names of the dimensions, for error messages and the OpenAPI document.
-pub const DIMENSIONS: &[&str] = &[
-    "page",
-    "entry_page",
-    "exit_page",
-    "referrer",
-    "source",
-    "channel",
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-    "utm_term",
-    "utm_content",
-    "device",
-    "browser",
-    "os",
-    "country",
-    "event_name",
-    "prop.<key>",
-];
+/// Names of the dimensions, for error messages and the OpenAPI document: `page`, the visit
+/// pages, every other event column, then custom properties.
+pub static DIMENSIONS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    let named = Column::NAMED.iter().map(|c| c.dimension().into_owned());
+    let mut all: Vec<String> = named.collect();
+    all.splice(1..1, ["entry_page".to_owned(), "exit_page".to_owned()]);
+    all.push("prop.<key>".to_owned());
+    all
+});
 
 fn prop_key(name: &str) -> Option<Result<String, ApiError>> {
     let key = name.strip_prefix("prop.")?;
@@ -53,27 +42,6 @@ fn prop_key(name: &str) -> Option<Result<String, ApiError>> {
             "property",
             "prop.<key> needs a key of 1-64 characters from [A-Za-z0-9_-. ]",
         ))
-    })
-}
-
-/// The event column behind an event-level dimension name.
-fn event_column(name: &str) -> Option<Column> {
-    Some(match name {
-        "page" => Column::Path,
-        "referrer" => Column::ReferrerHost,
-        "source" => Column::Source,
-        "channel" => Column::Channel,
-        "utm_source" => Column::UtmSource,
-        "utm_medium" => Column::UtmMedium,
-        "utm_campaign" => Column::UtmCampaign,
-        "utm_term" => Column::UtmTerm,
-        "utm_content" => Column::UtmContent,
-        "device" => Column::Device,
-        "browser" => Column::Browser,
-        "os" => Column::Os,
-        "country" => Column::Country,
-        "event_name" => Column::EventName,
-        _ => return None,
     })
 }
 
@@ -94,9 +62,10 @@ pub fn parse_property(name: &str) -> Result<Property, ApiError> {
     Ok(match name {
         "entry_page" => visit(Column::Path, false),
         "exit_page" => visit(Column::Path, true),
-        "referrer" | "source" | "channel" | "utm_source" | "utm_medium" | "utm_campaign"
-        | "utm_term" | "utm_content" => visit(event_column(name).ok_or_else(unknown)?, false),
-        other => Property::Event(event_column(other).ok_or_else(unknown)?),
+        other => match Column::from_dimension(other).ok_or_else(unknown)? {
+            column if column.groups_visits() => visit(column, false),
+            column => Property::Event(column),
+        },
     })
 }
 
@@ -122,7 +91,7 @@ pub fn parse_filter(text: &str) -> Result<EventFilter, ApiError> {
         (None, "entry_page") => (Column::Path, FilterOn::VisitEntry),
         (None, "exit_page") => (Column::Path, FilterOn::VisitExit),
         (None, _) => (
-            event_column(dim).ok_or_else(|| {
+            Column::from_dimension(dim).ok_or_else(|| {
                 ApiError::bad_param(
                     "filter",
                     format!(
@@ -171,34 +140,27 @@ pub fn filter_name(f: &EventFilter) -> String {
     match f.on {
         FilterOn::VisitEntry => "entry_page".into(),
         FilterOn::VisitExit => "exit_page".into(),
-        FilterOn::Event => column_name(&f.column),
-    }
-}
-
-/// The API name of an event column.
-fn column_name(c: &Column) -> String {
-    match c {
-        Column::Path => "page".into(),
-        Column::ReferrerHost => "referrer".into(),
-        Column::Source => "source".into(),
-        Column::Channel => "channel".into(),
-        Column::UtmSource => "utm_source".into(),
-        Column::UtmMedium => "utm_medium".into(),
-        Column::UtmCampaign => "utm_campaign".into(),
-        Column::UtmTerm => "utm_term".into(),
-        Column::UtmContent => "utm_content".into(),
-        Column::Device => "device".into(),
-        Column::Browser => "browser".into(),
-        Column::Os => "os".into(),
-        Column::Country => "country".into(),
-        Column::EventName => "event_name".into(),
-        Column::Prop(k) => format!("prop.{k}"),
+        FilterOn::Event => f.column.dimension().into_owned(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dimensions_are_listed_page_first_and_properties_last() {
+        assert_eq!(
+            DIMENSIONS.join(", "),
+            "page, entry_page, exit_page, referrer, source, channel, utm_source, utm_medium, \
+             utm_campaign, utm_term, utm_content, device, browser, os, country, event_name, \
+             prop.<key>"
+        );
+        for name in DIMENSIONS.iter().filter(|d| !d.contains('<') && !d.ends_with("_page")) {
+            let column = Column::from_dimension(name).unwrap();
+            assert_eq!(column.dimension(), name.as_str());
+        }
+    }
 
     #[test]
     fn filters_split_on_the_first_two_colons() {

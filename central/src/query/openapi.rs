@@ -56,7 +56,7 @@ fn param(name: &str) -> Value {
             false,
         ),
         "property" => (
-            json!({"type": "string", "enum": DIMENSIONS}),
+            json!({"type": "string", "enum": *DIMENSIONS}),
             "Dimension to group by.",
             true,
         ),
