@@ -101,6 +101,7 @@ fn request(user_agent: &str) -> IngestRequest<'_> {
         user_agent,
         do_not_track: false,
         country_header: Some("DE"),
+        accept_language: Some("de-DE,de;q=0.9,en;q=0.8"),
         now: now(),
     }
 }

@@ -132,6 +132,7 @@ pub mod stats {
         Os => "os", "os", false;
         Country => "country", "country", false;
         EventName => "event_name", "event_name", false;
+        Language => "language", "language", false;
     }
 
     /// How a filter compares a column with its value.

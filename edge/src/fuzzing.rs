@@ -37,6 +37,7 @@ pub fn collect_body(data: &[u8]) {
         user_agent: "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
         do_not_track: false,
         country_header: None,
+        accept_language: None,
         now,
     };
     let ingest = ingest();

@@ -46,6 +46,8 @@ pub struct IngestRequest<'a> {
     pub do_not_track: bool,
     /// The value of the operator's CDN country header, when one is configured.
     pub country_header: Option<&'a str>,
+    /// `Accept-Language`.
+    pub accept_language: Option<&'a str>,
     pub now: DateTime<Utc>,
 }
 
@@ -511,8 +513,26 @@ impl Ingest {
             device: client.device,
             country,
             edge_region: self.region.clone(),
+            language: primary_language(req.accept_language),
             props,
         })))
+    }
+}
+
+/// The primary subtag of the first language range of an `Accept-Language` header, lower case:
+/// `de` for `de-CH, de;q=0.9, en;q=0.8`. Browsers list the user's languages in order of
+/// preference; only the language, never the region or the rest of the list, is kept, so it adds
+/// little to what identifies a visitor. Empty when absent, `*`, or not 2-3 ASCII letters.
+pub fn primary_language(header: Option<&str>) -> String {
+    let Some(first) = header.and_then(|h| h.split(',').next()) else {
+        return String::new();
+    };
+    let range = first.split(';').next().unwrap_or_default().trim();
+    let primary = range.split(['-', '_']).next().unwrap_or_default();
+    if (2..=3).contains(&primary.len()) && primary.bytes().all(|b| b.is_ascii_alphabetic()) {
+        primary.to_ascii_lowercase()
+    } else {
+        String::new()
     }
 }
 
@@ -570,6 +590,7 @@ mod tests {
             user_agent: FIREFOX,
             do_not_track: false,
             country_header: None,
+            accept_language: None,
             now: DateTime::from_timestamp_millis(1_764_000_000_000).unwrap(),
         }
     }
@@ -583,6 +604,35 @@ mod tests {
             Outcome::Accepted(e) => *e,
             other => panic!("expected accepted, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_language_is_the_first_ranges_primary_subtag() {
+        for (header, language) in [
+            (Some("de-CH, de;q=0.9, en;q=0.8"), "de"),
+            (Some("EN-us"), "en"),
+            (Some("fil;q=0.5,en"), "fil"),
+            (Some("zh_TW"), "zh"),
+            (Some("*"), ""),
+            (Some(""), ""),
+            (Some("x-klingon"), ""),
+            (Some("deutsch"), ""),
+            (Some("d3"), ""),
+            (Some("é"), ""),
+            (None, ""),
+        ] {
+            assert_eq!(primary_language(header), language, "{header:?}");
+        }
+        let ing = ingest();
+        let accepted = |accept_language| match ing.process(IngestRequest {
+            accept_language,
+            ..request(PAGEVIEW)
+        }) {
+            Ok(Outcome::Accepted(e)) => e.language,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(accepted(Some("pt-BR,pt;q=0.9")), "pt");
+        assert_eq!(accepted(None), "");
     }
 
     #[test]

@@ -478,6 +478,7 @@ fn ingest_request<'r>(
         user_agent: header(req, "User-Agent").unwrap_or_default(),
         do_not_track: flag("DNT") || flag("Sec-GPC"),
         country_header: state.country_header.as_deref().and_then(|h| header(req, h)),
+        accept_language: header(req, "Accept-Language"),
         now: chrono::Utc::now(),
     }
 }

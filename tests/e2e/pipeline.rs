@@ -149,11 +149,15 @@ async fn the_running_loader_rolls_up_a_closed_day_and_ta_query_answers_from_it()
     let noon = yesterday.and_hms_opt(12, 0, 0).unwrap().and_utc();
     let client = reqwest::Client::new();
     // Two visitors yesterday (one with two pageviews 10 minutes apart), sent late, as an edge
-    // spool draining after an outage would.
+    // spool draining after an outage would; one browser asks for German, the other sends no
+    // language.
     for (user, minutes, path) in [("a", 0, "/"), ("a", 10, "/pricing"), ("b", 5, "/docs")] {
         let ts = (noon + chrono::Duration::minutes(minutes)).timestamp_millis();
-        let answer = client
-            .post(format!("{}/v1/collect", p.edge_url))
+        let mut request = client.post(format!("{}/v1/collect", p.edge_url));
+        if user == "a" {
+            request = request.header("Accept-Language", "de-CH, de;q=0.9, en;q=0.8");
+        }
+        let answer = request
             .header("X-TA-API-Key", "dev-key-site-1")
             .header("Content-Type", "application/json")
             .header(
@@ -222,6 +226,29 @@ async fn the_running_loader_rolls_up_a_closed_day_and_ta_query_answers_from_it()
     );
     assert_eq!(r["bounce_rate"]["value"], 50.0, "{body}");
     assert_eq!(r["visit_duration"]["value"], 300.0, "{body}");
+    // The language dimension, from the edge's Accept-Language to the breakdown.
+    let res = client
+        .get(format!(
+            "{}/v1/stats/breakdown?site_id=site-1&period=custom&from={yesterday}&to={yesterday}&property=language",
+            p.query_url
+        ))
+        .bearer_auth(&p.query_token)
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = res.json().await.unwrap();
+    let languages: Vec<(&str, u64)> = body["results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .map(|row| {
+            (
+                row["value"].as_str().unwrap(),
+                row["events"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(languages, [("de", 2), ("", 1)], "{body}");
     let query = metrics(&p.query_url).await;
     assert!(
         query.contains(r#"ta_query_rollup_checks_total{result="run"} 1"#),

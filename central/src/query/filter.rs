@@ -154,9 +154,12 @@ mod tests {
             DIMENSIONS.join(", "),
             "page, entry_page, exit_page, referrer, source, channel, utm_source, utm_medium, \
              utm_campaign, utm_term, utm_content, device, browser, os, country, event_name, \
-             prop.<key>"
+             language, prop.<key>"
         );
-        for name in DIMENSIONS.iter().filter(|d| !d.contains('<') && !d.ends_with("_page")) {
+        for name in DIMENSIONS
+            .iter()
+            .filter(|d| !d.contains('<') && !d.ends_with("_page"))
+        {
             let column = Column::from_dimension(name).unwrap();
             assert_eq!(column.dimension(), name.as_str());
         }

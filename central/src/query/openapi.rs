@@ -42,7 +42,7 @@ fn param(name: &str) -> Value {
         ),
         "filter" => (
             json!({"type": "array", "items": {"type": "string", "pattern": "^[a-z_.A-Z0-9 -]+:(is|is_not|contains):.*$"}, "maxItems": 10}),
-            "Repeatable, combined with AND: `<dimension>:<is|is_not|contains>:<value>`; event dimensions page, referrer, source, channel, utm_*, device, browser, os, country, event_name, prop.<key> keep the matching events; entry_page and exit_page keep every event of the visits (formed from the events the other filters keep) whose first or last page matches. `contains` is case-insensitive.",
+            "Repeatable, combined with AND: `<dimension>:<is|is_not|contains>:<value>`; event dimensions (every `property` value but entry_page and exit_page) keep the matching events; entry_page and exit_page keep every event of the visits (formed from the events the other filters keep) whose first or last page matches. `contains` is case-insensitive.",
             false,
         ),
         "compare" => (

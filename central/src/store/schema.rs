@@ -155,6 +155,11 @@ pub const MIGRATIONS: &[Migration] = &[
         ) ENGINE = MergeTree
         ORDER BY erased_at"],
     },
+    Migration {
+        version: 6,
+        name: "browser language column",
+        statements: &["ALTER TABLE events ADD COLUMN language {lc} AFTER edge_region"],
+    },
 ];
 
 /// What the connected server supports beyond ClickHouse 18.16.

@@ -292,6 +292,7 @@ async fn every_breakdown_equals_an_independent_computation() {
             "os",
             "country",
             "event_name",
+            "language",
             "prop.plan",
         ] {
             let (status, body) = admin(&format!(
@@ -312,6 +313,7 @@ async fn every_breakdown_equals_an_independent_computation() {
             ("page", ("entry_page", "is", "/pricing")),
             ("entry_page", ("exit_page", "is", "/docs")),
             ("country", ("exit_page", "is_not", "/")),
+            ("page", ("language", "is", "de")),
         ] {
             let (status, body) = admin(&format!(
                 "{base}/v1/stats/breakdown?{RANGE}&property={dim}&limit=1000&filter={}",

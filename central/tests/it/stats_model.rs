@@ -49,6 +49,7 @@ pub(crate) struct Ev {
     pub(crate) browser: String,
     pub(crate) os: String,
     pub(crate) country: String,
+    pub(crate) language: String,
     pub(crate) props: Vec<(String, String)>,
 }
 
@@ -69,6 +70,7 @@ impl Ev {
             "os" => self.os.clone(),
             "country" => self.country.clone(),
             "event_name" => self.name.clone(),
+            "language" => self.language.clone(),
             p => {
                 let key = p.strip_prefix("prop.").expect("known dimension");
                 self.props
@@ -93,6 +95,7 @@ impl Ev {
         r.browser = self.browser.clone();
         r.os = self.os.clone();
         r.country = self.country.clone();
+        r.language = self.language.clone();
         r.props_keys = self.props.iter().map(|(k, _)| k.clone()).collect();
         r.props_values = self.props.iter().map(|(_, v)| v.clone()).collect();
         r
@@ -180,6 +183,8 @@ pub(crate) fn generate(seed: u64) -> Vec<Ev> {
                         browser: browser.into(),
                         os: os.into(),
                         country: country.into(),
+                        // From the visitor, not the generator: the other values stay as they were.
+                        language: ["en", "de", "fr", ""][(visitor % 4) as usize].into(),
                         props,
                     });
                 }

@@ -29,6 +29,7 @@ fn enrich(ingest: &Ingest, ip: &str, path: &str) -> EnrichedEvent {
             user_agent: UA,
             do_not_track: false,
             country_header: None,
+            accept_language: None,
             now: Utc::now(),
         })
         .unwrap();

@@ -98,6 +98,9 @@ macro_rules! with_event_fields {
             country: str = default => [country "{lc}"],
             /// Region label of the edge node that accepted the event.
             edge_region: str = default => [edge_region "{lc}"],
+            /// The browser's preferred language: the primary subtag of the first language in
+            /// `Accept-Language` (`de` for `de-CH,de;q=0.9`), lower case; empty when absent.
+            language: str = default => [language "{lc}"],
             props: props = default => [props_keys "Array(String)" props_values "Array(String)"],
         }
     };
