@@ -21,11 +21,6 @@ pub mod row_binary;
 /// Version of the enriched-event schema written by this build.
 pub const SCHEMA_VERSION: u16 = 1;
 
-/// Bytes of an [`EnrichedEvent`]'s JSON besides the text of its strings and props: field
-/// names, quotes and punctuation, the event id and the numbers at their longest (a test
-/// checks it against an event with empty strings and extreme numbers).
-const JSON_FIXED_BYTES: usize = 512;
-
 /// The enriched event's schema: every field once, in the order the record's JSON has them.
 ///
 /// It calls `$callback!` with the table; this crate builds from it [`EnrichedEvent`],
@@ -126,6 +121,15 @@ macro_rules! kind {
     };
     (into_borrowed $other:ident $x:expr) => { $x };
 
+    // The most a field's value adds to the record's JSON besides the text of its strings:
+    // quotes, the event id, numbers at their longest, an empty map.
+    (json_fixed version) => { "65535".len() };
+    (json_fixed uuid) => { 38 };
+    (json_fixed str) => { 2 };
+    (json_fixed millis) => { "-9223372036854775808".len() };
+    (json_fixed hash) => { "18446744073709551615".len() };
+    (json_fixed props) => { 2 };
+
     // The text a field adds to the record's JSON besides `JSON_FIXED_BYTES`.
     (json_len str $x:expr) => { $x.len() };
     // `"key":"value",`
@@ -205,6 +209,11 @@ macro_rules! define_event_types {
                 Self { $( $name: kind!(into_borrowed $kind e.$name), )* }
             }
         }
+
+        /// Bytes of an [`EnrichedEvent`]'s JSON besides the text of its strings and props:
+        /// the braces, each field's quoted name, colon and comma, and its value's fixed part
+        /// (a test checks it against an event with empty strings and extreme numbers).
+        const JSON_FIXED_BYTES: usize = 2 $( + stringify!($name).len() + 4 + kind!(json_fixed $kind) )*;
 
         impl EnrichedEvent {
             /// The length of [`Self::to_json`] when no string needs escaping: the text of every
@@ -592,6 +601,9 @@ mod tests {
         long.props = (0..30)
             .map(|i| (format!("{i:064}"), "v".repeat(256)))
             .collect();
+        // The fixed part is counted, not guessed: for empty strings and the longest numbers the
+        // estimate is the record's length (plus the comma the last field does not have).
+        assert_eq!(extreme.json_len_hint(), extreme.to_json().len() + 1);
         let generated = (0..50).map(|i| crate::testing::event(i, 1_764_000_000_000 + i as i64));
         for event in [sample, escapes, empty, extreme, long]
             .into_iter()
