@@ -218,9 +218,7 @@ impl ConnectionCounters {
             Box::new(self.refused_per_address.clone()),
             Box::new(self.timed_out.clone()),
         ];
-        for c in collectors {
-            registry.register(c).expect("metric names are unique");
-        }
+        ta_shared::telemetry::register_all(registry, collectors);
     }
 }
 

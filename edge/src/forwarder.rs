@@ -224,9 +224,7 @@ impl ForwarderMetrics {
             Box::new(self.batch_records.clone()),
             Box::new(self.kafka_up.clone()),
         ];
-        for c in collectors {
-            registry.register(c).expect("metric names are unique");
-        }
+        ta_shared::telemetry::register_all(registry, collectors);
     }
 }
 

@@ -190,9 +190,7 @@ impl EdgeMetrics {
             Box::new(m.replay_signatures.clone()),
             Box::new(m.replay_forgotten_early.clone()),
         ];
-        for c in collectors {
-            m.registry.register(c).expect("metric names are unique");
-        }
+        ta_shared::telemetry::register_all(&m.registry, collectors);
         m.forwarder.register(&m.registry);
         m.spool.register(&m.registry);
         m.connections.register(&m.registry);

@@ -1,5 +1,6 @@
 //! Metric helpers shared by every service: text exposition and bucket presets per unit.
 
+use prometheus::core::Collector;
 use prometheus::{Encoder, Registry, TextEncoder};
 
 /// Request and call latencies, in seconds (100 µs .. 10 s).
@@ -24,6 +25,14 @@ pub fn encode_text(registry: &Registry) -> String {
 
 /// Content type of [`encode_text`]'s output.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Export `collectors` through `registry`. Every binary names its series once, so a clash is a
+/// programming error.
+pub fn register_all(registry: &Registry, collectors: impl IntoIterator<Item = Box<dyn Collector>>) {
+    for c in collectors {
+        registry.register(c).expect("metric names are unique");
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -147,9 +147,7 @@ impl LoaderMetrics {
             Box::new(m.rollup_days_built.clone()),
             Box::new(m.rollup_failures.clone()),
         ];
-        for c in collectors {
-            m.registry.register(c).expect("metric names are unique");
-        }
+        ta_shared::telemetry::register_all(&m.registry, collectors);
         // Exported at 0 from the start, so rate() and the alert rules see 0, not "no data".
         for kind in super::ERROR_KINDS {
             m.errors.with_label_values(&[kind]);

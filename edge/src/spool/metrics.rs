@@ -77,9 +77,7 @@ impl SpoolMetrics {
             Box::new(self.commit_records.clone()),
             Box::new(self.truncated_bytes.clone()),
         ];
-        for c in collectors {
-            registry.register(c).expect("metric names are unique");
-        }
+        ta_shared::telemetry::register_all(registry, collectors);
     }
 
     /// Set the fill-level gauges from a snapshot taken at `now_ms` (Unix ms).
