@@ -873,32 +873,29 @@ pub const ROLLUP_BUILD_VALUE_EVENTS: &str = "SELECT toUInt64(sum(events)) AS n F
 pub const ROLLUP_TABLES: [&str; 2] = ["visits", "day_values"];
 /// Earlier builds of a day in a rollup table, superseded by a new one.
 pub fn delete_old_rollups(table: &str) -> String {
-    format!("ALTER TABLE {table} DELETE WHERE site_id = ? AND day = ? AND build_id < ?")
+    format!("ALTER TABLE {{alter:{table}}} DELETE WHERE site_id = ? AND day = ? AND build_id < ?")
 }
 /// One visitor hash's rows in a rollup table.
 pub fn delete_visitor_rollups(table: &str) -> String {
-    format!("ALTER TABLE {table} DELETE WHERE site_id = ? AND visitor_hash = ?")
+    format!("ALTER TABLE {{alter:{table}}} DELETE WHERE site_id = ? AND visitor_hash = ?")
 }
 /// Rows of one site's days in `[?, ?)` (UTC day numbers) of a rollup table (or
 /// `rollup_days`), for retention.
 pub fn delete_rollups_between(table: &str) -> String {
-    format!("ALTER TABLE {table} DELETE WHERE site_id = ? AND day >= ? AND day < ?")
+    format!("ALTER TABLE {{alter:{table}}} DELETE WHERE site_id = ? AND day >= ? AND day < ?")
 }
 
 pub const SERVER_VERSION: &str = "SELECT version() AS v";
-pub const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\
-     version UInt32, name String, applied_at DateTime) ENGINE = MergeTree ORDER BY version";
 pub const APPLIED_MIGRATIONS: &str = "SELECT version FROM schema_migrations ORDER BY version";
 pub const RECORD_MIGRATION: &str =
     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, now())";
 
-pub const INFLIGHT_INSERTS: &str =
-    "SELECT count() AS n FROM system.processes WHERE substring(query_id, 1, length(?)) = ?";
-pub const CHECKPOINT: &str = "SELECT max(next_offset) AS next_offset, count() AS rows FROM loader_offsets \
+pub const INFLIGHT_INSERTS: &str = "SELECT count() AS n FROM {system:processes} WHERE substring(initial_query_id, 1, length(?)) = ?";
+pub const CHECKPOINT: &str = "SELECT max(next_offset) AS next_offset, count() AS rows FROM {all:loader_offsets} \
      WHERE kafka_topic = ? AND kafka_partition = ?";
 pub const WRITE_CHECKPOINT: &str = "INSERT INTO loader_offsets \
      (kafka_topic, kafka_partition, next_offset, committed_at) VALUES (?, ?, ?, now())";
-pub const STORED_EVENT_OFFSETS: &str = "SELECT kafka_offset FROM events \
+pub const STORED_EVENT_OFFSETS: &str = "SELECT DISTINCT kafka_offset FROM {all:events} \
      WHERE kafka_topic = ? AND kafka_partition = ? AND kafka_offset >= ? ORDER BY kafka_offset";
 /// An erasure finished (`kind`: site or visitor).
 pub const RECORD_ERASURE: &str = "INSERT INTO erasures (erased_at, kind) SELECT now(), ?";
@@ -907,35 +904,37 @@ pub const COUNT_ERASURES: &str = "SELECT count() FROM erasures";
 pub const COUNT_DEAD_LETTERS_BEFORE: &str =
     "SELECT count() FROM dead_letters WHERE loaded_at < toDateTime(?)";
 pub const DELETE_DEAD_LETTERS_BEFORE: &str =
-    "ALTER TABLE dead_letters DELETE WHERE loaded_at < toDateTime(?)";
+    "ALTER TABLE {alter:dead_letters} DELETE WHERE loaded_at < toDateTime(?)";
 
-pub const STORED_DEAD_LETTER_OFFSETS: &str = "SELECT kafka_offset FROM dead_letters \
+pub const STORED_DEAD_LETTER_OFFSETS: &str = "SELECT DISTINCT kafka_offset FROM {all:dead_letters} \
      WHERE kafka_topic = ? AND kafka_partition = ? AND kafka_offset >= ? ORDER BY kafka_offset";
-pub const EVENT_IDS_FROM: &str = "SELECT event_id FROM events \
-     WHERE kafka_topic = ? AND kafka_partition = ? AND kafka_offset >= ? ORDER BY kafka_offset";
+pub const EVENT_IDS_FROM: &str = "SELECT event_id FROM {all:events} \
+     WHERE kafka_topic = ? AND kafka_partition = ? AND kafka_offset >= ? \
+     GROUP BY kafka_offset, event_id ORDER BY kafka_offset";
 
-pub const EVENTS_PARTITIONS: &str = "SELECT DISTINCT partition FROM system.parts \
-     WHERE database = ? AND table = 'events' AND active ORDER BY partition";
+pub const EVENTS_PARTITIONS: &str = "SELECT DISTINCT partition FROM {system:parts} \
+     WHERE database = ? AND table = '{stored:events}' AND active ORDER BY partition";
 pub const PENDING_MUTATIONS: &str =
-    "SELECT count() AS n FROM system.mutations WHERE database = ? AND table = ? AND is_done = 0";
+    "SELECT count() AS n FROM {system:mutations} WHERE database = ? AND table = ? AND is_done = 0";
 pub const DELETE_DEAD_LETTERS_MENTIONING: &str =
-    "ALTER TABLE dead_letters DELETE WHERE position(raw, ?) > 0";
+    "ALTER TABLE {alter:dead_letters} DELETE WHERE position(raw, ?) > 0";
 pub const DELETE_VISITOR_EVENTS: &str =
-    "ALTER TABLE events DELETE WHERE site_id = ? AND visitor_hash = ?";
+    "ALTER TABLE {alter:events} DELETE WHERE site_id = ? AND visitor_hash = ?";
 
 /// `ALTER TABLE events DROP PARTITION (site, month)`; the site id must already be validated
 /// (`[A-Za-z0-9._-]` only), since a partition expression cannot be a bound parameter on 18.16.
 pub fn drop_events_partition(site_id: &str, month: u32) -> String {
     debug_assert!(ta_shared::site::is_valid_site_id(site_id));
-    format!("ALTER TABLE events DROP PARTITION ('{site_id}', {month})")
+    format!("ALTER TABLE {{alter:events}} DROP PARTITION ('{site_id}', {month})")
 }
 
 /// `ALTER TABLE <rollup table> DROP PARTITION site`; the site id must already be validated.
 pub fn drop_rollup_partition(table: &str, site_id: &str) -> String {
     debug_assert!(ta_shared::site::is_valid_site_id(site_id));
-    format!("ALTER TABLE {table} DROP PARTITION '{site_id}'")
+    format!("ALTER TABLE {{alter:{table}}} DROP PARTITION '{site_id}'")
 }
-pub const DELETE_SITE_ROLLUP_DAYS: &str = "ALTER TABLE rollup_days DELETE WHERE site_id = ?";
+pub const DELETE_SITE_ROLLUP_DAYS: &str =
+    "ALTER TABLE {alter:rollup_days} DELETE WHERE site_id = ?";
 
 /// A bound value, for rendering statements outside the clickhouse crate (compatibility test).
 #[derive(Debug, Clone, PartialEq, Eq)]

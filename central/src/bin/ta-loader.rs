@@ -50,25 +50,19 @@ async fn operator_command(config: &LoaderConfig, command: LoaderCommand) -> anyh
             ch.clickhouse_url
         )
     })?;
-    let db = ch.client();
-    let name = &ch.clickhouse_database;
+    let db = ch.store().await?;
     match command {
         LoaderCommand::Migrate => println!("schema is current (applied now: {applied:?})"),
         LoaderCommand::Retention => {
-            let dropped = lifecycle::apply_retention(
-                &db,
-                name,
-                &config.retention_policy(),
-                chrono::Utc::now(),
-            )
-            .await?;
+            let dropped =
+                lifecycle::apply_retention(&db, &config.retention_policy(), chrono::Utc::now())
+                    .await?;
             println!(
                 "retention: dropped {} partition(s) {dropped:?}",
                 dropped.len()
             );
             let expired = lifecycle::expire_dead_letters(
                 &db,
-                name,
                 config.dead_letter_retention_days,
                 chrono::Utc::now(),
             )
@@ -109,13 +103,13 @@ async fn operator_command(config: &LoaderConfig, command: LoaderCommand) -> anyh
                 ta_shared::site::is_valid_site_id(&site),
                 "`{site}` is not a valid site id"
             );
-            let n = lifecycle::erase_site(&db, name, &site).await?;
+            let n = lifecycle::erase_site(&db, &site).await?;
             println!(
                 "erased site {site}: {n} partition(s) dropped, dead letters mentioning it deleted"
             );
         }
         LoaderCommand::EraseVisitor { site, visitor_hash } => {
-            lifecycle::erase_visitor(&db, name, &site, visitor_hash).await?;
+            lifecycle::erase_visitor(&db, &site, visitor_hash).await?;
             println!("erased visitor {visitor_hash:016x} of site {site}");
         }
     }

@@ -91,7 +91,7 @@ pub fn decode<'a>(
 
 struct Ctx {
     config: LoaderConfig,
-    db: clickhouse::Client,
+    db: store::Store,
     metrics: LoaderMetrics,
 }
 
@@ -156,11 +156,15 @@ pub async fn run(config: LoaderConfig, metrics: LoaderMetrics) -> anyhow::Result
         check_kafka_at_start(&config).await?;
     }
     let mut backoff = backoff();
-    loop {
-        match store::migrate(&config.clickhouse).await {
-            Ok(applied) => {
-                info!(message = "Schema is current.", applied = ?applied);
-                break;
+    let db = loop {
+        let ready = async {
+            let applied = store::migrate(&config.clickhouse).await?;
+            Ok::<_, clickhouse::error::Error>((applied, config.clickhouse.store().await?))
+        };
+        match ready.await {
+            Ok((applied, db)) => {
+                info!(message = "Schema is current.", applied = ?applied, layout = ?db.layout);
+                break db;
             }
             Err(error) => {
                 let delay = backoff.next_delay();
@@ -168,7 +172,7 @@ pub async fn run(config: LoaderConfig, metrics: LoaderMetrics) -> anyhow::Result
                 tokio::time::sleep(delay).await;
             }
         }
-    }
+    };
     backoff.reset();
     let client = loop {
         match connect_kafka(&config).await {
@@ -181,7 +185,7 @@ pub async fn run(config: LoaderConfig, metrics: LoaderMetrics) -> anyhow::Result
         }
     };
     let ctx = Arc::new(Ctx {
-        db: config.clickhouse.client(),
+        db,
         config,
         metrics,
     });
@@ -236,9 +240,7 @@ async fn retention_loop(ctx: Arc<Ctx>) {
     let mut tick = tokio::time::interval(Duration::from_secs(ctx.config.retention_interval_secs));
     loop {
         tick.tick().await;
-        let db_name = &ctx.config.clickhouse.clickhouse_database;
-        match store::lifecycle::apply_retention(&ctx.db, db_name, &policy, chrono::Utc::now()).await
-        {
+        match store::lifecycle::apply_retention(&ctx.db, &policy, chrono::Utc::now()).await {
             Ok(dropped) if !dropped.is_empty() => {
                 info!(message = "Retention dropped expired partitions.", partitions = ?dropped);
                 ctx.metrics.retention_dropped.inc_by(dropped.len() as u64);
@@ -247,9 +249,7 @@ async fn retention_loop(ctx: Arc<Ctx>) {
             Err(error) => warn!(message = "Retention run failed; will retry.", %error),
         }
         let days = ctx.config.dead_letter_retention_days;
-        match store::lifecycle::expire_dead_letters(&ctx.db, db_name, days, chrono::Utc::now())
-            .await
-        {
+        match store::lifecycle::expire_dead_letters(&ctx.db, days, chrono::Utc::now()).await {
             Ok(0) => {}
             Ok(n) => info!(
                 message = "Retention deleted old dead letters.",

@@ -4,6 +4,8 @@
 use clap::Args;
 use clickhouse::Client;
 
+use super::layout::{Cluster, Layout, Store};
+
 /// Where the analytics store is.
 #[derive(Debug, Clone, Args)]
 pub struct ClickHouseArgs {
@@ -31,13 +33,61 @@ pub struct ClickHouseArgs {
         hide_env_values = true
     )]
     pub clickhouse_password: String,
+
+    /// Cluster mode: the name of a cluster in the server's `remote_servers`. Tables are then
+    /// replicated on every shard with a `Distributed` table over them (see `store::layout`).
+    /// Unset: one server.
+    #[arg(long, env = "TA_CLICKHOUSE_CLUSTER")]
+    pub clickhouse_cluster: Option<String>,
+
+    /// Cluster mode: every node's HTTP address, comma-separated, in `system.clusters` order
+    /// (shard by shard), for the statements sent to one replica of each shard. Unset: each
+    /// node's host with the port of TA_CLICKHOUSE_URL.
+    #[arg(long, env = "TA_CLICKHOUSE_CLUSTER_NODES", value_delimiter = ',')]
+    pub clickhouse_cluster_nodes: Vec<String>,
 }
 
 impl ClickHouseArgs {
-    /// A client for the analytics database.
+    /// A client for the analytics database (with cluster mode's settings when it is on).
     pub fn client(&self) -> Client {
-        self.server_client()
-            .with_database(&self.clickhouse_database)
+        let client = self
+            .server_client()
+            .with_database(&self.clickhouse_database);
+        if self.clickhouse_cluster.is_none() {
+            return client;
+        }
+        client
+            // An insert into a Distributed table returns once every shard stored its block,
+            // not when the initiator queued it: the loader's exactly-once needs it.
+            .with_setting("insert_distributed_sync", "1")
+            // An IN/JOIN over a Distributed table inside a distributed query reads all shards
+            // once, on the initiator (never silently only the local shard's rows).
+            .with_setting("distributed_product_mode", "global")
+    }
+
+    /// The analytics database with its layout: in cluster mode, the cluster's nodes are read
+    /// from the server, and every statement is sent with the settings cluster mode needs.
+    pub async fn store(&self) -> Result<Store, clickhouse::error::Error> {
+        let Some(name) = &self.clickhouse_cluster else {
+            return Ok(Store {
+                client: self.client(),
+                database: self.clickhouse_database.clone(),
+                layout: Layout::Single,
+            });
+        };
+        let cluster = Cluster::discover(
+            &self.server_client(),
+            &self.clickhouse_url,
+            &self.clickhouse_cluster_nodes,
+            name,
+            &self.clickhouse_database,
+        )
+        .await?;
+        Ok(Store {
+            client: self.client(),
+            database: self.clickhouse_database.clone(),
+            layout: Layout::Cluster(cluster),
+        })
     }
 
     /// A client without a database, for `CREATE DATABASE`.

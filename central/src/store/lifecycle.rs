@@ -10,9 +10,10 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
-use clickhouse::{Client, Row};
+use clickhouse::Row;
 use serde::Deserialize;
 
+use super::Store;
 use crate::sql;
 
 /// How long each site's events are kept.
@@ -112,14 +113,13 @@ struct PartitionText {
     partition: String,
 }
 
-/// Active partitions of `events` in `database`.
+/// Active partitions of `events` (on a cluster: of any node's `events_local`).
 pub async fn events_partitions(
-    db: &Client,
-    database: &str,
+    db: &Store,
 ) -> Result<Vec<EventsPartition>, clickhouse::error::Error> {
     let rows: Vec<PartitionText> = db
         .query(sql::EVENTS_PARTITIONS)
-        .bind(database)
+        .bind(&db.database)
         .fetch_all()
         .await?;
     let mut parts: Vec<EventsPartition> = rows
@@ -131,12 +131,11 @@ pub async fn events_partitions(
 }
 
 async fn drop_partitions(
-    db: &Client,
+    db: &Store,
     partitions: &[EventsPartition],
 ) -> Result<(), clickhouse::error::Error> {
     for p in partitions {
-        db.query(&sql::drop_events_partition(&p.site_id, p.month))
-            .execute()
+        db.alter(&sql::drop_events_partition(&p.site_id, p.month), |q| q)
             .await?;
     }
     Ok(())
@@ -144,29 +143,26 @@ async fn drop_partitions(
 
 /// Drop every expired partition; returns what was dropped.
 pub async fn apply_retention(
-    db: &Client,
-    database: &str,
+    db: &Store,
     policy: &RetentionPolicy,
     now: DateTime<Utc>,
 ) -> Result<Vec<EventsPartition>, clickhouse::error::Error> {
-    let expired = expired(&events_partitions(db, database).await?, policy, now);
+    let expired = expired(&events_partitions(db).await?, policy, now);
     drop_partitions(db, &expired).await?;
     // The rollups of the dropped months go too (mutations: rollups are not partitioned by
     // month).
     for p in &expired {
         let (from, to) = (p.start().timestamp() / 86_400, p.end().timestamp() / 86_400);
         for table in sql::ROLLUP_TABLES.iter().chain(&["rollup_days"]) {
-            db.query(&sql::delete_rollups_between(table))
-                .bind(&p.site_id)
-                .bind(from)
-                .bind(to)
-                .execute()
-                .await?;
+            db.alter(&sql::delete_rollups_between(table), |q| {
+                q.bind(&p.site_id).bind(from).bind(to)
+            })
+            .await?;
         }
     }
     if !expired.is_empty() {
         for table in sql::ROLLUP_TABLES.iter().chain(&["rollup_days"]) {
-            wait_for_mutations(db, database, table).await?;
+            wait_for_mutations(db, table).await?;
         }
     }
     Ok(expired)
@@ -178,16 +174,12 @@ struct Pending {
 }
 
 /// Wait until every mutation of `table` has finished.
-async fn wait_for_mutations(
-    db: &Client,
-    database: &str,
-    table: &str,
-) -> Result<(), clickhouse::error::Error> {
+async fn wait_for_mutations(db: &Store, table: &str) -> Result<(), clickhouse::error::Error> {
     loop {
         let p: Pending = db
             .query(sql::PENDING_MUTATIONS)
-            .bind(database)
-            .bind(table)
+            .bind(&db.database)
+            .bind(db.layout.render(&format!("{{stored:{table}}}")))
             .fetch_one()
             .await?;
         if p.n == 0 {
@@ -198,38 +190,30 @@ async fn wait_for_mutations(
 }
 
 /// Delete everything stored for `site_id`; returns the number of partitions dropped.
-pub async fn erase_site(
-    db: &Client,
-    database: &str,
-    site_id: &str,
-) -> Result<usize, clickhouse::error::Error> {
-    let mine: Vec<EventsPartition> = events_partitions(db, database)
+pub async fn erase_site(db: &Store, site_id: &str) -> Result<usize, clickhouse::error::Error> {
+    let mine: Vec<EventsPartition> = events_partitions(db)
         .await?
         .into_iter()
         .filter(|p| p.site_id == site_id)
         .collect();
     drop_partitions(db, &mine).await?;
     for table in sql::ROLLUP_TABLES {
-        db.query(&sql::drop_rollup_partition(table, site_id))
-            .execute()
+        db.alter(&sql::drop_rollup_partition(table, site_id), |q| q)
             .await?;
     }
-    db.query(sql::DELETE_SITE_ROLLUP_DAYS)
-        .bind(site_id)
-        .execute()
+    db.alter(sql::DELETE_SITE_ROLLUP_DAYS, |q| q.bind(site_id))
         .await?;
-    db.query(sql::DELETE_DEAD_LETTERS_MENTIONING)
-        .bind(format!("\"site_id\":\"{site_id}\""))
-        .execute()
+    let mention = format!("\"site_id\":\"{site_id}\"");
+    db.alter(sql::DELETE_DEAD_LETTERS_MENTIONING, |q| q.bind(&mention))
         .await?;
-    wait_for_mutations(db, database, "dead_letters").await?;
-    wait_for_mutations(db, database, "rollup_days").await?;
+    wait_for_mutations(db, "dead_letters").await?;
+    wait_for_mutations(db, "rollup_days").await?;
     record_erasure(db, "site").await?;
     Ok(mine.len())
 }
 
 /// Note that an erasure finished (ta-query then drops its cached answers).
-async fn record_erasure(db: &Client, kind: &str) -> Result<(), clickhouse::error::Error> {
+async fn record_erasure(db: &Store, kind: &str) -> Result<(), clickhouse::error::Error> {
     db.query(sql::RECORD_ERASURE).bind(kind).execute().await
 }
 
@@ -237,8 +221,7 @@ async fn record_erasure(db: &Client, kind: &str) -> Result<(), clickhouse::error
 /// Safe for exactly-once loading: recovery reads only offsets at or past a partition's
 /// committed offset (central/src/store/offsets.rs), and a dead letter that old is far behind it.
 pub async fn expire_dead_letters(
-    db: &Client,
-    database: &str,
+    db: &Store,
     days: u32,
     now: DateTime<Utc>,
 ) -> Result<u64, clickhouse::error::Error> {
@@ -252,19 +235,16 @@ pub async fn expire_dead_letters(
         .fetch_one()
         .await?;
     if old > 0 {
-        db.query(sql::DELETE_DEAD_LETTERS_BEFORE)
-            .bind(cutoff)
-            .execute()
+        db.alter(sql::DELETE_DEAD_LETTERS_BEFORE, |q| q.bind(cutoff))
             .await?;
-        wait_for_mutations(db, database, "dead_letters").await?;
+        wait_for_mutations(db, "dead_letters").await?;
     }
     Ok(old)
 }
 
 /// Delete every event of one visitor hash of one site.
 pub async fn erase_visitor(
-    db: &Client,
-    database: &str,
+    db: &Store,
     site_id: &str,
     visitor_hash: u64,
 ) -> Result<(), clickhouse::error::Error> {
@@ -272,21 +252,17 @@ pub async fn erase_visitor(
     for statement in
         std::iter::once(sql::DELETE_VISITOR_EVENTS).chain(rollups.iter().map(String::as_str))
     {
-        db.query(statement)
-            .bind(site_id)
-            .bind(visitor_hash)
-            .execute()
+        db.alter(statement, |q| q.bind(site_id).bind(visitor_hash))
             .await?;
     }
-    db.query(sql::DELETE_DEAD_LETTERS_MENTIONING)
-        .bind(format!("\"visitor_hash\":{visitor_hash},"))
-        .execute()
+    let mention = format!("\"visitor_hash\":{visitor_hash},");
+    db.alter(sql::DELETE_DEAD_LETTERS_MENTIONING, |q| q.bind(&mention))
         .await?;
-    wait_for_mutations(db, database, "events").await?;
+    wait_for_mutations(db, "events").await?;
     for table in sql::ROLLUP_TABLES {
-        wait_for_mutations(db, database, table).await?;
+        wait_for_mutations(db, table).await?;
     }
-    wait_for_mutations(db, database, "dead_letters").await?;
+    wait_for_mutations(db, "dead_letters").await?;
     record_erasure(db, "visitor").await
 }
 

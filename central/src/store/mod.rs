@@ -23,6 +23,7 @@
 //! `LowCardinality` and column codecs.
 
 mod connection;
+pub mod layout;
 pub mod lifecycle;
 pub mod offsets;
 pub mod rollup;
@@ -30,5 +31,6 @@ pub mod rows;
 pub mod schema;
 
 pub use connection::ClickHouseArgs;
+pub use layout::{Layout, Store};
 pub use rows::{DeadLetterRow, EVENT_COLUMNS, EventRow, EventRowRef, RowError, SourcePosition};
 pub use schema::{MIGRATIONS, Migration, migrate};

@@ -21,9 +21,10 @@
 
 use std::collections::HashSet;
 
-use clickhouse::{Client, Row};
+use clickhouse::Row;
 use serde::Deserialize;
 
+use super::Store;
 use crate::sql;
 
 /// The `query_id` prefix of the inserts one loader makes for one partition.
@@ -38,7 +39,7 @@ struct Count {
 
 /// Wait until no insert with `prefix` is still running on the server.
 pub async fn wait_for_inflight_inserts(
-    db: &Client,
+    db: &Store,
     prefix: &str,
 ) -> Result<(), clickhouse::error::Error> {
     loop {
@@ -63,7 +64,7 @@ struct Checkpoint {
 
 /// The partition's checkpoint: every record below it is stored (or was a dropped duplicate).
 pub async fn checkpoint(
-    db: &Client,
+    db: &Store,
     topic: &str,
     partition: u32,
 ) -> Result<Option<i64>, clickhouse::error::Error> {
@@ -78,7 +79,7 @@ pub async fn checkpoint(
 
 /// Record that every record of the partition below `next_offset` is stored.
 pub async fn write_checkpoint(
-    db: &Client,
+    db: &Store,
     topic: &str,
     partition: u32,
     next_offset: i64,
@@ -98,7 +99,7 @@ struct Offset {
 
 /// Offsets at or past `from` of the partition already stored in `events` or `dead_letters`.
 pub async fn stored_offsets_from(
-    db: &Client,
+    db: &Store,
     topic: &str,
     partition: u32,
     from: i64,
@@ -128,7 +129,7 @@ struct EventId {
 /// Event ids stored for the partition at offsets `>= from`, oldest first (for the duplicate
 /// window).
 pub async fn event_ids_from(
-    db: &Client,
+    db: &Store,
     topic: &str,
     partition: u32,
     from: i64,

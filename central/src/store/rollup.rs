@@ -19,9 +19,10 @@
 //! `ta-loader rollup` does the same once, with progress.
 
 use chrono::{DateTime, Utc};
-use clickhouse::{Client, Row};
+use clickhouse::Row;
 use serde::Deserialize;
 
+use super::Store;
 use crate::sql;
 
 /// A closed day whose rollup is missing or out of date.
@@ -41,7 +42,7 @@ struct Count {
 
 /// Closed days (before today, UTC) of the last `max_days` days that need a build.
 pub async fn pending_days(
-    db: &Client,
+    db: &Store,
     now: DateTime<Utc>,
     max_days: u32,
 ) -> Result<Vec<PendingDay>, clickhouse::error::Error> {
@@ -55,7 +56,7 @@ pub async fn pending_days(
 
 /// Build one site's day; returns the number of events the build holds.
 pub async fn build_day(
-    db: &Client,
+    db: &Store,
     site_id: &str,
     day: u32,
 ) -> Result<u64, clickhouse::error::Error> {
@@ -96,12 +97,10 @@ pub async fn build_day(
         .await?;
     // Earlier builds of the day are no longer read; delete them in the background.
     for table in sql::ROLLUP_TABLES {
-        db.query(&sql::delete_old_rollups(table))
-            .bind(site_id)
-            .bind(day)
-            .bind(build_id)
-            .execute()
-            .await?;
+        db.alter(&sql::delete_old_rollups(table), |q| {
+            q.bind(site_id).bind(day).bind(build_id)
+        })
+        .await?;
     }
     Ok(events)
 }
@@ -115,7 +114,7 @@ pub struct BuildReport {
 
 /// Build every pending day; `progress(done, total, day)` after each.
 pub async fn build_pending(
-    db: &Client,
+    db: &Store,
     now: DateTime<Utc>,
     max_days: u32,
     mut progress: impl FnMut(usize, usize, &PendingDay),

@@ -4,6 +4,7 @@ use clickhouse::{Client, Row};
 use serde::Deserialize;
 
 use super::ClickHouseArgs;
+use super::layout::{Cluster, Layout};
 use crate::sql;
 
 /// One ordered set of statements. Every statement must be safe to run twice.
@@ -11,9 +12,36 @@ use crate::sql;
 pub struct Migration {
     pub version: u32,
     pub name: &'static str,
-    /// DDL with placeholders: `{lc}` (a low-cardinality string type), `{time_codec}` and
-    /// `{str_codec}` (column codecs or nothing), filled per [`ServerFeatures`].
-    pub statements: &'static [&'static str],
+    pub statements: &'static [Ddl],
+}
+
+/// One schema change, as the layout ([`Layout`]) turns it into statements. Column lists and
+/// engines hold placeholders: `{lc}` (a low-cardinality string type), `{time_codec}` and
+/// `{str_codec}` (column codecs or nothing), filled per [`ServerFeatures`].
+#[derive(Debug)]
+pub enum Ddl {
+    /// `CREATE TABLE IF NOT EXISTS name (columns) ENGINE = engine keys`.
+    Table {
+        name: &'static str,
+        columns: &'static str,
+        /// `MergeTree` or `ReplacingMergeTree(version column)`: the cluster layout makes it
+        /// `Replicated…` with the same arguments.
+        engine: &'static str,
+        /// `PARTITION BY … ORDER BY …`.
+        keys: &'static str,
+        /// The `Distributed` table's sharding key in cluster mode.
+        shard_by: &'static str,
+    },
+    /// `ALTER TABLE table ADD COLUMN column` (on the local and the `Distributed` table).
+    AddColumn {
+        table: &'static str,
+        column: &'static str,
+    },
+    /// `ALTER TABLE table <command>`, a mutation of the stored rows.
+    Mutation {
+        table: &'static str,
+        command: &'static str,
+    },
 }
 
 pub const MIGRATIONS: &[Migration] = &[
@@ -21,8 +49,9 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 1,
         name: "events, dead letters and loader offsets",
         statements: &[
-            "CREATE TABLE IF NOT EXISTS events (
-            site_id {lc},
+            Ddl::Table {
+                name: "events",
+                columns: "site_id {lc},
             ts DateTime{time_codec},
             event_id String{str_codec},
             event_name {lc},
@@ -50,27 +79,35 @@ pub const MIGRATIONS: &[Migration] = &[
             received_at DateTime{time_codec},
             kafka_topic {lc},
             kafka_partition UInt32,
-            kafka_offset UInt64
-        ) ENGINE = MergeTree
-        PARTITION BY (site_id, toYYYYMM(ts))
+            kafka_offset UInt64",
+                engine: "MergeTree",
+                keys: "PARTITION BY (site_id, toYYYYMM(ts))
         ORDER BY (site_id, toDate(ts), visitor_hash, ts)",
-            "CREATE TABLE IF NOT EXISTS dead_letters (
-            loaded_at DateTime,
+                shard_by: "visitor_hash",
+            },
+            Ddl::Table {
+                name: "dead_letters",
+                columns: "loaded_at DateTime,
             kafka_topic String,
             kafka_partition UInt32,
             kafka_offset UInt64,
             reason String,
-            raw String
-        ) ENGINE = MergeTree
-        PARTITION BY toYYYYMM(loaded_at)
+            raw String",
+                engine: "MergeTree",
+                keys: "PARTITION BY toYYYYMM(loaded_at)
         ORDER BY (kafka_topic, kafka_partition, kafka_offset)",
-            "CREATE TABLE IF NOT EXISTS loader_offsets (
-            kafka_topic String,
+                shard_by: "kafka_offset",
+            },
+            Ddl::Table {
+                name: "loader_offsets",
+                columns: "kafka_topic String,
             kafka_partition UInt32,
             next_offset UInt64,
-            committed_at DateTime
-        ) ENGINE = ReplacingMergeTree(next_offset)
-        ORDER BY (kafka_topic, kafka_partition)",
+            committed_at DateTime",
+                engine: "ReplacingMergeTree(next_offset)",
+                keys: "ORDER BY (kafka_topic, kafka_partition)",
+                shard_by: "kafka_partition",
+            },
         ],
     },
     Migration {
@@ -79,9 +116,18 @@ pub const MIGRATIONS: &[Migration] = &[
         // ClickHouse 18.16 has no `ADD COLUMN IF NOT EXISTS`: one column per statement, and
         // `migrate` treats "already exists" as done, so a crash mid-migration re-runs cleanly.
         statements: &[
-            "ALTER TABLE events ADD COLUMN source {lc} AFTER utm_content",
-            "ALTER TABLE events ADD COLUMN channel {lc} AFTER source",
-            "ALTER TABLE events ADD COLUMN click_id {lc} AFTER channel",
+            Ddl::AddColumn {
+                table: "events",
+                column: "source {lc} AFTER utm_content",
+            },
+            Ddl::AddColumn {
+                table: "events",
+                column: "channel {lc} AFTER source",
+            },
+            Ddl::AddColumn {
+                table: "events",
+                column: "click_id {lc} AFTER channel",
+            },
         ],
     },
     Migration {
@@ -90,8 +136,9 @@ pub const MIGRATIONS: &[Migration] = &[
         // See `store::rollup`: one row per visit, tagged with the build that wrote it;
         // `rollup_days` records each build and how many events it holds.
         statements: &[
-            "CREATE TABLE IF NOT EXISTS visits (
-            site_id {lc},
+            Ddl::Table {
+                name: "visits",
+                columns: "site_id {lc},
             day UInt32,
             build_id UInt64,
             visitor_hash UInt64,
@@ -108,18 +155,23 @@ pub const MIGRATIONS: &[Migration] = &[
             utm_medium {lc},
             utm_campaign {lc},
             utm_term String{str_codec},
-            utm_content String{str_codec}
-        ) ENGINE = MergeTree
-        PARTITION BY site_id
+            utm_content String{str_codec}",
+                engine: "MergeTree",
+                keys: "PARTITION BY site_id
         ORDER BY (site_id, day, build_id, visitor_hash, visit_start)",
-            "CREATE TABLE IF NOT EXISTS rollup_days (
-            site_id String,
+                shard_by: "visitor_hash",
+            },
+            Ddl::Table {
+                name: "rollup_days",
+                columns: "site_id String,
             day UInt32,
             build_id UInt64,
             events UInt64,
-            built_at DateTime
-        ) ENGINE = MergeTree
-        ORDER BY (site_id, day, build_id)",
+            built_at DateTime",
+                engine: "MergeTree",
+                keys: "ORDER BY (site_id, day, build_id)",
+                shard_by: "day",
+            },
         ],
     },
     Migration {
@@ -129,19 +181,25 @@ pub const MIGRATIONS: &[Migration] = &[
         // pageviews and events per visitor hash. Builds recorded before this table existed
         // have no rows in it, so their records go: every day is built again.
         statements: &[
-            "ALTER TABLE rollup_days DELETE WHERE 1 = 1",
-            "CREATE TABLE IF NOT EXISTS day_values (
-            site_id {lc},
+            Ddl::Mutation {
+                table: "rollup_days",
+                command: "DELETE WHERE 1 = 1",
+            },
+            Ddl::Table {
+                name: "day_values",
+                columns: "site_id {lc},
             dimension {lc},
             day UInt32,
             build_id UInt64,
             value String{str_codec},
             visitor_hash UInt64,
             pageviews UInt32,
-            events UInt32
-        ) ENGINE = MergeTree
-        PARTITION BY site_id
+            events UInt32",
+                engine: "MergeTree",
+                keys: "PARTITION BY site_id
         ORDER BY (site_id, dimension, day, build_id, value, visitor_hash)",
+                shard_by: "visitor_hash",
+            },
         ],
     },
     Migration {
@@ -149,18 +207,142 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "erasure log",
         // One row per erasure (site or visitor), written once it is done: ta-query polls it and
         // drops its cached answers, which may hold what was erased. No identifier is stored.
-        statements: &["CREATE TABLE IF NOT EXISTS erasures (
-            erased_at DateTime,
-            kind {lc}
-        ) ENGINE = MergeTree
-        ORDER BY erased_at"],
+        statements: &[Ddl::Table {
+            name: "erasures",
+            columns: "erased_at DateTime,
+            kind {lc}",
+            engine: "MergeTree",
+            keys: "ORDER BY erased_at",
+            shard_by: "rand()",
+        }],
     },
     Migration {
         version: 6,
         name: "browser language column",
-        statements: &["ALTER TABLE events ADD COLUMN language {lc} AFTER edge_region"],
+        statements: &[Ddl::AddColumn {
+            table: "events",
+            column: "language {lc} AFTER edge_region",
+        }],
     },
 ];
+
+/// The table recording which migrations ran (created before any migration).
+pub const MIGRATIONS_TABLE: Ddl = Ddl::Table {
+    name: "schema_migrations",
+    columns: "version UInt32, name String, applied_at DateTime",
+    engine: "MergeTree",
+    keys: "ORDER BY version",
+    shard_by: "version",
+};
+
+/// The `Distributed` table `name` over every shard's `name_local`.
+fn distributed(c: &Cluster, name: &str, shard_by: &str) -> String {
+    let db = &c.database;
+    format!(
+        "CREATE TABLE IF NOT EXISTS `{db}`.{name} ON CLUSTER `{}` AS `{db}`.{name}_local \
+         ENGINE = Distributed(`{}`, `{db}`, {name}_local, {shard_by})",
+        c.name, c.name
+    )
+}
+
+/// The sharding key the migrations give `table`.
+fn shard_key(table: &str) -> &'static str {
+    MIGRATIONS
+        .iter()
+        .flat_map(|m| m.statements)
+        .find_map(|ddl| match ddl {
+            Ddl::Table { name, shard_by, .. } if *name == table => Some(*shard_by),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no migration creates {table}"))
+}
+
+/// One statement of a schema change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Sent once, to the server (`ON CLUSTER` in cluster mode).
+    Once(String),
+    /// Sent to one replica of every shard ([`super::Store::alter`]).
+    EachShard(String),
+}
+
+impl Step {
+    pub fn sql(&self) -> &str {
+        match self {
+            Step::Once(s) | Step::EachShard(s) => s,
+        }
+    }
+}
+
+impl Ddl {
+    /// The statements this change is on `layout`, placeholders still in.
+    pub fn statements(&self, layout: &Layout) -> Vec<String> {
+        self.steps(layout)
+            .into_iter()
+            .map(|s| s.sql().to_owned())
+            .collect()
+    }
+
+    /// The steps this change is on `layout`, placeholders still in.
+    pub fn steps(&self, layout: &Layout) -> Vec<Step> {
+        let Some(c) = layout.cluster() else {
+            return vec![Step::Once(match self {
+                Ddl::Table {
+                    name,
+                    columns,
+                    engine,
+                    keys,
+                    ..
+                } => format!(
+                    "CREATE TABLE IF NOT EXISTS {name} (\n            {columns}\n        ) ENGINE = {engine}\n        {keys}"
+                ),
+                Ddl::AddColumn { table, column } => {
+                    format!("ALTER TABLE {table} ADD COLUMN {column}")
+                }
+                Ddl::Mutation { table, command } => format!("ALTER TABLE {table} {command}"),
+            })];
+        };
+        let (db, on) = (&c.database, format!("ON CLUSTER `{}`", c.name));
+        match self {
+            Ddl::Table {
+                name,
+                columns,
+                engine,
+                keys,
+                shard_by,
+            } => {
+                // `ReplacingMergeTree(v)` -> `ReplicatedReplacingMergeTree('<path>', '{replica}', v)`.
+                let (kind, args) = engine.split_once('(').unwrap_or((engine, ")"));
+                let zk = format!("'/clickhouse/tables/{{shard}}/{db}/{name}_local', '{{replica}}'");
+                let args = match args.trim_end_matches(')') {
+                    "" => zk,
+                    more => format!("{zk}, {more}"),
+                };
+                vec![
+                    Step::Once(format!(
+                        "CREATE TABLE IF NOT EXISTS `{db}`.{name}_local {on} (\n            {columns}\n        ) \
+                         ENGINE = Replicated{kind}({args})\n        {keys}"
+                    )),
+                    Step::Once(distributed(c, name, shard_by)),
+                ]
+            }
+            // No `ALTER … ON CLUSTER` (see `store::layout`): the replicated table is altered on
+            // one replica per shard; and 18.16 refuses to alter a Distributed table on a cluster
+            // whose shards replicate internally ("isn't replicated, but shard is replicated"),
+            // so that table, which holds no data, is made again over the altered ones.
+            Ddl::AddColumn { table, column } => vec![
+                Step::EachShard(format!(
+                    "ALTER TABLE `{db}`.{table}_local ADD COLUMN {column}"
+                )),
+                Step::Once(format!("DROP TABLE IF EXISTS `{db}`.{table} {on}")),
+                Step::Once(distributed(c, table, shard_key(table))),
+            ],
+            Ddl::Mutation { table, command } => vec![Step::EachShard(format!(
+                "ALTER TABLE `{db}`.{table}_local {command}"
+            ))],
+        }
+    }
+}
 
 /// What the connected server supports beyond ClickHouse 18.16.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -228,18 +410,24 @@ pub async fn server_features(db: &Client) -> Result<ServerFeatures, clickhouse::
 }
 
 /// Create the database and apply every migration not yet recorded. Returns the versions
-/// applied by this call.
+/// applied by this call. In cluster mode every statement runs `ON CLUSTER`.
 pub async fn migrate(args: &ClickHouseArgs) -> Result<Vec<u32>, clickhouse::error::Error> {
+    let on_cluster = match &args.clickhouse_cluster {
+        Some(c) => format!(" ON CLUSTER `{c}`"),
+        None => String::new(),
+    };
     args.server_client()
         .query(&format!(
-            "CREATE DATABASE IF NOT EXISTS `{}`",
+            "CREATE DATABASE IF NOT EXISTS `{}`{on_cluster}",
             args.clickhouse_database
         ))
         .execute()
         .await?;
-    let db = args.client();
+    let db = args.store().await?;
     let features = server_features(&db).await?;
-    db.query(sql::CREATE_MIGRATIONS_TABLE).execute().await?;
+    for statement in MIGRATIONS_TABLE.statements(&db.layout) {
+        db.client.query(&statement).execute().await?;
+    }
     let applied: Vec<u32> = db
         .query(sql::APPLIED_MIGRATIONS)
         .fetch_all::<Version>()
@@ -249,10 +437,17 @@ pub async fn migrate(args: &ClickHouseArgs) -> Result<Vec<u32>, clickhouse::erro
         .collect();
     let mut newly = Vec::new();
     for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
-        for statement in m.statements {
-            match db.query(&features.render(statement)).execute().await {
-                Err(e) if is_rerun_of_add_column(statement, &e) => {}
-                other => other?,
+        for ddl in m.statements {
+            for step in ddl.steps(&db.layout) {
+                let sql = features.render(step.sql());
+                let done = match step {
+                    Step::Once(_) => db.client.query(&sql).execute().await,
+                    Step::EachShard(_) => db.alter(&sql, |q| q).await,
+                };
+                match done {
+                    Err(e) if is_rerun_of_add_column(ddl, &e) => {}
+                    other => other?,
+                }
             }
         }
         db.query(sql::RECORD_MIGRATION)
@@ -267,18 +462,20 @@ pub async fn migrate(args: &ClickHouseArgs) -> Result<Vec<u32>, clickhouse::erro
 
 /// An `ADD COLUMN` that failed because an earlier, interrupted run of the same migration already
 /// added the column.
-fn is_rerun_of_add_column(statement: &str, error: &clickhouse::error::Error) -> bool {
-    statement.contains(" ADD COLUMN ")
+fn is_rerun_of_add_column(ddl: &Ddl, error: &clickhouse::error::Error) -> bool {
+    matches!(ddl, Ddl::AddColumn { .. })
         && error
             .to_string()
             .contains("column with this name already exists")
 }
 
 /// Every migration statement as the given server would run it, for compatibility checks.
-pub fn rendered_statements(features: ServerFeatures) -> Vec<String> {
+pub fn rendered_statements(features: ServerFeatures, layout: &Layout) -> Vec<String> {
     MIGRATIONS
         .iter()
-        .flat_map(|m| m.statements.iter().map(move |s| features.render(s)))
+        .flat_map(|m| m.statements)
+        .flat_map(|ddl| ddl.statements(layout))
+        .map(|s| features.render(&s))
         .collect()
 }
 
@@ -304,11 +501,75 @@ mod tests {
             new.render(ddl),
             "a LowCardinality(String), b DateTime CODEC(DoubleDelta, ZSTD(1)), c String CODEC(ZSTD(1))"
         );
-        for s in rendered_statements(old)
+        for s in rendered_statements(old, &Layout::Single)
             .iter()
-            .chain(&rendered_statements(new))
+            .chain(&rendered_statements(new, &Layout::Single))
         {
             assert!(!s.contains('{'), "unfilled placeholder in {s}");
+        }
+    }
+
+    #[test]
+    fn a_cluster_gets_replicated_local_tables_and_distributed_tables_over_them() {
+        let cluster = Layout::Cluster(crate::store::layout::Cluster {
+            name: "ta".into(),
+            database: "db".into(),
+            nodes: vec!["h:1".into()],
+            shards: 1,
+            shard_urls: vec![vec!["http://h:2".into()]],
+        });
+        let all = rendered_statements(ServerFeatures::default(), &cluster);
+        let offsets: Vec<&String> = all
+            .iter()
+            .filter(|s| s.contains("loader_offsets"))
+            .collect();
+        assert!(
+            offsets[0].starts_with(
+                "CREATE TABLE IF NOT EXISTS `db`.loader_offsets_local ON CLUSTER `ta` ("
+            )
+        );
+        assert!(offsets[0].contains(
+            "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/db/loader_offsets_local', '{replica}', next_offset)"
+        ));
+        assert_eq!(
+            offsets[1],
+            "CREATE TABLE IF NOT EXISTS `db`.loader_offsets ON CLUSTER `ta` AS `db`.loader_offsets_local \
+             ENGINE = Distributed(`ta`, `db`, loader_offsets_local, kafka_partition)"
+        );
+        assert!(all.iter().any(|s| s.contains(
+            "ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/db/events_local', '{replica}')"
+        )));
+        assert!(
+            all.iter()
+                .any(|s| s.contains("Distributed(`ta`, `db`, events_local, visitor_hash)"))
+        );
+        assert!(
+            all.contains(
+                &"ALTER TABLE `db`.events_local ADD COLUMN language String AFTER edge_region"
+                    .to_owned()
+            )
+        );
+        let at = all
+            .iter()
+            .position(|s| s.contains("ADD COLUMN language"))
+            .unwrap();
+        assert_eq!(
+            all[at + 1],
+            "DROP TABLE IF EXISTS `db`.events ON CLUSTER `ta`"
+        );
+        assert!(all[at + 2].contains("Distributed(`ta`, `db`, events_local, visitor_hash)"));
+        assert!(all.contains(&"ALTER TABLE `db`.rollup_days_local DELETE WHERE 1 = 1".to_owned()));
+        // Every table of the single-server layout is a Distributed table of the same name.
+        for s in rendered_statements(ServerFeatures::default(), &Layout::Single) {
+            if let Some(rest) = s.strip_prefix("CREATE TABLE IF NOT EXISTS ") {
+                let name = rest.split_whitespace().next().unwrap();
+                assert!(
+                    all.iter().any(|c| c.starts_with(&format!(
+                        "CREATE TABLE IF NOT EXISTS `db`.{name} ON CLUSTER"
+                    )) && c.contains("ENGINE = Distributed")),
+                    "{name}"
+                );
+            }
         }
     }
 }

@@ -6,7 +6,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::json;
 use ta_central::sql::{self, Value, bind_literals};
-use ta_central::store::schema::{ServerFeatures, rendered_statements};
+use ta_central::store::Layout;
+use ta_central::store::schema::{MIGRATIONS_TABLE, ServerFeatures, rendered_statements};
 use ta_central::store::{self, EventRow};
 
 use crate::{clickhouse_url, sample_row, unique};
@@ -80,7 +81,7 @@ fn data_statements() -> Vec<String> {
             &[s("t"), Value::Int(0), Value::Int(next)],
         ));
     }
-    out.push(sql::CREATE_MIGRATIONS_TABLE.to_owned());
+    out.extend(MIGRATIONS_TABLE.statements(&Layout::Single));
     out.push(bind_literals(
         sql::RECORD_MIGRATION,
         &[Value::Int(1), s("compat")],
@@ -490,12 +491,12 @@ fn chdb_python() -> PathBuf {
 async fn every_statement_answers_the_same_on_clickhouse_18_16_and_a_current_release() {
     let database = unique("compat");
     let data = data_statements();
-    let old_setup: Vec<String> = rendered_statements(ServerFeatures::default())
+    let old_setup: Vec<String> = rendered_statements(ServerFeatures::default(), &Layout::Single)
         .into_iter()
         .chain(data.clone())
         .collect();
     let new_features = ServerFeatures::from_version("26.9");
-    let new_setup: Vec<String> = rendered_statements(new_features)
+    let new_setup: Vec<String> = rendered_statements(new_features, &Layout::Single)
         .into_iter()
         .chain(data)
         .collect();
@@ -503,7 +504,11 @@ async fn every_statement_answers_the_same_on_clickhouse_18_16_and_a_current_rele
         new_setup.iter().any(|s| s.contains("LowCardinality")),
         "the current-release DDL uses LowCardinality"
     );
-    let steps = steps(&database);
+    // The single-server layout: cluster mode has its own tests (cluster.rs).
+    let steps: Vec<(String, String)> = steps(&database)
+        .into_iter()
+        .map(|(name, q)| (name, Layout::Single.render(&q)))
+        .collect();
 
     let old = run_on_server(&database, &old_setup, &steps).await;
 

@@ -2,6 +2,7 @@
 //! `deploy/local/infra up` (or pointed to by `TA_CLICKHOUSE_URL` / `TA_KAFKA_BROKERS`).
 //! Every test uses its own database and topic, so tests run in parallel and re-run cleanly.
 
+mod cluster;
 mod compat;
 mod dashboard;
 mod fuzz_corpus;
@@ -29,6 +30,19 @@ pub(crate) fn fresh_db(test: &str) -> ClickHouseArgs {
         clickhouse_database: unique(test),
         clickhouse_user: "default".into(),
         clickhouse_password: String::new(),
+        clickhouse_cluster: None,
+        clickhouse_cluster_nodes: Vec::new(),
+    }
+}
+
+/// ClickHouse settings for a fresh database on the local cluster (cluster mode).
+pub(crate) fn fresh_cluster_db(test: &str) -> ClickHouseArgs {
+    let (url, nodes, name) = ta_devsupport::cluster_clickhouse();
+    ClickHouseArgs {
+        clickhouse_url: url,
+        clickhouse_cluster: Some(name),
+        clickhouse_cluster_nodes: nodes,
+        ..fresh_db(test)
     }
 }
 

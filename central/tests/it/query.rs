@@ -16,10 +16,10 @@ async fn get(url: &str) -> (u16, serde_json::Value) {
     crate::stats_model::admin(url).await
 }
 
-async fn seeded() -> (QueryConfig, clickhouse::Client) {
+async fn seeded() -> (QueryConfig, ta_central::store::Store) {
     let args = fresh_db("query");
     store::migrate(&args).await.unwrap();
-    let db = args.client();
+    let db = args.store().await.unwrap();
     let mut insert = db.insert::<EventRow>("events").await.unwrap();
     // site-1: 3 visitors; /a ×3, /b ×2, /c ×1 inside the day, plus one event the next day.
     let rows = [
@@ -267,7 +267,7 @@ async fn an_erasure_drops_ta_query_s_cached_answers() {
     // A closed day: cached for an hour.
     let url = format!("{base}/v1/metrics/pageviews?site_id=site-2&from=2025-11-30&to=2025-11-30");
     assert_eq!(get(&url).await.1["pageviews"], 1);
-    ta_central::store::lifecycle::erase_site(&db, &config.clickhouse.clickhouse_database, "site-2")
+    ta_central::store::lifecycle::erase_site(&db, "site-2")
         .await
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -6,7 +6,7 @@ use chrono_tz::Tz;
 use serde_json::{Value, json};
 
 use crate::stats_model::{
-    self as model, DAYS, START, admin, aggregate_json, both_seeds, bucket_label, seeded, select,
+    self as model, DAYS, START, admin, aggregate_json, bucket_label, every_seed, seeded, select,
     serve, totals, ts,
 };
 
@@ -19,7 +19,7 @@ fn results(body: &Value) -> Value {
 
 #[tokio::test]
 async fn aggregate_metrics_equal_an_independent_computation() {
-    for s in both_seeds().await {
+    for s in every_seed().await {
         let base = serve(&s.config).await;
         let filters: [&[(&str, &str, &str)]; 9] = [
             &[],
@@ -55,7 +55,7 @@ fn urlencode(s: &str) -> String {
 
 #[tokio::test]
 async fn comparison_uses_the_period_just_before() {
-    for s in both_seeds().await {
+    for s in every_seed().await {
         let base = serve(&s.config).await;
         let (status, body) = admin(&format!(
             "{base}/v1/stats/aggregate?site_id=site-1&period=7d&date=2025-11-02&compare=previous_period"
@@ -78,7 +78,7 @@ async fn comparison_uses_the_period_just_before() {
 
 #[tokio::test]
 async fn timeseries_buckets_follow_the_time_zone_across_dst_and_fill_empty_ones() {
-    for s in both_seeds().await {
+    for s in every_seed().await {
         let base = serve(&s.config).await;
         let berlin: Tz = "Europe/Berlin".parse().unwrap();
         for (query, interval, from, to, buckets) in [
@@ -272,7 +272,7 @@ fn expected_breakdown(events: &[model::Ev], dim: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn every_breakdown_equals_an_independent_computation() {
-    for s in both_seeds().await {
+    for s in every_seed().await {
         let base = serve(&s.config).await;
         let events = select(&s.events, "site-1", START, END, &[]);
         for dim in [

@@ -13,7 +13,7 @@ use ta_central::query::{QueryState, app};
 use ta_central::store::{self, EventRow};
 use tokio::sync::OnceCell;
 
-use crate::{fresh_db, sample_row};
+use crate::{fresh_cluster_db, fresh_db, sample_row};
 
 /// 2025-10-20T00:00:00Z: the generated fortnight spans Berlin's DST change on 2025-10-26.
 pub(crate) const START: u32 = 1_760_918_400;
@@ -410,17 +410,25 @@ impl Seeded {
 }
 
 static SEEDED: OnceCell<Seeded> = OnceCell::const_new();
+static SEEDED_CLUSTER: OnceCell<Seeded> = OnceCell::const_new();
 
+/// The generated events in a fresh database of the single server.
 pub(crate) async fn seeded() -> &'static Seeded {
-    SEEDED
-        .get_or_init(|| async {
-            let args = fresh_db("stats");
-            store::migrate(&args).await.unwrap();
-            let events = generate(42);
-            insert_events(&args.client(), &events, 0).await;
-            Seeded::new(args, events)
-        })
+    SEEDED.get_or_init(|| seed(fresh_db("stats"))).await
+}
+
+/// The same on the local cluster (cluster mode: 2 shards x 2 replicas).
+pub(crate) async fn seeded_cluster() -> &'static Seeded {
+    SEEDED_CLUSTER
+        .get_or_init(|| seed(fresh_cluster_db("stats_cluster")))
         .await
+}
+
+async fn seed(args: ta_central::config::ClickHouseArgs) -> Seeded {
+    store::migrate(&args).await.unwrap();
+    let events = generate(42);
+    insert_events(&args.client(), &events, 0).await;
+    Seeded::new(args, events)
 }
 
 /// Insert `events` with Kafka offsets from `first_offset`.
@@ -433,6 +441,7 @@ async fn insert_events(db: &clickhouse::Client, events: &[Ev], first_offset: u64
 }
 
 static ROLLED_UP: OnceCell<Seeded> = OnceCell::const_new();
+static ROLLED_UP_CLUSTER: OnceCell<Seeded> = OnceCell::const_new();
 
 /// Days of site-1 (from START) left without a rollup, and the one whose rollup goes stale.
 pub(crate) const UNROLLED_DAYS: [u32; 2] = [2, 5];
@@ -443,35 +452,49 @@ pub(crate) const STALE_DAY: u32 = 8;
 /// event (so its build no longer matches). Queries on it mix rolled-up and raw days.
 pub(crate) async fn seeded_rolled_up() -> &'static Seeded {
     ROLLED_UP
-        .get_or_init(|| async {
-            let args = fresh_db("stats_rollup");
-            store::migrate(&args).await.unwrap();
-            let mut events = generate(42);
-            let db = args.client();
-            insert_events(&db, &events, 0).await;
-            for site in ["site-1", "site-2"] {
-                for d in 0..DAYS {
-                    if site == "site-1" && UNROLLED_DAYS.contains(&d) {
-                        continue;
-                    }
-                    store::rollup::build_day(&db, site, START / 86_400 + d)
-                        .await
-                        .unwrap();
-                }
-            }
-            let mut late = events[0].clone();
-            (late.site, late.ts, late.visitor) =
-                ("site-1".into(), START + STALE_DAY * 86_400 + 3_600, 4_242);
-            insert_events(&db, std::slice::from_ref(&late), events.len() as u64).await;
-            events.push(late);
-            Seeded::new(args, events)
-        })
+        .get_or_init(|| seed_rolled_up(fresh_db("stats_rollup")))
         .await
 }
 
-/// Both seeded databases: events only, and events with partial rollups.
-pub(crate) async fn both_seeds() -> [&'static Seeded; 2] {
-    [seeded().await, seeded_rolled_up().await]
+/// The same on the local cluster.
+pub(crate) async fn seeded_rolled_up_cluster() -> &'static Seeded {
+    ROLLED_UP_CLUSTER
+        .get_or_init(|| seed_rolled_up(fresh_cluster_db("stats_rollup_cluster")))
+        .await
+}
+
+async fn seed_rolled_up(args: ta_central::config::ClickHouseArgs) -> Seeded {
+    store::migrate(&args).await.unwrap();
+    let mut events = generate(42);
+    let db = args.store().await.unwrap();
+    insert_events(&db, &events, 0).await;
+    for site in ["site-1", "site-2"] {
+        for d in 0..DAYS {
+            if site == "site-1" && UNROLLED_DAYS.contains(&d) {
+                continue;
+            }
+            store::rollup::build_day(&db, site, START / 86_400 + d)
+                .await
+                .unwrap();
+        }
+    }
+    let mut late = events[0].clone();
+    (late.site, late.ts, late.visitor) =
+        ("site-1".into(), START + STALE_DAY * 86_400 + 3_600, 4_242);
+    insert_events(&db, std::slice::from_ref(&late), events.len() as u64).await;
+    events.push(late);
+    Seeded::new(args, events)
+}
+
+/// Every seeded database: events only and events with partial rollups, on the single server
+/// and on the cluster. The model tests run on each: the cluster must answer exactly the same.
+pub(crate) async fn every_seed() -> [&'static Seeded; 4] {
+    [
+        seeded().await,
+        seeded_rolled_up().await,
+        seeded_cluster().await,
+        seeded_rolled_up_cluster().await,
+    ]
 }
 
 /// A ta-query over `config` with the test access list, on a free port.

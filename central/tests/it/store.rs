@@ -10,7 +10,7 @@ async fn an_interrupted_migration_reruns_cleanly() {
     // every statement again (ADD COLUMN included) and must succeed.
     let args = fresh_db("migrations_rerun");
     store::migrate(&args).await.unwrap();
-    let db = args.client();
+    let db = args.store().await.unwrap();
     db.query("DROP TABLE schema_migrations")
         .execute()
         .await
@@ -33,7 +33,7 @@ async fn an_interrupted_migration_reruns_cleanly() {
 async fn the_events_table_has_the_columns_the_event_schema_declares() {
     let args = fresh_db("schema_columns");
     store::migrate(&args).await.unwrap();
-    let db = args.client();
+    let db = args.store().await.unwrap();
     let features = store::schema::server_features(&db).await.unwrap();
     let mut table: Vec<(String, String)> = db
         .query("SELECT name, type FROM system.columns WHERE database = ? AND table = 'events'")
@@ -73,7 +73,7 @@ async fn migrations_apply_once_and_are_recorded() {
         Vec::<u32>::new(),
         "second run applies nothing"
     );
-    let db = args.client();
+    let db = args.store().await.unwrap();
     let n: u64 = db
         .query("SELECT count() FROM schema_migrations")
         .fetch_one()
@@ -96,7 +96,7 @@ async fn migrations_apply_once_and_are_recorded() {
 async fn rows_round_trip_through_rowbinary() {
     let args = fresh_db("roundtrip");
     store::migrate(&args).await.unwrap();
-    let db = args.client();
+    let db = args.store().await.unwrap();
     let row = sample_row("site-1", "/a", 42, 1_764_000_000, 7);
     let mut insert = db.insert::<EventRow>("events").await.unwrap();
     insert.write(&row).await.unwrap();
@@ -115,7 +115,7 @@ async fn the_loaders_rowbinary_stores_what_event_row_stores() {
     // rows back through the crate's own EventRow must give exactly EventRow::from_event.
     let args = fresh_db("loader_rowbinary");
     store::migrate(&args).await.unwrap();
-    let db = args.client();
+    let db = args.store().await.unwrap();
     let mut events = Vec::new();
     for i in 0..4u64 {
         let mut e = ta_shared::testing::event(i, 1_764_000_000_000 + i as i64 * 86_400_000);
@@ -164,7 +164,7 @@ async fn the_loaders_rowbinary_stores_what_event_row_stores() {
 async fn checkpoint_and_stored_offsets_describe_the_partition() {
     let args = fresh_db("offsets");
     store::migrate(&args).await.unwrap();
-    let db = args.client();
+    let db = args.store().await.unwrap();
     assert_eq!(offsets::checkpoint(&db, "t", 0).await.unwrap(), None);
     offsets::write_checkpoint(&db, "t", 0, 5).await.unwrap();
     offsets::write_checkpoint(&db, "t", 0, 9).await.unwrap();
@@ -191,7 +191,7 @@ async fn checkpoint_and_stored_offsets_describe_the_partition() {
 async fn each_site_and_month_is_its_own_partition() {
     let args = fresh_db("partitions");
     store::migrate(&args).await.unwrap();
-    let db = args.client();
+    let db = args.store().await.unwrap();
     let mut insert = db.insert::<EventRow>("events").await.unwrap();
     insert
         .write(&sample_row("a", "/", 1, NOV_2025, 0))
@@ -208,9 +208,7 @@ async fn each_site_and_month_is_its_own_partition() {
         .await
         .unwrap();
     insert.end().await.unwrap();
-    let parts = lifecycle::events_partitions(&db, &args.clickhouse_database)
-        .await
-        .unwrap();
+    let parts = lifecycle::events_partitions(&db).await.unwrap();
     let names: Vec<(String, u32)> = parts.into_iter().map(|p| (p.site_id, p.month)).collect();
     assert_eq!(
         names,
@@ -233,7 +231,7 @@ async fn count(db: &clickhouse::Client, sql: &str) -> u64 {
 async fn retention_drops_only_months_past_each_sites_retention() {
     let args = fresh_db("retention");
     store::migrate(&args).await.unwrap();
-    let db = args.client();
+    let db = args.store().await.unwrap();
     let mut insert = db.insert::<EventRow>("events").await.unwrap();
     for (i, (site, ts)) in [
         ("short", OCT_2025),
@@ -266,9 +264,7 @@ async fn retention_drops_only_months_past_each_sites_retention() {
     let now = chrono::DateTime::parse_from_rfc3339("2025-12-05T00:00:00Z")
         .unwrap()
         .to_utc();
-    let dropped = lifecycle::apply_retention(&db, &args.clickhouse_database, &policy, now)
-        .await
-        .unwrap();
+    let dropped = lifecycle::apply_retention(&db, &policy, now).await.unwrap();
     assert_eq!(dropped.len(), 1);
     assert_eq!(
         (dropped[0].site_id.as_str(), dropped[0].month),
@@ -320,7 +316,7 @@ async fn retention_drops_only_months_past_each_sites_retention() {
 async fn erasure_removes_a_site_or_a_visitor_completely() {
     let args = fresh_db("erasure");
     store::migrate(&args).await.unwrap();
-    let db = args.client();
+    let db = args.store().await.unwrap();
     let mut insert = db.insert::<EventRow>("events").await.unwrap();
     for (i, (site, visitor, ts)) in [
         ("gone", 1, OCT_2025),
@@ -366,8 +362,7 @@ async fn erasure_removes_a_site_or_a_visitor_completely() {
         .await
         .unwrap();
     assert_eq!(count(&db, "SELECT count() FROM visits").await, 5);
-    let name = &args.clickhouse_database;
-    assert_eq!(lifecycle::erase_site(&db, name, "gone").await.unwrap(), 2);
+    assert_eq!(lifecycle::erase_site(&db, "gone").await.unwrap(), 2);
     for table in ["visits", "day_values", "rollup_days"] {
         assert_eq!(
             count(
@@ -384,9 +379,7 @@ async fn erasure_removes_a_site_or_a_visitor_completely() {
         0
     );
     assert_eq!(count(&db, "SELECT count() FROM dead_letters").await, 2);
-    lifecycle::erase_visitor(&db, name, "kept", 7)
-        .await
-        .unwrap();
+    lifecycle::erase_visitor(&db, "kept", 7).await.unwrap();
     for table in ["events", "visits", "day_values"] {
         assert_eq!(
             count(
@@ -415,7 +408,7 @@ async fn erasure_removes_a_site_or_a_visitor_completely() {
 async fn dead_letters_older_than_their_retention_are_deleted_and_newer_ones_kept() {
     let args = fresh_db("dead_letter_retention");
     store::migrate(&args).await.unwrap();
-    let db = args.client();
+    let db = args.store().await.unwrap();
     let now = chrono::Utc::now();
     let mut dead = db
         .insert::<store::DeadLetterRow>("dead_letters")
@@ -434,11 +427,8 @@ async fn dead_letters_older_than_their_retention_are_deleted_and_newer_ones_kept
         .unwrap();
     }
     dead.end().await.unwrap();
-    let name = &args.clickhouse_database;
     assert_eq!(
-        lifecycle::expire_dead_letters(&db, name, 0, now)
-            .await
-            .unwrap(),
+        lifecycle::expire_dead_letters(&db, 0, now).await.unwrap(),
         0
     );
     assert_eq!(
@@ -447,16 +437,12 @@ async fn dead_letters_older_than_their_retention_are_deleted_and_newer_ones_kept
         "0 keeps them"
     );
     assert_eq!(
-        lifecycle::expire_dead_letters(&db, name, 30, now)
-            .await
-            .unwrap(),
+        lifecycle::expire_dead_letters(&db, 30, now).await.unwrap(),
         2
     );
     assert_eq!(count(&db, "SELECT count() FROM dead_letters").await, 2);
     assert_eq!(
-        lifecycle::expire_dead_letters(&db, name, 30, now)
-            .await
-            .unwrap(),
+        lifecycle::expire_dead_letters(&db, 30, now).await.unwrap(),
         0
     );
 }

@@ -27,6 +27,22 @@ pub fn clickhouse_url() -> String {
     std::env::var("TA_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
 }
 
+/// The local ClickHouse cluster (`deploy/local/cluster up`): node 1's HTTP address
+/// (`TA_CLUSTER_CLICKHOUSE_URL`), every node's (`TA_CLUSTER_CLICKHOUSE_NODES`, node 1 first) and
+/// the cluster's name (`TA_CLUSTER_NAME`).
+pub fn cluster_clickhouse() -> (String, Vec<String>, String) {
+    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+    let nodes = var(
+        "TA_CLUSTER_CLICKHOUSE_NODES",
+        "http://127.0.0.1:8301,http://127.0.0.1:8302,http://127.0.0.1:8303,http://127.0.0.1:8304",
+    );
+    (
+        var("TA_CLUSTER_CLICKHOUSE_URL", "http://127.0.0.1:8301"),
+        nodes.split(',').map(str::to_owned).collect(),
+        var("TA_CLUSTER_NAME", "ta"),
+    )
+}
+
 /// `<prefix>_<test>_<8 random hex digits>`: a topic or database name no other run uses.
 pub fn unique(prefix: &str, test: &str) -> String {
     format!("{prefix}_{test}_{:08x}", rand::random::<u32>())
