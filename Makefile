@@ -4,6 +4,7 @@ SHELL := /bin/bash
 INFRA := deploy/local/infra
 INSTALL := deploy/local/install
 STACK := deploy/local/stack
+CLUSTER := deploy/local/cluster
 
 .PHONY: help demo test fresh-check deploy-test disk-check lint deny bench-quick infra stack stop status fuzz fuzz-smoke fuzz-tools bench soak
 
@@ -11,7 +12,7 @@ help:
 	@echo "make demo    install + start infrastructure, build, run the pipeline with demo traffic"
 	@echo "make test    start infrastructure if needed, run lints, the whole test suite, the bench harness"
 	@echo "             at toy sizes and a bounded fuzz run of both fuzz targets (what CI runs)"
-	@echo "make stop    stop the services and the infrastructure (data kept in .data/)"
+	@echo "make stop    stop the services, the infrastructure and the local cluster (data kept in .data/)"
 	@echo "make status  what is running"
 	@echo "make fuzz    fuzz the edge's body parser and ta-query's parameters, FUZZ_SECS (120) each"
 	@echo "make bench   every benchmark scenario beside its baselines -> bench/results/results.{md,json,svg}"
@@ -38,12 +39,14 @@ demo:
 	@echo "Stop everything with: make stop"
 
 # As for the demo, the broker builds in the background (first run) beside lint and the test build.
+# The suite also runs on a local ClickHouse cluster (2 shards x 2 replicas, ZooKeeper).
 test: disk-check
-	$(INSTALL) services-bg test-tools
+	$(INSTALL) services-bg test-tools cluster
 	$(MAKE) --no-print-directory lint deny
 	cargo test --workspace --all-targets --no-run --quiet
 	$(INFRA) up
-	eval "$$($(INFRA) env)" && cargo test --workspace --all-targets
+	$(CLUSTER) up
+	eval "$$($(INFRA) env)" && eval "$$($(CLUSTER) env)" && cargo test --workspace --all-targets
 	$(MAKE) --no-print-directory bench-quick
 	$(MAKE) --no-print-directory fuzz-smoke
 
@@ -86,10 +89,12 @@ fresh-check:
 stop:
 	$(STACK) down
 	$(INFRA) down
+	$(CLUSTER) down
 
 status:
 	-$(STACK) status
 	-$(INFRA) status
+	-$(CLUSTER) status
 
 # Fuzzing needs libFuzzer and sanitizer flags that stable rustc accepts only with
 # RUSTC_BOOTSTRAP=1. Two targets: the edge's collect/batch body parser and ta-query's parameter
