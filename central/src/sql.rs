@@ -933,6 +933,22 @@ pub fn drop_rollup_partition(table: &str, site_id: &str) -> String {
     debug_assert!(ta_shared::site::is_valid_site_id(site_id));
     format!("ALTER TABLE {{alter:{table}}} DROP PARTITION '{site_id}'")
 }
+// Rows left on any replica after a drop or mutation (cluster mode waits until none is left).
+pub const COUNT_SITE_MONTH_EVENTS: &str =
+    "SELECT count() AS n FROM {all:events} WHERE site_id = ? AND toYYYYMM(ts) = ?";
+pub const COUNT_DEAD_LETTERS_MENTIONING: &str =
+    "SELECT count() AS n FROM {all:dead_letters} WHERE position(raw, ?) > 0";
+pub const COUNT_ALL_DEAD_LETTERS_BEFORE: &str =
+    "SELECT count() AS n FROM {all:dead_letters} WHERE loaded_at < toDateTime(?)";
+pub fn count_rollups_between(table: &str) -> String {
+    format!("SELECT count() AS n FROM {{all:{table}}} WHERE site_id = ? AND day >= ? AND day < ?")
+}
+pub fn count_site_rollups(table: &str) -> String {
+    format!("SELECT count() AS n FROM {{all:{table}}} WHERE site_id = ?")
+}
+pub fn count_visitor_rows(table: &str) -> String {
+    format!("SELECT count() AS n FROM {{all:{table}}} WHERE site_id = ? AND visitor_hash = ?")
+}
 pub const DELETE_SITE_ROLLUP_DAYS: &str =
     "ALTER TABLE {alter:rollup_days} DELETE WHERE site_id = ?";
 

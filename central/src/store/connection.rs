@@ -63,6 +63,10 @@ impl ClickHouseArgs {
             // An IN/JOIN over a Distributed table inside a distributed query reads all shards
             // once, on the initiator (never silently only the local shard's rows).
             .with_setting("distributed_product_mode", "global")
+            // Inserts and reads through a Distributed table go to the first live replica of
+            // each shard, the same one, so what was just written is what is read (replication
+            // to the other replica is asynchronous); the next replica only when it fails.
+            .with_setting("load_balancing", "in_order")
     }
 
     /// The analytics database with its layout: in cluster mode, the cluster's nodes are read

@@ -137,6 +137,10 @@ async fn drop_partitions(
     for p in partitions {
         db.alter(&sql::drop_events_partition(&p.site_id, p.month), |q| q)
             .await?;
+        settled(db, sql::COUNT_SITE_MONTH_EVENTS, |q| {
+            q.bind(&p.site_id).bind(p.month)
+        })
+        .await?;
     }
     Ok(())
 }
@@ -164,6 +168,15 @@ pub async fn apply_retention(
         for table in sql::ROLLUP_TABLES.iter().chain(&["rollup_days"]) {
             wait_for_mutations(db, table).await?;
         }
+        for p in &expired {
+            let (from, to) = (p.start().timestamp() / 86_400, p.end().timestamp() / 86_400);
+            for table in sql::ROLLUP_TABLES.iter().chain(&["rollup_days"]) {
+                settled(db, &sql::count_rollups_between(table), |q| {
+                    q.bind(&p.site_id).bind(from).bind(to)
+                })
+                .await?;
+            }
+        }
     }
     Ok(expired)
 }
@@ -171,6 +184,28 @@ pub async fn apply_retention(
 #[derive(Debug, Row, Deserialize)]
 struct Pending {
     n: u64,
+}
+
+/// On a cluster, wait until no replica still holds a row the statement `count` (a
+/// `SELECT count() AS n FROM {all:…} WHERE …`) counts: a partition drop or mutation made on one
+/// replica of a shard reaches the other through ZooKeeper's log, later, and until then a
+/// `Distributed` read may pick the replica that still has the rows. On one server the
+/// statement that removed them already finished, so nothing is read.
+async fn settled(
+    db: &Store,
+    count: &str,
+    bind: impl Fn(clickhouse::query::Query) -> clickhouse::query::Query,
+) -> Result<(), clickhouse::error::Error> {
+    if !db.is_cluster() {
+        return Ok(());
+    }
+    loop {
+        let left: Pending = bind(db.query(count)).fetch_one().await?;
+        if left.n == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Wait until every mutation of `table` has finished.
@@ -208,6 +243,10 @@ pub async fn erase_site(db: &Store, site_id: &str) -> Result<usize, clickhouse::
         .await?;
     wait_for_mutations(db, "dead_letters").await?;
     wait_for_mutations(db, "rollup_days").await?;
+    for table in sql::ROLLUP_TABLES.iter().chain(&["rollup_days"]) {
+        settled(db, &sql::count_site_rollups(table), |q| q.bind(site_id)).await?;
+    }
+    settled(db, sql::COUNT_DEAD_LETTERS_MENTIONING, |q| q.bind(&mention)).await?;
     record_erasure(db, "site").await?;
     Ok(mine.len())
 }
@@ -238,6 +277,7 @@ pub async fn expire_dead_letters(
         db.alter(sql::DELETE_DEAD_LETTERS_BEFORE, |q| q.bind(cutoff))
             .await?;
         wait_for_mutations(db, "dead_letters").await?;
+        settled(db, sql::COUNT_ALL_DEAD_LETTERS_BEFORE, |q| q.bind(cutoff)).await?;
     }
     Ok(old)
 }
@@ -263,6 +303,13 @@ pub async fn erase_visitor(
         wait_for_mutations(db, table).await?;
     }
     wait_for_mutations(db, "dead_letters").await?;
+    for table in ["events", "visits", "day_values"] {
+        settled(db, &sql::count_visitor_rows(table), |q| {
+            q.bind(site_id).bind(visitor_hash)
+        })
+        .await?;
+    }
+    settled(db, sql::COUNT_DEAD_LETTERS_MENTIONING, |q| q.bind(&mention)).await?;
     record_erasure(db, "visitor").await
 }
 

@@ -18,6 +18,31 @@
 //! A crash between two group inserts, or between the last insert and the checkpoint, leaves
 //! stored offsets past the checkpoint: step 2 finds them and they are not inserted again.
 //! Offsets are never guessed, so nothing is skipped that was not stored.
+//!
+//! # On a cluster (`TA_CLICKHOUSE_CLUSTER`, see [`super::layout`])
+//! The same argument holds with two additions.
+//! - *Atomic per record.* A group's insert goes to the `Distributed` table with
+//!   `insert_distributed_sync = 1`: the rows are split by shard and each shard's block is one
+//!   insert into one replica, one part, atomic. A record lives on exactly one shard, so it is
+//!   still either entirely stored or not at all; a failed group may have committed on some
+//!   shards and not others, which is the "crash between two group inserts" case above. The
+//!   insert returns only when every shard's block is stored, so the checkpoint written after it
+//!   never runs ahead of the rows.
+//! - *Seen wherever it landed.* A block stored on one replica reaches the shard's other replica
+//!   later (replication is asynchronous), and that replica may be the one a `Distributed` read
+//!   picks. So recovery reads every replica of every shard (`remote()` over all nodes): the
+//!   in-flight check looks at `system.processes` of every node by `initial_query_id` (the
+//!   per-shard inserts of a distributed insert carry the loader's query id as their initial id),
+//!   and the stored offsets and recent event ids are the union over all replicas. If a replica
+//!   does not answer, recovery fails and is retried: loading of that partition waits until the
+//!   replica is back, because only it can tell whether it committed a block just before it
+//!   failed. A replica that fails between two batches costs nothing: the next insert goes to
+//!   the shard's other replica. (Measured in `central/tests/cluster_faults.rs`: a replica
+//!   SIGKILLed mid-load, loading went on, exact count; ZooKeeper stopped for a minute, inserts
+//!   refused, loading resumed, exact count.)
+//! - A replica that never comes back (its disk lost) may have held blocks that were not yet
+//!   replicated: they are lost, as they would be on a single server that lost its disk. Remove
+//!   it from `remote_servers` to let recovery proceed.
 
 use std::collections::HashSet;
 

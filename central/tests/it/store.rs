@@ -2,7 +2,7 @@ use std::collections::HashSet;
 
 use ta_central::store::{self, EventRow, lifecycle, offsets};
 
-use crate::{fresh_db, sample_row};
+use crate::{fresh_cluster_db, fresh_db, sample_row};
 
 #[tokio::test]
 async fn an_interrupted_migration_reruns_cleanly() {
@@ -229,7 +229,15 @@ async fn count(db: &clickhouse::Client, sql: &str) -> u64 {
 
 #[tokio::test]
 async fn retention_drops_only_months_past_each_sites_retention() {
-    let args = fresh_db("retention");
+    retention_case(fresh_db("retention")).await;
+}
+
+#[tokio::test]
+async fn on_a_cluster_retention_drops_only_months_past_each_sites_retention() {
+    retention_case(fresh_cluster_db("retention_cluster")).await;
+}
+
+async fn retention_case(args: ta_central::ClickHouseArgs) {
     store::migrate(&args).await.unwrap();
     let db = args.store().await.unwrap();
     let mut insert = db.insert::<EventRow>("events").await.unwrap();
@@ -314,7 +322,15 @@ async fn retention_drops_only_months_past_each_sites_retention() {
 
 #[tokio::test]
 async fn erasure_removes_a_site_or_a_visitor_completely() {
-    let args = fresh_db("erasure");
+    erasure_case(fresh_db("erasure")).await;
+}
+
+#[tokio::test]
+async fn on_a_cluster_erasure_removes_a_site_or_a_visitor_completely() {
+    erasure_case(fresh_cluster_db("erasure_cluster")).await;
+}
+
+async fn erasure_case(args: ta_central::ClickHouseArgs) {
     store::migrate(&args).await.unwrap();
     let db = args.store().await.unwrap();
     let mut insert = db.insert::<EventRow>("events").await.unwrap();
@@ -406,7 +422,15 @@ async fn erasure_removes_a_site_or_a_visitor_completely() {
 
 #[tokio::test]
 async fn dead_letters_older_than_their_retention_are_deleted_and_newer_ones_kept() {
-    let args = fresh_db("dead_letter_retention");
+    dead_letter_retention_case(fresh_db("dead_letter_retention")).await;
+}
+
+#[tokio::test]
+async fn on_a_cluster_dead_letters_older_than_their_retention_are_deleted_and_newer_ones_kept() {
+    dead_letter_retention_case(fresh_cluster_db("dead_letter_retention_cluster")).await;
+}
+
+async fn dead_letter_retention_case(args: ta_central::ClickHouseArgs) {
     store::migrate(&args).await.unwrap();
     let db = args.store().await.unwrap();
     let now = chrono::Utc::now();
