@@ -55,6 +55,16 @@ pub struct LoaderConfig {
     #[arg(long, env = "TA_LOADER_OF", default_value_t = 1)]
     pub of: u32,
 
+    /// ZooKeeper (`host:port,…`): loaders then share the partitions through leases there
+    /// (see `loader::lease`) and `--instance`/`--of` are ignored. Unset: static assignment.
+    #[arg(long, env = "TA_ZOOKEEPER")]
+    pub zookeeper: Option<String>,
+
+    /// The loader's ZooKeeper session timeout: a loader that stops answering loses its leases
+    /// after this long, and another takes its partitions over within about a second more.
+    #[arg(long, env = "TA_LOADER_LEASE_SECS", default_value_t = 10)]
+    pub lease_secs: u64,
+
     /// A batch is inserted once it holds this many rows.
     #[arg(long, env = "TA_LOADER_BATCH_MAX_ROWS", default_value_t = 100_000)]
     pub batch_max_rows: usize,

@@ -24,6 +24,7 @@
 //! `TA_LOADER_DEDUP_WINDOW` ids of its partition, rebuilt from ClickHouse on start.
 
 pub mod batch;
+pub mod lease;
 pub mod metrics;
 
 use std::collections::HashSet;
@@ -202,6 +203,9 @@ pub async fn run(config: LoaderConfig, metrics: LoaderMetrics) -> anyhow::Result
         let ctx = ctx.clone();
         tasks.spawn(async move { rollup_loop(ctx).await });
     }
+    if let Some(zookeeper) = ctx.config.zookeeper.clone() {
+        return run_leased(ctx, client, &zookeeper, tasks).await;
+    }
     let mut started = std::collections::BTreeSet::new();
     let mut refresh = tokio::time::interval(Duration::from_secs(
         ctx.config.partition_refresh_secs.max(1),
@@ -225,7 +229,7 @@ pub async fn run(config: LoaderConfig, metrics: LoaderMetrics) -> anyhow::Result
                     info!(message = "Loading partition.", topic = %ctx.config.kafka_topic, partition, instance = ctx.config.instance, of = ctx.config.of);
                     started.insert(partition);
                     let ctx = ctx.clone();
-                    tasks.spawn(async move { load_partition(ctx, pc).await });
+                    tasks.spawn(async move { load_partition(ctx, pc, None).await });
                 }
             }
             Some(res) = tasks.join_next() => {
@@ -289,10 +293,163 @@ async fn rollup_loop(ctx: Arc<Ctx>) {
     }
 }
 
-async fn load_partition(ctx: Arc<Ctx>, pc: PartitionClient) {
+/// A partition's lease and the membership it belongs to.
+#[derive(Clone)]
+struct Held {
+    leases: Arc<lease::Leases>,
+    lease: lease::Lease,
+}
+
+/// The lease was lost (expired, or taken by another loader): the partition stops here.
+#[derive(Debug, thiserror::Error)]
+#[error("the lease of partition {0} is no longer this loader's")]
+struct LeaseLost(i32);
+
+/// Load partitions while holding their leases (see [`lease`]): every second, take the wanted
+/// partitions that are free, stop and release those no longer wanted; when the ZooKeeper
+/// session is not connected, stop everything at once, and join again once it has ended.
+async fn run_leased(
+    ctx: Arc<Ctx>,
+    client: Client,
+    zookeeper: &str,
+    mut background: tokio::task::JoinSet<()>,
+) -> anyhow::Result<()> {
+    let root = lease::root(
+        &ctx.config.clickhouse.clickhouse_database,
+        &ctx.config.kafka_topic,
+    );
+    let session = Duration::from_secs(ctx.config.lease_secs.max(1));
     let mut backoff = backoff();
     loop {
-        let Err(error) = load_from_committed(&ctx, &pc, &mut backoff).await;
+        let leases = match lease::Leases::join(zookeeper, &root, session).await {
+            Ok(l) => Arc::new(l),
+            Err(error) => {
+                let delay = backoff.next_delay();
+                warn!(message = "ZooKeeper not reachable; retrying.", %error, zookeeper, retry_in = ?delay);
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+        };
+        backoff.reset();
+        info!(message = "Joined the loaders.", member = leases.me(), root = %root);
+        let mut running: std::collections::BTreeMap<
+            i32,
+            (tokio::task::JoinHandle<()>, lease::Lease),
+        > = Default::default();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        while !leases.ended() {
+            tokio::select! {
+                _ = tick.tick() => {}
+                Some(res) = background.join_next() => {
+                    res.context("a loader task panicked")?;
+                    continue;
+                }
+            }
+            running.retain(|_, (task, _)| !task.is_finished());
+            if !leases.connected() {
+                // The session may be expiring: stop loading now, the leases may be gone.
+                for (partition, (task, _)) in std::mem::take(&mut running) {
+                    task.abort();
+                    let _ = task.await;
+                    warn!(
+                        message = "ZooKeeper session not connected; stopped loading.",
+                        partition
+                    );
+                }
+                continue;
+            }
+            let partitions = match client.list_topics().await {
+                Ok(topics) => topics
+                    .into_iter()
+                    .find(|t| t.name == ctx.config.kafka_topic)
+                    .map(|t| t.partitions.into_iter().collect::<Vec<i32>>())
+                    .unwrap_or_default(),
+                Err(error) => {
+                    warn!(message = "Listing the topic's partitions failed.", %error);
+                    continue;
+                }
+            };
+            let wanted = match leases.wanted(&partitions).await {
+                Ok(w) => w,
+                Err(error) => {
+                    warn!(message = "Reading the loaders from ZooKeeper failed.", %error);
+                    continue;
+                }
+            };
+            let unwanted: Vec<i32> = running
+                .keys()
+                .filter(|p| !wanted.contains(p))
+                .copied()
+                .collect();
+            for partition in unwanted {
+                if let Some((task, held)) = running.remove(&partition) {
+                    task.abort();
+                    let _ = task.await;
+                    if let Err(error) = leases.release(held).await {
+                        warn!(message = "Releasing a lease failed (it ends with the session).", partition, %error);
+                    }
+                    info!(message = "Handed a partition over.", partition);
+                }
+            }
+            for partition in wanted {
+                if running.contains_key(&partition) {
+                    continue;
+                }
+                let held = match leases.acquire(partition).await {
+                    Ok(Some(held)) => held,
+                    Ok(None) => continue, // another loader still holds it
+                    Err(error) => {
+                        warn!(message = "Taking a lease failed.", partition, %error);
+                        continue;
+                    }
+                };
+                let pc = client
+                    .partition_client(
+                        &ctx.config.kafka_topic,
+                        partition,
+                        UnknownTopicHandling::Retry,
+                    )
+                    .await
+                    .with_context(|| format!("opening partition {partition}"))?;
+                info!(message = "Loading partition (lease taken).", topic = %ctx.config.kafka_topic, partition, token = held.token, member = leases.me());
+                let (ctx, owner) = (
+                    ctx.clone(),
+                    Held {
+                        leases: leases.clone(),
+                        lease: held,
+                    },
+                );
+                running.insert(
+                    partition,
+                    (
+                        tokio::spawn(async move { load_partition(ctx, pc, Some(owner)).await }),
+                        held,
+                    ),
+                );
+            }
+        }
+        warn!(
+            message = "ZooKeeper session ended; every lease is lost. Joining again.",
+            member = leases.me()
+        );
+        for (_, (task, _)) in running {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+async fn load_partition(ctx: Arc<Ctx>, pc: PartitionClient, held: Option<Held>) {
+    let mut backoff = backoff();
+    loop {
+        let Err(error) = load_from_committed(&ctx, &pc, held.as_ref(), &mut backoff).await;
+        if error.downcast_ref::<LeaseLost>().is_some() {
+            warn!(
+                message = "Lease lost; stopped loading the partition, its batch dropped.",
+                partition = pc.partition()
+            );
+            return;
+        }
         let delay = backoff.next_delay();
         warn!(message = "Loading interrupted; resuming from ClickHouse's state.", partition = pc.partition(), error = %format!("{error:#}"), retry_in = ?delay);
         tokio::time::sleep(delay).await;
@@ -300,13 +457,15 @@ async fn load_partition(ctx: Arc<Ctx>, pc: PartitionClient) {
 }
 
 /// Every value [`error_kind`] returns (label `kind` of `ta_loader_errors_total`).
-pub const ERROR_KINDS: [&str; 3] = ["clickhouse", "kafka", "other"];
+pub const ERROR_KINDS: [&str; 4] = ["clickhouse", "kafka", "lease", "other"];
 
 /// Every reason [`decode`] gives a dead letter (label `reason` of `ta_loader_dead_letters_total`).
 pub const DEAD_LETTER_REASONS: [&str; 3] = ["out_of_range", "unknown_version", "malformed"];
 
 fn error_kind(error: &anyhow::Error) -> &'static str {
-    if error.downcast_ref::<clickhouse::error::Error>().is_some() {
+    if error.downcast_ref::<LeaseLost>().is_some() {
+        "lease"
+    } else if error.downcast_ref::<clickhouse::error::Error>().is_some() {
         "clickhouse"
     } else if error.downcast_ref::<KafkaError>().is_some() {
         "kafka"
@@ -318,9 +477,10 @@ fn error_kind(error: &anyhow::Error) -> &'static str {
 async fn load_from_committed(
     ctx: &Ctx,
     pc: &PartitionClient,
+    held: Option<&Held>,
     backoff: &mut Backoff,
 ) -> anyhow::Result<Infallible> {
-    let result = load_inner(ctx, pc, backoff).await;
+    let result = load_inner(ctx, pc, held, backoff).await;
     if let Err(e) = &result {
         ctx.metrics.errors.with_label_values(&[error_kind(e)]).inc();
     }
@@ -332,9 +492,10 @@ async fn load_from_committed(
 async fn load_inner(
     ctx: &Ctx,
     pc: &PartitionClient,
+    held: Option<&Held>,
     backoff: &mut Backoff,
 ) -> anyhow::Result<Infallible> {
-    let mut loader = PartitionLoader::recover(ctx, pc).await?;
+    let mut loader = PartitionLoader::recover(ctx, pc, held).await?;
     loop {
         let Some((records, high_watermark)) = loader.fetch().await? else {
             continue;
@@ -351,6 +512,8 @@ async fn load_inner(
 struct PartitionLoader<'a> {
     ctx: &'a Ctx,
     pc: &'a PartitionClient,
+    /// The partition's lease, checked before every commit (leased mode).
+    held: Option<&'a Held>,
     label: String,
     partition: u32,
     /// Query id prefix of this partition's inserts.
@@ -371,7 +534,11 @@ impl<'a> PartitionLoader<'a> {
     /// Where loading starts, from ClickHouse's state once the partition's own inserts still in
     /// flight have finished: the checkpoint (or the earliest offset the broker has), the
     /// offsets stored after it, and the event ids of the duplicate window before it.
-    async fn recover(ctx: &'a Ctx, pc: &'a PartitionClient) -> anyhow::Result<Self> {
+    async fn recover(
+        ctx: &'a Ctx,
+        pc: &'a PartitionClient,
+        held: Option<&'a Held>,
+    ) -> anyhow::Result<Self> {
         let cfg = &ctx.config;
         let partition = u32::try_from(pc.partition()).unwrap_or(0);
         let prefix = store::offsets::insert_query_prefix(&cfg.kafka_topic, partition);
@@ -399,6 +566,7 @@ impl<'a> PartitionLoader<'a> {
         Ok(Self {
             ctx,
             pc,
+            held,
             label,
             partition,
             prefix,
@@ -529,7 +697,7 @@ impl<'a> PartitionLoader<'a> {
 
     /// Commit a batch that is ready (rows, bytes or age), or, when a fetch found nothing new,
     /// an empty one that ends past the checkpoint (skipped records), so the checkpoint moves.
-    async fn commit_when_due(&mut self, fetched_any: bool) -> Result<(), clickhouse::error::Error> {
+    async fn commit_when_due(&mut self, fetched_any: bool) -> anyhow::Result<()> {
         let cfg = &self.ctx.config;
         let idle_skips =
             self.batch.is_empty() && self.batch.end() > self.checkpointed && !fetched_any;
@@ -547,8 +715,16 @@ impl<'a> PartitionLoader<'a> {
 
     /// Insert the batch group by group, then checkpoint its end; the batch is then empty and
     /// starts at that end. On an error the batch is left as it was (the caller drops it).
-    async fn commit(&mut self) -> Result<(), clickhouse::error::Error> {
+    async fn commit(&mut self) -> anyhow::Result<()> {
         let ctx = self.ctx;
+        if let Some(held) = self.held {
+            // A loader that was paused past its session must not commit what it held.
+            // Not known to be ours (ZooKeeper unreachable counts): stop; the membership loop
+            // takes the lease again if it still is.
+            if !matches!(held.leases.still_holds(held.lease).await, Ok(true)) {
+                return Err(LeaseLost(held.lease.partition).into());
+            }
+        }
         let end = self.batch.end();
         if !self.batch.is_empty() {
             ctx.metrics.batch_bytes.observe(self.batch.bytes() as f64);
