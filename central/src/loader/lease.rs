@@ -87,17 +87,18 @@ impl Leases {
     }
 
     /// The partitions of `partitions` this loader should load now: partition `p` goes to the
-    /// `p mod n`-th of the `n` live members, in the order they joined.
-    pub async fn wanted(&self, partitions: &[i32]) -> Result<Vec<i32>, zk::Error> {
+    /// `p mod n`-th of the `n` live members, in the order they joined. Also whether this
+    /// loader is the first member (it runs the once-per-topic work: retention, rollups).
+    pub async fn wanted(&self, partitions: &[i32]) -> Result<(Vec<i32>, bool), zk::Error> {
         let mut members = self
             .client
             .list_children(&format!("{}/members", self.root))
             .await?;
         members.sort();
         let Some(me) = members.iter().position(|m| *m == self.me) else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         };
-        Ok(assign(partitions, members.len(), me))
+        Ok((assign(partitions, members.len(), me), me == 0))
     }
 
     /// Take `partition` if no one holds it; `None` when another loader does.

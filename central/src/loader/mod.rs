@@ -94,6 +94,9 @@ struct Ctx {
     config: LoaderConfig,
     db: store::Store,
     metrics: LoaderMetrics,
+    /// Whether this loader runs the once-per-topic work (retention, rollups): loader 0 with
+    /// static assignment; the first live member with leases.
+    housekeeper: std::sync::atomic::AtomicBool,
 }
 
 /// Connect to Kafka, creating the topic if it does not exist yet (unless configured not to).
@@ -187,17 +190,18 @@ pub async fn run(config: LoaderConfig, metrics: LoaderMetrics) -> anyhow::Result
     };
     let ctx = Arc::new(Ctx {
         db,
+        housekeeper: std::sync::atomic::AtomicBool::new(config.zookeeper.is_none()),
         config,
         metrics,
     });
     let mut tasks = tokio::task::JoinSet::new();
-    if ctx.config.instance.is_multiple_of(ctx.config.of.max(1))
+    if (ctx.config.zookeeper.is_some() || ctx.config.instance.is_multiple_of(ctx.config.of.max(1)))
         && ctx.config.retention_interval_secs > 0
     {
         let ctx = ctx.clone();
         tasks.spawn(async move { retention_loop(ctx).await });
     }
-    if ctx.config.instance.is_multiple_of(ctx.config.of.max(1))
+    if (ctx.config.zookeeper.is_some() || ctx.config.instance.is_multiple_of(ctx.config.of.max(1)))
         && ctx.config.rollup_interval_secs > 0
     {
         let ctx = ctx.clone();
@@ -244,6 +248,9 @@ async fn retention_loop(ctx: Arc<Ctx>) {
     let mut tick = tokio::time::interval(Duration::from_secs(ctx.config.retention_interval_secs));
     loop {
         tick.tick().await;
+        if !ctx.housekeeper.load(std::sync::atomic::Ordering::Relaxed) {
+            continue;
+        }
         match store::lifecycle::apply_retention(&ctx.db, &policy, chrono::Utc::now()).await {
             Ok(dropped) if !dropped.is_empty() => {
                 info!(message = "Retention dropped expired partitions.", partitions = ?dropped);
@@ -269,6 +276,9 @@ async fn rollup_loop(ctx: Arc<Ctx>) {
     let mut tick = tokio::time::interval(Duration::from_secs(ctx.config.rollup_interval_secs));
     loop {
         tick.tick().await;
+        if !ctx.housekeeper.load(std::sync::atomic::Ordering::Relaxed) {
+            continue;
+        }
         let built = store::rollup::build_pending(
             &ctx.db,
             chrono::Utc::now(),
@@ -347,6 +357,8 @@ async fn run_leased(
             }
             running.retain(|_, (task, _)| !task.is_finished());
             if !leases.connected() {
+                ctx.housekeeper
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
                 // The session may be expiring: stop loading now, the leases may be gone.
                 for (partition, (task, _)) in std::mem::take(&mut running) {
                     task.abort();
@@ -370,7 +382,11 @@ async fn run_leased(
                 }
             };
             let wanted = match leases.wanted(&partitions).await {
-                Ok(w) => w,
+                Ok((w, first)) => {
+                    ctx.housekeeper
+                        .store(first, std::sync::atomic::Ordering::Relaxed);
+                    w
+                }
                 Err(error) => {
                     warn!(message = "Reading the loaders from ZooKeeper failed.", %error);
                     continue;
