@@ -895,6 +895,16 @@ pub const CHECKPOINT: &str = "SELECT max(next_offset) AS next_offset, count() AS
      WHERE kafka_topic = ? AND kafka_partition = ?";
 pub const WRITE_CHECKPOINT: &str = "INSERT INTO loader_offsets \
      (kafka_topic, kafka_partition, next_offset, committed_at) VALUES (?, ?, ?, now())";
+/// A leased loader's token for a partition, recorded before it loads (see `store::schema::gates`).
+pub const RECORD_FENCE: &str = "INSERT INTO loader_fences \
+     (kafka_topic, kafka_partition, token, fenced_at) VALUES (?, ?, ?, now())";
+/// The checkpoint of a leased loader, through the gate `{gate}` of `loader_offsets`.
+pub fn write_gated_checkpoint(gate: &str) -> String {
+    format!(
+        "INSERT INTO {gate} (kafka_topic, kafka_partition, next_offset, committed_at, fence) \
+         VALUES (?, ?, ?, now(), ?)"
+    )
+}
 pub const STORED_EVENT_OFFSETS: &str = "SELECT DISTINCT kafka_offset FROM {all:events} \
      WHERE kafka_topic = ? AND kafka_partition = ? AND kafka_offset >= ? ORDER BY kafka_offset";
 /// An erasure finished (`kind`: site or visitor).

@@ -55,6 +55,11 @@ pub struct Args {
     /// Load the topic this many times with each `--loader`, alternating between them.
     #[arg(long, default_value_t = 1)]
     rounds: u32,
+    /// Loader processes per load. More than one shares the partitions through leases, so
+    /// `TA_ZOOKEEPER` must be set (the children inherit the environment, as they do
+    /// `TA_CLICKHOUSE_CLUSTER` for cluster mode). CPU is summed, peak RSS is the largest.
+    #[arg(long, default_value_t = 1)]
+    loaders: u32,
 }
 
 /// One ta-loader run: wall seconds until every row was visible, CPU seconds, peak RSS.
@@ -77,21 +82,39 @@ async fn run_loader(
     db: &str,
     n: u64,
 ) -> anyhow::Result<(f64, f64, u64)> {
-    let mut child = Command::new(loader)
-        .env("TA_KAFKA_BROKERS", &args.brokers)
-        .env("TA_KAFKA_TOPIC", topic)
-        .env("TA_CLICKHOUSE_URL", &args.clickhouse)
-        .env("TA_CLICKHOUSE_DATABASE", db)
-        .env("TA_LOADER_LISTEN", "127.0.0.1:0")
-        .env("TA_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()?;
-    let pid = child.id();
+    anyhow::ensure!(
+        args.loaders <= 1 || std::env::var_os("TA_ZOOKEEPER").is_some(),
+        "--loaders {} needs TA_ZOOKEEPER (leases)",
+        args.loaders
+    );
+    let mut children = Vec::new();
+    for _ in 0..args.loaders.max(1) {
+        children.push(
+            Command::new(loader)
+                .env("TA_KAFKA_BROKERS", &args.brokers)
+                .env("TA_KAFKA_TOPIC", topic)
+                .env("TA_CLICKHOUSE_URL", &args.clickhouse)
+                .env("TA_CLICKHOUSE_DATABASE", db)
+                .env("TA_LOADER_LISTEN", "127.0.0.1:0")
+                .env("TA_LOG", "warn")
+                .stdout(Stdio::null())
+                .spawn()?,
+        );
+    }
+    let pids: Vec<u32> = children.iter().map(|c| c.id()).collect();
+    let usage = || -> anyhow::Result<(f64, u64)> {
+        let mut total = (0.0, 0);
+        for pid in &pids {
+            let (cpu, rss) = proc_usage(*pid)?;
+            total = (total.0 + cpu, total.1.max(rss));
+        }
+        Ok(total)
+    };
     let started = Instant::now();
     let mut last = (0.0, 0);
     let loaded = loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        last = proc_usage(pid).unwrap_or(last);
+        last = usage().unwrap_or(last);
         let rows: u64 = ch_query(&args.clickhouse, Some(db), "SELECT count() FROM events")
             .ok()
             .and_then(|t| t.trim().parse().ok())
@@ -101,9 +124,11 @@ async fn run_loader(
         }
     };
     let secs = started.elapsed().as_secs_f64();
-    let (cpu_secs, peak_rss) = proc_usage(pid).unwrap_or(last);
-    let _ = child.kill();
-    let _ = child.wait();
+    let (cpu_secs, peak_rss) = usage().unwrap_or(last);
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     anyhow::ensure!(
         loaded == n,
         "{} stored {loaded} of {n} within 600 s",
@@ -378,7 +403,14 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
     }
     let started = Instant::now();
     let out = Command::new("clickhouse-client")
-        .args(["--port", &args.clickhouse_tcp_port.to_string(), "--query"])
+        // On a cluster the native insert goes through the Distributed table too; synchronous,
+        // so it is timed until stored, as the loader's are.
+        .args([
+            "--port",
+            &args.clickhouse_tcp_port.to_string(),
+            "--insert_distributed_sync=1",
+            "--query",
+        ])
         .arg(format!(
             "INSERT INTO {native_db}.events ({}) FORMAT TabSeparated",
             *EVENT_COLUMNS

@@ -55,6 +55,8 @@ pub struct Batch {
     end: i64,
     /// The last event's month: first second, one past the last, `toYYYYMM`.
     month_span: (u32, u32, u32),
+    /// A leased loader's fence token, written after each event row (for the gate).
+    pub fence: Option<i64>,
 }
 
 impl Batch {
@@ -69,6 +71,7 @@ impl Batch {
             first_at: None,
             end: start,
             month_span: (0, 0, 0),
+            fence: None,
         }
     }
 
@@ -132,6 +135,9 @@ impl Batch {
         };
         let group = &mut self.events[i];
         row.write_row_binary(pos, &mut group.data);
+        if let Some(fence) = self.fence {
+            group.data.extend_from_slice(&fence.to_le_bytes());
+        }
         group.rows.push(RowMeta {
             offset: pos.offset,
             received_at: row.received_at,

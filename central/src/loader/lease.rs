@@ -13,16 +13,17 @@
 //!
 //! Two loaders never load one partition at once: a loader loads `p` only while it holds
 //! `leases/p`, which ZooKeeper gives to one session at a time; it stops loading `p` before it
-//! deletes the node, and stops every partition as soon as its session is no longer connected
-//! (the session may be expiring). Before each commit it checks with ZooKeeper that the lease is
-//! still its own ([`Leases::still_holds`], after a `sync`), so a loader that was paused
-//! (SIGSTOP) past its session timeout does not commit when it wakes: its check fails, it
-//! drops the batch and its partitions.
+//! deletes the node, stops every partition as soon as its session is not connected (it may be
+//! expiring), and checks with ZooKeeper that the lease is still its own before each commit
+//! ([`Leases::still_holds`], after a `sync`).
 //!
-//! What this does not close: a pause that falls between that check and the insert reaching
-//! ClickHouse (microseconds of the loader's own work) and lasts past the session timeout.
-//! Closing it needs the insert itself to be refused by the server for a stale lease (a
-//! fencing token checked by ClickHouse), which 18.16 offers no direct way to do.
+//! Those checks run in the loader, so a loader paused (SIGSTOP) between its check and its
+//! insert reaching ClickHouse could still write after it lost the lease. ClickHouse closes that
+//! gap: the lease's token (the creation zxid of its node, larger for every new holder) is
+//! recorded in `loader_fences` before the new holder reads anything, and a leased loader writes
+//! through gates that store only rows carrying their partition's latest token
+//! (`store::schema::gates`, where the argument is written out). A stale holder's late writes
+//! store nothing.
 
 use std::time::Duration;
 

@@ -558,6 +558,12 @@ impl<'a> PartitionLoader<'a> {
         let cfg = &ctx.config;
         let partition = u32::try_from(pc.partition()).unwrap_or(0);
         let prefix = store::offsets::insert_query_prefix(&cfg.kafka_topic, partition);
+        // A leased loader fences earlier holders first (see `store::schema::gates`): after
+        // this, their writes store nothing, and the wait below sees out those already running.
+        if let Some(held) = held {
+            store::offsets::record_fence(&ctx.db, &cfg.kafka_topic, partition, held.lease.token)
+                .await?;
+        }
         store::offsets::wait_for_inflight_inserts(&ctx.db, &prefix).await?;
         let start = match store::offsets::checkpoint(&ctx.db, &cfg.kafka_topic, partition).await? {
             Some(c) => c,
@@ -590,7 +596,11 @@ impl<'a> PartitionLoader<'a> {
             stored,
             recent,
             next: start,
-            batch: Batch::new(start),
+            batch: {
+                let mut batch = Batch::new(start);
+                batch.fence = held.map(|h| h.lease.token);
+                batch
+            },
             last_record_ms: None,
         })
     }
@@ -746,16 +756,32 @@ impl<'a> PartitionLoader<'a> {
             ctx.metrics.batch_bytes.observe(self.batch.bytes() as f64);
         }
         let now_ms = chrono::Utc::now().timestamp_millis();
+        let fence = self.held.map(|h| h.lease.token);
+        let (events_gate, dead_gate, offsets_gate) = store::schema::gates();
         let (events, dead) = self.batch.groups();
         for group in events {
-            insert_events(ctx, &self.prefix, group, now_ms).await?;
+            let gate = fence.map(|_| events_gate.as_str());
+            insert_events(ctx, &self.prefix, group, now_ms, gate).await?;
         }
         for group in dead {
-            insert_dead_letters(ctx, &self.prefix, group).await?;
+            insert_dead_letters(
+                ctx,
+                &self.prefix,
+                group,
+                fence.map(|f| (dead_gate.as_str(), f)),
+            )
+            .await?;
         }
         if end > self.checkpointed {
-            store::offsets::write_checkpoint(&ctx.db, &ctx.config.kafka_topic, self.partition, end)
-                .await?;
+            let gated = fence.map(|f| (offsets_gate.as_str(), f));
+            store::offsets::write_checkpoint(
+                &ctx.db,
+                &ctx.config.kafka_topic,
+                self.partition,
+                end,
+                gated,
+            )
+            .await?;
             self.checkpointed = end;
         }
         ctx.metrics
@@ -774,10 +800,11 @@ async fn insert_events(
     prefix: &str,
     group: &EventGroup,
     now_ms: i64,
+    gate: Option<&str>,
 ) -> Result<(), clickhouse::error::Error> {
     let started = Instant::now();
     let query_id = format!("{prefix}{}", uuid::Uuid::now_v7());
-    store::rows::insert_event_rows(&ctx.db, &query_id, &group.data).await?;
+    store::rows::insert_event_rows(&ctx.db, &query_id, &group.data, gate).await?;
     ctx.metrics.inserted.inc_by(group.rows.len() as u64);
     for row in &group.rows {
         let age_ms = now_ms - i64::from(row.received_at) * 1000;
@@ -797,18 +824,31 @@ async fn insert_dead_letters(
     ctx: &Ctx,
     prefix: &str,
     group: &DeadLetterGroup,
+    gate: Option<(&str, i64)>,
 ) -> Result<(), clickhouse::error::Error> {
     let started = Instant::now();
     let query_id = format!("{prefix}{}", uuid::Uuid::now_v7());
-    let mut insert = ctx
-        .db
-        .insert::<DeadLetterRow>("dead_letters")
-        .await?
-        .with_setting("query_id", &query_id);
-    for row in &group.rows {
-        insert.write(row).await?;
+    if let Some((gate, fence)) = gate {
+        let mut insert = ctx
+            .db
+            .insert::<store::rows::GatedDeadLetterRow<'_>>(gate)
+            .await?
+            .with_setting("query_id", &query_id);
+        for row in &group.rows {
+            insert.write(&row.gated(fence)).await?;
+        }
+        insert.end().await?;
+    } else {
+        let mut insert = ctx
+            .db
+            .insert::<DeadLetterRow>("dead_letters")
+            .await?
+            .with_setting("query_id", &query_id);
+        for row in &group.rows {
+            insert.write(row).await?;
+        }
+        insert.end().await?;
     }
-    insert.end().await?;
     for row in &group.rows {
         let reason = row.reason.split(':').next().unwrap_or("other");
         ctx.metrics.dead_lettered.with_label_values(&[reason]).inc();

@@ -102,17 +102,49 @@ pub async fn checkpoint(
     Ok((c.rows > 0).then(|| i64::try_from(c.next_offset).unwrap_or(i64::MAX)))
 }
 
-/// Record that every record of the partition below `next_offset` is stored.
+/// Record that every record of the partition below `next_offset` is stored (a leased loader:
+/// through the gate, with its fence token).
 pub async fn write_checkpoint(
     db: &Store,
     topic: &str,
     partition: u32,
     next_offset: i64,
+    fence: Option<(&str, i64)>,
 ) -> Result<(), clickhouse::error::Error> {
-    db.query(sql::WRITE_CHECKPOINT)
+    let next = u64::try_from(next_offset).unwrap_or(0);
+    match fence {
+        None => {
+            db.query(sql::WRITE_CHECKPOINT)
+                .bind(topic)
+                .bind(partition)
+                .bind(next)
+                .execute()
+                .await
+        }
+        Some((gate, token)) => {
+            db.query(&sql::write_gated_checkpoint(gate))
+                .bind(topic)
+                .bind(partition)
+                .bind(next)
+                .bind(token)
+                .execute()
+                .await
+        }
+    }
+}
+
+/// Record that the holder of token `token` loads the partition from now on: writes of earlier
+/// holders through the gates store nothing after this.
+pub async fn record_fence(
+    db: &Store,
+    topic: &str,
+    partition: u32,
+    token: i64,
+) -> Result<(), clickhouse::error::Error> {
+    db.query(sql::RECORD_FENCE)
         .bind(topic)
         .bind(partition)
-        .bind(u64::try_from(next_offset).unwrap_or(0))
+        .bind(token)
         .execute()
         .await
 }

@@ -145,17 +145,23 @@ impl<'a> EventRowRef<'a> {
 const INSERT_CHUNK_BYTES: usize = 256 * 1024;
 
 /// Insert `RowBinary` rows written by [`EventRowRef::write_row_binary`] into `events` as one
-/// `INSERT` tagged with `query_id`.
+/// `INSERT` tagged with `query_id`; with `gate` (a leased loader), into that gate of `events`,
+/// each row followed by its fence token (`Int64`).
 pub async fn insert_event_rows(
     db: &clickhouse::Client,
     query_id: &str,
     data: &[u8],
+    gate: Option<&str>,
 ) -> Result<(), clickhouse::error::Error> {
-    let mut insert = db
-        .insert_formatted_with(format!(
-            "INSERT INTO events({}) FORMAT RowBinary",
+    let statement = match gate {
+        None => format!("INSERT INTO events({}) FORMAT RowBinary", *EVENT_COLUMNS),
+        Some(gate) => format!(
+            "INSERT INTO {gate}({},fence) FORMAT RowBinary",
             *EVENT_COLUMNS
-        ))
+        ),
+    };
+    let mut insert = db
+        .insert_formatted_with(statement)
         .with_setting("query_id", query_id)
         .buffered_with_capacity(INSERT_CHUNK_BYTES);
     let mut rest = data;
@@ -199,7 +205,32 @@ pub struct DeadLetterRow {
     pub raw: String,
 }
 
+/// A row of a `dead_letters` gate: the row and the writer's fence token.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize)]
+pub struct GatedDeadLetterRow<'a> {
+    pub loaded_at: u32,
+    pub kafka_topic: &'a str,
+    pub kafka_partition: u32,
+    pub kafka_offset: u64,
+    pub reason: &'a str,
+    pub raw: &'a str,
+    pub fence: i64,
+}
+
 impl DeadLetterRow {
+    /// This row as a gate row with `fence`.
+    pub fn gated(&self, fence: i64) -> GatedDeadLetterRow<'_> {
+        GatedDeadLetterRow {
+            loaded_at: self.loaded_at,
+            kafka_topic: &self.kafka_topic,
+            kafka_partition: self.kafka_partition,
+            kafka_offset: self.kafka_offset,
+            reason: &self.reason,
+            raw: &self.raw,
+            fence,
+        }
+    }
+
     /// The table partition (`toYYYYMM(loaded_at)`) this row lands in.
     pub fn month(&self) -> u32 {
         to_yyyymm(self.loaded_at)

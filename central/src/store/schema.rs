@@ -224,7 +224,144 @@ pub const MIGRATIONS: &[Migration] = &[
             column: "language {lc} AFTER edge_region",
         }],
     },
+    Migration {
+        version: 7,
+        name: "loader fences (leases)",
+        // A loader that takes a partition's lease records its token here before it loads;
+        // writes of leased loaders go through gates that keep only rows whose token is the
+        // partition's latest (see `gates`).
+        statements: &[Ddl::Table {
+            name: "loader_fences",
+            columns: "kafka_topic String,
+            kafka_partition UInt32,
+            token Int64,
+            fenced_at DateTime",
+            engine: "MergeTree",
+            keys: "ORDER BY (kafka_topic, kafka_partition, token)",
+            shard_by: "kafka_partition",
+        }],
+    },
 ];
+
+/// The gates leased loaders write through, one per table a loader writes: a `Null` table with
+/// the table's columns and a `fence` column, and a materialized view that passes on to the
+/// table only the rows whose `fence` is their partition's latest token in `loader_fences`.
+///
+/// # Why this fences a stale loader
+/// A loader that takes a partition's lease (token `t`, the lease node's creation zxid, larger
+/// than every earlier holder's) first records `t` in `loader_fences`, then waits until no
+/// insert of the partition is running on any server, then reads what is stored. An insert of
+/// an earlier holder that the server starts after the record reads the newer token and stores
+/// nothing; one started before it is still running during the wait, and so is seen by the
+/// read. Either way the new holder's view of what is stored is final, whatever the old holder
+/// does afterwards — a loader paused (SIGSTOP) for any time cannot add a row when it wakes.
+///
+/// The gates are named after the latest migration, so one whose table gained a column is a new
+/// gate, made here at the next start. Returns the gate of each table:
+/// `(events, dead_letters, loader_offsets)`.
+pub fn gates() -> (String, String, String) {
+    let v = MIGRATIONS.last().map_or(0, |m| m.version);
+    (
+        format!("events_gate_v{v}"),
+        format!("dead_letters_gate_v{v}"),
+        format!("loader_offsets_gate_v{v}"),
+    )
+}
+
+/// A gate's name, its table, and its columns (name, DDL type) besides `fence`.
+type Gate = (String, &'static str, Vec<(String, String)>);
+
+/// Every gate.
+fn gate_definitions() -> Vec<Gate> {
+    let (events, dead, offsets) = gates();
+    let mut event_columns: Vec<(String, String)> = ta_shared::event::COLUMNS
+        .iter()
+        .map(|c| (c.name.to_owned(), c.ddl_type.to_owned()))
+        .collect();
+    event_columns.extend(
+        [
+            ("kafka_topic", "{lc}"),
+            ("kafka_partition", "UInt32"),
+            ("kafka_offset", "UInt64"),
+        ]
+        .map(|(n, t)| (n.to_owned(), t.to_owned())),
+    );
+    let plain = |cols: &[(&str, &str)]| -> Vec<(String, String)> {
+        cols.iter()
+            .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
+            .collect()
+    };
+    vec![
+        (events, "events", event_columns),
+        (
+            dead,
+            "dead_letters",
+            plain(&[
+                ("loaded_at", "DateTime"),
+                ("kafka_topic", "String"),
+                ("kafka_partition", "UInt32"),
+                ("kafka_offset", "UInt64"),
+                ("reason", "String"),
+                ("raw", "String"),
+            ]),
+        ),
+        (
+            offsets,
+            "loader_offsets",
+            plain(&[
+                ("kafka_topic", "String"),
+                ("kafka_partition", "UInt32"),
+                ("next_offset", "UInt64"),
+                ("committed_at", "DateTime"),
+            ]),
+        ),
+    ]
+}
+
+/// The statements that make the gates (idempotent), placeholders still in. `order` gives each
+/// table's column names in the table's order: a materialized view's rows must come in that
+/// order when its target is a `Distributed` table (18.16 matches them by position).
+pub fn gate_statements(
+    layout: &Layout,
+    order: &std::collections::HashMap<&str, Vec<String>>,
+) -> Vec<String> {
+    let (prefix, on) = match layout.cluster() {
+        Some(c) => (
+            format!("`{}`.", c.database),
+            format!(" ON CLUSTER `{}`", c.name),
+        ),
+        None => (String::new(), String::new()),
+    };
+    let mut out = Vec::new();
+    for (gate, table, columns) in gate_definitions() {
+        // Codecs are for stored columns; a Null table stores nothing.
+        let typed: Vec<String> = columns
+            .iter()
+            .map(|(n, t)| {
+                format!(
+                    "{n} {}",
+                    t.replace("{time_codec}", "").replace("{str_codec}", "")
+                )
+            })
+            .collect();
+        let names: Vec<&str> = match order.get(table) {
+            Some(ordered) => ordered.iter().map(String::as_str).collect(),
+            None => columns.iter().map(|(n, _)| n.as_str()).collect(),
+        };
+        out.push(format!(
+            "CREATE TABLE IF NOT EXISTS {prefix}{gate}{on} ({}, fence Int64) ENGINE = Null",
+            typed.join(", ")
+        ));
+        out.push(format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {prefix}{gate}_mv{on} TO {prefix}{table} AS \
+             SELECT {} FROM {prefix}{gate} WHERE (kafka_topic, kafka_partition, fence) IN \
+             (SELECT kafka_topic, kafka_partition, max(token) FROM {prefix}loader_fences \
+             GROUP BY kafka_topic, kafka_partition)",
+            names.join(", ")
+        ));
+    }
+    out
+}
 
 /// The table recording which migrations ran (created before any migration).
 pub const MIGRATIONS_TABLE: Ddl = Ddl::Table {
@@ -399,6 +536,11 @@ struct Version {
 }
 
 #[derive(Debug, Row, Deserialize)]
+struct Described {
+    name: String,
+}
+
+#[derive(Debug, Row, Deserialize)]
 struct ServerVersion {
     v: String,
 }
@@ -456,6 +598,25 @@ pub async fn migrate(args: &ClickHouseArgs) -> Result<Vec<u32>, clickhouse::erro
             .execute()
             .await?;
         newly.push(m.version);
+    }
+    let mut order = std::collections::HashMap::new();
+    for table in ["events", "dead_letters", "loader_offsets"] {
+        // `system.columns` lists a table's columns in the table's order.
+        let columns: Vec<Described> = db
+            .client
+            .query(
+                "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = ?",
+            )
+            .bind(table)
+            .fetch_all()
+            .await?;
+        order.insert(table, columns.into_iter().map(|c| c.name).collect());
+    }
+    for statement in gate_statements(&db.layout, &order) {
+        db.client
+            .query(&features.render(&statement))
+            .execute()
+            .await?;
     }
     Ok(newly)
 }

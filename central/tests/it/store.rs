@@ -149,9 +149,14 @@ async fn the_loaders_rowbinary_stores_what_event_row_stores() {
         row.write_row_binary(pos, &mut data);
         expected.push(EventRow::from_event(e.clone(), pos).unwrap());
     }
-    store::rows::insert_event_rows(&db, &format!("ta_it_{:x}", rand::random::<u64>()), &data)
-        .await
-        .unwrap();
+    store::rows::insert_event_rows(
+        &db,
+        &format!("ta_it_{:x}", rand::random::<u64>()),
+        &data,
+        None,
+    )
+    .await
+    .unwrap();
     let back: Vec<EventRow> = db
         .query("SELECT ?fields FROM events ORDER BY kafka_offset")
         .fetch_all()
@@ -166,9 +171,15 @@ async fn checkpoint_and_stored_offsets_describe_the_partition() {
     store::migrate(&args).await.unwrap();
     let db = args.store().await.unwrap();
     assert_eq!(offsets::checkpoint(&db, "t", 0).await.unwrap(), None);
-    offsets::write_checkpoint(&db, "t", 0, 5).await.unwrap();
-    offsets::write_checkpoint(&db, "t", 0, 9).await.unwrap();
-    offsets::write_checkpoint(&db, "t", 1, 100).await.unwrap();
+    offsets::write_checkpoint(&db, "t", 0, 5, None)
+        .await
+        .unwrap();
+    offsets::write_checkpoint(&db, "t", 0, 9, None)
+        .await
+        .unwrap();
+    offsets::write_checkpoint(&db, "t", 1, 100, None)
+        .await
+        .unwrap();
     assert_eq!(offsets::checkpoint(&db, "t", 0).await.unwrap(), Some(9));
     assert_eq!(offsets::checkpoint(&db, "t", 1).await.unwrap(), Some(100));
     assert_eq!(offsets::checkpoint(&db, "other", 0).await.unwrap(), None);
@@ -468,5 +479,105 @@ async fn dead_letter_retention_case(args: ta_central::ClickHouseArgs) {
     assert_eq!(
         lifecycle::expire_dead_letters(&db, 30, now).await.unwrap(),
         0
+    );
+}
+
+#[tokio::test]
+async fn gates_store_only_what_the_partitions_latest_lease_holder_writes() {
+    gate_case(fresh_db("gates")).await;
+}
+
+#[tokio::test]
+async fn on_a_cluster_gates_store_only_what_the_partitions_latest_lease_holder_writes() {
+    gate_case(fresh_cluster_db("gates_cluster")).await;
+}
+
+/// Writes through the gates with tokens 4 (a stale holder) and 7 (the latest) of partition 0,
+/// and 7 on partition 1, which no holder fenced: only partition 0's token-7 rows are stored.
+async fn gate_case(args: ta_central::ClickHouseArgs) {
+    store::migrate(&args).await.unwrap();
+    let db = args.store().await.unwrap();
+    let (events_gate, dead_gate, offsets_gate) = store::schema::gates();
+    offsets::record_fence(&db, "t", 0, 4).await.unwrap();
+    offsets::record_fence(&db, "t", 0, 7).await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut offset = 0;
+    for (partition, token) in [(0u32, 4i64), (0, 7), (1, 7)] {
+        let mut data = Vec::new();
+        for i in 0..3 {
+            let e = ta_shared::testing::event(offset, now);
+            let pos = store::SourcePosition {
+                topic: "t",
+                partition,
+                offset,
+            };
+            let json = e.to_json();
+            let row = ta_central::loader::decode(&json, pos, 0).expect("a valid event");
+            row.write_row_binary(pos, &mut data);
+            data.extend_from_slice(&token.to_le_bytes());
+            offset += 1;
+            let _ = i;
+        }
+        store::rows::insert_event_rows(&db, &format!("ta_it_{offset}"), &data, Some(&events_gate))
+            .await
+            .unwrap();
+        let dead = store::DeadLetterRow {
+            loaded_at: NOV_2025,
+            kafka_topic: "t".into(),
+            kafka_partition: partition,
+            kafka_offset: offset,
+            reason: "malformed: test".into(),
+            raw: "{}".into(),
+        };
+        let mut insert = db
+            .insert::<store::rows::GatedDeadLetterRow<'_>>(&dead_gate)
+            .await
+            .unwrap();
+        insert.write(&dead.gated(token)).await.unwrap();
+        insert.end().await.unwrap();
+        offsets::write_checkpoint(
+            &db,
+            "t",
+            partition,
+            offset as i64,
+            Some((&offsets_gate, token)),
+        )
+        .await
+        .unwrap();
+    }
+    #[derive(Debug, clickhouse::Row, serde::Deserialize)]
+    struct Stored {
+        kafka_partition: u32,
+        kafka_offset: u64,
+    }
+    let events: Vec<Stored> = db
+        .query("SELECT kafka_partition, kafka_offset FROM events ORDER BY kafka_offset")
+        .fetch_all()
+        .await
+        .unwrap();
+    let got: Vec<(u32, u64)> = events
+        .iter()
+        .map(|s| (s.kafka_partition, s.kafka_offset))
+        .collect();
+    assert_eq!(
+        got,
+        [(0, 3), (0, 4), (0, 5)],
+        "only the latest holder's events"
+    );
+    let dead: Vec<Stored> = db
+        .query("SELECT kafka_partition, kafka_offset FROM dead_letters ORDER BY kafka_offset")
+        .fetch_all()
+        .await
+        .unwrap();
+    let got: Vec<(u32, u64)> = dead
+        .iter()
+        .map(|s| (s.kafka_partition, s.kafka_offset))
+        .collect();
+    assert_eq!(got, [(0, 6)], "only the latest holder's dead letter");
+    assert_eq!(offsets::checkpoint(&db, "t", 0).await.unwrap(), Some(6));
+    assert_eq!(
+        offsets::checkpoint(&db, "t", 1).await.unwrap(),
+        None,
+        "unfenced: nothing"
     );
 }
