@@ -204,9 +204,11 @@ fn event(i: u64, now_ms: i64) -> EnrichedEvent {
 /// Run `sql` over ClickHouse's HTTP interface with curl (so the benchmark's own process
 /// stays out of the measured paths).
 fn ch_query(url: &str, database: Option<&str>, sql: &str) -> anyhow::Result<String> {
+    // `in_order`: on a cluster, read the replica each shard's insert went to (the loader and
+    // the native insert use it too), not one that may not have replicated the rows yet.
     let target = match database {
-        Some(db) => format!("{url}/?database={db}"),
-        None => format!("{url}/"),
+        Some(db) => format!("{url}/?load_balancing=in_order&database={db}"),
+        None => format!("{url}/?load_balancing=in_order"),
     };
     let mut child = Command::new("curl")
         .args(["-sS", "--fail-with-body", "--data-binary", "@-", &target])
@@ -409,6 +411,7 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
             "--port",
             &args.clickhouse_tcp_port.to_string(),
             "--insert_distributed_sync=1",
+            "--load_balancing=in_order",
             "--query",
         ])
         .arg(format!(
