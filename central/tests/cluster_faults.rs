@@ -50,19 +50,29 @@ fn loader_config(test: &str, topic: &str) -> LoaderConfig {
     }
 }
 
-/// Produce `total` events (two months, so batches are several inserts) to a new topic.
-async fn produce(topic: &str, total: u64) -> BTreeSet<String> {
+/// Produce `total` events to a new topic of `partitions` partitions; with `two_months`, every
+/// third a month old (so batches are several inserts). The ids produced.
+async fn produce(topic: &str, total: u64, partitions: i32, two_months: bool) -> BTreeSet<String> {
     let now = chrono::Utc::now().timestamp_millis();
     let month_ago = now - 35 * 86_400_000;
     let events: Vec<_> = (0..total)
-        .map(|i| event(i, if i % 3 == 0 { month_ago } else { now }))
+        .map(|i| {
+            event(
+                i,
+                if two_months && i % 3 == 0 {
+                    month_ago
+                } else {
+                    now
+                },
+            )
+        })
         .collect();
     let ids = events.iter().map(|e| e.event_id.to_string()).collect();
     let values = events.iter().map(|e| e.to_json()).collect();
     ta_tests::infra::produce(
         &ta_devsupport::kafka_broker_list().join(","),
         topic,
-        3,
+        partitions,
         values,
     )
     .await;
@@ -139,7 +149,7 @@ async fn a_replica_killed_mid_load_and_restarted_loses_and_duplicates_nothing() 
     let _serial = SERIAL.lock().await;
     let topic = ta_devsupport::unique("ta_cf", "replica_kill");
     let total = 3_000;
-    let expected = produce(&topic, total).await;
+    let expected = produce(&topic, total, 3, true).await;
     let config = loader_config("replica_kill", &topic);
     let db = config.clickhouse.client();
     let task = tokio::spawn(loader::run(config.clone(), LoaderMetrics::new()));
@@ -170,7 +180,7 @@ async fn zookeeper_stopped_for_a_minute_pauses_loading_and_loses_nothing() {
     let _serial = SERIAL.lock().await;
     let topic = ta_devsupport::unique("ta_cf", "zk_stop");
     let total = 3_000;
-    let expected = produce(&topic, total).await;
+    let expected = produce(&topic, total, 3, true).await;
     let config = loader_config("zk_stop", &topic);
     let db = config.clickhouse.client();
     let metrics = LoaderMetrics::new();
@@ -294,16 +304,7 @@ async fn loaders_share_partitions_through_leases_and_take_over_from_a_killed_one
     let _serial = SERIAL.lock().await;
     let topic = ta_devsupport::unique("ta_cf", "lease_takeover");
     let total = 4_000;
-    let now = chrono::Utc::now().timestamp_millis();
-    let events: Vec<_> = (0..total).map(|i| event(i, now)).collect();
-    let expected: BTreeSet<String> = events.iter().map(|e| e.event_id.to_string()).collect();
-    ta_tests::infra::produce(
-        &ta_devsupport::kafka_broker_list().join(","),
-        &topic,
-        4,
-        events.iter().map(|e| e.to_json()).collect(),
-    )
-    .await;
+    let expected = produce(&topic, total, 4, false).await;
     // On the cluster: leases and cluster mode together.
     let clickhouse = cluster_db("lease_takeover");
     let dir = tempfile::tempdir().unwrap();
@@ -363,16 +364,7 @@ async fn a_paused_loader_that_lost_its_lease_does_not_commit_when_it_wakes() {
     let _serial = SERIAL.lock().await;
     let topic = ta_devsupport::unique("ta_cf", "lease_pause");
     let total = 3_000;
-    let now = chrono::Utc::now().timestamp_millis();
-    let events: Vec<_> = (0..total).map(|i| event(i, now)).collect();
-    let expected: BTreeSet<String> = events.iter().map(|e| e.event_id.to_string()).collect();
-    ta_tests::infra::produce(
-        &ta_devsupport::kafka_broker_list().join(","),
-        &topic,
-        2,
-        events.iter().map(|e| e.to_json()).collect(),
-    )
-    .await;
+    let expected = produce(&topic, total, 2, false).await;
     let clickhouse = single_server_db("lease_pause");
     let dir = tempfile::tempdir().unwrap();
     // A holds whole batches for 4 s before inserting them: paused, it holds records in memory.
