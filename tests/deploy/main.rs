@@ -25,6 +25,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+mod podman;
+
+use podman::{Project, containers_conf, image, podman, run, say, until};
 use ta_tests::tls::TestCerts;
 use ta_tests::{free_port, workspace_root};
 
@@ -33,138 +36,6 @@ const SITE: &str = "shop";
 const KEY: &str = "shop-ingest-key-deploy-test";
 const UA: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
 const REGIONS: [&str; 2] = ["eu", "us"];
-
-fn say(line: impl AsRef<str>) {
-    eprintln!("[deploy-test] {}", line.as_ref());
-}
-
-/// Run a command to completion; panic with its output on failure.
-fn run(cmd: &mut Command) -> String {
-    let shown = format!("{cmd:?}");
-    let out = cmd.output().unwrap_or_else(|e| panic!("{shown}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{shown} failed:\n{text}");
-    text
-}
-
-/// One compose project: a compose file, a project name and the variables it reads.
-struct Project {
-    name: String,
-    file: PathBuf,
-    env: BTreeMap<String, String>,
-    log: PathBuf,
-}
-
-impl Project {
-    /// `podman-compose -p <name> -f <file> <args>` with the project's variables in the
-    /// environment (podman-compose 1.0 interpolates from it; it has no --env-file).
-    fn compose(&self, args: &[&str]) -> String {
-        let mut cmd = Command::new("podman-compose");
-        cmd.args(["-p", &self.name, "-f"])
-            .arg(&self.file)
-            .args(args)
-            .envs(&self.env)
-            .env("CONTAINERS_CONF", containers_conf());
-        let started = Instant::now();
-        let out = run(&mut cmd);
-        std::fs::write(
-            self.log
-                .with_extension(format!("{}.log", args.join("_").replace('/', "_"))),
-            &out,
-        )
-        .ok();
-        say(format!(
-            "podman-compose -p {} -f {} {} ({:.0}s)",
-            self.name,
-            self.file
-                .strip_prefix(workspace_root())
-                .unwrap_or(&self.file)
-                .display(),
-            args.join(" "),
-            started.elapsed().as_secs_f64()
-        ));
-        out
-    }
-
-    fn container(&self, service: &str) -> String {
-        format!("{}_{}_1", self.name, service)
-    }
-
-    /// podman-compose 1.0 exits 0 whatever podman did: check that the services' containers run.
-    fn assert_running(&self, services: &[&str]) {
-        for service in services {
-            let state = podman(&[
-                "inspect",
-                "--format",
-                "{{.State.Status}}",
-                &self.container(service),
-            ]);
-            assert_eq!(
-                state.trim(),
-                "running",
-                "{} is {}",
-                self.container(service),
-                state.trim()
-            );
-        }
-    }
-
-    /// The image a service's container runs, or that `build` tagged for it.
-    /// This edge project's `/metrics`, read inside its container (the ops port is not published).
-    fn edge_exposition(&self) -> String {
-        podman(&[
-            "exec",
-            &self.container("ta-edge"),
-            "curl",
-            "-sf",
-            "http://127.0.0.1:9464/metrics",
-        ])
-    }
-
-    fn image_of(&self, service: &str) -> String {
-        let prefix = &self.env["TA_IMAGE_PREFIX"];
-        format!("{prefix}/{service}:latest")
-    }
-
-    /// Write the variables as an env file beside the logs (what an operator's .env holds).
-    fn write_env(&self) {
-        let text: String = self.env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-        std::fs::write(self.log.with_extension("env"), text).unwrap();
-    }
-}
-
-fn containers_conf() -> PathBuf {
-    workspace_root().join("deploy/local/containers/containers.conf")
-}
-
-fn podman(args: &[&str]) -> String {
-    run(Command::new("podman")
-        .args(args)
-        .env("CONTAINERS_CONF", containers_conf()))
-}
-
-fn image(name: &str) -> String {
-    let out =
-        run(Command::new(workspace_root().join("deploy/local/images/build")).args(["name", name]));
-    out.trim().to_owned()
-}
-
-/// Poll `check` every 500 ms until it holds, or panic after `within` with `what`.
-async fn until(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < within,
-            "timed out after {within:?} waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    started.elapsed()
-}
 
 async fn get_ok(http: &reqwest::Client, url: &str) -> bool {
     http.get(url)
@@ -421,7 +292,7 @@ async fn main() {
     };
     let central = Project {
         name: "ta-deploytest-central".into(),
-        file: workspace_root().join("deploy/central/compose.yaml"),
+        files: vec![workspace_root().join("deploy/central/compose.yaml")],
         env: common(&[
             ("TA_KAFKA_IMAGE", image("tansu")),
             // This machine's container limit (deploy/local/containers/containers.conf).
@@ -467,7 +338,7 @@ async fn main() {
         ));
         let project = Project {
             name: format!("ta-deploytest-edge-{region}"),
-            file: workspace_root().join("deploy/edge/compose.yaml"),
+            files: vec![workspace_root().join("deploy/edge/compose.yaml")],
             env: common(&[
                 ("TA_EDGE_REGION", region.into()),
                 (
@@ -503,8 +374,8 @@ async fn main() {
     for project in std::iter::once(&central).chain(edges.iter().map(|(p, _)| p)) {
         project.write_env();
         let _ = Command::new("podman-compose")
-            .args(["-p", &project.name, "-f"])
-            .arg(&project.file)
+            .args(["-p", &project.name])
+            .args(project.files.iter().flat_map(|f| [Path::new("-f"), f]))
             .args(["down", "-v"])
             .envs(&project.env)
             .env("CONTAINERS_CONF", containers_conf())
