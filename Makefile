@@ -6,7 +6,7 @@ INSTALL := deploy/local/install
 STACK := deploy/local/stack
 CLUSTER := deploy/local/cluster
 
-.PHONY: help demo test fresh-check deploy-test disk-check lint deny bench-quick infra stack stop status fuzz fuzz-smoke fuzz-tools bench soak
+.PHONY: help demo test fresh-check deploy-test deploy-test-cluster disk-check lint deny bench-quick infra stack stop status fuzz fuzz-smoke fuzz-tools bench soak
 
 help:
 	@echo "make demo    install + start infrastructure, build, run the pipeline with demo traffic"
@@ -17,6 +17,7 @@ help:
 	@echo "make fuzz    fuzz the edge's body parser and ta-query's parameters, FUZZ_SECS (120) each"
 	@echo "make bench   every benchmark scenario beside its baselines -> bench/results/results.{md,json,svg}"
 	@echo "make deploy-test  the compose files for real: central + two edge regions with podman, TLS/SCRAM Kafka, faults"
+	@echo "make deploy-test-cluster  the cluster compose variant: 3 keepers, 2x2 ClickHouse, leased loaders, faults"
 	@echo "make fresh-check  the README's two commands in a clean Debian 12 container, from a fresh clone of HEAD"
 	@echo "make soak    the pipeline at a steady rate for SOAK_MINUTES (default 30): flat memory, nothing lost"
 
@@ -64,7 +65,7 @@ bench-quick:
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
-	cargo clippy -p ta-tests --test deploy --quiet -- -D warnings
+	cargo clippy -p ta-tests --test deploy --test deploy-cluster --quiet -- -D warnings
 
 # Licenses, bans and sources of the dependency graph against deny.toml (cargo-deny is installed
 # by `install test-tools`; its advisories check needs GitHub, which these machines cannot reach).
@@ -80,6 +81,13 @@ infra:
 # stand-in images once, ~30 min; later runs ~10 min). Its figures go into the README.
 deploy-test:
 	cargo test -p ta-tests --test deploy
+
+# The cluster variant of the central compose file (keepers + 2x2 ClickHouse) with podman, the
+# loaders and ta-query from this checkout's release binaries (~5 min; images ~3 min once).
+deploy-test-cluster:
+	$(INSTALL) services
+	cargo build --release --bins -p ta-central
+	cargo test -p ta-tests --test deploy-cluster
 
 # A new user's first run: `make demo` then `make test`, word for word from the README, in a
 # container holding only what a new machine has (deploy/local/fresh-check; ~1 h the first time).
