@@ -56,6 +56,13 @@ pub struct Args {
     /// Fail unless every part of the run produced figures (for the harness's quick mode).
     #[arg(long)]
     quick_check: bool,
+    /// Cluster mode, read as ta-loader and ta-query read it (they inherit it): the database is
+    /// dropped on every node and generated through the Distributed table, synchronously.
+    #[arg(long, env = "TA_CLICKHOUSE_CLUSTER")]
+    cluster: Option<String>,
+    /// Every cluster node's HTTP address (`deploy/local/cluster env`), for the drop and the merge.
+    #[arg(long, env = "TA_CLICKHOUSE_CLUSTER_NODES", value_delimiter = ',')]
+    cluster_nodes: Vec<String>,
 }
 
 const TOKEN: &str = crate::DEV_QUERY_TOKEN;
@@ -110,26 +117,45 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
         .unwrap()
         .and_utc()
         .timestamp();
+    // On a cluster the generating insert goes through the Distributed table and returns once
+    // every shard holds its rows; drops and merges go to each node's local tables.
+    let ch_url = match &args.cluster {
+        Some(_) => format!(
+            "{}/?insert_distributed_sync=1",
+            args.clickhouse.trim_end_matches('/')
+        ),
+        None => args.clickhouse.clone(),
+    };
+    let nodes: Vec<&str> = match &args.cluster {
+        Some(_) => args.cluster_nodes.iter().map(String::as_str).collect(),
+        None => vec![args.clickhouse.as_str()],
+    };
+    anyhow::ensure!(
+        !nodes.is_empty(),
+        "TA_CLICKHOUSE_CLUSTER is set but TA_CLICKHOUSE_CLUSTER_NODES is empty (eval \"$(deploy/local/cluster env)\")"
+    );
     let have = ch(
         &http,
-        &args.clickhouse,
+        &ch_url,
         "default",
         &format!("SELECT count() FROM system.tables WHERE database = '{db}' AND name = 'events'"),
     )
     .await?;
     let complete = have.trim() == "1"
-        && ch(&http, &args.clickhouse, db, "SELECT count() FROM events")
+        && ch(&http, &ch_url, db, "SELECT count() FROM events")
             .await?
             .trim()
             == args.events.to_string();
     if !(args.reuse && complete) {
-        ch(
-            &http,
-            &args.clickhouse,
-            "default",
-            &format!("DROP DATABASE IF EXISTS {db}"),
-        )
-        .await?;
+        for node in &nodes {
+            ch(
+                &http,
+                node,
+                "default",
+                &format!("DROP DATABASE IF EXISTS {db}"),
+            )
+            .await?;
+        }
         let status = Command::new(args.bin_dir.join("ta-loader"))
             .arg("migrate")
             .env("TA_CLICKHOUSE_URL", &args.clickhouse)
@@ -162,10 +188,17 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
              FROM (SELECT number, intDiv(number, 8) AS visit FROM numbers({n}))",
             n = args.events
         );
-        ch(&http, &args.clickhouse, db, &sql).await?;
-        ch(&http, &args.clickhouse, db, "OPTIMIZE TABLE events FINAL")
-            .await
-            .ok();
+        ch(&http, &ch_url, db, &sql).await?;
+        let table = if args.cluster.is_some() {
+            "events_local"
+        } else {
+            "events"
+        };
+        for node in &nodes {
+            ch(&http, node, db, &format!("OPTIMIZE TABLE {table} FINAL"))
+                .await
+                .ok();
+        }
         println!(
             "generated {} events in {:.1}s",
             args.events,
@@ -329,10 +362,14 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
         .text()
         .await?;
     let millions = args.events as f64 / 1e6;
+    let on = match &args.cluster {
+        Some(name) => format!(" (cluster {name}, {} nodes)", nodes.len()),
+        None => String::new(),
+    };
     let mut section = Section::new(
-        format!("4. Query API on {millions} M events"),
+        format!("4. Query API on {millions} M events{on}"),
         format!(
-            "{} events of 3 sites over 90 days generated into ClickHouse, visit rollups of the closed days built by `ta-loader rollup`; a closed 30-day range of one site; uncached = a ta-query with every cache TTL at 0 ({} requests per endpoint after one warm-up), cached = a ta-query with the default TTLs (200 requests); latencies measured by the client on the same machine.",
+            "{} events of 3 sites over 90 days generated into ClickHouse{on}, visit rollups of the closed days built by `ta-loader rollup`; a closed 30-day range of one site; uncached = a ta-query with every cache TTL at 0 ({} requests per endpoint after one warm-up), cached = a ta-query with the default TTLs (200 requests); latencies measured by the client on the same machine.",
             args.events, args.uncached
         ),
     );
