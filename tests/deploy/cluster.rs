@@ -517,6 +517,17 @@ async fn main() {
         "   ta-query (ta_query, cluster mode) answers {pageviews} pageviews"
     ));
 
+    // The services' logs, beside the test's own.
+    for name in loaders.iter().chain([&query_container]) {
+        let out = Command::new("podman")
+            .args(["logs", name])
+            .env("CONTAINERS_CONF", podman::containers_conf())
+            .output()
+            .expect("podman logs");
+        let mut text = out.stdout;
+        text.extend(out.stderr);
+        std::fs::write(dir.join(format!("{name}.log")), text).unwrap();
+    }
     cleanup();
     say(format!(
         "deploy-test-cluster: OK in {:.0}s",
