@@ -47,15 +47,11 @@ const KEEPERS: [&str; 3] = ["keeper-1", "keeper-2", "keeper-3"];
 
 /// The environment podman-compose gives `service`'s first container, from its dry run.
 fn compose_env(project: &Project, service: &str) -> BTreeMap<String, String> {
-    let mut cmd = Command::new("podman-compose");
-    cmd.arg("--dry-run").args(["-p", &project.name]);
-    for file in &project.files {
-        cmd.arg("-f").arg(file);
-    }
-    cmd.args(["up", "-d", "--no-deps", service])
-        .envs(&project.env)
-        .env("CONTAINERS_CONF", podman::containers_conf());
-    let out = cmd.output().expect("podman-compose --dry-run");
+    let out = project
+        .command()
+        .args(["--dry-run", "up", "-d", "--no-deps", service])
+        .output()
+        .expect("podman-compose --dry-run");
     let text = String::from_utf8_lossy(&out.stdout);
     let name = format!("--name={}_{service}_1", project.name);
     let line = text
@@ -254,13 +250,7 @@ async fn main() {
     let cleanup = || {
         remove_containers(&loaders);
         remove_containers(&[query_container, "ta-deploytest-cluster-migrate"]);
-        let _ = Command::new("podman-compose")
-            .args(["-p", &project.name])
-            .args(project.files.iter().flat_map(|f| [Path::new("-f"), f]))
-            .args(["down", "-v"])
-            .envs(&project.env)
-            .env("CONTAINERS_CONF", podman::containers_conf())
-            .output();
+        project.down_leftovers();
     };
     cleanup();
 

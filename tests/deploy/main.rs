@@ -373,13 +373,7 @@ async fn main() {
     // Leftovers of an earlier run of this test.
     for project in std::iter::once(&central).chain(edges.iter().map(|(p, _)| p)) {
         project.write_env();
-        let _ = Command::new("podman-compose")
-            .args(["-p", &project.name])
-            .args(project.files.iter().flat_map(|f| [Path::new("-f"), f]))
-            .args(["down", "-v"])
-            .envs(&project.env)
-            .env("CONTAINERS_CONF", containers_conf())
-            .output();
+        project.down_leftovers();
     }
 
     let started = Instant::now();

@@ -36,17 +36,28 @@ pub(crate) struct Project {
 }
 
 impl Project {
-    /// `podman-compose -p <name> -f <file>... <args>` with the project's variables in the
-    /// environment (podman-compose 1.0 interpolates from it; it has no --env-file).
-    pub(crate) fn compose(&self, args: &[&str]) -> String {
+    /// `podman-compose -p <name> -f <file>...` with the project's variables in the environment
+    /// (podman-compose 1.0 interpolates from it; it has no --env-file) and podman's settings.
+    pub(crate) fn command(&self) -> Command {
         let mut cmd = Command::new("podman-compose");
         cmd.args(["-p", &self.name]);
         for file in &self.files {
             cmd.arg("-f").arg(file);
         }
-        cmd.args(args)
-            .envs(&self.env)
+        cmd.envs(&self.env)
             .env("CONTAINERS_CONF", containers_conf());
+        cmd
+    }
+
+    /// Remove what an earlier run left (containers, network, volumes); nothing there is fine.
+    pub(crate) fn down_leftovers(&self) {
+        let _ = self.command().args(["down", "-v"]).output();
+    }
+
+    /// `podman-compose … <args>`; panics when it fails.
+    pub(crate) fn compose(&self, args: &[&str]) -> String {
+        let mut cmd = self.command();
+        cmd.args(args);
         let started = Instant::now();
         let out = run(&mut cmd);
         std::fs::write(
