@@ -192,12 +192,23 @@ async fn the_running_loader_rolls_up_a_closed_day_and_ta_query_answers_from_it()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(
-        metric_sum(
+    // The counter moves after the build's bookkeeping (recording the build, then deleting the
+    // day's earlier builds), a moment after the recorded build is visible: wait for it too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let built = metric_sum(
             &metrics(&p.loader_url).await,
-            "ta_loader_rollup_days_built_total"
-        ) >= 1.0
-    );
+            "ta_loader_rollup_days_built_total",
+        );
+        if built >= 1.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ta_loader_rollup_days_built_total stayed {built} for 30 s after the build was recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // ta-query reads the day from the rollup (its coverage check runs) and answers exactly.
     let res = client
         .get(format!(
