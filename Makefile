@@ -40,12 +40,15 @@ demo:
 	@echo "Stop everything with: make stop"
 
 # As for the demo, the broker builds in the background (first run) beside lint and the test build.
-# The suite also runs on a local ClickHouse cluster (2 shards x 2 replicas, ZooKeeper).
+# The suite also runs on a local ClickHouse cluster (2 shards x 2 replicas, ZooKeeper), started
+# empty every run: its databases are throwaway, and four 18.16 servers started together over an
+# earlier run's databases were seen to hang for good at "Loading metadata".
 test: disk-check
 	$(INSTALL) services-bg test-tools cluster
 	$(MAKE) --no-print-directory lint deny
 	cargo test --workspace --all-targets --no-run --quiet
 	$(INFRA) up
+	$(CLUSTER) down --purge
 	$(CLUSTER) up
 	eval "$$($(INFRA) env)" && eval "$$($(CLUSTER) env)" && cargo test --workspace --all-targets
 	$(MAKE) --no-print-directory bench-quick
