@@ -449,6 +449,155 @@ pub mod stats {
         s
     }
 
+    /// How a page goal tests a pageview's path.
+    #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+    pub enum PageMatch {
+        /// The whole path.
+        Exact(String),
+        /// Paths starting with this (a pattern whose only wildcard is a trailing `**`).
+        Prefix(String),
+        /// An anchored RE2 expression built from a validated pattern (`query::goals`).
+        Regex(String),
+    }
+
+    /// What makes an event a conversion of a goal: its name, for a page goal its path, and
+    /// property values it must all carry.
+    #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+    pub struct GoalTest {
+        pub event: String,
+        pub page: Option<PageMatch>,
+        pub props: Vec<(String, String)>,
+    }
+
+    impl GoalTest {
+        /// The goal as a condition on one `events` row, the one place it is written.
+        fn push(&self, s: &mut Statement) {
+            s.push("(event_name = ").bind_str(&self.event);
+            match &self.page {
+                None => {}
+                Some(PageMatch::Exact(p)) => {
+                    s.push(" AND path = ").bind_str(p);
+                }
+                Some(PageMatch::Prefix(p)) => {
+                    s.push(" AND startsWith(toString(path), ")
+                        .bind_str(p)
+                        .push(")");
+                }
+                Some(PageMatch::Regex(r)) => {
+                    s.push(" AND match(toString(path), ").bind_str(r).push(")");
+                }
+            }
+            for (k, v) in &self.props {
+                s.push(" AND props_values[indexOf(props_keys, ")
+                    .bind_str(k)
+                    .push(")] = ")
+                    .bind_str(v);
+            }
+            s.push(")");
+        }
+    }
+
+    /// Per goal of `goals` (`goal` = its 1-based position): unique converting visitors and
+    /// conversions (matching events) in the scope. Goals without a conversion have no row.
+    /// One pass: each matching event yields the positions of the goals it matches.
+    pub fn goal_totals(scope: &Scope<'_>, goals: &[GoalTest]) -> Statement {
+        let mut s = Statement::default();
+        s.push("SELECT toUInt32(g) AS goal, toUInt64(uniqExact(visitor_hash)) AS visitors, ")
+            .push("toUInt64(count()) AS conversions FROM (SELECT visitor_hash, ")
+            .push("arrayJoin(arrayFilter(x -> x > 0, [");
+        for (i, g) in goals.iter().enumerate() {
+            if i > 0 {
+                s.push(", ");
+            }
+            s.push("toUInt16(if(");
+            g.push(&mut s);
+            s.push(&format!(", {}, 0))", i + 1));
+        }
+        s.push("])) AS g FROM events");
+        push_where(&mut s, scope);
+        s.push(" AND (");
+        for (i, g) in goals.iter().enumerate() {
+            if i > 0 {
+                s.push(" OR ");
+            }
+            g.push(&mut s);
+        }
+        s.push(")) GROUP BY g ORDER BY g");
+        s
+    }
+
+    /// One goal's conversions grouped by an event column: value, visitors (all of the scope's
+    /// with an event of that value: the group's divisor), converted (those among them with a
+    /// conversion of that value), conversions; values with a conversion only, most converted
+    /// visitors first.
+    pub fn goal_breakdown_events(
+        scope: &Scope<'_>,
+        goal: &GoalTest,
+        column: &Column,
+        offset: u64,
+        limit: u64,
+    ) -> Statement {
+        let mut s = Statement::default();
+        s.push("SELECT ");
+        column.push_expr(&mut s);
+        s.push(" AS value, toUInt64(uniqExact(visitor_hash)) AS visitors, ")
+            .push("toUInt64(uniqExactIf(visitor_hash, ");
+        goal.push(&mut s);
+        s.push(")) AS converted, toUInt64(countIf(");
+        goal.push(&mut s);
+        s.push(")) AS conversions FROM events");
+        push_where(&mut s, scope);
+        if let Column::Prop(key) = column {
+            s.push(" AND has(props_keys, ").bind_str(key).push(")");
+        }
+        s.push(" GROUP BY value HAVING conversions > 0 ")
+            .push("ORDER BY converted DESC, conversions DESC, value ASC LIMIT ")
+            .bind(Value::Int(offset as i64))
+            .push(", ")
+            .bind(Value::Int(limit as i64));
+        s
+    }
+
+    /// One goal's conversions grouped by a visit attribute (entry/exit page, source, channel,
+    /// referrer, UTM: the visit's value, as in [`breakdown_visits`]): value, visitors (with a
+    /// visit of that value), converted (with a conversion in such a visit), conversions (in
+    /// such visits); values with a conversion only, most converted visitors first.
+    pub fn goal_breakdown_visits(
+        scope: &Scope<'_>,
+        goal: &GoalTest,
+        attr: &VisitAttribute,
+        offset: u64,
+        limit: u64,
+    ) -> Statement {
+        let mut s = Statement::default();
+        s.push("SELECT attr AS value, toUInt64(uniqExact(visitor_hash)) AS visitors, ")
+            .push("toUInt64(uniqExactIf(visitor_hash, conv > 0)) AS converted, ")
+            .push("toUInt64(sum(conv)) AS conversions FROM (")
+            .push("SELECT visitor_hash, arraySort(groupArray((toUInt32(ts), ");
+        attr.column.push_expr(&mut s);
+        s.push(", toUInt8(");
+        goal.push(&mut s);
+        s.push(")))) AS evs, arrayMap(x -> tupleElement(x, 1), evs) AS t, ");
+        push_visit_split(&mut s, "t", true);
+        // Conversions per visit: the running count of goal events, differenced between each
+        // visit's last and first event (as the pageviews of `breakdown_visits`).
+        s.push(", arrayMap(x -> tupleElement(x, 3), evs) AS p, arrayCumSum(p) AS c, ")
+            .push("arrayMap((u, v) -> u - v, arrayFilter((x, f) -> f, c, en), ")
+            .push("arrayFilter((x, f) -> f, arrayMap((x, y) -> x - y, c, p), st)) AS convs, ")
+            .push("arrayFilter((x, f) -> f, arrayMap(x -> tupleElement(x, 2), evs), ")
+            .push(if attr.at_exit { "en" } else { "st" })
+            .push(") AS attrs FROM events");
+        push_where(&mut s, scope);
+        push_by_visitor_day(&mut s);
+        s.push(") ARRAY JOIN convs AS conv, attrs AS attr")
+            .push(" GROUP BY value HAVING conversions > 0 ")
+            .push("ORDER BY converted DESC, conversions DESC, value ASC LIMIT ")
+            .bind(Value::Int(offset as i64))
+            .push(", ")
+            .bind(Value::Int(limit as i64));
+        s
+    }
+
     /// Visitors and pageviews of the scope (the realtime window).
     pub fn realtime(scope: &Scope<'_>) -> Statement {
         let mut s = Statement::default();

@@ -7,6 +7,9 @@
 //! [sites.site-1]
 //! read_tokens = ["…"]                # `Authorization: Bearer …`
 //! share_links = ["…"]                # `?share=…` (the dashboard's public link), read-only
+//! [[sites.site-1.goal]]               # conversion goals (format: super::goals)
+//! id = "signup"
+//! event = "signup"
 //! ```
 //!
 //! Presented credentials are hashed (SHA-256) and compared with every configured hash in
@@ -22,6 +25,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
+use super::goals::SiteGoals;
 
 /// Shortest token or share-link id accepted in the file.
 pub const MIN_SECRET_LEN: usize = 12;
@@ -67,6 +71,8 @@ struct SiteAccess {
     read_tokens: Vec<String>,
     #[serde(default)]
     share_links: Vec<String>,
+    #[serde(default)]
+    goal: Vec<super::goals::GoalEntry>,
 }
 
 type Digest32 = [u8; 32];
@@ -99,6 +105,7 @@ pub struct AccessList {
     /// (hash, grant, site or empty for admin)
     entries: Vec<(Digest32, Grant, String)>,
     sites: BTreeSet<String>,
+    goals: BTreeMap<String, SiteGoals>,
     development_only: bool,
 }
 
@@ -109,7 +116,7 @@ impl AccessList {
             message,
         };
         // The position only: the offending line may be a token.
-        let file: AccessFile = toml::from_str(text).map_err(|e| {
+        let mut file: AccessFile = toml::from_str(text).map_err(|e| {
             let (line, column, reason) = ta_shared::config_error::describe(text, &e);
             invalid(format!("line {line}, column {column}: {reason}"))
         })?;
@@ -140,11 +147,14 @@ impl AccessList {
         for t in &file.admin_tokens {
             add(t, Grant::Admin, "", &mut list)?;
         }
-        for (site, access) in &file.sites {
+        for (site, access) in &mut file.sites {
             if !ta_shared::site::is_valid_site_id(site) {
                 return Err(invalid(format!("`{site}` is not a valid site id")));
             }
             list.sites.insert(site.clone());
+            let goals =
+                super::goals::validate(site, std::mem::take(&mut access.goal)).map_err(invalid)?;
+            list.goals.insert(site.clone(), goals);
             for t in &access.read_tokens {
                 add(t, Grant::Read, site, &mut list)?;
             }
@@ -188,6 +198,11 @@ impl AccessList {
     /// Sites named in the file.
     pub fn sites(&self) -> &BTreeSet<String> {
         &self.sites
+    }
+
+    /// The goals of `site` (none for a site the file does not name).
+    pub fn goals(&self, site: &str) -> SiteGoals {
+        self.goals.get(site).cloned().unwrap_or_default()
     }
 
     /// Match a bearer token and/or share-link id against every entry, in constant time per

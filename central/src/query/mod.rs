@@ -17,6 +17,7 @@ pub mod dashboard;
 pub mod error;
 pub mod filter;
 pub mod fuzzing;
+pub mod goals;
 pub mod key;
 pub mod limits;
 pub mod openapi;
@@ -211,6 +212,8 @@ pub const ROUTES: &[&str] = &[
     "/v1/stats/timeseries",
     "/v1/stats/breakdown",
     "/v1/stats/realtime",
+    "/v1/stats/goals",
+    "/v1/goals",
     "/v1/stats/bots",
     "/v1/metrics/pageviews",
     "/v1/metrics/unique-users",
@@ -233,6 +236,8 @@ fn route(path: &str) -> MethodRouter<QueryState> {
         "/v1/stats/timeseries" => get(|s, h, q| stats(s, h, q, StatsEndpoint::Timeseries)),
         "/v1/stats/breakdown" => get(|s, h, q| stats(s, h, q, StatsEndpoint::Breakdown)),
         "/v1/stats/realtime" => get(|s, h, q| stats(s, h, q, StatsEndpoint::Realtime)),
+        "/v1/stats/goals" => get(|s, h, q| stats(s, h, q, StatsEndpoint::Goals)),
+        "/v1/goals" => get(goal_definitions),
         "/v1/stats/bots" => get(bots_today),
         "/v1/metrics/pageviews" => get(|s, h, q| seed(s, h, q, SeedEndpoint::Pageviews)),
         "/v1/metrics/unique-users" => get(|s, h, q| seed(s, h, q, SeedEndpoint::UniqueUsers)),
@@ -412,15 +417,24 @@ async fn stats(
         let list = state.access.get();
         let (who, _in_flight) = principal(&state, &list, &headers, &pairs)?;
         let now = chrono::Utc::now();
-        let req = StatsRequest::parse(endpoint, &pairs, now)?;
+        let mut req = StatsRequest::parse(endpoint, &pairs, now)?;
         list.authorize(&who, &req.site_id)?;
+        if endpoint == StatsEndpoint::Goals {
+            let site_goals = list.goals(&req.site_id);
+            req = req.with_goals(&site_goals)?;
+        }
         let property = pairs
             .iter()
             .find(|(k, _)| k == "property")
             .map(|(_, v)| v.clone())
             .unwrap_or_default();
         if req.csv {
-            let safe: String = property
+            let stem = match (endpoint, &req.goal) {
+                (StatsEndpoint::Goals, Some(goal)) => format!("goal-{goal}-{property}"),
+                (StatsEndpoint::Goals, None) => "goals".to_owned(),
+                _ => property.clone(),
+            };
+            let safe: String = stem
                 .chars()
                 .map(|c| {
                     if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
@@ -457,6 +471,11 @@ async fn stats(
                 StatsEndpoint::Breakdown => {
                     json_answer(&stats::breakdown(db, &req, &property).await?)
                 }
+                StatsEndpoint::Goals if req.csv => Answer {
+                    body: Bytes::from(stats::goals_csv(db, &req, &property).await?),
+                    content_type: "text/csv; charset=utf-8",
+                },
+                StatsEndpoint::Goals => json_answer(&stats::goals(db, &req, &property).await?),
             })
         })
         .await
@@ -515,6 +534,45 @@ async fn bots_today(
     }
     .await;
     observe(&state, "bots", started, &result);
+    match result {
+        Ok(a) => ok(a),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /v1/goals?site_id=`: the site's goal definitions, as the access file gives them.
+async fn goal_definitions(
+    State(state): State<QueryState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let started = Instant::now();
+    let result = (|| {
+        let pairs = pairs(raw.as_deref());
+        let list = state.access.get();
+        let (who, _in_flight) = principal(&state, &list, &headers, &pairs)?;
+        let mut site_id = None;
+        for (k, v) in &pairs {
+            match k.as_str() {
+                "site_id" if site_id.is_none() => site_id = Some(v.clone()),
+                "site_id" => {
+                    return Err(ApiError::bad_param("site_id", "must be given at most once"));
+                }
+                "share" => {}
+                _ => return Err(params::unknown_param(k, &["site_id"])),
+            }
+        }
+        let site_id = site_id.ok_or_else(|| ApiError::bad_param("site_id", "is required"))?;
+        list.authorize(&who, &site_id)?;
+        let goals: Vec<serde_json::Value> = list
+            .goals(&site_id)
+            .goals
+            .iter()
+            .map(goals::Goal::describe)
+            .collect();
+        Ok(json_answer(&json!({"site_id": site_id, "goals": goals})))
+    })();
+    observe(&state, "goal_definitions", started, &result);
     match result {
         Ok(a) => ok(a),
         Err(e) => e.into_response(),

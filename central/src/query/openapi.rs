@@ -60,6 +60,11 @@ fn param(name: &str) -> Value {
             "Dimension to group by.",
             true,
         ),
+        "goal" => (
+            json!({"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"}),
+            "Id of one of the site's goals (`/v1/goals`): only its row, or with `property` its conversions broken down.",
+            false,
+        ),
         "limit" => (
             json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 10}),
             "Rows per page.",
@@ -102,6 +107,22 @@ fn errors() -> Value {
 
 fn stats_op(endpoint: StatsEndpoint, summary: &str, body: Value) -> Value {
     let mut params: Vec<Value> = endpoint.params().iter().map(|p| param(p)).collect();
+    if endpoint == StatsEndpoint::Goals {
+        for p in &mut params {
+            match p["name"].as_str() {
+                Some("property") => {
+                    p["required"] = false.into();
+                    p["description"] =
+                        "Dimension to break the goal's conversions down by (requires `goal`)."
+                            .into();
+                }
+                Some("limit" | "page") => {
+                    p["description"] = "Rows of a breakdown (only with `property`).".into();
+                }
+                _ => {}
+            }
+        }
+    }
     params.push(share_param());
     let mut responses = errors();
     responses["200"] = body;
@@ -170,6 +191,15 @@ pub fn document() -> Value {
                 json!({"description": "`results`: [{date, visitors, visits, pageviews, events, views_per_visit, bounce_rate, visit_duration}]; date is YYYY-MM-DD, or local RFC 3339 for minute and hour.", "content": {"application/json": {}}})),
             "/v1/stats/breakdown": stats_op(StatsEndpoint::Breakdown, "Top values of a dimension, most visitors first. Event dimensions give visitors, pageviews, events; entry_page, exit_page, referrer, source, channel and utm_* group visits (by their first event; exit_page: last) and give visitors, visits, pageviews, bounce_rate, visit_duration.",
                 json!({"description": "`results` rows and `has_more`; or CSV with format=csv.", "content": {"application/json": {}, "text/csv": {}}})),
+            "/v1/stats/goals": stats_op(StatsEndpoint::Goals, "Conversions of the site's goals (`/v1/goals`; defined per site in the access file). Without `property`: one row per goal, in definition order, including goals nobody reached: `visitors` (unique converting visitors), `conversions` (matching events), `conversion_rate` (percent of the period's visitors under the same filters, also given as `visitors` beside `results`). With `goal` and `property`: one row per value with a conversion, most converting visitors first; event dimensions group the converting events by their own value and divide by the visitors with an event of that value; entry_page, exit_page, referrer, source, channel and utm_* group visits (by their first event; exit_page: last), counting the conversions within them and dividing by the visitors with such a visit (the group's conversion rate).",
+                json!({"description": "`results`: [{goal, name, visitors, conversions, conversion_rate}] and `visitors`; with property [{value, visitors, conversions, conversion_rate}], `goal`, `has_more`; or CSV with format=csv.", "content": {"application/json": {}, "text/csv": {}}})),
+            "/v1/goals": {"get": {"summary": "The site's goal definitions: {id, name, page | event, props}. A page goal matches pageviews whose path equals its pattern, `*` matching within one path segment and `**` across segments; an event goal matches custom events of that name; props must all be carried with those values.",
+                "security": [{"bearer": []}, {"share": []}],
+                "parameters": [{"name": "site_id", "in": "query", "required": true, "schema": {"type": "string"}}, share_param()],
+                "responses": {"200": {"description": "`{site_id, goals}`", "content": {"application/json": {}}},
+                    "400": {"description": "site_id missing or another parameter given."},
+                    "401": {"description": "No valid credential."}, "403": {"description": "The credential does not grant the site."},
+                    "404": {"description": "The site is not configured."}}}},
             "/v1/stats/realtime": stats_op(StatsEndpoint::Realtime, "Visitors and pageviews of the last 5 minutes.",
                 json!({"description": "`{visitors, pageviews, window_seconds}`", "content": {"application/json": {}}})),
             "/v1/stats/bots": {"get": {"summary": "Automated events the edges dropped today (UTC), by reason: crawlers, bot-shaped and garbage user agents, referrer spam, data-centre addresses. From the central Prometheus (TA_PROMETHEUS_URL): exact up to its last scrape, except for a series whose edge restarted today, which falls back to increase() (an estimate, rounded to whole events).",
@@ -223,6 +253,7 @@ mod tests {
             StatsEndpoint::Timeseries,
             StatsEndpoint::Breakdown,
             StatsEndpoint::Realtime,
+            StatsEndpoint::Goals,
         ] {
             let path = format!("/v1/stats/{}", e.name());
             assert_eq!(documented(&doc, &path), e.params(), "{path}");

@@ -198,6 +198,55 @@ fn stats_steps() -> Vec<(String, String)> {
             st::breakdown_visits(&scope, &attr, 1, 10).render(),
         ));
     }
+    // Goals: each kind of page test (exact, prefix, a pattern's regular expression), props,
+    // an event goal; totals and breakdowns by an event column and by visits.
+    let page = |p: &str| st::GoalTest {
+        event: "pageview".into(),
+        page: Some(ta_central::query::goals::page_match(p).expect("a valid pattern")),
+        props: Vec::new(),
+    };
+    let goals = [
+        page("/a"),
+        page("/**"),
+        page("/*"),
+        page("/[b](*"),
+        st::GoalTest {
+            props: vec![("plan".into(), "pro".into())],
+            ..page("/b*")
+        },
+        st::GoalTest {
+            event: "signup".into(),
+            page: None,
+            props: vec![("plan".into(), "pro".into())],
+        },
+    ];
+    out.push((
+        "goal_totals".into(),
+        st::goal_totals(&scope, &goals).render(),
+    ));
+    out.push((
+        "goal_totals_filtered".into(),
+        st::goal_totals(&visit_filtered, &goals).render(),
+    ));
+    for (name, column) in [
+        ("page", Column::Path),
+        ("prop", Column::Prop("plan".into())),
+    ] {
+        out.push((
+            format!("goal_breakdown_{name}"),
+            st::goal_breakdown_events(&scope, &goals[2], &column, 0, 10).render(),
+        ));
+    }
+    for (name, at_exit) in [("entry", false), ("exit", true)] {
+        let attr = VisitAttribute {
+            column: Column::Path,
+            at_exit,
+        };
+        out.push((
+            format!("goal_breakdown_{name}"),
+            st::goal_breakdown_visits(&filtered, &goals[1], &attr, 0, 10).render(),
+        ));
+    }
     // Rollups: build site-1's first day, record it, then read the range through it (the
     // first day from `visits`, the second from events).
     let day = (DAY / 86_400) as u32;
@@ -570,6 +619,12 @@ async fn every_statement_answers_the_same_on_clickhouse_18_16_and_a_current_rele
     assert_eq!(old["top_pages"], "/a\t2\n/b\t1\n");
     // visitors, visits, pageviews, events, bounces, duration, conversions, converted.
     assert_eq!(old["stats_aggregate"], "3\t3\t4\t4\t2\t20\t0\t0\n");
+    // Goals /a, /**, /*, /[b](* (none), /b* with plan=pro, the signup event (none).
+    assert_eq!(old["goal_totals"], "1\t2\t2\n2\t3\t4\n3\t3\t4\n5\t1\t1\n");
+    assert_eq!(
+        old["goal_breakdown_page"],
+        "/a\t2\t2\t2\n/b\t1\t1\t1\n/c\t1\t1\t1\n"
+    );
     // Through the rollup: the same totals, and the first day's alone.
     assert_eq!(old["rollup_held"], "3\n");
     assert_eq!(old["rollup_held_values"], "3\n");

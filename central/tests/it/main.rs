@@ -6,6 +6,7 @@ mod cluster;
 mod compat;
 mod dashboard;
 mod fuzz_corpus;
+mod goals;
 mod loader;
 mod query;
 mod stats;

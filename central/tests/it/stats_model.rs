@@ -25,12 +25,134 @@ admin_tokens = ["test-admin-token"]
 [sites.site-1]
 read_tokens = ["test-read-site-1"]
 share_links = ["test-share-site-1"]
+# The same goals as GOALS below, one by one.
+[[sites.site-1.goal]]
+id = "pricing"
+name = "Saw pricing"
+page = "/pricing"
+[[sites.site-1.goal]]
+id = "blog-post"
+page = "/blog/*"
+[[sites.site-1.goal]]
+id = "anything"
+page = "/**"
+[[sites.site-1.goal]]
+id = "quoted"
+page = "/a,b \"quote*"
+[[sites.site-1.goal]]
+id = "deep"
+page = "/*/**o"
+[[sites.site-1.goal]]
+id = "signup"
+event = "signup"
+[[sites.site-1.goal]]
+id = "signup-pro"
+event = "signup"
+props = { plan = "pro" }
+[[sites.site-1.goal]]
+id = "nobody"
+event = "never-sent"
 [sites.site-2]
 read_tokens = ["test-read-site-2"]
 share_links = ["test-share-site-2"]
 [sites.empty-site]
 read_tokens = ["test-read-empty"]
 "#;
+
+/// A goal of the model: a page pattern (`*` within a segment, `**` across) or an event name,
+/// and property values the event must carry.
+pub(crate) struct Goal {
+    pub(crate) id: &'static str,
+    pub(crate) page: Option<&'static str>,
+    pub(crate) event: Option<&'static str>,
+    pub(crate) props: &'static [(&'static str, &'static str)],
+}
+
+/// site-1's goals, as [`ACCESS`] defines them.
+pub(crate) const GOALS: &[Goal] = &[
+    Goal {
+        id: "pricing",
+        page: Some("/pricing"),
+        event: None,
+        props: &[],
+    },
+    Goal {
+        id: "blog-post",
+        page: Some("/blog/*"),
+        event: None,
+        props: &[],
+    },
+    Goal {
+        id: "anything",
+        page: Some("/**"),
+        event: None,
+        props: &[],
+    },
+    Goal {
+        id: "quoted",
+        page: Some("/a,b \"quote*"),
+        event: None,
+        props: &[],
+    },
+    Goal {
+        id: "deep",
+        page: Some("/*/**o"),
+        event: None,
+        props: &[],
+    },
+    Goal {
+        id: "signup",
+        page: None,
+        event: Some("signup"),
+        props: &[],
+    },
+    Goal {
+        id: "signup-pro",
+        page: None,
+        event: Some("signup"),
+        props: &[("plan", "pro")],
+    },
+    Goal {
+        id: "nobody",
+        page: None,
+        event: Some("never-sent"),
+        props: &[],
+    },
+];
+
+/// Whether `path` matches a goal pattern, by backtracking over the pattern (no regular
+/// expressions, unlike the SQL).
+pub(crate) fn glob(pattern: &[u8], path: &[u8]) -> bool {
+    if let Some(rest) = pattern.strip_prefix(b"**") {
+        return (0..=path.len()).any(|i| glob(rest, &path[i..]));
+    }
+    if let Some(rest) = pattern.strip_prefix(b"*") {
+        return (0..=path.len())
+            .take_while(|&i| i == 0 || path[i - 1] != b'/')
+            .any(|i| glob(rest, &path[i..]));
+    }
+    match (pattern.split_first(), path.split_first()) {
+        (None, None) => true,
+        (Some((a, p)), Some((b, s))) if a == b => glob(p, s),
+        _ => false,
+    }
+}
+
+impl Goal {
+    pub(crate) fn matches(&self, e: &Ev) -> bool {
+        let kind = match (self.page, self.event) {
+            (Some(p), _) => e.name == "pageview" && glob(p.as_bytes(), e.path.as_bytes()),
+            (None, Some(n)) => e.name == n,
+            (None, None) => unreachable!(),
+        };
+        kind && self.props.iter().all(|(k, v)| {
+            e.props
+                .iter()
+                .find(|(x, _)| x == k)
+                .is_some_and(|(_, y)| y == v)
+        })
+    }
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct Ev {

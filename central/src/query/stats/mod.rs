@@ -340,3 +340,119 @@ pub async fn realtime(
 pub fn sites_body(sites: BTreeSet<String>) -> Json {
     json!({ "sites": sites.into_iter().collect::<Vec<_>>() })
 }
+
+#[derive(Debug, Row, Deserialize)]
+struct GoalCount {
+    goal: u32,
+    visitors: u64,
+    conversions: u64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct GoalGroup {
+    value: String,
+    visitors: u64,
+    converted: u64,
+    conversions: u64,
+}
+
+/// `/v1/stats/goals` as a table: without `property`, one row per goal of the request (every
+/// goal, in the file's order, with zeros for goals nobody reached): unique converting
+/// visitors, conversions, and the conversion rate against all the scope's visitors (given
+/// back as the third value); with `goal` and `property`, one row per value of the dimension
+/// with a conversion, its rate against the visitors of that value (the group's rate), paged.
+pub async fn goal_rows(
+    db: &StatsDb,
+    req: &StatsRequest,
+) -> Result<(Vec<&'static str>, Vec<Vec<Json>>, u64, bool), ApiError> {
+    let scope = req.scope();
+    let Some(property) = &req.property else {
+        let tests: Vec<sql::GoalTest> = req.goals.iter().map(|g| g.test.clone()).collect();
+        let totals = async {
+            match tests.is_empty() {
+                true => Ok(Vec::new()),
+                false => fetch_all::<GoalCount>(db, &sql::goal_totals(&scope, &tests)).await,
+            }
+        };
+        let everyone = sql::realtime(&scope);
+        let all = fetch_all::<Realtime>(db, &everyone);
+        let (counts, all) = tokio::try_join!(totals, all)?;
+        let visitors = all.first().map_or(0, |r| r.visitors);
+        let counts: HashMap<u32, &GoalCount> = counts.iter().map(|c| (c.goal, c)).collect();
+        let rows = req
+            .goals
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let (u, n) = counts
+                    .get(&(i as u32 + 1))
+                    .map_or((0, 0), |c| (c.visitors, c.conversions));
+                vec![
+                    g.id.clone().into(),
+                    g.name.clone().into(),
+                    u.into(),
+                    n.into(),
+                    ratio(u, visitors, 100.0, 1).into(),
+                ]
+            })
+            .collect();
+        let columns = vec!["goal", "name", "visitors", "conversions", "conversion_rate"];
+        return Ok((columns, rows, visitors, false));
+    };
+    let goal = &req.goals.first().expect("a goal with property").test;
+    let offset = u64::from(req.page - 1) * u64::from(req.limit);
+    let fetch = u64::from(req.limit) + 1;
+    let s = match property {
+        Property::Event(column) => sql::goal_breakdown_events(&scope, goal, column, offset, fetch),
+        Property::Visit(attr) => sql::goal_breakdown_visits(&scope, goal, attr, offset, fetch),
+    };
+    let mut rows: Vec<Vec<Json>> = fetch_all::<GoalGroup>(db, &s)
+        .await?
+        .into_iter()
+        .map(|r| {
+            vec![
+                r.value.into(),
+                r.converted.into(),
+                r.conversions.into(),
+                ratio(r.converted, r.visitors, 100.0, 1).into(),
+            ]
+        })
+        .collect();
+    let has_more = rows.len() as u64 > u64::from(req.limit);
+    rows.truncate(req.limit as usize);
+    let columns = vec!["value", "visitors", "conversions", "conversion_rate"];
+    Ok((columns, rows, 0, has_more))
+}
+
+/// `/v1/stats/goals` as JSON.
+pub async fn goals(
+    db: &StatsDb,
+    req: &StatsRequest,
+    property_name: &str,
+) -> Result<Json, ApiError> {
+    let (columns, rows, visitors, has_more) = goal_rows(db, req).await?;
+    let mut body = req.head();
+    match &req.property {
+        None => body["visitors"] = visitors.into(),
+        Some(_) => {
+            let goal = req.goals.first().expect("a goal with property");
+            body["goal"] = json!({"id": goal.id, "name": goal.name});
+            body["property"] = property_name.into();
+            body["page"] = req.page.into();
+            body["limit"] = req.limit.into();
+            body["has_more"] = has_more.into();
+        }
+    }
+    body["results"] = format::table_json(&columns, rows).into();
+    Ok(body)
+}
+
+/// `/v1/stats/goals` as CSV ([`format::table_csv`]).
+pub async fn goals_csv(
+    db: &StatsDb,
+    req: &StatsRequest,
+    property_name: &str,
+) -> Result<String, ApiError> {
+    let (columns, rows, _, _) = goal_rows(db, req).await?;
+    Ok(format::table_csv(&columns, &rows, property_name))
+}

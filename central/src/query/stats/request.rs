@@ -9,6 +9,7 @@ use serde_json::{Value as Json, json};
 
 use crate::query::error::ApiError;
 use crate::query::filter::{self, Property};
+use crate::query::goals::{self, Goal, SiteGoals};
 #[cfg(doc)]
 use crate::query::key::AnswerKey;
 use crate::query::params;
@@ -25,6 +26,7 @@ pub enum StatsEndpoint {
     Timeseries,
     Breakdown,
     Realtime,
+    Goals,
 }
 
 impl StatsEndpoint {
@@ -34,6 +36,7 @@ impl StatsEndpoint {
             Self::Timeseries => "timeseries",
             Self::Breakdown => "breakdown",
             Self::Realtime => "realtime",
+            Self::Goals => "goals",
         }
     }
 
@@ -54,6 +57,10 @@ impl StatsEndpoint {
                 "limit", "page", "format",
             ],
             Self::Realtime => &["site_id"],
+            Self::Goals => &[
+                RANGE[0], RANGE[1], RANGE[2], RANGE[3], RANGE[4], RANGE[5], RANGE[6], "goal",
+                "property", "limit", "page", "format",
+            ],
         }
     }
 }
@@ -73,6 +80,12 @@ pub struct StatsRequest {
     pub filters: Vec<EventFilter>,
     pub interval: Bucket,
     pub property: Option<Property>,
+    /// `/v1/stats/goals`: the goal asked for (`goal=`), if one.
+    pub goal: Option<String>,
+    /// `/v1/stats/goals`: the definitions the answer is computed from (every goal of the site,
+    /// or the one asked for), resolved from the access file after parsing
+    /// ([`StatsRequest::with_goals`]), so an edited goal never meets a stale cached answer.
+    pub goals: Vec<Goal>,
     pub limit: u32,
     pub page: u32,
     pub csv: bool,
@@ -118,6 +131,7 @@ impl StatsRequest {
         let previous = given.comparison(period, &days, tz)?;
         let interval = given.interval(period, &days)?;
         let property = given.property(endpoint)?;
+        let goal = given.goal(endpoint, property.is_some())?;
         let (limit, page) = given.paging()?;
         let csv = given.csv()?;
         Self {
@@ -132,6 +146,8 @@ impl StatsRequest {
             filters: canonical(given.filters),
             interval,
             property,
+            goal,
+            goals: Vec::new(),
             limit,
             page,
             csv,
@@ -151,8 +167,23 @@ impl StatsRequest {
                 self.from = DateTime::<Utc>::UNIX_EPOCH;
                 self.to = DateTime::<Utc>::UNIX_EPOCH;
             }
-            StatsEndpoint::Aggregate | StatsEndpoint::Breakdown => {}
+            StatsEndpoint::Aggregate | StatsEndpoint::Breakdown | StatsEndpoint::Goals => {}
         }
+        Ok(self)
+    }
+
+    /// Resolve the goals the answer needs from the site's definitions: the one named by
+    /// `goal` (400 naming it when the site has no such goal), or all of them.
+    pub fn with_goals(mut self, site: &SiteGoals) -> Result<Self, ApiError> {
+        self.goals = match &self.goal {
+            Some(id) => vec![site.get(id).cloned().ok_or_else(|| {
+                ApiError::bad_param(
+                    "goal",
+                    format!("`{id}` is not a goal of this site (see /v1/goals)"),
+                )
+            })?],
+            None => site.goals.clone(),
+        };
         Ok(self)
     }
 
@@ -315,15 +346,43 @@ impl<'a> Given<'a> {
         }
     }
 
-    /// The breakdown's dimension (required there, absent elsewhere).
+    /// The breakdown's dimension (required there, optional for goals, absent elsewhere).
     fn property(&self, endpoint: StatsEndpoint) -> Result<Option<Property>, ApiError> {
-        if endpoint != StatsEndpoint::Breakdown {
+        match (endpoint, self.get("property")) {
+            (StatsEndpoint::Breakdown, None) => Err(ApiError::bad_param("property", "is required")),
+            (StatsEndpoint::Breakdown | StatsEndpoint::Goals, Some(v)) => {
+                Ok(Some(filter::parse_property(v)?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The goal of `/v1/stats/goals` (required with `property`): its id's form only; whether
+    /// the site has it is checked against the definitions ([`StatsRequest::with_goals`]).
+    fn goal(&self, endpoint: StatsEndpoint, property: bool) -> Result<Option<String>, ApiError> {
+        if endpoint != StatsEndpoint::Goals {
             return Ok(None);
         }
-        let v = self
-            .get("property")
-            .ok_or_else(|| ApiError::bad_param("property", "is required"))?;
-        Ok(Some(filter::parse_property(v)?))
+        for paging in ["limit", "page"] {
+            if !property && self.get(paging).is_some() {
+                return Err(ApiError::bad_param(
+                    paging,
+                    "is only accepted with property (the goals themselves come in one page)",
+                ));
+            }
+        }
+        match self.get("goal") {
+            None if property => Err(ApiError::bad_param(
+                "goal",
+                "is required with property (the goal whose conversions to break down)",
+            )),
+            None => Ok(None),
+            Some(id) if goals::is_valid_id(id) => Ok(Some(id.to_owned())),
+            Some(_) => Err(ApiError::bad_param(
+                "goal",
+                "must be a goal id of 1-64 characters from [a-z0-9_-]",
+            )),
+        }
     }
 
     /// `limit` rows per page and the 1-based `page`.
@@ -401,6 +460,11 @@ mod tests {
             ("site_id=s&filter=page:like:/", Breakdown, "filter"),
             ("site_id=s&limit=5", Aggregate, "query"),
             ("site_id=s&site_id=t", Aggregate, "site_id"),
+            ("site_id=s&property=source", Goals, "goal"),
+            ("site_id=s&goal=Signup", Goals, "goal"),
+            ("site_id=s&goal=a&property=x", Goals, "property"),
+            ("site_id=s&goal=a", Breakdown, "query"),
+            ("site_id=s&limit=5", Goals, "limit"),
         ] {
             assert_eq!(param(q, e), p, "{q}");
         }

@@ -1,0 +1,339 @@
+//! Goals (`/v1/goals`, `/v1/stats/goals`) against the independent model over the generated
+//! events, on every seeded database (raw and partly rolled up, one server and the cluster).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+
+use crate::stats_model::{
+    self as model, DAYS, GOALS, START, admin, every_seed, get_as, seeded, select, serve,
+};
+
+const RANGE: &str = "site_id=site-1&period=custom&from=2025-10-20&to=2025-11-02";
+const END: u32 = START + DAYS * 86_400;
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn rate(n: u64, d: u64) -> f64 {
+    if d == 0 {
+        0.0
+    } else {
+        model::round(n as f64 * 100.0 / d as f64, 1)
+    }
+}
+
+fn distinct<'a>(visitors: impl Iterator<Item = &'a u64>) -> u64 {
+    visitors.collect::<BTreeSet<_>>().len() as u64
+}
+
+/// Every goal's row over `events` (already selected by range and filters).
+fn expected_totals(events: &[model::Ev]) -> (u64, Vec<Value>) {
+    let all = distinct(events.iter().map(|e| &e.visitor));
+    let rows = GOALS
+        .iter()
+        .map(|g| {
+            let hits: Vec<&model::Ev> = events.iter().filter(|e| g.matches(e)).collect();
+            let visitors = distinct(hits.iter().map(|e| &e.visitor));
+            json!({
+                "goal": g.id,
+                "name": if g.id == "pricing" { "Saw pricing" } else { g.id },
+                "visitors": visitors,
+                "conversions": hits.len(),
+                "conversion_rate": rate(visitors, all),
+            })
+        })
+        .collect();
+    (all, rows)
+}
+
+const VISIT_DIMS: [&str; 10] = [
+    "entry_page",
+    "exit_page",
+    "referrer",
+    "source",
+    "channel",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+];
+
+/// One goal's breakdown by `dim` over `events`, sorted as the API sorts it: per value, the
+/// converting visitors, conversions, and the rate against the visitors of that value.
+fn expected_breakdown(events: &[model::Ev], goal: &model::Goal, dim: &str) -> Vec<Value> {
+    // value -> (visitors of the value, converting visitors, conversions)
+    let mut groups: BTreeMap<String, (BTreeSet<u64>, BTreeSet<u64>, u64)> = BTreeMap::new();
+    if VISIT_DIMS.contains(&dim) {
+        let (column, at_exit) = match dim {
+            "entry_page" => ("page", false),
+            "exit_page" => ("page", true),
+            d => (d, false),
+        };
+        for v in model::visits(events) {
+            let g = groups.entry(v.attr(column, at_exit)).or_default();
+            let conversions = v.evs.iter().filter(|e| goal.matches(e)).count() as u64;
+            g.0.insert(v.visitor);
+            if conversions > 0 {
+                g.1.insert(v.visitor);
+            }
+            g.2 += conversions;
+        }
+    } else {
+        for e in events {
+            if let Some(key) = dim.strip_prefix("prop.")
+                && !e.props.iter().any(|(k, _)| k == key)
+            {
+                continue;
+            }
+            let g = groups.entry(e.dim(dim)).or_default();
+            g.0.insert(e.visitor);
+            if goal.matches(e) {
+                g.1.insert(e.visitor);
+                g.2 += 1;
+            }
+        }
+    }
+    let mut rows: Vec<(u64, u64, String, Value)> = groups
+        .into_iter()
+        .filter(|(_, g)| g.2 > 0)
+        .map(|(value, (all, converted, conversions))| {
+            let c = converted.len() as u64;
+            let row = json!({
+                "value": value,
+                "visitors": c,
+                "conversions": conversions,
+                "conversion_rate": rate(c, all.len() as u64),
+            });
+            (c, conversions, value, row)
+        })
+        .collect();
+    rows.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+    rows.into_iter().map(|r| r.3).collect()
+}
+
+#[tokio::test]
+async fn goal_totals_equal_an_independent_computation_with_and_without_filters() {
+    for s in every_seed().await {
+        let base = serve(&s.config).await;
+        for filters in [
+            vec![],
+            vec![("country", "is", "DE")],
+            vec![("source", "is", "Google"), ("device", "is_not", "mobile")],
+            vec![("prop.plan", "is", "pro")],
+            vec![("entry_page", "is", "/pricing")],
+            vec![("exit_page", "contains", "DOC")],
+        ] {
+            let query: String = filters
+                .iter()
+                .map(|(d, o, v)| format!("&filter={}", urlencode(&format!("{d}:{o}:{v}"))))
+                .collect();
+            let (status, body) = admin(&format!("{base}/v1/stats/goals?{RANGE}{query}")).await;
+            assert_eq!(status, 200, "{filters:?}: {body}");
+            let events = select(&s.events, "site-1", START, END, &filters);
+            let (visitors, rows) = expected_totals(&events);
+            assert_eq!(body["visitors"], visitors, "{filters:?}");
+            assert_eq!(body["results"], json!(rows), "{filters:?}");
+        }
+        // Every goal reached by someone, except the one nobody can reach: the data exercise
+        // each kind of pattern.
+        let (_, rows) = expected_totals(&select(&s.events, "site-1", START, END, &[]));
+        for row in &rows {
+            let reached = row["visitors"].as_u64().unwrap() > 0;
+            assert_eq!(reached, row["goal"] != "nobody", "{row}");
+        }
+        // One goal only.
+        let (status, body) = admin(&format!("{base}/v1/stats/goals?{RANGE}&goal=signup-pro")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["results"], json!([rows[6]]));
+    }
+}
+
+#[tokio::test]
+async fn goal_breakdowns_by_every_dimension_equal_an_independent_computation() {
+    for s in every_seed().await {
+        let base = serve(&s.config).await;
+        let events = select(&s.events, "site-1", START, END, &[]);
+        for goal in GOALS
+            .iter()
+            .filter(|g| ["blog-post", "signup", "signup-pro"].contains(&g.id))
+        {
+            for dim in [
+                "page",
+                "entry_page",
+                "exit_page",
+                "referrer",
+                "source",
+                "channel",
+                "utm_source",
+                "utm_campaign",
+                "utm_term",
+                "device",
+                "browser",
+                "os",
+                "country",
+                "event_name",
+                "language",
+                "prop.plan",
+            ] {
+                let (status, body) = admin(&format!(
+                    "{base}/v1/stats/goals?{RANGE}&goal={}&property={dim}&limit=1000",
+                    goal.id
+                ))
+                .await;
+                assert_eq!(status, 200, "{} {dim}: {body}", goal.id);
+                let expected = expected_breakdown(&events, goal, dim);
+                assert_eq!(body["results"], json!(expected), "{} by {dim}", goal.id);
+                assert_eq!(body["goal"]["id"], goal.id);
+                assert_eq!(body["has_more"], false);
+                if dim != "utm_term" && dim != "prop.plan" {
+                    assert!(!expected.is_empty(), "{} by {dim} has rows", goal.id);
+                }
+            }
+        }
+        // With a filter and paged: the signups by source among German visitors, one row a page.
+        let filter = [("country", "is", "DE")];
+        let expected = expected_breakdown(
+            &select(&s.events, "site-1", START, END, &filter),
+            &GOALS[5],
+            "source",
+        );
+        assert!(expected.len() >= 2, "{expected:?}");
+        for (i, row) in expected.iter().enumerate() {
+            let (_, body) = admin(&format!(
+                "{base}/v1/stats/goals?{RANGE}&goal=signup&property=source&filter=country:is:DE&limit=1&page={}",
+                i + 1
+            ))
+            .await;
+            assert_eq!(body["results"], json!([row]), "page {}", i + 1);
+            assert_eq!(body["has_more"], i + 1 < expected.len());
+        }
+    }
+}
+
+#[tokio::test]
+async fn goal_definitions_csv_errors_and_access() {
+    let s = seeded().await;
+    let base = serve(&s.config).await;
+    // The definitions, as configured.
+    let (status, body) = get_as(
+        "test-share-site-1",
+        &format!("{base}/v1/goals?site_id=site-1"),
+    )
+    .await;
+    assert_eq!(
+        status, 401,
+        "a share link is a query parameter, not a bearer token: {body}"
+    );
+    let res = reqwest::get(format!(
+        "{base}/v1/goals?site_id=site-1&share=test-share-site-1"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["goals"].as_array().unwrap().len(), GOALS.len());
+    assert_eq!(
+        body["goals"][0],
+        json!({"id": "pricing", "name": "Saw pricing", "page": "/pricing"})
+    );
+    assert_eq!(
+        body["goals"][6],
+        json!({"id": "signup-pro", "name": "signup-pro", "event": "signup", "props": {"plan": "pro"}})
+    );
+    // A site without goals has none; another site's reader may not look.
+    let (status, body) = admin(&format!("{base}/v1/goals?site_id=site-2")).await;
+    assert_eq!((status, body["goals"].clone()), (200, json!([])));
+    let (status, _) = get_as(
+        "test-read-site-2",
+        &format!("{base}/v1/goals?site_id=site-1"),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = get_as(
+        "test-read-site-2",
+        &format!("{base}/v1/stats/goals?{RANGE}"),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, body) = admin(&format!("{base}/v1/stats/goals?site_id=site-2&period=7d")).await;
+    assert_eq!((status, body["results"].clone()), (200, json!([])));
+
+    // Each bad parameter named.
+    for (query, param) in [
+        ("goal=unknown", "goal"),
+        ("goal=Bad%20Id", "goal"),
+        ("property=source", "goal"),
+        ("goal=signup&property=nope", "property"),
+        ("limit=5", "limit"),
+        ("goal=signup&property=source&format=xml", "format"),
+        ("goal=signup&goal=pricing", "goal"),
+    ] {
+        let (status, body) = admin(&format!("{base}/v1/stats/goals?{RANGE}&{query}")).await;
+        assert_eq!(
+            (status, body["parameter"].as_str()),
+            (400, Some(param)),
+            "{query}: {body}"
+        );
+    }
+    let (status, body) = admin(&format!("{base}/v1/goals?site_id=site-1&period=7d")).await;
+    assert_eq!(
+        (status, body["parameter"].as_str()),
+        (400, Some("query")),
+        "{body}"
+    );
+
+    // CSV: the same rows as the JSON answer.
+    let events = select(&s.events, "site-1", START, END, &[]);
+    let csv = reqwest::Client::new()
+        .get(format!("{base}/v1/stats/goals?{RANGE}&format=csv"))
+        .bearer_auth("test-admin-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.status(), 200);
+    assert!(
+        csv.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("site-1-goals-2025-10-20-2025-11-02.csv")
+    );
+    let text = csv.text().await.unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("\"goal\",\"name\",\"visitors\",\"conversions\",\"conversion_rate\"")
+    );
+    let (_, rows) = expected_totals(&events);
+    for (line, row) in lines.zip(&rows) {
+        assert_eq!(
+            line,
+            format!(
+                "\"{}\",\"{}\",{},{},{}",
+                row["goal"].as_str().unwrap(),
+                row["name"].as_str().unwrap(),
+                row["visitors"],
+                row["conversions"],
+                row["conversion_rate"]
+            )
+        );
+    }
+    let csv = reqwest::Client::new()
+        .get(format!(
+            "{base}/v1/stats/goals?{RANGE}&goal=signup&property=source&format=csv&limit=1000"
+        ))
+        .bearer_auth("test-admin-token")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        1 + expected_breakdown(&events, &GOALS[5], "source").len()
+    );
+    assert!(csv.starts_with("\"source\",\"visitors\",\"conversions\",\"conversion_rate\""));
+}
