@@ -598,6 +598,131 @@ pub mod stats {
         s
     }
 
+    /// Whether a funnel's steps must happen within one visit or within one visitor hash's UTC
+    /// day (the hash rotates at UTC midnight, so no longer span can join a visitor's events).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum FunnelWithin {
+        Visit,
+        Day,
+    }
+
+    /// A funnel over `steps` (2–8 goals, in order): the visitors of its population and how
+    /// many reached each step (`s1` … `s8`, zeros past the last step).
+    ///
+    /// Events are grouped per visit (or per visitor hash and UTC day); a group takes part when
+    /// one of its events passes every event filter of the scope (entry/exit filters keep
+    /// whole visits, formed from all the range's events), and all its events count for the
+    /// steps: a filter selects the funnel's visitors, it does not remove the steps they took.
+    /// A group reaches step k when events e1..ek match goals 1..k with
+    /// t(e1) <= t(e2) <= … <= t(ek) (whole seconds: same-second events count in either order,
+    /// and one event may serve consecutive steps of different goals). Taking each step at the
+    /// earliest time possible after the previous one finds the deepest step, whatever the
+    /// order of ties. A visitor counts at step k when any of its groups reaches k.
+    pub fn funnel(scope: &Scope<'_>, steps: &[GoalTest], within: FunnelWithin) -> Statement {
+        assert!((1..=8).contains(&steps.len()), "a funnel has 1-8 steps");
+        let event_filters: Vec<&EventFilter> = scope
+            .filters
+            .iter()
+            .filter(|f| f.on == FilterOn::Event)
+            .collect();
+        let visit_filters: Vec<EventFilter> = scope
+            .filters
+            .iter()
+            .filter(|f| f.on != FilterOn::Event)
+            .cloned()
+            .collect();
+        let range = Scope {
+            filters: &visit_filters,
+            ..*scope
+        };
+        // Bit k-1 set when the event matches step k's goal.
+        let mask = |s: &mut Statement| {
+            s.push("toUInt16(");
+            for (i, g) in steps.iter().enumerate() {
+                if i > 0 {
+                    s.push(" + ");
+                }
+                s.push(&format!("{} * toUInt16(", 1u16 << i));
+                g.push(s);
+                s.push(")");
+            }
+            s.push(")");
+        };
+        // 1 when the event passes every event filter.
+        let passes = |s: &mut Statement| {
+            s.push("toUInt8(1");
+            for f in &event_filters {
+                s.push(" AND ");
+                f.push_test(s, |s| f.column.push_expr(s));
+            }
+            s.push(")");
+        };
+        let mut s = Statement::default();
+        s.push("SELECT toUInt64(uniqExact(visitor_hash)) AS visitors");
+        for k in 1..=8 {
+            if k <= steps.len() {
+                s.push(&format!(
+                    ", toUInt64(uniqExactIf(visitor_hash, lvl >= {k})) AS s{k}"
+                ));
+            } else {
+                s.push(&format!(", toUInt64(0) AS s{k}"));
+            }
+        }
+        s.push(" FROM (SELECT visitor_hash, ");
+        // The chain: p_k, the first event of step k no earlier than step k-1's time T_{k-1}.
+        for k in 1..=steps.len() {
+            let bit = 1u16 << (k - 1);
+            if k == 1 {
+                s.push(&format!(
+                    "arrayFirstIndex(x -> bitAnd(x, {bit}) != 0, mm) AS p1, "
+                ));
+            } else {
+                s.push(&format!(
+                    "if(p{prev} = 0, 0, arrayFirstIndex((x, y) -> bitAnd(x, {bit}) != 0 AND y >= T{prev}, mm, tt)) AS p{k}, ",
+                    prev = k - 1
+                ));
+            }
+            s.push(&format!("tt[greatest(p{k}, 1)] AS T{k}, "));
+        }
+        let reached: Vec<String> = (1..=steps.len()).map(|k| format!("(p{k} > 0)")).collect();
+        s.push(&format!("{} AS lvl FROM (", reached.join(" + ")));
+        match within {
+            FunnelWithin::Day => {
+                s.push("SELECT visitor_hash, max(f) AS ok, arraySort(groupArray((toUInt32(ts), m))) AS e, ")
+                    .push("arrayMap(x -> tupleElement(x, 1), e) AS tt, arrayMap(x -> tupleElement(x, 2), e) AS mm FROM (")
+                    .push("SELECT visitor_hash, ts, ");
+                mask(&mut s);
+                s.push(" AS m, ");
+                passes(&mut s);
+                s.push(" AS f FROM events");
+                push_where(&mut s, &range);
+                // Events that are no step and pass no filter change nothing in a day.
+                s.push(") WHERE m > 0 OR f = 1");
+                push_by_visitor_day(&mut s);
+            }
+            FunnelWithin::Visit => {
+                s.push("SELECT visitor_hash, max(f) AS ok, arraySort(groupArray((t, m))) AS e, ")
+                    .push("arrayMap(x -> tupleElement(x, 1), e) AS tt, arrayMap(x -> tupleElement(x, 2), e) AS mm FROM (")
+                    .push("SELECT visitor_hash, day, tupleElement(x, 1) AS t, tupleElement(x, 2) AS m, ")
+                    .push("tupleElement(x, 3) AS f, v FROM (SELECT visitor_hash, ")
+                    .push(UTC_DAY)
+                    .push(" AS day, arraySort(groupArray((toUInt32(ts), ");
+                mask(&mut s);
+                s.push(", ");
+                passes(&mut s);
+                s.push("))) AS evs, arrayMap(x -> tupleElement(x, 1), evs) AS t0, ");
+                push_visit_split(&mut s, "t0", false);
+                s.push(", arrayCumSum(st) AS vs FROM events");
+                push_where(&mut s, &range);
+                push_by_visitor_day(&mut s);
+                s.push(") ARRAY JOIN evs AS x, vs AS v WHERE m > 0 OR f = 1)")
+                    .push(" GROUP BY visitor_hash, day, v");
+            }
+        }
+        s.push(") WHERE ok = 1)");
+        s
+    }
+
     /// Visitors and pageviews of the scope (the realtime window).
     pub fn realtime(scope: &Scope<'_>) -> Statement {
         let mut s = Statement::default();

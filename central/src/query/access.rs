@@ -7,7 +7,7 @@
 //! [sites.site-1]
 //! read_tokens = ["…"]                # `Authorization: Bearer …`
 //! share_links = ["…"]                # `?share=…` (the dashboard's public link), read-only
-//! [[sites.site-1.goal]]               # conversion goals (format: super::goals)
+//! [[sites.site-1.goal]]               # conversion goals and funnels (format: super::goals)
 //! id = "signup"
 //! event = "signup"
 //! ```
@@ -73,6 +73,8 @@ struct SiteAccess {
     share_links: Vec<String>,
     #[serde(default)]
     goal: Vec<super::goals::GoalEntry>,
+    #[serde(default)]
+    funnel: Vec<super::goals::FunnelEntry>,
 }
 
 type Digest32 = [u8; 32];
@@ -152,8 +154,12 @@ impl AccessList {
                 return Err(invalid(format!("`{site}` is not a valid site id")));
             }
             list.sites.insert(site.clone());
-            let goals =
-                super::goals::validate(site, std::mem::take(&mut access.goal)).map_err(invalid)?;
+            let goals = super::goals::validate(
+                site,
+                std::mem::take(&mut access.goal),
+                std::mem::take(&mut access.funnel),
+            )
+            .map_err(invalid)?;
             list.goals.insert(site.clone(), goals);
             for t in &access.read_tokens {
                 add(t, Grant::Read, site, &mut list)?;

@@ -12,6 +12,10 @@
 //! id = "signup-pro"
 //! event = "signup"                # a custom-event goal
 //! props = { plan = "pro" }        # optional, up to 3 property values the event must carry
+//! [[sites.site-1.funnel]]
+//! id = "checkout"                 # same rule as goal ids
+//! name = "Checkout"               # default: the id
+//! steps = ["pricing", "signup-pro"]   # 2-8 goal ids of the site, none twice in a row
 //! ```
 //!
 //! One of `page` and `event`; both may take `props`. Patterns start with `/`, hold at most 8
@@ -50,6 +54,29 @@ pub(super) struct GoalEntry {
     props: BTreeMap<String, String>,
 }
 
+/// A funnel as written in the access file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FunnelEntry {
+    id: String,
+    #[serde(default)]
+    name: Option<String>,
+    steps: Vec<String>,
+}
+
+/// Most funnels of one site.
+pub const MAX_FUNNELS: usize = 20;
+/// Fewest and most steps of a funnel.
+pub const FUNNEL_STEPS: std::ops::RangeInclusive<usize> = 2..=8;
+
+/// A validated funnel: its steps are goal ids of the same site.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Funnel {
+    pub id: String,
+    pub name: String,
+    pub steps: Vec<String>,
+}
+
 /// A validated goal.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Goal {
@@ -83,15 +110,37 @@ impl Goal {
     }
 }
 
-/// The goals of one site, in the order of the file.
+/// The goals and funnels of one site, in the order of the file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SiteGoals {
     pub goals: Vec<Goal>,
+    pub funnels: Vec<Funnel>,
 }
 
 impl SiteGoals {
     pub fn get(&self, id: &str) -> Option<&Goal> {
         self.goals.iter().find(|g| g.id == id)
+    }
+
+    pub fn funnel(&self, id: &str) -> Option<&Funnel> {
+        self.funnels.iter().find(|f| f.id == id)
+    }
+
+    /// Why `steps` cannot be a funnel of this site, if it cannot: 2-8 known goals, none
+    /// twice in a row (the same event would take both steps).
+    pub fn check_steps(&self, steps: &[String]) -> Result<(), String> {
+        if !FUNNEL_STEPS.contains(&steps.len()) {
+            return Err("a funnel has 2 to 8 steps".into());
+        }
+        if let Some(unknown) = steps.iter().find(|s| self.get(s).is_none()) {
+            return Err(format!(
+                "`{unknown}` is not a goal of this site (see /v1/goals)"
+            ));
+        }
+        if steps.windows(2).any(|w| w[0] == w[1]) {
+            return Err("a goal may not follow itself in a funnel".into());
+        }
+        Ok(())
     }
 }
 
@@ -111,8 +160,45 @@ fn is_valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b' '))
 }
 
-/// Validate the goals of `site` as read from the file.
-pub(super) fn validate(site: &str, entries: Vec<GoalEntry>) -> Result<SiteGoals, String> {
+/// Validate the goals and funnels of `site` as read from the file.
+pub(super) fn validate(
+    site: &str,
+    entries: Vec<GoalEntry>,
+    funnels: Vec<FunnelEntry>,
+) -> Result<SiteGoals, String> {
+    let mut out = SiteGoals {
+        goals: validate_goals(site, entries)?,
+        funnels: Vec::new(),
+    };
+    if funnels.len() > MAX_FUNNELS {
+        return Err(format!("site {site} has more than {MAX_FUNNELS} funnels"));
+    }
+    for f in funnels {
+        let at = |msg: String| format!("funnel `{}` of site {site}: {msg}", f.id);
+        if !is_valid_id(&f.id) {
+            return Err(format!(
+                "site {site}: funnel id `{}` must be 1-64 characters from [a-z0-9_-]",
+                f.id
+            ));
+        }
+        if out.funnel(&f.id).is_some() {
+            return Err(at("the id is used twice".into()));
+        }
+        let name = f.name.clone().unwrap_or_else(|| f.id.clone());
+        if name.is_empty() || name.chars().count() > 120 {
+            return Err(at("name must be 1-120 characters".into()));
+        }
+        out.check_steps(&f.steps).map_err(at)?;
+        out.funnels.push(Funnel {
+            id: f.id,
+            name,
+            steps: f.steps,
+        });
+    }
+    Ok(out)
+}
+
+fn validate_goals(site: &str, entries: Vec<GoalEntry>) -> Result<Vec<Goal>, String> {
     if entries.len() > MAX_GOALS {
         return Err(format!("site {site} has more than {MAX_GOALS} goals"));
     }
@@ -177,7 +263,7 @@ pub(super) fn validate(site: &str, entries: Vec<GoalEntry>) -> Result<SiteGoals,
             test,
         });
     }
-    Ok(SiteGoals { goals })
+    Ok(goals)
 }
 
 /// How a page pattern is tested: a path without wildcards exactly, one whose only wildcard is
@@ -277,7 +363,7 @@ mod tests {
 
     #[test]
     fn each_rule_of_a_goal_is_checked_with_the_goal_named() {
-        assert!(validate("s", vec![entry("a", Some("/"), None)]).is_ok());
+        assert!(validate("s", vec![entry("a", Some("/"), None)], vec![]).is_ok());
         for (e, needle) in [
             (entry("A", Some("/"), None), "goal id `A`"),
             (entry("a", None, None), "exactly one"),
@@ -285,21 +371,38 @@ mod tests {
             (entry("a", None, Some("pageview")), "use `page`"),
             (entry("a", Some("x"), None), "start with /"),
         ] {
-            let err = validate("s", vec![e]).unwrap_err();
+            let err = validate("s", vec![e], vec![]).unwrap_err();
             assert!(err.contains(needle), "{err}");
         }
         let twice = validate(
             "s",
             vec![entry("a", Some("/"), None), entry("a", Some("/b"), None)],
+            vec![],
         )
         .unwrap_err();
         assert!(twice.contains("used twice"), "{twice}");
         let mut props = entry("p", None, Some("signup"));
         props.props = (0..4).map(|i| (format!("k{i}"), "v".into())).collect();
         assert!(
-            validate("s", vec![props])
+            validate("s", vec![props], vec![])
                 .unwrap_err()
                 .contains("at most 3")
         );
+        let goals = || vec![entry("a", Some("/"), None), entry("b", None, Some("x"))];
+        let funnel = |steps: &[&str]| FunnelEntry {
+            id: "f".into(),
+            name: None,
+            steps: steps.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        assert!(validate("s", goals(), vec![funnel(&["a", "b", "a"])]).is_ok());
+        for (steps, needle) in [
+            (&["a"][..], "2 to 8"),
+            (&["a", "c"][..], "`c` is not a goal"),
+            (&["a", "a", "b"][..], "follow itself"),
+            (&["a", "b", "a", "b", "a", "b", "a", "b", "a"][..], "2 to 8"),
+        ] {
+            let err = validate("s", goals(), vec![funnel(steps)]).unwrap_err();
+            assert!(err.contains(needle) && err.contains("funnel `f`"), "{err}");
+        }
     }
 }

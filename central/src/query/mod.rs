@@ -213,6 +213,7 @@ pub const ROUTES: &[&str] = &[
     "/v1/stats/breakdown",
     "/v1/stats/realtime",
     "/v1/stats/goals",
+    "/v1/stats/funnel",
     "/v1/goals",
     "/v1/stats/bots",
     "/v1/metrics/pageviews",
@@ -237,6 +238,7 @@ fn route(path: &str) -> MethodRouter<QueryState> {
         "/v1/stats/breakdown" => get(|s, h, q| stats(s, h, q, StatsEndpoint::Breakdown)),
         "/v1/stats/realtime" => get(|s, h, q| stats(s, h, q, StatsEndpoint::Realtime)),
         "/v1/stats/goals" => get(|s, h, q| stats(s, h, q, StatsEndpoint::Goals)),
+        "/v1/stats/funnel" => get(|s, h, q| stats(s, h, q, StatsEndpoint::Funnel)),
         "/v1/goals" => get(goal_definitions),
         "/v1/stats/bots" => get(bots_today),
         "/v1/metrics/pageviews" => get(|s, h, q| seed(s, h, q, SeedEndpoint::Pageviews)),
@@ -419,7 +421,7 @@ async fn stats(
         let now = chrono::Utc::now();
         let mut req = StatsRequest::parse(endpoint, &pairs, now)?;
         list.authorize(&who, &req.site_id)?;
-        if endpoint == StatsEndpoint::Goals {
+        if matches!(endpoint, StatsEndpoint::Goals | StatsEndpoint::Funnel) {
             let site_goals = list.goals(&req.site_id);
             req = req.with_goals(&site_goals)?;
         }
@@ -432,12 +434,16 @@ async fn stats(
             let stem = match (endpoint, &req.goal) {
                 (StatsEndpoint::Goals, Some(goal)) => format!("goal-{goal}-{property}"),
                 (StatsEndpoint::Goals, None) => "goals".to_owned(),
+                (StatsEndpoint::Funnel, _) => match &req.funnel_def {
+                    Some(f) if !f.id.is_empty() => format!("funnel-{}", f.id),
+                    _ => "funnel".to_owned(),
+                },
                 _ => property.clone(),
             };
             let safe: String = stem
                 .chars()
                 .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+                    if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
                         c
                     } else {
                         '_'
@@ -476,6 +482,11 @@ async fn stats(
                     content_type: "text/csv; charset=utf-8",
                 },
                 StatsEndpoint::Goals => json_answer(&stats::goals(db, &req, &property).await?),
+                StatsEndpoint::Funnel if req.csv => Answer {
+                    body: Bytes::from(stats::funnel_csv(db, &req).await?),
+                    content_type: "text/csv; charset=utf-8",
+                },
+                StatsEndpoint::Funnel => json_answer(&stats::funnel(db, &req).await?),
             })
         })
         .await
@@ -564,13 +575,16 @@ async fn goal_definitions(
         }
         let site_id = site_id.ok_or_else(|| ApiError::bad_param("site_id", "is required"))?;
         list.authorize(&who, &site_id)?;
-        let goals: Vec<serde_json::Value> = list
-            .goals(&site_id)
-            .goals
+        let defs = list.goals(&site_id);
+        let goals: Vec<serde_json::Value> = defs.goals.iter().map(goals::Goal::describe).collect();
+        let funnels: Vec<serde_json::Value> = defs
+            .funnels
             .iter()
-            .map(goals::Goal::describe)
+            .map(|f| json!({"id": f.id, "name": f.name, "steps": f.steps}))
             .collect();
-        Ok(json_answer(&json!({"site_id": site_id, "goals": goals})))
+        Ok(json_answer(
+            &json!({"site_id": site_id, "goals": goals, "funnels": funnels}),
+        ))
     })();
     observe(&state, "goal_definitions", started, &result);
     match result {

@@ -65,6 +65,21 @@ fn param(name: &str) -> Value {
             "Id of one of the site's goals (`/v1/goals`): only its row, or with `property` its conversions broken down.",
             false,
         ),
+        "funnel" => (
+            json!({"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"}),
+            "Id of one of the site's funnels (`/v1/goals`); or give `steps` instead.",
+            false,
+        ),
+        "steps" => (
+            json!({"type": "string", "pattern": "^[a-z0-9_-]{1,64}(,[a-z0-9_-]{1,64}){1,7}$"}),
+            "A funnel given in the request: 2-8 goal ids of the site, comma-separated, none twice in a row; instead of `funnel`.",
+            false,
+        ),
+        "within" => (
+            json!({"type": "string", "enum": ["visit", "day"], "default": "visit"}),
+            "Where the steps must happen in order: within one visit, or within one visitor's UTC day (visitor hashes rotate at UTC midnight, so no longer span can be followed).",
+            false,
+        ),
         "limit" => (
             json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 10}),
             "Rows per page.",
@@ -193,10 +208,12 @@ pub fn document() -> Value {
                 json!({"description": "`results` rows and `has_more`; or CSV with format=csv.", "content": {"application/json": {}, "text/csv": {}}})),
             "/v1/stats/goals": stats_op(StatsEndpoint::Goals, "Conversions of the site's goals (`/v1/goals`; defined per site in the access file). Without `property`: one row per goal, in definition order, including goals nobody reached: `visitors` (unique converting visitors), `conversions` (matching events), `conversion_rate` (percent of the period's visitors under the same filters, also given as `visitors` beside `results`). With `goal` and `property`: one row per value with a conversion, most converting visitors first; event dimensions group the converting events by their own value and divide by the visitors with an event of that value; entry_page, exit_page, referrer, source, channel and utm_* group visits (by their first event; exit_page: last), counting the conversions within them and dividing by the visitors with such a visit (the group's conversion rate).",
                 json!({"description": "`results`: [{goal, name, visitors, conversions, conversion_rate}] and `visitors`; with property [{value, visitors, conversions, conversion_rate}], `goal`, `has_more`; or CSV with format=csv.", "content": {"application/json": {}, "text/csv": {}}})),
-            "/v1/goals": {"get": {"summary": "The site's goal definitions: {id, name, page | event, props}. A page goal matches pageviews whose path equals its pattern, `*` matching within one path segment and `**` across segments; an event goal matches custom events of that name; props must all be carried with those values.",
+            "/v1/stats/funnel": stats_op(StatsEndpoint::Funnel, "A funnel: how many visitors took its steps in order. Events are grouped per visit (or per visitor and UTC day, `within=day`); a group reaches step k when it holds events matching steps 1..k at non-decreasing times (whole seconds: events of one second count in either order, and one event may take two consecutive steps of different goals); other events may come between. A visitor counts at a step when any of its groups reaches it. Filters select the funnel's visitors: a group takes part when one of its events passes every event filter (entry_page/exit_page keep whole visits), and then all its events count for the steps.",
+                json!({"description": "`funnel` {id, name, steps}, `within`, `visitors` (of the period under the filters) and `results`: [{step, goal, name, visitors, conversion_from_previous, conversion_from_first, dropoff, dropoff_rate}]; the first step's previous is `visitors`. Or CSV with format=csv.", "content": {"application/json": {}, "text/csv": {}}})),
+            "/v1/goals": {"get": {"summary": "The site's goal definitions: {id, name, page | event, props}, and its funnels: {id, name, steps}. A page goal matches pageviews whose path equals its pattern, `*` matching within one path segment and `**` across segments; an event goal matches custom events of that name; props must all be carried with those values.",
                 "security": [{"bearer": []}, {"share": []}],
                 "parameters": [{"name": "site_id", "in": "query", "required": true, "schema": {"type": "string"}}, share_param()],
-                "responses": {"200": {"description": "`{site_id, goals}`", "content": {"application/json": {}}},
+                "responses": {"200": {"description": "`{site_id, goals, funnels}`", "content": {"application/json": {}}},
                     "400": {"description": "site_id missing or another parameter given."},
                     "401": {"description": "No valid credential."}, "403": {"description": "The credential does not grant the site."},
                     "404": {"description": "The site is not configured."}}}},
@@ -254,6 +271,7 @@ mod tests {
             StatsEndpoint::Breakdown,
             StatsEndpoint::Realtime,
             StatsEndpoint::Goals,
+            StatsEndpoint::Funnel,
         ] {
             let path = format!("/v1/stats/{}", e.name());
             assert_eq!(documented(&doc, &path), e.params(), "{path}");

@@ -247,6 +247,24 @@ fn stats_steps() -> Vec<(String, String)> {
             st::goal_breakdown_visits(&filtered, &goals[1], &attr, 0, 10).render(),
         ));
     }
+    for (name, within) in [
+        ("visit", st::FunnelWithin::Visit),
+        ("day", st::FunnelWithin::Day),
+    ] {
+        out.push((
+            format!("funnel_{name}"),
+            st::funnel(&scope, &goals[..3], within).render(),
+        ));
+        out.push((
+            format!("funnel_{name}_filtered"),
+            st::funnel(
+                &visit_filtered,
+                &[goals[2].clone(), goals[0].clone()],
+                within,
+            )
+            .render(),
+        ));
+    }
     // Rollups: build site-1's first day, record it, then read the range through it (the
     // first day from `visits`, the second from events).
     let day = (DAY / 86_400) as u32;
@@ -625,6 +643,10 @@ async fn every_statement_answers_the_same_on_clickhouse_18_16_and_a_current_rele
         old["goal_breakdown_page"],
         "/a\t2\t2\t2\n/b\t1\t1\t1\n/c\t1\t1\t1\n"
     );
+    // Funnel /a, /**, /* on visitors 1 (/a, /b), 2 (/a), 3 (/c): the population, then
+    // each step's visitors (zeros past the third).
+    assert_eq!(old["funnel_visit"], "3\t2\t2\t2\t0\t0\t0\t0\t0\n");
+    assert_eq!(old["funnel_day"], old["funnel_visit"]);
     // Through the rollup: the same totals, and the first day's alone.
     assert_eq!(old["rollup_held"], "3\n");
     assert_eq!(old["rollup_held_values"], "3\n");

@@ -244,7 +244,7 @@ async fn goal_definitions_csv_errors_and_access() {
         json!({"id": "signup-pro", "name": "signup-pro", "event": "signup", "props": {"plan": "pro"}})
     );
     // A site without goals has none; another site's reader may not look.
-    let (status, body) = admin(&format!("{base}/v1/goals?site_id=site-2")).await;
+    let (status, body) = admin(&format!("{base}/v1/goals?site_id=empty-site")).await;
     assert_eq!((status, body["goals"].clone()), (200, json!([])));
     let (status, _) = get_as(
         "test-read-site-2",
@@ -258,7 +258,10 @@ async fn goal_definitions_csv_errors_and_access() {
     )
     .await;
     assert_eq!(status, 403);
-    let (status, body) = admin(&format!("{base}/v1/stats/goals?site_id=site-2&period=7d")).await;
+    let (status, body) = admin(&format!(
+        "{base}/v1/stats/goals?site_id=empty-site&period=7d"
+    ))
+    .await;
     assert_eq!((status, body["results"].clone()), (200, json!([])));
 
     // Each bad parameter named.
@@ -336,4 +339,220 @@ async fn goal_definitions_csv_errors_and_access() {
         1 + expected_breakdown(&events, &GOALS[5], "source").len()
     );
     assert!(csv.starts_with("\"source\",\"visitors\",\"conversions\",\"conversion_rate\""));
+}
+
+/// The funnel rule, on the scripted visitors whose paths were chosen for it, computed by hand.
+#[test]
+fn the_model_follows_the_funnel_rule_on_the_scripted_visitors() {
+    let events = model::generate(42);
+    let steps: Vec<&model::Goal> = ["blog-post", "pricing", "signup"]
+        .iter()
+        .map(|id| model::goal(id))
+        .collect();
+    // (visitor, deepest step per visit, deepest step per day)
+    for (visitor, by_visit, by_day) in [
+        (9001, 3, 3), // in order
+        (9002, 3, 3), // out of order, then in order
+        (9003, 2, 3), // signup in the next visit
+        (9004, 2, 2), // signup after UTC midnight
+        (9005, 3, 3), // pricing and signup in one second
+        (9006, 2, 2), // step 1 twice, no signup
+    ] {
+        let mine: Vec<model::Ev> = events
+            .iter()
+            .filter(|e| e.visitor == visitor)
+            .cloned()
+            .collect();
+        let visits = model::visits(&mine);
+        let deepest_visit = visits
+            .iter()
+            .map(|v| model::funnel_level(&v.evs, &steps))
+            .max()
+            .unwrap();
+        assert_eq!(deepest_visit, by_visit, "{visitor} per visit");
+        let mut days: BTreeMap<u32, Vec<model::Ev>> = BTreeMap::new();
+        for e in mine {
+            days.entry(e.ts / 86_400).or_default().push(e);
+        }
+        let deepest_day = days
+            .values()
+            .map(|d| model::funnel_level(d, &steps))
+            .max()
+            .unwrap();
+        assert_eq!(deepest_day, by_day, "{visitor} per day");
+    }
+    // One signup (plan pro) takes two consecutive steps of different goals.
+    let pro: Vec<&model::Goal> = ["pricing", "signup", "signup-pro"]
+        .iter()
+        .map(|id| model::goal(id))
+        .collect();
+    let v9001: Vec<model::Ev> = events
+        .iter()
+        .filter(|e| e.visitor == 9001)
+        .cloned()
+        .collect();
+    assert_eq!(model::funnel_level(&v9001, &pro), 3);
+}
+
+/// The API's rows for a funnel's counts.
+fn expected_funnel(steps: &[&str], (visitors, reached): (u64, Vec<u64>)) -> Vec<Value> {
+    let mut previous = visitors;
+    let first = reached[0];
+    steps
+        .iter()
+        .zip(&reached)
+        .enumerate()
+        .map(|(i, (id, &n))| {
+            let lost = previous - n;
+            let row = json!({
+                "step": i + 1,
+                "goal": id,
+                "name": if *id == "pricing" { "Saw pricing" } else { id },
+                "visitors": n,
+                "conversion_from_previous": rate(n, previous),
+                "conversion_from_first": rate(n, first),
+                "dropoff": lost,
+                "dropoff_rate": rate(lost, previous),
+            });
+            previous = n;
+            row
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn funnels_equal_an_independent_computation_per_visit_and_per_day_with_filters() {
+    for s in every_seed().await {
+        let base = serve(&s.config).await;
+        for (id, step_ids) in model::FUNNELS {
+            let steps: Vec<&model::Goal> = step_ids.iter().map(|g| model::goal(g)).collect();
+            for within in ["visit", "day"] {
+                for filters in [
+                    vec![],
+                    vec![("country", "is", "DE")],
+                    vec![("prop.plan", "is", "pro")],
+                    vec![("source", "is", "Google")],
+                    vec![
+                        ("entry_page", "is", "/blog/hello"),
+                        ("device", "is_not", "mobile"),
+                    ],
+                ] {
+                    let query: String = filters
+                        .iter()
+                        .map(|(d, o, v)| format!("&filter={}", urlencode(&format!("{d}:{o}:{v}"))))
+                        .collect();
+                    let (status, body) = admin(&format!(
+                        "{base}/v1/stats/funnel?{RANGE}&funnel={id}&within={within}{query}"
+                    ))
+                    .await;
+                    assert_eq!(status, 200, "{id} {within} {filters:?}: {body}");
+                    let counts = model::funnel(
+                        &s.events,
+                        "site-1",
+                        (START, END),
+                        &filters,
+                        &steps,
+                        within == "day",
+                    );
+                    assert_eq!(body["visitors"], counts.0, "{id} {within} {filters:?}");
+                    assert_eq!(
+                        body["results"],
+                        json!(expected_funnel(step_ids, counts.clone())),
+                        "{id} {within} {filters:?}"
+                    );
+                    if filters.is_empty() {
+                        assert!(
+                            counts.1[step_ids.len() - 1] > 0,
+                            "{id} {within}: someone finishes"
+                        );
+                        assert_eq!(body["funnel"]["steps"], json!(step_ids));
+                        assert_eq!(body["within"], within);
+                    }
+                }
+            }
+        }
+        // The visit rule makes a difference on these data: per day, more finish.
+        let steps: Vec<&model::Goal> = model::FUNNELS[0].1.iter().map(|g| model::goal(g)).collect();
+        let per_visit = model::funnel(&s.events, "site-1", (START, END), &[], &steps, false);
+        let per_day = model::funnel(&s.events, "site-1", (START, END), &[], &steps, true);
+        assert!(per_day.1[2] > per_visit.1[2], "{per_visit:?} {per_day:?}");
+        // Steps given in the request, in an order no funnel has.
+        for within in ["visit", "day"] {
+            let ids = ["signup", "pricing", "blog-post"];
+            let steps: Vec<&model::Goal> = ids.iter().map(|g| model::goal(g)).collect();
+            let (status, body) = admin(&format!(
+                "{base}/v1/stats/funnel?{RANGE}&steps=signup,pricing,blog-post&within={within}"
+            ))
+            .await;
+            assert_eq!(status, 200, "{body}");
+            let counts = model::funnel(
+                &s.events,
+                "site-1",
+                (START, END),
+                &[],
+                &steps,
+                within == "day",
+            );
+            assert_eq!(body["results"], json!(expected_funnel(&ids, counts)));
+            assert_eq!(body["funnel"]["id"], Value::Null);
+        }
+    }
+}
+
+#[tokio::test]
+async fn funnel_errors_definitions_and_csv() {
+    let s = seeded().await;
+    let base = serve(&s.config).await;
+    for (query, param) in [
+        ("", "funnel"),
+        ("funnel=nope", "funnel"),
+        ("funnel=Pro", "funnel"),
+        ("steps=pricing", "steps"),
+        ("steps=pricing,unknown", "steps"),
+        ("steps=pricing,pricing,signup", "steps"),
+        ("funnel=pro&steps=pricing,signup", "steps"),
+        ("funnel=pro&within=hour", "within"),
+        ("funnel=pro&format=pdf", "format"),
+    ] {
+        let (status, body) = admin(&format!("{base}/v1/stats/funnel?{RANGE}&{query}")).await;
+        assert_eq!(
+            (status, body["parameter"].as_str()),
+            (400, Some(param)),
+            "{query}: {body}"
+        );
+    }
+    let (_, body) = admin(&format!("{base}/v1/goals?site_id=site-1")).await;
+    assert_eq!(
+        body["funnels"][0],
+        json!({"id": "read-then-buy", "name": "Read, then buy", "steps": ["blog-post", "pricing", "signup"]})
+    );
+    let res = reqwest::Client::new()
+        .get(format!(
+            "{base}/v1/stats/funnel?{RANGE}&funnel=read-then-buy&format=csv"
+        ))
+        .bearer_auth("test-admin-token")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        res.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("site-1-funnel-read-then-buy-2025-10-20-2025-11-02.csv")
+    );
+    let csv = res.text().await.unwrap();
+    let (_, json_body) = admin(&format!(
+        "{base}/v1/stats/funnel?{RANGE}&funnel=read-then-buy"
+    ))
+    .await;
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "\"step\",\"goal\",\"name\",\"visitors\",\"conversion_from_previous\",\"conversion_from_first\",\"dropoff\",\"dropoff_rate\""
+    );
+    assert_eq!(lines.len(), 4);
+    assert!(lines[3].starts_with(&format!(
+        "3,\"signup\",\"signup\",{},",
+        json_body["results"][2]["visitors"]
+    )));
 }

@@ -52,9 +52,29 @@ props = { plan = "pro" }
 [[sites.site-1.goal]]
 id = "nobody"
 event = "never-sent"
+# The same funnels as FUNNELS below.
+[[sites.site-1.funnel]]
+id = "read-then-buy"
+name = "Read, then buy"
+steps = ["blog-post", "pricing", "signup"]
+[[sites.site-1.funnel]]
+id = "pro"
+steps = ["pricing", "signup", "signup-pro"]
+[[sites.site-1.funnel]]
+id = "four"
+steps = ["anything", "pricing", "blog-post", "signup"]
 [sites.site-2]
 read_tokens = ["test-read-site-2"]
 share_links = ["test-share-site-2"]
+[[sites.site-2.goal]]
+id = "pricing"
+page = "/pricing"
+[[sites.site-2.goal]]
+id = "signup"
+event = "signup"
+[[sites.site-2.funnel]]
+id = "pro"
+steps = ["pricing", "signup"]
 [sites.empty-site]
 read_tokens = ["test-read-empty"]
 "#;
@@ -119,6 +139,110 @@ pub(crate) const GOALS: &[Goal] = &[
         props: &[],
     },
 ];
+
+/// site-1's funnels, as [`ACCESS`] defines them: (id, goal ids of the steps).
+pub(crate) const FUNNELS: &[(&str, &[&str])] = &[
+    ("read-then-buy", &["blog-post", "pricing", "signup"]),
+    ("pro", &["pricing", "signup", "signup-pro"]),
+    ("four", &["anything", "pricing", "blog-post", "signup"]),
+];
+
+pub(crate) fn goal(id: &str) -> &'static Goal {
+    GOALS.iter().find(|g| g.id == id).expect("a goal of GOALS")
+}
+
+/// The deepest step of `steps` (0 to `steps.len()`) that `evs` reach from step `k` on, the
+/// previous step taken at `after`: some events matching the steps in order at non-decreasing
+/// times. A plain search over every choice of event (memoized), not the SQL's greedy chain.
+fn deepest(
+    evs: &[Ev],
+    steps: &[&Goal],
+    k: usize,
+    after: u32,
+    memo: &mut BTreeMap<(usize, u32), usize>,
+) -> usize {
+    if k == steps.len() {
+        return k;
+    }
+    if let Some(d) = memo.get(&(k, after)) {
+        return *d;
+    }
+    let mut best = k;
+    for e in evs.iter().filter(|e| e.ts >= after && steps[k].matches(e)) {
+        best = best.max(deepest(evs, steps, k + 1, e.ts, memo));
+    }
+    memo.insert((k, after), best);
+    best
+}
+
+/// The deepest step one group of events (a visit, or a visitor's day) reaches.
+pub(crate) fn funnel_level(evs: &[Ev], steps: &[&Goal]) -> usize {
+    deepest(evs, steps, 0, 0, &mut BTreeMap::new())
+}
+
+/// A funnel over site's events in `[from, to)`: the visitors taking part and how many reached
+/// each step. Entry/exit filters keep the visits (formed from all the range's events) whose
+/// first/last page matches; the groups are those visits (or the visitor-days of their
+/// events); a group takes part when one of its events passes every other filter, and all its
+/// events count for the steps.
+pub(crate) fn funnel(
+    events: &[Ev],
+    site: &str,
+    (from, to): (u32, u32),
+    filters: &[(&str, &str, &str)],
+    steps: &[&Goal],
+    by_day: bool,
+) -> (u64, Vec<u64>) {
+    let by_visit = |d: &str| d == "entry_page" || d == "exit_page";
+    let range: Vec<Ev> = events
+        .iter()
+        .filter(|e| e.site == site && e.ts >= from && e.ts < to)
+        .cloned()
+        .collect();
+    let kept: Vec<Ev> = visits(&range)
+        .into_iter()
+        .filter(|v| {
+            filters
+                .iter()
+                .filter(|(d, _, _)| by_visit(d))
+                .all(|(d, op, x)| matches(&v.attr("page", *d == "exit_page"), op, x))
+        })
+        .flat_map(|v| v.evs)
+        .collect();
+    let groups: Vec<(u64, Vec<Ev>)> = if by_day {
+        let mut days: BTreeMap<(u64, u32), Vec<Ev>> = BTreeMap::new();
+        for e in kept {
+            days.entry((e.visitor, e.ts / 86_400)).or_default().push(e);
+        }
+        days.into_iter().map(|((v, _), evs)| (v, evs)).collect()
+    } else {
+        visits(&kept)
+            .into_iter()
+            .map(|v| (v.visitor, v.evs))
+            .collect()
+    };
+    let mut population = BTreeSet::new();
+    let mut reached = vec![BTreeSet::new(); steps.len()];
+    for (visitor, evs) in groups {
+        let takes_part = evs.iter().any(|e| {
+            filters
+                .iter()
+                .filter(|(d, _, _)| !by_visit(d))
+                .all(|(d, op, x)| matches(&e.dim(d), op, x))
+        });
+        if !takes_part {
+            continue;
+        }
+        population.insert(visitor);
+        for set in reached.iter_mut().take(funnel_level(&evs, steps)) {
+            set.insert(visitor);
+        }
+    }
+    (
+        population.len() as u64,
+        reached.iter().map(|s| s.len() as u64).collect(),
+    )
+}
 
 /// Whether `path` matches a goal pattern, by backtracking over the pattern (no regular
 /// expressions, unlike the SQL).
@@ -319,7 +443,65 @@ pub(crate) fn generate(seed: u64) -> Vec<Ev> {
         (e.site, e.ts, e.visitor, e.name) = ("site-1".into(), t, 999, "pageview".into());
         out.push(e);
     }
+    out.extend(scripted_funnel_visitors(&out[0]));
     out
+}
+
+/// Visitors [`SCRIPTED`] whose paths through site-1 exercise the funnel rule's edge cases
+/// (each named in the comment), with `(visitor, seconds from its start, event, path)`.
+pub(crate) const SCRIPTED: &[(u64, u32, &str, &str)] = &[
+    // In order, in one visit: blog, pricing, signup (pro).
+    (9001, 0, "pageview", "/"),
+    (9001, 60, "pageview", "/blog/hello"),
+    (9001, 120, "pageview", "/pricing"),
+    (9001, 180, "signup", "/pricing"),
+    // Out of order: pricing before the blog, then pricing again and signup.
+    (9002, 0, "pageview", "/pricing"),
+    (9002, 60, "pageview", "/blog/hello"),
+    (9002, 120, "pageview", "/pricing"),
+    (9002, 180, "signup", "/docs"),
+    // Across a visit boundary: blog and pricing, then signup 30 min 1 s later (a new visit).
+    (9003, 0, "pageview", "/blog/hello"),
+    (9003, 60, "pageview", "/pricing"),
+    (9003, 60 + GAP + 1, "signup", "/pricing"),
+    // Across UTC midnight (it starts 5 minutes before one): blog, pricing, then signup after.
+    (9004, 0, "pageview", "/blog/hello"),
+    (9004, 180, "pageview", "/pricing"),
+    (9004, 420, "signup", "/pricing"),
+    // In one second: pricing and signup, after the blog.
+    (9005, 0, "pageview", "/blog/hello"),
+    (9005, 10, "signup", "/docs"),
+    (9005, 10, "pageview", "/pricing"),
+    // Step 1 repeated, then step 2, never step 3.
+    (9006, 0, "pageview", "/blog/hello"),
+    (9006, 10, "pageview", "/blog/hello"),
+    (9006, 20, "pageview", "/pricing"),
+];
+
+/// When each scripted visitor starts: within day 4 of the range, except 9004, 5 minutes
+/// before the start of day 6 (UTC midnight).
+pub(crate) fn scripted_start(visitor: u64) -> u32 {
+    match visitor {
+        9004 => START + 6 * 86_400 - 300,
+        v => START + 4 * 86_400 + 36_000 + (v - 9000) as u32 * 7_200,
+    }
+}
+
+fn scripted_funnel_visitors(template: &Ev) -> Vec<Ev> {
+    SCRIPTED
+        .iter()
+        .map(|&(visitor, dt, name, path)| {
+            let mut e = template.clone();
+            (e.site, e.ts, e.visitor) = ("site-1".into(), scripted_start(visitor) + dt, visitor);
+            (e.name, e.path) = (name.into(), path.into());
+            e.props = if name == "signup" {
+                vec![("plan".into(), "pro".into())]
+            } else {
+                Vec::new()
+            };
+            e
+        })
+        .collect()
 }
 
 /// One derived visit.

@@ -26,7 +26,9 @@ use super::period::{self, BucketSlot};
 use crate::sql::stats as sql;
 pub use coverage::{StatsDb, coverage};
 use format::{bounce_rate, change, ratio, views_per_visit, visit_duration};
-pub use request::{DEFAULT_LIMIT, Instants, MAX_LIMIT, MAX_PAGE, StatsEndpoint, StatsRequest};
+pub use request::{
+    DEFAULT_LIMIT, FunnelRef, Instants, MAX_LIMIT, MAX_PAGE, StatsEndpoint, StatsRequest,
+};
 
 /// Realtime window: events of the last five minutes (and up to five minutes ahead, for
 /// senders whose clocks run fast; the edge refuses anything further ahead).
@@ -455,4 +457,103 @@ pub async fn goals_csv(
 ) -> Result<String, ApiError> {
     let (columns, rows, _, _) = goal_rows(db, req).await?;
     Ok(format::table_csv(&columns, &rows, property_name))
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct FunnelCounts {
+    visitors: u64,
+    s1: u64,
+    s2: u64,
+    s3: u64,
+    s4: u64,
+    s5: u64,
+    s6: u64,
+    s7: u64,
+    s8: u64,
+}
+
+/// `/v1/stats/funnel` as a table, one row per step: the visitors who reached it, the
+/// conversion from the step before (for the first step: from all the funnel's visitors) and
+/// from the first step, the visitors lost since the step before and that loss as a rate; and
+/// the funnel's visitors (those of the period, under the filters).
+async fn funnel_rows(
+    db: &StatsDb,
+    req: &StatsRequest,
+) -> Result<(Vec<&'static str>, Vec<Vec<Json>>, u64), ApiError> {
+    let steps: Vec<sql::GoalTest> = req.goals.iter().map(|g| g.test.clone()).collect();
+    let s = sql::funnel(&req.scope(), &steps, req.within);
+    let c = fetch_all::<FunnelCounts>(db, &s)
+        .await?
+        .pop()
+        .unwrap_or(FunnelCounts {
+            visitors: 0,
+            s1: 0,
+            s2: 0,
+            s3: 0,
+            s4: 0,
+            s5: 0,
+            s6: 0,
+            s7: 0,
+            s8: 0,
+        });
+    let reached = [c.s1, c.s2, c.s3, c.s4, c.s5, c.s6, c.s7, c.s8];
+    let mut previous = c.visitors;
+    let first = c.s1;
+    let rows = req
+        .goals
+        .iter()
+        .zip(reached)
+        .enumerate()
+        .map(|(i, (goal, n))| {
+            let row = vec![
+                (i + 1).into(),
+                goal.id.clone().into(),
+                goal.name.clone().into(),
+                n.into(),
+                ratio(n, previous, 100.0, 1).into(),
+                ratio(n, first, 100.0, 1).into(),
+                previous.saturating_sub(n).into(),
+                ratio(previous.saturating_sub(n), previous, 100.0, 1).into(),
+            ];
+            previous = n;
+            row
+        })
+        .collect();
+    let columns = vec![
+        "step",
+        "goal",
+        "name",
+        "visitors",
+        "conversion_from_previous",
+        "conversion_from_first",
+        "dropoff",
+        "dropoff_rate",
+    ];
+    Ok((columns, rows, c.visitors))
+}
+
+/// `/v1/stats/funnel` as JSON.
+pub async fn funnel(db: &StatsDb, req: &StatsRequest) -> Result<Json, ApiError> {
+    let (columns, rows, visitors) = funnel_rows(db, req).await?;
+    let def = req.funnel_def.as_ref().expect("a resolved funnel");
+    let mut body = req.head();
+    body["funnel"] = json!({
+        "id": if def.id.is_empty() { Json::Null } else { def.id.clone().into() },
+        "name": def.name,
+        "steps": def.steps,
+    });
+    body["within"] = match req.within {
+        sql::FunnelWithin::Visit => "visit",
+        sql::FunnelWithin::Day => "day",
+    }
+    .into();
+    body["visitors"] = visitors.into();
+    body["results"] = format::table_json(&columns, rows).into();
+    Ok(body)
+}
+
+/// `/v1/stats/funnel` as CSV.
+pub async fn funnel_csv(db: &StatsDb, req: &StatsRequest) -> Result<String, ApiError> {
+    let (columns, rows, _) = funnel_rows(db, req).await?;
+    Ok(format::table_csv(&columns, &rows, "value"))
 }

@@ -9,12 +9,12 @@ use serde_json::{Value as Json, json};
 
 use crate::query::error::ApiError;
 use crate::query::filter::{self, Property};
-use crate::query::goals::{self, Goal, SiteGoals};
+use crate::query::goals::{self, Funnel, Goal, SiteGoals};
 #[cfg(doc)]
 use crate::query::key::AnswerKey;
 use crate::query::params;
 use crate::query::period::{self, DayRange, PeriodKind};
-use crate::sql::stats::{self as sql, Bucket, EventFilter, Scope};
+use crate::sql::stats::{self as sql, Bucket, EventFilter, FunnelWithin, Scope};
 
 pub const DEFAULT_LIMIT: u32 = 10;
 pub const MAX_LIMIT: u32 = 1000;
@@ -27,6 +27,15 @@ pub enum StatsEndpoint {
     Breakdown,
     Realtime,
     Goals,
+    Funnel,
+}
+
+/// The funnel a request asks for: one of the site's (`funnel=<id>`) or steps given in the
+/// request (`steps=<goal>,<goal>,…`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FunnelRef {
+    Named(String),
+    Steps(Vec<String>),
 }
 
 impl StatsEndpoint {
@@ -37,6 +46,7 @@ impl StatsEndpoint {
             Self::Breakdown => "breakdown",
             Self::Realtime => "realtime",
             Self::Goals => "goals",
+            Self::Funnel => "funnel",
         }
     }
 
@@ -60,6 +70,10 @@ impl StatsEndpoint {
             Self::Goals => &[
                 RANGE[0], RANGE[1], RANGE[2], RANGE[3], RANGE[4], RANGE[5], RANGE[6], "goal",
                 "property", "limit", "page", "format",
+            ],
+            Self::Funnel => &[
+                RANGE[0], RANGE[1], RANGE[2], RANGE[3], RANGE[4], RANGE[5], RANGE[6], "funnel",
+                "steps", "within", "format",
             ],
         }
     }
@@ -86,6 +100,11 @@ pub struct StatsRequest {
     /// or the one asked for), resolved from the access file after parsing
     /// ([`StatsRequest::with_goals`]), so an edited goal never meets a stale cached answer.
     pub goals: Vec<Goal>,
+    /// `/v1/stats/funnel`: the funnel asked for, and (resolved with the goals,
+    /// [`StatsRequest::with_goals`]) its definition; `goals` then holds its steps.
+    pub funnel: Option<FunnelRef>,
+    pub funnel_def: Option<Funnel>,
+    pub within: FunnelWithin,
     pub limit: u32,
     pub page: u32,
     pub csv: bool,
@@ -132,6 +151,7 @@ impl StatsRequest {
         let interval = given.interval(period, &days)?;
         let property = given.property(endpoint)?;
         let goal = given.goal(endpoint, property.is_some())?;
+        let (funnel, within) = given.funnel(endpoint)?;
         let (limit, page) = given.paging()?;
         let csv = given.csv()?;
         Self {
@@ -148,6 +168,9 @@ impl StatsRequest {
             property,
             goal,
             goals: Vec::new(),
+            funnel,
+            funnel_def: None,
+            within,
             limit,
             page,
             csv,
@@ -167,7 +190,10 @@ impl StatsRequest {
                 self.from = DateTime::<Utc>::UNIX_EPOCH;
                 self.to = DateTime::<Utc>::UNIX_EPOCH;
             }
-            StatsEndpoint::Aggregate | StatsEndpoint::Breakdown | StatsEndpoint::Goals => {}
+            StatsEndpoint::Aggregate
+            | StatsEndpoint::Breakdown
+            | StatsEndpoint::Goals
+            | StatsEndpoint::Funnel => {}
         }
         Ok(self)
     }
@@ -175,6 +201,32 @@ impl StatsRequest {
     /// Resolve the goals the answer needs from the site's definitions: the one named by
     /// `goal` (400 naming it when the site has no such goal), or all of them.
     pub fn with_goals(mut self, site: &SiteGoals) -> Result<Self, ApiError> {
+        if let Some(funnel) = &self.funnel {
+            let def = match funnel {
+                FunnelRef::Named(id) => site.funnel(id).cloned().ok_or_else(|| {
+                    ApiError::bad_param(
+                        "funnel",
+                        format!("`{id}` is not a funnel of this site (see /v1/goals)"),
+                    )
+                })?,
+                FunnelRef::Steps(steps) => {
+                    site.check_steps(steps)
+                        .map_err(|e| ApiError::bad_param("steps", e))?;
+                    Funnel {
+                        id: String::new(),
+                        name: steps.join(" → "),
+                        steps: steps.clone(),
+                    }
+                }
+            };
+            self.goals = def
+                .steps
+                .iter()
+                .map(|id| site.get(id).cloned().expect("funnel steps are goals"))
+                .collect();
+            self.funnel_def = Some(def);
+            return Ok(self);
+        }
         self.goals = match &self.goal {
             Some(id) => vec![site.get(id).cloned().ok_or_else(|| {
                 ApiError::bad_param(
@@ -385,6 +437,51 @@ impl<'a> Given<'a> {
         }
     }
 
+    /// The funnel of `/v1/stats/funnel` (`funnel` or `steps`, exactly one) and `within`.
+    fn funnel(
+        &self,
+        endpoint: StatsEndpoint,
+    ) -> Result<(Option<FunnelRef>, FunnelWithin), ApiError> {
+        if endpoint != StatsEndpoint::Funnel {
+            return Ok((None, FunnelWithin::Visit));
+        }
+        let within = match self.get("within") {
+            None | Some("visit") => FunnelWithin::Visit,
+            Some("day") => FunnelWithin::Day,
+            Some(_) => return Err(ApiError::bad_param("within", "must be visit or day")),
+        };
+        let id_rule = "must be goal ids of 1-64 characters from [a-z0-9_-], separated by commas";
+        let funnel = match (self.get("funnel"), self.get("steps")) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_param("steps", "is not accepted with funnel"));
+            }
+            (None, None) => {
+                return Err(ApiError::bad_param(
+                    "funnel",
+                    "is required (a funnel id, or the goal ids as steps=a,b,c)",
+                ));
+            }
+            (Some(id), None) if goals::is_valid_id(id) => FunnelRef::Named(id.to_owned()),
+            (Some(_), None) => {
+                return Err(ApiError::bad_param(
+                    "funnel",
+                    "must be a funnel id of 1-64 characters from [a-z0-9_-]",
+                ));
+            }
+            (None, Some(list)) => {
+                let steps: Vec<String> = list.split(',').map(str::to_owned).collect();
+                if steps.len() > *goals::FUNNEL_STEPS.end() {
+                    return Err(ApiError::bad_param("steps", "a funnel has 2 to 8 steps"));
+                }
+                if !steps.iter().all(|s| goals::is_valid_id(s)) {
+                    return Err(ApiError::bad_param("steps", id_rule));
+                }
+                FunnelRef::Steps(steps)
+            }
+        };
+        Ok((Some(funnel), within))
+    }
+
     /// `limit` rows per page and the 1-based `page`.
     fn paging(&self) -> Result<(u32, u32), ApiError> {
         let limit = self
@@ -465,6 +562,12 @@ mod tests {
             ("site_id=s&goal=a&property=x", Goals, "property"),
             ("site_id=s&goal=a", Breakdown, "query"),
             ("site_id=s&limit=5", Goals, "limit"),
+            ("site_id=s", Funnel, "funnel"),
+            ("site_id=s&funnel=a&steps=a,b", Funnel, "steps"),
+            ("site_id=s&steps=a,B", Funnel, "steps"),
+            ("site_id=s&steps=a,b,c,d,e,f,g,h,i", Funnel, "steps"),
+            ("site_id=s&funnel=a&within=week", Funnel, "within"),
+            ("site_id=s&funnel=a&within=day&limit=3", Funnel, "query"),
         ] {
             assert_eq!(param(q, e), p, "{q}");
         }
