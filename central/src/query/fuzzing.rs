@@ -3,18 +3,42 @@
 
 use chrono::{TimeZone, Utc};
 
+use super::access::AccessList;
 use super::cache::CacheKey;
 use super::error::ApiError;
+use super::goals::SiteGoals;
 use super::key::AnswerKey;
 use super::seed::{SeedEndpoint, SeedRequest};
 use super::stats::{StatsEndpoint, StatsRequest};
 
-const ENDPOINTS: [StatsEndpoint; 4] = [
+const ENDPOINTS: [StatsEndpoint; 6] = [
     StatsEndpoint::Aggregate,
     StatsEndpoint::Timeseries,
     StatsEndpoint::Breakdown,
     StatsEndpoint::Realtime,
+    StatsEndpoint::Goals,
+    StatsEndpoint::Funnel,
 ];
+
+/// Goals and funnels the fuzzed requests are resolved against (`goal=`, `funnel=`, `steps=`).
+static GOALS: std::sync::LazyLock<SiteGoals> = std::sync::LazyLock::new(|| {
+    let file = r#"
+[sites.s]
+[[sites.s.goal]]
+id = "a"
+page = "/a/**"
+[[sites.s.goal]]
+id = "b"
+event = "b"
+props = { k = "v" }
+[[sites.s.funnel]]
+id = "f"
+steps = ["a", "b"]
+"#;
+    AccessList::parse(file, std::path::Path::new("fuzz"))
+        .expect("the sample parses")
+        .goals("s")
+});
 
 /// Every endpoint's parameter parsing on `data` as a query string, and the cache key of what
 /// it accepts: it must never panic, and every refusal must be a 400 naming a parameter the
@@ -24,7 +48,10 @@ pub fn query_params(data: &[u8]) {
     let now = Utc.with_ymd_and_hms(2026, 3, 29, 1, 30, 0).unwrap();
     for endpoint in ENDPOINTS {
         match StatsRequest::parse(endpoint, &pairs, now) {
-            Ok(req) => weigh(AnswerKey::Stats(req)),
+            Ok(req) => match req.with_goals(&GOALS) {
+                Ok(req) => weigh(AnswerKey::Stats(Box::new(req))),
+                Err(e) => check_refusal(&e, endpoint.params()),
+            },
             Err(e) => check_refusal(&e, endpoint.params()),
         }
     }

@@ -4,14 +4,15 @@
 use std::mem::size_of;
 
 use super::cache::CacheKey;
+use super::goals::Goal;
 use super::seed::SeedKey;
 use super::stats::StatsRequest;
-use crate::sql::stats::{Column, EventFilter};
+use crate::sql::stats::{Column, EventFilter, PageMatch};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum AnswerKey {
-    /// `/v1/stats/{aggregate,timeseries,breakdown,realtime}`: every field of the request.
-    Stats(StatsRequest),
+    /// `/v1/stats/*`: every field of the request (boxed: it is much larger than the others).
+    Stats(Box<StatsRequest>),
     /// `/v1/metrics/*`.
     Seed(SeedKey),
     /// `/v1/stats/bots`: today's counts of one site.
@@ -24,12 +25,37 @@ impl CacheKey for AnswerKey {
         size_of::<Self>()
             + match self {
                 AnswerKey::Stats(req) => {
-                    req.site_id.len() + req.filters.iter().map(filter_bytes).sum::<usize>()
+                    size_of::<StatsRequest>()
+                        + req.site_id.len()
+                        + req.filters.iter().map(filter_bytes).sum::<usize>()
+                        + req.goals.iter().map(goal_bytes).sum::<usize>()
                 }
                 AnswerKey::Seed(key) => key.site_id.len(),
                 AnswerKey::Bots { site_id } => site_id.len(),
             }
     }
+}
+
+/// A resolved goal's text (definitions are bounded: 64-byte ids, 120-character names,
+/// 256-byte patterns, 3 props of 64 + 512 bytes).
+fn goal_bytes(g: &Goal) -> usize {
+    let test = &g.test;
+    let page = match &test.page {
+        Some(PageMatch::Exact(p) | PageMatch::Prefix(p) | PageMatch::Regex(p)) => p.len(),
+        None => 0,
+    };
+    size_of::<Goal>()
+        + g.id.len()
+        + g.name.len()
+        + g.page.as_ref().map_or(0, String::len)
+        + g.event.as_ref().map_or(0, String::len)
+        + test.event.len()
+        + page
+        + test
+            .props
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
 }
 
 fn filter_bytes(f: &EventFilter) -> usize {
@@ -48,7 +74,9 @@ mod tests {
 
     fn key(q: &str) -> AnswerKey {
         let now = at("2025-11-30T12:00:00Z");
-        AnswerKey::Stats(StatsRequest::parse(StatsEndpoint::Breakdown, &pairs(q), now).unwrap())
+        AnswerKey::Stats(Box::new(
+            StatsRequest::parse(StatsEndpoint::Breakdown, &pairs(q), now).unwrap(),
+        ))
     }
 
     #[test]

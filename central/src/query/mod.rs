@@ -463,7 +463,7 @@ async fn stats(
         } else {
             state.cache.ttl_for(req.to, now)
         };
-        let key = AnswerKey::Stats(req.clone());
+        let key = AnswerKey::Stats(Box::new(req.clone()));
         let db = &state.stats_db;
         cached(&state, name, key, ttl, async {
             Ok(match endpoint {

@@ -201,6 +201,9 @@ impl StatsRequest {
     /// Resolve the goals the answer needs from the site's definitions: the one named by
     /// `goal` (400 naming it when the site has no such goal), or all of them.
     pub fn with_goals(mut self, site: &SiteGoals) -> Result<Self, ApiError> {
+        if !matches!(self.endpoint, StatsEndpoint::Goals | StatsEndpoint::Funnel) {
+            return Ok(self);
+        }
         if let Some(funnel) = &self.funnel {
             let def = match funnel {
                 FunnelRef::Named(id) => site.funnel(id).cloned().ok_or_else(|| {
