@@ -723,6 +723,20 @@ pub mod stats {
         s
     }
 
+    /// Custom-property keys seen in the scope: key (as `value`), visitors and events carrying
+    /// it; most visitors first.
+    pub fn property_keys(scope: &Scope<'_>, offset: u64, limit: u64) -> Statement {
+        let mut s = Statement::default();
+        s.push("SELECT key AS value, toUInt64(uniqExact(visitor_hash)) AS visitors, ")
+            .push("toUInt64(count()) AS events FROM events ARRAY JOIN arrayDistinct(props_keys) AS key");
+        push_where(&mut s, scope);
+        s.push(" GROUP BY value ORDER BY visitors DESC, events DESC, value ASC LIMIT ")
+            .bind(Value::Int(offset as i64))
+            .push(", ")
+            .bind(Value::Int(limit as i64));
+        s
+    }
+
     /// Visitors and pageviews of the scope (the realtime window).
     pub fn realtime(scope: &Scope<'_>) -> Statement {
         let mut s = Statement::default();

@@ -11,13 +11,14 @@ use super::key::AnswerKey;
 use super::seed::{SeedEndpoint, SeedRequest};
 use super::stats::{StatsEndpoint, StatsRequest};
 
-const ENDPOINTS: [StatsEndpoint; 6] = [
+const ENDPOINTS: [StatsEndpoint; 7] = [
     StatsEndpoint::Aggregate,
     StatsEndpoint::Timeseries,
     StatsEndpoint::Breakdown,
     StatsEndpoint::Realtime,
     StatsEndpoint::Goals,
     StatsEndpoint::Funnel,
+    StatsEndpoint::Properties,
 ];
 
 /// Goals and funnels the fuzzed requests are resolved against (`goal=`, `funnel=`, `steps=`).

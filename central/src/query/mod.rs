@@ -214,6 +214,7 @@ pub const ROUTES: &[&str] = &[
     "/v1/stats/realtime",
     "/v1/stats/goals",
     "/v1/stats/funnel",
+    "/v1/stats/properties",
     "/v1/goals",
     "/v1/stats/bots",
     "/v1/metrics/pageviews",
@@ -239,6 +240,7 @@ fn route(path: &str) -> MethodRouter<QueryState> {
         "/v1/stats/realtime" => get(|s, h, q| stats(s, h, q, StatsEndpoint::Realtime)),
         "/v1/stats/goals" => get(|s, h, q| stats(s, h, q, StatsEndpoint::Goals)),
         "/v1/stats/funnel" => get(|s, h, q| stats(s, h, q, StatsEndpoint::Funnel)),
+        "/v1/stats/properties" => get(|s, h, q| stats(s, h, q, StatsEndpoint::Properties)),
         "/v1/goals" => get(goal_definitions),
         "/v1/stats/bots" => get(bots_today),
         "/v1/metrics/pageviews" => get(|s, h, q| seed(s, h, q, SeedEndpoint::Pageviews)),
@@ -434,6 +436,7 @@ async fn stats(
             let stem = match (endpoint, &req.goal) {
                 (StatsEndpoint::Goals, Some(goal)) => format!("goal-{goal}-{property}"),
                 (StatsEndpoint::Goals, None) => "goals".to_owned(),
+                (StatsEndpoint::Properties, _) => "properties".to_owned(),
                 (StatsEndpoint::Funnel, _) => match &req.funnel_def {
                     Some(f) if !f.id.is_empty() => format!("funnel-{}", f.id),
                     _ => "funnel".to_owned(),
@@ -487,6 +490,11 @@ async fn stats(
                     content_type: "text/csv; charset=utf-8",
                 },
                 StatsEndpoint::Funnel => json_answer(&stats::funnel(db, &req).await?),
+                StatsEndpoint::Properties if req.csv => Answer {
+                    body: Bytes::from(stats::properties_csv(db, &req).await?),
+                    content_type: "text/csv; charset=utf-8",
+                },
+                StatsEndpoint::Properties => json_answer(&stats::properties(db, &req).await?),
             })
         })
         .await

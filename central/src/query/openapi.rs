@@ -210,6 +210,8 @@ pub fn document() -> Value {
                 json!({"description": "`results`: [{goal, name, visitors, conversions, conversion_rate}] and `visitors`; with property [{value, visitors, conversions, conversion_rate}], `goal`, `has_more`; or CSV with format=csv.", "content": {"application/json": {}, "text/csv": {}}})),
             "/v1/stats/funnel": stats_op(StatsEndpoint::Funnel, "A funnel: how many visitors took its steps in order. Events are grouped per visit (or per visitor and UTC day, `within=day`); a group reaches step k when it holds events matching steps 1..k at non-decreasing times (whole seconds: events of one second count in either order, and one event may take two consecutive steps of different goals); other events may come between. A visitor counts at a step when any of its groups reaches it. Filters select the funnel's visitors: a group takes part when one of its events passes every event filter (entry_page/exit_page keep whole visits), and then all its events count for the steps.",
                 json!({"description": "`funnel` {id, name, steps}, `within`, `visitors` (of the period under the filters) and `results`: [{step, goal, name, visitors, conversion_from_previous, conversion_from_first, dropoff, dropoff_rate}]; the first step's previous is `visitors`. Or CSV with format=csv.", "content": {"application/json": {}, "text/csv": {}}})),
+            "/v1/stats/properties": stats_op(StatsEndpoint::Properties, "Custom-property keys seen in the period (under the filters), most visitors first: `value` (the key), `visitors` and `events` carrying it. Their values: `/v1/stats/breakdown?property=prop.<key>`.",
+                json!({"description": "`results`: [{value, visitors, events}] and `has_more`; or CSV with format=csv.", "content": {"application/json": {}, "text/csv": {}}})),
             "/v1/goals": {"get": {"summary": "The site's goal definitions: {id, name, page | event, props}, and its funnels: {id, name, steps}. A page goal matches pageviews whose path equals its pattern, `*` matching within one path segment and `**` across segments; an event goal matches custom events of that name; props must all be carried with those values.",
                 "security": [{"bearer": []}, {"share": []}],
                 "parameters": [{"name": "site_id", "in": "query", "required": true, "schema": {"type": "string"}}, share_param()],
@@ -272,6 +274,7 @@ mod tests {
             StatsEndpoint::Realtime,
             StatsEndpoint::Goals,
             StatsEndpoint::Funnel,
+            StatsEndpoint::Properties,
         ] {
             let path = format!("/v1/stats/{}", e.name());
             assert_eq!(documented(&doc, &path), e.params(), "{path}");

@@ -247,6 +247,10 @@ fn stats_steps() -> Vec<(String, String)> {
             st::goal_breakdown_visits(&filtered, &goals[1], &attr, 0, 10).render(),
         ));
     }
+    out.push((
+        "property_keys".into(),
+        st::property_keys(&filtered, 0, 10).render(),
+    ));
     for (name, within) in [
         ("visit", st::FunnelWithin::Visit),
         ("day", st::FunnelWithin::Day),
@@ -647,6 +651,7 @@ async fn every_statement_answers_the_same_on_clickhouse_18_16_and_a_current_rele
     // each step's visitors (zeros past the third).
     assert_eq!(old["funnel_visit"], "3\t2\t2\t2\t0\t0\t0\t0\t0\n");
     assert_eq!(old["funnel_day"], old["funnel_visit"]);
+    assert_eq!(old["property_keys"], "plan\t3\t4\n");
     // Through the rollup: the same totals, and the first day's alone.
     assert_eq!(old["rollup_held"], "3\n");
     assert_eq!(old["rollup_held_values"], "3\n");

@@ -556,3 +556,58 @@ async fn funnel_errors_definitions_and_csv() {
         json_body["results"][2]["visitors"]
     )));
 }
+
+#[tokio::test]
+async fn property_keys_equal_an_independent_computation() {
+    for s in every_seed().await {
+        let base = serve(&s.config).await;
+        for filters in [
+            vec![],
+            vec![("country", "is", "DE")],
+            vec![("prop.variant", "is", "b")],
+            vec![("entry_page", "is", "/blog/hello")],
+        ] {
+            let events = select(&s.events, "site-1", START, END, &filters);
+            let mut keys: BTreeMap<&str, (BTreeSet<u64>, u64)> = BTreeMap::new();
+            for e in &events {
+                for (k, _) in &e.props {
+                    let entry = keys.entry(k).or_default();
+                    entry.0.insert(e.visitor);
+                    entry.1 += 1;
+                }
+            }
+            let mut rows: Vec<(u64, u64, &str)> = keys
+                .iter()
+                .map(|(k, (v, n))| (v.len() as u64, *n, *k))
+                .collect();
+            rows.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(b.2)));
+            let expected: Vec<Value> = rows
+                .iter()
+                .map(|(v, n, k)| json!({"value": k, "visitors": v, "events": n}))
+                .collect();
+            if filters.is_empty() {
+                assert_eq!(expected.len(), 2, "plan and variant: {expected:?}");
+            }
+            let query: String = filters
+                .iter()
+                .map(|(d, o, v)| format!("&filter={}", urlencode(&format!("{d}:{o}:{v}"))))
+                .collect();
+            let (status, body) = admin(&format!(
+                "{base}/v1/stats/properties?{RANGE}{query}&limit=1000"
+            ))
+            .await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["results"], json!(expected), "{filters:?}");
+            // One key a page.
+            for (i, row) in expected.iter().enumerate() {
+                let (_, body) = admin(&format!(
+                    "{base}/v1/stats/properties?{RANGE}{query}&limit=1&page={}",
+                    i + 1
+                ))
+                .await;
+                assert_eq!(body["results"], json!([row]));
+                assert_eq!(body["has_more"], i + 1 < expected.len());
+            }
+        }
+    }
+}

@@ -32,7 +32,7 @@ async fn a_credential_for_one_site_never_reads_another_on_any_endpoint() {
     let base = serve(&s.config).await;
     let client = reqwest::Client::new();
     let routes = data_routes("site-1");
-    assert_eq!(routes.len(), 11, "every data endpoint is covered");
+    assert_eq!(routes.len(), 12, "every data endpoint is covered");
     for route in &routes {
         let url = format!("{base}{route}");
         let other = url.replace("site-1", "site-2");

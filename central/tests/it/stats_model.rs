@@ -494,10 +494,16 @@ fn scripted_funnel_visitors(template: &Ev) -> Vec<Ev> {
             let mut e = template.clone();
             (e.site, e.ts, e.visitor) = ("site-1".into(), scripted_start(visitor) + dt, visitor);
             (e.name, e.path) = (name.into(), path.into());
-            e.props = if name == "signup" {
-                vec![("plan".into(), "pro".into())]
-            } else {
-                Vec::new()
+            // A second property key, on some of them (with the plan on 9001's signup).
+            let variant = (
+                "variant".to_owned(),
+                if visitor % 2 == 0 { "a" } else { "b" }.into(),
+            );
+            e.props = match (name, visitor) {
+                ("signup", 9001) => vec![("plan".into(), "pro".into()), variant],
+                ("signup", _) => vec![("plan".into(), "pro".into())],
+                (_, 9001..=9003) => vec![variant],
+                _ => Vec::new(),
             };
             e
         })

@@ -557,3 +557,44 @@ pub async fn funnel_csv(db: &StatsDb, req: &StatsRequest) -> Result<String, ApiE
     let (columns, rows, _) = funnel_rows(db, req).await?;
     Ok(format::table_csv(&columns, &rows, "value"))
 }
+
+#[derive(Debug, Row, Deserialize)]
+struct KeyGroup {
+    value: String,
+    visitors: u64,
+    events: u64,
+}
+
+/// `/v1/stats/properties` as a table: the property keys seen, paged.
+async fn property_rows(
+    db: &StatsDb,
+    req: &StatsRequest,
+) -> Result<(Vec<&'static str>, Vec<Vec<Json>>, bool), ApiError> {
+    let offset = u64::from(req.page - 1) * u64::from(req.limit);
+    let s = sql::property_keys(&req.scope(), offset, u64::from(req.limit) + 1);
+    let mut rows: Vec<Vec<Json>> = fetch_all::<KeyGroup>(db, &s)
+        .await?
+        .into_iter()
+        .map(|r| vec![r.value.into(), r.visitors.into(), r.events.into()])
+        .collect();
+    let has_more = rows.len() as u64 > u64::from(req.limit);
+    rows.truncate(req.limit as usize);
+    Ok((vec!["value", "visitors", "events"], rows, has_more))
+}
+
+/// `/v1/stats/properties` as JSON.
+pub async fn properties(db: &StatsDb, req: &StatsRequest) -> Result<Json, ApiError> {
+    let (columns, rows, has_more) = property_rows(db, req).await?;
+    let mut body = req.head();
+    body["page"] = req.page.into();
+    body["limit"] = req.limit.into();
+    body["has_more"] = has_more.into();
+    body["results"] = format::table_json(&columns, rows).into();
+    Ok(body)
+}
+
+/// `/v1/stats/properties` as CSV.
+pub async fn properties_csv(db: &StatsDb, req: &StatsRequest) -> Result<String, ApiError> {
+    let (columns, rows, _) = property_rows(db, req).await?;
+    Ok(format::table_csv(&columns, &rows, "key"))
+}

@@ -28,6 +28,7 @@ pub enum StatsEndpoint {
     Realtime,
     Goals,
     Funnel,
+    Properties,
 }
 
 /// The funnel a request asks for: one of the site's (`funnel=<id>`) or steps given in the
@@ -47,6 +48,7 @@ impl StatsEndpoint {
             Self::Realtime => "realtime",
             Self::Goals => "goals",
             Self::Funnel => "funnel",
+            Self::Properties => "properties",
         }
     }
 
@@ -74,6 +76,10 @@ impl StatsEndpoint {
             Self::Funnel => &[
                 RANGE[0], RANGE[1], RANGE[2], RANGE[3], RANGE[4], RANGE[5], RANGE[6], "funnel",
                 "steps", "within", "format",
+            ],
+            Self::Properties => &[
+                RANGE[0], RANGE[1], RANGE[2], RANGE[3], RANGE[4], RANGE[5], RANGE[6], "limit",
+                "page", "format",
             ],
         }
     }
@@ -193,7 +199,8 @@ impl StatsRequest {
             StatsEndpoint::Aggregate
             | StatsEndpoint::Breakdown
             | StatsEndpoint::Goals
-            | StatsEndpoint::Funnel => {}
+            | StatsEndpoint::Funnel
+            | StatsEndpoint::Properties => {}
         }
         Ok(self)
     }
