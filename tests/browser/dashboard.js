@@ -27,10 +27,45 @@ async function screen(page) {
     for (const p of document.querySelectorAll("#chart polyline")) {
       series[p.dataset.series] = p.dataset.values.split(",").map(Number);
     }
+    const num = (e, attr) => Number(e.querySelector(`[data-${attr}]`).dataset[attr]);
+    const goals = [...document.querySelectorAll("[data-card=goals] tr[data-goal]")].map((r) => ({
+      goal: r.dataset.goal, visitors: num(r, "visitors"), conversions: num(r, "conversions"), rate: num(r, "rate"),
+      selected: r.classList.contains("selected"),
+    }));
+    const gb = document.querySelector("[data-goal-breakdown]");
+    const goal_breakdown = gb && {
+      goal: gb.dataset.goalBreakdown,
+      by: document.getElementById("goal-by").value,
+      rows: [...gb.querySelectorAll("tr[data-value]")].map((r) => ({ value: r.dataset.value, visitors: num(r, "visitors"), rate: num(r, "rate") })),
+    };
+    const pick = document.getElementById("funnel-pick");
+    const funnel = pick && {
+      id: pick.value,
+      within: document.getElementById("funnel-within").value,
+      steps: [...document.querySelectorAll("[data-card=funnel] [data-step]")].map((st) => {
+        const fill = st.querySelector(".fill");
+        return {
+          step: Number(st.dataset.step), visitors: Number(st.dataset.visitors), dropoff: Number(st.dataset.dropoff),
+          // What is drawn: the bar's width against its track, and its colour.
+          width: fill.getBoundingClientRect().width / st.querySelector(".track").getBoundingClientRect().width,
+          color: getComputedStyle(fill).backgroundColor,
+        };
+      }),
+    };
+    const key = document.getElementById("prop-key");
+    const prop = key && {
+      key: key.value,
+      keys: [...key.options].map((o) => o.value),
+      values: [...document.querySelectorAll("[data-prop] tr[data-value]")].map((r) => ({ value: r.dataset.value, visitors: num(r, "visitors") })),
+    };
     return {
       kpis,
       tables,
       series,
+      goals,
+      goal_breakdown,
+      funnel,
+      prop,
       filters: [...document.querySelectorAll("[data-filter]")].map((c) => c.dataset.filter),
       site: document.getElementById("site").value,
       period: document.getElementById("period").value,
@@ -109,9 +144,28 @@ main(async () => {
     ]);
     out.csv = fs.readFileSync(await download.path(), "utf8");
 
+    // Conversions, on the 30 days again: pick a goal, break it down by page, another funnel
+    // per day, another property key, then filter by one of its values.
+    const step = async (action) => {
+      const prev = await page.evaluate(() => document.body.dataset.loaded);
+      await action();
+      await reloaded(page, prev);
+      return screen(page);
+    };
+    out.conversions = await step(() => page.selectOption("#period", "30d"));
+    out.goal_selected = await step(() => page.click("[data-card=goals] tr[data-goal=signup]"));
+    out.goal_by_page = await step(() => page.selectOption("#goal-by", "page"));
+    await step(() => page.selectOption("#funnel-pick", "pro"));
+    out.funnel_day = await step(() => page.selectOption("#funnel-within", "day"));
+    out.prop_variant = await step(() => page.selectOption("#prop-key", "variant"));
+    const value = out.prop_variant.prop.values[0].value;
+    out.prop_filtered = await step(() => page.click(`[data-prop] tr[data-value="${value}"]`));
+    await page.screenshot({ path: args.screenshots + "/dashboard-conversions-light.png", fullPage: true });
+
     // Dark mode.
     await page.click("#theme");
     out.dark_theme = await page.evaluate(() => document.documentElement.dataset.theme);
+    out.dark = await screen(page);
     await page.screenshot({ path: args.screenshots + "/dashboard-dark.png", fullPage: true });
 
     // A share link: no sign-in, one site.

@@ -296,6 +296,24 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
             "breakdown by entry page",
             format!("/v1/stats/breakdown?{range}&property=page&filter=entry_page:is:/pricing"),
         ),
+        ("goals (5)", format!("/v1/stats/goals?{range}")),
+        (
+            "goal signup by source",
+            format!("/v1/stats/goals?{range}&goal=signup&property=source"),
+        ),
+        (
+            "goal blog by page",
+            format!("/v1/stats/goals?{range}&goal=blog&property=page"),
+        ),
+        (
+            "funnel, 4 steps, per visit",
+            format!("/v1/stats/funnel?{range}&funnel=four-steps"),
+        ),
+        (
+            "funnel, 4 steps, per day",
+            format!("/v1/stats/funnel?{range}&funnel=four-steps&within=day"),
+        ),
+        ("property keys", format!("/v1/stats/properties?{range}")),
         ("realtime", "/v1/stats/realtime?site_id=site-1".to_owned()),
         (
             "seed pageviews",

@@ -146,6 +146,176 @@ async fn the_dashboard_shows_the_apis_numbers_and_its_controls_work() {
     assert_eq!(screen["csv"].as_str().unwrap(), csv);
     assert_eq!(screen["dark_theme"], "dark");
 
+    // Conversions: goals, the funnel (numbers and the bars drawn) and property values equal
+    // the API (which the model checks in goals.rs), in each state the clicks put it in.
+    // Numbers as f64: the browser writes 70 where the API writes 70.0.
+    fn norm(v: Value) -> Value {
+        match v {
+            Value::Number(n) => json!(n.as_f64().unwrap()),
+            Value::Array(a) => Value::Array(a.into_iter().map(norm).collect()),
+            Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, norm(v))).collect()),
+            other => other,
+        }
+    }
+    let rows = |v: &Value, keys: &[&str]| -> Vec<Value> {
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                Value::Object(
+                    keys.iter()
+                        .map(|k| ((*k).to_owned(), r[*k].clone()))
+                        .collect(),
+                )
+            })
+            .collect()
+    };
+    let conv = &screen["conversions"];
+    let (_, goals) = admin(&format!("{base}/v1/stats/goals?{range}")).await;
+    let shown: Vec<Value> = conv["goals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| json!({"goal": g["goal"], "visitors": g["visitors"], "conversions": g["conversions"], "conversion_rate": g["rate"]}))
+        .collect();
+    assert_eq!(
+        norm(json!(shown)),
+        norm(json!(rows(
+            &goals,
+            &["goal", "visitors", "conversions", "conversion_rate"]
+        )))
+    );
+    assert!(shown.len() >= 8);
+    let funnel_steps = |f: &Value| -> Vec<Value> {
+        f["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|st| json!({"step": st["step"], "visitors": st["visitors"], "dropoff": st["dropoff"]}))
+            .collect()
+    };
+    let (_, funnel) = admin(&format!(
+        "{base}/v1/stats/funnel?{range}&funnel=read-then-buy"
+    ))
+    .await;
+    assert_eq!(
+        (
+            conv["funnel"]["id"].as_str(),
+            conv["funnel"]["within"].as_str()
+        ),
+        (Some("read-then-buy"), Some("visit"))
+    );
+    assert_eq!(
+        json!(funnel_steps(&conv["funnel"])),
+        json!(rows(&funnel, &["step", "visitors", "dropoff"]))
+    );
+    let population = funnel["visitors"].as_f64().unwrap();
+    for st in conv["funnel"]["steps"].as_array().unwrap() {
+        let drawn = st["width"].as_f64().unwrap();
+        let want = st["visitors"].as_f64().unwrap() / population;
+        assert!(
+            (drawn - want).abs() < 0.01,
+            "bar of step {}: {drawn} vs {want}",
+            st["step"]
+        );
+        assert_eq!(st["color"], "rgb(79, 70, 229)", "light accent");
+    }
+    let (_, keys) = admin(&format!("{base}/v1/stats/properties?{range}&limit=50")).await;
+    let key_names: Vec<Value> = keys["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["value"].clone())
+        .collect();
+    assert_eq!(conv["prop"]["keys"], json!(key_names));
+    assert_eq!(conv["prop"]["key"], key_names[0]);
+    let prop_values = |key: &str, extra: &str| {
+        let url = format!("{base}/v1/stats/breakdown?{range}&property=prop.{key}&limit=10{extra}");
+        async move { rows(&admin(&url).await.1, &["value", "visitors"]) }
+    };
+    assert_eq!(
+        conv["prop"]["values"],
+        json!(prop_values(key_names[0].as_str().unwrap(), "").await)
+    );
+
+    let selected = &screen["goal_selected"];
+    let (_, by_source) = admin(&format!(
+        "{base}/v1/stats/goals?{range}&goal=signup&property=source&limit=10"
+    ))
+    .await;
+    assert_eq!(selected["goal_breakdown"]["goal"], "signup");
+    assert_eq!(selected["goal_breakdown"]["by"], "source");
+    assert_eq!(
+        norm(json!(selected["goal_breakdown"]["rows"].as_array().unwrap().iter().map(|r| json!({"value": r["value"], "visitors": r["visitors"], "conversion_rate": r["rate"]})).collect::<Vec<_>>())),
+        norm(json!(rows(&by_source, &["value", "visitors", "conversion_rate"])))
+    );
+    assert!(!by_source["results"].as_array().unwrap().is_empty());
+    assert!(
+        selected["goals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["goal"] == "signup" && g["selected"] == true)
+    );
+    let (_, by_page) = admin(&format!(
+        "{base}/v1/stats/goals?{range}&goal=signup&property=page&limit=10"
+    ))
+    .await;
+    let shown_by_page: Vec<Value> = screen["goal_by_page"]["goal_breakdown"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| json!({"value": r["value"], "visitors": r["visitors"]}))
+        .collect();
+    assert_eq!(
+        json!(shown_by_page),
+        json!(rows(&by_page, &["value", "visitors"]))
+    );
+
+    let day = &screen["funnel_day"]["funnel"];
+    assert_eq!(
+        (day["id"].as_str(), day["within"].as_str()),
+        (Some("pro"), Some("day"))
+    );
+    let (_, pro_day) = admin(&format!(
+        "{base}/v1/stats/funnel?{range}&funnel=pro&within=day"
+    ))
+    .await;
+    assert_eq!(
+        json!(funnel_steps(day)),
+        json!(rows(&pro_day, &["step", "visitors", "dropoff"]))
+    );
+
+    assert_eq!(screen["prop_variant"]["prop"]["key"], "variant");
+    assert_eq!(
+        screen["prop_variant"]["prop"]["values"],
+        json!(prop_values("variant", "").await)
+    );
+    let value = screen["prop_variant"]["prop"]["values"][0]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let last = &screen["prop_filtered"];
+    assert_eq!(last["filters"], json!([format!("prop.variant:is:{value}")]));
+    let url = last["url"].as_str().unwrap();
+    for part in [
+        "goal=signup",
+        "goal_by=page",
+        "funnel=pro",
+        "within=day",
+        "prop=variant",
+    ] {
+        assert!(
+            url.contains(part),
+            "{part} in {url}: the view can be shared"
+        );
+    }
+    // Dark mode redraws the funnel in the dark accent.
+    for st in screen["dark"]["funnel"]["steps"].as_array().unwrap() {
+        assert_eq!(st["color"], "rgb(139, 133, 255)", "dark accent");
+    }
+
     // The share link opened without signing in, on its one site.
     assert_eq!(screen["shared_login_hidden"], true);
     assert_eq!(screen["shared_sites"], json!(["site-1"]));

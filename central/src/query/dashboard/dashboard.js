@@ -13,7 +13,18 @@
     date: q.get("date") || "",
     filters: q.getAll("filter"),
     tz: Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC",
+    // Conversions: the goal broken down and by what, the funnel shown and how, the property key.
+    goal: q.get("goal") || "",
+    goalBy: q.get("goal_by") || "source",
+    funnel: q.get("funnel") || "",
+    within: q.get("within") === "day" ? "day" : "visit",
+    prop: q.get("prop") || "",
   };
+  const GOAL_DIMENSIONS = [
+    ["source", "Source"], ["channel", "Channel"], ["referrer", "Referrer"], ["utm_campaign", "UTM campaign"],
+    ["entry_page", "Entry page"], ["page", "Page"], ["country", "Country"], ["device", "Device"],
+    ["browser", "Browser"], ["os", "OS"],
+  ];
   const TABLES = [
     ["page", "Top pages"], ["entry_page", "Entry pages"], ["source", "Sources"],
     ["utm_campaign", "UTM campaigns"], ["country", "Countries"], ["device", "Devices"],
@@ -78,6 +89,10 @@
     u.searchParams.set("period", state.period);
     if (state.date) u.searchParams.set("date", state.date);
     for (const f of state.filters) u.searchParams.append("filter", f);
+    if (state.goal) { u.searchParams.set("goal", state.goal); u.searchParams.set("goal_by", state.goalBy); }
+    if (state.funnel) u.searchParams.set("funnel", state.funnel);
+    if (state.within !== "visit") u.searchParams.set("within", state.within);
+    if (state.prop) u.searchParams.set("prop", state.prop);
     history.replaceState(null, "", u);
   }
 
@@ -165,6 +180,100 @@
       el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, title), el("th", { class: "n" }, "Visitors"), el("th", { class: "n" }, second))),
         el("tbody", {}, ...rows)));
   }
+  // ---- conversions: goals, funnel, custom properties
+  const pct = (v) => v + "%";
+  function addFilter(f) { if (!state.filters.includes(f)) state.filters.push(f); load(); }
+  function select(id, options, value, onchange) {
+    const s = el("select", { id, "aria-label": id.replace(/-/g, " "), onchange: (e) => onchange(e.target.value) },
+      ...options.map(([v, label]) => el("option", { value: v }, label)));
+    s.value = value;
+    return s;
+  }
+  function renderGoals(defs, goals, breakdown) {
+    const rows = goals.results.map((r) => el("tr", { "data-goal": r.goal, class: r.goal === state.goal ? "selected" : "",
+      onclick: () => { state.goal = state.goal === r.goal ? "" : r.goal; load(); } },
+      el("td", {}, r.name),
+      el("td", { class: "n", "data-visitors": String(r.visitors) }, nf.format(r.visitors)),
+      el("td", { class: "n", "data-conversions": String(r.conversions) }, nf.format(r.conversions)),
+      el("td", { class: "n", "data-rate": String(r.conversion_rate) }, pct(r.conversion_rate))));
+    const card = el("div", { class: "card wide", "data-card": "goals" },
+      el("div", { class: "head" }, el("h2", {}, "Goals"), el("span", { class: "muted" }, "click a goal to see what converts")),
+      el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Goal"), el("th", { class: "n" }, "Visitors"),
+        el("th", { class: "n" }, "Conversions"), el("th", { class: "n" }, "Conv. rate"))), el("tbody", {}, ...rows)));
+    if (breakdown) {
+      const goal = defs.goals.find((g) => g.id === state.goal);
+      const values = breakdown.results.length ? breakdown.results.map((r) => el("tr", { "data-value": r.value,
+        onclick: () => addFilter(state.goalBy + ":is:" + r.value) },
+        el("td", {}, r.value === "" ? "(none)" : r.value),
+        el("td", { class: "n", "data-visitors": String(r.visitors) }, nf.format(r.visitors)),
+        el("td", { class: "n" }, nf.format(r.conversions)),
+        el("td", { class: "n", "data-rate": String(r.conversion_rate) }, pct(r.conversion_rate))))
+        : [el("tr", {}, el("td", { class: "empty", colspan: "4" }, "No conversions"))];
+      card.append(el("div", { class: "head sub" }, el("h2", {}, (goal ? goal.name : state.goal) + " by"),
+        select("goal-by", GOAL_DIMENSIONS, state.goalBy, (v) => { state.goalBy = v; load(); })),
+        el("table", { "data-goal-breakdown": state.goal }, el("thead", {}, el("tr", {},
+          el("th", {}, GOAL_DIMENSIONS.find(([d]) => d === state.goalBy)[1]), el("th", { class: "n" }, "Visitors"),
+          el("th", { class: "n" }, "Conversions"), el("th", { class: "n" }, "Conv. rate"))), el("tbody", {}, ...values)));
+    }
+    return card;
+  }
+  // Through the CSSOM: the page's policy refuses style attributes.
+  function bar(percent) {
+    const fill = el("div", { class: "fill" });
+    fill.style.width = percent.toFixed(2) + "%";
+    return fill;
+  }
+  function renderFunnel(defs, f) {
+    const first = f.results[0].visitors;
+    const max = Math.max(1, f.visitors);
+    const steps = f.results.map((r) => el("div", { class: "step", "data-step": String(r.step), "data-visitors": String(r.visitors),
+      "data-dropoff": String(r.dropoff) },
+      el("div", { class: "label" }, r.step + ". " + r.name),
+      el("div", { class: "track" }, bar(100 * r.visitors / max)),
+      el("div", { class: "nums" }, nf.format(r.visitors) + " visitors · " + pct(r.conversion_from_previous) + " of previous" +
+        (r.step > 1 ? " · " + pct(r.conversion_from_first) + " of step 1" : "") + " · " + nf.format(r.dropoff) + " dropped")));
+    return el("div", { class: "card wide", "data-card": "funnel" },
+      el("div", { class: "head" }, el("h2", {}, "Funnel"),
+        el("span", {}, select("funnel-pick", defs.funnels.map((x) => [x.id, x.name]), f.funnel.id, (v) => { state.funnel = v; load(); }), " ",
+          select("funnel-within", [["visit", "within a visit"], ["day", "within a day"]], state.within, (v) => { state.within = v; load(); }))),
+      el("p", { class: "muted" }, nf.format(f.visitors) + " visitors in the period" + (first ? "" : "; nobody took the first step")),
+      el("div", { class: "funnel" }, ...steps));
+  }
+  function renderProperties(keys, values) {
+    const card = el("div", { class: "card", "data-card": "properties" },
+      el("div", { class: "head" }, el("h2", {}, "Custom properties"),
+        keys.results.length ? select("prop-key", keys.results.map((k) => [k.value, k.value + " (" + nf.format(k.visitors) + ")"]), state.prop,
+          (v) => { state.prop = v; load(); }) : ""));
+    if (!values) { card.append(el("p", { class: "muted" }, "No custom properties in this period.")); return card; }
+    const rows = values.results.length ? values.results.map((r) => el("tr", { "data-value": r.value,
+      onclick: () => addFilter("prop." + state.prop + ":is:" + r.value) },
+      el("td", {}, r.value === "" ? "(none)" : r.value),
+      el("td", { class: "n", "data-visitors": String(r.visitors) }, nf.format(r.visitors)),
+      el("td", { class: "n" }, nf.format(r.events))))
+      : [el("tr", {}, el("td", { class: "empty", colspan: "3" }, "No data"))];
+    card.append(el("table", { "data-prop": state.prop }, el("thead", {}, el("tr", {}, el("th", {}, state.prop),
+      el("th", { class: "n" }, "Visitors"), el("th", { class: "n" }, "Events"))), el("tbody", {}, ...rows)));
+    return card;
+  }
+  // After the main view (it holds the credential's request budget): the site's goal and funnel
+  // definitions, then goals, the funnel and the property keys together, then a key's values.
+  async function loadConversions(base) {
+    const defs = await api("/v1/goals", [["site_id", state.site]]);
+    if (state.goal && !defs.goals.some((g) => g.id === state.goal)) state.goal = "";
+    if (!defs.funnels.some((f) => f.id === state.funnel)) state.funnel = defs.funnels.length ? defs.funnels[0].id : "";
+    const none = Promise.resolve(null);
+    const [goals, breakdown, funnel, keys] = await Promise.all([
+      defs.goals.length ? api("/v1/stats/goals", base) : none,
+      state.goal ? api("/v1/stats/goals", base.concat([["goal", state.goal], ["property", state.goalBy], ["limit", "10"]])) : none,
+      state.funnel ? api("/v1/stats/funnel", base.concat([["funnel", state.funnel], ["within", state.within]])) : none,
+      api("/v1/stats/properties", base.concat([["limit", "50"]])),
+    ]);
+    if (!keys.results.some((k) => k.value === state.prop)) state.prop = keys.results.length ? keys.results[0].value : "";
+    const values = state.prop ? await api("/v1/stats/breakdown", base.concat([["property", "prop." + state.prop], ["limit", "10"]])) : null;
+    syncUrl();
+    return [goals && renderGoals(defs, goals, breakdown), funnel && renderFunnel(defs, funnel), renderProperties(keys, values)].filter(Boolean);
+  }
+
   function showError(e) { $("error").hidden = false; $("error").textContent = String(e.message || e); }
 
   let generation = 0;
@@ -185,6 +294,9 @@
       renderKpis(agg);
       renderChart(ts);
       $("tables").replaceChildren(...TABLES.map(([p, title], i) => renderTable(p, title, tables[i])));
+      const conversions = await loadConversions(base);
+      if (mine !== generation) return;
+      $("conversions").replaceChildren(...conversions);
       document.body.dataset.loaded = String(mine);
     } catch (e) {
       if (e.message !== "unauthorized") showError(e);
@@ -229,7 +341,13 @@
     start();
   });
   $("logout").addEventListener("click", () => { sessionStorage.removeItem("ta-token"); state.token = ""; showLogin(); });
-  $("site").addEventListener("change", (e) => { state.site = e.target.value; state.filters = []; load(); realtime(); });
+  $("site").addEventListener("change", (e) => {
+    state.site = e.target.value;
+    state.filters = [];
+    state.goal = state.funnel = state.prop = "";
+    load();
+    realtime();
+  });
   $("period").addEventListener("change", (e) => { state.period = e.target.value; load(); });
 
   async function start() {
