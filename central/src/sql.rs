@@ -598,6 +598,108 @@ pub mod stats {
         s
     }
 
+    /// Revenue of each goal of `goals` (`goal` = its 1-based position) per currency: the
+    /// exact decimal sum (`total`, a `Decimal(38, 4)`: read as the i128 of 1/10,000 units) and
+    /// how many conversions carried revenue
+    /// (`events`). Goals without revenue have no row.
+    pub fn goal_revenue(scope: &Scope<'_>, goals: &[GoalTest]) -> Statement {
+        let mut s = Statement::default();
+        s.push("SELECT toUInt32(g) AS goal, currency, sum(revenue_amount) AS total, ")
+            .push("toUInt64(count()) AS events FROM (SELECT revenue_amount, ")
+            .push("toString(revenue_currency) AS currency, arrayJoin(arrayFilter(x -> x > 0, [");
+        for (i, g) in goals.iter().enumerate() {
+            if i > 0 {
+                s.push(", ");
+            }
+            s.push("toUInt16(if(");
+            g.push(&mut s);
+            s.push(&format!(", {}, 0))", i + 1));
+        }
+        s.push("])) AS g FROM events");
+        push_where(&mut s, scope);
+        s.push(" AND revenue_currency != '' AND (");
+        for (i, g) in goals.iter().enumerate() {
+            if i > 0 {
+                s.push(" OR ");
+            }
+            g.push(&mut s);
+        }
+        s.push(")) GROUP BY goal, currency ORDER BY goal, currency");
+        s
+    }
+
+    /// One goal's revenue per value of an event column and currency, for `values` (a page of
+    /// [`goal_breakdown_events`]): value, currency, total (`Decimal(38, 4)`), events.
+    pub fn goal_revenue_by_events(
+        scope: &Scope<'_>,
+        goal: &GoalTest,
+        column: &Column,
+        values: &[String],
+    ) -> Statement {
+        let mut s = Statement::default();
+        s.push("SELECT ");
+        column.push_expr(&mut s);
+        s.push(" AS value, toString(revenue_currency) AS currency, ")
+            .push("sum(revenue_amount) AS total, toUInt64(count()) AS events FROM events");
+        push_where(&mut s, scope);
+        s.push(" AND revenue_currency != '' AND ");
+        goal.push(&mut s);
+        if let Column::Prop(key) = column {
+            s.push(" AND has(props_keys, ").bind_str(key).push(")");
+        }
+        s.push(" AND ");
+        column.push_expr(&mut s);
+        push_in(&mut s, values);
+        s.push(" GROUP BY value, currency ORDER BY value, currency");
+        s
+    }
+
+    /// One goal's revenue per visit attribute and currency, for `values` (a page of
+    /// [`goal_breakdown_visits`]): each revenue conversion is counted under the value of the
+    /// visit it happened in.
+    pub fn goal_revenue_by_visits(
+        scope: &Scope<'_>,
+        goal: &GoalTest,
+        attr: &VisitAttribute,
+        values: &[String],
+    ) -> Statement {
+        let mut s = Statement::default();
+        s.push("SELECT tupleElement(p, 1) AS value, tupleElement(p, 3) AS currency, ")
+            .push("sum(tupleElement(p, 2)) AS total, toUInt64(count()) AS events FROM (")
+            .push("SELECT arraySort(groupArray((toUInt32(ts), ");
+        attr.column.push_expr(&mut s);
+        s.push(", toUInt8(revenue_currency != '' AND ");
+        goal.push(&mut s);
+        s.push("), revenue_amount, toString(revenue_currency)))) AS evs, ")
+            .push("arrayMap(x -> tupleElement(x, 1), evs) AS t, ");
+        push_visit_split(&mut s, "t", true);
+        // Each event's visit (1-based), the visits' attribute, and the revenue conversions
+        // with the attribute of their visit.
+        s.push(", arrayCumSum(st) AS vi, ")
+            .push("arrayFilter((x, f) -> f, arrayMap(x -> tupleElement(x, 2), evs), ")
+            .push(if attr.at_exit { "en" } else { "st" })
+            .push(") AS attrs, arrayFilter(x -> tupleElement(x, 4) = 1, arrayMap((x, i) -> ")
+            .push("(attrs[i], tupleElement(x, 4), tupleElement(x, 5), tupleElement(x, 3)), evs, vi)) AS paid FROM events");
+        push_where(&mut s, scope);
+        push_by_visitor_day(&mut s);
+        s.push(") ARRAY JOIN paid AS p WHERE value");
+        push_in(&mut s, values);
+        s.push(" GROUP BY value, currency ORDER BY value, currency");
+        s
+    }
+
+    /// ` IN (?, …)` of `values` (never empty: callers skip the statement without values).
+    fn push_in(s: &mut Statement, values: &[String]) {
+        s.push(" IN (");
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                s.push(", ");
+            }
+            s.bind_str(v);
+        }
+        s.push(")");
+    }
+
     /// Whether a funnel's steps must happen within one visit or within one visitor hash's UTC
     /// day (the hash rotates at UTC midnight, so no longer span can join a visitor's events).
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

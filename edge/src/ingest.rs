@@ -438,6 +438,7 @@ impl Ingest {
             });
         }
         let mut props = event.props;
+        let revenue = event.revenue;
         if let Some(datacenter) = &lists.datacenter
             && site.datacenter_traffic != DatacenterTraffic::Allow
             && req
@@ -514,6 +515,8 @@ impl Ingest {
             country,
             edge_region: self.region.clone(),
             language: primary_language(req.accept_language),
+            revenue_e4: revenue.as_ref().map_or(0, |r| r.0),
+            revenue_currency: revenue.map(|r| r.1).unwrap_or_default(),
             props,
         })))
     }

@@ -34,6 +34,17 @@ pub struct CollectPayload {
     pub ts: Option<serde_json::Value>,
     #[serde(default)]
     pub props: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `{"amount": "19.90", "currency": "EUR"}` on a custom event; kept raw so that a number
+    /// amount is read from its text, never through a float.
+    #[serde(default)]
+    pub revenue: Option<Box<serde_json::value::RawValue>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevenuePayload {
+    amount: Box<serde_json::value::RawValue>,
+    currency: String,
 }
 
 /// A payload that passed every rule.
@@ -47,6 +58,8 @@ pub struct ValidEvent {
     pub session_id: String,
     pub ts_ms: i64,
     pub props: BTreeMap<String, String>,
+    /// Revenue in 1/10,000 units of an ISO 4217 currency.
+    pub revenue: Option<(i64, String)>,
 }
 
 impl CollectPayload {
@@ -101,6 +114,16 @@ impl CollectPayload {
             ));
         }
         let props = validate_props(self.props.unwrap_or_default())?;
+        let revenue = match self.revenue {
+            None => None,
+            Some(_) if event_name == "pageview" => {
+                return Err(CollectError::invalid(
+                    "revenue",
+                    "is only accepted on custom events",
+                ));
+            }
+            Some(raw) => Some(validate_revenue(&raw)?),
+        };
         Ok(ValidEvent {
             site_id,
             event_name,
@@ -110,8 +133,38 @@ impl CollectPayload {
             session_id,
             ts_ms,
             props,
+            revenue,
         })
     }
+}
+
+/// `revenue`: an amount of at most 14 integer and 4 fraction digits, as a JSON string or
+/// number (read from its text: `19.90` stays 19.90), not negative, in a known ISO 4217
+/// currency. Refunds are not revenue events.
+fn validate_revenue(raw: &serde_json::value::RawValue) -> Result<(i64, String), CollectError> {
+    let r: RevenuePayload = serde_json::from_str(raw.get()).map_err(|_| {
+        CollectError::invalid(
+            "revenue",
+            "must be an object {\"amount\": \"19.90\", \"currency\": \"EUR\"} and nothing else",
+        )
+    })?;
+    let text = match serde_json::from_str::<String>(r.amount.get()) {
+        Ok(s) => s,
+        Err(_) => r.amount.get().to_owned(),
+    };
+    let e4 = ta_shared::currency::parse_amount_e4(&text).ok_or_else(|| {
+        CollectError::invalid(
+            "revenue.amount",
+            "must be a decimal of at most 14 integer and 4 fraction digits, not negative, e.g. \"19.90\"",
+        )
+    })?;
+    if !ta_shared::currency::is_known(&r.currency) {
+        return Err(CollectError::invalid(
+            "revenue.currency",
+            "must be an ISO 4217 currency code in upper case, e.g. EUR",
+        ));
+    }
+    Ok((e4, r.currency))
 }
 
 fn required(field: &'static str, value: Option<String>) -> Result<String, CollectError> {
@@ -202,6 +255,58 @@ mod tests {
             CollectError::InvalidField { field, .. } => field,
             other => panic!("expected a field error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn revenue_is_read_exactly_and_every_bad_part_is_named() {
+        let with = |revenue: &str, name: &str| {
+            valid(&format!(
+                r#"{{"site_id":"s","event_name":"{name}","url":"https://e.com/","ts":{NOW},"revenue":{revenue}}}"#
+            ))
+        };
+        for (revenue, e4, currency) in [
+            (r#"{"amount":"19.90","currency":"EUR"}"#, 199_000, "EUR"),
+            (r#"{"amount":19.9,"currency":"USD"}"#, 199_000, "USD"),
+            (r#"{"currency":"JPY","amount":1500}"#, 15_000_000, "JPY"),
+            (r#"{"amount":"0.0001","currency":"KWD"}"#, 1, "KWD"),
+            // Beyond what a float holds exactly: read from the text.
+            (
+                r#"{"amount":99999999999999.9999,"currency":"EUR"}"#,
+                999_999_999_999_999_999,
+                "EUR",
+            ),
+        ] {
+            let ev = with(revenue, "purchase").unwrap();
+            assert_eq!(ev.revenue, Some((e4, currency.to_owned())), "{revenue}");
+        }
+        // null is absent, as for the other optional fields.
+        assert_eq!(with("null", "purchase").unwrap().revenue, None);
+        for (revenue, field) in [
+            ("\"19.90 EUR\"", "revenue"),
+            (r#"{"amount":"1","currency":"EUR","tax":"0"}"#, "revenue"),
+            (r#"{"amount":"1"}"#, "revenue"),
+            (r#"{"amount":"-5","currency":"EUR"}"#, "revenue.amount"),
+            (r#"{"amount":-5,"currency":"EUR"}"#, "revenue.amount"),
+            (r#"{"amount":"1.23456","currency":"EUR"}"#, "revenue.amount"),
+            (r#"{"amount":1e3,"currency":"EUR"}"#, "revenue.amount"),
+            (
+                r#"{"amount":"123456789012345","currency":"EUR"}"#,
+                "revenue.amount",
+            ),
+            (r#"{"amount":true,"currency":"EUR"}"#, "revenue.amount"),
+            (r#"{"amount":"1","currency":"eur"}"#, "revenue.currency"),
+            (r#"{"amount":"1","currency":"XTS"}"#, "revenue.currency"),
+        ] {
+            assert_eq!(
+                with(revenue, "purchase").map_err(field_of),
+                Err(field),
+                "{revenue}"
+            );
+        }
+        assert_eq!(
+            with(r#"{"amount":"1","currency":"EUR"}"#, "pageview").map_err(field_of),
+            Err("revenue")
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 pub mod backoff;
 pub mod config_error;
+pub mod currency;
 pub mod event;
 pub mod kafka;
 pub mod kafka_security;

@@ -28,6 +28,10 @@ main(async () => {
     await page.evaluate(() => history.pushState({}, "", "/app/settings"));
     await page.evaluate(() => history.replaceState({}, "", "/app/settings")); // same page: no event
     await page.evaluate(() => window.ta("signup", { plan: "pro", seats: 3, nested: { x: 1 } }));
+    // Revenue: a string and a number amount; a negative one is dropped with a warning.
+    await page.evaluate(() => window.ta("purchase", { revenue: { amount: "19.90", currency: "EUR" }, plan: "pro" }));
+    await page.evaluate(() => window.ta("purchase", { revenue: { amount: 5, currency: "USD" } }));
+    await page.evaluate(() => window.ta("purchase_bad", { revenue: { amount: "-1", currency: "EUR" } }));
     await page.click("#download");
     await page.click("#outbound");
     await page.waitForTimeout(500);

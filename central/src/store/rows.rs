@@ -71,6 +71,7 @@ macro_rules! column {
     (type str) => { String };
     (type millis) => { u32 };
     (type hash) => { u64 };
+    (type decimal4) => { i64 };
     (type props) => { Vec<String> };
 
     (values version $x:expr) => { () };
@@ -78,6 +79,7 @@ macro_rules! column {
     (values str $x:expr) => { ($x,) };
     (values millis $x:expr) => { (to_datetime($x)?,) };
     (values hash $x:expr) => { ($x,) };
+    (values decimal4 $x:expr) => { ($x,) };
     (values props $x:expr) => { $x.into_iter().unzip::<_, _, Vec<_>, Vec<_>>() };
 }
 

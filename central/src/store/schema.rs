@@ -241,6 +241,21 @@ pub const MIGRATIONS: &[Migration] = &[
             shard_by: "kafka_partition",
         }],
     },
+    Migration {
+        version: 8,
+        name: "revenue columns",
+        // Exact decimals: the amount is the Int64 of 1/10,000 units the edge parsed.
+        statements: &[
+            Ddl::AddColumn {
+                table: "events",
+                column: "revenue_amount Decimal(18, 4) AFTER language",
+            },
+            Ddl::AddColumn {
+                table: "events",
+                column: "revenue_currency {lc} AFTER revenue_amount",
+            },
+        ],
+    },
 ];
 
 /// The gates leased loaders write through, one per table a loader writes: a `Null` table with

@@ -31,6 +31,11 @@ fn row_values(r: &EventRow) -> String {
         .filter(|c| c.ddl_type.starts_with("DateTime"))
         .map(|c| c.name)
         .collect();
+    let decimals: Vec<&str> = ta_shared::event::COLUMNS
+        .iter()
+        .filter(|c| c.ddl_type.starts_with("Decimal"))
+        .map(|c| c.name)
+        .collect();
     let literal = |v: &serde_json::Value| match v {
         serde_json::Value::String(x) => quote(x),
         other => other.to_string(),
@@ -43,6 +48,10 @@ fn row_values(r: &EventRow) -> String {
                 format!("[{}]", items.join(", "))
             }
             v if datetimes.contains(&column) => format!("toDateTime({v})"),
+            // The row holds 1/10,000 units; the column's text is the decimal.
+            v if decimals.contains(&column) => {
+                ta_shared::currency::format_e4(v.as_i64().unwrap().into())
+            }
             v => literal(v),
         })
         .collect();
@@ -63,6 +72,15 @@ fn data_statements() -> Vec<String> {
     for (i, (site, path, visitor, ts)) in sample.into_iter().enumerate() {
         let mut r = sample_row(site, path, visitor, ts as u32, i as u64);
         r.event_id = format!("00000000-0000-7000-8000-00000000000{i}");
+        if i < 3 {
+            // Revenue on site-1's first day: 19.9 EUR, 0.0001 EUR, 7 USD.
+            (r.revenue_amount, r.revenue_currency) = [
+                (199_000, "EUR".into()),
+                (1, "EUR".into()),
+                (70_000, "USD".into()),
+            ][i]
+                .clone();
+        }
         rows.push(row_values(&r));
     }
     let mut out = vec![format!(
@@ -247,6 +265,28 @@ fn stats_steps() -> Vec<(String, String)> {
             st::goal_breakdown_visits(&filtered, &goals[1], &attr, 0, 10).render(),
         ));
     }
+    out.push((
+        "goal_revenue".into(),
+        st::goal_revenue(&scope, &goals).render(),
+    ));
+    let values = ["/a".to_owned(), "/b".to_owned()];
+    out.push((
+        "goal_revenue_page".into(),
+        st::goal_revenue_by_events(&scope, &goals[1], &Column::Path, &values).render(),
+    ));
+    out.push((
+        "goal_revenue_entry".into(),
+        st::goal_revenue_by_visits(
+            &scope,
+            &goals[1],
+            &VisitAttribute {
+                column: Column::Path,
+                at_exit: false,
+            },
+            &values,
+        )
+        .render(),
+    ));
     out.push((
         "property_keys".into(),
         st::property_keys(&filtered, 0, 10).render(),
@@ -652,6 +692,21 @@ async fn every_statement_answers_the_same_on_clickhouse_18_16_and_a_current_rele
     assert_eq!(old["funnel_visit"], "3\t2\t2\t2\t0\t0\t0\t0\t0\n");
     assert_eq!(old["funnel_day"], old["funnel_visit"]);
     assert_eq!(old["property_keys"], "plan\t3\t4\n");
+    // Revenue of /a (19.9 + 0.0001 EUR), /** (also 7 USD on /b), /* (the same), /b* with
+    // plan=pro (7 USD); by page; by
+    // entry page (visitor 1's /b is in the visit that entered on /a).
+    assert_eq!(
+        old["goal_revenue"],
+        "1\tEUR\t19.9001\t2\n2\tEUR\t19.9001\t2\n2\tUSD\t7.0000\t1\n3\tEUR\t19.9001\t2\n3\tUSD\t7.0000\t1\n5\tUSD\t7.0000\t1\n"
+    );
+    assert_eq!(
+        old["goal_revenue_page"],
+        "/a\tEUR\t19.9001\t2\n/b\tUSD\t7.0000\t1\n"
+    );
+    assert_eq!(
+        old["goal_revenue_entry"],
+        "/a\tEUR\t19.9001\t2\n/a\tUSD\t7.0000\t1\n"
+    );
     // Through the rollup: the same totals, and the first day's alone.
     assert_eq!(old["rollup_held"], "3\n");
     assert_eq!(old["rollup_held_values"], "3\n");

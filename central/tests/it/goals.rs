@@ -24,6 +24,28 @@ fn rate(n: u64, d: u64) -> f64 {
     }
 }
 
+/// Revenue of `events` per currency, as the API writes it.
+fn revenue<'a>(events: impl Iterator<Item = &'a model::Ev>) -> Value {
+    let mut by: BTreeMap<&str, (i128, u64)> = BTreeMap::new();
+    for e in events {
+        if let Some((e4, c)) = &e.revenue {
+            let t = by.entry(c).or_default();
+            t.0 += i128::from(*e4);
+            t.1 += 1;
+        }
+    }
+    let dec = |v: i128| format!("{}.{:04}", v / 10_000, v % 10_000);
+    json!(
+        by.into_iter()
+            .map(|(c, (total, n))| {
+                // Half up, in integers.
+                let avg = (2 * total + i128::from(n)) / (2 * i128::from(n));
+                json!({"currency": c, "total": dec(total), "average": dec(avg), "events": n})
+            })
+            .collect::<Vec<_>>()
+    )
+}
+
 fn distinct<'a>(visitors: impl Iterator<Item = &'a u64>) -> u64 {
     visitors.collect::<BTreeSet<_>>().len() as u64
 }
@@ -42,6 +64,7 @@ fn expected_totals(events: &[model::Ev]) -> (u64, Vec<Value>) {
                 "visitors": visitors,
                 "conversions": hits.len(),
                 "conversion_rate": rate(visitors, all),
+                "revenue": revenue(hits.iter().copied()),
             })
         })
         .collect();
@@ -64,8 +87,9 @@ const VISIT_DIMS: [&str; 10] = [
 /// One goal's breakdown by `dim` over `events`, sorted as the API sorts it: per value, the
 /// converting visitors, conversions, and the rate against the visitors of that value.
 fn expected_breakdown(events: &[model::Ev], goal: &model::Goal, dim: &str) -> Vec<Value> {
-    // value -> (visitors of the value, converting visitors, conversions)
-    let mut groups: BTreeMap<String, (BTreeSet<u64>, BTreeSet<u64>, u64)> = BTreeMap::new();
+    // value -> (visitors of the value, converting visitors, conversions, the conversions)
+    type Group = (BTreeSet<u64>, BTreeSet<u64>, u64, Vec<model::Ev>);
+    let mut groups: BTreeMap<String, Group> = BTreeMap::new();
     if VISIT_DIMS.contains(&dim) {
         let (column, at_exit) = match dim {
             "entry_page" => ("page", false),
@@ -74,12 +98,13 @@ fn expected_breakdown(events: &[model::Ev], goal: &model::Goal, dim: &str) -> Ve
         };
         for v in model::visits(events) {
             let g = groups.entry(v.attr(column, at_exit)).or_default();
-            let conversions = v.evs.iter().filter(|e| goal.matches(e)).count() as u64;
+            let hits: Vec<model::Ev> = v.evs.iter().filter(|e| goal.matches(e)).cloned().collect();
             g.0.insert(v.visitor);
-            if conversions > 0 {
+            if !hits.is_empty() {
                 g.1.insert(v.visitor);
             }
-            g.2 += conversions;
+            g.2 += hits.len() as u64;
+            g.3.extend(hits);
         }
     } else {
         for e in events {
@@ -93,19 +118,21 @@ fn expected_breakdown(events: &[model::Ev], goal: &model::Goal, dim: &str) -> Ve
             if goal.matches(e) {
                 g.1.insert(e.visitor);
                 g.2 += 1;
+                g.3.push(e.clone());
             }
         }
     }
     let mut rows: Vec<(u64, u64, String, Value)> = groups
         .into_iter()
         .filter(|(_, g)| g.2 > 0)
-        .map(|(value, (all, converted, conversions))| {
+        .map(|(value, (all, converted, conversions, hits))| {
             let c = converted.len() as u64;
             let row = json!({
                 "value": value,
                 "visitors": c,
                 "conversions": conversions,
                 "conversion_rate": rate(c, all.len() as u64),
+                "revenue": revenue(hits.iter()),
             });
             (c, conversions, value, row)
         })
@@ -144,6 +171,15 @@ async fn goal_totals_equal_an_independent_computation_with_and_without_filters()
             let reached = row["visitors"].as_u64().unwrap() > 0;
             assert_eq!(reached, row["goal"] != "nobody", "{row}");
         }
+        // Revenue by hand: two currencies, a sum beyond Decimal(18, 4), the average rounded.
+        assert_eq!(
+            rows[8]["revenue"],
+            json!([
+                {"currency": "EUR", "total": "100000000000019.8999", "average": "50000000000009.9500", "events": 2},
+                {"currency": "USD", "total": "12.5001", "average": "4.1667", "events": 3},
+            ])
+        );
+        assert_eq!(rows[8]["conversions"], 6);
         // One goal only.
         let (status, body) = admin(&format!("{base}/v1/stats/goals?{RANGE}&goal=signup-pro")).await;
         assert_eq!(status, 200, "{body}");
@@ -158,7 +194,7 @@ async fn goal_breakdowns_by_every_dimension_equal_an_independent_computation() {
         let events = select(&s.events, "site-1", START, END, &[]);
         for goal in GOALS
             .iter()
-            .filter(|g| ["blog-post", "signup", "signup-pro"].contains(&g.id))
+            .filter(|g| ["blog-post", "signup", "signup-pro", "purchase"].contains(&g.id))
         {
             for dim in [
                 "page",

@@ -58,7 +58,18 @@ async fn wait_for_rows(db: &clickhouse::Client, expected: u64, within: Duration)
 async fn loads_every_record_once_and_dead_letters_poison() {
     let topic = unique("loader_basic");
     let now = chrono::Utc::now().timestamp_millis();
-    let mut values: Vec<Vec<u8>> = (0..600).map(|i| event(i, now).to_json()).collect();
+    let mut values: Vec<Vec<u8>> = (0..600)
+        .map(|i| {
+            let mut e = event(i, now);
+            if i % 100 == 7 {
+                // Revenue, the largest amount included: stored as the exact decimal.
+                e.event_name = "purchase".into();
+                (e.revenue_e4, e.revenue_currency) =
+                    (999_999_999_999_999_999 - i as i64, "EUR".into());
+            }
+            e.to_json()
+        })
+        .collect();
     values.insert(100, b"{definitely not json".to_vec());
     values.insert(300, br#"{"v":42,"site_id":"from-the-future"}"#.to_vec());
     values.insert(400, {
@@ -78,6 +89,15 @@ async fn loads_every_record_once_and_dead_letters_poison() {
     task.abort();
     let c2 = counts(&db).await;
     assert_eq!((c.rows, c2.rows, c2.distinct_ids), (600, 600, 600));
+    let revenue: Vec<(String, String)> = db
+        .query("SELECT toString(revenue_amount), toString(revenue_currency) FROM events WHERE revenue_currency != '' ORDER BY revenue_amount")
+        .fetch_all()
+        .await
+        .unwrap();
+    let expected: Vec<(String, String)> = [507, 407, 307, 207, 107, 7]
+        .map(|i| (format!("99999999999999.{:04}", 9999 - i), "EUR".to_owned()))
+        .into();
+    assert_eq!(revenue, expected);
 
     #[derive(Debug, clickhouse::Row, serde::Deserialize)]
     struct Dead {

@@ -52,6 +52,9 @@ props = { plan = "pro" }
 [[sites.site-1.goal]]
 id = "nobody"
 event = "never-sent"
+[[sites.site-1.goal]]
+id = "purchase"
+event = "purchase"
 # The same funnels as FUNNELS below.
 [[sites.site-1.funnel]]
 id = "read-then-buy"
@@ -136,6 +139,12 @@ pub(crate) const GOALS: &[Goal] = &[
         id: "nobody",
         page: None,
         event: Some("never-sent"),
+        props: &[],
+    },
+    Goal {
+        id: "purchase",
+        page: None,
+        event: Some("purchase"),
         props: &[],
     },
 ];
@@ -297,6 +306,8 @@ pub(crate) struct Ev {
     pub(crate) country: String,
     pub(crate) language: String,
     pub(crate) props: Vec<(String, String)>,
+    /// Revenue in 1/10,000 units and its currency.
+    pub(crate) revenue: Option<(i64, String)>,
 }
 
 impl Ev {
@@ -344,6 +355,9 @@ impl Ev {
         r.language = self.language.clone();
         r.props_keys = self.props.iter().map(|(k, _)| k.clone()).collect();
         r.props_values = self.props.iter().map(|(_, v)| v.clone()).collect();
+        if let Some((e4, currency)) = &self.revenue {
+            (r.revenue_amount, r.revenue_currency) = (*e4, currency.clone());
+        }
         r
     }
 }
@@ -432,6 +446,7 @@ pub(crate) fn generate(seed: u64) -> Vec<Ev> {
                         // From the visitor, not the generator: the other values stay as they were.
                         language: ["en", "de", "fr", ""][(visitor % 4) as usize].into(),
                         props,
+                        revenue: None,
                     });
                 }
             }
@@ -444,8 +459,26 @@ pub(crate) fn generate(seed: u64) -> Vec<Ev> {
         out.push(e);
     }
     out.extend(scripted_funnel_visitors(&out[0]));
+    for &(visitor, dt, amount) in PURCHASES {
+        let mut e = out[0].clone();
+        (e.site, e.ts, e.visitor) = ("site-1".into(), scripted_start(visitor) + dt, visitor);
+        (e.name, e.path, e.props) = ("purchase".into(), "/checkout".into(), Vec::new());
+        e.revenue = amount.map(|(e4, c)| (e4, c.to_owned()));
+        out.push(e);
+    }
     out
 }
+
+/// Purchases of scripted visitors: (visitor, seconds from its start, revenue), in two
+/// currencies, from the smallest amount to the largest, and one without revenue.
+pub(crate) const PURCHASES: &[(u64, u32, Option<(i64, &str)>)] = &[
+    (9001, 240, Some((199_000, "EUR"))),
+    (9002, 300, Some((1, "USD"))),
+    (9003, 60 + GAP + 120, Some((999_999_999_999_999_999, "EUR"))),
+    (9005, 20, None),
+    (9006, 30, Some((50_000, "USD"))),
+    (9006, 40, Some((75_000, "USD"))),
+];
 
 /// Visitors [`SCRIPTED`] whose paths through site-1 exercise the funnel rule's edge cases
 /// (each named in the comment), with `(visitor, seconds from its start, event, path)`.

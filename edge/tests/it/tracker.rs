@@ -134,7 +134,7 @@ async fn the_tracker_in_chromium_sends_pageviews_spa_navigation_custom_and_link_
     let events = loop {
         let read = read_topic(brokers(), &topic).await;
         let events: Vec<EnrichedEvent> = read.into_values().flatten().collect();
-        if events.len() >= 6 || std::time::Instant::now() > deadline {
+        if events.len() >= 9 || std::time::Instant::now() > deadline {
             break events;
         }
         async_std::task::sleep(Duration::from_millis(300)).await;
@@ -173,9 +173,56 @@ async fn the_tracker_in_chromium_sends_pageviews_spa_navigation_custom_and_link_
             "/app/settings".to_owned(),
             props(&[("plan", "pro"), ("seats", "3")]),
         ),
+        (
+            "purchase".to_owned(),
+            "/app/settings".to_owned(),
+            props(&[("plan", "pro")]),
+        ),
+        (
+            "purchase".to_owned(),
+            "/app/settings".to_owned(),
+            props(&[]),
+        ),
+        (
+            "purchase_bad".to_owned(),
+            "/app/settings".to_owned(),
+            props(&[]),
+        ),
     ];
     expected.sort();
     assert_eq!(seen, expected, "browser saw: {}", result["answers"]);
+    // Revenue reached Kafka exactly; the refused amount was dropped with a warning.
+    let mut revenue: Vec<(&str, i64, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.event_name.as_str(),
+                e.revenue_e4,
+                e.revenue_currency.as_str(),
+            )
+        })
+        .filter(|(name, _, _)| name.starts_with("purchase"))
+        .collect();
+    revenue.sort();
+    assert_eq!(
+        revenue,
+        [
+            ("purchase", 50_000, "USD"),
+            ("purchase", 199_000, "EUR"),
+            ("purchase_bad", 0, "")
+        ]
+    );
+    assert!(
+        result["answers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["console"]
+                .as_str()
+                .is_some_and(|c| c.contains("revenue needs"))),
+        "{}",
+        result["answers"]
+    );
     let visitors: std::collections::BTreeSet<u64> = events.iter().map(|e| e.visitor_hash).collect();
     assert_eq!(visitors.len(), 1, "one browser, one visitor");
     assert!(

@@ -40,6 +40,7 @@ pub const SCHEMA_VERSION: u16 = 1;
 /// | `str` | `String` | `Cow<str>` | the text |
 /// | `millis` | `i64` Unix ms | `i64` | the `DateTime` (UInt32 seconds) of its second |
 /// | `hash` | `u64` | `u64` | `UInt64` |
+/// | `decimal4` | `i64` of 1/10,000 units | `i64` | `Decimal(18, 4)` (its `Int64` of those units) |
 /// | `props` | `BTreeMap<String, String>` | [`PropsRef`] | two arrays: keys, then values |
 ///
 /// Adding a dimension: a row here with `= default` (records of older edges lack it), a
@@ -96,6 +97,11 @@ macro_rules! with_event_fields {
             /// The browser's preferred language: the primary subtag of the first language in
             /// `Accept-Language` (`de` for `de-CH,de;q=0.9`), lower case; empty when absent.
             language: str = default => [language "{lc}"],
+            /// Revenue a custom event carried, in units of 1/10,000 of its currency (exact:
+            /// the edge parses the sender's decimal text, never through a float); 0 without.
+            revenue_e4: decimal4 = default => [revenue_amount "Decimal(18, 4)"],
+            /// ISO 4217 code of `revenue_e4`, empty when the event carries no revenue.
+            revenue_currency: str = default => [revenue_currency "{lc}"],
             props: props = default => [props_keys "Array(String)" props_values "Array(String)"],
         }
     };
@@ -109,6 +115,7 @@ macro_rules! kind {
     (owned str) => { String };
     (owned millis) => { i64 };
     (owned hash) => { u64 };
+    (owned decimal4) => { i64 };
     (owned props) => { BTreeMap<String, String> };
 
     (borrowed str $a:lifetime) => { Cow<$a, str> };
@@ -128,6 +135,7 @@ macro_rules! kind {
     (json_fixed str) => { 2 };
     (json_fixed millis) => { "-9223372036854775808".len() };
     (json_fixed hash) => { "18446744073709551615".len() };
+    (json_fixed decimal4) => { "-9223372036854775808".len() };
     (json_fixed props) => { 2 };
 
     // The text a field adds to the record's JSON besides `JSON_FIXED_BYTES`.
@@ -142,6 +150,7 @@ macro_rules! kind {
     (read str $c:ident) => { Cow::Borrowed($c.string()?) };
     (read millis $c:ident) => { $c.signed()? };
     (read hash $c:ident) => { $c.unsigned()? };
+    (read decimal4 $c:ident) => { $c.signed()? };
     (read props $c:ident) => { $c.props()? };
 
     (row_binary version $out:ident $x:expr) => {};
@@ -154,6 +163,7 @@ macro_rules! kind {
         $out.extend_from_slice(&row_binary::datetime_of_millis($x).to_le_bytes())
     };
     (row_binary hash $out:ident $x:expr) => { $out.extend_from_slice(&$x.to_le_bytes()) };
+    (row_binary decimal4 $out:ident $x:expr) => { $out.extend_from_slice(&$x.to_le_bytes()) };
     (row_binary props $out:ident $x:expr) => {{
         row_binary::put_uleb128($out, $x.0.len() as u64);
         for (k, _) in &$x.0 {
@@ -596,6 +606,7 @@ mod tests {
         extreme.ts_ms = i64::MIN;
         extreme.received_ms = i64::MIN;
         extreme.visitor_hash = u64::MAX;
+        extreme.revenue_e4 = i64::MIN;
         let mut long = sample.clone();
         long.url = format!("https://example.com/{}", "a".repeat(2048));
         long.props = (0..30)
@@ -922,8 +933,9 @@ mod tests {
         let empty = EnrichedEventRef::default();
         let mut out = Vec::new();
         empty.write_row_binary(&mut out);
-        let fixed = 1 + 36 + 4 + 4 + 8; // event_id (length + text), ts, received_at, visitor_hash
-        assert_eq!(out.len(), fixed + (COLUMNS.len() - 4));
+        // event_id (length + text), ts, received_at, visitor_hash, revenue_amount
+        let fixed = 1 + 36 + 4 + 4 + 8 + 8;
+        assert_eq!(out.len(), fixed + (COLUMNS.len() - 5));
     }
 
     #[test]

@@ -351,12 +351,45 @@ struct GoalCount {
 }
 
 #[derive(Debug, Row, Deserialize)]
+struct GoalRevenue {
+    goal: u32,
+    currency: String,
+    /// The sum's `Decimal(38, 4)`: its RowBinary is the i128 of 1/10,000 units.
+    total: i128,
+    events: u64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct ValueRevenue {
+    value: String,
+    currency: String,
+    total: i128,
+    events: u64,
+}
+
+/// One currency's revenue as the API writes it: the exact total and the average per revenue
+/// conversion (rounded half away from zero to 4 decimals) as decimal strings.
+fn revenue_json(currency: &str, e4: i128, events: u64) -> Json {
+    let n = i128::from(events.max(1));
+    let average = (2 * e4 + n) / (2 * n);
+    json!({
+        "currency": currency,
+        "total": ta_shared::currency::format_e4(e4),
+        "average": ta_shared::currency::format_e4(average),
+        "events": events,
+    })
+}
+
+#[derive(Debug, Row, Deserialize)]
 struct GoalGroup {
     value: String,
     visitors: u64,
     converted: u64,
     conversions: u64,
 }
+
+/// Revenue per row of a goals table, by currency (JSON only: a CSV row has one value per cell).
+type Revenues = Vec<Vec<Json>>;
 
 /// `/v1/stats/goals` as a table: without `property`, one row per goal of the request (every
 /// goal, in the file's order, with zeros for goals nobody reached): unique converting
@@ -366,7 +399,7 @@ struct GoalGroup {
 pub async fn goal_rows(
     db: &StatsDb,
     req: &StatsRequest,
-) -> Result<(Vec<&'static str>, Vec<Vec<Json>>, u64, bool), ApiError> {
+) -> Result<(Vec<&'static str>, Vec<Vec<Json>>, u64, bool, Revenues), ApiError> {
     let scope = req.scope();
     let Some(property) = &req.property else {
         let tests: Vec<sql::GoalTest> = req.goals.iter().map(|g| g.test.clone()).collect();
@@ -378,7 +411,19 @@ pub async fn goal_rows(
         };
         let everyone = sql::realtime(&scope);
         let all = fetch_all::<Realtime>(db, &everyone);
-        let (counts, all) = tokio::try_join!(totals, all)?;
+        let revenue = async {
+            match tests.is_empty() {
+                true => Ok(Vec::new()),
+                false => fetch_all::<GoalRevenue>(db, &sql::goal_revenue(&scope, &tests)).await,
+            }
+        };
+        let (counts, all, revenue) = tokio::try_join!(totals, all, revenue)?;
+        let mut revenues: Revenues = vec![Vec::new(); req.goals.len()];
+        for r in &revenue {
+            if let Some(slot) = revenues.get_mut(r.goal as usize - 1) {
+                slot.push(revenue_json(&r.currency, r.total, r.events));
+            }
+        }
         let visitors = all.first().map_or(0, |r| r.visitors);
         let counts: HashMap<u32, &GoalCount> = counts.iter().map(|c| (c.goal, c)).collect();
         let rows = req
@@ -399,7 +444,7 @@ pub async fn goal_rows(
             })
             .collect();
         let columns = vec!["goal", "name", "visitors", "conversions", "conversion_rate"];
-        return Ok((columns, rows, visitors, false));
+        return Ok((columns, rows, visitors, false, revenues));
     };
     let goal = &req.goals.first().expect("a goal with property").test;
     let offset = u64::from(req.page - 1) * u64::from(req.limit);
@@ -408,8 +453,31 @@ pub async fn goal_rows(
         Property::Event(column) => sql::goal_breakdown_events(&scope, goal, column, offset, fetch),
         Property::Visit(attr) => sql::goal_breakdown_visits(&scope, goal, attr, offset, fetch),
     };
-    let mut rows: Vec<Vec<Json>> = fetch_all::<GoalGroup>(db, &s)
-        .await?
+    let mut groups = fetch_all::<GoalGroup>(db, &s).await?;
+    groups.truncate(req.limit as usize + 1);
+    let values: Vec<String> = groups
+        .iter()
+        .take(req.limit as usize)
+        .map(|g| g.value.clone())
+        .collect();
+    let mut revenues: Revenues = vec![Vec::new(); values.len()];
+    if !values.is_empty() {
+        let s = match property {
+            Property::Event(column) => sql::goal_revenue_by_events(&scope, goal, column, &values),
+            Property::Visit(attr) => sql::goal_revenue_by_visits(&scope, goal, attr, &values),
+        };
+        let index: HashMap<&str, usize> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.as_str(), i))
+            .collect();
+        for r in fetch_all::<ValueRevenue>(db, &s).await? {
+            if let Some(&i) = index.get(r.value.as_str()) {
+                revenues[i].push(revenue_json(&r.currency, r.total, r.events));
+            }
+        }
+    }
+    let mut rows: Vec<Vec<Json>> = groups
         .into_iter()
         .map(|r| {
             vec![
@@ -423,7 +491,7 @@ pub async fn goal_rows(
     let has_more = rows.len() as u64 > u64::from(req.limit);
     rows.truncate(req.limit as usize);
     let columns = vec!["value", "visitors", "conversions", "conversion_rate"];
-    Ok((columns, rows, 0, has_more))
+    Ok((columns, rows, 0, has_more, revenues))
 }
 
 /// `/v1/stats/goals` as JSON.
@@ -432,7 +500,7 @@ pub async fn goals(
     req: &StatsRequest,
     property_name: &str,
 ) -> Result<Json, ApiError> {
-    let (columns, rows, visitors, has_more) = goal_rows(db, req).await?;
+    let (columns, rows, visitors, has_more, revenues) = goal_rows(db, req).await?;
     let mut body = req.head();
     match &req.property {
         None => body["visitors"] = visitors.into(),
@@ -445,17 +513,21 @@ pub async fn goals(
             body["has_more"] = has_more.into();
         }
     }
-    body["results"] = format::table_json(&columns, rows).into();
+    let mut results = format::table_json(&columns, rows);
+    for (row, revenue) in results.iter_mut().zip(revenues) {
+        row["revenue"] = revenue.into();
+    }
+    body["results"] = results.into();
     Ok(body)
 }
 
-/// `/v1/stats/goals` as CSV ([`format::table_csv`]).
+/// `/v1/stats/goals` as CSV ([`format::table_csv`]; revenue is in the JSON answer only).
 pub async fn goals_csv(
     db: &StatsDb,
     req: &StatsRequest,
     property_name: &str,
 ) -> Result<String, ApiError> {
-    let (columns, rows, _, _) = goal_rows(db, req).await?;
+    let (columns, rows, _, _, _) = goal_rows(db, req).await?;
     Ok(format::table_csv(&columns, &rows, property_name))
 }
 
