@@ -30,6 +30,8 @@ async function screen(page) {
     const num = (e, attr) => Number(e.querySelector(`[data-${attr}]`).dataset[attr]);
     const goals = [...document.querySelectorAll("[data-card=goals] tr[data-goal]")].map((r) => ({
       goal: r.dataset.goal, visitors: num(r, "visitors"), conversions: num(r, "conversions"), rate: num(r, "rate"),
+      revenue: JSON.parse(r.querySelector("[data-revenue]").dataset.revenue),
+      revenue_text: r.querySelector("[data-revenue]").textContent,
       selected: r.classList.contains("selected"),
     }));
     const gb = document.querySelector("[data-goal-breakdown]");

@@ -187,6 +187,24 @@ async fn the_dashboard_shows_the_apis_numbers_and_its_controls_work() {
         )))
     );
     assert!(shown.len() >= 8);
+    // Revenue as the API gives it, and written per currency.
+    let purchase = conv["goals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["goal"] == "purchase")
+        .unwrap();
+    let api_purchase = goals["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["goal"] == "purchase")
+        .unwrap();
+    assert_eq!(purchase["revenue"], api_purchase["revenue"]);
+    assert_eq!(
+        purchase["revenue_text"],
+        "EUR 100000000000019.8999 (avg 50000000000009.95) · USD 12.5001 (avg 4.1667)"
+    );
     let funnel_steps = |f: &Value| -> Vec<Value> {
         f["steps"]
             .as_array()

@@ -471,7 +471,10 @@ pub(crate) fn generate(seed: u64) -> Vec<Ev> {
 
 /// Purchases of scripted visitors: (visitor, seconds from its start, revenue), in two
 /// currencies, from the smallest amount to the largest, and one without revenue.
-pub(crate) const PURCHASES: &[(u64, u32, Option<(i64, &str)>)] = &[
+/// Revenue in 1/10,000 units and its currency.
+type Amount = Option<(i64, &'static str)>;
+
+pub(crate) const PURCHASES: &[(u64, u32, Amount)] = &[
     (9001, 240, Some((199_000, "EUR"))),
     (9002, 300, Some((1, "USD"))),
     (9003, 60 + GAP + 120, Some((999_999_999_999_999_999, "EUR"))),

@@ -189,17 +189,26 @@
     s.value = value;
     return s;
   }
+  // Revenue per currency, exact as the API gives it (decimal strings; never added across
+  // currencies): "EUR 19.90 (avg 9.95)".
+  function revenueCell(revenue) {
+    const money = (v) => v.replace(/(\.\d\d)00$/, "$1");
+    const parts = (revenue || []).map((r) => r.currency + " " + money(r.total) + " (avg " + money(r.average) + ")");
+    return el("td", { class: "n rev", "data-revenue": JSON.stringify(revenue || []) }, parts.join(" · ") || "–");
+  }
   function renderGoals(defs, goals, breakdown) {
     const rows = goals.results.map((r) => el("tr", { "data-goal": r.goal, class: r.goal === state.goal ? "selected" : "",
       onclick: () => { state.goal = state.goal === r.goal ? "" : r.goal; load(); } },
       el("td", {}, r.name),
       el("td", { class: "n", "data-visitors": String(r.visitors) }, nf.format(r.visitors)),
       el("td", { class: "n", "data-conversions": String(r.conversions) }, nf.format(r.conversions)),
-      el("td", { class: "n", "data-rate": String(r.conversion_rate) }, pct(r.conversion_rate))));
+      el("td", { class: "n", "data-rate": String(r.conversion_rate) }, pct(r.conversion_rate)),
+      revenueCell(r.revenue)));
     const card = el("div", { class: "card wide", "data-card": "goals" },
       el("div", { class: "head" }, el("h2", {}, "Goals"), el("span", { class: "muted" }, "click a goal to see what converts")),
       el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Goal"), el("th", { class: "n" }, "Visitors"),
-        el("th", { class: "n" }, "Conversions"), el("th", { class: "n" }, "Conv. rate"))), el("tbody", {}, ...rows)));
+        el("th", { class: "n" }, "Conversions"), el("th", { class: "n" }, "Conv. rate"), el("th", { class: "n rev" }, "Revenue"))),
+        el("tbody", {}, ...rows)));
     if (breakdown) {
       const goal = defs.goals.find((g) => g.id === state.goal);
       const values = breakdown.results.length ? breakdown.results.map((r) => el("tr", { "data-value": r.value,
@@ -207,13 +216,15 @@
         el("td", {}, r.value === "" ? "(none)" : r.value),
         el("td", { class: "n", "data-visitors": String(r.visitors) }, nf.format(r.visitors)),
         el("td", { class: "n" }, nf.format(r.conversions)),
-        el("td", { class: "n", "data-rate": String(r.conversion_rate) }, pct(r.conversion_rate))))
-        : [el("tr", {}, el("td", { class: "empty", colspan: "4" }, "No conversions"))];
+        el("td", { class: "n", "data-rate": String(r.conversion_rate) }, pct(r.conversion_rate)),
+        revenueCell(r.revenue)))
+        : [el("tr", {}, el("td", { class: "empty", colspan: "5" }, "No conversions"))];
       card.append(el("div", { class: "head sub" }, el("h2", {}, (goal ? goal.name : state.goal) + " by"),
         select("goal-by", GOAL_DIMENSIONS, state.goalBy, (v) => { state.goalBy = v; load(); })),
         el("table", { "data-goal-breakdown": state.goal }, el("thead", {}, el("tr", {},
           el("th", {}, GOAL_DIMENSIONS.find(([d]) => d === state.goalBy)[1]), el("th", { class: "n" }, "Visitors"),
-          el("th", { class: "n" }, "Conversions"), el("th", { class: "n" }, "Conv. rate"))), el("tbody", {}, ...values)));
+          el("th", { class: "n" }, "Conversions"), el("th", { class: "n" }, "Conv. rate"), el("th", { class: "n rev" }, "Revenue"))),
+          el("tbody", {}, ...values)));
     }
     return card;
   }
