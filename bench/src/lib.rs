@@ -168,7 +168,13 @@ impl TrafficPlan {
                 url.push_str(&format!("?utm_source={s}&utm_medium={m}&utm_campaign={c}"));
             }
             let pageview = rng.random_bool(0.9);
-            let event_name = if pageview { "pageview" } else { "signup" };
+            // Custom events: signups, and purchases with revenue in two currencies.
+            let purchase = !pageview && i % 3 == 0;
+            let event_name = match (pageview, purchase) {
+                (true, _) => "pageview",
+                (false, true) => "purchase",
+                (false, false) => "signup",
+            };
             let visitor = &visitors[rng.random_range(0..visitors.len())];
             let signed = site.require_signature;
             let user_id = signed.then(|| format!("user-{}", rng.random_range(0..50)));
@@ -182,6 +188,13 @@ impl TrafficPlan {
             });
             if let Some(u) = &user_id {
                 payload["user_id"] = u.clone().into();
+            }
+            if purchase {
+                let cents = rng.random_range(100..50_000u32);
+                payload["revenue"] = json!({
+                    "amount": format!("{}.{:02}", cents / 100, cents % 100),
+                    "currency": if i % 2 == 0 { "EUR" } else { "USD" },
+                });
             }
             let mut body = serde_json::to_vec(&payload).expect("json");
             let mut key = site.api_keys[0].clone();

@@ -157,6 +157,8 @@ main(async () => {
     out.conversions = await step(() => page.selectOption("#period", "30d"));
     out.goal_selected = await step(() => page.click("[data-card=goals] tr[data-goal=signup]"));
     out.goal_by_page = await step(() => page.selectOption("#goal-by", "page"));
+    // A goal with a property condition is broken down by that property.
+    out.goal_with_props = await step(() => page.click("[data-card=goals] tr[data-goal=signup-pro]"));
     await step(() => page.selectOption("#funnel-pick", "pro"));
     out.funnel_day = await step(() => page.selectOption("#funnel-within", "day"));
     out.prop_variant = await step(() => page.selectOption("#prop-key", "variant"));

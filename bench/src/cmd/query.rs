@@ -171,9 +171,9 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
         // its events one minute apart.
         let sql = format!(
             "INSERT INTO events (site_id, ts, event_id, event_name, visitor_hash, url, host, path, referrer_host, source, channel, \
-             utm_source, utm_campaign, browser, os, device, country, props_keys, props_values, received_at, kafka_topic, kafka_partition, kafka_offset) \
+             utm_source, utm_campaign, browser, os, device, country, revenue_amount, revenue_currency, props_keys, props_values, received_at, kafka_topic, kafka_partition, kafka_offset) \
              SELECT concat('site-', toString(1 + visit % 3)) AS site, toDateTime({start} + intHash32(visit) % (90 * 86400) + (number % 8) * 60) AS t, \
-             toString(number), if(intHash32(number) % 10 = 0, 'signup', 'pageview'), intHash64(visit), \
+             toString(number), multiIf(intHash32(number) % 10 = 0, 'signup', intHash32(number) % 10 = 1, 'purchase', 'pageview') AS name, intHash64(visit), \
              concat('https://example.com', p), 'example.com', \
              arrayElement(['/', '/pricing', '/blog/hello-world', '/docs', '/about'], 1 + intHash32(number * 7 + 1) % 5) AS p, \
              arrayElement(['', 'www.google.com', 'news.ycombinator.com', ''], 1 + visit % 4), \
@@ -184,6 +184,8 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
              arrayElement(['Linux', 'Windows', 'macOS', 'iOS'], 1 + intHash32(visit * 7 + 3) % 4), \
              arrayElement(['desktop', 'mobile', 'tablet'], 1 + intHash32(visit * 7 + 4) % 3), \
              arrayElement(['DE', 'FR', 'US', 'GB'], 1 + intHash32(visit * 7 + 5) % 4), \
+             if(name = 'purchase', toDecimal64(concat(toString(intHash32(number * 3) % 500), '.', toString(number % 100)), 4), toDecimal64('0', 4)), \
+             if(name = 'purchase', if(visit % 3 = 0, 'USD', 'EUR'), ''), \
              ['plan'], [if(visit % 2 = 0, 'pro', 'free')], t, 'bench', 0, number \
              FROM (SELECT number, intDiv(number, 8) AS visit FROM numbers({n}))",
             n = args.events
@@ -296,10 +298,14 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
             "breakdown by entry page",
             format!("/v1/stats/breakdown?{range}&property=page&filter=entry_page:is:/pricing"),
         ),
-        ("goals (5)", format!("/v1/stats/goals?{range}")),
+        ("goals (6, with revenue)", format!("/v1/stats/goals?{range}")),
         (
             "goal signup by source",
             format!("/v1/stats/goals?{range}&goal=signup&property=source"),
+        ),
+        (
+            "revenue (purchase) by source",
+            format!("/v1/stats/goals?{range}&goal=purchase&property=source"),
         ),
         (
             "goal blog by page",

@@ -291,6 +291,26 @@ async fn the_dashboard_shows_the_apis_numbers_and_its_controls_work() {
         json!(rows(&by_page, &["value", "visitors"]))
     );
 
+    let with_props = &screen["goal_with_props"]["goal_breakdown"];
+    assert_eq!(
+        (with_props["goal"].as_str(), with_props["by"].as_str()),
+        (Some("signup-pro"), Some("prop.plan"))
+    );
+    let (_, by_plan) = admin(&format!(
+        "{base}/v1/stats/goals?{range}&goal=signup-pro&property=prop.plan&limit=10"
+    ))
+    .await;
+    let shown_by_plan: Vec<Value> = with_props["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| json!({"value": r["value"], "visitors": r["visitors"]}))
+        .collect();
+    assert_eq!(
+        json!(shown_by_plan),
+        json!(rows(&by_plan, &["value", "visitors"]))
+    );
+    assert_eq!(by_plan["results"][0]["value"], "pro");
     let day = &screen["funnel_day"]["funnel"];
     assert_eq!(
         (day["id"].as_str(), day["within"].as_str()),
@@ -318,8 +338,8 @@ async fn the_dashboard_shows_the_apis_numbers_and_its_controls_work() {
     assert_eq!(last["filters"], json!([format!("prop.variant:is:{value}")]));
     let url = last["url"].as_str().unwrap();
     for part in [
-        "goal=signup",
-        "goal_by=page",
+        "goal=signup-pro",
+        "goal_by=prop.plan",
         "funnel=pro",
         "within=day",
         "prop=variant",

@@ -196,9 +196,24 @@
     const parts = (revenue || []).map((r) => r.currency + " " + money(r.total) + " (avg " + money(r.average) + ")");
     return el("td", { class: "n rev", "data-revenue": JSON.stringify(revenue || []) }, parts.join(" · ") || "–");
   }
-  function renderGoals(defs, goals, breakdown) {
+  // What a goal can be broken down by: the fixed dimensions, then the property keys of its
+  // conditions first (a goal with conditions shows their breakdown), then the other keys seen.
+  function goalDimensions(goal, keys) {
+    const own = goal && goal.props ? Object.keys(goal.props) : [];
+    const seen = keys.results.map((k) => k.value).filter((k) => !own.includes(k));
+    const all = GOAL_DIMENSIONS.concat(own.concat(seen).map((k) => ["prop." + k, "Property " + k]));
+    // A bookmarked key that this period has not seen stays pickable.
+    if (!all.some(([d]) => d === state.goalBy)) all.push([state.goalBy, state.goalBy]);
+    return all;
+  }
+  function renderGoals(defs, goals, breakdown, keys) {
     const rows = goals.results.map((r) => el("tr", { "data-goal": r.goal, class: r.goal === state.goal ? "selected" : "",
-      onclick: () => { state.goal = state.goal === r.goal ? "" : r.goal; load(); } },
+      onclick: () => {
+        state.goal = state.goal === r.goal ? "" : r.goal;
+        const def = defs.goals.find((g) => g.id === state.goal);
+        if (def && def.props) state.goalBy = "prop." + Object.keys(def.props)[0];
+        load();
+      } },
       el("td", {}, r.name),
       el("td", { class: "n", "data-visitors": String(r.visitors) }, nf.format(r.visitors)),
       el("td", { class: "n", "data-conversions": String(r.conversions) }, nf.format(r.conversions)),
@@ -220,9 +235,9 @@
         revenueCell(r.revenue)))
         : [el("tr", {}, el("td", { class: "empty", colspan: "5" }, "No conversions"))];
       card.append(el("div", { class: "head sub" }, el("h2", {}, (goal ? goal.name : state.goal) + " by"),
-        select("goal-by", GOAL_DIMENSIONS, state.goalBy, (v) => { state.goalBy = v; load(); })),
+        select("goal-by", goalDimensions(goal, keys), state.goalBy, (v) => { state.goalBy = v; load(); })),
         el("table", { "data-goal-breakdown": state.goal }, el("thead", {}, el("tr", {},
-          el("th", {}, GOAL_DIMENSIONS.find(([d]) => d === state.goalBy)[1]), el("th", { class: "n" }, "Visitors"),
+          el("th", {}, goalDimensions(goal, keys).find(([d]) => d === state.goalBy)[1]), el("th", { class: "n" }, "Visitors"),
           el("th", { class: "n" }, "Conversions"), el("th", { class: "n" }, "Conv. rate"), el("th", { class: "n rev" }, "Revenue"))),
           el("tbody", {}, ...values)));
     }
@@ -282,7 +297,7 @@
     if (!keys.results.some((k) => k.value === state.prop)) state.prop = keys.results.length ? keys.results[0].value : "";
     const values = state.prop ? await api("/v1/stats/breakdown", base.concat([["property", "prop." + state.prop], ["limit", "10"]])) : null;
     syncUrl();
-    return [goals && renderGoals(defs, goals, breakdown), funnel && renderFunnel(defs, funnel), renderProperties(keys, values)].filter(Boolean);
+    return [goals && renderGoals(defs, goals, breakdown, keys), funnel && renderFunnel(defs, funnel), renderProperties(keys, values)].filter(Boolean);
   }
 
   function showError(e) { $("error").hidden = false; $("error").textContent = String(e.message || e); }
