@@ -469,31 +469,83 @@ pub mod stats {
         pub props: Vec<(String, String)>,
     }
 
+    /// Where a goal test reads an event's name, path and props: an `events` row's columns, or
+    /// the parameters of a lambda over a visit's event arrays ([`VISIT_EVENT_LAMBDA`]).
+    struct EventFields {
+        name: &'static str,
+        path: &'static str,
+        keys: &'static str,
+        values: &'static str,
+    }
+
+    const EVENT_ROW: EventFields = EventFields {
+        name: "event_name",
+        path: "toString(path)",
+        keys: "props_keys",
+        values: "props_values",
+    };
+
+    const LAMBDA_FIELDS: EventFields = EventFields {
+        name: "n",
+        path: "p",
+        keys: "ks",
+        values: "vs",
+    };
+
+    /// A lambda's head over a visit's events, and the arrays it runs on: `(n, p, ks, vs) ->`
+    /// … `, ev_name, ev_path, ev_props_keys, ev_props_values`.
+    const VISIT_EVENT_LAMBDA: (&str, &str) = (
+        "(n, p, ks, vs) -> ",
+        ", ev_name, ev_path, ev_props_keys, ev_props_values",
+    );
+
     impl GoalTest {
-        /// The goal as a condition on one `events` row, the one place it is written.
+        /// The goal as a condition on one `events` row.
         fn push(&self, s: &mut Statement) {
-            s.push("(event_name = ").bind_str(&self.event);
+            self.push_on(s, &EVENT_ROW);
+        }
+
+        /// The goal as a condition on one event's fields, the one place it is written.
+        fn push_on(&self, s: &mut Statement, f: &EventFields) {
+            s.push("(").push(f.name).push(" = ").bind_str(&self.event);
             match &self.page {
                 None => {}
                 Some(PageMatch::Exact(p)) => {
-                    s.push(" AND path = ").bind_str(p);
+                    s.push(" AND ").push(f.path).push(" = ").bind_str(p);
                 }
                 Some(PageMatch::Prefix(p)) => {
-                    s.push(" AND startsWith(toString(path), ")
+                    s.push(" AND startsWith(")
+                        .push(f.path)
+                        .push(", ")
                         .bind_str(p)
                         .push(")");
                 }
                 Some(PageMatch::Regex(r)) => {
-                    s.push(" AND match(toString(path), ").bind_str(r).push(")");
+                    s.push(" AND match(")
+                        .push(f.path)
+                        .push(", ")
+                        .bind_str(r)
+                        .push(")");
                 }
             }
             for (k, v) in &self.props {
-                s.push(" AND props_values[indexOf(props_keys, ")
+                s.push(" AND ")
+                    .push(f.values)
+                    .push("[indexOf(")
+                    .push(f.keys)
+                    .push(", ")
                     .bind_str(k)
                     .push(")] = ")
                     .bind_str(v);
             }
             s.push(")");
+        }
+
+        /// How many of a visit's events (rollup arrays) match the goal.
+        fn push_visit_count(&self, s: &mut Statement) {
+            s.push("arrayCount(").push(VISIT_EVENT_LAMBDA.0);
+            self.push_on(s, &LAMBDA_FIELDS);
+            s.push(VISIT_EVENT_LAMBDA.1).push(")");
         }
     }
 
@@ -596,6 +648,185 @@ pub mod stats {
             .push(", ")
             .bind(Value::Int(limit as i64));
         s
+    }
+
+    /// `SELECT` the funnel's visitors and each step's (`s1` … `s8`, zeros past the last),
+    /// from rows of `visitor_hash` and `lvl`.
+    fn push_funnel_counts(s: &mut Statement, steps: usize) {
+        s.push("SELECT toUInt64(uniqExact(visitor_hash)) AS visitors");
+        for k in 1..=8 {
+            if k <= steps {
+                s.push(&format!(
+                    ", toUInt64(uniqExactIf(visitor_hash, lvl >= {k})) AS s{k}"
+                ));
+            } else {
+                s.push(&format!(", toUInt64(0) AS s{k}"));
+            }
+        }
+    }
+
+    /// The funnel rule on one group's events, `tt` (times, ascending) and `mm` (step masks: bit
+    /// k-1 for step k), the one place it is written: `p_k`, the first event of step k no
+    /// earlier than step k-1's time `T_{k-1}`; `lvl`, the deepest step reached.
+    fn push_funnel_chain(s: &mut Statement, steps: usize) {
+        for k in 1..=steps {
+            let bit = 1u16 << (k - 1);
+            if k == 1 {
+                s.push(&format!(
+                    "arrayFirstIndex(x -> bitAnd(x, {bit}) != 0, mm) AS p1, "
+                ));
+            } else {
+                s.push(&format!(
+                    "if(p{prev} = 0, 0, arrayFirstIndex((x, y) -> bitAnd(x, {bit}) != 0 AND y >= T{prev}, mm, tt)) AS p{k}, ",
+                    prev = k - 1
+                ));
+            }
+            s.push(&format!("tt[greatest(p{k}, 1)] AS T{k}, "));
+        }
+        let reached: Vec<String> = (1..=steps).map(|k| format!("(p{k} > 0)")).collect();
+        s.push(&format!("{} AS lvl", reached.join(" + ")));
+    }
+
+    /// Each event's step mask over a visit's events (rollup arrays): bit k-1 set when it
+    /// matches step k's goal.
+    fn push_visit_masks(s: &mut Statement, steps: &[GoalTest]) {
+        s.push("arrayMap(")
+            .push(VISIT_EVENT_LAMBDA.0)
+            .push("toUInt16(");
+        for (i, g) in steps.iter().enumerate() {
+            if i > 0 {
+                s.push(" + ");
+            }
+            s.push(&format!("{} * toUInt16(", 1u16 << i));
+            g.push_on(s, &LAMBDA_FIELDS);
+            s.push(")");
+        }
+        s.push(")").push(VISIT_EVENT_LAMBDA.1).push(")");
+    }
+
+    /// [`funnel`] of an unfiltered scope with some days rolled up: the visits' event arrays,
+    /// from the rollup for covered days and computed from the events for the others. Per
+    /// visit the chain runs on the visit's arrays; per day on the day's visits' arrays joined.
+    pub fn funnel_rolled_up(
+        scope: &Scope<'_>,
+        steps: &[GoalTest],
+        within: FunnelWithin,
+        cover: &Coverage,
+    ) -> Statement {
+        assert!((1..=8).contains(&steps.len()), "a funnel has 1-8 steps");
+        let mut s = Statement::default();
+        push_funnel_counts(&mut s, steps.len());
+        s.push(" FROM (SELECT visitor_hash, ");
+        push_funnel_chain(&mut s, steps.len());
+        s.push(" FROM (");
+        let visit_rows = |s: &mut Statement| {
+            s.push("SELECT visitor_hash, visit_start, ev_ts, ");
+            push_visit_masks(s, steps);
+            s.push(" AS masks FROM (");
+            push_visit_source_with(s, scope, cover, None, true);
+            s.push(")");
+        };
+        match within {
+            FunnelWithin::Visit => {
+                s.push("SELECT visitor_hash, ev_ts AS tt, masks AS mm FROM (");
+                visit_rows(&mut s);
+                s.push(")");
+            }
+            FunnelWithin::Day => {
+                s.push("SELECT visitor_hash, arraySort(groupArrayArray(arrayMap((t, m) -> (t, m), ev_ts, masks))) AS e, ")
+                    .push("arrayMap(x -> tupleElement(x, 1), e) AS tt, arrayMap(x -> tupleElement(x, 2), e) AS mm FROM (");
+                visit_rows(&mut s);
+                s.push(") GROUP BY visitor_hash, intDiv(visit_start, 86400)");
+            }
+        }
+        s.push("))");
+        s
+    }
+
+    /// [`goal_totals`] of an unfiltered scope with some days rolled up, in one row: per goal
+    /// (in order) its converting visitors and conversions, counted per visit.
+    pub fn goal_totals_rolled_up(
+        scope: &Scope<'_>,
+        goals: &[GoalTest],
+        cover: &Coverage,
+    ) -> Statement {
+        let mut s = Statement::default();
+        let list = |s: &mut Statement, f: &dyn Fn(usize) -> String| {
+            s.push("[");
+            for i in 0..goals.len() {
+                if i > 0 {
+                    s.push(", ");
+                }
+                s.push(&f(i));
+            }
+            s.push("]");
+        };
+        s.push("SELECT ");
+        list(&mut s, &|i| {
+            format!("toUInt64(uniqExactIf(visitor_hash, c{i} > 0))")
+        });
+        s.push(" AS visitors, ");
+        list(&mut s, &|i| format!("toUInt64(sum(c{i}))"));
+        s.push(" AS conversions FROM (SELECT visitor_hash");
+        for (i, g) in goals.iter().enumerate() {
+            s.push(", ");
+            g.push_visit_count(&mut s);
+            s.push(&format!(" AS c{i}"));
+        }
+        s.push(" FROM (");
+        push_visit_source_with(&mut s, scope, cover, None, true);
+        s.push("))");
+        s
+    }
+
+    /// [`goal_breakdown_visits`] of an unfiltered scope with some days rolled up; `None` when
+    /// the attribute is not rolled up.
+    pub fn goal_breakdown_visits_rolled_up(
+        scope: &Scope<'_>,
+        goal: &GoalTest,
+        attr: &VisitAttribute,
+        offset: u64,
+        limit: u64,
+        cover: &Coverage,
+    ) -> Option<Statement> {
+        let name = rollup_column(attr)?;
+        let mut s = Statement::default();
+        s.push("SELECT attr AS value, toUInt64(uniqExact(visitor_hash)) AS visitors, ")
+            .push("toUInt64(uniqExactIf(visitor_hash, c > 0)) AS converted, ")
+            .push("toUInt64(sum(c)) AS conversions FROM (SELECT visitor_hash, attr, ");
+        goal.push_visit_count(&mut s);
+        s.push(" AS c FROM (");
+        push_visit_source_with(&mut s, scope, cover, Some((name, attr)), true);
+        s.push(")) GROUP BY value HAVING conversions > 0 ")
+            .push("ORDER BY converted DESC, conversions DESC, value ASC LIMIT ")
+            .bind(Value::Int(offset as i64))
+            .push(", ")
+            .bind(Value::Int(limit as i64));
+        Some(s)
+    }
+
+    /// [`goal_revenue_by_visits`] of an unfiltered scope with some days rolled up; `None`
+    /// when the attribute is not rolled up.
+    pub fn goal_revenue_by_visits_rolled_up(
+        scope: &Scope<'_>,
+        goal: &GoalTest,
+        attr: &VisitAttribute,
+        values: &[String],
+        cover: &Coverage,
+    ) -> Option<Statement> {
+        let name = rollup_column(attr)?;
+        let mut s = Statement::default();
+        s.push("SELECT attr AS value, tupleElement(r, 2) AS currency, ")
+            .push("sum(tupleElement(r, 1)) AS total, toUInt64(count()) AS events FROM (")
+            .push("SELECT attr, arrayFilter(x -> tupleElement(x, 3) = 1, arrayMap((n, p, ks, vs, a, c) -> ")
+            .push("(a, c, toUInt8(c != '' AND ");
+        goal.push_on(&mut s, &LAMBDA_FIELDS);
+        s.push(")), ev_name, ev_path, ev_props_keys, ev_props_values, ev_revenue, ev_currency)) AS paid FROM (");
+        push_visit_source_with(&mut s, scope, cover, Some((name, attr)), true);
+        s.push(")) ARRAY JOIN paid AS r WHERE value");
+        push_in(&mut s, values);
+        s.push(" GROUP BY value, currency ORDER BY value, currency");
+        Some(s)
     }
 
     /// Revenue of each goal of `goals` (`goal` = its 1-based position) per currency: the
@@ -760,34 +991,10 @@ pub mod stats {
             s.push(")");
         };
         let mut s = Statement::default();
-        s.push("SELECT toUInt64(uniqExact(visitor_hash)) AS visitors");
-        for k in 1..=8 {
-            if k <= steps.len() {
-                s.push(&format!(
-                    ", toUInt64(uniqExactIf(visitor_hash, lvl >= {k})) AS s{k}"
-                ));
-            } else {
-                s.push(&format!(", toUInt64(0) AS s{k}"));
-            }
-        }
+        push_funnel_counts(&mut s, steps.len());
         s.push(" FROM (SELECT visitor_hash, ");
-        // The chain: p_k, the first event of step k no earlier than step k-1's time T_{k-1}.
-        for k in 1..=steps.len() {
-            let bit = 1u16 << (k - 1);
-            if k == 1 {
-                s.push(&format!(
-                    "arrayFirstIndex(x -> bitAnd(x, {bit}) != 0, mm) AS p1, "
-                ));
-            } else {
-                s.push(&format!(
-                    "if(p{prev} = 0, 0, arrayFirstIndex((x, y) -> bitAnd(x, {bit}) != 0 AND y >= T{prev}, mm, tt)) AS p{k}, ",
-                    prev = k - 1
-                ));
-            }
-            s.push(&format!("tt[greatest(p{k}, 1)] AS T{k}, "));
-        }
-        let reached: Vec<String> = (1..=steps.len()).map(|k| format!("(p{k} > 0)")).collect();
-        s.push(&format!("{} AS lvl FROM (", reached.join(" + ")));
+        push_funnel_chain(&mut s, steps.len());
+        s.push(" FROM (");
         match within {
             FunnelWithin::Day => {
                 s.push("SELECT visitor_hash, max(f) AS ok, arraySort(groupArray((toUInt32(ts), m))) AS e, ")
@@ -951,14 +1158,21 @@ pub mod stats {
         s
     }
 
+    /// The `visits` columns holding each visit's events in time order (ties in a full order of
+    /// the fields), one array per field.
+    pub const VISIT_EVENT_COLUMNS: &str =
+        "ev_ts, ev_name, ev_path, ev_props_keys, ev_props_values, ev_revenue, ev_currency";
+
     /// One row per visit of the scope's events, computed from the events: `visitor_hash`,
     /// `visit_start`, `visit_end` (Unix seconds), `visit_events`, `visit_pageviews` and the
-    /// given attributes, named as in `visits`; days in `skip` left out.
+    /// given attributes, named as in `visits`, and with `events` the visit's events
+    /// ([`VISIT_EVENT_COLUMNS`]); days in `skip` left out.
     fn push_raw_visit_rows(
         s: &mut Statement,
         scope: &Scope<'_>,
         attrs: &[(&str, &Column, bool)],
         skip: &[u32],
+        events: bool,
     ) {
         s.push("SELECT visitor_hash, min(t) AS visit_start, max(t) AS visit_end, ")
             .push("toUInt32(count()) AS visit_events, toUInt32(sum(pv)) AS visit_pageviews");
@@ -966,8 +1180,23 @@ pub mod stats {
             let f = if *exit { "argMax" } else { "argMin" };
             s.push(&format!(", {f}(a{i}, (t, a{i})) AS {name}"));
         }
+        // The event fields follow the attributes in each event's tuple.
+        let first = attrs.len() + 3;
+        if events {
+            s.push(", arraySort(groupArray((t");
+            for i in 0..6 {
+                s.push(&format!(", tupleElement(e, {})", first + i));
+            }
+            s.push("))) AS sorted_events");
+            for (i, name) in VISIT_EVENT_COLUMNS.split(", ").enumerate() {
+                s.push(&format!(
+                    ", arrayMap(x -> tupleElement(x, {}), sorted_events) AS {name}",
+                    i + 1
+                ));
+            }
+        }
         s.push(
-            " FROM (SELECT visitor_hash, day, v, tupleElement(e, 1) AS t, tupleElement(e, 2) AS pv",
+            " FROM (SELECT visitor_hash, day, v, e, tupleElement(e, 1) AS t, tupleElement(e, 2) AS pv",
         );
         for i in 0..attrs.len() {
             s.push(&format!(", tupleElement(e, {}) AS a{i}", i + 3));
@@ -978,6 +1207,10 @@ pub mod stats {
         for (_, column, _) in attrs {
             s.push(", ");
             column.push_expr(s);
+        }
+        if events {
+            s.push(", toString(event_name), toString(path), props_keys, props_values, ")
+                .push("revenue_amount, toString(revenue_currency)");
         }
         s.push("))) AS evs, ");
         push_visit_split(s, "arrayMap(x -> tupleElement(x, 1), evs)", false);
@@ -1124,9 +1357,23 @@ pub mod stats {
         cover: &Coverage,
         attr: Option<(&str, &VisitAttribute)>,
     ) {
+        push_visit_source_with(s, scope, cover, attr, false);
+    }
+
+    /// [`push_visit_source`], with `events` also each visit's events ([`VISIT_EVENT_COLUMNS`]).
+    fn push_visit_source_with(
+        s: &mut Statement,
+        scope: &Scope<'_>,
+        cover: &Coverage,
+        attr: Option<(&str, &VisitAttribute)>,
+        events: bool,
+    ) {
         s.push("SELECT visitor_hash, visit_start, visit_end, visit_events, visit_pageviews");
         if let Some((name, _)) = attr {
             s.push(", toString(").push(name).push(") AS attr");
+        }
+        if events {
+            s.push(", ").push(VISIT_EVENT_COLUMNS);
         }
         s.push(" FROM visits WHERE site_id = ")
             .bind_str(scope.site_id);
@@ -1140,6 +1387,9 @@ pub mod stats {
         if attr.is_some() {
             s.push(", attr");
         }
+        if events {
+            s.push(", ").push(VISIT_EVENT_COLUMNS);
+        }
         s.push(" FROM (");
         let named;
         let attrs: &[(&str, &Column, bool)] = match attr {
@@ -1149,7 +1399,7 @@ pub mod stats {
             }
             None => &[],
         };
-        push_raw_visit_rows(s, scope, attrs, &cover.days);
+        push_raw_visit_rows(s, scope, attrs, &cover.days, events);
         s.push(")");
     }
 
@@ -1212,6 +1462,7 @@ pub mod stats {
         let columns =
             std::iter::once("visitor_hash, visit_start, visit_end, visit_events, visit_pageviews")
                 .chain(ROLLUP_ATTRS.iter().map(|(name, _, _)| *name))
+                .chain(std::iter::once(VISIT_EVENT_COLUMNS))
                 .collect::<Vec<_>>()
                 .join(", ");
         let mut s = Statement::default();
@@ -1228,7 +1479,7 @@ pub mod stats {
             .push(" FROM (");
         let attrs: Vec<(&str, &Column, bool)> =
             ROLLUP_ATTRS.iter().map(|(n, c, e)| (*n, c, *e)).collect();
-        push_raw_visit_rows(&mut s, &utc_day(site_id, day), &attrs, &[]);
+        push_raw_visit_rows(&mut s, &utc_day(site_id, day), &attrs, &[], true);
         s.push(")");
         s
     }

@@ -298,7 +298,10 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
             "breakdown by entry page",
             format!("/v1/stats/breakdown?{range}&property=page&filter=entry_page:is:/pricing"),
         ),
-        ("goals (6, with revenue)", format!("/v1/stats/goals?{range}")),
+        (
+            "goals (6, with revenue)",
+            format!("/v1/stats/goals?{range}"),
+        ),
         (
             "goal signup by source",
             format!("/v1/stats/goals?{range}&goal=signup&property=source"),

@@ -256,6 +256,47 @@ pub const MIGRATIONS: &[Migration] = &[
             },
         ],
     },
+    Migration {
+        version: 9,
+        name: "each visit's events in the visit rollup",
+        // Goals, funnels and revenue are tested at query time on what a visit did: its events'
+        // times, names, paths, props and revenue, in time order, one array per field. Builds
+        // recorded before have none, so their records go: every day is built again.
+        statements: &[
+            Ddl::Mutation {
+                table: "rollup_days",
+                command: "DELETE WHERE 1 = 1",
+            },
+            Ddl::AddColumn {
+                table: "visits",
+                column: "ev_ts Array(UInt32) AFTER utm_content",
+            },
+            Ddl::AddColumn {
+                table: "visits",
+                column: "ev_name Array(String) AFTER ev_ts",
+            },
+            Ddl::AddColumn {
+                table: "visits",
+                column: "ev_path Array(String) AFTER ev_name",
+            },
+            Ddl::AddColumn {
+                table: "visits",
+                column: "ev_props_keys Array(Array(String)) AFTER ev_path",
+            },
+            Ddl::AddColumn {
+                table: "visits",
+                column: "ev_props_values Array(Array(String)) AFTER ev_props_keys",
+            },
+            Ddl::AddColumn {
+                table: "visits",
+                column: "ev_revenue Array(Decimal(18, 4)) AFTER ev_props_values",
+            },
+            Ddl::AddColumn {
+                table: "visits",
+                column: "ev_currency Array(String) AFTER ev_revenue",
+            },
+        ],
+    },
 ];
 
 /// The gates leased loaders write through, one per table a loader writes: a `Null` table with

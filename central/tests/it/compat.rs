@@ -351,6 +351,56 @@ fn stats_steps() -> Vec<(String, String)> {
     ));
     out.push(("rollup_coverage".into(), st::coverage(&scope).render()));
     let cover = st::Coverage::of(&scope, &[(day, 7)]);
+    // Conversions through the rollup's event arrays, beside the same read from events.
+    let entry = VisitAttribute {
+        column: Column::Path,
+        at_exit: false,
+    };
+    out.push((
+        "rollup_goal_totals".into(),
+        st::goal_totals_rolled_up(&scope, &goals, &cover).render(),
+    ));
+    for (name, statement) in [
+        (
+            "goal_breakdown_entry_all",
+            st::goal_breakdown_visits(&scope, &goals[1], &entry, 0, 10),
+        ),
+        (
+            "rollup_goal_breakdown_entry_all",
+            st::goal_breakdown_visits_rolled_up(&scope, &goals[1], &entry, 0, 10, &cover)
+                .expect("rolled up"),
+        ),
+        (
+            "goal_revenue_entry_all",
+            st::goal_revenue_by_visits(&scope, &goals[1], &entry, &["/a".into(), "/c".into()]),
+        ),
+        (
+            "rollup_goal_revenue_entry_all",
+            st::goal_revenue_by_visits_rolled_up(
+                &scope,
+                &goals[1],
+                &entry,
+                &["/a".into(), "/c".into()],
+                &cover,
+            )
+            .expect("rolled up"),
+        ),
+    ] {
+        out.push((name.into(), statement.render()));
+    }
+    for (name, within) in [
+        ("visit", st::FunnelWithin::Visit),
+        ("day", st::FunnelWithin::Day),
+    ] {
+        out.push((
+            format!("funnel_{name}_all"),
+            st::funnel(&scope, &goals[..3], within).render(),
+        ));
+        out.push((
+            format!("rollup_funnel_{name}"),
+            st::funnel_rolled_up(&scope, &goals[..3], within, &cover).render(),
+        ));
+    }
     out.push((
         "rollup_aggregate".into(),
         st::aggregate_rolled_up(&scope, &cover).render(),
@@ -723,6 +773,20 @@ async fn every_statement_answers_the_same_on_clickhouse_18_16_and_a_current_rele
         "/a\t2\t2\t2\n/b\t1\t1\t1\n/c\t1\t1\t1\n"
     );
     assert_eq!(old["rollup_aggregate"], old["stats_aggregate"]);
+    for (rolled, raw) in [
+        (
+            "rollup_goal_breakdown_entry_all",
+            "goal_breakdown_entry_all",
+        ),
+        ("rollup_goal_revenue_entry_all", "goal_revenue_entry_all"),
+        ("rollup_funnel_visit", "funnel_visit_all"),
+        ("rollup_funnel_day", "funnel_day_all"),
+    ] {
+        assert_eq!(old[rolled], old[raw], "{rolled}");
+        assert!(!old[raw].as_str().unwrap().is_empty(), "{raw} has rows");
+    }
+    // Goals /a, /**, /*, /[b](*, /b* with plan=pro, signup: visitors, then conversions.
+    assert_eq!(old["rollup_goal_totals"], "[2,3,3,0,1,0]\t[2,4,4,0,1,0]\n");
     assert_eq!(
         old["rollup_aggregate_complete"],
         "2\t2\t3\t3\t1\t20\t0\t0\n"

@@ -350,6 +350,13 @@ struct GoalCount {
     conversions: u64,
 }
 
+/// [`sql::goal_totals_rolled_up`]'s one row: per goal, in order.
+#[derive(Debug, Row, Deserialize)]
+struct GoalLists {
+    visitors: Vec<u64>,
+    conversions: Vec<u64>,
+}
+
 #[derive(Debug, Row, Deserialize)]
 struct GoalRevenue {
     goal: u32,
@@ -404,10 +411,30 @@ pub async fn goal_rows(
     let Some(property) = &req.property else {
         let tests: Vec<sql::GoalTest> = req.goals.iter().map(|g| g.test.clone()).collect();
         let totals = async {
-            match tests.is_empty() {
-                true => Ok(Vec::new()),
-                false => fetch_all::<GoalCount>(db, &sql::goal_totals(&scope, &tests)).await,
+            if tests.is_empty() {
+                return Ok(Vec::new());
             }
+            let cover = coverage(db, &scope).await;
+            if cover.is_empty() {
+                return fetch_all::<GoalCount>(db, &sql::goal_totals(&scope, &tests)).await;
+            }
+            let s = sql::goal_totals_rolled_up(&scope, &tests, &cover);
+            let row = fetch_all::<GoalLists>(db, &s).await?.pop();
+            Ok(row
+                .map(|r| {
+                    r.visitors
+                        .into_iter()
+                        .zip(r.conversions)
+                        .enumerate()
+                        .filter(|(_, (_, n))| *n > 0)
+                        .map(|(i, (visitors, conversions))| GoalCount {
+                            goal: i as u32 + 1,
+                            visitors,
+                            conversions,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default())
         };
         let everyone = sql::realtime(&scope);
         let all = fetch_all::<Realtime>(db, &everyone);
@@ -449,9 +476,20 @@ pub async fn goal_rows(
     let goal = &req.goals.first().expect("a goal with property").test;
     let offset = u64::from(req.page - 1) * u64::from(req.limit);
     let fetch = u64::from(req.limit) + 1;
+    // Visit dimensions read the rollup's visits where it covers the range.
+    let cover = match property {
+        Property::Visit(attr) if sql::rollup_column(attr).is_some() => coverage(db, &scope).await,
+        _ => sql::Coverage::default(),
+    };
     let s = match property {
         Property::Event(column) => sql::goal_breakdown_events(&scope, goal, column, offset, fetch),
-        Property::Visit(attr) => sql::goal_breakdown_visits(&scope, goal, attr, offset, fetch),
+        Property::Visit(attr) => match cover.is_empty() {
+            false => {
+                sql::goal_breakdown_visits_rolled_up(&scope, goal, attr, offset, fetch, &cover)
+            }
+            true => None,
+        }
+        .unwrap_or_else(|| sql::goal_breakdown_visits(&scope, goal, attr, offset, fetch)),
     };
     let mut groups = fetch_all::<GoalGroup>(db, &s).await?;
     groups.truncate(req.limit as usize + 1);
@@ -464,7 +502,11 @@ pub async fn goal_rows(
     if !values.is_empty() {
         let s = match property {
             Property::Event(column) => sql::goal_revenue_by_events(&scope, goal, column, &values),
-            Property::Visit(attr) => sql::goal_revenue_by_visits(&scope, goal, attr, &values),
+            Property::Visit(attr) => match cover.is_empty() {
+                false => sql::goal_revenue_by_visits_rolled_up(&scope, goal, attr, &values, &cover),
+                true => None,
+            }
+            .unwrap_or_else(|| sql::goal_revenue_by_visits(&scope, goal, attr, &values)),
         };
         let index: HashMap<&str, usize> = values
             .iter()
@@ -553,7 +595,12 @@ async fn funnel_rows(
     req: &StatsRequest,
 ) -> Result<(Vec<&'static str>, Vec<Vec<Json>>, u64), ApiError> {
     let steps: Vec<sql::GoalTest> = req.goals.iter().map(|g| g.test.clone()).collect();
-    let s = sql::funnel(&req.scope(), &steps, req.within);
+    let scope = req.scope();
+    let cover = coverage(db, &scope).await;
+    let s = match cover.is_empty() {
+        true => sql::funnel(&scope, &steps, req.within),
+        false => sql::funnel_rolled_up(&scope, &steps, req.within, &cover),
+    };
     let c = fetch_all::<FunnelCounts>(db, &s)
         .await?
         .pop()
