@@ -492,12 +492,24 @@ pub mod stats {
         values: "vs",
     };
 
-    /// A lambda's head over a visit's events, and the arrays it runs on: `(n, p, ks, vs) ->`
-    /// … `, ev_name, ev_path, ev_props_keys, ev_props_values`.
-    const VISIT_EVENT_LAMBDA: (&str, &str) = (
-        "(n, p, ks, vs) -> ",
-        ", ev_name, ev_path, ev_props_keys, ev_props_values",
-    );
+    /// A lambda over a visit's events that reads only the arrays `goals` need (the nested
+    /// props arrays are the costliest to read): its head, e.g. `(n, p) -> `, and the arrays it
+    /// runs on, e.g. `, ev_name, ev_path`; `extra` adds parameters and arrays after them.
+    fn visit_lambda(goals: &[&GoalTest], extra: &[(&str, &str)]) -> (String, String) {
+        let path = goals.iter().any(|g| g.page.is_some());
+        let props = goals.iter().any(|g| !g.props.is_empty());
+        let mut fields = vec![("n", "ev_name")];
+        if path {
+            fields.push(("p", "ev_path"));
+        }
+        if props {
+            fields.extend([("ks", "ev_props_keys"), ("vs", "ev_props_values")]);
+        }
+        fields.extend_from_slice(extra);
+        let params: Vec<&str> = fields.iter().map(|(p, _)| *p).collect();
+        let arrays: String = fields.iter().map(|(_, a)| format!(", {a}")).collect();
+        (format!("({}) -> ", params.join(", ")), arrays)
+    }
 
     impl GoalTest {
         /// The goal as a condition on one `events` row.
@@ -543,9 +555,10 @@ pub mod stats {
 
         /// How many of a visit's events (rollup arrays) match the goal.
         fn push_visit_count(&self, s: &mut Statement) {
-            s.push("arrayCount(").push(VISIT_EVENT_LAMBDA.0);
+            let (head, arrays) = visit_lambda(&[self], &[]);
+            s.push("arrayCount(").push(&head);
             self.push_on(s, &LAMBDA_FIELDS);
-            s.push(VISIT_EVENT_LAMBDA.1).push(")");
+            s.push(&arrays).push(")");
         }
     }
 
@@ -667,8 +680,8 @@ pub mod stats {
 
     /// The funnel rule on one group's events, `tt` (times, ascending) and `mm` (step masks: bit
     /// k-1 for step k), the one place it is written: `p_k`, the first event of step k no
-    /// earlier than step k-1's time `T_{k-1}`; `lvl`, the deepest step reached.
-    fn push_funnel_chain(s: &mut Statement, steps: usize) {
+    /// earlier than step k-1's time `T_{k-1}`; `level` (its alias), the deepest step reached.
+    fn push_funnel_chain(s: &mut Statement, steps: usize, level: &str) {
         for k in 1..=steps {
             let bit = 1u16 << (k - 1);
             if k == 1 {
@@ -684,15 +697,14 @@ pub mod stats {
             s.push(&format!("tt[greatest(p{k}, 1)] AS T{k}, "));
         }
         let reached: Vec<String> = (1..=steps).map(|k| format!("(p{k} > 0)")).collect();
-        s.push(&format!("{} AS lvl", reached.join(" + ")));
+        s.push(&format!("{} AS {level}", reached.join(" + ")));
     }
 
     /// Each event's step mask over a visit's events (rollup arrays): bit k-1 set when it
     /// matches step k's goal.
     fn push_visit_masks(s: &mut Statement, steps: &[GoalTest]) {
-        s.push("arrayMap(")
-            .push(VISIT_EVENT_LAMBDA.0)
-            .push("toUInt16(");
+        let (head, arrays) = visit_lambda(&steps.iter().collect::<Vec<_>>(), &[]);
+        s.push("arrayMap(").push(&head).push("toUInt16(");
         for (i, g) in steps.iter().enumerate() {
             if i > 0 {
                 s.push(" + ");
@@ -701,12 +713,13 @@ pub mod stats {
             g.push_on(s, &LAMBDA_FIELDS);
             s.push(")");
         }
-        s.push(")").push(VISIT_EVENT_LAMBDA.1).push(")");
+        s.push(")").push(&arrays).push(")");
     }
 
     /// [`funnel`] of an unfiltered scope with some days rolled up: the visits' event arrays,
     /// from the rollup for covered days and computed from the events for the others. Per
-    /// visit the chain runs on the visit's arrays; per day on the day's visits' arrays joined.
+    /// visit the chain runs on the visit's arrays; per day on the day's visits' step events
+    /// joined. Each visitor's deepest step is taken first (one hash table), then counted.
     pub fn funnel_rolled_up(
         scope: &Scope<'_>,
         steps: &[GoalTest],
@@ -715,9 +728,16 @@ pub mod stats {
     ) -> Statement {
         assert!((1..=8).contains(&steps.len()), "a funnel has 1-8 steps");
         let mut s = Statement::default();
-        push_funnel_counts(&mut s, steps.len());
-        s.push(" FROM (SELECT visitor_hash, ");
-        push_funnel_chain(&mut s, steps.len());
+        s.push("SELECT toUInt64(count()) AS visitors");
+        for k in 1..=8 {
+            if k <= steps.len() {
+                s.push(&format!(", toUInt64(countIf(lvl >= {k})) AS s{k}"));
+            } else {
+                s.push(&format!(", toUInt64(0) AS s{k}"));
+            }
+        }
+        s.push(" FROM (SELECT visitor_hash, max(l) AS lvl FROM (SELECT visitor_hash, ");
+        push_funnel_chain(&mut s, steps.len(), "l");
         s.push(" FROM (");
         let visit_rows = |s: &mut Statement| {
             s.push("SELECT visitor_hash, visit_start, ev_ts, ");
@@ -733,18 +753,22 @@ pub mod stats {
                 s.push(")");
             }
             FunnelWithin::Day => {
-                s.push("SELECT visitor_hash, arraySort(groupArrayArray(arrayMap((t, m) -> (t, m), ev_ts, masks))) AS e, ")
+                // Only the steps' events travel into the day's arrays.
+                s.push("SELECT visitor_hash, arraySort(groupArrayArray(arrayFilter(x -> tupleElement(x, 2) > 0, ")
+                    .push("arrayMap((t, m) -> (t, m), ev_ts, masks)))) AS e, ")
                     .push("arrayMap(x -> tupleElement(x, 1), e) AS tt, arrayMap(x -> tupleElement(x, 2), e) AS mm FROM (");
                 visit_rows(&mut s);
                 s.push(") GROUP BY visitor_hash, intDiv(visit_start, 86400)");
             }
         }
-        s.push("))");
+        s.push(")) GROUP BY visitor_hash)");
         s
     }
 
-    /// [`goal_totals`] of an unfiltered scope with some days rolled up, in one row: per goal
-    /// (in order) its converting visitors and conversions, counted per visit.
+    /// [`goal_totals`] of an unfiltered scope with some days rolled up, in one row: the
+    /// scope's visitors (`everyone`), and per goal (in order) its converting visitors and
+    /// conversions. Each visitor's conversions are summed first (one hash table for every
+    /// goal), then visitors are counted.
     pub fn goal_totals_rolled_up(
         scope: &Scope<'_>,
         goals: &[GoalTest],
@@ -761,26 +785,28 @@ pub mod stats {
             }
             s.push("]");
         };
-        s.push("SELECT ");
-        list(&mut s, &|i| {
-            format!("toUInt64(uniqExactIf(visitor_hash, c{i} > 0))")
-        });
+        s.push("SELECT toUInt64(count()) AS everyone, ");
+        list(&mut s, &|i| format!("toUInt64(countIf(c{i} > 0))"));
         s.push(" AS visitors, ");
         list(&mut s, &|i| format!("toUInt64(sum(c{i}))"));
         s.push(" AS conversions FROM (SELECT visitor_hash");
+        for i in 0..goals.len() {
+            s.push(&format!(", sum(v{i}) AS c{i}"));
+        }
+        s.push(" FROM (SELECT visitor_hash");
         for (i, g) in goals.iter().enumerate() {
             s.push(", ");
             g.push_visit_count(&mut s);
-            s.push(&format!(" AS c{i}"));
+            s.push(&format!(" AS v{i}"));
         }
         s.push(" FROM (");
         push_visit_source_with(&mut s, scope, cover, None, true);
-        s.push("))");
+        s.push(")) GROUP BY visitor_hash)");
         s
     }
 
     /// [`goal_breakdown_visits`] of an unfiltered scope with some days rolled up; `None` when
-    /// the attribute is not rolled up.
+    /// the attribute is not rolled up. Per (value, visitor) first, then visitors per value.
     pub fn goal_breakdown_visits_rolled_up(
         scope: &Scope<'_>,
         goal: &GoalTest,
@@ -791,13 +817,13 @@ pub mod stats {
     ) -> Option<Statement> {
         let name = rollup_column(attr)?;
         let mut s = Statement::default();
-        s.push("SELECT attr AS value, toUInt64(uniqExact(visitor_hash)) AS visitors, ")
-            .push("toUInt64(uniqExactIf(visitor_hash, c > 0)) AS converted, ")
-            .push("toUInt64(sum(c)) AS conversions FROM (SELECT visitor_hash, attr, ");
+        s.push("SELECT attr AS value, toUInt64(count()) AS visitors, ")
+            .push("toUInt64(countIf(c > 0)) AS converted, toUInt64(sum(c)) AS conversions FROM (")
+            .push("SELECT attr, visitor_hash, sum(v) AS c FROM (SELECT visitor_hash, attr, ");
         goal.push_visit_count(&mut s);
-        s.push(" AS c FROM (");
+        s.push(" AS v FROM (");
         push_visit_source_with(&mut s, scope, cover, Some((name, attr)), true);
-        s.push(")) GROUP BY value HAVING conversions > 0 ")
+        s.push(")) GROUP BY attr, visitor_hash) GROUP BY value HAVING conversions > 0 ")
             .push("ORDER BY converted DESC, conversions DESC, value ASC LIMIT ")
             .bind(Value::Int(offset as i64))
             .push(", ")
@@ -818,10 +844,11 @@ pub mod stats {
         let mut s = Statement::default();
         s.push("SELECT attr AS value, tupleElement(r, 2) AS currency, ")
             .push("sum(tupleElement(r, 1)) AS total, toUInt64(count()) AS events FROM (")
-            .push("SELECT attr, arrayFilter(x -> tupleElement(x, 3) = 1, arrayMap((n, p, ks, vs, a, c) -> ")
-            .push("(a, c, toUInt8(c != '' AND ");
+            .push("SELECT attr, arrayFilter(x -> tupleElement(x, 3) = 1, arrayMap(");
+        let (head, arrays) = visit_lambda(&[goal], &[("a", "ev_revenue"), ("c", "ev_currency")]);
+        s.push(&head).push("(a, c, toUInt8(c != '' AND ");
         goal.push_on(&mut s, &LAMBDA_FIELDS);
-        s.push(")), ev_name, ev_path, ev_props_keys, ev_props_values, ev_revenue, ev_currency)) AS paid FROM (");
+        s.push(&format!(")){arrays})) AS paid FROM ("));
         push_visit_source_with(&mut s, scope, cover, Some((name, attr)), true);
         s.push(")) ARRAY JOIN paid AS r WHERE value");
         push_in(&mut s, values);
@@ -993,7 +1020,7 @@ pub mod stats {
         let mut s = Statement::default();
         push_funnel_counts(&mut s, steps.len());
         s.push(" FROM (SELECT visitor_hash, ");
-        push_funnel_chain(&mut s, steps.len());
+        push_funnel_chain(&mut s, steps.len(), "lvl");
         s.push(" FROM (");
         match within {
             FunnelWithin::Day => {

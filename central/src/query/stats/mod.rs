@@ -353,6 +353,8 @@ struct GoalCount {
 /// [`sql::goal_totals_rolled_up`]'s one row: per goal, in order.
 #[derive(Debug, Row, Deserialize)]
 struct GoalLists {
+    /// The scope's visitors.
+    everyone: u64,
     visitors: Vec<u64>,
     conversions: Vec<u64>,
 }
@@ -410,48 +412,54 @@ pub async fn goal_rows(
     let scope = req.scope();
     let Some(property) = &req.property else {
         let tests: Vec<sql::GoalTest> = req.goals.iter().map(|g| g.test.clone()).collect();
+        // Counts per goal and the scope's visitors: from the rollup's visits (one statement
+        // gives both) where it covers the range, else from events.
         let totals = async {
+            let everyone = sql::realtime(&scope);
+            let all = async {
+                let rows = fetch_all::<Realtime>(db, &everyone).await?;
+                Ok::<_, ApiError>(rows.first().map_or(0, |r| r.visitors))
+            };
             if tests.is_empty() {
-                return Ok(Vec::new());
+                return Ok((Vec::new(), all.await?));
             }
             let cover = coverage(db, &scope).await;
             if cover.is_empty() {
-                return fetch_all::<GoalCount>(db, &sql::goal_totals(&scope, &tests)).await;
+                let raw = sql::goal_totals(&scope, &tests);
+                let counts = fetch_all::<GoalCount>(db, &raw);
+                return tokio::try_join!(counts, all);
             }
             let s = sql::goal_totals_rolled_up(&scope, &tests, &cover);
-            let row = fetch_all::<GoalLists>(db, &s).await?.pop();
-            Ok(row
-                .map(|r| {
-                    r.visitors
-                        .into_iter()
-                        .zip(r.conversions)
-                        .enumerate()
-                        .filter(|(_, (_, n))| *n > 0)
-                        .map(|(i, (visitors, conversions))| GoalCount {
-                            goal: i as u32 + 1,
-                            visitors,
-                            conversions,
-                        })
-                        .collect()
+            let Some(r) = fetch_all::<GoalLists>(db, &s).await?.pop() else {
+                return Ok((Vec::new(), 0));
+            };
+            let counts = r
+                .visitors
+                .into_iter()
+                .zip(r.conversions)
+                .enumerate()
+                .filter(|(_, (_, n))| *n > 0)
+                .map(|(i, (visitors, conversions))| GoalCount {
+                    goal: i as u32 + 1,
+                    visitors,
+                    conversions,
                 })
-                .unwrap_or_default())
+                .collect();
+            Ok((counts, r.everyone))
         };
-        let everyone = sql::realtime(&scope);
-        let all = fetch_all::<Realtime>(db, &everyone);
         let revenue = async {
             match tests.is_empty() {
                 true => Ok(Vec::new()),
                 false => fetch_all::<GoalRevenue>(db, &sql::goal_revenue(&scope, &tests)).await,
             }
         };
-        let (counts, all, revenue) = tokio::try_join!(totals, all, revenue)?;
+        let ((counts, visitors), revenue) = tokio::try_join!(totals, revenue)?;
         let mut revenues: Revenues = vec![Vec::new(); req.goals.len()];
         for r in &revenue {
             if let Some(slot) = revenues.get_mut(r.goal as usize - 1) {
                 slot.push(revenue_json(&r.currency, r.total, r.events));
             }
         }
-        let visitors = all.first().map_or(0, |r| r.visitors);
         let counts: HashMap<u32, &GoalCount> = counts.iter().map(|c| (c.goal, c)).collect();
         let rows = req
             .goals
