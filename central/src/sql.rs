@@ -492,23 +492,36 @@ pub mod stats {
         values: "vs",
     };
 
-    /// A lambda over a visit's events that reads only the arrays `goals` need (the nested
-    /// props arrays are the costliest to read): its head, e.g. `(n, p) -> `, and the arrays it
-    /// runs on, e.g. `, ev_name, ev_path`; `extra` adds parameters and arrays after them.
-    fn visit_lambda(goals: &[&GoalTest], extra: &[(&str, &str)]) -> (String, String) {
-        let path = goals.iter().any(|g| g.page.is_some());
-        let props = goals.iter().any(|g| !g.props.is_empty());
+    /// The event arrays (lambda parameter, `visits` column) a test of `goals` reads: the name
+    /// always, the path for page goals, the props for goals with conditions (the nested props
+    /// arrays are the costliest to read, and most goals do not need them).
+    fn visit_fields(goals: &[&GoalTest]) -> Vec<(&'static str, &'static str)> {
         let mut fields = vec![("n", "ev_name")];
-        if path {
+        if goals.iter().any(|g| g.page.is_some()) {
             fields.push(("p", "ev_path"));
         }
-        if props {
+        if goals.iter().any(|g| !g.props.is_empty()) {
             fields.extend([("ks", "ev_props_keys"), ("vs", "ev_props_values")]);
         }
+        fields
+    }
+
+    /// A lambda over a visit's events reading only what `goals` need: its head, e.g.
+    /// `(n, p) -> `, and the arrays it runs on, e.g. `, ev_name, ev_path`; `extra` adds
+    /// parameters and arrays after them.
+    fn visit_lambda(goals: &[&GoalTest], extra: &[(&str, &str)]) -> (String, String) {
+        let mut fields = visit_fields(goals);
         fields.extend_from_slice(extra);
         let params: Vec<&str> = fields.iter().map(|(p, _)| *p).collect();
         let arrays: String = fields.iter().map(|(_, a)| format!(", {a}")).collect();
         (format!("({}) -> ", params.join(", ")), arrays)
+    }
+
+    /// The `visits` event columns a statement over `goals` reads, plus `extra`.
+    fn visit_columns(goals: &[&GoalTest], extra: &[&'static str]) -> Vec<&'static str> {
+        let mut columns: Vec<&str> = extra.to_vec();
+        columns.extend(visit_fields(goals).iter().map(|(_, c)| *c));
+        columns
     }
 
     impl GoalTest {
@@ -743,7 +756,8 @@ pub mod stats {
             s.push("SELECT visitor_hash, visit_start, ev_ts, ");
             push_visit_masks(s, steps);
             s.push(" AS masks FROM (");
-            push_visit_source_with(s, scope, cover, None, true);
+            let steps: Vec<&GoalTest> = steps.iter().collect();
+            push_visit_source_with(s, scope, cover, None, &visit_columns(&steps, &["ev_ts"]));
             s.push(")");
         };
         match within {
@@ -800,7 +814,8 @@ pub mod stats {
             s.push(&format!(" AS v{i}"));
         }
         s.push(" FROM (");
-        push_visit_source_with(&mut s, scope, cover, None, true);
+        let all: Vec<&GoalTest> = goals.iter().collect();
+        push_visit_source_with(&mut s, scope, cover, None, &visit_columns(&all, &[]));
         s.push(")) GROUP BY visitor_hash)");
         s
     }
@@ -822,7 +837,8 @@ pub mod stats {
             .push("SELECT attr, visitor_hash, sum(v) AS c FROM (SELECT visitor_hash, attr, ");
         goal.push_visit_count(&mut s);
         s.push(" AS v FROM (");
-        push_visit_source_with(&mut s, scope, cover, Some((name, attr)), true);
+        let columns = visit_columns(&[goal], &[]);
+        push_visit_source_with(&mut s, scope, cover, Some((name, attr)), &columns);
         s.push(")) GROUP BY attr, visitor_hash) GROUP BY value HAVING conversions > 0 ")
             .push("ORDER BY converted DESC, conversions DESC, value ASC LIMIT ")
             .bind(Value::Int(offset as i64))
@@ -849,7 +865,8 @@ pub mod stats {
         s.push(&head).push("(a, c, toUInt8(c != '' AND ");
         goal.push_on(&mut s, &LAMBDA_FIELDS);
         s.push(&format!(")){arrays})) AS paid FROM ("));
-        push_visit_source_with(&mut s, scope, cover, Some((name, attr)), true);
+        let columns = visit_columns(&[goal], &["ev_revenue", "ev_currency"]);
+        push_visit_source_with(&mut s, scope, cover, Some((name, attr)), &columns);
         s.push(")) ARRAY JOIN paid AS r WHERE value");
         push_in(&mut s, values);
         s.push(" GROUP BY value, currency ORDER BY value, currency");
@@ -1384,23 +1401,25 @@ pub mod stats {
         cover: &Coverage,
         attr: Option<(&str, &VisitAttribute)>,
     ) {
-        push_visit_source_with(s, scope, cover, attr, false);
+        push_visit_source_with(s, scope, cover, attr, &[]);
     }
 
-    /// [`push_visit_source`], with `events` also each visit's events ([`VISIT_EVENT_COLUMNS`]).
+    /// [`push_visit_source`], with also these of each visit's event arrays
+    /// ([`VISIT_EVENT_COLUMNS`]); only those are read (ClickHouse 18.16 reads every column a
+    /// `UNION ALL` branch names).
     fn push_visit_source_with(
         s: &mut Statement,
         scope: &Scope<'_>,
         cover: &Coverage,
         attr: Option<(&str, &VisitAttribute)>,
-        events: bool,
+        events: &[&str],
     ) {
         s.push("SELECT visitor_hash, visit_start, visit_end, visit_events, visit_pageviews");
         if let Some((name, _)) = attr {
             s.push(", toString(").push(name).push(") AS attr");
         }
-        if events {
-            s.push(", ").push(VISIT_EVENT_COLUMNS);
+        for c in events {
+            s.push(", ").push(c);
         }
         s.push(" FROM visits WHERE site_id = ")
             .bind_str(scope.site_id);
@@ -1414,8 +1433,8 @@ pub mod stats {
         if attr.is_some() {
             s.push(", attr");
         }
-        if events {
-            s.push(", ").push(VISIT_EVENT_COLUMNS);
+        for c in events {
+            s.push(", ").push(c);
         }
         s.push(" FROM (");
         let named;
@@ -1426,7 +1445,7 @@ pub mod stats {
             }
             None => &[],
         };
-        push_raw_visit_rows(s, scope, attrs, &cover.days, events);
+        push_raw_visit_rows(s, scope, attrs, &cover.days, !events.is_empty());
         s.push(")");
     }
 
