@@ -575,6 +575,29 @@ pub mod stats {
         }
     }
 
+    /// Each goal's 1-based position where an `events` row matches it, else 0 (comma-separated,
+    /// for an array the caller filters and joins).
+    fn push_goal_positions(s: &mut Statement, goals: &[GoalTest]) {
+        for (i, g) in goals.iter().enumerate() {
+            if i > 0 {
+                s.push(", ");
+            }
+            s.push("toUInt16(if(");
+            g.push(s);
+            s.push(&format!(", {}, 0))", i + 1));
+        }
+    }
+
+    /// Whether an `events` row matches any of `goals`.
+    fn push_any_goal(s: &mut Statement, goals: &[GoalTest]) {
+        for (i, g) in goals.iter().enumerate() {
+            if i > 0 {
+                s.push(" OR ");
+            }
+            g.push(s);
+        }
+    }
+
     /// Per goal of `goals` (`goal` = its 1-based position): unique converting visitors and
     /// conversions (matching events) in the scope. Goals without a conversion have no row.
     /// One pass: each matching event yields the positions of the goals it matches.
@@ -583,23 +606,11 @@ pub mod stats {
         s.push("SELECT toUInt32(g) AS goal, toUInt64(uniqExact(visitor_hash)) AS visitors, ")
             .push("toUInt64(count()) AS conversions FROM (SELECT visitor_hash, ")
             .push("arrayJoin(arrayFilter(x -> x > 0, [");
-        for (i, g) in goals.iter().enumerate() {
-            if i > 0 {
-                s.push(", ");
-            }
-            s.push("toUInt16(if(");
-            g.push(&mut s);
-            s.push(&format!(", {}, 0))", i + 1));
-        }
+        push_goal_positions(&mut s, goals);
         s.push("])) AS g FROM events");
         push_where(&mut s, scope);
         s.push(" AND (");
-        for (i, g) in goals.iter().enumerate() {
-            if i > 0 {
-                s.push(" OR ");
-            }
-            g.push(&mut s);
-        }
+        push_any_goal(&mut s, goals);
         s.push(")) GROUP BY g ORDER BY g");
         s
     }
@@ -882,23 +893,11 @@ pub mod stats {
         s.push("SELECT toUInt32(g) AS goal, currency, sum(revenue_amount) AS total, ")
             .push("toUInt64(count()) AS events FROM (SELECT revenue_amount, ")
             .push("toString(revenue_currency) AS currency, arrayJoin(arrayFilter(x -> x > 0, [");
-        for (i, g) in goals.iter().enumerate() {
-            if i > 0 {
-                s.push(", ");
-            }
-            s.push("toUInt16(if(");
-            g.push(&mut s);
-            s.push(&format!(", {}, 0))", i + 1));
-        }
+        push_goal_positions(&mut s, goals);
         s.push("])) AS g FROM events");
         push_where(&mut s, scope);
         s.push(" AND revenue_currency != '' AND (");
-        for (i, g) in goals.iter().enumerate() {
-            if i > 0 {
-                s.push(" OR ");
-            }
-            g.push(&mut s);
-        }
+        push_any_goal(&mut s, goals);
         s.push(")) GROUP BY goal, currency ORDER BY goal, currency");
         s
     }

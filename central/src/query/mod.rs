@@ -346,6 +346,13 @@ fn ok(answer: Answer) -> Response {
         .into_response()
 }
 
+fn csv_answer(text: String) -> Answer {
+    Answer {
+        body: Bytes::from(text),
+        content_type: "text/csv; charset=utf-8",
+    }
+}
+
 fn json_answer(v: &serde_json::Value) -> Answer {
     Answer {
         body: Bytes::from(serde_json::to_vec(v).expect("JSON serializes")),
@@ -473,27 +480,21 @@ async fn stats(
                 StatsEndpoint::Aggregate => json_answer(&stats::aggregate(db, &req).await?),
                 StatsEndpoint::Timeseries => json_answer(&stats::timeseries(db, &req).await?),
                 StatsEndpoint::Realtime => json_answer(&stats::realtime(db, &req, now).await?),
-                StatsEndpoint::Breakdown if req.csv => Answer {
-                    body: Bytes::from(stats::breakdown_csv(db, &req, &property).await?),
-                    content_type: "text/csv; charset=utf-8",
-                },
+                StatsEndpoint::Breakdown if req.csv => {
+                    csv_answer(stats::breakdown_csv(db, &req, &property).await?)
+                }
                 StatsEndpoint::Breakdown => {
                     json_answer(&stats::breakdown(db, &req, &property).await?)
                 }
-                StatsEndpoint::Goals if req.csv => Answer {
-                    body: Bytes::from(stats::goals_csv(db, &req, &property).await?),
-                    content_type: "text/csv; charset=utf-8",
-                },
+                StatsEndpoint::Goals if req.csv => {
+                    csv_answer(stats::goals_csv(db, &req, &property).await?)
+                }
                 StatsEndpoint::Goals => json_answer(&stats::goals(db, &req, &property).await?),
-                StatsEndpoint::Funnel if req.csv => Answer {
-                    body: Bytes::from(stats::funnel_csv(db, &req).await?),
-                    content_type: "text/csv; charset=utf-8",
-                },
+                StatsEndpoint::Funnel if req.csv => csv_answer(stats::funnel_csv(db, &req).await?),
                 StatsEndpoint::Funnel => json_answer(&stats::funnel(db, &req).await?),
-                StatsEndpoint::Properties if req.csv => Answer {
-                    body: Bytes::from(stats::properties_csv(db, &req).await?),
-                    content_type: "text/csv; charset=utf-8",
-                },
+                StatsEndpoint::Properties if req.csv => {
+                    csv_answer(stats::properties_csv(db, &req).await?)
+                }
                 StatsEndpoint::Properties => json_answer(&stats::properties(db, &req).await?),
             })
         })
