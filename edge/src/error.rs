@@ -43,6 +43,8 @@ pub enum CollectError {
     DecompressedTooLarge { limit: usize },
     #[error("origin {0} is not allowed to send events for this site")]
     OriginNotAllowed(String),
+    #[error("page host {0} is not one of this site's hostnames")]
+    HostnameNotAllowed(String),
     #[error("request body is larger than {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("request body is not valid JSON: {0}")]
@@ -92,7 +94,7 @@ impl CollectError {
             | Self::BadSignature
             | Self::StaleTimestamp { .. }
             | Self::ReplayedSignature => 401,
-            Self::OriginNotAllowed(_) => 403,
+            Self::OriginNotAllowed(_) | Self::HostnameNotAllowed(_) => 403,
             Self::BodyTooLarge { .. }
             | Self::BatchTooLarge { .. }
             | Self::DecompressedTooLarge { .. } => 413,
@@ -123,6 +125,7 @@ impl CollectError {
             Self::BadGzip(_) => "bad_gzip",
             Self::DecompressedTooLarge { .. } => "decompressed_too_large",
             Self::OriginNotAllowed(_) => "origin_not_allowed",
+            Self::HostnameNotAllowed(_) => "hostname_not_allowed",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::BadJson(_) => "bad_json",
@@ -174,6 +177,7 @@ mod tests {
             CollectError::MissingSignature,
             CollectError::BadSignature,
             CollectError::OriginNotAllowed("https://x".into()),
+            CollectError::HostnameNotAllowed("x.example".into()),
             CollectError::BodyTooLarge { limit: 1 },
             CollectError::BadJson("eof".into()),
             CollectError::invalid("url", "is required"),

@@ -413,8 +413,19 @@ impl Ingest {
         // Only the query parameters the site lists are stored (tokens, e-mail addresses and
         // the like in a page's query are not).
         let keep = &site.url_query_params;
-        let page = PageUrl::parse_keeping(&event.url, |k| keep.iter().any(|p| p == k))
+        let mut page = PageUrl::parse_keeping(&event.url, |k| keep.iter().any(|p| p == k))
             .map_err(|e| CollectError::invalid("url", format!("{e}")))?;
+        if event.hash_routing
+            && let Some(route) = crate::payload::hash_route(&event.url)
+        {
+            for stored in [&mut page.path, &mut page.normalized] {
+                stored.push('#');
+                stored.push_str(route);
+            }
+        }
+        if !site.allows_hostname(&page.host) {
+            return Err(CollectError::HostnameNotAllowed(page.host));
+        }
         if site.respect_dnt && req.do_not_track {
             return Ok(Outcome::DoNotTrack {
                 site_id: event.site_id,
@@ -921,6 +932,74 @@ mod tests {
             respecting.process(request(PAGEVIEW)),
             Ok(Outcome::Accepted(_))
         ));
+    }
+
+    #[test]
+    fn a_site_with_hostnames_takes_events_only_from_pages_on_them() {
+        let listed = Ingest::new(
+            SiteRegistry::from_toml(
+                "[[site]]\nid='site-1'\napi_keys=['k1']\nhostnames=['example.com','*.shop.example']",
+            )
+            .unwrap(),
+            SaltSchedule::new("salt"),
+            "eu",
+        );
+        let at = |url: &str| {
+            format!(r#"{{"site_id":"site-1","event_name":"pageview","url":"{url}"}}"#)
+        };
+        for url in [
+            "https://example.com/pricing",
+            "https://EXAMPLE.com:8443/",
+            "https://eu.shop.example/cart",
+            "http://a.b.shop.example/",
+        ] {
+            let body = at(url);
+            assert!(
+                matches!(listed.process(request(&body)), Ok(Outcome::Accepted(_))),
+                "{url}"
+            );
+        }
+        for (url, host) in [
+            ("https://www.example.com/", "www.example.com"),
+            ("https://shop.example/", "shop.example"),
+            ("https://evilshop.example/", "evilshop.example"),
+            ("https://example.com.evil.net/", "example.com.evil.net"),
+        ] {
+            let body = at(url);
+            let err = listed.process(request(&body)).unwrap_err();
+            assert_eq!(err, CollectError::HostnameNotAllowed(host.into()), "{url}");
+            assert_eq!((err.status(), err.code()), (403, "hostname_not_allowed"));
+        }
+        // Without a list, any host.
+        let body = at("https://anything.example/");
+        assert!(matches!(
+            ingest().process(request(&body)),
+            Ok(Outcome::Accepted(_))
+        ));
+        // In a batch, the foreign event alone is refused.
+        let batch = format!("[{},{}]", at("https://example.com/"), at("https://copy.example/"));
+        let results = listed.process_batch(request(&batch)).unwrap();
+        assert!(matches!(results[0], Ok(Outcome::Accepted(_))));
+        assert!(matches!(
+            results[1],
+            Err(CollectError::HostnameNotAllowed(_))
+        ));
+    }
+
+    #[test]
+    fn a_hash_routed_page_keeps_its_route_in_the_path_and_url() {
+        let body = |hash: bool| {
+            format!(
+                r#"{{"site_id":"site-1","event_name":"pageview","hash":{hash},
+                "url":"https://example.com/app?lang=de&x=1#/users/7?tab=keys"}}"#
+            )
+        };
+        let routed = accepted(ingest().process(request(&body(true))).unwrap());
+        assert_eq!(routed.path, "/app#/users/7");
+        assert_eq!(routed.url, "https://example.com/app?lang=de#/users/7");
+        // Without the flag a fragment is never stored.
+        let plain = accepted(ingest().process(request(&body(false))).unwrap());
+        assert_eq!((plain.path.as_str(), plain.url.as_str()), ("/app", "https://example.com/app?lang=de"));
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub struct CollectPayload {
     /// amount is read from its text, never through a float.
     #[serde(default)]
     pub revenue: Option<Box<serde_json::value::RawValue>>,
+    /// `true` from a page that routes by its URL fragment (`/#/settings`): the route is kept
+    /// as part of the path ([`hash_route`]).
+    #[serde(default)]
+    pub hash: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -60,6 +64,8 @@ pub struct ValidEvent {
     pub props: BTreeMap<String, String>,
     /// Revenue in 1/10,000 units of an ISO 4217 currency.
     pub revenue: Option<(i64, String)>,
+    /// The page routes by its fragment: keep the route ([`hash_route`]) in the path.
+    pub hash_routing: bool,
 }
 
 impl CollectPayload {
@@ -124,6 +130,11 @@ impl CollectPayload {
             }
             Some(raw) => Some(validate_revenue(&raw)?),
         };
+        let hash_routing = match self.hash {
+            None | Some(serde_json::Value::Null) => false,
+            Some(serde_json::Value::Bool(b)) => b,
+            Some(_) => return Err(CollectError::invalid("hash", "must be true or false")),
+        };
         Ok(ValidEvent {
             site_id,
             event_name,
@@ -134,8 +145,20 @@ impl CollectPayload {
             ts_ms,
             props,
             revenue,
+            hash_routing,
         })
     }
+}
+
+/// The route a hash-routed page's URL carries in its fragment, as the path keeps it: the
+/// fragment when it starts with `/` or `!/` (`#/settings`, `#!/settings`), up to a `?` or `&`
+/// (a route's own query, which may hold a token, is dropped like the page's). Any other
+/// fragment is no route (`#access_token=…` of an OAuth redirect, `#top` of an anchor) and is
+/// not kept.
+pub fn hash_route(url: &str) -> Option<&str> {
+    let (_, fragment) = url.split_once('#')?;
+    let route = fragment.split(['?', '&']).next().unwrap_or("");
+    (route.starts_with('/') || route.starts_with("!/")).then_some(route)
 }
 
 /// `revenue`: an amount of at most 14 integer and 4 fraction digits, as a JSON string or
@@ -255,6 +278,35 @@ mod tests {
             CollectError::InvalidField { field, .. } => field,
             other => panic!("expected a field error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_hash_route_is_a_fragment_path_without_its_query() {
+        for (url, route) in [
+            ("https://e.com/#/settings", Some("/settings")),
+            ("https://e.com/app#!/users/7", Some("!/users/7")),
+            ("https://e.com/#/search?q=secret", Some("/search")),
+            ("https://e.com/#/a&token=x", Some("/a")),
+            ("https://e.com/#/", Some("/")),
+            ("https://e.com/#access_token=abc", None),
+            ("https://e.com/#top", None),
+            ("https://e.com/#", None),
+            ("https://e.com/path", None),
+        ] {
+            assert_eq!(hash_route(url), route, "{url}");
+        }
+        let ev = |hash: &str| {
+            valid(&format!(
+                r#"{{"site_id":"s","event_name":"pageview","url":"https://e.com/","hash":{hash}}}"#
+            ))
+        };
+        assert!(ev("true").unwrap().hash_routing);
+        assert!(!ev("false").unwrap().hash_routing);
+        assert!(!ev("null").unwrap().hash_routing);
+        assert_eq!(
+            ev("\"yes\"").unwrap_err(),
+            CollectError::invalid("hash", "must be true or false")
+        );
     }
 
     #[test]

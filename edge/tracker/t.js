@@ -1,9 +1,15 @@
 /*! Tiny Analytics tracker — first-party, no cookies, no storage, no third-party code.
  *
  * <script defer src="https://EDGE/t.js" data-site="SITE_ID" data-key="PUBLIC_KEY"
- *         data-outbound data-downloads data-respect-dnt></script>
+ *         data-outbound data-downloads data-respect-dnt data-hash data-404></script>
  *
  * - a pageview on load and on every single-page-app navigation (history.pushState/popstate);
+ * - data-hash: the app routes by the URL fragment (/#/settings): the route is part of the page
+ *   (the edge keeps a fragment starting with / or !/, without its own ?query), and every
+ *   hashchange is a navigation;
+ * - data-404: this page is a "not found" page: a "404" custom event follows the pageview (an
+ *   app's own not-found route calls ta("404") instead); break 404s down by page with
+ *   filter=event_name:is:404;
  * - custom events: ta("signup", {plan: "pro"}) (calls made before the script loaded are queued
  *   by the stub: window.ta = window.ta || function () { (ta.q = ta.q || []).push(arguments) });
  * - data-outbound: clicks on links to other hosts send "outbound_link" {url};
@@ -24,6 +30,7 @@
   var optedOut = "respectDnt" in d &&
     (nav.doNotTrack === "1" || window.doNotTrack === "1" || nav.globalPrivacyControl === true);
   var lastPath = null;
+  var hashRouting = "hash" in d;
 
   function send(name, props, revenue) {
     if (optedOut || !site || !key) return;
@@ -35,6 +42,7 @@
       props: props || {}
     };
     if (revenue) event.revenue = revenue;
+    if (hashRouting) event.hash = true;
     var body = JSON.stringify(event);
     var sent = false;
     try {
@@ -49,8 +57,10 @@
   }
 
   function pageview() {
-    var path = location.pathname + location.search;
-    if (path === lastPath) return; // replaceState of the same page, hash changes
+    // The route as the edge keeps it: a fragment starting with / or !/, up to its own query.
+    var route = hashRouting && /^#!?\//.test(location.hash) ? location.hash.split(/[?&]/)[0] : "";
+    var path = location.pathname + location.search + route;
+    if (path === lastPath) return; // replaceState of the same page, hash changes (unless routed)
     lastPath = path;
     send("pageview");
   }
@@ -87,6 +97,7 @@
     };
     window.addEventListener("popstate", pageview);
   }
+  if (hashRouting) window.addEventListener("hashchange", pageview);
 
   var FILES = /\.(pdf|zip|gz|tgz|rar|7z|dmg|exe|msi|pkg|deb|rpm|apk|iso|csv|xlsx?|docx?|pptx?|mp3|mp4|mov|avi|epub)$/i;
   if ("outbound" in d || "downloads" in d) {
@@ -102,13 +113,17 @@
     }, true);
   }
 
+  function landed() {
+    pageview();
+    if ("404" in d) ta("404");
+  }
   if (document.visibilityState === "prerender") {
     document.addEventListener("visibilitychange", function once() {
       if (document.visibilityState !== "visible") return;
       document.removeEventListener("visibilitychange", once);
-      pageview();
+      landed();
     });
   } else {
-    pageview();
+    landed();
   }
 })();

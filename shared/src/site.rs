@@ -15,6 +15,8 @@
 //!                                        # `DNT: 1` or `Sec-GPC: 1`
 //! url_query_params = ["q"]               # optional: page-URL query parameters kept (default
 //!                                        # none: only scheme, host and path are stored)
+//! hostnames = ["example.com", "*.example.com"]  # optional: events only from pages on these
+//!                                        # hosts (`*.` = any subdomain); default any host
 //! datacenter_traffic = "drop"            # optional, when the edge has a data-centre list
 //!                                        # (TA_DATACENTER_RANGES): "drop" (default), "flag"
 //!                                        # (keep, with the property `$datacenter` = "true")
@@ -68,6 +70,12 @@ pub struct SiteConfig {
     /// What the edge does with events from data-centre addresses (when it has a list).
     #[serde(default)]
     pub datacenter_traffic: DatacenterTraffic,
+    /// Hosts whose pages may send events (`example.com`, or `*.example.com` for any subdomain
+    /// of it, not the domain itself); an event whose page URL is on another host is refused.
+    /// Empty (the default): any host. Guards against the public ingest key being used from
+    /// copies of the site, staging hosts or someone else's pages.
+    #[serde(default)]
+    pub hostnames: Vec<String>,
 }
 
 /// A site's choice for events whose client address is in a data-centre network: people rarely
@@ -95,6 +103,18 @@ impl SiteConfig {
         self.api_keys.iter().fold(false, |found, k| {
             found | bool::from(k.as_bytes().ct_eq(key.as_bytes()))
         })
+    }
+
+    /// Whether events from pages on `host` (lower-case, as the edge parses page URLs) are
+    /// accepted: any host when no `hostnames` are listed.
+    pub fn allows_hostname(&self, host: &str) -> bool {
+        self.hostnames.is_empty()
+            || self.hostnames.iter().any(|h| match h.strip_prefix("*.") {
+                Some(domain) => host
+                    .strip_suffix(domain)
+                    .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+                None => h == host,
+            })
     }
 
     /// Whether a browser on `origin` may send events for this site.
@@ -144,6 +164,10 @@ pub enum SitesFileError {
         "site `{0}` has more than two api_keys; keep at most two (old and new) during a rotation"
     )]
     TooManyKeys(String),
+    #[error(
+        "site `{0}` lists hostname `{1}`: give a lower-case host name (`example.com`), or `*.example.com` for its subdomains"
+    )]
+    InvalidHostname(String, String),
     #[error("site `{0}` has rate_limit_per_sec = 0; remove the line to use the node's default")]
     ZeroRateLimit(String),
     #[error(
@@ -171,6 +195,21 @@ fn development_secrets() -> std::collections::HashSet<String> {
         .into_iter()
         .flat_map(|s| s.api_keys.into_iter().chain(s.hmac_secret))
         .collect()
+}
+
+/// Whether `pattern` is a lower-case host name, or `*.` and one: labels of letters, digits
+/// and `-`, no empty label (the edge compares them with page URL hosts, which it lower-cases).
+fn is_valid_hostname_pattern(pattern: &str) -> bool {
+    let host = pattern.strip_prefix("*.").unwrap_or(pattern);
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
 }
 
 /// All configured sites, by id.
@@ -263,6 +302,9 @@ impl SiteRegistry {
             if site.rate_limit_per_sec == Some(0) {
                 return Err(SitesFileError::ZeroRateLimit(site.id));
             }
+            if let Some(bad) = site.hostnames.iter().find(|h| !is_valid_hostname_pattern(h)) {
+                return Err(SitesFileError::InvalidHostname(site.id.clone(), bad.clone()));
+            }
             if site.require_signature && site.hmac_secret.is_none() {
                 return Err(SitesFileError::SignatureWithoutSecret(site.id));
             }
@@ -327,6 +369,30 @@ mod tests {
         require_signature = true
         allowed_origins = ["*"]
     "#;
+
+    #[test]
+    fn hostnames_are_checked_when_the_file_loads() {
+        for bad in ["", "*.", "Example.com", "exa mple.com", "*.*.example.com", "example..com", "ex*.com", "https://example.com", "example.com:8080"] {
+            let toml = format!("[[site]]\nid='s'\napi_keys=['k']\nhostnames=['{bad}']");
+            assert!(
+                matches!(
+                    SiteRegistry::from_toml(&toml),
+                    Err(SitesFileError::InvalidHostname(site, h)) if site == "s" && h == bad
+                ),
+                "{bad}"
+            );
+        }
+        let ok = SiteRegistry::from_toml(
+            "[[site]]\nid='s'\napi_keys=['k']\nhostnames=['example.com','*.example.org','127.0.0.1','xn--bcher-kva.example']",
+        )
+        .unwrap();
+        let site = ok.get("s").unwrap();
+        assert!(site.allows_hostname("example.com"));
+        assert!(site.allows_hostname("a.example.org"));
+        assert!(!site.allows_hostname("example.org"));
+        assert!(!site.allows_hostname("www.example.com"));
+        assert!(site.allows_hostname("127.0.0.1"));
+    }
 
     #[test]
     fn loads_sites_with_keys_and_origins() {

@@ -1,5 +1,6 @@
 // The edge's tracker script in a real page: pageview, SPA navigation, a custom event with
-// props, a file download and an outbound link; a DNT page that must send nothing; and the
+// props, a file download and an outbound link; a 404 page (data-404) and a hash-routed app
+// (data-hash); a DNT page that must send nothing; and the
 // browser's own headless user agent (a bot). Asserts no cookie or storage was written.
 "use strict";
 const { args, launch, main, DESKTOP_CHROME } = require("./lib.js");
@@ -42,6 +43,20 @@ main(async () => {
     }));
     const cookies = await ctx.cookies();
     await page.screenshot({ path: args.screenshots + "/tracker-page.png" });
+
+    // A not-found page tagged data-404, and an app that routes by the URL fragment.
+    const missing = await ctx.newPage();
+    watch(missing);
+    await missing.goto(args.page + "/missing", { waitUntil: "load" });
+    await missing.waitForFunction(() => typeof window.ta === "function");
+    const routed = await ctx.newPage();
+    watch(routed);
+    await routed.goto(args.page + "/routed#/users/7?tab=keys", { waitUntil: "load" });
+    await routed.waitForFunction(() => typeof window.ta === "function");
+    await routed.evaluate(() => { location.hash = "#/settings"; });
+    await routed.waitForTimeout(200);
+    await routed.evaluate(() => { location.hash = "#/settings"; }); // the same route: no event
+    await routed.waitForTimeout(300);
 
     const dntCtx = await browser.newContext({ userAgent: DESKTOP_CHROME });
     await dntCtx.addInitScript(() =>

@@ -31,6 +31,8 @@ fn serve_pages(edge: std::net::SocketAddr) -> u16 {
     };
     let index = page("Tracker test", "");
     let dnt = page("Do not track", "data-respect-dnt");
+    let missing = page("Not found", "data-404");
+    let routed = page("Hash-routed app", "data-hash");
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
@@ -45,14 +47,18 @@ fn serve_pages(edge: std::net::SocketAddr) -> u16 {
                 line.clear();
             }
             let path = first.split_whitespace().nth(1).unwrap_or("/");
-            let body = if path.starts_with("/dnt") {
-                &dnt
+            let (status, body) = if path.starts_with("/dnt") {
+                ("200 OK", &dnt)
+            } else if path.starts_with("/missing") {
+                ("404 Not Found", &missing)
+            } else if path.starts_with("/routed") {
+                ("200 OK", &routed)
             } else {
-                &index
+                ("200 OK", &index)
             };
             let _ = write!(
                 stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
         }
@@ -128,13 +134,13 @@ async fn the_tracker_in_chromium_sends_pageviews_spa_navigation_custom_and_link_
         "the DNT page sent nothing: {sent:?}"
     );
 
-    // What reached Kafka: the main page's seven events, nothing from the DNT page, nothing from
-    // the headless user agent (a bot).
+    // What reached Kafka: the main page's nine events, the 404 page's three, the hash-routed
+    // page's three; nothing from the DNT page, nothing from the headless user agent (a bot).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let events = loop {
         let read = read_topic(brokers(), &topic).await;
         let events: Vec<EnrichedEvent> = read.into_values().flatten().collect();
-        if events.len() >= 9 || std::time::Instant::now() > deadline {
+        if events.len() >= 15 || std::time::Instant::now() > deadline {
             break events;
         }
         async_std::task::sleep(Duration::from_millis(300)).await;
@@ -188,6 +194,19 @@ async fn the_tracker_in_chromium_sends_pageviews_spa_navigation_custom_and_link_
             "/app/settings".to_owned(),
             props(&[]),
         ),
+        // data-404: the pageview, then the "404" event, on the missing page.
+        ("queued_before_load".to_owned(), "/missing".to_owned(), props(&[])),
+        ("pageview".to_owned(), "/missing".to_owned(), props(&[])),
+        ("404".to_owned(), "/missing".to_owned(), props(&[])),
+        // data-hash: the route is the page (its own query dropped); a hash change to another
+        // route navigates, setting the same route again does not.
+        (
+            "queued_before_load".to_owned(),
+            "/routed#/users/7".to_owned(),
+            props(&[]),
+        ),
+        ("pageview".to_owned(), "/routed#/users/7".to_owned(), props(&[])),
+        ("pageview".to_owned(), "/routed#/settings".to_owned(), props(&[])),
     ];
     expected.sort();
     assert_eq!(seen, expected, "browser saw: {}", result["answers"]);
