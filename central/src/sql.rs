@@ -119,6 +119,7 @@ pub mod stats {
 
     event_columns! {
         Path => "page", "path", false;
+        Hostname => "hostname", "host", false;
         ReferrerHost => "referrer", "referrer_host", true;
         Source => "source", "source", true;
         Channel => "channel", "channel", true;
@@ -381,11 +382,12 @@ pub mod stats {
     }
 
     /// Events grouped by `column`: value, visitors, pageviews, events; most visitors first.
-    /// `pageviews_only` restricts the rows to pageviews (the page breakdown).
+    /// A row counts every event carrying the value, whatever its name, so that it equals the
+    /// totals under `filter=<column>:is:<value>`: a page's row counts the visitors who did
+    /// anything on the page, its pageviews, and all its events (pageviews and custom events).
     pub fn breakdown_events(
         scope: &Scope<'_>,
         column: &Column,
-        pageviews_only: bool,
         offset: u64,
         limit: u64,
     ) -> Statement {
@@ -395,9 +397,6 @@ pub mod stats {
         s.push(" AS value, toUInt64(uniqExact(visitor_hash)) AS visitors, ")
             .push("toUInt64(countIf(event_name = 'pageview')) AS pageviews, toUInt64(count()) AS events FROM events");
         push_where(&mut s, scope);
-        if pageviews_only {
-            s.push(" AND event_name = 'pageview'");
-        }
         if let Column::Prop(key) = column {
             s.push(" AND has(props_keys, ").bind_str(key).push(")");
         }
@@ -1287,6 +1286,7 @@ pub mod stats {
     /// Event dimensions rolled up in `day_values`: (dimension, column).
     pub const ROLLUP_DIMENSIONS: &[(&str, Column)] = &[
         ("page", Column::Path),
+        ("hostname", Column::Hostname),
         ("device", Column::Device),
         ("browser", Column::Browser),
         ("os", Column::Os),
@@ -1307,7 +1307,6 @@ pub mod stats {
     pub fn breakdown_events_rolled_up(
         scope: &Scope<'_>,
         column: &Column,
-        pageviews_only: bool,
         offset: u64,
         limit: u64,
         cover: &Coverage,
@@ -1316,20 +1315,12 @@ pub mod stats {
         let mut s = Statement::default();
         s.push("SELECT value, toUInt64(uniqExact(visitor_hash)) AS visitors, ")
             .push("toUInt64(sum(pv)) AS pageviews, toUInt64(sum(n)) AS events FROM (")
-            .push("SELECT value, visitor_hash, pageviews AS pv, ")
-            .push(if pageviews_only {
-                "pageviews AS n"
-            } else {
-                "events AS n"
-            })
+            .push("SELECT value, visitor_hash, pageviews AS pv, events AS n")
             .push(" FROM day_values WHERE site_id = ")
             .bind_str(scope.site_id)
             .push(" AND dimension = ")
             .bind_str(dimension);
         push_builds(&mut s, cover);
-        if pageviews_only {
-            s.push(" AND pageviews > 0");
-        }
         if !cover.complete {
             s.push(" UNION ALL SELECT ");
             column.push_expr(&mut s);
@@ -1337,9 +1328,6 @@ pub mod stats {
                 .push("toUInt32(1) AS n FROM events");
             push_where(&mut s, scope);
             push_skip_days(&mut s, &cover.days);
-            if pageviews_only {
-                s.push(" AND event_name = 'pageview'");
-            }
         }
         s.push(") GROUP BY value ORDER BY visitors DESC, events DESC, value ASC LIMIT ")
             .bind(Value::Int(offset as i64))

@@ -152,9 +152,9 @@ mod tests {
     fn the_dimensions_are_listed_page_first_and_properties_last() {
         assert_eq!(
             DIMENSIONS.join(", "),
-            "page, entry_page, exit_page, referrer, source, channel, utm_source, utm_medium, \
-             utm_campaign, utm_term, utm_content, device, browser, os, country, event_name, \
-             language, prop.<key>"
+            "page, entry_page, exit_page, hostname, referrer, source, channel, utm_source, \
+             utm_medium, utm_campaign, utm_term, utm_content, device, browser, os, country, \
+             event_name, language, prop.<key>"
         );
         for name in DIMENSIONS
             .iter()

@@ -173,7 +173,7 @@ fn stats_steps() -> Vec<(String, String)> {
         ),
         (
             "stats_breakdown_visit_filtered".to_owned(),
-            st::breakdown_events(&visit_filtered, &Column::Os, false, 0, 10).render(),
+            st::breakdown_events(&visit_filtered, &Column::Os, 0, 10).render(),
         ),
         (
             "stats_realtime".to_owned(),
@@ -203,7 +203,7 @@ fn stats_steps() -> Vec<(String, String)> {
     ] {
         out.push((
             format!("stats_breakdown_{name}"),
-            st::breakdown_events(&filtered, &c, name == "page", 0, 10).render(),
+            st::breakdown_events(&filtered, &c, 0, 10).render(),
         ));
     }
     for (name, at_exit) in [("entry", false), ("exit", true)] {
@@ -420,13 +420,13 @@ fn stats_steps() -> Vec<(String, String)> {
     for (name, column) in [("page", Column::Path), ("device", Column::Device)] {
         out.push((
             format!("rollup_breakdown_{name}"),
-            st::breakdown_events_rolled_up(&scope, &column, name == "page", 0, 10, &cover)
+            st::breakdown_events_rolled_up(&scope, &column, 0, 10, &cover)
                 .expect("rolled up")
                 .render(),
         ));
         out.push((
             format!("stats_breakdown_all_{name}"),
-            st::breakdown_events(&scope, &column, name == "page", 0, 10).render(),
+            st::breakdown_events(&scope, &column, 0, 10).render(),
         ));
     }
     for (name, at_exit) in [("entry", false), ("exit", true)] {

@@ -198,6 +198,7 @@ async fn goal_breakdowns_by_every_dimension_equal_an_independent_computation() {
         {
             for dim in [
                 "page",
+                "hostname",
                 "entry_page",
                 "exit_page",
                 "referrer",

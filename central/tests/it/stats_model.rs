@@ -294,6 +294,8 @@ pub(crate) struct Ev {
     pub(crate) name: String,
     pub(crate) visitor: u64,
     pub(crate) path: String,
+    /// The page's host (sites served on several subdomains).
+    pub(crate) host: String,
     pub(crate) referrer_host: String,
     pub(crate) source: String,
     pub(crate) channel: String,
@@ -315,6 +317,7 @@ impl Ev {
     pub(crate) fn dim(&self, d: &str) -> String {
         match d {
             "page" => self.path.clone(),
+            "hostname" => self.host.clone(),
             "referrer" => self.referrer_host.clone(),
             "source" => self.source.clone(),
             "channel" => self.channel.clone(),
@@ -342,6 +345,8 @@ impl Ev {
     fn row(&self, offset: u64) -> EventRow {
         let mut r = sample_row(&self.site, &self.path, self.visitor, self.ts, offset);
         r.event_name = self.name.clone();
+        r.url = format!("https://{}{}", self.host, self.path);
+        r.host = self.host.clone();
         r.referrer_host = self.referrer_host.clone();
         r.source = self.source.clone();
         r.channel = self.channel.clone();
@@ -425,6 +430,11 @@ pub(crate) fn generate(seed: u64) -> Vec<Ev> {
                         name: name.into(),
                         visitor,
                         path: path.into(),
+                        // From the visitor and time, not the generator: the other values stay
+                        // as they were. One visit may span hosts, as on a real site.
+                        host: ["example.com", "www.example.com", "docs.example.com"]
+                            [((visitor + u64::from(t)) % 3) as usize]
+                            .into(),
                         referrer_host: if i == 0 {
                             referrer.into()
                         } else {

@@ -22,7 +22,7 @@
   };
   const GOAL_DIMENSIONS = [
     ["source", "Source"], ["channel", "Channel"], ["referrer", "Referrer"], ["utm_campaign", "UTM campaign"],
-    ["entry_page", "Entry page"], ["page", "Page"], ["country", "Country"], ["device", "Device"],
+    ["entry_page", "Entry page"], ["page", "Page"], ["hostname", "Hostname"], ["country", "Country"], ["device", "Device"],
     ["browser", "Browser"], ["os", "OS"],
   ];
   const TABLES = [

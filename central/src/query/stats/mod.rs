@@ -206,7 +206,6 @@ pub async fn breakdown_rows(
     let property = req.property.as_ref().expect("breakdown has a property");
     let (columns, mut rows): (Vec<&'static str>, Vec<Vec<Json>>) = match property {
         Property::Event(column) => {
-            let pageviews_only = *column == sql::Column::Path;
             let scope = req.scope();
             // Only a column the rollup holds is worth checking the coverage for.
             let cover = match sql::rollup_dimension(column) {
@@ -218,14 +217,13 @@ pub async fn breakdown_rows(
                 false => sql::breakdown_events_rolled_up(
                     &scope,
                     column,
-                    pageviews_only,
                     offset,
                     fetch,
                     &cover,
                 ),
             };
             let s = rolled_up.unwrap_or_else(|| {
-                sql::breakdown_events(&scope, column, pageviews_only, offset, fetch)
+                sql::breakdown_events(&scope, column, offset, fetch)
             });
             let rows = fetch_all::<EventGroup>(db, &s).await?;
             (
