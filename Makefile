@@ -65,10 +65,13 @@ bench-quick:
 	eval "$$($(INFRA) env)" && target/debug/ta-bench all --quick --bin-dir target/debug > target/bench-quick.log || { cat target/bench-quick.log; exit 1; }
 	@echo "bench-quick: OK (target/bench-quick/results.md)"
 
+# The JavaScript (dashboard, tracker, browser-test scripts) is served or run as written:
+# `node --check` catches a syntax error here rather than as a blank page in a browser test.
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
 	cargo clippy -p ta-tests --test deploy --test deploy-cluster --quiet -- -D warnings
+	for f in central/src/query/dashboard/dashboard.js edge/tracker/t.js tests/browser/*.js; do node --check $$f || exit 1; done
 
 # Licenses, bans and sources of the dependency graph against deny.toml (cargo-deny is installed
 # by `install test-tools`; its advisories check needs GitHub, which these machines cannot reach).

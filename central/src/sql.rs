@@ -385,12 +385,7 @@ pub mod stats {
     /// A row counts every event carrying the value, whatever its name, so that it equals the
     /// totals under `filter=<column>:is:<value>`: a page's row counts the visitors who did
     /// anything on the page, its pageviews, and all its events (pageviews and custom events).
-    pub fn breakdown_events(
-        scope: &Scope<'_>,
-        column: &Column,
-        offset: u64,
-        limit: u64,
-    ) -> Statement {
+    pub fn breakdown_events(scope: &Scope<'_>, column: &Column, page: &Page<'_>) -> Statement {
         let mut s = Statement::default();
         s.push("SELECT ");
         column.push_expr(&mut s);
@@ -400,11 +395,45 @@ pub mod stats {
         if let Column::Prop(key) = column {
             s.push(" AND has(props_keys, ").bind_str(key).push(")");
         }
-        s.push(" GROUP BY value ORDER BY visitors DESC, events DESC, value ASC LIMIT ")
-            .bind(Value::Int(offset as i64))
-            .push(", ")
-            .bind(Value::Int(limit as i64));
+        page.push_group(&mut s, "events");
         s
+    }
+
+    /// Which rows of a breakdown a statement returns: `limit` rows from `offset` in the
+    /// breakdown's order (most visitors first), or, with `only`, the rows of those values (a
+    /// compared range's rows for the values of the page shown).
+    #[derive(Debug, Clone, Copy)]
+    pub struct Page<'a> {
+        pub offset: u64,
+        pub limit: u64,
+        pub only: Option<&'a [String]>,
+    }
+
+    impl Page<'_> {
+        /// `limit` rows from the first.
+        pub fn first(limit: u64) -> Self {
+            Page {
+                offset: 0,
+                limit,
+                only: None,
+            }
+        }
+
+        /// ` GROUP BY value`, the `only` condition, the order (visitors, then `second`, then
+        /// the value) and the limit.
+        fn push_group(&self, s: &mut Statement, second: &str) {
+            s.push(" GROUP BY value");
+            if let Some(values) = self.only {
+                s.push(" HAVING value");
+                push_in(s, values);
+            }
+            s.push(" ORDER BY visitors DESC, ")
+                .push(second)
+                .push(" DESC, value ASC LIMIT ")
+                .bind(Value::Int(self.offset as i64))
+                .push(", ")
+                .bind(Value::Int(self.limit as i64));
+        }
     }
 
     /// Visits grouped by an entry/exit attribute: value, visitors, visits, pageviews,
@@ -412,8 +441,7 @@ pub mod stats {
     pub fn breakdown_visits(
         scope: &Scope<'_>,
         attr: &VisitAttribute,
-        offset: u64,
-        limit: u64,
+        page: &Page<'_>,
     ) -> Statement {
         let mut s = Statement::default();
         s.push("SELECT attr AS value, toUInt64(uniqExact(visitor_hash)) AS visitors, ")
@@ -441,10 +469,7 @@ pub mod stats {
         push_by_visitor_day(&mut s);
         s.push(") ARRAY JOIN starts AS visit_start, ends AS visit_end, ")
             .push("single AS bounce, pvs AS visit_pageviews, attrs AS attr");
-        s.push(" GROUP BY value ORDER BY visitors DESC, visits DESC, value ASC LIMIT ")
-            .bind(Value::Int(offset as i64))
-            .push(", ")
-            .bind(Value::Int(limit as i64));
+        page.push_group(&mut s, "visits");
         s
     }
 
@@ -1307,8 +1332,7 @@ pub mod stats {
     pub fn breakdown_events_rolled_up(
         scope: &Scope<'_>,
         column: &Column,
-        offset: u64,
-        limit: u64,
+        page: &Page<'_>,
         cover: &Coverage,
     ) -> Option<Statement> {
         let dimension = rollup_dimension(column)?;
@@ -1329,10 +1353,8 @@ pub mod stats {
             push_where(&mut s, scope);
             push_skip_days(&mut s, &cover.days);
         }
-        s.push(") GROUP BY value ORDER BY visitors DESC, events DESC, value ASC LIMIT ")
-            .bind(Value::Int(offset as i64))
-            .push(", ")
-            .bind(Value::Int(limit as i64));
+        s.push(")");
+        page.push_group(&mut s, "events");
         Some(s)
     }
 
@@ -1472,8 +1494,7 @@ pub mod stats {
     pub fn breakdown_visits_rolled_up(
         scope: &Scope<'_>,
         attr: &VisitAttribute,
-        offset: u64,
-        limit: u64,
+        page: &Page<'_>,
         cover: &Coverage,
     ) -> Option<Statement> {
         let name = rollup_column(attr)?;
@@ -1483,10 +1504,8 @@ pub mod stats {
             .push("toUInt64(countIf(visit_events = 1)) AS bounces, ")
             .push("toUInt64(sum(visit_end - visit_start)) AS duration FROM (");
         push_visit_source(&mut s, scope, cover, Some((name, attr)));
-        s.push(") GROUP BY value ORDER BY visitors DESC, visits DESC, value ASC LIMIT ")
-            .bind(Value::Int(offset as i64))
-            .push(", ")
-            .bind(Value::Int(limit as i64));
+        s.push(")");
+        page.push_group(&mut s, "visits");
         Some(s)
     }
 
@@ -1707,7 +1726,7 @@ mod tests {
         for st in [
             stats::aggregate(&scope),
             stats::timeseries_visits(&scope, Bucket::Day, "UTC"),
-            stats::breakdown_visits(&scope, &attr, 0, 10),
+            stats::breakdown_visits(&scope, &attr, &stats::Page::first(10)),
             stats::build_rollup("s", 0, 1),
             stats::aggregate_rolled_up(&scope, &partial),
         ] {

@@ -944,9 +944,8 @@ mod tests {
             SaltSchedule::new("salt"),
             "eu",
         );
-        let at = |url: &str| {
-            format!(r#"{{"site_id":"site-1","event_name":"pageview","url":"{url}"}}"#)
-        };
+        let at =
+            |url: &str| format!(r#"{{"site_id":"site-1","event_name":"pageview","url":"{url}"}}"#);
         for url in [
             "https://example.com/pricing",
             "https://EXAMPLE.com:8443/",
@@ -977,7 +976,11 @@ mod tests {
             Ok(Outcome::Accepted(_))
         ));
         // In a batch, the foreign event alone is refused.
-        let batch = format!("[{},{}]", at("https://example.com/"), at("https://copy.example/"));
+        let batch = format!(
+            "[{},{}]",
+            at("https://example.com/"),
+            at("https://copy.example/")
+        );
         let results = listed.process_batch(request(&batch)).unwrap();
         assert!(matches!(results[0], Ok(Outcome::Accepted(_))));
         assert!(matches!(
@@ -999,7 +1002,10 @@ mod tests {
         assert_eq!(routed.url, "https://example.com/app?lang=de#/users/7");
         // Without the flag a fragment is never stored.
         let plain = accepted(ingest().process(request(&body(false))).unwrap());
-        assert_eq!((plain.path.as_str(), plain.url.as_str()), ("/app", "https://example.com/app?lang=de"));
+        assert_eq!(
+            (plain.path.as_str(), plain.url.as_str()),
+            ("/app", "https://example.com/app?lang=de")
+        );
     }
 
     #[test]

@@ -302,8 +302,15 @@ impl SiteRegistry {
             if site.rate_limit_per_sec == Some(0) {
                 return Err(SitesFileError::ZeroRateLimit(site.id));
             }
-            if let Some(bad) = site.hostnames.iter().find(|h| !is_valid_hostname_pattern(h)) {
-                return Err(SitesFileError::InvalidHostname(site.id.clone(), bad.clone()));
+            if let Some(bad) = site
+                .hostnames
+                .iter()
+                .find(|h| !is_valid_hostname_pattern(h))
+            {
+                return Err(SitesFileError::InvalidHostname(
+                    site.id.clone(),
+                    bad.clone(),
+                ));
             }
             if site.require_signature && site.hmac_secret.is_none() {
                 return Err(SitesFileError::SignatureWithoutSecret(site.id));
@@ -372,7 +379,17 @@ mod tests {
 
     #[test]
     fn hostnames_are_checked_when_the_file_loads() {
-        for bad in ["", "*.", "Example.com", "exa mple.com", "*.*.example.com", "example..com", "ex*.com", "https://example.com", "example.com:8080"] {
+        for bad in [
+            "",
+            "*.",
+            "Example.com",
+            "exa mple.com",
+            "*.*.example.com",
+            "example..com",
+            "ex*.com",
+            "https://example.com",
+            "example.com:8080",
+        ] {
             let toml = format!("[[site]]\nid='s'\napi_keys=['k']\nhostnames=['{bad}']");
             assert!(
                 matches!(

@@ -18,10 +18,14 @@ async function screen(page) {
     }
     const tables = {};
     for (const t of document.querySelectorAll("[data-table]")) {
-      tables[t.dataset.table] = [...t.querySelectorAll("tbody tr[data-value]")].map((r) => ({
-        value: r.dataset.value,
-        visitors: Number(r.querySelector("[data-visitors]").dataset.visitors),
-      }));
+      tables[t.dataset.table] = [...t.querySelectorAll("tbody tr[data-value]")].map((r) => {
+        const change = r.querySelector("[data-visitors] .change");
+        return {
+          value: r.dataset.value,
+          visitors: Number(r.querySelector("[data-visitors]").dataset.visitors),
+          change: change ? change.dataset.change : null,
+        };
+      });
     }
     const series = {};
     for (const p of document.querySelectorAll("#chart polyline")) {
@@ -71,6 +75,7 @@ async function screen(page) {
       filters: [...document.querySelectorAll("[data-filter]")].map((c) => c.dataset.filter),
       site: document.getElementById("site").value,
       period: document.getElementById("period").value,
+      compare: document.getElementById("compare").value,
       realtime: document.querySelector("#realtime b").dataset.value,
       theme: document.documentElement.dataset.theme,
       url: location.search,
@@ -138,6 +143,19 @@ main(async () => {
     await page.selectOption("#period", "7d");
     await reloaded(page, before);
     out.week = await screen(page);
+    await page.screenshot({ path: args.screenshots + "/dashboard-compare-light.png", fullPage: true });
+    // Comparisons off: no earlier series, no changes; then a year back.
+    before = await page.evaluate(() => document.body.dataset.loaded);
+    await page.selectOption("#compare", "off");
+    await reloaded(page, before);
+    out.week_uncompared = await screen(page);
+    before = await page.evaluate(() => document.body.dataset.loaded);
+    await page.selectOption("#compare", "year_over_year");
+    await reloaded(page, before);
+    out.week_yoy = await screen(page);
+    before = await page.evaluate(() => document.body.dataset.loaded);
+    await page.selectOption("#compare", "previous_period");
+    await reloaded(page, before);
 
     // CSV of the pages table.
     const [download] = await Promise.all([

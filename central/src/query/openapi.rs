@@ -46,8 +46,23 @@ fn param(name: &str) -> Value {
             false,
         ),
         "compare" => (
-            json!({"type": "string", "enum": ["previous_period"]}),
-            "Also compute the period before (same length; previous calendar month(s) for month and 12mo) and the change in percent.",
+            json!({"type": "string", "enum": ["previous_period", "year_over_year", "custom"]}),
+            "Also compute a range to compare with and the change in percent: previous_period (the same number of days just before; the previous calendar month(s) for month and 12mo), year_over_year (the same dates a year earlier), custom (`compare_from`..`compare_to`). The answer's `comparison` names the range; aggregate gives each metric's `previous` and `change`, timeseries a second series in `comparison.results` (bucket n beside bucket n), breakdowns each row's `comparison` (its values then, zeros if none, and `change`).",
+            false,
+        ),
+        "compare_from" => (
+            json!({"type": "string", "format": "date"}),
+            "First day of a custom comparison (local date, inclusive; with compare=custom).",
+            false,
+        ),
+        "compare_to" => (
+            json!({"type": "string", "format": "date"}),
+            "Last day of a custom comparison (local date, inclusive; with compare=custom).",
+            false,
+        ),
+        "match_day_of_week" => (
+            json!({"type": "boolean", "default": false}),
+            "With compare=previous_period or year_over_year: start the comparison on the same weekday (previous_period: back by the period's length rounded up to whole weeks; year_over_year: 52 weeks back).",
             false,
         ),
         "interval" => (

@@ -85,6 +85,62 @@ impl DayRange {
     }
 }
 
+/// What a period is compared with (`compare=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CompareMode {
+    /// The range just before ([`DayRange::previous`]).
+    PreviousPeriod,
+    /// The same dates a year earlier.
+    YearOverYear,
+    /// `compare_from`..=`compare_to`.
+    Custom,
+}
+
+impl CompareMode {
+    pub const NAMES: &'static str = "previous_period, year_over_year or custom";
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "previous_period" => Self::PreviousPeriod,
+            "year_over_year" => Self::YearOverYear,
+            "custom" => Self::Custom,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PreviousPeriod => "previous_period",
+            Self::YearOverYear => "year_over_year",
+            Self::Custom => "custom",
+        }
+    }
+}
+
+impl DayRange {
+    /// The range `self` is compared with under `mode` (not `Custom`, which gives its own
+    /// days). With `match_weekday`, as many days starting on the same weekday as `self`:
+    /// for the previous period the latest such start that ends before `self` begins (back
+    /// by the period's length rounded up to whole weeks), for the year before 52 weeks
+    /// (364 days) back.
+    pub fn compared(&self, kind: PeriodKind, mode: CompareMode, match_weekday: bool) -> DayRange {
+        let back = |days: u64| DayRange {
+            first: self.first - Days::new(days),
+            end: self.end - Days::new(days),
+        };
+        match (mode, match_weekday) {
+            (CompareMode::PreviousPeriod, false) => self.previous(kind),
+            (CompareMode::PreviousPeriod, true) => back(self.days().div_ceil(7).max(1) * 7),
+            (CompareMode::YearOverYear, false) => DayRange {
+                first: self.first - Months::new(12),
+                end: self.end - Months::new(12),
+            },
+            (CompareMode::YearOverYear, true) => back(364),
+            (CompareMode::Custom, _) => unreachable!("a custom comparison has its own days"),
+        }
+    }
+}
+
 /// The first instant of local date `d` (midnight, or the first time after a DST gap).
 pub fn start_of_day(tz: Tz, d: NaiveDate) -> DateTime<Utc> {
     let midnight = d.and_hms_opt(0, 0, 0).expect("midnight exists");
@@ -349,6 +405,97 @@ mod tests {
                 end: date("2025-11-24")
             }
         );
+    }
+
+    #[test]
+    fn comparisons_pick_the_days_before_a_year_before_or_the_same_weekdays() {
+        use CompareMode::*;
+        let range = |a: &str, b: &str| DayRange {
+            first: date(a),
+            end: date(b),
+        };
+        // Thu 2025-11-20 ..= Wed 2025-11-26 (7 days), a 30-day range, a calendar month.
+        let week = range("2025-11-20", "2025-11-27");
+        let d30 = range("2025-10-28", "2025-11-27");
+        let month = range("2025-02-01", "2025-03-01");
+        let leap = range("2024-02-29", "2024-03-01");
+        for (r, kind, mode, matched, expected) in [
+            (
+                week,
+                PeriodKind::Days7,
+                PreviousPeriod,
+                false,
+                range("2025-11-13", "2025-11-20"),
+            ),
+            (
+                week,
+                PeriodKind::Days7,
+                PreviousPeriod,
+                true,
+                range("2025-11-13", "2025-11-20"),
+            ),
+            // 30 days back would start on a Sunday; 35 days back is the latest Tuesday start
+            // that ends before the range.
+            (
+                d30,
+                PeriodKind::Days30,
+                PreviousPeriod,
+                false,
+                range("2025-09-28", "2025-10-28"),
+            ),
+            (
+                d30,
+                PeriodKind::Days30,
+                PreviousPeriod,
+                true,
+                range("2025-09-23", "2025-10-23"),
+            ),
+            (
+                month,
+                PeriodKind::Month,
+                PreviousPeriod,
+                false,
+                range("2025-01-01", "2025-02-01"),
+            ),
+            (
+                month,
+                PeriodKind::Month,
+                PreviousPeriod,
+                true,
+                range("2025-01-04", "2025-02-01"),
+            ),
+            (
+                week,
+                PeriodKind::Days7,
+                YearOverYear,
+                false,
+                range("2024-11-20", "2024-11-27"),
+            ),
+            // 364 days back: Thursday 2024-11-21.
+            (
+                week,
+                PeriodKind::Days7,
+                YearOverYear,
+                true,
+                range("2024-11-21", "2024-11-28"),
+            ),
+            // 29 February a year back is the 28th.
+            (
+                leap,
+                PeriodKind::Today,
+                YearOverYear,
+                false,
+                range("2023-02-28", "2023-03-01"),
+            ),
+        ] {
+            let got = r.compared(kind, mode, matched);
+            assert_eq!(got, expected, "{r:?} {mode:?} {matched}");
+            if matched {
+                assert_eq!(got.first.weekday(), r.first.weekday(), "{r:?} {mode:?}");
+                assert_eq!(got.days(), r.days());
+                assert!(got.end <= r.first);
+            }
+        }
     }
 
     #[test]

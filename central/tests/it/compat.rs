@@ -173,7 +173,7 @@ fn stats_steps() -> Vec<(String, String)> {
         ),
         (
             "stats_breakdown_visit_filtered".to_owned(),
-            st::breakdown_events(&visit_filtered, &Column::Os, 0, 10).render(),
+            st::breakdown_events(&visit_filtered, &Column::Os, &st::Page::first(10)).render(),
         ),
         (
             "stats_realtime".to_owned(),
@@ -203,7 +203,7 @@ fn stats_steps() -> Vec<(String, String)> {
     ] {
         out.push((
             format!("stats_breakdown_{name}"),
-            st::breakdown_events(&filtered, &c, 0, 10).render(),
+            st::breakdown_events(&filtered, &c, &st::Page::first(10)).render(),
         ));
     }
     for (name, at_exit) in [("entry", false), ("exit", true)] {
@@ -213,7 +213,16 @@ fn stats_steps() -> Vec<(String, String)> {
         };
         out.push((
             format!("stats_breakdown_{name}"),
-            st::breakdown_visits(&scope, &attr, 1, 10).render(),
+            st::breakdown_visits(
+                &scope,
+                &attr,
+                &st::Page {
+                    offset: 1,
+                    limit: 10,
+                    only: None,
+                },
+            )
+            .render(),
         ));
     }
     // Goals: each kind of page test (exact, prefix, a pattern's regular expression), props,
@@ -420,13 +429,13 @@ fn stats_steps() -> Vec<(String, String)> {
     for (name, column) in [("page", Column::Path), ("device", Column::Device)] {
         out.push((
             format!("rollup_breakdown_{name}"),
-            st::breakdown_events_rolled_up(&scope, &column, 0, 10, &cover)
+            st::breakdown_events_rolled_up(&scope, &column, &st::Page::first(10), &cover)
                 .expect("rolled up")
                 .render(),
         ));
         out.push((
             format!("stats_breakdown_all_{name}"),
-            st::breakdown_events(&scope, &column, 0, 10).render(),
+            st::breakdown_events(&scope, &column, &st::Page::first(10)).render(),
         ));
     }
     for (name, at_exit) in [("entry", false), ("exit", true)] {
@@ -436,11 +445,42 @@ fn stats_steps() -> Vec<(String, String)> {
         };
         out.push((
             format!("rollup_breakdown_{name}"),
-            st::breakdown_visits_rolled_up(&scope, &attr, 0, 10, &cover)
+            st::breakdown_visits_rolled_up(&scope, &attr, &st::Page::first(10), &cover)
                 .expect("paths are rolled up")
                 .render(),
         ));
     }
+    // A compared range's rows: only the values asked for (one of them never seen).
+    let only = ["/c".to_owned(), "/a".to_owned(), "/nowhere".to_owned()];
+    let page = st::Page {
+        offset: 0,
+        limit: 3,
+        only: Some(&only),
+    };
+    let entry = VisitAttribute {
+        column: Column::Path,
+        at_exit: false,
+    };
+    out.push((
+        "rollup_breakdown_page_only".into(),
+        st::breakdown_events_rolled_up(&scope, &Column::Path, &page, &cover)
+            .expect("rolled up")
+            .render(),
+    ));
+    out.push((
+        "stats_breakdown_page_only".into(),
+        st::breakdown_events(&scope, &Column::Path, &page).render(),
+    ));
+    out.push((
+        "rollup_breakdown_entry_only".into(),
+        st::breakdown_visits_rolled_up(&scope, &entry, &page, &cover)
+            .expect("rolled up")
+            .render(),
+    ));
+    out.push((
+        "stats_breakdown_entry_only".into(),
+        st::breakdown_visits(&scope, &entry, &page).render(),
+    ));
     out
 }
 
@@ -771,6 +811,27 @@ async fn every_statement_answers_the_same_on_clickhouse_18_16_and_a_current_rele
     assert_eq!(
         old["rollup_breakdown_page"],
         "/a\t2\t2\t2\n/b\t1\t1\t1\n/c\t1\t1\t1\n"
+    );
+    // `only`: the rows of /a and /c, in the breakdown's order, raw and rolled up alike.
+    assert_eq!(
+        old["rollup_breakdown_page_only"],
+        "/a\t2\t2\t2\n/c\t1\t1\t1\n"
+    );
+    assert_eq!(
+        old["stats_breakdown_page_only"],
+        old["rollup_breakdown_page_only"]
+    );
+    assert_eq!(
+        old["stats_breakdown_entry_only"],
+        old["rollup_breakdown_entry_only"]
+    );
+    assert!(
+        old["rollup_breakdown_entry_only"]
+            .as_str()
+            .unwrap()
+            .starts_with("/a\t"),
+        "{}",
+        old["rollup_breakdown_entry_only"]
     );
     assert_eq!(old["rollup_aggregate"], old["stats_aggregate"]);
     for (rolled, raw) in [

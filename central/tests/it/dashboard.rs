@@ -86,7 +86,13 @@ async fn the_dashboard_shows_the_apis_numbers_and_its_controls_work() {
             .iter()
             .map(|r| json!({"value": r["value"], "visitors": r["visitors"]}))
             .collect();
-        assert_eq!(initial["tables"][table], json!(api), "{table} table");
+        let shown: Vec<Value> = initial["tables"][table]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| json!({"value": r["value"], "visitors": r["visitors"]}))
+            .collect();
+        assert_eq!(shown, api, "{table} table");
     }
 
     // Clicking a device row filtered every number by it.
@@ -132,6 +138,76 @@ async fn the_dashboard_shows_the_apis_numbers_and_its_controls_work() {
     let want = totals(&select(&s.events, "site-1", START + 7 * 86_400, end, &[]));
     assert_eq!(week["kpis"]["visitors"]["value"], want.visitors);
     assert_eq!(week["series"]["visitors"].as_array().unwrap().len(), 7);
+
+    // Compared with the week before (the default), as the API compares: the KPI changes, the
+    // dashed earlier series, and each table row's change in visitors.
+    let week_range =
+        "site_id=site-1&period=7d&date=2025-11-02&timezone=UTC&compare=previous_period";
+    assert_eq!(week["compare"], "previous_period");
+    let (_, agg) = admin(&format!("{base}/v1/stats/aggregate?{week_range}")).await;
+    let earlier = totals(&select(&s.events, "site-1", START, START + 7 * 86_400, &[]));
+    assert_eq!(agg["results"]["visitors"]["previous"], earlier.visitors);
+    // A change as the page writes it (`data-change`, "" for none) and as the API gives it.
+    let shown_change = |v: &Value| v.as_str().and_then(|c| c.parse::<f64>().ok());
+    assert_eq!(
+        shown_change(&week["kpis"]["visitors"]["change"]),
+        agg["results"]["visitors"]["change"].as_f64()
+    );
+    assert!(agg["results"]["visitors"]["change"].is_number());
+    let (_, ts) = admin(&format!("{base}/v1/stats/timeseries?{week_range}")).await;
+    let earlier_series: Vec<u64> = ts["comparison"]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["visitors"].as_u64().unwrap())
+        .collect();
+    assert_eq!(week["series"]["visitors_comparison"], json!(earlier_series));
+    assert!(earlier_series.iter().sum::<u64>() > 0);
+    let (_, bd) = admin(&format!(
+        "{base}/v1/stats/breakdown?{week_range}&property=source&limit=10"
+    ))
+    .await;
+    let changes: Vec<Option<f64>> = bd["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["comparison"]["change"]["visitors"].as_f64())
+        .collect();
+    let shown: Vec<Option<f64>> = week["tables"]["source"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| shown_change(&r["change"]))
+        .collect();
+    assert_eq!(shown, changes);
+    assert!(changes.iter().any(Option::is_some));
+    // Off: no earlier series, no changes, in the URL; a year back: no earlier data.
+    let off = &screen["week_uncompared"];
+    assert!(off["url"].as_str().unwrap().contains("compare=off"));
+    assert!(off["series"].get("visitors_comparison").is_none());
+    assert_eq!(off["kpis"]["visitors"]["change"], "");
+    assert!(
+        off["tables"]["page"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["change"].is_null())
+    );
+    let yoy = &screen["week_yoy"];
+    assert!(
+        yoy["url"]
+            .as_str()
+            .unwrap()
+            .contains("compare=year_over_year")
+    );
+    assert_eq!(yoy["kpis"]["visitors"]["change"], "");
+    assert!(
+        yoy["series"]["visitors_comparison"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v == 0)
+    );
 
     // The CSV download is the API's CSV.
     let csv = reqwest::Client::new()

@@ -166,6 +166,140 @@ async fn timeseries_buckets_follow_the_time_zone_across_dst_and_fill_empty_ones(
     }
 }
 
+/// `compare=` on aggregate, timeseries and breakdowns: the compared figures are the model's
+/// over the compared range, whichever way the range was chosen.
+#[tokio::test]
+async fn comparisons_on_every_endpoint_equal_an_independent_computation() {
+    // The second week of the data, compared with the first.
+    const WEEK2: &str = "site_id=site-1&period=custom&from=2025-10-27&to=2025-11-02";
+    let week1 = (START, START + 7 * 86_400);
+    let compares = [
+        "compare=custom&compare_from=2025-10-20&compare_to=2025-10-26",
+        "compare=previous_period",
+        "compare=previous_period&match_day_of_week=true",
+    ];
+    for s in every_seed().await {
+        let base = serve(&s.config).await;
+        let earlier = select(&s.events, "site-1", week1.0, week1.1, &[]);
+        let expected_totals = aggregate_json(&totals(&earlier));
+        for compare in compares {
+            let (status, body) =
+                admin(&format!("{base}/v1/stats/aggregate?{WEEK2}&{compare}")).await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["comparison"]["first_day"], "2025-10-20", "{compare}");
+            assert_eq!(body["comparison"]["last_day"], "2025-10-26", "{compare}");
+            for (metric, v) in expected_totals.as_object().unwrap() {
+                assert_eq!(
+                    body["results"][metric]["previous"], v["value"],
+                    "{compare} {metric}"
+                );
+            }
+        }
+        // A year back there is nothing: every earlier value is zero, every change null.
+        let (_, yoy) = admin(&format!(
+            "{base}/v1/stats/aggregate?{WEEK2}&compare=year_over_year"
+        ))
+        .await;
+        assert_eq!(yoy["comparison"]["first_day"], "2024-10-27");
+        assert_eq!(yoy["results"]["visitors"]["previous"], 0);
+        assert_eq!(yoy["results"]["visitors"]["change"], Value::Null);
+        assert!(yoy["results"]["visitors"]["value"].as_u64().unwrap() > 0);
+
+        // Timeseries: the second series equals the timeseries of the compared range.
+        let (status, series) = admin(&format!(
+            "{base}/v1/stats/timeseries?{WEEK2}&interval=day&timezone=Europe/Berlin&{}",
+            compares[0]
+        ))
+        .await;
+        assert_eq!(status, 200, "{series}");
+        let (_, plain) = admin(&format!(
+            "{base}/v1/stats/timeseries?site_id=site-1&period=custom&from=2025-10-20&to=2025-10-26&interval=day&timezone=Europe/Berlin"
+        ))
+        .await;
+        assert_eq!(series["comparison"]["results"], plain["results"]);
+        assert_eq!(series["results"].as_array().unwrap().len(), 7);
+        let pageviews: u64 = series["comparison"]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["pageviews"].as_u64().unwrap())
+            .sum();
+        let berlin_week1 = select(
+            &s.events,
+            "site-1",
+            ts("2025-10-19T22:00:00Z"),
+            ts("2025-10-26T23:00:00Z"),
+            &[],
+        );
+        assert_eq!(
+            pageviews,
+            berlin_week1.iter().filter(|e| e.name == "pageview").count() as u64
+        );
+
+        // Breakdowns: each row's comparison is the model's row of the same value a week
+        // earlier (zeros when the value had none), and the change follows.
+        let later = select(&s.events, "site-1", week1.1, START + 14 * 86_400, &[]);
+        for dim in ["page", "source", "country", "entry_page", "prop.plan"] {
+            let (status, body) = admin(&format!(
+                "{base}/v1/stats/breakdown?{WEEK2}&property={dim}&limit=3&{}",
+                compares[0]
+            ))
+            .await;
+            assert_eq!(status, 200, "{body}");
+            let rows = body["results"].as_array().unwrap();
+            let expected_now = expected_breakdown(&later, dim);
+            assert_eq!(
+                json!(
+                    rows.iter()
+                        .map(|r| {
+                            let mut r = r.clone();
+                            r.as_object_mut().unwrap().remove("comparison");
+                            r
+                        })
+                        .collect::<Vec<_>>()
+                ),
+                json!(expected_now[..rows.len()]),
+                "{dim}"
+            );
+            let before = expected_breakdown(&earlier, dim);
+            for row in rows {
+                let value = &row["value"];
+                let old = before.iter().find(|b| &b["value"] == value);
+                let c = &row["comparison"];
+                for (metric, now) in row.as_object().unwrap() {
+                    if metric == "value" || metric == "comparison" {
+                        continue;
+                    }
+                    let was = old.map_or(json!(0), |o| o[metric].clone());
+                    assert_eq!(c[metric].as_f64(), was.as_f64(), "{dim} {value} {metric}");
+                    let (n, w) = (now.as_f64().unwrap(), was.as_f64().unwrap());
+                    let change = if w == 0.0 {
+                        Value::Null
+                    } else {
+                        json!(((n - w) / w * 1000.0).round() / 10.0)
+                    };
+                    assert_eq!(c["change"][metric], change, "{dim} {value} {metric}");
+                }
+            }
+        }
+        // CSV: the compared values and changes as columns.
+        let res = reqwest::Client::new()
+            .get(format!(
+                "{base}/v1/stats/breakdown?{WEEK2}&property=source&format=csv&{}",
+                compares[0]
+            ))
+            .bearer_auth("test-admin-token")
+            .send()
+            .await
+            .unwrap();
+        let csv = res.text().await.unwrap();
+        assert!(
+            csv.starts_with("\"source\",\"visitors\",\"visits\",\"pageviews\",\"bounce_rate\",\"visit_duration\",\"visitors_comparison\","),
+            "{csv}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn empty_ranges_and_empty_sites_answer_zeros_with_every_bucket() {
     let s = seeded().await;

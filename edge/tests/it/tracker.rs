@@ -195,7 +195,11 @@ async fn the_tracker_in_chromium_sends_pageviews_spa_navigation_custom_and_link_
             props(&[]),
         ),
         // data-404: the pageview, then the "404" event, on the missing page.
-        ("queued_before_load".to_owned(), "/missing".to_owned(), props(&[])),
+        (
+            "queued_before_load".to_owned(),
+            "/missing".to_owned(),
+            props(&[]),
+        ),
         ("pageview".to_owned(), "/missing".to_owned(), props(&[])),
         ("404".to_owned(), "/missing".to_owned(), props(&[])),
         // data-hash: the route is the page (its own query dropped); a hash change to another
@@ -205,8 +209,16 @@ async fn the_tracker_in_chromium_sends_pageviews_spa_navigation_custom_and_link_
             "/routed#/users/7".to_owned(),
             props(&[]),
         ),
-        ("pageview".to_owned(), "/routed#/users/7".to_owned(), props(&[])),
-        ("pageview".to_owned(), "/routed#/settings".to_owned(), props(&[])),
+        (
+            "pageview".to_owned(),
+            "/routed#/users/7".to_owned(),
+            props(&[]),
+        ),
+        (
+            "pageview".to_owned(),
+            "/routed#/settings".to_owned(),
+            props(&[]),
+        ),
     ];
     expected.sort();
     assert_eq!(seen, expected, "browser saw: {}", result["answers"]);

@@ -11,6 +11,8 @@
     site: q.get("site") || "",
     period: q.get("period") || "30d",
     date: q.get("date") || "",
+    // What the period is compared with (KPIs, chart, tables): previous_period, year_over_year, off.
+    compare: ["year_over_year", "off"].includes(q.get("compare")) ? q.get("compare") : "previous_period",
     filters: q.getAll("filter"),
     tz: Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC",
     // Conversions: the goal broken down and by what, the funnel shown and how, the property key.
@@ -64,6 +66,20 @@
     for (const f of state.filters) p.push(["filter", f]);
     return p;
   }
+  // The range parameters plus the comparison chosen (none when off).
+  function comparedParams(base) {
+    return state.compare === "off" ? base : base.concat([["compare", state.compare]]);
+  }
+  const COMPARED = { previous_period: "previous period", year_over_year: "a year before" };
+  // "↑ 12.5%": a change in percent, with the class telling whether it is good news.
+  function changeLabel(metric, change) {
+    if (change === null || change === undefined) return null;
+    const good = metric === "bounce_rate" ? change <= 0 : change >= 0;
+    return {
+      cls: "change" + (change === 0 ? "" : good ? " up" : " down"),
+      text: (change > 0 ? "↑ " : change < 0 ? "↓ " : "") + Math.abs(change) + "%",
+    };
+  }
 
   // ---- formatting
   const nf = new Intl.NumberFormat("en");
@@ -88,6 +104,7 @@
     u.searchParams.set("site", state.site);
     u.searchParams.set("period", state.period);
     if (state.date) u.searchParams.set("date", state.date);
+    if (state.compare !== "previous_period") u.searchParams.set("compare", state.compare);
     for (const f of state.filters) u.searchParams.append("filter", f);
     if (state.goal) { u.searchParams.set("goal", state.goal); u.searchParams.set("goal_by", state.goalBy); }
     if (state.funnel) u.searchParams.set("funnel", state.funnel);
@@ -110,12 +127,14 @@
       const r = agg.results[m];
       let change = "";
       let cls = "change";
-      if (r.change !== null && r.change !== undefined) {
-        const good = m === "bounce_rate" ? r.change <= 0 : r.change >= 0;
-        cls += r.change === 0 ? "" : good ? " up" : " down";
-        change = (r.change > 0 ? "↑ " : r.change < 0 ? "↓ " : "") + Math.abs(r.change) + "% vs previous period";
+      const shown = changeLabel(m, r.change);
+      if (!agg.comparison) {
+        change = "";
+      } else if (shown) {
+        cls = shown.cls;
+        change = shown.text + " vs " + COMPARED[agg.comparison.mode];
       } else {
-        change = "no previous data";
+        change = "no earlier data";
       }
       return el("div", { class: "kpi", "data-metric": m },
         el("div", { class: "name" }, label),
@@ -126,7 +145,8 @@
   function renderChart(ts) {
     const rows = ts.results;
     const W = 1000, H = 220, L = 40, B = 20, T = 10;
-    const max = Math.max(1, ...rows.map((r) => Math.max(r.visitors, r.pageviews)));
+    const max = Math.max(1, ...rows.map((r) => Math.max(r.visitors, r.pageviews)),
+      ...(ts.comparison ? ts.comparison.results.slice(0, rows.length).map((r) => r.visitors) : []));
     const x = (i) => L + (rows.length <= 1 ? 0 : (i * (W - L - 10)) / (rows.length - 1));
     const y = (v) => T + (H - T - B) * (1 - v / max);
     const ns = "http://www.w3.org/2000/svg";
@@ -148,9 +168,14 @@
     }
     const step = Math.max(1, Math.ceil(rows.length / 8));
     rows.forEach((r, i) => { if (i % step === 0) add("text", { x: x(i), y: H - 4 }, r.date.slice(5, 16).replace("T", " ")); });
-    for (const m of ["pageviews", "visitors"]) {
-      add("polyline", { class: m, "data-series": m, "data-values": rows.map((r) => r[m]).join(","),
-        points: rows.map((r, i) => x(i).toFixed(1) + "," + y(r[m]).toFixed(1)).join(" ") });
+    // The compared range's visitors, dashed, bucket n beside bucket n.
+    const earlier = ts.comparison ? ts.comparison.results.slice(0, rows.length) : [];
+    const series = [["pageviews", rows, "pageviews"], ["visitors", rows, "visitors"]];
+    if (earlier.length) series.unshift(["visitors_comparison", earlier, "visitors"]);
+    $("legend-compared").hidden = !earlier.length;
+    for (const [name, points, m] of series) {
+      add("polyline", { class: name, "data-series": name, "data-values": points.map((r) => r[m]).join(","),
+        points: points.map((r, i) => x(i).toFixed(1) + "," + y(r[m]).toFixed(1)).join(" ") });
     }
     $("chart").replaceChildren(svg);
   }
@@ -160,6 +185,13 @@
       const a = el("a", { href: URL.createObjectURL(new Blob([text], { type: "text/csv" })), download: `${state.site}-${property}.csv` });
       document.body.append(a); a.click(); a.remove();
     }).catch(showError);
+  }
+  // A row's change in visitors against the compared range, when there is one.
+  function visitorsChange(row) {
+    if (!row.comparison) return [];
+    const label = changeLabel("visitors", row.comparison.change.visitors);
+    return [el("span", { class: label ? label.cls : "change", "data-change": label ? String(row.comparison.change.visitors) : "",
+      title: "was " + nf.format(row.comparison.visitors) }, label ? label.text : "new")];
   }
   function renderTable(property, title, data) {
     const visitLevel = data.results.length && data.results[0].visits !== undefined;
@@ -171,7 +203,8 @@
         load();
       } },
         el("td", {}, r.value === "" ? "(none)" : r.value),
-        el("td", { class: "n", "data-visitors": String(r.visitors) }, nf.format(r.visitors)),
+        el("td", { class: "n", "data-visitors": String(r.visitors) }, nf.format(r.visitors),
+          ...visitorsChange(r)),
         el("td", { class: "n" }, nf.format(r[second]))))
       : [el("tr", {}, el("td", { class: "empty", colspan: "3" }, "No data"))];
     return el("div", { class: "card", "data-table": property },
@@ -229,7 +262,8 @@
       const values = breakdown.results.length ? breakdown.results.map((r) => el("tr", { "data-value": r.value,
         onclick: () => addFilter(state.goalBy + ":is:" + r.value) },
         el("td", {}, r.value === "" ? "(none)" : r.value),
-        el("td", { class: "n", "data-visitors": String(r.visitors) }, nf.format(r.visitors)),
+        el("td", { class: "n", "data-visitors": String(r.visitors) }, nf.format(r.visitors),
+          ...visitorsChange(r)),
         el("td", { class: "n" }, nf.format(r.conversions)),
         el("td", { class: "n", "data-rate": String(r.conversion_rate) }, pct(r.conversion_rate)),
         revenueCell(r.revenue)))
@@ -312,9 +346,9 @@
     try {
       const base = rangeParams();
       const [agg, ts, ...tables] = await Promise.all([
-        api("/v1/stats/aggregate", base.concat([["compare", "previous_period"]])),
-        api("/v1/stats/timeseries", base),
-        ...TABLES.map(([p]) => api("/v1/stats/breakdown", base.concat([["property", p], ["limit", "10"]]))),
+        api("/v1/stats/aggregate", comparedParams(base)),
+        api("/v1/stats/timeseries", comparedParams(base)),
+        ...TABLES.map(([p]) => api("/v1/stats/breakdown", comparedParams(base).concat([["property", p], ["limit", "10"]]))),
       ]);
       if (mine !== generation) return;
       renderKpis(agg);
@@ -375,6 +409,8 @@
     realtime();
   });
   $("period").addEventListener("change", (e) => { state.period = e.target.value; load(); });
+  $("compare").value = state.compare;
+  $("compare").addEventListener("change", (e) => { state.compare = e.target.value; load(); });
 
   async function start() {
     if (!state.share && !state.token) { showLogin(); return; }

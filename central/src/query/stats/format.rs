@@ -72,6 +72,8 @@ pub fn table_csv(columns: &[&str], rows: &[Vec<Json>], property_name: &str) -> S
             .iter()
             .map(|v| match v {
                 Json::String(s) => csv_cell(s),
+                // No value (a change from nothing): an empty cell, not the word `null`.
+                Json::Null => String::new(),
                 other => other.to_string(),
             })
             .collect();

@@ -91,9 +91,9 @@ pub async fn aggregate(db: &StatsDb, req: &StatsRequest) -> Result<Json, ApiErro
         };
         Ok::<_, ApiError>(fetch_all::<Totals>(db, &s).await?.pop().unwrap_or_default())
     };
-    let (now, before) = match req.previous {
-        Some((pf, pt)) => {
-            let (a, b) = tokio::try_join!(load(req.from, req.to), load(pf, pt))?;
+    let (now, before) = match &req.comparison {
+        Some(c) => {
+            let (a, b) = tokio::try_join!(load(req.from, req.to), load(c.from, c.to))?;
             (a, Some(b))
         }
         None => (load(req.from, req.to).await?, None),
@@ -110,8 +110,11 @@ pub async fn aggregate(db: &StatsDb, req: &StatsRequest) -> Result<Json, ApiErro
         results.insert(name.to_owned(), m);
     }
     let mut body = req.head();
-    if let Some((pf, pt)) = req.previous {
-        body["previous"] = json!({"from": pf.to_rfc3339(), "to": pt.to_rfc3339()});
+    if let Some(c) = &req.comparison {
+        // `previous` (the range, and each metric's earlier value) is what v1 answered for
+        // compare=previous_period; every mode keeps it, `comparison` says which range it is.
+        body["previous"] = json!({"from": c.from.to_rfc3339(), "to": c.to.to_rfc3339()});
+        body["comparison"] = c.head();
     }
     body["results"] = results.into();
     Ok(body)
@@ -134,9 +137,36 @@ struct VisitBucket {
 }
 
 pub async fn timeseries(db: &StatsDb, req: &StatsRequest) -> Result<Json, ApiError> {
-    let slots: Vec<BucketSlot> = period::buckets(req.interval, req.tz, req.from, req.to)?;
+    let mut body = req.head();
+    body["interval"] = period::interval_name(req.interval).into();
+    match &req.comparison {
+        None => body["results"] = series(db, req, req.from, req.to).await?.into(),
+        Some(c) => {
+            // Two series, each in its own buckets; the comparison's n-th bucket is drawn
+            // beside the period's n-th (a custom range may have more or fewer).
+            let (now, before) = tokio::try_join!(
+                series(db, req, req.from, req.to),
+                series(db, req, c.from, c.to)
+            )?;
+            body["results"] = now.into();
+            let mut comparison = c.head();
+            comparison["results"] = before.into();
+            body["comparison"] = comparison;
+        }
+    }
+    Ok(body)
+}
+
+/// One timeseries over `[from, to)` in the request's buckets, every bucket present.
+async fn series(
+    db: &StatsDb,
+    req: &StatsRequest,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<Json>, ApiError> {
+    let slots: Vec<BucketSlot> = period::buckets(req.interval, req.tz, from, to)?;
     let tz = req.tz.name();
-    let scope = req.scope();
+    let scope = req.scope_of(from, to);
     let by_event = sql::timeseries_events(&scope, req.interval, tz);
     let by_visit = async {
         let cover = coverage(db, &scope).await;
@@ -172,10 +202,7 @@ pub async fn timeseries(db: &StatsDb, req: &StatsRequest) -> Result<Json, ApiErr
             })
         })
         .collect();
-    let mut body = req.head();
-    body["interval"] = period::interval_name(req.interval).into();
-    body["results"] = results.into();
-    Ok(body)
+    Ok(results)
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -196,17 +223,80 @@ struct VisitGroup {
     duration: u64,
 }
 
-/// Breakdown rows as (column names, rows of JSON values), plus whether more pages exist.
-pub async fn breakdown_rows(
-    db: &StatsDb,
-    req: &StatsRequest,
-) -> Result<(Vec<&'static str>, Vec<Vec<Json>>, bool), ApiError> {
+/// A breakdown's table: column names, the rows (JSON values, `value` first), whether more
+/// pages exist, and with `compare` each row's values in the compared range (zeros for a value
+/// that had none then).
+pub struct BreakdownTable {
+    pub columns: Vec<&'static str>,
+    pub rows: Vec<Vec<Json>>,
+    pub has_more: bool,
+    pub compared: Option<Vec<Vec<Json>>>,
+}
+
+/// The request's page of breakdown rows, and with `compare` the same values' rows in the
+/// compared range (one more statement, limited to those values).
+pub async fn breakdown_rows(db: &StatsDb, req: &StatsRequest) -> Result<BreakdownTable, ApiError> {
     let offset = u64::from(req.page - 1) * u64::from(req.limit);
     let fetch = u64::from(req.limit) + 1;
+    let (columns, mut rows) = grouped(db, req, req.from, req.to, offset, fetch, None).await?;
+    let has_more = rows.len() as u64 > u64::from(req.limit);
+    rows.truncate(req.limit as usize);
+    let compared = match &req.comparison {
+        Some(c) if !rows.is_empty() => {
+            let values: Vec<String> = rows
+                .iter()
+                .map(|r| r[0].as_str().unwrap_or_default().to_owned())
+                .collect();
+            let n = values.len() as u64;
+            let (_, earlier) = grouped(db, req, c.from, c.to, 0, n, Some(&values)).await?;
+            let mut by_value: HashMap<String, Vec<Json>> = earlier
+                .into_iter()
+                .map(|r| (r[0].as_str().unwrap_or_default().to_owned(), r))
+                .collect();
+            Some(
+                values
+                    .iter()
+                    .map(|v| {
+                        by_value.remove(v).unwrap_or_else(|| {
+                            let mut zero = vec![Json::from(v.as_str())];
+                            zero.extend(columns[1..].iter().map(|_| Json::from(0)));
+                            zero
+                        })
+                    })
+                    .collect(),
+            )
+        }
+        Some(_) => Some(Vec::new()),
+        None => None,
+    };
+    Ok(BreakdownTable {
+        columns,
+        rows,
+        has_more,
+        compared,
+    })
+}
+
+/// Breakdown rows over `[from, to)`: `fetch` rows from `offset`, most visitors first, or with
+/// `only` the rows of those values.
+async fn grouped(
+    db: &StatsDb,
+    req: &StatsRequest,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    offset: u64,
+    fetch: u64,
+    only: Option<&[String]>,
+) -> Result<(Vec<&'static str>, Vec<Vec<Json>>), ApiError> {
     let property = req.property.as_ref().expect("breakdown has a property");
-    let (columns, mut rows): (Vec<&'static str>, Vec<Vec<Json>>) = match property {
+    let scope = req.scope_of(from, to);
+    let page = sql::Page {
+        offset,
+        limit: fetch,
+        only,
+    };
+    Ok(match property {
         Property::Event(column) => {
-            let scope = req.scope();
             // Only a column the rollup holds is worth checking the coverage for.
             let cover = match sql::rollup_dimension(column) {
                 Some(_) => coverage(db, &scope).await,
@@ -214,17 +304,9 @@ pub async fn breakdown_rows(
             };
             let rolled_up = match cover.is_empty() {
                 true => None,
-                false => sql::breakdown_events_rolled_up(
-                    &scope,
-                    column,
-                    offset,
-                    fetch,
-                    &cover,
-                ),
+                false => sql::breakdown_events_rolled_up(&scope, column, &page, &cover),
             };
-            let s = rolled_up.unwrap_or_else(|| {
-                sql::breakdown_events(&scope, column, offset, fetch)
-            });
+            let s = rolled_up.unwrap_or_else(|| sql::breakdown_events(&scope, column, &page));
             let rows = fetch_all::<EventGroup>(db, &s).await?;
             (
                 vec!["value", "visitors", "pageviews", "events"],
@@ -241,14 +323,13 @@ pub async fn breakdown_rows(
             )
         }
         Property::Visit(attr) => {
-            let scope = req.scope();
             let cover = match sql::rollup_column(attr) {
                 Some(_) => coverage(db, &scope).await,
                 None => sql::Coverage::default(),
             };
-            let s = match sql::breakdown_visits_rolled_up(&scope, attr, offset, fetch, &cover) {
+            let s = match sql::breakdown_visits_rolled_up(&scope, attr, &page, &cover) {
                 Some(s) if !cover.is_empty() => s,
-                _ => sql::breakdown_visits(&scope, attr, offset, fetch),
+                _ => sql::breakdown_visits(&scope, attr, &page),
             };
             let rows = fetch_all::<VisitGroup>(db, &s).await?;
             (
@@ -274,10 +355,7 @@ pub async fn breakdown_rows(
                     .collect(),
             )
         }
-    };
-    let has_more = rows.len() as u64 > u64::from(req.limit);
-    rows.truncate(req.limit as usize);
-    Ok((columns, rows, has_more))
+    })
 }
 
 pub async fn breakdown(
@@ -285,24 +363,79 @@ pub async fn breakdown(
     req: &StatsRequest,
     property_name: &str,
 ) -> Result<Json, ApiError> {
-    let (columns, rows, has_more) = breakdown_rows(db, req).await?;
-    let results = format::table_json(&columns, rows);
+    let table = breakdown_rows(db, req).await?;
+    let compared = table.compared.clone();
+    let mut results = format::table_json(&table.columns, table.rows.clone());
+    if let Some(compared) = compared {
+        // Each row: its values in the compared range and the change in percent.
+        for (i, (row, earlier)) in results.iter_mut().zip(compared).enumerate() {
+            let now = &table.rows[i];
+            let mut comparison = serde_json::Map::new();
+            let mut changes = serde_json::Map::new();
+            for (j, name) in table.columns.iter().enumerate().skip(1) {
+                comparison.insert((*name).to_owned(), earlier[j].clone());
+                changes.insert(
+                    (*name).to_owned(),
+                    change(
+                        now[j].as_f64().unwrap_or(0.0),
+                        earlier[j].as_f64().unwrap_or(0.0),
+                    ),
+                );
+            }
+            comparison.insert("change".into(), changes.into());
+            row["comparison"] = comparison.into();
+        }
+    }
     let mut body = req.head();
     body["property"] = property_name.into();
     body["page"] = req.page.into();
     body["limit"] = req.limit.into();
-    body["has_more"] = has_more.into();
+    body["has_more"] = table.has_more.into();
+    if let Some(c) = &req.comparison {
+        body["comparison"] = c.head();
+    }
     body["results"] = results.into();
     Ok(body)
 }
 
-/// A breakdown as CSV ([`format::table_csv`]).
+/// A breakdown as CSV ([`format::table_csv`]); with `compare`, each metric's compared value
+/// and change follow the row's own (`visitors_comparison`, `visitors_change`, …).
 pub async fn breakdown_csv(
     db: &StatsDb,
     req: &StatsRequest,
     property_name: &str,
 ) -> Result<String, ApiError> {
-    let (columns, rows, _) = breakdown_rows(db, req).await?;
+    let table = breakdown_rows(db, req).await?;
+    let Some(compared) = table.compared else {
+        return Ok(format::table_csv(
+            &table.columns,
+            &table.rows,
+            property_name,
+        ));
+    };
+    let metrics = &table.columns[1..];
+    let mut names: Vec<String> = table.columns.iter().map(|c| (*c).to_owned()).collect();
+    names.extend(metrics.iter().map(|m| format!("{m}_comparison")));
+    names.extend(metrics.iter().map(|m| format!("{m}_change")));
+    let columns: Vec<&str> = names.iter().map(String::as_str).collect();
+    let rows: Vec<Vec<Json>> = table
+        .rows
+        .into_iter()
+        .zip(compared)
+        .map(|(mut row, earlier)| {
+            let changes: Vec<Json> = (1..row.len())
+                .map(|j| {
+                    change(
+                        row[j].as_f64().unwrap_or(0.0),
+                        earlier[j].as_f64().unwrap_or(0.0),
+                    )
+                })
+                .collect();
+            row.extend(earlier.into_iter().skip(1));
+            row.extend(changes);
+            row
+        })
+        .collect();
     Ok(format::table_csv(&columns, &rows, property_name))
 }
 

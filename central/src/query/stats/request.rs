@@ -13,7 +13,7 @@ use crate::query::goals::{self, Funnel, Goal, SiteGoals};
 #[cfg(doc)]
 use crate::query::key::AnswerKey;
 use crate::query::params;
-use crate::query::period::{self, DayRange, PeriodKind};
+use crate::query::period::{self, CompareMode, DayRange, PeriodKind};
 use crate::sql::stats::{self as sql, Bucket, EventFilter, FunnelWithin, Scope};
 
 pub const DEFAULT_LIMIT: u32 = 10;
@@ -57,16 +57,19 @@ impl StatsEndpoint {
         const RANGE: [&str; 7] = [
             "site_id", "period", "date", "from", "to", "timezone", "filter",
         ];
+        const COMPARE: [&str; 4] = ["compare", "compare_from", "compare_to", "match_day_of_week"];
         match self {
             Self::Aggregate => &[
-                RANGE[0], RANGE[1], RANGE[2], RANGE[3], RANGE[4], RANGE[5], RANGE[6], "compare",
+                RANGE[0], RANGE[1], RANGE[2], RANGE[3], RANGE[4], RANGE[5], RANGE[6], COMPARE[0],
+                COMPARE[1], COMPARE[2], COMPARE[3],
             ],
             Self::Timeseries => &[
                 RANGE[0], RANGE[1], RANGE[2], RANGE[3], RANGE[4], RANGE[5], RANGE[6], "interval",
+                COMPARE[0], COMPARE[1], COMPARE[2], COMPARE[3],
             ],
             Self::Breakdown => &[
                 RANGE[0], RANGE[1], RANGE[2], RANGE[3], RANGE[4], RANGE[5], RANGE[6], "property",
-                "limit", "page", "format",
+                "limit", "page", "format", COMPARE[0], COMPARE[1], COMPARE[2], COMPARE[3],
             ],
             Self::Realtime => &["site_id"],
             Self::Goals => &[
@@ -96,7 +99,8 @@ pub struct StatsRequest {
     pub days: DayRange,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
-    pub previous: Option<Instants>,
+    /// `compare=`: the range the answer is compared with.
+    pub comparison: Option<Comparison>,
     pub filters: Vec<EventFilter>,
     pub interval: Bucket,
     pub property: Option<Property>,
@@ -118,6 +122,30 @@ pub struct StatsRequest {
 
 /// `[from, to)` of a range.
 pub type Instants = (DateTime<Utc>, DateTime<Utc>);
+
+/// The range a request is compared with, and how it was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Comparison {
+    pub mode: CompareMode,
+    pub match_day_of_week: bool,
+    pub days: DayRange,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+impl Comparison {
+    /// How answers describe it: the mode, its instants and its local days.
+    pub fn head(&self) -> Json {
+        json!({
+            "mode": self.mode.name(),
+            "match_day_of_week": self.match_day_of_week,
+            "from": self.from.to_rfc3339(),
+            "to": self.to.to_rfc3339(),
+            "first_day": self.days.first.to_string(),
+            "last_day": (self.days.end - Duration::days(1)).to_string(),
+        })
+    }
+}
 
 fn parse_date(param: &'static str, v: &str) -> Result<NaiveDate, ApiError> {
     NaiveDate::parse_from_str(v, "%Y-%m-%d")
@@ -153,7 +181,7 @@ impl StatsRequest {
         if to.timestamp() > i64::from(u32::MAX) {
             return Err(ApiError::bad_param("date", "must be before 2106"));
         }
-        let previous = given.comparison(period, &days, tz)?;
+        let comparison = given.comparison(period, &days, tz)?;
         let interval = given.interval(period, &days)?;
         let property = given.property(endpoint)?;
         let goal = given.goal(endpoint, property.is_some())?;
@@ -168,7 +196,7 @@ impl StatsRequest {
             days,
             from,
             to,
-            previous,
+            comparison,
             filters: canonical(given.filters),
             interval,
             property,
@@ -191,6 +219,18 @@ impl StatsRequest {
         match self.endpoint {
             StatsEndpoint::Timeseries => {
                 period::buckets(self.interval, self.tz, self.from, self.to)?;
+                // Only a custom comparison can be longer than the period.
+                if let Some(c) = &self.comparison
+                    && period::buckets(self.interval, self.tz, c.from, c.to).is_err()
+                {
+                    return Err(ApiError::bad_param(
+                        "compare_to",
+                        format!(
+                            "the compared range gives more than {} buckets at this interval; compare a shorter range or choose a longer interval",
+                            period::MAX_BUCKETS
+                        ),
+                    ));
+                }
             }
             StatsEndpoint::Realtime => {
                 self.from = DateTime::<Utc>::UNIX_EPOCH;
@@ -385,18 +425,102 @@ impl<'a> Given<'a> {
         self.get(param).map(|v| parse_date(param, v)).transpose()
     }
 
-    /// `compare=previous_period`: the period before, as instants.
+    /// `compare=previous_period|year_over_year|custom` (custom: `compare_from`..=`compare_to`,
+    /// local dates), `match_day_of_week=true` for the first two.
     fn comparison(
         &self,
         period: PeriodKind,
         days: &DayRange,
         tz: Tz,
-    ) -> Result<Option<Instants>, ApiError> {
-        match self.get("compare") {
-            None => Ok(None),
-            Some("previous_period") => Ok(Some(days.previous(period).instants(tz))),
-            Some(_) => Err(ApiError::bad_param("compare", "must be previous_period")),
+    ) -> Result<Option<Comparison>, ApiError> {
+        let mode = self
+            .get("compare")
+            .map(|v| {
+                CompareMode::parse(v).ok_or_else(|| {
+                    ApiError::bad_param("compare", format!("must be {}", CompareMode::NAMES))
+                })
+            })
+            .transpose()?;
+        let match_day_of_week = match self.get("match_day_of_week") {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => {
+                return Err(ApiError::bad_param(
+                    "match_day_of_week",
+                    "must be true or false",
+                ));
+            }
+        };
+        let (from, to) = (self.date("compare_from")?, self.date("compare_to")?);
+        if mode != Some(CompareMode::Custom)
+            && let Some(p) = [("compare_from", from), ("compare_to", to)]
+                .iter()
+                .find_map(|(p, d)| d.map(|_| *p))
+        {
+            return Err(ApiError::bad_param(
+                p,
+                "is only accepted with compare=custom",
+            ));
         }
+        if match_day_of_week
+            && !matches!(
+                mode,
+                Some(CompareMode::PreviousPeriod | CompareMode::YearOverYear)
+            )
+        {
+            return Err(ApiError::bad_param(
+                "match_day_of_week",
+                "is only accepted with compare=previous_period or compare=year_over_year",
+            ));
+        }
+        let Some(mode) = mode else {
+            return Ok(None);
+        };
+        let compared = match mode {
+            CompareMode::Custom => {
+                let first = from.ok_or_else(|| {
+                    ApiError::bad_param("compare_from", "is required with compare=custom")
+                })?;
+                let last = to.ok_or_else(|| {
+                    ApiError::bad_param("compare_to", "is required with compare=custom")
+                })?;
+                if last < first {
+                    return Err(ApiError::bad_param(
+                        "compare_to",
+                        "must not be before compare_from",
+                    ));
+                }
+                let r = DayRange {
+                    first,
+                    end: last + Duration::days(1),
+                };
+                if r.days() > period::MAX_CUSTOM_DAYS {
+                    return Err(ApiError::bad_param(
+                        "compare_to",
+                        format!(
+                            "a comparison spans at most {} days",
+                            period::MAX_CUSTOM_DAYS
+                        ),
+                    ));
+                }
+                r
+            }
+            _ => days.compared(period, mode, match_day_of_week),
+        };
+        let (from, to) = compared.instants(tz);
+        if from.timestamp() < 0 {
+            return Err(ApiError::bad_param(
+                "compare",
+                "the compared range starts before 1970",
+            ));
+        }
+        Ok(Some(Comparison {
+            mode,
+            match_day_of_week,
+            days: compared,
+            from,
+            to,
+        }))
     }
 
     fn interval(&self, period: PeriodKind, days: &DayRange) -> Result<Bucket, ApiError> {
@@ -554,6 +678,50 @@ mod tests {
             ("site_id=s&from=2025-02-01", Aggregate, "from"),
             ("site_id=s&date=yesterday", Aggregate, "date"),
             ("site_id=s&compare=year", Aggregate, "compare"),
+            ("site_id=s&compare=custom", Timeseries, "compare_from"),
+            (
+                "site_id=s&compare=custom&compare_from=2025-01-01",
+                Breakdown,
+                "compare_to",
+            ),
+            (
+                "site_id=s&compare=custom&compare_from=2025-01-02&compare_to=2025-01-01",
+                Aggregate,
+                "compare_to",
+            ),
+            (
+                "site_id=s&compare=previous_period&compare_from=2025-01-01",
+                Aggregate,
+                "compare_from",
+            ),
+            ("site_id=s&compare_to=2025-01-01", Aggregate, "compare_to"),
+            (
+                "site_id=s&match_day_of_week=true",
+                Aggregate,
+                "match_day_of_week",
+            ),
+            (
+                "site_id=s&compare=custom&compare_from=2025-01-01&compare_to=2025-01-02&match_day_of_week=true",
+                Aggregate,
+                "match_day_of_week",
+            ),
+            (
+                "site_id=s&compare=year_over_year&match_day_of_week=1",
+                Aggregate,
+                "match_day_of_week",
+            ),
+            (
+                "site_id=s&compare=custom&compare_from=1969-12-31&compare_to=2025-01-01",
+                Aggregate,
+                "compare_from",
+            ),
+            (
+                "site_id=s&period=today&interval=minute&compare=custom&compare_from=2025-01-01&compare_to=2025-01-31",
+                Timeseries,
+                "compare_to",
+            ),
+            ("site_id=s&compare=previous_period", Realtime, "query"),
+            ("site_id=s&compare=previous_period", Funnel, "query"),
             ("site_id=s&interval=second", Timeseries, "interval"),
             (
                 "site_id=s&period=12mo&interval=minute",
@@ -581,6 +749,39 @@ mod tests {
         ] {
             assert_eq!(param(q, e), p, "{q}");
         }
+    }
+
+    #[test]
+    fn comparisons_resolve_to_local_days_and_instants() {
+        let c = |q: &str| {
+            StatsRequest::parse(StatsEndpoint::Timeseries, &pairs(q), now())
+                .unwrap()
+                .comparison
+                .unwrap()
+        };
+        let base = "site_id=s&period=7d&date=2025-11-26&timezone=Europe/Berlin";
+        let prev = c(&format!("{base}&compare=previous_period"));
+        assert_eq!(prev.head()["first_day"], "2025-11-13");
+        assert_eq!(prev.head()["last_day"], "2025-11-19");
+        assert_eq!(prev.from.to_rfc3339(), "2025-11-12T23:00:00+00:00");
+        let yoy = c(&format!(
+            "{base}&compare=year_over_year&match_day_of_week=true"
+        ));
+        assert_eq!(
+            (
+                yoy.head()["first_day"].as_str(),
+                yoy.head()["mode"].as_str()
+            ),
+            (Some("2024-11-21"), Some("year_over_year"))
+        );
+        let custom = c(&format!(
+            "{base}&compare=custom&compare_from=2025-06-01&compare_to=2025-06-30"
+        ));
+        assert_eq!(custom.days.days(), 30);
+        assert_eq!(custom.to.to_rfc3339(), "2025-06-30T22:00:00+00:00");
+        // Without compare, none.
+        let plain = StatsRequest::parse(StatsEndpoint::Aggregate, &pairs(base), now()).unwrap();
+        assert_eq!(plain.comparison, None);
     }
 
     #[test]
