@@ -1358,6 +1358,93 @@ pub mod stats {
         Some(s)
     }
 
+    /// [`breakdown_events`] by page or event name of a scope whose only filters are entry or
+    /// exit page filters, with some days rolled up: on covered days the events of the visits
+    /// that pass the filters come from the visit rows' event arrays (`ev_path`, `ev_name`);
+    /// each run of uncovered days is read from events with the filters, as its own narrowed
+    /// scope (visits never cross UTC midnight, so narrowing to whole days forms the same
+    /// visits). `None` for any other column or filter, or when more than
+    /// [`MAX_RAW_RUNS`] runs of days are uncovered.
+    pub fn breakdown_events_in_visits_rolled_up(
+        scope: &Scope<'_>,
+        column: &Column,
+        page: &Page<'_>,
+        cover: &Coverage,
+    ) -> Option<Statement> {
+        let value = match column {
+            Column::Path => "p",
+            Column::EventName => "nm",
+            _ => return None,
+        };
+        let tests: Vec<(&'static str, &EventFilter)> = scope
+            .filters
+            .iter()
+            .map(|f| {
+                let attr = VisitAttribute {
+                    column: f.column.clone(),
+                    at_exit: f.on == FilterOn::VisitExit,
+                };
+                (f.on != FilterOn::Event)
+                    .then(|| rollup_column(&attr))
+                    .flatten()
+                    .map(|name| (name, f))
+            })
+            .collect::<Option<_>>()?;
+        let runs = uncovered_runs(scope, &cover.days);
+        if tests.is_empty() || runs.len() > MAX_RAW_RUNS {
+            return None;
+        }
+        let mut s = Statement::default();
+        // One row per event, so `count()` is the events: a constant column in every branch
+        // of a UNION ALL of three or more fails on 18.16 ("Cannot convert column … must be
+        // constant in result").
+        s.push("SELECT value, toUInt64(uniqExact(visitor_hash)) AS visitors, ")
+            .push("toUInt64(sum(pv)) AS pageviews, toUInt64(count()) AS events FROM (")
+            .push("SELECT ")
+            .push(value)
+            .push(" AS value, visitor_hash, toUInt32(nm = 'pageview') AS pv ")
+            .push("FROM visits ARRAY JOIN ev_path AS p, ev_name AS nm WHERE site_id = ")
+            .bind_str(scope.site_id);
+        push_builds(&mut s, cover);
+        for (name, f) in &tests {
+            s.push(" AND ");
+            f.push_test(&mut s, |s| {
+                s.push(name);
+            });
+        }
+        for (from, to) in runs {
+            s.push(" UNION ALL SELECT ");
+            column.push_expr(&mut s);
+            s.push(" AS value, visitor_hash, toUInt32(event_name = 'pageview') AS pv FROM events");
+            push_where(&mut s, &Scope { from, to, ..*scope });
+        }
+        s.push(")");
+        page.push_group(&mut s, "events");
+        Some(s)
+    }
+
+    /// Most runs of uncovered days a rolled-up statement reads from events one by one; past
+    /// it, reading the whole range from events is as quick.
+    pub const MAX_RAW_RUNS: usize = 4;
+
+    /// The parts of `[scope.from, scope.to)` outside the covered UTC days, as maximal runs.
+    pub fn uncovered_runs(scope: &Scope<'_>, covered: &[u32]) -> Vec<(u32, u32)> {
+        let mut runs: Vec<(u32, u32)> = Vec::new();
+        let mut t = scope.from;
+        while t < scope.to {
+            let day = t / 86_400;
+            let end = ((day + 1) * 86_400).min(scope.to);
+            if !covered.contains(&day) {
+                match runs.last_mut() {
+                    Some(run) if run.1 == t => run.1 = end,
+                    _ => runs.push((t, end)),
+                }
+            }
+            t = end;
+        }
+        runs
+    }
+
     /// `INSERT` one site's UTC day into `day_values` as build `build_id`: per dimension of
     /// [`ROLLUP_DIMENSIONS`], value and visitor hash, the pageviews and events.
     pub fn build_day_values(site_id: &str, day: u32, build_id: u64) -> Statement {
@@ -1695,6 +1782,29 @@ pub fn bind_literals(sql: &str, values: &[Value]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uncovered_days_become_runs_cut_by_the_range() {
+        let scope = |from: u32, to: u32| stats::Scope {
+            site_id: "s",
+            from,
+            to,
+            filters: &[],
+        };
+        const D: u32 = 86_400;
+        // Days 10..=14, from 10:00 on day 10 to 06:00 on day 14; 11 and 12 covered.
+        let s = scope(10 * D + 36_000, 14 * D + 21_600);
+        assert_eq!(
+            stats::uncovered_runs(&s, &[11, 12]),
+            [(10 * D + 36_000, 11 * D), (13 * D, 14 * D + 21_600)]
+        );
+        assert_eq!(stats::uncovered_runs(&s, &[10, 11, 12, 13, 14]), []);
+        assert_eq!(stats::uncovered_runs(&s, &[]), [(s.from, s.to)]);
+        assert_eq!(
+            stats::uncovered_runs(&s, &[12]),
+            [(s.from, 12 * D), (13 * D, s.to)]
+        );
+    }
 
     #[test]
     fn literals_are_escaped() {

@@ -450,6 +450,68 @@ fn stats_steps() -> Vec<(String, String)> {
                 .render(),
         ));
     }
+    // Pages and event names of the visits an entry or exit page filter keeps, through the
+    // visit rows' event arrays on the covered day and from events on the other.
+    let visit_filters = [
+        EventFilter {
+            column: Column::Path,
+            op: Match::Is,
+            value: "/a".into(),
+            on: FilterOn::VisitEntry,
+        },
+        EventFilter {
+            column: Column::Path,
+            op: Match::Contains,
+            value: "B".into(),
+            on: FilterOn::VisitExit,
+        },
+    ];
+    for (name, filters) in [
+        ("entry", &visit_filters[..1]),
+        ("entry_exit", &visit_filters[..]),
+    ] {
+        let filtered = Scope { filters, ..scope };
+        for (dim, column) in [("page", Column::Path), ("name", Column::EventName)] {
+            out.push((
+                format!("rollup_in_visits_{name}_{dim}"),
+                st::breakdown_events_in_visits_rolled_up(
+                    &filtered,
+                    &column,
+                    &st::Page::first(10),
+                    &cover,
+                )
+                .expect("rolled up")
+                .render(),
+            ));
+            out.push((
+                format!("stats_in_visits_{name}_{dim}"),
+                st::breakdown_events(&filtered, &column, &st::Page::first(10)).render(),
+            ));
+        }
+    }
+    // Uncovered days on both sides of the covered one: two runs read from events (a UNION
+    // ALL of three parts, which 18.16 handles only without constant columns).
+    let around = Scope {
+        from: scope.from - 86_400,
+        filters: &visit_filters[..1],
+        ..scope
+    };
+    let around_cover = st::Coverage::of(&around, &[(day, 7)]);
+    out.push((
+        "rollup_in_visits_runs_page".into(),
+        st::breakdown_events_in_visits_rolled_up(
+            &around,
+            &Column::Path,
+            &st::Page::first(10),
+            &around_cover,
+        )
+        .expect("rolled up")
+        .render(),
+    ));
+    out.push((
+        "stats_in_visits_runs_page".into(),
+        st::breakdown_events(&around, &Column::Path, &st::Page::first(10)).render(),
+    ));
     // A compared range's rows: only the values asked for (one of them never seen).
     let only = ["/c".to_owned(), "/a".to_owned(), "/nowhere".to_owned()];
     let page = st::Page {
@@ -811,6 +873,33 @@ async fn every_statement_answers_the_same_on_clickhouse_18_16_and_a_current_rele
     assert_eq!(
         old["rollup_breakdown_page"],
         "/a\t2\t2\t2\n/b\t1\t1\t1\n/c\t1\t1\t1\n"
+    );
+    // Through the visit rows' events = from events: visitor 1's visit entered on /a and
+    // holds /a and /b; visitor 2's holds /a; the exit filter keeps visitor 1's (left on /b).
+    for name in ["entry", "entry_exit"] {
+        for dim in ["page", "name"] {
+            let (rolled, raw) = (
+                format!("rollup_in_visits_{name}_{dim}"),
+                format!("stats_in_visits_{name}_{dim}"),
+            );
+            assert_eq!(old[&rolled], old[&raw], "{rolled}");
+        }
+    }
+    assert_eq!(
+        old["rollup_in_visits_entry_page"],
+        "/a\t2\t2\t2\n/b\t1\t1\t1\n"
+    );
+    assert_eq!(
+        old["rollup_in_visits_runs_page"],
+        old["stats_in_visits_runs_page"]
+    );
+    assert_eq!(
+        old["rollup_in_visits_runs_page"],
+        old["rollup_in_visits_entry_page"]
+    );
+    assert_eq!(
+        old["rollup_in_visits_entry_exit_page"],
+        "/a\t1\t1\t1\n/b\t1\t1\t1\n"
     );
     // `only`: the rows of /a and /c, in the breakdown's order, raw and rolled up alike.
     assert_eq!(

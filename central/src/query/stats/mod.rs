@@ -297,14 +297,33 @@ async fn grouped(
     };
     Ok(match property {
         Property::Event(column) => {
+            // Pages (or event names) of the visits an entry/exit page filter keeps can come
+            // from the visit rows' event arrays; other columns from `day_values`, unfiltered.
+            let in_visits = !scope.filters.is_empty()
+                && scope.filters.iter().all(|f| f.on != sql::FilterOn::Event)
+                && matches!(column, sql::Column::Path | sql::Column::EventName);
             // Only a column the rollup holds is worth checking the coverage for.
-            let cover = match sql::rollup_dimension(column) {
-                Some(_) => coverage(db, &scope).await,
-                None => sql::Coverage::default(),
+            let cover = if in_visits {
+                coverage(
+                    db,
+                    &sql::Scope {
+                        filters: &[],
+                        ..scope
+                    },
+                )
+                .await
+            } else {
+                match sql::rollup_dimension(column) {
+                    Some(_) => coverage(db, &scope).await,
+                    None => sql::Coverage::default(),
+                }
             };
-            let rolled_up = match cover.is_empty() {
-                true => None,
-                false => sql::breakdown_events_rolled_up(&scope, column, &page, &cover),
+            let rolled_up = match (cover.is_empty(), in_visits) {
+                (true, _) => None,
+                (false, true) => {
+                    sql::breakdown_events_in_visits_rolled_up(&scope, column, &page, &cover)
+                }
+                (false, false) => sql::breakdown_events_rolled_up(&scope, column, &page, &cover),
             };
             let s = rolled_up.unwrap_or_else(|| sql::breakdown_events(&scope, column, &page));
             let rows = fetch_all::<EventGroup>(db, &s).await?;
