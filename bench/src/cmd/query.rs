@@ -299,6 +299,22 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
             format!("/v1/stats/breakdown?{range}&property=page&filter=entry_page:is:/pricing"),
         ),
         (
+            "timeseries + compare",
+            format!("/v1/stats/timeseries?{range}&compare=previous_period"),
+        ),
+        (
+            "breakdown page + compare",
+            format!("/v1/stats/breakdown?{range}&property=page&compare=previous_period"),
+        ),
+        (
+            "breakdown source + compare",
+            format!("/v1/stats/breakdown?{range}&property=source&compare=previous_period"),
+        ),
+        (
+            "breakdown hostname",
+            format!("/v1/stats/breakdown?{range}&property=hostname"),
+        ),
+        (
             "goals (6, with revenue)",
             format!("/v1/stats/goals?{range}"),
         ),
