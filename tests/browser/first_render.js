@@ -16,7 +16,7 @@ main(async () => {
       const ctx = await browser.newContext({ timezoneId: "UTC", viewport: { width: 1280, height: 1400 } });
       await ctx.addInitScript((token) => sessionStorage.setItem("ta-token", token), args.token);
       const page = await ctx.newPage();
-      await page.goto(`${args.base}/?site=${args.site}&period=30d&date=${args.date}`, { waitUntil: "commit" });
+      await page.goto(`${args.base}/?site=${args.site}&period=30d&date=${args.date}${args.extra || ""}`, { waitUntil: "commit" });
       await page.waitForFunction(
         () => document.body && document.body.dataset.loaded && !document.body.dataset.loading,
         undefined,
