@@ -451,21 +451,9 @@ fn stats_steps() -> Vec<(String, String)> {
         ));
     }
     // Pages and event names of the visits an entry or exit page filter keeps, through the
-    // visit rows' event arrays on the covered day and from events on the other.
-    let visit_filters = [
-        EventFilter {
-            column: Column::Path,
-            op: Match::Is,
-            value: "/a".into(),
-            on: FilterOn::VisitEntry,
-        },
-        EventFilter {
-            column: Column::Path,
-            op: Match::Contains,
-            value: "B".into(),
-            on: FilterOn::VisitExit,
-        },
-    ];
+    // visit rows' event arrays on the covered day and from events on the other: entry on
+    // /a, then also exit containing "B" (`by_visit` without its prop filter).
+    let visit_filters = &by_visit[..2];
     for (name, filters) in [
         ("entry", &visit_filters[..1]),
         ("entry_exit", &visit_filters[..]),
