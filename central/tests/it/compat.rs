@@ -456,7 +456,7 @@ fn stats_steps() -> Vec<(String, String)> {
     let visit_filters = &by_visit[..2];
     for (name, filters) in [
         ("entry", &visit_filters[..1]),
-        ("entry_exit", &visit_filters[..]),
+        ("entry_exit", visit_filters),
     ] {
         let filtered = Scope { filters, ..scope };
         for (dim, column) in [("page", Column::Path), ("name", Column::EventName)] {
