@@ -377,39 +377,60 @@ async fn grouped(
     })
 }
 
+/// The change in percent of each metric of a row (every column but `value`) against the
+/// same row in the compared range.
+fn row_changes(now: &[Json], earlier: &[Json]) -> Vec<Json> {
+    (1..now.len())
+        .map(|j| {
+            change(
+                now[j].as_f64().unwrap_or(0.0),
+                earlier[j].as_f64().unwrap_or(0.0),
+            )
+        })
+        .collect()
+}
+
 pub async fn breakdown(
     db: &StatsDb,
     req: &StatsRequest,
     property_name: &str,
 ) -> Result<Json, ApiError> {
-    let table = breakdown_rows(db, req).await?;
-    let compared = table.compared.clone();
-    let mut results = format::table_json(&table.columns, table.rows.clone());
-    if let Some(compared) = compared {
-        // Each row: its values in the compared range and the change in percent.
-        for (i, (row, earlier)) in results.iter_mut().zip(compared).enumerate() {
-            let now = &table.rows[i];
-            let mut comparison = serde_json::Map::new();
-            let mut changes = serde_json::Map::new();
-            for (j, name) in table.columns.iter().enumerate().skip(1) {
-                comparison.insert((*name).to_owned(), earlier[j].clone());
-                changes.insert(
-                    (*name).to_owned(),
-                    change(
-                        now[j].as_f64().unwrap_or(0.0),
-                        earlier[j].as_f64().unwrap_or(0.0),
-                    ),
-                );
-            }
-            comparison.insert("change".into(), changes.into());
-            row["comparison"] = comparison.into();
-        }
+    let BreakdownTable {
+        columns,
+        rows,
+        has_more,
+        compared,
+    } = breakdown_rows(db, req).await?;
+    // Each row's values in the compared range and their change in percent.
+    let comparisons: Option<Vec<Json>> = compared.map(|compared| {
+        rows.iter()
+            .zip(compared)
+            .map(|(now, earlier)| {
+                let changes = row_changes(now, &earlier);
+                let mut c: serde_json::Map<String, Json> = columns[1..]
+                    .iter()
+                    .map(|m| (*m).to_owned())
+                    .zip(earlier.into_iter().skip(1))
+                    .collect();
+                let changes: serde_json::Map<String, Json> = columns[1..]
+                    .iter()
+                    .map(|m| (*m).to_owned())
+                    .zip(changes)
+                    .collect();
+                c.insert("change".into(), changes.into());
+                c.into()
+            })
+            .collect()
+    });
+    let mut results = format::table_json(&columns, rows);
+    for (row, c) in results.iter_mut().zip(comparisons.into_iter().flatten()) {
+        row["comparison"] = c;
     }
     let mut body = req.head();
     body["property"] = property_name.into();
     body["page"] = req.page.into();
     body["limit"] = req.limit.into();
-    body["has_more"] = table.has_more.into();
+    body["has_more"] = has_more.into();
     if let Some(c) = &req.comparison {
         body["comparison"] = c.head();
     }
@@ -442,14 +463,7 @@ pub async fn breakdown_csv(
         .into_iter()
         .zip(compared)
         .map(|(mut row, earlier)| {
-            let changes: Vec<Json> = (1..row.len())
-                .map(|j| {
-                    change(
-                        row[j].as_f64().unwrap_or(0.0),
-                        earlier[j].as_f64().unwrap_or(0.0),
-                    )
-                })
-                .collect();
+            let changes = row_changes(&row, &earlier);
             row.extend(earlier.into_iter().skip(1));
             row.extend(changes);
             row
