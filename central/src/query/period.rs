@@ -57,6 +57,22 @@ pub struct DayRange {
 }
 
 impl DayRange {
+    /// The days `first..=last`, unless `last` is before `first` or they span more than
+    /// [`MAX_CUSTOM_DAYS`] (a custom period, a custom comparison).
+    pub fn custom(first: NaiveDate, last: NaiveDate) -> Result<DayRange, CustomRangeError> {
+        if last < first {
+            return Err(CustomRangeError::Reversed);
+        }
+        let r = DayRange {
+            first,
+            end: last + Days::new(1),
+        };
+        if r.days() > MAX_CUSTOM_DAYS {
+            return Err(CustomRangeError::TooLong);
+        }
+        Ok(r)
+    }
+
     pub fn days(&self) -> u64 {
         (self.end - self.first).num_days().max(0) as u64
     }
@@ -83,6 +99,13 @@ impl DayRange {
             },
         }
     }
+}
+
+/// Why [`DayRange::custom`] refused two dates; each caller names its own parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CustomRangeError {
+    Reversed,
+    TooLong,
 }
 
 /// What a period is compared with (`compare=`).
@@ -206,20 +229,12 @@ pub fn resolve(
             let to = to.ok_or_else(|| {
                 ApiError::bad_param("to", "is required with period=custom (YYYY-MM-DD)")
             })?;
-            if to < from {
-                return Err(ApiError::bad_param("from", "must not be after `to`"));
-            }
-            let r = DayRange {
-                first: from,
-                end: next(to),
-            };
-            if r.days() > MAX_CUSTOM_DAYS {
-                return Err(ApiError::bad_param(
-                    "to",
-                    "a custom range may cover at most 3660 days",
-                ));
-            }
-            r
+            DayRange::custom(from, to).map_err(|e| match e {
+                CustomRangeError::Reversed => ApiError::bad_param("from", "must not be after `to`"),
+                CustomRangeError::TooLong => {
+                    ApiError::bad_param("to", "a custom range may cover at most 3660 days")
+                }
+            })?
         }
     })
 }

@@ -13,7 +13,7 @@ use crate::query::goals::{self, Funnel, Goal, SiteGoals};
 #[cfg(doc)]
 use crate::query::key::AnswerKey;
 use crate::query::params;
-use crate::query::period::{self, CompareMode, DayRange, PeriodKind};
+use crate::query::period::{self, CompareMode, CustomRangeError, DayRange, PeriodKind};
 use crate::sql::stats::{self as sql, Bucket, EventFilter, FunnelWithin, Scope};
 
 pub const DEFAULT_LIMIT: u32 = 10;
@@ -484,26 +484,18 @@ impl<'a> Given<'a> {
                 let last = to.ok_or_else(|| {
                     ApiError::bad_param("compare_to", "is required with compare=custom")
                 })?;
-                if last < first {
-                    return Err(ApiError::bad_param(
-                        "compare_to",
-                        "must not be before compare_from",
-                    ));
-                }
-                let r = DayRange {
-                    first,
-                    end: last + Duration::days(1),
-                };
-                if r.days() > period::MAX_CUSTOM_DAYS {
-                    return Err(ApiError::bad_param(
+                DayRange::custom(first, last).map_err(|e| match e {
+                    CustomRangeError::Reversed => {
+                        ApiError::bad_param("compare_to", "must not be before compare_from")
+                    }
+                    CustomRangeError::TooLong => ApiError::bad_param(
                         "compare_to",
                         format!(
                             "a comparison spans at most {} days",
                             period::MAX_CUSTOM_DAYS
                         ),
-                    ));
-                }
-                r
+                    ),
+                })?
             }
             _ => days.compared(period, mode, match_day_of_week),
         };
