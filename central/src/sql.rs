@@ -11,6 +11,8 @@
 pub mod stats {
     use super::Value;
 
+    pub mod v2;
+
     /// Seconds of inactivity after which a visitor's next event starts a new visit.
     pub const VISIT_GAP_SECS: u32 = 1800;
 

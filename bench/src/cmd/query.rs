@@ -272,89 +272,156 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
     let end = today - chrono::Days::new(1);
     let range = format!("site_id=site-1&period=30d&date={end}&timezone=UTC");
     let from = (end - chrono::Days::new(29)).to_string();
-    let endpoints: Vec<(&str, String)> = vec![
+    let mut endpoints: Vec<(&str, String, Option<serde_json::Value>)> = vec![
         (
             "aggregate+compare",
             format!("/v1/stats/aggregate?{range}&compare=previous_period"),
+            None,
         ),
-        ("timeseries (day)", format!("/v1/stats/timeseries?{range}")),
+        (
+            "timeseries (day)",
+            format!("/v1/stats/timeseries?{range}"),
+            None,
+        ),
         (
             "breakdown page",
             format!("/v1/stats/breakdown?{range}&property=page"),
+            None,
         ),
         (
             "breakdown source (visits)",
             format!("/v1/stats/breakdown?{range}&property=source"),
+            None,
         ),
         (
             "breakdown country",
             format!("/v1/stats/breakdown?{range}&property=country"),
+            None,
         ),
         (
             "breakdown filtered",
             format!("/v1/stats/breakdown?{range}&property=browser&filter=device:is:mobile"),
+            None,
         ),
         (
             "breakdown by entry page",
             format!("/v1/stats/breakdown?{range}&property=page&filter=entry_page:is:/pricing"),
+            None,
         ),
         (
             "timeseries + compare",
             format!("/v1/stats/timeseries?{range}&compare=previous_period"),
+            None,
         ),
         (
             "breakdown page + compare",
             format!("/v1/stats/breakdown?{range}&property=page&compare=previous_period"),
+            None,
         ),
         (
             "breakdown source + compare",
             format!("/v1/stats/breakdown?{range}&property=source&compare=previous_period"),
+            None,
         ),
         (
             "breakdown hostname",
             format!("/v1/stats/breakdown?{range}&property=hostname"),
+            None,
         ),
         (
             "goals (6, with revenue)",
             format!("/v1/stats/goals?{range}"),
+            None,
         ),
         (
             "goal signup by source",
             format!("/v1/stats/goals?{range}&goal=signup&property=source"),
+            None,
         ),
         (
             "revenue (purchase) by source",
             format!("/v1/stats/goals?{range}&goal=purchase&property=source"),
+            None,
         ),
         (
             "goal blog by page",
             format!("/v1/stats/goals?{range}&goal=blog&property=page"),
+            None,
         ),
         (
             "funnel, 4 steps, per visit",
             format!("/v1/stats/funnel?{range}&funnel=four-steps"),
+            None,
         ),
         (
             "funnel, 4 steps, per day",
             format!("/v1/stats/funnel?{range}&funnel=four-steps&within=day"),
+            None,
         ),
-        ("property keys", format!("/v1/stats/properties?{range}")),
-        ("realtime", "/v1/stats/realtime?site_id=site-1".to_owned()),
+        (
+            "property keys",
+            format!("/v1/stats/properties?{range}"),
+            None,
+        ),
+        (
+            "realtime",
+            "/v1/stats/realtime?site_id=site-1".to_owned(),
+            None,
+        ),
         (
             "seed pageviews",
             format!("/v1/metrics/pageviews?site_id=site-1&from={from}&to={end}"),
+            None,
         ),
         (
             "seed unique-users",
             format!("/v1/metrics/unique-users?site_id=site-1&from={from}&to={end}"),
+            None,
         ),
         (
             "seed top-pages",
             format!("/v1/metrics/top-pages?site_id=site-1&from={from}&to={end}"),
+            None,
         ),
     ];
-    let get = |base: &str, path: &str| {
-        let req = http.get(format!("{base}{path}")).bearer_auth(TOKEN);
+    // `POST /v2/query`: two dimensions and an OR filter over the same 30 days.
+    let v2_range = serde_json::json!({"site_id": "site-1", "date_range": "30d", "date": end.to_string(), "timezone": "UTC"});
+    let or_filter = serde_json::json!([[
+        "or",
+        [
+            ["is", "country", ["DE", "US"]],
+            ["contains", "page", ["/blog"]]
+        ]
+    ]]);
+    for (name, metrics, dims) in [
+        (
+            "v2 source × day, OR",
+            serde_json::json!(["visitors", "pageviews", "events"]),
+            serde_json::json!(["source", "time:day"]),
+        ),
+        (
+            "v2 page × device, OR",
+            serde_json::json!(["visitors", "events"]),
+            serde_json::json!(["page", "device"]),
+        ),
+        (
+            "v2 entry × source visits, OR",
+            serde_json::json!(["visitors", "visits", "bounce_rate", "visit_duration"]),
+            serde_json::json!(["entry_page", "source"]),
+        ),
+    ] {
+        let mut body = v2_range.clone();
+        body["metrics"] = metrics;
+        body["dimensions"] = dims;
+        body["filters"] = or_filter.clone();
+        endpoints.push((name, "/v2/query".to_owned(), Some(body)));
+    }
+    let get = |base: &str, path: &str, body: &Option<serde_json::Value>| {
+        let req = match body {
+            Some(b) => http.post(format!("{base}{path}")).json(b),
+            None => http.get(format!("{base}{path}")),
+        }
+        .bearer_auth(TOKEN);
         async move {
             let t = Instant::now();
             let res = req.send().await?;
@@ -377,16 +444,16 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
         "cached p50 server"
     );
     let mut rows = Vec::new();
-    for (name, path) in &endpoints {
-        get(&uncached, path).await?; // warm ClickHouse's caches once
+    for (name, path, body) in &endpoints {
+        get(&uncached, path, body).await?; // warm ClickHouse's caches once
         let mut un = Vec::new();
         for _ in 0..args.uncached {
-            un.push(get(&uncached, path).await?);
+            un.push(get(&uncached, path, body).await?);
         }
         un.sort_by(f64::total_cmp);
         let mut ca = Vec::new();
         for _ in 0..200 {
-            ca.push(get(&cached, path).await?);
+            ca.push(get(&cached, path, body).await?);
         }
         ca.sort_by(f64::total_cmp);
         rows.push((
@@ -422,8 +489,11 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
         "s",
     ));
     let mut server_p50s = Vec::new();
-    for ((name, p50, p99, c50, un, ca), (_, path)) in rows.iter().zip(&endpoints) {
-        let endpoint = path.split('?').next().unwrap().rsplit('/').next().unwrap();
+    for ((name, p50, p99, c50, un, ca), (_, path, _)) in rows.iter().zip(&endpoints) {
+        let endpoint = match path.as_str() {
+            "/v2/query" => "v2_query",
+            p => p.split('?').next().unwrap().rsplit('/').next().unwrap(),
+        };
         let server_s = server_p50(&metrics, endpoint);
         let server = server_s.map_or("?".into(), |s| format!("≤ {:.2} ms", s * 1000.0));
         println!("{name:<28} {p50:>9.1} ms {p99:>9.1} ms {c50:>11.2} ms {server:>16}");

@@ -9,6 +9,9 @@ use tracing::error;
 pub enum ApiError {
     #[error("parameter `{param}` {rule}")]
     BadParam { param: &'static str, rule: String },
+    /// A part of a `POST /v2/query` body, named by its JSON path.
+    #[error("`{part}` {rule}")]
+    BadQuery { part: String, rule: String },
     #[error("a read token (Authorization: Bearer) or share link is required")]
     Unauthorized,
     #[error("this credential does not grant access to the site")]
@@ -34,7 +37,7 @@ impl ApiError {
     /// Status code, for request metrics.
     pub fn status(&self) -> u16 {
         match self {
-            ApiError::BadParam { .. } => 400,
+            ApiError::BadParam { .. } | ApiError::BadQuery { .. } => 400,
             ApiError::Unauthorized => 401,
             ApiError::Forbidden => 403,
             ApiError::UnknownSite => 404,
@@ -57,6 +60,11 @@ impl IntoResponse for ApiError {
             ApiError::BadParam { param, .. } => (
                 StatusCode::BAD_REQUEST,
                 axum::Json(json!({"error": "bad_parameter", "parameter": param, "message": self.to_string()})),
+            )
+                .into_response(),
+            ApiError::BadQuery { part, .. } => (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"error": "bad_query", "part": part, "message": self.to_string()})),
             )
                 .into_response(),
             ApiError::Unauthorized => {

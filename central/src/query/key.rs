@@ -7,12 +7,15 @@ use super::cache::CacheKey;
 use super::goals::Goal;
 use super::seed::SeedKey;
 use super::stats::StatsRequest;
+use super::v2::QueryV2;
 use crate::sql::stats::{Column, EventFilter, PageMatch};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum AnswerKey {
     /// `/v1/stats/*`: every field of the request (boxed: it is much larger than the others).
     Stats(Box<StatsRequest>),
+    /// `POST /v2/query`: the validated body.
+    Query(Box<QueryV2>),
     /// `/v1/metrics/*`.
     Seed(SeedKey),
     /// `/v1/stats/bots`: today's counts of one site.
@@ -30,6 +33,7 @@ impl CacheKey for AnswerKey {
                         + req.filters.iter().map(filter_bytes).sum::<usize>()
                         + req.goals.iter().map(goal_bytes).sum::<usize>()
                 }
+                AnswerKey::Query(q) => size_of::<QueryV2>() + q.text_bytes(),
                 AnswerKey::Seed(key) => key.site_id.len(),
                 AnswerKey::Bots { site_id } => site_id.len(),
             }

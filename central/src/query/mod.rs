@@ -7,6 +7,7 @@
 //!                                                       │ miss
 //!                                                       ▼
 //!                            ClickHouse (sql::stats, bound values only) ─▶ cache ─▶ body
+//!  POST /v2/query   the same, for a JSON body choosing metrics, dimensions and a filter tree
 //!  GET /  /assets/*  the dashboard (static, embedded)     GET /openapi.json  the API document
 //! ```
 
@@ -25,14 +26,16 @@ pub mod params;
 pub mod period;
 pub mod seed;
 pub mod stats;
+pub mod v2;
 
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 use serde_json::json;
@@ -198,7 +201,7 @@ impl QueryState {
     }
 }
 
-/// Every route ta-query serves (all `GET`). The router is built from this list, and the
+/// Every route ta-query serves (all `GET` but `POST /v2/query`). The router is built from this list, and the
 /// OpenAPI test checks the list against `/openapi.json` both ways.
 pub const ROUTES: &[&str] = &[
     "/",
@@ -220,6 +223,7 @@ pub const ROUTES: &[&str] = &[
     "/v1/metrics/pageviews",
     "/v1/metrics/unique-users",
     "/v1/metrics/top-pages",
+    "/v2/query",
 ];
 
 fn route(path: &str) -> MethodRouter<QueryState> {
@@ -246,6 +250,7 @@ fn route(path: &str) -> MethodRouter<QueryState> {
         "/v1/metrics/pageviews" => get(|s, h, q| seed(s, h, q, SeedEndpoint::Pageviews)),
         "/v1/metrics/unique-users" => get(|s, h, q| seed(s, h, q, SeedEndpoint::UniqueUsers)),
         "/v1/metrics/top-pages" => get(|s, h, q| seed(s, h, q, SeedEndpoint::TopPages)),
+        "/v2/query" => post(query_v2).layer(DefaultBodyLimit::max(v2::MAX_BODY_BYTES)),
         other => unreachable!("route {other} is in ROUTES but has no handler"),
     }
 }
@@ -510,6 +515,41 @@ async fn stats(
             }
             res
         }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /v2/query` (`v2`): the body is the question; the credential as for `/v1/stats/*`
+/// (a share link in the query string).
+async fn query_v2(
+    State(state): State<QueryState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let name = "v2_query";
+    let result = async {
+        let pairs = pairs(raw.as_deref());
+        if let Some((k, _)) = pairs.iter().find(|(k, _)| k != "share") {
+            return Err(params::unknown_param(k, &["share"]));
+        }
+        let list = state.access.get();
+        let (who, _in_flight) = principal(&state, &list, &headers, &pairs)?;
+        let now = chrono::Utc::now();
+        let q = v2::QueryV2::parse(&body, now)?;
+        list.authorize(&who, &q.site_id)?;
+        let ttl = state.cache.ttl_for(q.to, now);
+        let key = AnswerKey::Query(Box::new(q.clone()));
+        cached(&state, name, key, ttl, async {
+            Ok(json_answer(&v2::run(&state.stats_db, &q).await?))
+        })
+        .await
+    }
+    .await;
+    observe(&state, name, started, &result);
+    match result {
+        Ok(answer) => ok(answer),
         Err(e) => e.into_response(),
     }
 }

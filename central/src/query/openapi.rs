@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::filter::DIMENSIONS;
 use super::seed::SeedEndpoint;
 use super::stats::StatsEndpoint;
+use super::v2;
 
 fn param(name: &str) -> Value {
     let (schema, description, required): (Value, &str, bool) = match name {
@@ -186,6 +187,62 @@ fn plain(summary: &str, content_type: &str) -> Value {
     json!({"get": {"summary": summary, "responses": {"200": {"description": summary, "content": {content_type: {}}}}}})
 }
 
+/// The body of `POST /v2/query`, from the validator's own constants (a test checks that the
+/// validator accepts every value it lists and refuses others).
+pub fn query_v2_schema() -> Value {
+    let metrics: Vec<&str> = v2::Metric::ALL.iter().map(|m| m.name()).collect();
+    let mut dimensions: Vec<String> = DIMENSIONS.clone();
+    dimensions.extend(v2::TIME_DIMENSIONS.iter().map(|d| d.to_string()));
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["site_id", "metrics"],
+        "properties": {
+            "site_id": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+            "metrics": {"type": "array", "minItems": 1, "maxItems": metrics.len(), "uniqueItems": true,
+                "items": {"type": "string", "enum": metrics},
+                "description": "visitors, pageviews and events count the events the filters keep (visitors: unique visitor hashes); visits, views_per_visit, bounce_rate (percent, one decimal) and visit_duration (mean seconds) describe the visits with at least one kept event, each visit formed from all the range's events (views_per_visit: their kept pageviews per visit). Visit metrics cannot be grouped by an event dimension (page, hostname, device, browser, os, country, event_name, language, prop.<key>): a visit has many of their values."},
+            "date_range": {"oneOf": [
+                {"type": "string", "enum": v2::PRESETS, "default": "30d"},
+                {"type": "array", "items": {"type": "string", "format": "date"}, "minItems": 2, "maxItems": 2,
+                 "description": "[first_day, last_day], local dates, inclusive."}
+            ]},
+            "date": {"type": "string", "format": "date", "description": "Anchor day of a preset range (default: today in `timezone`)."},
+            "timezone": {"type": "string", "default": "UTC", "description": "IANA time zone of days and time buckets."},
+            "dimensions": {"type": "array", "maxItems": v2::MAX_DIMENSIONS, "uniqueItems": true,
+                "items": {"type": "string", "anyOf": [{"enum": dimensions}, {"pattern": "^prop\\.[A-Za-z0-9_. -]{1,64}$"}]},
+                "description": "Group rows by these (at most one time dimension). Event dimensions take the event's value; entry_page, exit_page, referrer, source, channel and utm_* the value at the visit's first event (exit_page: last). time:<interval> buckets events by their time and visits by their start; `time` takes the range's default interval. An event without a custom property has the empty value for prop.<key>."},
+            "filters": {"type": "array", "items": {"$ref": "#/components/schemas/QueryFilter"},
+                "description": "Combined with and. Each test keeps the events whose value (an event dimension's own, a visit dimension's of the event's visit) passes it."},
+            "order_by": {"type": "array", "items": {"type": "array", "prefixItems": [{"type": "string"}, {"enum": ["asc", "desc"]}], "minItems": 2, "maxItems": 2},
+                "description": "[requested metric or dimension, asc|desc]; default: the time dimension ascending if one, else the first metric descending. Ties: dimensions ascending."},
+            "pagination": {"type": "object", "additionalProperties": false, "properties": {
+                "limit": {"type": "integer", "minimum": 1, "maximum": v2::MAX_ROWS, "default": v2::DEFAULT_ROWS},
+                "offset": {"type": "integer", "minimum": 0, "maximum": crate::sql::stats::v2::MAX_GROUPS, "default": 0}}}
+        }
+    })
+}
+
+/// A node of the v2 filter tree.
+fn query_filter_schema() -> Value {
+    let filter_dimensions: Vec<&String> = DIMENSIONS.iter().collect();
+    json!({
+        "oneOf": [
+            {"type": "array", "description": "[operator, dimension, [values]]: is (any of), is_not (none of), contains (any, case-insensitive substring), matches (any, RE2 regular expression, unanchored, case-sensitive; at most 256 bytes; named groups, flags (also (?i)), \\p/\\x/\\u escapes, nested classes and class set operations are refused).",
+             "prefixItems": [{"enum": v2::OPERATORS}, {"type": "string", "anyOf": [{"enum": filter_dimensions}, {"pattern": "^prop\\.[A-Za-z0-9_. -]{1,64}$"}]},
+                             {"type": "array", "minItems": 1, "maxItems": v2::MAX_VALUES, "items": {"type": "string", "maxLength": 512}}],
+             "minItems": 3, "maxItems": 3},
+            {"type": "array", "description": "[and|or, [filters]]",
+             "prefixItems": [{"enum": ["and", "or"]}, {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/QueryFilter"}}],
+             "minItems": 2, "maxItems": 2},
+            {"type": "array", "description": "[not, filter]",
+             "prefixItems": [{"const": "not"}, {"$ref": "#/components/schemas/QueryFilter"}],
+             "minItems": 2, "maxItems": 2}
+        ],
+        "description": format!("At most {} tests in all, nested at most {} deep.", v2::MAX_TESTS, v2::MAX_DEPTH)
+    })
+}
+
 /// The document.
 pub fn document() -> Value {
     let metric = json!({"type": "object", "properties": {"value": {"type": "number"}, "previous": {"type": "number"}, "change": {"type": ["number", "null"], "description": "percent; null when previous is 0"}}, "required": ["value"]});
@@ -202,8 +259,11 @@ pub fn document() -> Value {
                 "share": {"type": "apiKey", "in": "query", "name": "share"}
             },
             "schemas": {
+                "QueryError": {"type": "object", "properties": {"error": {"const": "bad_query"}, "part": {"type": "string"}, "message": {"type": "string"}}},
                 "Error": {"type": "object", "properties": {"error": {"type": "string"}, "parameter": {"type": "string"}, "message": {"type": "string"}}},
                 "Metric": metric,
+                "Query": query_v2_schema(),
+                "QueryFilter": query_filter_schema(),
             }
         },
         "paths": {
@@ -245,6 +305,19 @@ pub fn document() -> Value {
             "/v1/metrics/pageviews": seed_op(SeedEndpoint::Pageviews, "Pageviews in [from, to) (the seed's endpoint). Unknown parameters get 400."),
             "/v1/metrics/unique-users": seed_op(SeedEndpoint::UniqueUsers, "Distinct visitor hashes in [from, to) (the seed's endpoint). Unknown parameters get 400."),
             "/v1/metrics/top-pages": seed_op(SeedEndpoint::TopPages, "Most viewed paths in [from, to) (the seed's endpoint). Unknown parameters get 400."),
+            "/v2/query": {"post": {"summary": "Any metrics by zero or more dimensions, under a filter tree (and/or/not), ordered and paged. Visits are formed from every event of the range before filtering (unlike v1, where event filters come first), so visit metrics describe whole visits.",
+                "operationId": "query",
+                "security": [{"bearer": []}, {"share": []}],
+                "parameters": [share_param()],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Query"}}}},
+                "responses": {
+                    "200": {"description": "`results`: [{dimensions: [values], metrics: [values]}] in the order asked; `meta`: site_id, metrics, dimensions, timezone, date_range, order_by, pagination, total_rows, has_more and totals (every metric over all rows).", "content": {"application/json": {}}},
+                    "400": {"description": "A part of the body is invalid: `part` names it by its JSON path (e.g. `filters[0][2][1]`), `message` says why.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/QueryError"}}}},
+                    "401": {"description": "No valid bearer token or share link."},
+                    "403": {"description": "The credential does not cover this site."},
+                    "404": {"description": "The site is not configured."},
+                    "413": {"description": "The body is over 64 KiB."},
+                    "503": {"description": "ClickHouse did not answer; retry (Retry-After)."}}}},
         }
     })
 }
@@ -297,6 +370,126 @@ mod tests {
         for e in SeedEndpoint::ALL {
             let path = format!("/v1/metrics/{}", e.name());
             assert_eq!(documented(&doc, &path), e.params(), "{path}");
+        }
+    }
+
+    /// The v2 body's schema against the validator: the same parts, and every value the schema
+    /// lists is accepted while one it does not is refused, naming the part.
+    #[test]
+    fn the_v2_schema_lists_what_the_validator_accepts() {
+        use crate::query::params::testing::at;
+        use crate::query::v2::QueryV2;
+        let doc = document();
+        let schema = &doc["components"]["schemas"]["Query"];
+        let mut parts: Vec<&str> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        parts.sort_unstable();
+        let mut keys = v2::KEYS.to_vec();
+        keys.sort_unstable();
+        assert_eq!(parts, keys);
+        let now = at("2025-11-30T12:00:00Z");
+        let parse = |body: serde_json::Value| QueryV2::parse(body.to_string().as_bytes(), now);
+        let refused_part = |body: serde_json::Value| match parse(body) {
+            Err(crate::query::error::ApiError::BadQuery { part, .. }) => part,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        let base = json!({"site_id": "s", "metrics": ["visitors"]});
+        assert!(parse(base.clone()).is_ok());
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap().to_owned())
+                .collect()
+        };
+        for m in strings(&schema["properties"]["metrics"]["items"]["enum"]) {
+            assert!(
+                parse(json!({"site_id": "s", "metrics": [m]})).is_ok(),
+                "{m}"
+            );
+        }
+        assert_eq!(
+            refused_part(json!({"site_id": "s", "metrics": ["sessions"]})),
+            "metrics[0]"
+        );
+        for d in strings(&schema["properties"]["dimensions"]["items"]["anyOf"][0]["enum"]) {
+            let d = d.replace("<key>", "plan");
+            // A day: time:minute over 30 days would be too many buckets.
+            let body = json!({"site_id": "s", "metrics": ["visitors"], "dimensions": [d], "date_range": "today"});
+            assert!(parse(body).is_ok(), "{d}");
+        }
+        assert_eq!(
+            refused_part(
+                json!({"site_id": "s", "metrics": ["visitors"], "dimensions": ["time:year"]})
+            ),
+            "dimensions[0]"
+        );
+        for p in strings(&schema["properties"]["date_range"]["oneOf"][0]["enum"]) {
+            assert!(
+                parse(json!({"site_id": "s", "metrics": ["visitors"], "date_range": p})).is_ok(),
+                "{p}"
+            );
+        }
+        assert_eq!(
+            refused_part(json!({"site_id": "s", "metrics": ["visitors"], "date_range": "custom"})),
+            "date_range"
+        );
+        let filter = query_filter_schema();
+        for op in strings(&filter["oneOf"][0]["prefixItems"][0]["enum"]) {
+            let f = json!([[op, "page", ["/a"]]]);
+            assert!(
+                parse(json!({"site_id": "s", "metrics": ["visitors"], "filters": f})).is_ok(),
+                "{op}"
+            );
+        }
+        for d in strings(&filter["oneOf"][0]["prefixItems"][1]["anyOf"][0]["enum"]) {
+            let d = d.replace("<key>", "plan");
+            let f = json!([["is", d, ["x"]]]);
+            assert!(
+                parse(json!({"site_id": "s", "metrics": ["visitors"], "filters": f})).is_ok(),
+                "{d}"
+            );
+        }
+        for c in strings(&filter["oneOf"][1]["prefixItems"][0]["enum"]) {
+            let f = json!([[c, [["is", "page", ["/a"]]]]]);
+            assert!(
+                parse(json!({"site_id": "s", "metrics": ["visitors"], "filters": f})).is_ok(),
+                "{c}"
+            );
+        }
+        let not = json!([["not", ["is", "page", ["/a"]]]]);
+        assert!(parse(json!({"site_id": "s", "metrics": ["visitors"], "filters": not})).is_ok());
+        assert_eq!(
+            refused_part(
+                json!({"site_id": "s", "metrics": ["visitors"], "filters": [["xor", []]]})
+            ),
+            "filters[0][0]"
+        );
+        let max = schema["properties"]["pagination"]["properties"]["limit"]["maximum"]
+            .as_u64()
+            .unwrap();
+        assert!(
+            parse(json!({"site_id": "s", "metrics": ["visitors"], "pagination": {"limit": max}}))
+                .is_ok()
+        );
+        assert_eq!(
+            refused_part(
+                json!({"site_id": "s", "metrics": ["visitors"], "pagination": {"limit": max + 1}})
+            ),
+            "pagination.limit"
+        );
+        assert_eq!(
+            refused_part(json!({"site_id": "s", "metrics": ["visitors"], "extra": 1})),
+            "extra"
+        );
+        for required in strings(&schema["required"]) {
+            let mut body = base.clone();
+            body.as_object_mut().unwrap().remove(&required);
+            assert_eq!(refused_part(body), required);
         }
     }
 }

@@ -9,6 +9,7 @@ mod fuzz_corpus;
 mod goals;
 mod loader;
 mod query;
+mod query_v2;
 mod stats;
 mod stats_access;
 mod stats_model;

@@ -1,0 +1,367 @@
+//! The statements of `POST /v2/query`: any metrics, zero or more dimensions, and a filter
+//! tree (`and`/`or`/`not` over `is`/`is_not`/`contains`/`matches` tests).
+//!
+//! Unlike the v1 endpoints, where event filters select events before visits are formed, v2
+//! forms the visits from every event of the range first; each event then carries its visit's
+//! attributes (entry and exit page, acquisition at entry, start, end, whether it is a bounce),
+//! so one filter tree can mix event and visit tests under `or` and `not`. Event metrics
+//! (visitors, pageviews, events) count the events the tree keeps; visit metrics (visits,
+//! bounces, duration) describe the whole visits with at least one kept event, and their
+//! pageviews are the kept events' pageviews. Two statements answer a query: [`events`] for
+//! the event metrics, [`visits`] for the visit metrics (grouped by visit dimensions and by the
+//! bucket of the visit's start); the caller merges their rows by the dimension values.
+
+use super::{
+    Bucket, Column, Scope, Statement, VisitAttribute, push_by_visitor_day, push_event_where,
+    push_visit_bounds, push_visit_split,
+};
+use crate::sql::Value;
+
+/// Most groups a statement returns (one more is fetched to tell that there are more).
+pub const MAX_GROUPS: u64 = 100_000;
+
+/// A dimension of a v2 query.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Dim {
+    /// The event's own value.
+    Event(Column),
+    /// The value at its visit's first (or last) event.
+    Visit(VisitAttribute),
+    /// The time bucket: of the event for event metrics, of the visit's start for visit ones.
+    Time(Bucket),
+}
+
+/// How a test compares a value with its list: `is` any of them, `is_not` none of them,
+/// `contains` any as a case-insensitive substring, `matches` any as a regular expression
+/// (RE2 syntax, unanchored, checked by the caller before it gets here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Is,
+    IsNot,
+    Contains,
+    Matches,
+}
+
+/// A filter tree. A `Test` is on an event or visit dimension, never on time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Cond {
+    Test {
+        dim: Dim,
+        op: Op,
+        values: Vec<String>,
+    },
+    And(Vec<Cond>),
+    Or(Vec<Cond>),
+    Not(Box<Cond>),
+}
+
+impl Cond {
+    fn visit_dims<'a>(&'a self, out: &mut Vec<&'a Dim>) {
+        match self {
+            Cond::Test { dim, .. } => out.push(dim),
+            Cond::And(xs) | Cond::Or(xs) => xs.iter().for_each(|x| x.visit_dims(out)),
+            Cond::Not(x) => x.visit_dims(out),
+        }
+    }
+}
+
+/// One query's part that becomes SQL: the site and range (`scope.filters` is unused: the tree
+/// replaces it), its dimensions, the tree, and the time zone of time buckets.
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
+    pub scope: Scope<'a>,
+    pub dims: &'a [Dim],
+    pub filter: Option<&'a Cond>,
+    pub tz: &'a str,
+}
+
+/// The event columns and visit attributes a query reads, each once, in first-use order: the
+/// enriched rows name them `c0, c1, …` and `a0, a1, …`.
+struct Fields<'a> {
+    columns: Vec<&'a Column>,
+    attrs: Vec<&'a VisitAttribute>,
+}
+
+impl<'a> Fields<'a> {
+    fn of(q: &Query<'a>) -> Self {
+        let mut dims: Vec<&'a Dim> = q.dims.iter().collect();
+        if let Some(f) = q.filter {
+            f.visit_dims(&mut dims);
+        }
+        let mut out = Fields {
+            columns: Vec::new(),
+            attrs: Vec::new(),
+        };
+        for d in dims {
+            match d {
+                Dim::Event(c) if !out.columns.contains(&c) => out.columns.push(c),
+                Dim::Visit(a) if !out.attrs.contains(&a) => out.attrs.push(a),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The enriched row's name of a dimension's value.
+    fn name(&self, d: &Dim) -> String {
+        match d {
+            Dim::Event(c) => format!("c{}", self.columns.iter().position(|x| *x == c).unwrap()),
+            Dim::Visit(a) => format!("a{}", self.attrs.iter().position(|x| *x == a).unwrap()),
+            Dim::Time(_) => unreachable!("time is bucketed, not named"),
+        }
+    }
+}
+
+/// One row per event of the range: `vh` (visitor hash), `day`, `visit` (its number in the
+/// visitor's day), `et` (Unix seconds), `pv` (1 for a pageview), the event columns `c<i>`,
+/// the visit attributes `a<i>`, and the visit's `vstart`, `vend` and `vsingle` (1 for a visit
+/// of one event). Visits are split by the one visit rule ([`push_visit_split`]). Each
+/// attribute is read from its own sort of the events by (time, value), so ties in time
+/// resolve as everywhere: entry = smallest value, exit = largest.
+fn push_enriched(s: &mut Statement, q: &Query<'_>, fields: &Fields<'_>) {
+    s.push("SELECT visitor_hash AS vh, day, v AS visit, tupleElement(e, 1) AS et, ")
+        .push("tupleElement(e, 2) AS pv");
+    for i in 0..fields.columns.len() {
+        s.push(&format!(", tupleElement(e, {}) AS c{i}", i + 3));
+    }
+    for i in 0..fields.attrs.len() {
+        s.push(&format!(", va{i}[v] AS a{i}"));
+    }
+    s.push(", starts[v] AS vstart, ends[v] AS vend, single[v] AS vsingle FROM (")
+        .push("SELECT visitor_hash, ")
+        .push(super::UTC_DAY)
+        .push(" AS day, arraySort(groupArray((toUInt32(ts), toUInt8(event_name = 'pageview')");
+    for c in &fields.columns {
+        s.push(", ");
+        c.push_expr(s);
+    }
+    s.push("))) AS evs, arrayMap(x -> tupleElement(x, 1), evs) AS t, ");
+    push_visit_split(s, "t", true);
+    s.push(", arrayCumSum(st) AS vs, ");
+    push_visit_bounds(s);
+    for (i, a) in fields.attrs.iter().enumerate() {
+        s.push(", arrayFilter((x, f) -> f, arrayMap(x -> tupleElement(x, 2), ")
+            .push("arraySort(groupArray((toUInt32(ts), ");
+        a.column.push_expr(s);
+        s.push(if a.at_exit { ")))), en)" } else { ")))), st)" })
+            .push(&format!(" AS va{i}"));
+    }
+    s.push(" FROM events");
+    push_event_where(
+        s,
+        &Scope {
+            filters: &[],
+            ..q.scope
+        },
+    );
+    push_by_visitor_day(s);
+    s.push(") ARRAY JOIN evs AS e, vs AS v");
+}
+
+/// The tree as a condition on the enriched rows.
+fn push_cond(s: &mut Statement, c: &Cond, fields: &Fields<'_>) {
+    match c {
+        Cond::Test { dim, op, values } => {
+            let x = fields.name(dim);
+            match op {
+                Op::Is | Op::IsNot => {
+                    s.push(&x)
+                        .push(if *op == Op::Is { " IN (" } else { " NOT IN (" });
+                    for (i, v) in values.iter().enumerate() {
+                        if i > 0 {
+                            s.push(", ");
+                        }
+                        s.bind_str(v);
+                    }
+                    s.push(")");
+                }
+                Op::Contains | Op::Matches => {
+                    s.push("(");
+                    for (i, v) in values.iter().enumerate() {
+                        if i > 0 {
+                            s.push(" OR ");
+                        }
+                        if *op == Op::Contains {
+                            s.push("positionCaseInsensitive(")
+                                .push(&x)
+                                .push(", ")
+                                .bind_str(v)
+                                .push(") > 0");
+                        } else {
+                            s.push("match(").push(&x).push(", ").bind_str(v).push(")");
+                        }
+                    }
+                    s.push(")");
+                }
+            }
+        }
+        Cond::And(xs) | Cond::Or(xs) => {
+            let join = if matches!(c, Cond::And(_)) {
+                " AND "
+            } else {
+                " OR "
+            };
+            s.push("(");
+            for (i, x) in xs.iter().enumerate() {
+                if i > 0 {
+                    s.push(join);
+                }
+                push_cond(s, x, fields);
+            }
+            s.push(")");
+        }
+        Cond::Not(x) => {
+            s.push("NOT (");
+            push_cond(s, x, fields);
+            s.push(")");
+        }
+    }
+}
+
+/// `SELECT [k0, …] AS dims` (an empty array without dimensions), over a subquery that names
+/// each dimension's value `k<i>` ([`push_key_exprs`]); returns the number of dimensions.
+fn push_keys(s: &mut Statement, q: &Query<'_>) -> usize {
+    if q.dims.is_empty() {
+        s.push("SELECT emptyArrayString() AS dims");
+    } else {
+        s.push("SELECT [");
+        for i in 0..q.dims.len() {
+            if i > 0 {
+                s.push(", ");
+            }
+            s.push(&format!("k{i}"));
+        }
+        s.push("] AS dims");
+    }
+    q.dims.len()
+}
+
+/// `, <expr> AS k<i>` for each dimension, continuing a select list: a field by its name
+/// (`name`), a time bucket of the column `time`.
+fn push_key_exprs(s: &mut Statement, q: &Query<'_>, name: impl Fn(&Dim) -> String, time: &str) {
+    for (i, d) in q.dims.iter().enumerate() {
+        s.push(", ");
+        match d {
+            Dim::Time(b) => b.push_expr(s, &format!("toDateTime({time})"), q.tz),
+            other => {
+                s.push("toString(").push(&name(other)).push(")");
+            }
+        }
+        s.push(&format!(" AS k{i}"));
+    }
+}
+
+/// ` GROUP BY k0, …` (nothing without dimensions) and the row cap.
+fn push_group(s: &mut Statement, n: usize) {
+    if n > 0 {
+        s.push(" GROUP BY ");
+        for i in 0..n {
+            if i > 0 {
+                s.push(", ");
+            }
+            s.push(&format!("k{i}"));
+        }
+        s.push(" LIMIT ").bind(Value::Int(MAX_GROUPS as i64 + 1));
+    }
+}
+
+/// Event metrics per group of the kept events: `dims`, `visitors`, `pageviews`, `events`.
+pub fn events(q: &Query<'_>) -> Statement {
+    let fields = Fields::of(q);
+    let mut s = Statement::default();
+    let n = push_keys(&mut s, q);
+    s.push(", toUInt64(uniqExact(vh)) AS visitors, toUInt64(sum(pv)) AS pageviews, ")
+        .push("toUInt64(count()) AS events FROM (SELECT vh, pv");
+    push_key_exprs(&mut s, q, |d| fields.name(d), "et");
+    s.push(" FROM (");
+    push_enriched(&mut s, q, &fields);
+    s.push(")");
+    push_where(&mut s, q, &fields);
+    s.push(")");
+    push_group(&mut s, n);
+    s
+}
+
+fn push_where(s: &mut Statement, q: &Query<'_>, fields: &Fields<'_>) {
+    if let Some(c) = q.filter {
+        s.push(" WHERE ");
+        push_cond(s, c, fields);
+    }
+}
+
+/// Visit metrics per group of the visits with a kept event: `dims`, `visits`, `bounces`,
+/// `duration` (s, whole visits) and `visit_pageviews` (their kept pageviews). Event
+/// dimensions are not accepted (a visit has many of their values; the caller refuses them).
+/// The per-visit values are renamed (`g…`): an alias equal to the column it aggregates is
+/// cyclic to ClickHouse.
+pub fn visits(q: &Query<'_>) -> Statement {
+    debug_assert!(!q.dims.iter().any(|d| matches!(d, Dim::Event(_))));
+    let fields = Fields::of(q);
+    let mut s = Statement::default();
+    let n = push_keys(&mut s, q);
+    s.push(", toUInt64(count()) AS visits, toUInt64(sum(gsingle)) AS bounces, ")
+        .push("toUInt64(sum(gend - gstart)) AS duration, ")
+        .push("toUInt64(sum(gpv)) AS visit_pageviews FROM (SELECT gsingle, gend, gstart, gpv");
+    push_key_exprs(&mut s, q, |d| format!("g{}", fields.name(d)), "gstart");
+    s.push(" FROM (SELECT vh, day, visit, any(vstart) AS gstart, any(vend) AS gend, ")
+        .push("any(vsingle) AS gsingle, sum(pv) AS gpv");
+    for i in 0..fields.attrs.len() {
+        s.push(&format!(", any(a{i}) AS ga{i}"));
+    }
+    s.push(" FROM (");
+    push_enriched(&mut s, q, &fields);
+    s.push(")");
+    push_where(&mut s, q, &fields);
+    s.push(" GROUP BY vh, day, visit))");
+    push_group(&mut s, n);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query<'a>(dims: &'a [Dim], filter: Option<&'a Cond>) -> Query<'a> {
+        Query {
+            scope: Scope {
+                site_id: "s",
+                from: 0,
+                to: 86_400,
+                filters: &[],
+            },
+            dims,
+            filter,
+            tz: "UTC",
+        }
+    }
+
+    #[test]
+    fn every_value_is_bound_and_each_field_is_read_once() {
+        let entry = Dim::Visit(VisitAttribute {
+            column: Column::Path,
+            at_exit: false,
+        });
+        let tree = Cond::Or(vec![
+            Cond::Test {
+                dim: Dim::Event(Column::Path),
+                op: Op::Matches,
+                values: vec!["^/blog/'; DROP".into()],
+            },
+            Cond::Not(Box::new(Cond::Test {
+                dim: entry.clone(),
+                op: Op::Is,
+                values: vec!["/a".into(), "/b".into()],
+            })),
+        ]);
+        let dims = [Dim::Event(Column::Path), entry, Dim::Time(Bucket::Day)];
+        let s = events(&query(&dims, Some(&tree)));
+        assert!(!s.sql.contains("DROP"), "{}", s.sql);
+        assert!(s.sql.contains("match(c0, ?)"), "{}", s.sql);
+        assert!(s.sql.contains("NOT (a0 IN (?, ?))"), "{}", s.sql);
+        assert_eq!(s.sql.matches("toString(path)").count(), 2, "{}", s.sql);
+        assert_eq!(s.sql.matches('?').count(), s.binds.len());
+        let none = events(&query(&[], None));
+        assert!(!none.sql.contains("GROUP BY k"), "{}", none.sql);
+        assert!(!none.sql.contains(" WHERE ("), "{}", none.sql);
+    }
+}
