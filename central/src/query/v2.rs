@@ -744,13 +744,9 @@ impl Counts {
     }
 }
 
-/// The groups of one set of dimensions: each statement the metrics need, merged by the
-/// dimension values.
-async fn groups(
-    db: &StatsDb,
-    q: &QueryV2,
-    dims: &[Dim],
-) -> Result<BTreeMap<Vec<String>, Counts>, ApiError> {
+/// The groups of the query's dimensions: each statement the metrics need, merged by the
+/// dimension values; with dimensions, the totals are the group `[]`.
+async fn groups(db: &StatsDb, q: &QueryV2) -> Result<BTreeMap<Vec<String>, Counts>, ApiError> {
     let sq = sql::Query {
         scope: Scope {
             site_id: &q.site_id,
@@ -758,7 +754,7 @@ async fn groups(
             to: q.to.timestamp() as u32,
             filters: &[],
         },
-        dims,
+        dims: &q.dimensions,
         filter: q.filter.as_ref(),
         tz: q.tz.name(),
     };
@@ -783,7 +779,8 @@ async fn groups(
             .await
     };
     let (events, visits) = tokio::try_join!(by_event, by_visit)?;
-    if events.len() as u64 > MAX_GROUPS || visits.len() as u64 > MAX_GROUPS {
+    // The totals' row is one more.
+    if events.len() as u64 > MAX_GROUPS + 1 || visits.len() as u64 > MAX_GROUPS + 1 {
         return Err(bad(
             "dimensions",
             format!("give more than {MAX_GROUPS} rows; add filters or fewer dimensions"),
@@ -813,14 +810,13 @@ fn compare(a: &Json, b: &Json) -> Ordering {
 
 /// The answer: `results` rows of `{dimensions, metrics}` and `meta`.
 pub async fn run(db: &StatsDb, q: &QueryV2) -> Result<Json, ApiError> {
-    let all = groups(db, q, &q.dimensions);
-    let (rows, totals) = if q.dimensions.is_empty() {
-        let rows = all.await?;
-        let totals = rows.values().next().copied().unwrap_or_default();
-        (rows, totals)
+    let mut rows = groups(db, q).await?;
+    // Without dimensions the one row is the totals; with them, the group `[]` (none when
+    // nothing matched).
+    let totals = if q.dimensions.is_empty() {
+        rows.values().next().copied().unwrap_or_default()
     } else {
-        let (rows, totals) = tokio::try_join!(all, groups(db, q, &[]))?;
-        (rows, totals.values().next().copied().unwrap_or_default())
+        rows.remove(&Vec::new()).unwrap_or_default()
     };
     // Time keys become labels; minute and hour keys (Unix seconds) sort as numbers.
     let labels: Vec<Option<HashMap<String, String>>> = q

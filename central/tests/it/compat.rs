@@ -888,20 +888,26 @@ async fn every_statement_answers_the_same_on_clickhouse_18_16_and_a_current_rele
             "step {name}: 18.16 vs {version}"
         );
     }
-    // v2 (by hand): visitor 1's visit /a, /b entered on /a; visitor 2's /a; visitor 3's /c
+    // v2 (by hand; with dimensions the first row, `[]`, is the totals): visitor 1's visit /a, /b entered on /a; visitor 2's /a; visitor 3's /c
     // (entered on /c, so the tree drops it). Visit rows: visits, bounces, duration, kept
     // pageviews; event rows: visitors, pageviews, events.
     assert_eq!(
         old["v2_events_page_entry"],
-        "['/a','/a']\t2\t2\t2\n['/b','/a']\t1\t1\t1\n"
+        "[]\t2\t3\t3\n['/a','/a']\t2\t2\t2\n['/b','/a']\t1\t1\t1\n"
     );
-    assert_eq!(old["v2_visits_entry"], "['/a']\t2\t1\t20\t3\n");
+    assert_eq!(
+        old["v2_visits_entry"],
+        "[]\t2\t1\t20\t3\n['/a']\t2\t1\t20\t3\n"
+    );
     // Only /a passes `contains A`; the visits keep their whole duration (visitor 1: 20 s).
     assert_eq!(
         old["v2_visits_day_source"],
-        "['2025-11-30','']\t2\t1\t20\t2\n"
+        "[]\t2\t1\t20\t2\n['2025-11-30','']\t2\t1\t20\t2\n"
     );
-    assert_eq!(old["v2_events_day_source"], "['2025-11-30','']\t2\t2\t2\n");
+    assert_eq!(
+        old["v2_events_day_source"],
+        "[]\t2\t2\t2\n['2025-11-30','']\t2\t2\t2\n"
+    );
     assert_eq!(old["v2_events_total"], "[]\t3\t4\t4\n");
     assert_eq!(old["v2_visits_total"], "[]\t3\t2\t20\t4\n");
     // The answers are also the right ones, not just equal.

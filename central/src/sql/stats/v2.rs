@@ -218,21 +218,15 @@ fn push_cond(s: &mut Statement, c: &Cond, fields: &Fields<'_>) {
     }
 }
 
-/// `SELECT [k0, …] AS dims` (an empty array without dimensions), over a subquery that names
-/// each dimension's value `k<i>` ([`push_key_exprs`]); returns the number of dimensions.
+/// `SELECT dims`: an empty array without dimensions; with dimensions, each row twice, under
+/// `[k0, …]` and under `[]` ([`push_group`]'s `ARRAY JOIN`), so the `[]` group is the totals
+/// of the same scan (the visitors over all groups cannot be summed from the groups).
 fn push_keys(s: &mut Statement, q: &Query<'_>) -> usize {
-    if q.dims.is_empty() {
-        s.push("SELECT emptyArrayString() AS dims");
+    s.push(if q.dims.is_empty() {
+        "SELECT emptyArrayString() AS dims"
     } else {
-        s.push("SELECT [");
-        for i in 0..q.dims.len() {
-            if i > 0 {
-                s.push(", ");
-            }
-            s.push(&format!("k{i}"));
-        }
-        s.push("] AS dims");
-    }
+        "SELECT dims"
+    });
     q.dims.len()
 }
 
@@ -251,21 +245,25 @@ fn push_key_exprs(s: &mut Statement, q: &Query<'_>, name: impl Fn(&Dim) -> Strin
     }
 }
 
-/// ` GROUP BY k0, …` (nothing without dimensions) and the row cap.
+/// With dimensions, the `ARRAY JOIN` that gives each row its group and the totals' (see
+/// [`push_keys`]), ` GROUP BY dims` and the row cap (one more row than [`MAX_GROUPS`] and
+/// the totals).
 fn push_group(s: &mut Statement, n: usize) {
     if n > 0 {
-        s.push(" GROUP BY ");
+        s.push(" ARRAY JOIN [[");
         for i in 0..n {
             if i > 0 {
                 s.push(", ");
             }
             s.push(&format!("k{i}"));
         }
-        s.push(" LIMIT ").bind(Value::Int(MAX_GROUPS as i64 + 1));
+        s.push("], emptyArrayString()] AS dims GROUP BY dims LIMIT ")
+            .bind(Value::Int(MAX_GROUPS as i64 + 2));
     }
 }
 
-/// Event metrics per group of the kept events: `dims`, `visitors`, `pageviews`, `events`.
+/// Event metrics per group of the kept events: `dims`, `visitors`, `pageviews`, `events`;
+/// with dimensions, also the totals under `dims = []`.
 pub fn events(q: &Query<'_>) -> Statement {
     let fields = Fields::of(q);
     let mut s = Statement::default();
@@ -290,7 +288,8 @@ fn push_where(s: &mut Statement, q: &Query<'_>, fields: &Fields<'_>) {
 }
 
 /// Visit metrics per group of the visits with a kept event: `dims`, `visits`, `bounces`,
-/// `duration` (s, whole visits) and `visit_pageviews` (their kept pageviews). Event
+/// `duration` (s, whole visits) and `visit_pageviews` (their kept pageviews); with
+/// dimensions, also the totals under `dims = []`. Event
 /// dimensions are not accepted (a visit has many of their values; the caller refuses them).
 /// The per-visit values are renamed (`g…`): an alias equal to the column it aggregates is
 /// cyclic to ClickHouse.
@@ -361,7 +360,13 @@ mod tests {
         assert_eq!(s.sql.matches("toString(path)").count(), 2, "{}", s.sql);
         assert_eq!(s.sql.matches('?').count(), s.binds.len());
         let none = events(&query(&[], None));
-        assert!(!none.sql.contains("GROUP BY k"), "{}", none.sql);
+        assert!(!none.sql.contains("GROUP BY dims"), "{}", none.sql);
+        assert!(
+            s.sql
+                .contains("ARRAY JOIN [[k0, k1, k2], emptyArrayString()] AS dims GROUP BY dims"),
+            "{}",
+            s.sql
+        );
         assert!(!none.sql.contains(" WHERE ("), "{}", none.sql);
     }
 }
