@@ -1229,8 +1229,27 @@ pub mod stats {
 
     /// The `visits` columns holding each visit's events in time order (ties in a full order of
     /// the fields), one array per field.
-    pub const VISIT_EVENT_COLUMNS: &str =
-        "ev_ts, ev_name, ev_path, ev_props_keys, ev_props_values, ev_revenue, ev_currency";
+    pub const VISIT_EVENT_COLUMNS: &str = "ev_ts, ev_name, ev_path, ev_props_keys, \
+         ev_props_values, ev_revenue, ev_currency, ev_host, ev_device, ev_browser, ev_os, \
+         ev_country, ev_language";
+
+    /// The event columns of [`VISIT_EVENT_COLUMNS`] after the time, as read from `events`.
+    const VISIT_EVENT_FIELDS: &str = "toString(event_name), toString(path), props_keys, \
+         props_values, revenue_amount, toString(revenue_currency), toString(host), \
+         toString(device), toString(browser), toString(os), toString(country), toString(language)";
+
+    /// Event columns held per event in the visit rollup, and their `visits` array (for
+    /// `POST /v2/query`, which can then read any event dimension from it).
+    pub const ROLLUP_EVENT_ARRAYS: &[(Column, &str)] = &[
+        (Column::Path, "ev_path"),
+        (Column::EventName, "ev_name"),
+        (Column::Hostname, "ev_host"),
+        (Column::Device, "ev_device"),
+        (Column::Browser, "ev_browser"),
+        (Column::Os, "ev_os"),
+        (Column::Country, "ev_country"),
+        (Column::Language, "ev_language"),
+    ];
 
     /// One row per visit of the scope's events, computed from the events: `visitor_hash`,
     /// `visit_start`, `visit_end` (Unix seconds), `visit_events`, `visit_pageviews` and the
@@ -1253,7 +1272,7 @@ pub mod stats {
         let first = attrs.len() + 3;
         if events {
             s.push(", arraySort(groupArray((t");
-            for i in 0..6 {
+            for i in 0..VISIT_EVENT_COLUMNS.split(", ").count() - 1 {
                 s.push(&format!(", tupleElement(e, {})", first + i));
             }
             s.push("))) AS sorted_events");
@@ -1278,8 +1297,7 @@ pub mod stats {
             column.push_expr(s);
         }
         if events {
-            s.push(", toString(event_name), toString(path), props_keys, props_values, ")
-                .push("revenue_amount, toString(revenue_currency)");
+            s.push(", ").push(VISIT_EVENT_FIELDS);
         }
         s.push("))) AS evs, ");
         push_visit_split(s, "arrayMap(x -> tupleElement(x, 1), evs)", false);

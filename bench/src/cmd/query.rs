@@ -384,36 +384,67 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
             None,
         ),
     ];
-    // `POST /v2/query`: two dimensions and an OR filter over the same 30 days.
+    // `POST /v2/query`: two dimensions and an OR filter over the same 30 days, read from the
+    // visit rollup for the closed days (every dimension is in it).
     let v2_range = serde_json::json!({"site_id": "site-1", "date_range": "30d", "date": end.to_string(), "timezone": "UTC"});
-    let or_filter = serde_json::json!([[
+    let by_country = serde_json::json!([[
         "or",
         [
             ["is", "country", ["DE", "US"]],
             ["contains", "page", ["/blog"]]
         ]
     ]]);
-    for (name, metrics, dims) in [
+    let by_page = serde_json::json!([[
+        "or",
+        [
+            ["is", "event_name", ["signup"]],
+            ["contains", "page", ["/blog"]]
+        ]
+    ]]);
+    let event_metrics = serde_json::json!(["visitors", "pageviews", "events"]);
+    let visit_metrics = serde_json::json!(["visitors", "visits", "bounce_rate", "visit_duration"]);
+    for (name, metrics, dims, filters) in [
         (
-            "v2 source × day, OR",
-            serde_json::json!(["visitors", "pageviews", "events"]),
+            "v2 source × day, OR country",
+            &event_metrics,
             serde_json::json!(["source", "time:day"]),
+            &by_country,
         ),
         (
-            "v2 page × device, OR",
-            serde_json::json!(["visitors", "events"]),
+            "v2 page × device, OR country",
+            &event_metrics,
             serde_json::json!(["page", "device"]),
+            &by_country,
         ),
         (
-            "v2 entry × source visits, OR",
-            serde_json::json!(["visitors", "visits", "bounce_rate", "visit_duration"]),
+            "v2 entry × source, visits, OR country",
+            &visit_metrics,
             serde_json::json!(["entry_page", "source"]),
+            &by_country,
+        ),
+        (
+            "v2 source × day, OR page",
+            &event_metrics,
+            serde_json::json!(["source", "time:day"]),
+            &by_page,
+        ),
+        (
+            "v2 page × event, OR page",
+            &event_metrics,
+            serde_json::json!(["page", "event_name"]),
+            &by_page,
+        ),
+        (
+            "v2 entry × source, visits, OR page",
+            &visit_metrics,
+            serde_json::json!(["entry_page", "source"]),
+            &by_page,
         ),
     ] {
         let mut body = v2_range.clone();
-        body["metrics"] = metrics;
+        body["metrics"] = metrics.clone();
         body["dimensions"] = dims;
-        body["filters"] = or_filter.clone();
+        body["filters"] = filters.clone();
         endpoints.push((name, "/v2/query".to_owned(), Some(body)));
     }
     let get = |base: &str, path: &str, body: &Option<serde_json::Value>| {
@@ -436,7 +467,7 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
         }
     };
     println!(
-        "\n{:<28} {:>12} {:>12} {:>14} {:>16}",
+        "\n{:<44} {:>12} {:>12} {:>14} {:>16}",
         "endpoint (30 days, site-1)",
         "uncached p50",
         "uncached p99",
@@ -496,7 +527,7 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
         };
         let server_s = server_p50(&metrics, endpoint);
         let server = server_s.map_or("?".into(), |s| format!("≤ {:.2} ms", s * 1000.0));
-        println!("{name:<28} {p50:>9.1} ms {p99:>9.1} ms {c50:>11.2} ms {server:>16}");
+        println!("{name:<44} {p50:>9.1} ms {p99:>9.1} ms {c50:>11.2} ms {server:>16}");
         if let Some(un) = un {
             section.rows.push(
                 Row::new(format!("{name}, uncached"), *p50, "ms p50")

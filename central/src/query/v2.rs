@@ -24,7 +24,7 @@ use super::error::ApiError;
 use super::filter::{self, MAX_VALUE_LEN, Property};
 use super::period::{self, DayRange, PeriodKind};
 use super::stats::format::{bounce_rate, views_per_visit, visit_duration};
-use super::stats::{StatsDb, StatsEndpoint, StatsRequest};
+use super::stats::{self, StatsDb, StatsEndpoint, StatsRequest};
 use crate::sql::stats::v2::{self as sql, Cond, Dim, MAX_GROUPS, Op};
 use crate::sql::stats::{Bucket, Scope};
 
@@ -747,7 +747,7 @@ impl Counts {
 /// The groups of the query's dimensions: each statement the metrics need, merged by the
 /// dimension values; with dimensions, the totals are the group `[]`.
 async fn groups(db: &StatsDb, q: &QueryV2) -> Result<BTreeMap<Vec<String>, Counts>, ApiError> {
-    let sq = sql::Query {
+    let mut sq = sql::Query {
         scope: Scope {
             site_id: &q.site_id,
             from: q.from.timestamp() as u32,
@@ -757,7 +757,18 @@ async fn groups(db: &StatsDb, q: &QueryV2) -> Result<BTreeMap<Vec<String>, Count
         dims: &q.dimensions,
         filter: q.filter.as_ref(),
         tz: q.tz.name(),
+        cover: None,
     };
+    // Closed days with a current rollup build are read from their visit rows when every
+    // dimension and test is rolled up.
+    let cover = if sql::can_roll_up(&sq) {
+        stats::coverage(db, &sq.scope).await
+    } else {
+        Default::default()
+    };
+    if !cover.is_empty() {
+        sq.cover = Some(&cover);
+    }
     let need_events = q.metrics.iter().any(|m| !m.of_visits());
     let need_visits = q.metrics.iter().any(|m| m.of_visits());
     let by_event = async {

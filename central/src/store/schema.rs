@@ -307,6 +307,43 @@ pub const MIGRATIONS: &[Migration] = &[
             command: "DELETE WHERE 1 = 1",
         }],
     },
+    Migration {
+        version: 11,
+        name: "every event dimension in the visit rollup",
+        // `POST /v2/query` reads a visit's events with their host, device, browser, OS,
+        // country and language from the rollup, so a query on any of them skips the full pass
+        // over events. Builds recorded before have none: every day is built again.
+        statements: &[
+            Ddl::Mutation {
+                table: "rollup_days",
+                command: "DELETE WHERE 1 = 1",
+            },
+            Ddl::AddColumn {
+                table: "visits",
+                column: "ev_host Array(String) AFTER ev_currency",
+            },
+            Ddl::AddColumn {
+                table: "visits",
+                column: "ev_device Array(String) AFTER ev_host",
+            },
+            Ddl::AddColumn {
+                table: "visits",
+                column: "ev_browser Array(String) AFTER ev_device",
+            },
+            Ddl::AddColumn {
+                table: "visits",
+                column: "ev_os Array(String) AFTER ev_browser",
+            },
+            Ddl::AddColumn {
+                table: "visits",
+                column: "ev_country Array(String) AFTER ev_os",
+            },
+            Ddl::AddColumn {
+                table: "visits",
+                column: "ev_language Array(String) AFTER ev_country",
+            },
+        ],
+    },
 ];
 
 /// The gates leased loaders write through, one per table a loader writes: a `Null` table with

@@ -531,16 +531,22 @@ fn stats_steps() -> Vec<(String, String)> {
         "stats_breakdown_entry_only".into(),
         st::breakdown_visits(&scope, &entry, &page).render(),
     ));
-    out.extend(v2_steps(&scope));
+    out.extend(v2_steps(&scope, &cover));
     out
 }
 
 /// `POST /v2/query`'s statements, rows ordered by their dimensions (GROUP BY has no order).
-fn v2_steps(scope: &ta_central::sql::stats::Scope<'_>) -> Vec<(String, String)> {
+fn v2_steps(
+    scope: &ta_central::sql::stats::Scope<'_>,
+    cover: &ta_central::sql::stats::Coverage,
+) -> Vec<(String, String)> {
     use ta_central::sql::stats::v2::{self, Cond, Dim, Op};
     use ta_central::sql::stats::{Bucket, Column, VisitAttribute};
     let ordered = |s: ta_central::sql::stats::Statement| {
-        format!("SELECT * FROM ({}) ORDER BY dims[1], dims[2]", s.render())
+        format!(
+            "SELECT * FROM ({}) ORDER BY dims[1], dims[2], dims[3]",
+            s.render()
+        )
     };
     let entry = Dim::Visit(VisitAttribute {
         column: Column::Path,
@@ -576,8 +582,52 @@ fn v2_steps(scope: &ta_central::sql::stats::Scope<'_>) -> Vec<(String, String)> 
         dims,
         filter,
         tz: "Europe/Berlin",
+        cover: None,
     };
+    // The same through the rollup (the first day covered, the second from events).
+    let rolled = |dims, filter| v2::Query {
+        cover: Some(cover),
+        ..q(dims, filter)
+    };
+    let rollable = Cond::And(vec![
+        Cond::Test {
+            dim: Dim::Event(Column::Path),
+            op: Op::Contains,
+            values: vec!["A".into()],
+        },
+        Cond::Test {
+            dim: Dim::Event(Column::Prop("plan".into())),
+            op: Op::IsNot,
+            values: vec!["x'y".into()],
+        },
+    ]);
     let page_entry = [Dim::Event(Column::Path), entry.clone()];
+    let page_prop = [
+        Dim::Event(Column::Path),
+        Dim::Event(Column::Prop("plan".into())),
+    ];
+    let device_country = [
+        Dim::Event(Column::Device),
+        Dim::Event(Column::Country),
+        Dim::Event(Column::Hostname),
+    ];
+    let by_browser = Cond::Or(vec![
+        Cond::Test {
+            dim: Dim::Event(Column::Browser),
+            op: Op::Contains,
+            values: vec!["fire".into()],
+        },
+        Cond::Test {
+            dim: Dim::Event(Column::Language),
+            op: Op::Is,
+            values: vec!["xx".into()],
+        },
+        Cond::Test {
+            dim: Dim::Event(Column::Os),
+            op: Op::Matches,
+            values: vec!["^Lin".into()],
+        },
+    ]);
     let day_source = [
         Dim::Time(Bucket::Day),
         Dim::Visit(VisitAttribute {
@@ -604,6 +654,46 @@ fn v2_steps(scope: &ta_central::sql::stats::Scope<'_>) -> Vec<(String, String)> 
         ),
         ("v2_events_total".into(), v2::events(&q(&[], None)).render()),
         ("v2_visits_total".into(), v2::visits(&q(&[], None)).render()),
+        (
+            "v2_raw_events_prop_day".into(),
+            ordered(v2::events(&q(&day_source, Some(&rollable)))),
+        ),
+        (
+            "v2_rolled_events_prop_day".into(),
+            ordered(v2::events(&rolled(&day_source, Some(&rollable)))),
+        ),
+        (
+            "v2_raw_visits_prop_day".into(),
+            ordered(v2::visits(&q(&day_source, Some(&rollable)))),
+        ),
+        (
+            "v2_rolled_visits_prop_day".into(),
+            ordered(v2::visits(&rolled(&day_source, Some(&rollable)))),
+        ),
+        (
+            "v2_rolled_events_page_entry".into(),
+            ordered(v2::events(&rolled(&page_entry, Some(&tree)))),
+        ),
+        (
+            "v2_rolled_visits_entry".into(),
+            ordered(v2::visits(&rolled(&page_entry[1..], Some(&tree)))),
+        ),
+        (
+            "v2_rolled_events_page_prop".into(),
+            ordered(v2::events(&rolled(&page_prop, None))),
+        ),
+        (
+            "v2_raw_events_page_prop".into(),
+            ordered(v2::events(&q(&page_prop, None))),
+        ),
+        (
+            "v2_raw_events_device_country".into(),
+            ordered(v2::events(&q(&device_country, Some(&by_browser)))),
+        ),
+        (
+            "v2_rolled_events_device_country".into(),
+            ordered(v2::events(&rolled(&device_country, Some(&by_browser)))),
+        ),
     ]
 }
 
@@ -910,6 +1000,26 @@ async fn every_statement_answers_the_same_on_clickhouse_18_16_and_a_current_rele
     );
     assert_eq!(old["v2_events_total"], "[]\t3\t4\t4\n");
     assert_eq!(old["v2_visits_total"], "[]\t3\t2\t20\t4\n");
+    // Through the visit rollup: the same rows.
+    for (rolled, raw) in [
+        ("v2_rolled_events_page_entry", "v2_events_page_entry"),
+        ("v2_rolled_visits_entry", "v2_visits_entry"),
+        ("v2_rolled_events_prop_day", "v2_raw_events_prop_day"),
+        ("v2_rolled_visits_prop_day", "v2_raw_visits_prop_day"),
+        ("v2_rolled_events_page_prop", "v2_raw_events_page_prop"),
+        (
+            "v2_rolled_events_device_country",
+            "v2_raw_events_device_country",
+        ),
+    ] {
+        assert_eq!(old[rolled], old[raw], "{rolled}");
+    }
+    // The sample rows' user agent: a Linux desktop Firefox; no country.
+    assert_eq!(
+        old["v2_raw_events_device_country"],
+        "[]\t3\t4\t4\n['desktop','','example.com']\t3\t4\t4\n"
+    );
+    assert_eq!(old["v2_raw_events_prop_day"], old["v2_events_day_source"]);
     // The answers are also the right ones, not just equal.
     assert_eq!(old["pageviews"], "3\n");
     assert_eq!(old["unique_users"], "2\n");

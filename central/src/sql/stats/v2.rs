@@ -12,8 +12,9 @@
 //! bucket of the visit's start); the caller merges their rows by the dimension values.
 
 use super::{
-    Bucket, Column, Scope, Statement, VisitAttribute, push_by_visitor_day, push_event_where,
-    push_visit_bounds, push_visit_split,
+    Bucket, Column, Coverage, ROLLUP_EVENT_ARRAYS, Scope, Statement, VisitAttribute, push_builds,
+    push_by_visitor_day, push_event_where, push_skip_days, push_visit_bounds, push_visit_split,
+    rollup_column,
 };
 use crate::sql::Value;
 
@@ -66,13 +67,32 @@ impl Cond {
 }
 
 /// One query's part that becomes SQL: the site and range (`scope.filters` is unused: the tree
-/// replaces it), its dimensions, the tree, and the time zone of time buckets.
+/// replaces it), its dimensions, the tree, the time zone of time buckets, and the days whose
+/// visits are read from the visit rollup (see [`can_roll_up`]; `None`: every day from events).
 #[derive(Debug, Clone, Copy)]
 pub struct Query<'a> {
     pub scope: Scope<'a>,
     pub dims: &'a [Dim],
     pub filter: Option<&'a Cond>,
     pub tz: &'a str,
+    pub cover: Option<&'a Coverage>,
+}
+
+/// Whether the rollup's visit rows can answer `q`: each visit row holds its rolled-up
+/// attributes and its events' time, properties and every event column of
+/// [`ROLLUP_EVENT_ARRAYS`] (`ev_*`), so every dimension and test must be one of those (or
+/// time): all of them today, which a unit test keeps true.
+pub fn can_roll_up(q: &Query<'_>) -> bool {
+    let mut dims: Vec<&Dim> = q.dims.iter().collect();
+    if let Some(f) = q.filter {
+        f.visit_dims(&mut dims);
+    }
+    dims.iter().all(|d| match d {
+        Dim::Event(Column::Prop(_)) => true,
+        Dim::Event(c) => ROLLUP_EVENT_ARRAYS.iter().any(|(x, _)| x == c),
+        Dim::Visit(a) => rollup_column(a).is_some(),
+        Dim::Time(_) => true,
+    })
 }
 
 /// The event columns and visit attributes a query reads, each once, in first-use order: the
@@ -118,8 +138,8 @@ impl<'a> Fields<'a> {
 /// of one event). Visits are split by the one visit rule ([`push_visit_split`]). Each
 /// attribute is read from its own sort of the events by (time, value), so ties in time
 /// resolve as everywhere: entry = smallest value, exit = largest.
-fn push_enriched(s: &mut Statement, q: &Query<'_>, fields: &Fields<'_>) {
-    s.push("SELECT visitor_hash AS vh, day, v AS visit, tupleElement(e, 1) AS et, ")
+fn push_enriched(s: &mut Statement, q: &Query<'_>, fields: &Fields<'_>, skip: &[u32]) {
+    s.push("SELECT visitor_hash AS vh, day, toUInt32(v) AS visit, tupleElement(e, 1) AS et, ")
         .push("tupleElement(e, 2) AS pv");
     for i in 0..fields.columns.len() {
         s.push(&format!(", tupleElement(e, {}) AS c{i}", i + 3));
@@ -154,8 +174,64 @@ fn push_enriched(s: &mut Statement, q: &Query<'_>, fields: &Fields<'_>) {
             ..q.scope
         },
     );
+    push_skip_days(s, skip);
     push_by_visitor_day(s);
     s.push(") ARRAY JOIN evs AS e, vs AS v");
+}
+
+/// The rows of [`push_enriched`], with the covered days' from the visit rollup: each visit
+/// row's events (`ev_*`, in time order, ties in a full order) joined out, its attributes from
+/// its columns, its start as its `visit` number (unique within a visitor's day); the other
+/// days from events. Same columns, same types, same order in both parts.
+fn push_rows(s: &mut Statement, q: &Query<'_>, fields: &Fields<'_>) {
+    let Some(cover) = q.cover.filter(|c| !c.is_empty()) else {
+        push_enriched(s, q, fields, &[]);
+        return;
+    };
+    s.push("SELECT visitor_hash AS vh, day, visit_start AS visit, et, ")
+        .push("toUInt8(nm = 'pageview') AS pv");
+    let mut join: Vec<String> = vec!["ev_ts AS et".into(), "ev_name AS nm".into()];
+    let add = |join: &mut Vec<String>, x: String| {
+        if !join.contains(&x) {
+            join.push(x);
+        }
+    };
+    for (i, c) in fields.columns.iter().enumerate() {
+        s.push(", ");
+        match c {
+            Column::EventName => {
+                s.push("toString(nm)");
+            }
+            Column::Prop(key) => {
+                s.push("epv[indexOf(epk, ").bind_str(key).push(")]");
+                add(&mut join, "ev_props_keys AS epk".into());
+                add(&mut join, "ev_props_values AS epv".into());
+            }
+            other => {
+                let (_, array) = ROLLUP_EVENT_ARRAYS
+                    .iter()
+                    .find(|(x, _)| x == *other)
+                    .expect("in the rollup (can_roll_up)");
+                s.push(&format!("toString(e_{array})"));
+                add(&mut join, format!("{array} AS e_{array}"));
+            }
+        }
+        s.push(&format!(" AS c{i}"));
+    }
+    for (i, a) in fields.attrs.iter().enumerate() {
+        let column = rollup_column(a).expect("rolled up (can_roll_up)");
+        s.push(&format!(", toString({column}) AS a{i}"));
+    }
+    s.push(", visit_start AS vstart, visit_end AS vend, toUInt8(visit_events = 1) AS vsingle ")
+        .push("FROM visits ARRAY JOIN ")
+        .push(&join.join(", "))
+        .push(" WHERE site_id = ")
+        .bind_str(q.scope.site_id);
+    push_builds(s, cover);
+    if !cover.complete {
+        s.push(" UNION ALL ");
+        push_enriched(s, q, fields, &cover.days);
+    }
 }
 
 /// The tree as a condition on the enriched rows.
@@ -272,7 +348,7 @@ pub fn events(q: &Query<'_>) -> Statement {
         .push("toUInt64(count()) AS events FROM (SELECT vh, pv");
     push_key_exprs(&mut s, q, |d| fields.name(d), "et");
     s.push(" FROM (");
-    push_enriched(&mut s, q, &fields);
+    push_rows(&mut s, q, &fields);
     s.push(")");
     push_where(&mut s, q, &fields);
     s.push(")");
@@ -308,7 +384,7 @@ pub fn visits(q: &Query<'_>) -> Statement {
         s.push(&format!(", any(a{i}) AS ga{i}"));
     }
     s.push(" FROM (");
-    push_enriched(&mut s, q, &fields);
+    push_rows(&mut s, q, &fields);
     s.push(")");
     push_where(&mut s, q, &fields);
     s.push(" GROUP BY vh, day, visit))");
@@ -331,6 +407,33 @@ mod tests {
             dims,
             filter,
             tz: "UTC",
+            cover: None,
+        }
+    }
+
+    #[test]
+    fn every_dimension_is_in_the_rollup() {
+        let mut dims: Vec<Dim> = Column::NAMED
+            .iter()
+            .map(|c| {
+                if c.groups_visits() {
+                    Dim::Visit(VisitAttribute {
+                        column: c.clone(),
+                        at_exit: false,
+                    })
+                } else {
+                    Dim::Event(c.clone())
+                }
+            })
+            .collect();
+        dims.push(Dim::Event(Column::Prop("plan".into())));
+        dims.push(Dim::Visit(VisitAttribute {
+            column: Column::Path,
+            at_exit: true,
+        }));
+        for d in dims {
+            let one = [d];
+            assert!(can_roll_up(&query(&one, None)), "{one:?}");
         }
     }
 
