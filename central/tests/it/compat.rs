@@ -729,6 +729,14 @@ fn v2_steps(
             ordered(v2::visits(&rolled(&source, Some(&tests_only)))),
         ),
         (
+            "v2_raw_events_source".into(),
+            ordered(v2::events(&q(&source, Some(&not_not)))),
+        ),
+        (
+            "v2_rolled_events_source".into(),
+            ordered(v2::events(&rolled(&source, Some(&not_not)))),
+        ),
+        (
             "v2_rolled_visits_not_not".into(),
             ordered(v2::visits(&rolled(&source, Some(&not_not)))),
         ),
@@ -1059,6 +1067,7 @@ async fn every_statement_answers_the_same_on_clickhouse_18_16_and_a_current_rele
         ),
         ("v2_rolled_visits_tests_only", "v2_raw_visits_tests_only"),
         ("v2_rolled_visits_not_not", "v2_raw_visits_tests_only"),
+        ("v2_rolled_events_source", "v2_raw_events_source"),
     ] {
         assert_eq!(old[rolled], old[raw], "{rolled}");
     }
@@ -1074,6 +1083,8 @@ async fn every_statement_answers_the_same_on_clickhouse_18_16_and_a_current_rele
         old["v2_raw_visits_tests_only"],
         "[]\t1\t0\t20\t2\n['']\t1\t0\t20\t2\n"
     );
+    // Its events, from one row per visit: one visitor, two pageviews, two events.
+    assert_eq!(old["v2_raw_events_source"], "[]\t1\t2\t2\n['']\t1\t2\t2\n");
     // The answers are also the right ones, not just equal.
     assert_eq!(old["pageviews"], "3\n");
     assert_eq!(old["unique_users"], "2\n");

@@ -349,6 +349,18 @@ pub fn events(q: &Query<'_>) -> Statement {
     let fields = Fields::of(q);
     let mut s = Statement::default();
     let n = push_keys(&mut s, q);
+    if q.dims.iter().all(|d| matches!(d, Dim::Visit(_))) {
+        // Grouped by visit attributes only: every event of a visit is in its visit's group,
+        // so the counts come from one row per visit (no event joined out of the rollup).
+        s.push(", toUInt64(uniqExact(gvh)) AS visitors, toUInt64(sum(gpv)) AS pageviews, ")
+            .push("toUInt64(sum(gev)) AS events FROM (SELECT gvh, gpv, gev");
+        push_key_exprs(&mut s, q, |d| format!("g{}", fields.name(d)), "gstart");
+        s.push(" FROM (");
+        push_visit_rows(&mut s, q, &fields);
+        s.push("))");
+        push_group(&mut s, n);
+        return s;
+    }
     s.push(", toUInt64(uniqExact(vh)) AS visitors, toUInt64(sum(pv)) AS pageviews, ")
         .push("toUInt64(count()) AS events FROM (SELECT vh, pv");
     push_key_exprs(&mut s, q, |d| fields.name(d), "et");
@@ -384,26 +396,33 @@ pub fn visits(q: &Query<'_>) -> Statement {
         .push("toUInt64(sum(gpv)) AS visit_pageviews FROM (SELECT gsingle, gend, gstart, gpv");
     push_key_exprs(&mut s, q, |d| format!("g{}", fields.name(d)), "gstart");
     s.push(" FROM (");
-    match q.cover.filter(|c| !c.is_empty()) {
-        None => push_visits_raw(&mut s, q, &fields, &[]),
-        Some(cover) => {
-            push_visits_rolled(&mut s, q, &fields, cover);
-            if !cover.complete {
-                s.push(" UNION ALL ");
-                push_visits_raw(&mut s, q, &fields, &cover.days);
-            }
-        }
-    }
+    push_visit_rows(&mut s, q, &fields);
     s.push("))");
     push_group(&mut s, n);
     s
 }
 
-/// One row per visit with a kept event, from events (days in `skip` left out): `gstart`,
-/// `gend`, `gsingle`, `gpv` (its kept pageviews) and the attributes `ga<i>`.
+/// One row per visit with a kept event: from the rollup for the covered days, from events
+/// for the others.
+fn push_visit_rows(s: &mut Statement, q: &Query<'_>, fields: &Fields<'_>) {
+    match q.cover.filter(|c| !c.is_empty()) {
+        None => push_visits_raw(s, q, fields, &[]),
+        Some(cover) => {
+            push_visits_rolled(s, q, fields, cover);
+            if !cover.complete {
+                s.push(" UNION ALL ");
+                push_visits_raw(s, q, fields, &cover.days);
+            }
+        }
+    }
+}
+
+/// One row per visit with a kept event, from events (days in `skip` left out): `gvh` (the
+/// visitor), `gstart`, `gend`, `gsingle`, `gpv` and `gev` (its kept pageviews and events)
+/// and the attributes `ga<i>`.
 fn push_visits_raw(s: &mut Statement, q: &Query<'_>, fields: &Fields<'_>, skip: &[u32]) {
-    s.push("SELECT any(vstart) AS gstart, any(vend) AS gend, any(vsingle) AS gsingle, ")
-        .push("toUInt64(sum(pv)) AS gpv");
+    s.push("SELECT vh AS gvh, any(vstart) AS gstart, any(vend) AS gend, ")
+        .push("any(vsingle) AS gsingle, toUInt64(sum(pv)) AS gpv, toUInt64(count()) AS gev");
     for i in 0..fields.attrs.len() {
         s.push(&format!(", any(a{i}) AS ga{i}"));
     }
@@ -469,16 +488,18 @@ fn push_visits_rolled(s: &mut Statement, q: &Query<'_>, fields: &Fields<'_>, cov
             s.push(", ").push(array);
         }
     };
-    s.push("SELECT visit_start AS gstart, visit_end AS gend, ")
+    s.push("SELECT visitor_hash AS gvh, visit_start AS gstart, visit_end AS gend, ")
         .push("toUInt8(visit_events = 1) AS gsingle, ");
     match q.filter {
         Some(c) => {
             s.push("toUInt64(arraySum(arrayMap(");
             lambda(s, c, Some(("nm", "nm = 'pageview'", "ev_name")));
-            s.push("))) AS gpv");
+            s.push("))) AS gpv, toUInt64(arraySum(arrayMap(");
+            lambda(s, c, None);
+            s.push("))) AS gev");
         }
         None => {
-            s.push("toUInt64(visit_pageviews) AS gpv");
+            s.push("toUInt64(visit_pageviews) AS gpv, toUInt64(visit_events) AS gev");
         }
     }
     for (i, a) in fields.attrs.iter().enumerate() {
