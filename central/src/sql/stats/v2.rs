@@ -439,29 +439,52 @@ fn push_visits_raw(s: &mut Statement, q: &Query<'_>, fields: &Fields<'_>, skip: 
 /// of the event count (`v<i>`): ClickHouse 18.16 does not read a column that only a lambda
 /// names ("Unknown identifier", found by the compatibility test).
 fn push_visits_rolled(s: &mut Statement, q: &Query<'_>, fields: &Fields<'_>, cover: &Coverage) {
+    // Only what the tree tests goes into its lambda: the event arrays it reads (`c<i>`) and
+    // the attributes (`v<i>`, arrays of the event count).
+    let mut tested: Vec<&Dim> = Vec::new();
+    if let Some(c) = q.filter {
+        c.visit_dims(&mut tested);
+    }
+    let columns: Vec<(usize, &Column)> = (fields.columns.iter().enumerate())
+        .filter(|(_, c)| {
+            tested
+                .iter()
+                .any(|d| matches!(d, Dim::Event(x) if x == **c))
+        })
+        .map(|(i, c)| (i, *c))
+        .collect();
+    let attrs: Vec<(usize, &VisitAttribute)> = (fields.attrs.iter().enumerate())
+        .filter(|(_, a)| {
+            tested
+                .iter()
+                .any(|d| matches!(d, Dim::Visit(x) if x == **a))
+        })
+        .map(|(i, a)| (i, *a))
+        .collect();
     let name = |d: &Dim| match d {
         Dim::Visit(_) => format!("v{}", &fields.name(d)[1..]),
         other => fields.name(other),
     };
-    // `(et, c0, …[, extra]) -> toUInt8(<tree>[ AND <and>]), ev_ts, <arrays>[, extra]`.
-    let lambda = |s: &mut Statement, c: &Cond, extra: Option<(&str, &str, &str)>| {
-        s.push("(et");
-        for i in 0..fields.columns.len() {
+    // The columns of [`push_visits_raw`], in its order (`kept` stays inside).
+    s.push("SELECT gvh, gstart, gend, gsingle, gpv, gev");
+    for i in 0..fields.attrs.len() {
+        s.push(&format!(", ga{i}"));
+    }
+    s.push(" FROM (SELECT visitor_hash AS gvh, visit_start AS gstart, visit_end AS gend, ")
+        .push("toUInt8(visit_events = 1) AS gsingle, ");
+    if let Some(c) = q.filter {
+        // `kept`: 1 for each event the tree keeps.
+        s.push("arrayMap((et");
+        for (i, _) in &columns {
             s.push(&format!(", c{i}"));
         }
-        for i in 0..fields.attrs.len() {
+        for (i, _) in &attrs {
             s.push(&format!(", v{i}"));
-        }
-        if let Some((param, _, _)) = extra {
-            s.push(", ").push(param);
         }
         s.push(") -> toUInt8(");
         push_cond(s, c, &name);
-        if let Some((_, and, _)) = extra {
-            s.push(" AND ").push(and);
-        }
         s.push("), ev_ts");
-        for c in &fields.columns {
+        for (_, c) in &columns {
             s.push(", ");
             match c {
                 Column::Prop(key) => {
@@ -478,29 +501,18 @@ fn push_visits_rolled(s: &mut Statement, q: &Query<'_>, fields: &Fields<'_>, cov
                 }
             }
         }
-        for a in &fields.attrs {
+        for (_, a) in &attrs {
             let column = rollup_column(a).expect("rolled up (can_roll_up)");
             s.push(&format!(
                 ", arrayResize(emptyArrayString(), length(ev_ts), toString({column}))"
             ));
         }
-        if let Some((_, _, array)) = extra {
-            s.push(", ").push(array);
-        }
-    };
-    s.push("SELECT visitor_hash AS gvh, visit_start AS gstart, visit_end AS gend, ")
-        .push("toUInt8(visit_events = 1) AS gsingle, ");
-    match q.filter {
-        Some(c) => {
-            s.push("toUInt64(arraySum(arrayMap(");
-            lambda(s, c, Some(("nm", "nm = 'pageview'", "ev_name")));
-            s.push("))) AS gpv, toUInt64(arraySum(arrayMap(");
-            lambda(s, c, None);
-            s.push("))) AS gev");
-        }
-        None => {
-            s.push("toUInt64(visit_pageviews) AS gpv, toUInt64(visit_events) AS gev");
-        }
+        s.push(
+            ") AS kept, toUInt64(arraySum(arrayMap((k, n) -> toUInt8(k = 1 AND n = 'pageview'), ",
+        )
+        .push("kept, ev_name))) AS gpv, toUInt64(arraySum(kept)) AS gev");
+    } else {
+        s.push("toUInt64(visit_pageviews) AS gpv, toUInt64(visit_events) AS gev");
     }
     for (i, a) in fields.attrs.iter().enumerate() {
         let column = rollup_column(a).expect("rolled up (can_roll_up)");
@@ -509,11 +521,10 @@ fn push_visits_rolled(s: &mut Statement, q: &Query<'_>, fields: &Fields<'_>, cov
     s.push(" FROM visits WHERE site_id = ")
         .bind_str(q.scope.site_id);
     push_builds(s, cover);
-    if let Some(c) = q.filter {
-        s.push(" AND arrayExists(");
-        lambda(s, c, None);
-        s.push(")");
+    if q.filter.is_some() {
+        s.push(" AND arrayExists(k -> k = 1, kept)");
     }
+    s.push(")");
 }
 
 #[cfg(test)]
