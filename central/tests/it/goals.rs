@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Value, json};
 
 use crate::stats_model::{
-    self as model, DAYS, GOALS, START, admin, every_seed, get_as, seeded, select, serve,
+    self as model, DAYS, GOALS, START, VISIT_DIMS, admin, every_seed, get_as, seeded, select, serve,
 };
 
 const RANGE: &str = "site_id=site-1&period=custom&from=2025-10-20&to=2025-11-02";
@@ -70,19 +70,6 @@ fn expected_totals(events: &[model::Ev]) -> (u64, Vec<Value>) {
         .collect();
     (all, rows)
 }
-
-const VISIT_DIMS: [&str; 10] = [
-    "entry_page",
-    "exit_page",
-    "referrer",
-    "source",
-    "channel",
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-    "utm_term",
-    "utm_content",
-];
 
 /// One goal's breakdown by `dim` over `events`, sorted as the API sorts it: per value, the
 /// converting visitors, conversions, and the rate against the visitors of that value.

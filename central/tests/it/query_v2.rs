@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use crate::stats_model::{self as model, Ev, Visit, every_seed, seeded, serve, ts};
+use crate::stats_model::{self as model, Ev, VISIT_DIMS, Visit, every_seed, seeded, serve, ts};
 
 /// POST a JSON body with a bearer token; status and JSON answer.
 pub(crate) async fn post_as(token: &str, url: &str, body: &Value) -> (u16, Value) {
@@ -31,16 +31,6 @@ async fn post(url: &str, body: &Value) -> (u16, Value) {
     post_as("test-admin-token", url, body).await
 }
 
-const VISIT_DIMS: &[&str] = &[
-    "entry_page",
-    "exit_page",
-    "referrer",
-    "source",
-    "channel",
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-];
 const EVENT_METRICS: &[&str] = &["visitors", "pageviews", "events"];
 const VISIT_METRICS: &[&str] = &["visits", "views_per_visit", "bounce_rate", "visit_duration"];
 

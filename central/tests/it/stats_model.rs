@@ -556,6 +556,20 @@ fn scripted_funnel_visitors(template: &Ev) -> Vec<Ev> {
         .collect()
 }
 
+/// The dimensions a visit takes from its first event (its exit page from its last).
+pub(crate) const VISIT_DIMS: [&str; 10] = [
+    "entry_page",
+    "exit_page",
+    "referrer",
+    "source",
+    "channel",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+];
+
 /// One derived visit.
 #[derive(Debug, Clone)]
 pub(crate) struct Visit {
