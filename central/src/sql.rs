@@ -202,8 +202,25 @@ pub mod stats {
         }
     }
 
-    /// The range and the event filters.
+    /// The range and the event filters, on every event but engagement events: those report
+    /// on a page another event already counts (its pageview) and are counted nowhere, not as
+    /// events, nor in visits, goals or rollups ([`push_engagement_where`] selects them).
     fn push_event_where(s: &mut Statement, scope: &Scope<'_>) {
+        push_range_and_event_filters(s, scope);
+        s.push(" AND event_name != ").push(ENGAGEMENT);
+    }
+
+    /// The scope's engagement events: the range and the event filters.
+    fn push_engagement_where(s: &mut Statement, scope: &Scope<'_>) {
+        push_range_and_event_filters(s, scope);
+        s.push(" AND event_name = ").push(ENGAGEMENT);
+    }
+
+    /// The name of engagement events as an SQL literal.
+    const ENGAGEMENT: &str = "'engagement'";
+
+    /// ` WHERE` the site, the range and the event filters.
+    fn push_range_and_event_filters(s: &mut Statement, scope: &Scope<'_>) {
         s.push(" WHERE site_id = ")
             .bind_str(scope.site_id)
             .push(" AND ts >= toDateTime(")
@@ -399,6 +416,43 @@ pub mod stats {
         }
         page.push_group(&mut s, "events");
         s
+    }
+
+    /// Engagement of the scope's pages, from its engagement events: `pages` (visitor and page
+    /// pairs with engagement), `engaged_ms` (their engaged time). Only event filters apply
+    /// (the caller answers nothing under visit filters): engagement events carry the page's
+    /// attributes but are in no visit.
+    pub fn engagement_totals(scope: &Scope<'_>) -> Statement {
+        let mut s = Statement::default();
+        s.push("SELECT toUInt64(count()) AS pages, toUInt64(sum(ms)) AS engaged_ms FROM (");
+        push_engagement_per_visitor(&mut s, scope, None);
+        s.push(")");
+        s
+    }
+
+    /// Engagement per page of `paths`: `value` (the path), `visitors` (with engagement on
+    /// it), `engaged_ms` (their engaged time) and `scroll` (the sum of each visitor's deepest
+    /// scroll on it, percent). Event filters only, as [`engagement_totals`].
+    pub fn engagement_by_page(scope: &Scope<'_>, paths: &[String]) -> Statement {
+        let mut s = Statement::default();
+        s.push("SELECT path AS value, toUInt64(count()) AS visitors, ")
+            .push("toUInt64(sum(ms)) AS engaged_ms, toUInt64(sum(depth)) AS scroll FROM (");
+        push_engagement_per_visitor(&mut s, scope, Some(paths));
+        s.push(") GROUP BY value");
+        s
+    }
+
+    /// One row per page and visitor hash with engagement: `path`, `visitor_hash`, `ms` (engaged
+    /// time) and `depth` (deepest scroll), optionally only on `paths`.
+    fn push_engagement_per_visitor(s: &mut Statement, scope: &Scope<'_>, paths: Option<&[String]>) {
+        s.push("SELECT path, visitor_hash, sum(engaged_ms) AS ms, max(scroll_depth) AS depth ")
+            .push("FROM events");
+        push_engagement_where(s, scope);
+        if let Some(paths) = paths {
+            s.push(" AND path");
+            push_in(s, paths);
+        }
+        s.push(" GROUP BY path, visitor_hash");
     }
 
     /// Which rows of a breakdown a statement returns: `limit` rows from `offset` in the
@@ -1655,10 +1709,12 @@ pub mod stats {
 }
 
 /// Closed UTC days in `[?, ?)` (Unix seconds) whose event count differs from their latest
-/// rollup build (or that have none): `site`, `day`, `n` (events).
+/// rollup build (or that have none): `site`, `day`, `n` (events, as a build counts them:
+/// without engagement events).
 pub const ROLLUP_PENDING: &str = "SELECT site, day, n FROM (\
      SELECT toString(site_id) AS site, intDiv(toUInt32(ts), 86400) AS day, count() AS n \
-     FROM events WHERE ts >= toDateTime(?) AND ts < toDateTime(?) GROUP BY site, day) AS e \
+     FROM events WHERE ts >= toDateTime(?) AND ts < toDateTime(?) AND event_name != 'engagement' \
+     GROUP BY site, day) AS e \
      ANY LEFT JOIN (SELECT site_id AS site, day, argMax(events, build_id) AS built FROM rollup_days \
      GROUP BY site, day) AS r USING site, day WHERE built != n ORDER BY site, day";
 /// Events a build holds.

@@ -528,6 +528,8 @@ impl Ingest {
             language: primary_language(req.accept_language),
             revenue_e4: revenue.as_ref().map_or(0, |r| r.0),
             revenue_currency: revenue.map(|r| r.1).unwrap_or_default(),
+            engaged_ms: event.engagement.0,
+            scroll_depth: event.engagement.1,
             props,
         })))
     }

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use ta_shared::event::{ENGAGEMENT_EVENT, MAX_ENGAGED_MS};
+
 use crate::error::CollectError;
 
 pub const MAX_EVENT_NAME_CHARS: usize = 64;
@@ -42,6 +44,13 @@ pub struct CollectPayload {
     /// as part of the path ([`hash_route`]).
     #[serde(default)]
     pub hash: Option<serde_json::Value>,
+    /// On an `engagement` event: the page's engaged time since its previous engagement
+    /// event, in milliseconds.
+    #[serde(default)]
+    pub engaged_ms: Option<serde_json::Value>,
+    /// On an `engagement` event: the deepest scroll so far, in percent of the page.
+    #[serde(default)]
+    pub scroll_depth: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -66,6 +75,8 @@ pub struct ValidEvent {
     pub revenue: Option<(i64, String)>,
     /// The page routes by its fragment: keep the route ([`hash_route`]) in the path.
     pub hash_routing: bool,
+    /// An engagement event's engaged milliseconds and scroll depth (0 on other events).
+    pub engagement: (u32, u8),
 }
 
 impl CollectPayload {
@@ -130,6 +141,17 @@ impl CollectPayload {
             }
             Some(raw) => Some(validate_revenue(&raw)?),
         };
+        let engagement = validate_engagement(
+            &event_name,
+            self.engaged_ms.as_ref(),
+            self.scroll_depth.as_ref(),
+        )?;
+        if event_name == ENGAGEMENT_EVENT && (!props.is_empty() || revenue.is_some()) {
+            return Err(CollectError::invalid(
+                if props.is_empty() { "revenue" } else { "props" },
+                "is not accepted on engagement events",
+            ));
+        }
         let hash_routing = match self.hash {
             None | Some(serde_json::Value::Null) => false,
             Some(serde_json::Value::Bool(b)) => b,
@@ -146,8 +168,56 @@ impl CollectPayload {
             props,
             revenue,
             hash_routing,
+            engagement,
         })
     }
+}
+
+/// `engaged_ms` (0 to [`MAX_ENGAGED_MS`]) and `scroll_depth` (0 to 100), both whole numbers,
+/// both required on an `engagement` event and refused on any other.
+fn validate_engagement(
+    event_name: &str,
+    engaged_ms: Option<&serde_json::Value>,
+    scroll_depth: Option<&serde_json::Value>,
+) -> Result<(u32, u8), CollectError> {
+    let engaged_ms = engaged_ms.filter(|v| !v.is_null());
+    let scroll_depth = scroll_depth.filter(|v| !v.is_null());
+    if event_name != ENGAGEMENT_EVENT {
+        return match (engaged_ms, scroll_depth) {
+            (None, None) => Ok((0, 0)),
+            (Some(_), _) => Err(CollectError::invalid(
+                "engaged_ms",
+                "is only accepted on engagement events",
+            )),
+            (_, Some(_)) => Err(CollectError::invalid(
+                "scroll_depth",
+                "is only accepted on engagement events",
+            )),
+        };
+    }
+    let whole = |field: &'static str, v: Option<&serde_json::Value>, max: u64, rule: &str| match v
+        .map(serde_json::Value::as_u64)
+    {
+        None => Err(CollectError::invalid(
+            field,
+            "is required on engagement events",
+        )),
+        Some(Some(n)) if n <= max => Ok(n),
+        Some(_) => Err(CollectError::invalid(field, rule.to_owned())),
+    };
+    let ms = whole(
+        "engaged_ms",
+        engaged_ms,
+        u64::from(MAX_ENGAGED_MS),
+        "must be a whole number of milliseconds from 0 to 1800000",
+    )?;
+    let depth = whole(
+        "scroll_depth",
+        scroll_depth,
+        100,
+        "must be a whole percentage from 0 to 100",
+    )?;
+    Ok((ms as u32, depth as u8))
 }
 
 /// The route a hash-routed page's URL carries in its fragment, as the path keeps it: the
@@ -307,6 +377,67 @@ mod tests {
             ev("\"yes\"").unwrap_err(),
             CollectError::invalid("hash", "must be true or false")
         );
+    }
+
+    #[test]
+    fn engagement_is_checked_and_only_on_engagement_events() {
+        let ev = |name: &str, extra: &str| {
+            valid(&format!(
+                r#"{{"site_id":"s","event_name":"{name}","url":"https://e.com/a"{extra}}}"#
+            ))
+        };
+        let ok = ev("engagement", r#","engaged_ms":1800000,"scroll_depth":100"#).unwrap();
+        assert_eq!(ok.engagement, (1_800_000, 100));
+        let zero = ev("engagement", r#","engaged_ms":0,"scroll_depth":0"#).unwrap();
+        assert_eq!(zero.engagement, (0, 0));
+        assert_eq!(ev("pageview", "").unwrap().engagement, (0, 0));
+        for (name, extra, field) in [
+            ("engagement", r#","scroll_depth":5"#, "engaged_ms"),
+            ("engagement", r#","engaged_ms":5"#, "scroll_depth"),
+            (
+                "engagement",
+                r#","engaged_ms":1800001,"scroll_depth":5"#,
+                "engaged_ms",
+            ),
+            (
+                "engagement",
+                r#","engaged_ms":-1,"scroll_depth":5"#,
+                "engaged_ms",
+            ),
+            (
+                "engagement",
+                r#","engaged_ms":1.5,"scroll_depth":5"#,
+                "engaged_ms",
+            ),
+            (
+                "engagement",
+                r#","engaged_ms":"5","scroll_depth":5"#,
+                "engaged_ms",
+            ),
+            (
+                "engagement",
+                r#","engaged_ms":5,"scroll_depth":101"#,
+                "scroll_depth",
+            ),
+            (
+                "engagement",
+                r#","engaged_ms":5,"scroll_depth":5,"props":{"a":"b"}"#,
+                "props",
+            ),
+            (
+                "engagement",
+                r#","engaged_ms":5,"scroll_depth":5,"revenue":{"amount":"1","currency":"EUR"}"#,
+                "revenue",
+            ),
+            ("pageview", r#","engaged_ms":5"#, "engaged_ms"),
+            ("signup", r#","scroll_depth":5"#, "scroll_depth"),
+        ] {
+            assert_eq!(
+                field_of(ev(name, extra).unwrap_err()),
+                field,
+                "{name} {extra}"
+            );
+        }
     }
 
     #[test]

@@ -95,8 +95,36 @@ impl AppState {
     }
 }
 
-/// The first-party tracker script (`GET /t.js`), embedded at build time.
+/// The first-party tracker script's source, embedded at build time.
 pub const TRACKER_JS: &str = include_str!("../tracker/t.js");
+
+/// The tracker as served (`GET /t.js`): [`TRACKER_JS`] without its comments but the first
+/// line (every page load downloads it; the usage notes stay in the source).
+pub static SERVED_TRACKER_JS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| without_comments(TRACKER_JS));
+
+/// `source` with its header comment cut to its first line and every whole-line `//` comment
+/// dropped (the tracker has no `//` inside a string or regular expression at a line start).
+fn without_comments(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    let mut lines = source.lines();
+    if let Some(first) = lines.next() {
+        out.push_str(first.trim_end());
+        out.push_str(" */\n");
+    }
+    let mut in_header = true;
+    for line in lines {
+        if in_header {
+            in_header = line.trim() != "*/";
+            continue;
+        }
+        if !line.trim_start().starts_with("//") {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
 
 const ALLOWED_HEADERS: &str =
     "Content-Type, Content-Encoding, X-TA-API-Key, X-TA-Signature, X-TA-Timestamp";
@@ -112,7 +140,7 @@ pub fn app(state: AppState) -> tide::Server<AppState> {
             .content_type(tide::http::mime::JAVASCRIPT)
             .header("Cache-Control", "public, max-age=3600")
             .header("X-Content-Type-Options", "nosniff")
-            .body(TRACKER_JS)
+            .body(SERVED_TRACKER_JS.as_str())
             .build())
     });
     health_routes(&mut app);
@@ -687,4 +715,27 @@ async fn preflight(req: Request<AppState>) -> tide::Result {
         HeaderValue::from_bytes(b"Origin".to_vec()).expect("ascii"),
     );
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_served_tracker_keeps_its_code_and_first_line_only() {
+        let served = SERVED_TRACKER_JS.as_str();
+        assert!(served.starts_with("/*! Tiny Analytics tracker"));
+        assert_eq!(served.lines().next().map(|l| l.ends_with("*/")), Some(true));
+        assert!(served.lines().all(|l| !l.trim_start().starts_with("//")));
+        assert!(!served.contains("data-respect-dnt: nothing is sent"));
+        // Every line of code is kept, in order.
+        let code: Vec<&str> = TRACKER_JS
+            .lines()
+            .skip_while(|l| l.trim() != "*/")
+            .skip(1)
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect();
+        assert_eq!(served.lines().skip(1).collect::<Vec<_>>(), code);
+        assert!(served.len() < TRACKER_JS.len() * 3 / 4, "{}", served.len());
+    }
 }

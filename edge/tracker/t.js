@@ -14,7 +14,13 @@
  *   by the stub: window.ta = window.ta || function () { (ta.q = ta.q || []).push(arguments) });
  * - data-outbound: clicks on links to other hosts send "outbound_link" {url};
  * - data-downloads: clicks on file links send "file_download" {url};
- * - data-respect-dnt: nothing is sent when the browser sends DNT or Global Privacy Control.
+ * - data-respect-dnt: nothing is sent when the browser sends DNT or Global Privacy Control;
+ * - engagement: when a page is hidden or left (visibilitychange, pagehide) and before an SPA
+ *   navigation's pageview, an "engagement" event reports the page's engaged time since the
+ *   last report (ms the page was visible with the visitor active: some input in the last
+ *   minute, the load counting as input) and its deepest scroll so far (percent). Not sent when
+ *   nothing changed since the last one. Engagement events count as nothing themselves: they
+ *   give time on page and scroll depth.
  * Events go to data-api (default: the origin of this script) as text/plain with sendBeacon (no
  * CORS preflight), falling back to fetch keepalive.
  */
@@ -32,16 +38,20 @@
   var lastPath = null;
   var hashRouting = "hash" in d;
 
-  function send(name, props, revenue) {
+  function send(name, props, revenue, engagement) {
     if (optedOut || !site || !key) return;
     var event = {
       site_id: site,
       event_name: name,
-      url: location.href,
+      url: engagement ? engagement.url : location.href,
       referrer: document.referrer || "",
       props: props || {}
     };
     if (revenue) event.revenue = revenue;
+    if (engagement) {
+      event.engaged_ms = engagement.ms;
+      event.scroll_depth = engagement.depth;
+    }
     if (hashRouting) event.hash = true;
     var body = JSON.stringify(event);
     var sent = false;
@@ -56,14 +66,82 @@
     }
   }
 
+  // Engagement of the current page: engaged ms not yet reported, the running stretch, the
+  // deepest scroll and the last one reported.
+  var IDLE_MS = 60000, MAX_ENGAGED_MS = 1800000;
+  var pageUrl = null, engaged = 0, since = null, lastInput = 0, depth = 0, sentDepth = -1;
+
+  function now() { return Date.now(); }
+
+  // Add the running stretch (up to a minute after the last input) to `engaged`; it goes on
+  // only while the page is visible and the visitor active.
+  function tally() {
+    var t = now(), end = Math.min(t, lastInput + IDLE_MS);
+    if (since !== null && end > since) engaged += end - since;
+    since = document.visibilityState === "visible" && t < lastInput + IDLE_MS ? t : null;
+  }
+
+  function active() {
+    lastInput = now();
+    if (since === null && document.visibilityState === "visible") since = lastInput;
+  }
+
+  function measureScroll() {
+    var el = document.documentElement, body = document.body;
+    var height = Math.max(el.scrollHeight, body ? body.scrollHeight : 0);
+    var seen = (window.scrollY || el.scrollTop || 0) + window.innerHeight;
+    var p = height > 0 ? Math.round(Math.min(1, seen / height) * 100) : 100;
+    if (p > depth) depth = p;
+  }
+
+  // Report the current page's engagement, if anything changed since the last report.
+  function engagement() {
+    if (pageUrl === null) return;
+    tally();
+    measureScroll();
+    if (engaged === 0 && depth === sentDepth) return;
+    do {
+      var ms = Math.min(engaged, MAX_ENGAGED_MS);
+      send("engagement", null, null, { url: pageUrl, ms: ms, depth: depth });
+      engaged -= ms;
+    } while (engaged > 0);
+    sentDepth = depth;
+  }
+
   function pageview() {
     // The route as the edge keeps it: a fragment starting with / or !/, up to its own query.
     var route = hashRouting && /^#!?\//.test(location.hash) ? location.hash.split(/[?&]/)[0] : "";
     var path = location.pathname + location.search + route;
     if (path === lastPath) return; // replaceState of the same page, hash changes (unless routed)
     lastPath = path;
+    engagement(); // of the page being left
+    pageUrl = location.href;
+    engaged = 0;
+    depth = 0;
+    sentDepth = -1;
+    active();
+    measureScroll();
     send("pageview");
   }
+
+  ["scroll", "keydown", "pointerdown", "pointermove", "touchstart", "wheel"].forEach(function (type) {
+    window.addEventListener(type, function () {
+      active();
+      if (type === "scroll") measureScroll();
+    }, { passive: true, capture: true });
+  });
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState === "visible") {
+      active();
+    } else {
+      engagement();
+      since = null;
+    }
+  });
+  window.addEventListener("pagehide", function () {
+    engagement();
+    since = null;
+  });
 
   // ta("purchase", {revenue: {amount: "19.90", currency: "EUR"}, plan: "pro"}): revenue goes
   // as the event's own field, checked here by the edge's rule (a beacon's 400 is invisible):

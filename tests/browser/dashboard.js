@@ -20,10 +20,16 @@ async function screen(page) {
     for (const t of document.querySelectorAll("[data-table]")) {
       tables[t.dataset.table] = [...t.querySelectorAll("tbody tr[data-value]")].map((r) => {
         const change = r.querySelector("[data-visitors] .change");
+        const engaged = (attr) => {
+          const cell = r.querySelector(`[data-${attr}]`);
+          return cell ? { data: cell.getAttribute(`data-${attr}`), text: cell.textContent } : null;
+        };
         return {
           value: r.dataset.value,
           visitors: Number(r.querySelector("[data-visitors]").dataset.visitors),
           change: change ? change.dataset.change : null,
+          time_on_page: engaged("time-on-page"),
+          scroll_depth: engaged("scroll-depth"),
         };
       });
     }

@@ -29,8 +29,9 @@ exports.DESKTOP_CHROME =
 exports.main = (fn) =>
   fn()
     .then((result) => {
-      process.stdout.write("TA_RESULT " + JSON.stringify(result) + "\n");
-      process.exit(0);
+      // Exit only once the line is written: a pipe takes it asynchronously, and exiting at
+      // once cut results over 64 KiB short.
+      process.stdout.write("TA_RESULT " + JSON.stringify(result) + "\n", () => process.exit(0));
     })
     .catch((err) => {
       process.stderr.write((err && err.stack) || String(err));

@@ -1,6 +1,6 @@
 // The edge's tracker script in a real page: pageview, SPA navigation, a custom event with
 // props, a file download and an outbound link; a 404 page (data-404) and a hash-routed app
-// (data-hash); a DNT page that must send nothing; and the
+// (data-hash); engagement on a long page read and left; a DNT page that must send nothing; and the
 // browser's own headless user agent (a bot). Asserts no cookie or storage was written.
 "use strict";
 const { args, launch, main, DESKTOP_CHROME } = require("./lib.js");
@@ -19,6 +19,8 @@ main(async () => {
       }
     });
     page.on("console", (m) => answers.push({ console: m.text() }));
+    page.on("pageerror", (e) => answers.push({ console: "pageerror: " + e.message }));
+    page.on("requestfailed", (r) => answers.push({ failed: r.url() + " " + (r.failure() && r.failure().errorText) }));
   };
   try {
     const ctx = await browser.newContext({ userAgent: DESKTOP_CHROME });
@@ -57,6 +59,18 @@ main(async () => {
     await routed.waitForTimeout(200);
     await routed.evaluate(() => { location.hash = "#/settings"; }); // the same route: no event
     await routed.waitForTimeout(300);
+
+    // Engagement: a page five screens tall, read for 1.5 s, scrolled half-way, then left.
+    const long = await ctx.newPage();
+    watch(long);
+    await long.goto(args.page + "/long", { waitUntil: "load" });
+    await long.waitForFunction(() => typeof window.ta === "function");
+    await long.evaluate(() =>
+      window.scrollTo(0, (document.documentElement.scrollHeight - window.innerHeight) / 2)
+    );
+    await long.waitForTimeout(1500);
+    await long.close({ runBeforeUnload: true }); // pagehide: the beacon goes as the tab closes
+    await page.waitForTimeout(500);
 
     const dntCtx = await browser.newContext({ userAgent: DESKTOP_CHROME });
     await dntCtx.addInitScript(() =>

@@ -72,6 +72,8 @@ macro_rules! column {
     (type millis) => { u32 };
     (type hash) => { u64 };
     (type decimal4) => { i64 };
+    (type u32) => { u32 };
+    (type u8) => { u8 };
     (type props) => { Vec<String> };
 
     (values version $x:expr) => { () };
@@ -80,6 +82,8 @@ macro_rules! column {
     (values millis $x:expr) => { (to_datetime($x)?,) };
     (values hash $x:expr) => { ($x,) };
     (values decimal4 $x:expr) => { ($x,) };
+    (values u32 $x:expr) => { ($x,) };
+    (values u8 $x:expr) => { ($x,) };
     (values props $x:expr) => { $x.into_iter().unzip::<_, _, Vec<_>, Vec<_>>() };
 }
 

@@ -344,6 +344,23 @@ pub const MIGRATIONS: &[Migration] = &[
             },
         ],
     },
+    Migration {
+        version: 12,
+        name: "engagement columns",
+        // `engagement` events (a page's engaged time and scroll depth) are stored beside the
+        // others and left out of every count. Rollups need no rebuild: they never held
+        // engagement events, and the statements that build and check them leave them out.
+        statements: &[
+            Ddl::AddColumn {
+                table: "events",
+                column: "engaged_ms UInt32 AFTER revenue_currency",
+            },
+            Ddl::AddColumn {
+                table: "events",
+                column: "scroll_depth UInt8 AFTER engaged_ms",
+            },
+        ],
+    },
 ];
 
 /// The gates leased loaders write through, one per table a loader writes: a `Null` table with

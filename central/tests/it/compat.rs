@@ -83,6 +83,20 @@ fn data_statements() -> Vec<String> {
         }
         rows.push(row_values(&r));
     }
+    // Engagement events on site-1's first day, inside its visits: counted nowhere (every
+    // hand-checked count below is as without them), only in the engagement statements.
+    for (i, (visitor, dt, ms, depth)) in
+        [(1, 15, 3_000, 40), (1, 25, 2_000, 70), (2, 35, 10_000, 20)]
+            .into_iter()
+            .enumerate()
+    {
+        let i = i + sample.len();
+        let mut r = sample_row("site-1", "/a", visitor, (DAY + dt) as u32, i as u64);
+        r.event_id = format!("00000000-0000-7000-8000-00000000000{i}");
+        (r.event_name, r.props_keys, r.props_values) = ("engagement".into(), vec![], vec![]);
+        (r.engaged_ms, r.scroll_depth) = (ms, depth);
+        rows.push(row_values(&r));
+    }
     let mut out = vec![format!(
         "INSERT INTO events ({}) VALUES {}",
         *store::EVENT_COLUMNS,
@@ -196,6 +210,14 @@ fn stats_steps() -> Vec<(String, String)> {
             st::timeseries_visits(&filtered, b, "Asia/Kolkata").render(),
         ));
     }
+    out.push((
+        "stats_engagement_totals".into(),
+        st::engagement_totals(&scope).render(),
+    ));
+    out.push((
+        "stats_engagement_by_page".into(),
+        st::engagement_by_page(&scope, &["/a".into(), "/b".into()]).render(),
+    ));
     for (name, c) in [
         ("page", Column::Path),
         ("os", Column::Os),
@@ -1225,6 +1247,9 @@ async fn every_statement_answers_the_same_on_clickhouse_18_16_and_a_current_rele
         old["stats_ts_events_day"],
         "2025-11-30\t2\t3\t3\n2025-12-01\t1\t1\t1\n"
     );
+    // Visitor 1 on /a: 3 + 2 s, deepest 70 %; visitor 2: 10 s, 20 %.
+    assert_eq!(old["stats_engagement_totals"], "2\t15000\n");
+    assert_eq!(old["stats_engagement_by_page"], "/a\t2\t15000\t90\n");
     assert_eq!(old["checkpoint"], "7\t2\n");
     assert_eq!(old["after_unique_users"], "1\n");
     assert_eq!(old["after_dead"], "");

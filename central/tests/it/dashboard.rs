@@ -43,8 +43,10 @@ async fn the_dashboard_shows_the_apis_numbers_and_its_controls_work() {
         "views_per_visit",
         "bounce_rate",
         "visit_duration",
+        "time_on_page",
         "conversions",
     ] {
+        assert!(agg["results"][m]["value"].is_number(), "{m}: {agg}");
         assert_eq!(
             initial["kpis"][m]["value"].as_f64(),
             agg["results"][m]["value"].as_f64(),
@@ -93,6 +95,42 @@ async fn the_dashboard_shows_the_apis_numbers_and_its_controls_work() {
             .map(|r| json!({"value": r["value"], "visitors": r["visitors"]}))
             .collect();
         assert_eq!(shown, api, "{table} table");
+        // The page table shows each page's time on page and scroll depth as the API gives them
+        // ("–" where a page has none); the other tables have no such columns.
+        for (row, r) in initial["tables"][table]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(bd["results"].as_array().unwrap())
+        {
+            for m in ["time_on_page", "scroll_depth"] {
+                if table != "page" {
+                    assert_eq!(row[m], Value::Null, "{table} {m}");
+                    continue;
+                }
+                let data = row[m]["data"].as_str().unwrap();
+                assert_eq!(data.parse::<f64>().ok(), r[m].as_f64(), "{table} {m} {row}");
+                let text = row[m]["text"].as_str().unwrap();
+                match r[m].as_f64() {
+                    None => assert_eq!(text, "–"),
+                    Some(v) if m == "scroll_depth" => assert_eq!(text, format!("{v}%")),
+                    Some(v) => assert!(
+                        text.ends_with('s') && text.contains(&format!("{}s", v as u64 % 60)),
+                        "{text} {v}"
+                    ),
+                }
+            }
+        }
+        if table == "page" {
+            assert!(
+                bd["results"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r["time_on_page"].is_number()),
+                "the seeds have engagement: {bd}"
+            );
+        }
     }
 
     // Clicking a device row filtered every number by it.

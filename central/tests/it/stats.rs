@@ -46,7 +46,12 @@ async fn aggregate_metrics_equal_an_independent_computation() {
             assert_eq!(status, 200, "{body}");
             let expected = totals(&select(&s.events, "site-1", START, END, f));
             assert!(expected.visits > 0 || !f.is_empty());
-            assert_eq!(results(&body), aggregate_json(&expected), "filters {f:?}");
+            let engaged = s.engagement_of(START, END, f).overall;
+            assert_eq!(
+                results(&body),
+                aggregate_json(&expected, engaged),
+                "filters {f:?}"
+            );
         }
     }
 }
@@ -181,7 +186,10 @@ async fn comparisons_on_every_endpoint_equal_an_independent_computation() {
     for s in every_seed().await {
         let base = serve(&s.config).await;
         let earlier = select(&s.events, "site-1", week1.0, week1.1, &[]);
-        let expected_totals = aggregate_json(&totals(&earlier));
+        let expected_totals = aggregate_json(
+            &totals(&earlier),
+            s.engagement_of(week1.0, week1.1, &[]).overall,
+        );
         for compare in compares {
             let (status, body) =
                 admin(&format!("{base}/v1/stats/aggregate?{WEEK2}&{compare}")).await;
@@ -247,7 +255,11 @@ async fn comparisons_on_every_endpoint_equal_an_independent_computation() {
             .await;
             assert_eq!(status, 200, "{body}");
             let rows = body["results"].as_array().unwrap();
-            let expected_now = expected_breakdown(&later, dim);
+            let expected_now = expected_breakdown(
+                &later,
+                dim,
+                &s.engagement_of(week1.1, START + 14 * 86_400, &[]),
+            );
             assert_eq!(
                 json!(
                     rows.iter()
@@ -261,7 +273,7 @@ async fn comparisons_on_every_endpoint_equal_an_independent_computation() {
                 json!(expected_now[..rows.len()]),
                 "{dim}"
             );
-            let before = expected_breakdown(&earlier, dim);
+            let before = expected_breakdown(&earlier, dim, &s.engagement_of(week1.0, week1.1, &[]));
             for row in rows {
                 let value = &row["value"];
                 let old = before.iter().find(|b| &b["value"] == value);
@@ -270,13 +282,19 @@ async fn comparisons_on_every_endpoint_equal_an_independent_computation() {
                     if metric == "value" || metric == "comparison" {
                         continue;
                     }
-                    let was = old.map_or(json!(0), |o| o[metric].clone());
-                    assert_eq!(c[metric].as_f64(), was.as_f64(), "{dim} {value} {metric}");
-                    let (n, w) = (now.as_f64().unwrap(), was.as_f64().unwrap());
-                    let change = if w == 0.0 {
+                    // A value with no earlier row had no engagement either.
+                    let none = if metric == "time_on_page" || metric == "scroll_depth" {
                         Value::Null
                     } else {
-                        json!(((n - w) / w * 1000.0).round() / 10.0)
+                        json!(0)
+                    };
+                    let was = old.map_or(none, |o| o[metric].clone());
+                    assert_eq!(c[metric].as_f64(), was.as_f64(), "{dim} {value} {metric}");
+                    let change = match (now.as_f64(), was.as_f64()) {
+                        (Some(n), Some(w)) if w != 0.0 => {
+                            json!(((n - w) / w * 1000.0).round() / 10.0)
+                        }
+                        _ => Value::Null,
                     };
                     assert_eq!(c["change"][metric], change, "{dim} {value} {metric}");
                 }
@@ -320,7 +338,10 @@ async fn empty_ranges_and_empty_sites_answer_zeros_with_every_bucket() {
             "{base}/v1/stats/aggregate?site_id={site}&period=custom&from=2020-01-01&to=2020-01-03"
         ))
         .await;
-        assert_eq!(results(&agg), aggregate_json(&model::Totals::default()));
+        assert_eq!(
+            results(&agg),
+            aggregate_json(&model::Totals::default(), None)
+        );
         let (_, bd) = admin(&format!(
             "{base}/v1/stats/breakdown?site_id={site}&period=today&date=2020-01-01&property=source"
         ))
@@ -330,7 +351,9 @@ async fn empty_ranges_and_empty_sites_answer_zeros_with_every_bucket() {
 }
 
 /// Expected breakdown rows for `dim`, sorted as the API sorts them.
-fn expected_breakdown(events: &[model::Ev], dim: &str) -> Vec<Value> {
+/// The model's breakdown rows of `events` by `dim`; a page row also has its time on page and
+/// scroll depth from `engaged` (the same range and filters).
+fn expected_breakdown(events: &[model::Ev], dim: &str, engaged: &model::Engagement) -> Vec<Value> {
     let visit_level = matches!(
         dim,
         "entry_page"
@@ -386,17 +409,18 @@ fn expected_breakdown(events: &[model::Ev], dim: &str) -> Vec<Value> {
         }
         for (value, es) in groups {
             let visitors = es.iter().map(|e| e.visitor).collect::<BTreeSet<_>>().len() as u64;
-            rows.push((
-                visitors,
-                es.len() as u64,
-                value.clone(),
-                json!({
-                    "value": value,
-                    "visitors": visitors,
-                    "pageviews": es.iter().filter(|e| e.name == "pageview").count(),
-                    "events": es.len(),
-                }),
-            ));
+            let mut row = json!({
+                "value": value,
+                "visitors": visitors,
+                "pageviews": es.iter().filter(|e| e.name == "pageview").count(),
+                "events": es.len(),
+            });
+            if dim == "page" {
+                let (time, depth) = engaged.page_columns(&value);
+                row["time_on_page"] = time;
+                row["scroll_depth"] = depth;
+            }
+            rows.push((visitors, es.len() as u64, value.clone(), row));
         }
     }
     rows.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
@@ -436,7 +460,11 @@ async fn every_breakdown_equals_an_independent_computation() {
             assert_eq!(status, 200, "{dim}: {body}");
             assert_eq!(
                 body["results"],
-                json!(expected_breakdown(&events, dim)),
+                json!(expected_breakdown(
+                    &events,
+                    dim,
+                    &s.engagement_of(START, END, &[])
+                )),
                 "{dim}"
             );
             assert_eq!(body["has_more"], false);
@@ -455,8 +483,11 @@ async fn every_breakdown_equals_an_independent_computation() {
             ))
             .await;
             assert_eq!(status, 200, "{body}");
-            let expected =
-                expected_breakdown(&select(&s.events, "site-1", START, END, &[filter]), dim);
+            let expected = expected_breakdown(
+                &select(&s.events, "site-1", START, END, &[filter]),
+                dim,
+                &s.engagement_of(START, END, &[filter]),
+            );
             assert!(!expected.is_empty(), "{dim} {filter:?}");
             assert_eq!(body["results"], json!(expected), "{dim} {filter:?}");
             assert_eq!(body["filters"][0]["dimension"], filter.0);
@@ -475,7 +506,11 @@ async fn every_breakdown_equals_an_independent_computation() {
         .await;
         assert_eq!(
             body["results"],
-            json!(expected_breakdown(&filtered, "source"))
+            json!(expected_breakdown(
+                &filtered,
+                "source",
+                &model::Engagement::default()
+            ))
         );
     }
 }
@@ -523,7 +558,7 @@ async fn breakdowns_page_through_all_rows_and_export_the_same_rows_as_csv() {
     let s = seeded().await;
     let base = serve(&s.config).await;
     let events = select(&s.events, "site-1", START, END, &[]);
-    let all = expected_breakdown(&events, "page");
+    let all = expected_breakdown(&events, "page", &s.engagement_of(START, END, &[]));
     assert!(all.len() >= 5);
     let mut paged = Vec::new();
     for page in 1.. {
@@ -558,15 +593,26 @@ async fn breakdowns_page_through_all_rows_and_export_the_same_rows_as_csv() {
     // Every text cell quoted (a page path cannot start like a formula: it starts with `/`).
     assert_eq!(
         lines.next(),
-        Some("\"page\",\"visitors\",\"pageviews\",\"events\"")
+        Some("\"page\",\"visitors\",\"pageviews\",\"events\",\"time_on_page\",\"scroll_depth\"")
     );
     let mut expected_lines = Vec::new();
+    let cell = |v: &Value| {
+        if v.is_null() {
+            String::new()
+        } else {
+            v.to_string()
+        }
+    };
     for row in &all {
         let v = row["value"].as_str().unwrap();
-        let cell = format!("\"{}\"", v.replace('"', "\"\""));
+        let value = format!("\"{}\"", v.replace('"', "\"\""));
         expected_lines.push(format!(
-            "{cell},{},{},{}",
-            row["visitors"], row["pageviews"], row["events"]
+            "{value},{},{},{},{},{}",
+            row["visitors"],
+            row["pageviews"],
+            row["events"],
+            cell(&row["time_on_page"]),
+            cell(&row["scroll_depth"])
         ));
     }
     assert_eq!(

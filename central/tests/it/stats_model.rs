@@ -310,6 +310,9 @@ pub(crate) struct Ev {
     pub(crate) props: Vec<(String, String)>,
     /// Revenue in 1/10,000 units and its currency.
     pub(crate) revenue: Option<(i64, String)>,
+    /// An engagement event's engaged time (ms) and scroll depth (%).
+    pub(crate) engaged_ms: u32,
+    pub(crate) scroll_depth: u8,
 }
 
 impl Ev {
@@ -363,6 +366,7 @@ impl Ev {
         if let Some((e4, currency)) = &self.revenue {
             (r.revenue_amount, r.revenue_currency) = (*e4, currency.clone());
         }
+        (r.engaged_ms, r.scroll_depth) = (self.engaged_ms, self.scroll_depth);
         r
     }
 }
@@ -457,6 +461,8 @@ pub(crate) fn generate(seed: u64) -> Vec<Ev> {
                         language: ["en", "de", "fr", ""][(visitor % 4) as usize].into(),
                         props,
                         revenue: None,
+                        engaged_ms: 0,
+                        scroll_depth: 0,
                     });
                 }
             }
@@ -477,6 +483,119 @@ pub(crate) fn generate(seed: u64) -> Vec<Ev> {
         out.push(e);
     }
     out
+}
+
+/// Engagement events for `events`' pageviews, derived from each pageview (not from the
+/// generator, so the events stay as they were): two of three pageviews send one a few
+/// seconds to minutes later (after a later pageview too, or past midnight), some a second
+/// one with a smaller scroll depth, as a page hidden and shown again does. They count
+/// nowhere but in time on page and scroll depth, which every other model ignores by
+/// leaving them out of `Seeded::events`.
+pub(crate) fn engagement_for(events: &[Ev]) -> Vec<Ev> {
+    let mut out = Vec::new();
+    for e in events.iter().filter(|e| e.name == "pageview") {
+        let k = e.visitor.wrapping_mul(31).wrapping_add(u64::from(e.ts));
+        if k % 3 == 0 {
+            continue;
+        }
+        let after = (k % 600) as u32 + 1;
+        let mut g = e.clone();
+        (g.name, g.ts, g.props, g.revenue) = ("engagement".into(), e.ts + after, Vec::new(), None);
+        g.engaged_ms = after * 1000 - (k % 1000) as u32;
+        g.scroll_depth = (k % 101) as u8;
+        if k % 5 == 0 {
+            let mut again = g.clone();
+            again.ts += 40;
+            (again.engaged_ms, again.scroll_depth) = (2_500, g.scroll_depth / 2);
+            out.push(again);
+        }
+        out.push(g);
+    }
+    out
+}
+
+/// Time on page and scroll depth, as the API writes them: of the engagement events of
+/// `[from, to)` passing `filters`, per path the visitors with engagement, their mean engaged
+/// time (whole seconds) and mean deepest scroll (whole percent); and overall the mean engaged
+/// time per visitor and page. Nothing under an entry or exit filter (engagement events are in
+/// no visit).
+pub(crate) fn engagement(
+    engagement: &[Ev],
+    site: &str,
+    from: u32,
+    to: u32,
+    filters: &[(&str, &str, &str)],
+) -> Engagement {
+    if filters
+        .iter()
+        .any(|(d, _, _)| matches!(*d, "entry_page" | "exit_page"))
+    {
+        return Engagement::default();
+    }
+    let mut per: BTreeMap<(String, u64), (u64, u8)> = BTreeMap::new();
+    for e in engagement.iter().filter(|e| {
+        e.site == site
+            && e.ts >= from
+            && e.ts < to
+            && filters.iter().all(|(d, op, v)| matches(&e.dim(d), op, v))
+    }) {
+        let slot = per.entry((e.path.clone(), e.visitor)).or_default();
+        slot.0 += u64::from(e.engaged_ms);
+        slot.1 = slot.1.max(e.scroll_depth);
+    }
+    let whole = |x: f64| x.round();
+    let total_ms: u64 = per.values().map(|v| v.0).sum();
+    let overall = (!per.is_empty()).then(|| whole(total_ms as f64 / 1000.0 / per.len() as f64));
+    let mut pages: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+    for ((path, _), (ms, depth)) in &per {
+        let p = pages.entry(path.clone()).or_default();
+        (p.0, p.1, p.2) = (p.0 + 1, p.1 + ms, p.2 + u64::from(*depth));
+    }
+    let pages = pages
+        .into_iter()
+        .map(|(path, (n, ms, depth))| {
+            let n_f = n as f64;
+            (
+                path,
+                (
+                    n,
+                    whole(ms as f64 / 1000.0 / n_f),
+                    whole(depth as f64 / n_f),
+                ),
+            )
+        })
+        .collect();
+    Engagement { overall, pages }
+}
+
+/// The model's engagement answer ([`engagement`]): overall time on page, and per path the
+/// visitors with engagement, time on page and scroll depth.
+#[derive(Debug, Default)]
+pub(crate) struct Engagement {
+    pub(crate) overall: Option<f64>,
+    pub(crate) pages: BTreeMap<String, (u64, f64, f64)>,
+}
+
+impl Engagement {
+    /// `time_on_page` and `scroll_depth` of a page row: null for a page without engagement.
+    pub(crate) fn page_columns(&self, path: &str) -> (serde_json::Value, serde_json::Value) {
+        match self.pages.get(path) {
+            Some((_, t, d)) => (serde_json::json!(t), serde_json::json!(d)),
+            None => (serde_json::Value::Null, serde_json::Value::Null),
+        }
+    }
+}
+
+impl Seeded {
+    /// [`engagement`] of this seed's site-1.
+    pub(crate) fn engagement_of(
+        &self,
+        from: u32,
+        to: u32,
+        filters: &[(&str, &str, &str)],
+    ) -> Engagement {
+        engagement(&self.engagement, "site-1", from, to, filters)
+    }
 }
 
 /// Purchases of scripted visitors: (visitor, seconds from its start, revenue), in two
@@ -724,7 +843,7 @@ pub(crate) fn round(x: f64, decimals: i32) -> f64 {
 }
 
 /// The API's `results` object for these totals.
-pub(crate) fn aggregate_json(t: &Totals) -> serde_json::Value {
+pub(crate) fn aggregate_json(t: &Totals, time_on_page: Option<f64>) -> serde_json::Value {
     let r = |n: u64, d: u64, scale: f64, dec: i32| {
         if d == 0 {
             0.0
@@ -742,6 +861,7 @@ pub(crate) fn aggregate_json(t: &Totals) -> serde_json::Value {
         "events": {"value": t.events},
         "conversions": {"value": t.conversions},
         "conversion_rate": {"value": r(t.converted, t.visitors, 100.0, 1)},
+        "time_on_page": {"value": time_on_page},
     })
 }
 
@@ -767,14 +887,22 @@ pub(crate) fn bucket_label(ts: u32, tz: Tz, interval: &str) -> String {
 /// The generated events, loaded once into a fresh database shared by the stats tests.
 pub(crate) struct Seeded {
     pub(crate) config: QueryConfig,
+    /// Every event but the engagement events.
     pub(crate) events: Vec<Ev>,
+    /// The engagement events ([`engagement_for`]), stored beside the others.
+    pub(crate) engagement: Vec<Ev>,
 }
 
 impl Seeded {
-    fn new(clickhouse: ta_central::config::ClickHouseArgs, events: Vec<Ev>) -> Self {
+    fn new(
+        clickhouse: ta_central::config::ClickHouseArgs,
+        events: Vec<Ev>,
+        engagement: Vec<Ev>,
+    ) -> Self {
         Self {
             config: unlimited(clickhouse),
             events,
+            engagement,
         }
     }
 }
@@ -797,8 +925,10 @@ pub(crate) async fn seeded_cluster() -> &'static Seeded {
 async fn seed(args: ta_central::config::ClickHouseArgs) -> Seeded {
     store::migrate(&args).await.unwrap();
     let events = generate(42);
+    let engagement = engagement_for(&events);
     insert_events(&args.client(), &events, 0).await;
-    Seeded::new(args, events)
+    insert_events(&args.client(), &engagement, events.len() as u64).await;
+    Seeded::new(args, events, engagement)
 }
 
 /// Insert `events` with Kafka offsets from `first_offset`.
@@ -836,8 +966,10 @@ pub(crate) async fn seeded_rolled_up_cluster() -> &'static Seeded {
 async fn seed_rolled_up(args: ta_central::config::ClickHouseArgs) -> Seeded {
     store::migrate(&args).await.unwrap();
     let mut events = generate(42);
+    let mut engagement = engagement_for(&events);
     let db = args.store().await.unwrap();
     insert_events(&db, &events, 0).await;
+    insert_events(&db, &engagement, 1_000_000).await;
     for site in ["site-1", "site-2"] {
         for d in 0..DAYS {
             if site == "site-1" && UNROLLED_DAYS.contains(&d) {
@@ -852,8 +984,13 @@ async fn seed_rolled_up(args: ta_central::config::ClickHouseArgs) -> Seeded {
     (late.site, late.ts, late.visitor) =
         ("site-1".into(), START + STALE_DAY * 86_400 + 3_600, 4_242);
     insert_events(&db, std::slice::from_ref(&late), events.len() as u64).await;
+    // A late engagement event on a built day: no event to count, so the day stays covered.
+    let mut late_engagement = engagement[0].clone();
+    late_engagement.ts = START + 86_400 + 7_200;
+    insert_events(&db, std::slice::from_ref(&late_engagement), 2_000_000).await;
     events.push(late);
-    Seeded::new(args, events)
+    engagement.push(late_engagement);
+    Seeded::new(args, events, engagement)
 }
 
 /// Every seeded database: events only and events with partial rollups, on the single server

@@ -1,6 +1,7 @@
 //! The tracker script `/t.js` in headless Chromium against a real page on another origin, with
 //! the edge producing to the real broker: the events it sends are the ones that arrive.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::time::Duration;
@@ -33,6 +34,11 @@ fn serve_pages(edge: std::net::SocketAddr) -> u16 {
     let dnt = page("Do not track", "data-respect-dnt");
     let missing = page("Not found", "data-404");
     let routed = page("Hash-routed app", "data-hash");
+    // A page five screens tall, for scroll depth.
+    let long = page("Long read", "").replace(
+        "</body>",
+        r#"<div style="height: 5000px">text</div></body>"#,
+    );
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
@@ -53,6 +59,8 @@ fn serve_pages(edge: std::net::SocketAddr) -> u16 {
                 ("404 Not Found", &missing)
             } else if path.starts_with("/routed") {
                 ("200 OK", &routed)
+            } else if path.starts_with("/long") {
+                ("200 OK", &long)
             } else {
                 ("200 OK", &index)
             };
@@ -135,16 +143,22 @@ async fn the_tracker_in_chromium_sends_pageviews_spa_navigation_custom_and_link_
     );
 
     // What reached Kafka: the main page's nine events, the 404 page's three, the hash-routed
-    // page's three; nothing from the DNT page, nothing from the headless user agent (a bot).
+    // page's three, the long page's two, and engagement events; nothing from the DNT page,
+    // nothing from the headless user agent (a bot).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let events = loop {
+    let (events, engagement) = loop {
         let read = read_topic(brokers(), &topic).await;
-        let events: Vec<EnrichedEvent> = read.into_values().flatten().collect();
-        if events.len() >= 15 || std::time::Instant::now() > deadline {
-            break events;
+        let (engagement, events): (Vec<EnrichedEvent>, Vec<EnrichedEvent>) = read
+            .into_values()
+            .flatten()
+            .partition(|e| e.event_name == "engagement");
+        let left_long = engagement.iter().any(|e| e.path == "/long");
+        if (events.len() >= 17 && left_long) || std::time::Instant::now() > deadline {
+            break (events, engagement);
         }
         async_std::task::sleep(Duration::from_millis(300)).await;
     };
+    check_engagement(&engagement, &result);
     let mut seen: Vec<(String, String, BTreeMap<String, String>)> = events
         .iter()
         .map(|e| (e.event_name.clone(), e.path.clone(), e.props.clone()))
@@ -219,6 +233,12 @@ async fn the_tracker_in_chromium_sends_pageviews_spa_navigation_custom_and_link_
             "/routed#/settings".to_owned(),
             props(&[]),
         ),
+        (
+            "queued_before_load".to_owned(),
+            "/long".to_owned(),
+            props(&[]),
+        ),
+        ("pageview".to_owned(), "/long".to_owned(), props(&[])),
     ];
     expected.sort();
     assert_eq!(seen, expected, "browser saw: {}", result["answers"]);
@@ -275,4 +295,49 @@ async fn the_tracker_in_chromium_sends_pageviews_spa_navigation_custom_and_link_
         "the headless user agent was counted as a bot:\n{metrics}"
     );
     node.shutdown().await.unwrap();
+}
+
+/// The engagement events the browser sent: one for each page left by a navigation (the main
+/// page's `/` by `pushState`, the routed app's first route by a hash change, the long page by
+/// closing its tab), the long page's with the time it was read and how far it was scrolled; any
+/// other (a page hidden when the browser closed) of a page that was shown.
+fn check_engagement(engagement: &[EnrichedEvent], result: &serde_json::Value) {
+    let paths: BTreeSet<&str> = engagement.iter().map(|e| e.path.as_str()).collect();
+    for left in ["/", "/routed#/users/7", "/long"] {
+        assert!(
+            paths.contains(left),
+            "no engagement for {left}: {engagement:?}, browser: {}",
+            result["answers"]
+        );
+    }
+    let shown = [
+        "/",
+        "/app/settings",
+        "/missing",
+        "/routed#/users/7",
+        "/routed#/settings",
+        "/long",
+    ];
+    for e in engagement {
+        assert!(shown.contains(&e.path.as_str()), "{e:?}");
+        assert!(e.props.is_empty() && e.revenue_currency.is_empty(), "{e:?}");
+        assert!(e.engaged_ms <= 60_000 && e.scroll_depth <= 100, "{e:?}");
+    }
+    let long: Vec<&EnrichedEvent> = engagement.iter().filter(|e| e.path == "/long").collect();
+    assert_eq!(
+        long.len(),
+        1,
+        "left once, reported once (pagehide and hidden both fire): {long:?}"
+    );
+    // Read for 1.5 s after load (the load counts as activity), scrolled half-way down a page
+    // five screens tall: about 57 % seen.
+    assert!(
+        (1_400..=15_000).contains(&long[0].engaged_ms),
+        "{:?}",
+        long[0]
+    );
+    assert!((45..=75).contains(&long[0].scroll_depth), "{:?}", long[0]);
+    // Short pages are seen whole.
+    let home = engagement.iter().find(|e| e.path == "/").unwrap();
+    assert_eq!(home.scroll_depth, 100, "{home:?}");
 }

@@ -21,6 +21,16 @@ pub mod row_binary;
 /// Version of the enriched-event schema written by this build.
 pub const SCHEMA_VERSION: u16 = 1;
 
+/// Name of the events that report how long a page was engaged with and how far it was
+/// scrolled ([`EnrichedEvent::engaged_ms`], [`EnrichedEvent::scroll_depth`]). They describe
+/// a page already counted by its pageview, so they are no event of their own: no count, visit
+/// or goal includes them.
+pub const ENGAGEMENT_EVENT: &str = "engagement";
+
+/// The most engaged time one engagement event reports: 30 minutes, the visit gap (a page
+/// engaged with for longer sends more than one).
+pub const MAX_ENGAGED_MS: u32 = 30 * 60 * 1000;
+
 /// The enriched event's schema: every field once, in the order the record's JSON has them.
 ///
 /// It calls `$callback!` with the table; this crate builds from it [`EnrichedEvent`],
@@ -41,6 +51,7 @@ pub const SCHEMA_VERSION: u16 = 1;
 /// | `millis` | `i64` Unix ms | `i64` | the `DateTime` (UInt32 seconds) of its second |
 /// | `hash` | `u64` | `u64` | `UInt64` |
 /// | `decimal4` | `i64` of 1/10,000 units | `i64` | `Decimal(18, 4)` (its `Int64` of those units) |
+/// | `u32`, `u8` | `u32`, `u8` | the same | `UInt32`, `UInt8` |
 /// | `props` | `BTreeMap<String, String>` | [`PropsRef`] | two arrays: keys, then values |
 ///
 /// Adding a dimension: a row here with `= default` (records of older edges lack it), a
@@ -102,6 +113,13 @@ macro_rules! with_event_fields {
             revenue_e4: decimal4 = default => [revenue_amount "Decimal(18, 4)"],
             /// ISO 4217 code of `revenue_e4`, empty when the event carries no revenue.
             revenue_currency: str = default => [revenue_currency "{lc}"],
+            /// On an `engagement` event: the page's engaged time (visible and active) since
+            /// the page's previous engagement event, in milliseconds, at most
+            /// [`MAX_ENGAGED_MS`]; 0 on every other event.
+            engaged_ms: u32 = default => [engaged_ms "UInt32"],
+            /// On an `engagement` event: the deepest the visitor has scrolled the page so
+            /// far, in percent of its height (0-100); 0 on every other event.
+            scroll_depth: u8 = default => [scroll_depth "UInt8"],
             props: props = default => [props_keys "Array(String)" props_values "Array(String)"],
         }
     };
@@ -116,6 +134,8 @@ macro_rules! kind {
     (owned millis) => { i64 };
     (owned hash) => { u64 };
     (owned decimal4) => { i64 };
+    (owned u32) => { u32 };
+    (owned u8) => { u8 };
     (owned props) => { BTreeMap<String, String> };
 
     (borrowed str $a:lifetime) => { Cow<$a, str> };
@@ -136,6 +156,8 @@ macro_rules! kind {
     (json_fixed millis) => { "-9223372036854775808".len() };
     (json_fixed hash) => { "18446744073709551615".len() };
     (json_fixed decimal4) => { "-9223372036854775808".len() };
+    (json_fixed u32) => { "4294967295".len() };
+    (json_fixed u8) => { "255".len() };
     (json_fixed props) => { 2 };
 
     // The text a field adds to the record's JSON besides `JSON_FIXED_BYTES`.
@@ -151,6 +173,8 @@ macro_rules! kind {
     (read millis $c:ident) => { $c.signed()? };
     (read hash $c:ident) => { $c.unsigned()? };
     (read decimal4 $c:ident) => { $c.signed()? };
+    (read u32 $c:ident) => { u32::try_from($c.unsigned()?).ok()? };
+    (read u8 $c:ident) => { u8::try_from($c.unsigned()?).ok()? };
     (read props $c:ident) => { $c.props()? };
 
     (row_binary version $out:ident $x:expr) => {};
@@ -164,6 +188,8 @@ macro_rules! kind {
     };
     (row_binary hash $out:ident $x:expr) => { $out.extend_from_slice(&$x.to_le_bytes()) };
     (row_binary decimal4 $out:ident $x:expr) => { $out.extend_from_slice(&$x.to_le_bytes()) };
+    (row_binary u32 $out:ident $x:expr) => { $out.extend_from_slice(&$x.to_le_bytes()) };
+    (row_binary u8 $out:ident $x:expr) => { $out.push($x) };
     (row_binary props $out:ident $x:expr) => {{
         row_binary::put_uleb128($out, $x.0.len() as u64);
         for (k, _) in &$x.0 {
@@ -607,6 +633,7 @@ mod tests {
         extreme.received_ms = i64::MIN;
         extreme.visitor_hash = u64::MAX;
         extreme.revenue_e4 = i64::MIN;
+        (extreme.engaged_ms, extreme.scroll_depth) = (u32::MAX, u8::MAX);
         let mut long = sample.clone();
         long.url = format!("https://example.com/{}", "a".repeat(2048));
         long.props = (0..30)
@@ -933,9 +960,10 @@ mod tests {
         let empty = EnrichedEventRef::default();
         let mut out = Vec::new();
         empty.write_row_binary(&mut out);
-        // event_id (length + text), ts, received_at, visitor_hash, revenue_amount
-        let fixed = 1 + 36 + 4 + 4 + 8 + 8;
-        assert_eq!(out.len(), fixed + (COLUMNS.len() - 5));
+        // event_id (length + text), ts, received_at, visitor_hash, revenue_amount,
+        // engaged_ms, scroll_depth
+        let fixed = 1 + 36 + 4 + 4 + 8 + 8 + 4 + 1;
+        assert_eq!(out.len(), fixed + (COLUMNS.len() - 7));
     }
 
     #[test]

@@ -32,10 +32,12 @@
     ["utm_campaign", "UTM campaigns"], ["country", "Countries"], ["device", "Devices"],
     ["browser", "Browsers"], ["os", "Operating systems"],
   ];
+  const ENGAGED = [["time_on_page", "Time on page"], ["scroll_depth", "Scroll"]];
   const KPIS = [
     ["visitors", "Visitors"], ["visits", "Visits"], ["pageviews", "Pageviews"],
     ["views_per_visit", "Views / visit"], ["bounce_rate", "Bounce rate"],
-    ["visit_duration", "Visit duration"], ["conversions", "Conversions"],
+    ["visit_duration", "Visit duration"], ["time_on_page", "Time on page"],
+    ["conversions", "Conversions"],
   ];
 
   // ---- theme
@@ -84,8 +86,9 @@
   // ---- formatting
   const nf = new Intl.NumberFormat("en");
   function fmt(metric, v) {
-    if (metric === "bounce_rate") return v + "%";
-    if (metric === "visit_duration") { const m = Math.floor(v / 60), s = Math.round(v % 60); return m ? m + "m " + s + "s" : s + "s"; }
+    if (v === null || v === undefined) return "–"; // no engagement data
+    if (metric === "bounce_rate" || metric === "scroll_depth") return v + "%";
+    if (metric === "visit_duration" || metric === "time_on_page") { const m = Math.floor(v / 60), s = Math.round(v % 60); return m ? m + "m " + s + "s" : s + "s"; }
     return nf.format(v);
   }
   function el(tag, attrs, ...children) {
@@ -205,12 +208,16 @@
         el("td", {}, r.value === "" ? "(none)" : r.value),
         el("td", { class: "n", "data-visitors": String(r.visitors) }, nf.format(r.visitors),
           ...visitorsChange(r)),
-        el("td", { class: "n" }, nf.format(r[second]))))
+        el("td", { class: "n" }, nf.format(r[second])),
+        // Pages: engagement (time on page, scroll depth), "–" where none was reported.
+        ...ENGAGED.filter(() => property === "page").map(([m]) =>
+          el("td", { class: "n", ["data-" + m.replace(/_/g, "-")]: String(r[m]) }, fmt(m, r[m])))))
       : [el("tr", {}, el("td", { class: "empty", colspan: "3" }, "No data"))];
     return el("div", { class: "card", "data-table": property },
       el("div", { class: "head" }, el("h2", {}, title),
         el("a", { class: "csv", role: "button", tabindex: "0", onclick: () => csvDownload(property) }, "CSV")),
-      el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, title), el("th", { class: "n" }, "Visitors"), el("th", { class: "n" }, second))),
+      el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, title), el("th", { class: "n" }, "Visitors"), el("th", { class: "n" }, second),
+        ...ENGAGED.filter(() => property === "page").map(([, label]) => el("th", { class: "n" }, label)))),
         el("tbody", {}, ...rows)));
   }
   // ---- conversions: goals, funnel, custom properties

@@ -54,7 +54,96 @@ pub struct Totals {
     pub converted_visitors: u64,
 }
 
+/// Engagement of one range's pages: visitor and page pairs with engagement events, and their
+/// engaged time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Row, Deserialize)]
+pub struct EngagementTotals {
+    pub pages: u64,
+    pub engaged_ms: u64,
+}
+
+/// Engagement of the pages of `paths`, each with the columns [`ENGAGEMENT_COLUMNS`].
+#[derive(Debug, Row, Deserialize)]
+struct PageEngagement {
+    value: String,
+    visitors: u64,
+    engaged_ms: u64,
+    scroll: u64,
+}
+
+/// The columns a page breakdown adds from engagement events.
+const ENGAGEMENT_COLUMNS: [&str; 2] = ["time_on_page", "scroll_depth"];
+
+/// Mean engaged time per visitor and page, whole seconds; null without engagement events
+/// (a page whose tracker sends none, or data from before them).
+fn time_on_page(engaged_ms: u64, pages: u64) -> Json {
+    if pages == 0 {
+        return Json::Null;
+    }
+    ratio(engaged_ms, pages, 0.001, 0).into()
+}
+
+/// Whether engagement can be told for a scope: engagement events belong to no visit, so no
+/// answer is given under an entry or exit filter.
+fn engagement_applies(scope: &sql::Scope<'_>) -> bool {
+    scope.filters.iter().all(|f| f.on == sql::FilterOn::Event)
+}
+
+/// The scope's engagement totals, `None` where [`engagement_applies`] says no.
+async fn engagement_totals(
+    db: &StatsDb,
+    scope: &sql::Scope<'_>,
+) -> Result<Option<EngagementTotals>, ApiError> {
+    if !engagement_applies(scope) {
+        return Ok(None);
+    }
+    let s = sql::engagement_totals(scope);
+    Ok(Some(
+        fetch_all::<EngagementTotals>(db, &s)
+            .await?
+            .pop()
+            .unwrap_or_default(),
+    ))
+}
+
+/// A page breakdown's rows with [`ENGAGEMENT_COLUMNS`] appended: time on page and scroll
+/// depth per visitor, null without engagement (or under visit filters).
+async fn add_page_engagement(
+    db: &StatsDb,
+    scope: &sql::Scope<'_>,
+    rows: &mut [Vec<Json>],
+) -> Result<(), ApiError> {
+    let paths: Vec<String> = rows
+        .iter()
+        .map(|r| r[0].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let mut found: HashMap<String, PageEngagement> = HashMap::new();
+    if !paths.is_empty() && engagement_applies(scope) {
+        let s = sql::engagement_by_page(scope, &paths);
+        for e in fetch_all::<PageEngagement>(db, &s).await? {
+            found.insert(e.value.clone(), e);
+        }
+    }
+    for row in rows {
+        let e = row[0].as_str().and_then(|p| found.get(p));
+        row.push(e.map_or(Json::Null, |e| time_on_page(e.engaged_ms, e.visitors)));
+        row.push(e.map_or(Json::Null, |e| ratio(e.scroll, e.visitors, 1.0, 0).into()));
+    }
+    Ok(())
+}
+
 impl Totals {
+    /// Metric name and value, in the order the API and the dashboard show them; with the
+    /// engagement totals, `time_on_page` last (null without them).
+    pub fn metrics_with(&self, engagement: Option<&EngagementTotals>) -> Vec<(&'static str, Json)> {
+        let mut m = self.metrics();
+        m.push((
+            "time_on_page",
+            engagement.map_or(Json::Null, |e| time_on_page(e.engaged_ms, e.pages)),
+        ));
+        m
+    }
+
     /// Metric name and value, in the order the API and the dashboard show them.
     pub fn metrics(&self) -> Vec<(&'static str, Json)> {
         vec![
@@ -89,7 +178,13 @@ pub async fn aggregate(db: &StatsDb, req: &StatsRequest) -> Result<Json, ApiErro
         } else {
             sql::aggregate_rolled_up(&scope, &cover)
         };
-        Ok::<_, ApiError>(fetch_all::<Totals>(db, &s).await?.pop().unwrap_or_default())
+        let (totals, engagement) = tokio::try_join!(
+            async {
+                Ok::<_, ApiError>(fetch_all::<Totals>(db, &s).await?.pop().unwrap_or_default())
+            },
+            engagement_totals(db, &scope),
+        )?;
+        Ok::<_, ApiError>(totals.metrics_with(engagement.as_ref()))
     };
     let (now, before) = match &req.comparison {
         Some(c) => {
@@ -99,13 +194,16 @@ pub async fn aggregate(db: &StatsDb, req: &StatsRequest) -> Result<Json, ApiErro
         None => (load(req.from, req.to).await?, None),
     };
     let mut results = serde_json::Map::new();
-    let prev = before.map(|b| b.metrics());
-    for (i, (name, value)) in now.metrics().into_iter().enumerate() {
+    let prev = before;
+    for (i, (name, value)) in now.into_iter().enumerate() {
         let mut m = json!({ "value": value });
         if let Some(prev) = &prev {
             let p = &prev[i].1;
             m["previous"] = p.clone();
-            m["change"] = change(value.as_f64().unwrap_or(0.0), p.as_f64().unwrap_or(0.0));
+            m["change"] = match (value.as_f64(), p.as_f64()) {
+                (Some(v), Some(p)) => change(v, p),
+                _ => Json::Null,
+            };
         }
         results.insert(name.to_owned(), m);
     }
@@ -258,8 +356,15 @@ pub async fn breakdown_rows(db: &StatsDb, req: &StatsRequest) -> Result<Breakdow
                     .iter()
                     .map(|v| {
                         by_value.remove(v).unwrap_or_else(|| {
+                            // A value with no earlier row: nothing counted, no engagement.
                             let mut zero = vec![Json::from(v.as_str())];
-                            zero.extend(columns[1..].iter().map(|_| Json::from(0)));
+                            zero.extend(columns[1..].iter().map(|c| {
+                                if ENGAGEMENT_COLUMNS.contains(c) {
+                                    Json::Null
+                                } else {
+                                    Json::from(0)
+                                }
+                            }));
                             zero
                         })
                     })
@@ -327,19 +432,23 @@ async fn grouped(
             };
             let s = rolled_up.unwrap_or_else(|| sql::breakdown_events(&scope, column, &page));
             let rows = fetch_all::<EventGroup>(db, &s).await?;
-            (
-                vec!["value", "visitors", "pageviews", "events"],
-                rows.into_iter()
-                    .map(|r| {
-                        vec![
-                            r.value.into(),
-                            r.visitors.into(),
-                            r.pageviews.into(),
-                            r.events.into(),
-                        ]
-                    })
-                    .collect(),
-            )
+            let mut columns = vec!["value", "visitors", "pageviews", "events"];
+            let mut rows: Vec<Vec<Json>> = rows
+                .into_iter()
+                .map(|r| {
+                    vec![
+                        r.value.into(),
+                        r.visitors.into(),
+                        r.pageviews.into(),
+                        r.events.into(),
+                    ]
+                })
+                .collect();
+            if *column == sql::Column::Path {
+                columns.extend(ENGAGEMENT_COLUMNS);
+                add_page_engagement(db, &scope, &mut rows).await?;
+            }
+            (columns, rows)
         }
         Property::Visit(attr) => {
             let cover = match sql::rollup_column(attr) {
@@ -378,14 +487,12 @@ async fn grouped(
 }
 
 /// The change in percent of each metric of a row (every column but `value`) against the
-/// same row in the compared range.
+/// same row in the compared range; null where either has no value.
 fn row_changes(now: &[Json], earlier: &[Json]) -> Vec<Json> {
     (1..now.len())
-        .map(|j| {
-            change(
-                now[j].as_f64().unwrap_or(0.0),
-                earlier[j].as_f64().unwrap_or(0.0),
-            )
+        .map(|j| match (now[j].as_f64(), earlier[j].as_f64()) {
+            (Some(n), Some(e)) => change(n, e),
+            _ => Json::Null,
         })
         .collect()
 }
