@@ -234,6 +234,11 @@ pub struct QueryConfig {
     #[arg(long, env = "TA_QUERY_CREDENTIAL_MAX_IN_FLIGHT", default_value_t = 12)]
     pub credential_max_in_flight: usize,
 
+    /// Engaged seconds (from the tracker's engagement events) from which a visit of one event
+    /// is no bounce. Visits keep their engaged time, so changing it needs no rollup rebuild.
+    #[arg(long, env = "TA_QUERY_ENGAGED_VISIT_SECS", default_value_t = crate::sql::stats::DEFAULT_ENGAGED_VISIT_SECS)]
+    pub engaged_visit_secs: u32,
+
     /// ClickHouse stops any statement of ta-query after this many seconds (`max_execution_time`).
     #[arg(long, env = "TA_QUERY_MAX_EXECUTION_SECS", default_value_t = 10)]
     pub query_max_execution_secs: u64,

@@ -299,6 +299,94 @@ pub mod stats {
             .push("arrayFilter((e, f) -> f, en, st) AS single");
     }
 
+    /// Engaged seconds from which a visit of one event is no bounce, unless set otherwise.
+    pub const DEFAULT_ENGAGED_VISIT_SECS: u32 = 10;
+
+    static ENGAGED_VISIT_MS: std::sync::atomic::AtomicU32 =
+        std::sync::atomic::AtomicU32::new(DEFAULT_ENGAGED_VISIT_SECS * 1000);
+
+    /// Set, for this process, the engaged time from which a visit of one event is no bounce
+    /// (`TA_QUERY_ENGAGED_VISIT_SECS`). Visits keep their engaged time, not a bounce flag, so
+    /// rollups need no rebuild when it changes.
+    pub fn set_engaged_visit_secs(secs: u32) {
+        ENGAGED_VISIT_MS.store(
+            secs.saturating_mul(1000),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// The engaged milliseconds from which a visit of one event is no bounce, as SQL text.
+    fn engaged_visit_ms() -> String {
+        ENGAGED_VISIT_MS
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .to_string()
+    }
+
+    /// Whether a visit is a bounce, as SQL: it has one event (`single`, 1 or 0) and less
+    /// engaged time (`engaged`, ms) than the setting.
+    fn bounce_sql(single: &str, engaged: &str) -> String {
+        format!(
+            "toUInt8({single} = 1 AND {engaged} < {})",
+            engaged_visit_ms()
+        )
+    }
+
+    /// A visit's duration in seconds, as SQL: from its first to its last event, plus the
+    /// engaged time reported after its last event (`tail`, ms: the last page's).
+    fn duration_sql(start: &str, end: &str, tail: &str) -> String {
+        format!("{end} - {start} + intDiv({tail}, 1000)")
+    }
+
+    /// ` ANY LEFT JOIN` to the subquery just closed each row's engagement events by visitor
+    /// hash and UTC day (`day`, the left side's name for [`UTC_DAY`]): `eng_t` (their times, Unix seconds) and `eng_ms`
+    /// (engaged ms). Every engagement event of the scope's site on the UTC days the scope
+    /// touches, whatever its page and the filters (a visit takes its visitor's engagement),
+    /// days in `skip` left out.
+    ///
+    /// Engagement joins visits here, at query time: an engagement event belongs to the visit
+    /// of its visitor hash and UTC day that started at or before it and ended at most
+    /// [`VISIT_GAP_SECS`] before it (at most one does: visits of a day are further apart).
+    fn push_engagement_join(s: &mut Statement, scope: &Scope<'_>, day: &str, skip: &[u32]) {
+        let whole_days = Scope {
+            from: scope.from - scope.from % 86_400,
+            to: scope.to.div_ceil(86_400) * 86_400,
+            filters: &[],
+            ..*scope
+        };
+        // Current ClickHouse wants both sides named (`joined_subquery_requires_alias`); the
+        // left side is the subquery just closed.
+        s.push(" AS visit_days ANY LEFT JOIN (SELECT visitor_hash, ")
+            .push(UTC_DAY)
+            .push(" AS ")
+            .push(day)
+            .push(
+                ", groupArray(toUInt32(ts)) AS eng_t, groupArray(engaged_ms) AS eng_ms FROM events",
+            );
+        push_engagement_where(s, &whole_days);
+        push_skip_days(s, skip);
+        s.push(" GROUP BY visitor_hash, ")
+            .push(day)
+            .push(") AS engagement USING visitor_hash, ")
+            .push(day);
+    }
+
+    /// After [`push_visit_bounds`] and [`push_engagement_join`]: each visit's `veng` (the
+    /// engaged ms of its engagement events) and `vtail` (of those after its last event: the
+    /// last page's), `UInt32` like the rollup's columns (18.16 does not convert the types of
+    /// `UNION ALL` branches). `eng_t` and `eng_ms` go into the lambdas as arguments: ClickHouse 18.16
+    /// does not read a column only a lambda's body names.
+    fn push_visit_engagement(s: &mut Statement) {
+        for (name, from) in [("veng", "x >= a"), ("vtail", "x > z")] {
+            s.push(", arrayMap((a, z, xs, ms) -> toUInt32(arraySum(arrayMap((x, m) -> if(")
+                .push(from)
+                .push(" AND x <= z + ")
+                .push(&VISIT_GAP_SECS.to_string())
+                .push(", m, 0), xs, ms))), starts, ends, arrayResize([eng_t], length(starts), eng_t), ")
+                .push("arrayResize([eng_ms], length(starts), eng_ms)) AS ")
+                .push(name);
+        }
+    }
+
     /// Bucket of a timeseries, in an IANA time zone: a Unix-seconds string for minutes and
     /// hours (unambiguous across DST changes), a local `YYYY-MM-DD` for days, weeks (Monday)
     /// and months (the 1st).
@@ -350,13 +438,23 @@ pub mod stats {
         .push("toUInt64(sum(b)) AS bounces, toUInt64(sum(dur)) AS duration, ")
         .push("toUInt64(sum(n - pv)) AS conversions, ")
         .push("toUInt64(uniqExactIf(visitor_hash, n > pv)) AS converted_visitors FROM (")
-        .push("SELECT visitor_hash, arraySort(groupArray(toUInt32(ts))) AS t, count() AS n, ")
-        .push("sum(toUInt8(event_name = 'pageview')) AS pv, ");
+        .push("SELECT visitor_hash, n, pv, ");
         push_visit_split(&mut s, "t", true);
-        s.push(", arraySum(st) AS nv, arraySum(arrayMap((a, c) -> a AND c, st, en)) AS b, ")
-            .push("arraySum(arrayMap((x, f) -> if(f, 0, x), d, st)) AS dur FROM events");
+        s.push(", ");
+        push_visit_bounds(&mut s);
+        push_visit_engagement(&mut s);
+        s.push(", length(starts) AS nv, arraySum(arrayMap((g, e) -> ")
+            .push(&bounce_sql("g", "e"))
+            .push(", single, veng)) AS b, arraySum(arrayMap((a, z, e) -> ")
+            .push(&duration_sql("a", "z", "e"))
+            .push(", starts, ends, vtail)) AS dur FROM (SELECT visitor_hash, ")
+            .push(UTC_DAY)
+            .push(" AS day, arraySort(groupArray(toUInt32(ts))) AS t, count() AS n, ")
+            .push("sum(toUInt8(event_name = 'pageview')) AS pv FROM events");
         push_where(&mut s, scope);
         push_by_visitor_day(&mut s);
+        s.push(")");
+        push_engagement_join(&mut s, scope, "day", &[]);
         s.push(")");
         s
     }
@@ -379,25 +477,35 @@ pub mod stats {
         s.push("SELECT ");
         bucket.push_expr(&mut s, "toDateTime(visit_start)", tz);
         s.push(" AS bucket, toUInt64(count()) AS visits, toUInt64(sum(bounce)) AS bounces, ")
-            .push("toUInt64(sum(visit_end - visit_start)) AS duration FROM (");
+            .push("toUInt64(sum(visit_duration)) AS duration FROM (");
         push_visit_spans(&mut s, scope);
         s.push(") GROUP BY bucket ORDER BY bucket");
         s
     }
 
-    /// Visits of the scope, one row per visit: `visit_start`, `visit_end` (Unix seconds) and
-    /// `bounce` (1 for a visit of one event), computed on each visitor's sorted event times
-    /// ([`push_visit_split`]) and expanded once per visit, not once per event.
+    /// Visits of the scope, one row per visit: `visit_start`, `visit_end` (Unix seconds),
+    /// `bounce` ([`bounce_sql`]) and `visit_duration` ([`duration_sql`]), computed on each
+    /// visitor's sorted event times ([`push_visit_split`]) and expanded once per visit, not
+    /// once per event.
     fn push_visit_spans(s: &mut Statement, scope: &Scope<'_>) {
-        s.push("SELECT visit_start, visit_end, bounce FROM (SELECT ")
-            .push("arraySort(groupArray(toUInt32(ts))) AS t, ");
+        s.push("SELECT visit_start, visit_end, ")
+            .push(&bounce_sql("sg", "ve"))
+            .push(" AS bounce, ")
+            .push(&duration_sql("visit_start", "visit_end", "vt"))
+            .push(" AS visit_duration FROM (SELECT ");
         push_visit_split(s, "t", true);
         s.push(", ");
         push_visit_bounds(s);
-        s.push(" FROM events");
+        push_visit_engagement(s);
+        s.push(" FROM (SELECT visitor_hash, ")
+            .push(UTC_DAY)
+            .push(" AS day, arraySort(groupArray(toUInt32(ts))) AS t FROM events");
         push_where(s, scope);
         push_by_visitor_day(s);
-        s.push(") ARRAY JOIN starts AS visit_start, ends AS visit_end, single AS bounce");
+        s.push(")");
+        push_engagement_join(s, scope, "day", &[]);
+        s.push(") ARRAY JOIN starts AS visit_start, ends AS visit_end, single AS sg, veng AS ve, ")
+            .push("vtail AS vt");
     }
 
     /// Events grouped by `column`: value, visitors, pageviews, events; most visitors first.
@@ -502,29 +610,37 @@ pub mod stats {
         let mut s = Statement::default();
         s.push("SELECT attr AS value, toUInt64(uniqExact(visitor_hash)) AS visitors, ")
             .push("toUInt64(count()) AS visits, toUInt64(sum(visit_pageviews)) AS pageviews, ")
-            .push("toUInt64(sum(bounce)) AS bounces, ")
-            .push("toUInt64(sum(visit_end - visit_start)) AS duration FROM (")
-            // One row per visitor: its events sorted by time, ties by the attribute, so the
-            // first event of a visit carries the smallest entry value and the last the
-            // largest exit value: entry = min of (time, value), exit = max.
-            .push("SELECT visitor_hash, arraySort(groupArray((toUInt32(ts), ");
-        attr.column.push_expr(&mut s);
-        s.push(", toUInt8(event_name = 'pageview')))) AS evs, ")
-            .push("arrayMap(x -> tupleElement(x, 1), evs) AS t, ");
+            .push("toUInt64(sum(")
+            .push(&bounce_sql("sg", "ve"))
+            .push(")) AS bounces, toUInt64(sum(")
+            .push(&duration_sql("visit_start", "visit_end", "vt"))
+            .push(")) AS duration FROM (")
+            .push("SELECT visitor_hash, arrayMap(x -> tupleElement(x, 1), evs) AS t, ");
         push_visit_split(&mut s, "t", true);
         s.push(", arrayMap(x -> tupleElement(x, 3), evs) AS p, arrayCumSum(p) AS c, ");
         push_visit_bounds(&mut s);
+        push_visit_engagement(&mut s);
         s.push(", arrayMap((u, v) -> u - v, arrayFilter((x, f) -> f, c, en), ")
             .push("arrayFilter((x, f) -> f, arrayMap((x, y) -> x - y, c, p), st)) AS pvs, ")
             .push(if attr.at_exit {
-                "arrayFilter((x, f) -> f, arrayMap(x -> tupleElement(x, 2), evs), en) AS attrs FROM events"
+                "arrayFilter((x, f) -> f, arrayMap(x -> tupleElement(x, 2), evs), en) AS attrs"
             } else {
-                "arrayFilter((x, f) -> f, arrayMap(x -> tupleElement(x, 2), evs), st) AS attrs FROM events"
-            });
+                "arrayFilter((x, f) -> f, arrayMap(x -> tupleElement(x, 2), evs), st) AS attrs"
+            })
+            // One row per visitor and day: its events sorted by time, ties by the attribute,
+            // so the first event of a visit carries the smallest entry value and the last the
+            // largest exit value: entry = min of (time, value), exit = max.
+            .push(" FROM (SELECT visitor_hash, ")
+            .push(UTC_DAY)
+            .push(" AS day, arraySort(groupArray((toUInt32(ts), ");
+        attr.column.push_expr(&mut s);
+        s.push(", toUInt8(event_name = 'pageview')))) AS evs FROM events");
         push_where(&mut s, scope);
         push_by_visitor_day(&mut s);
-        s.push(") ARRAY JOIN starts AS visit_start, ends AS visit_end, ")
-            .push("single AS bounce, pvs AS visit_pageviews, attrs AS attr");
+        s.push(")");
+        push_engagement_join(&mut s, scope, "day", &[]);
+        s.push(") ARRAY JOIN starts AS visit_start, ends AS visit_end, single AS sg, veng AS ve, ")
+            .push("vtail AS vt, pvs AS visit_pageviews, attrs AS attr");
         page.push_group(&mut s, "visits");
         s
     }
@@ -1263,6 +1379,8 @@ pub mod stats {
     /// The days of an unfiltered scope whose latest rollup build holds exactly the events the
     /// scope has on that day: `day`, `build_id`. A day the range cuts, or one that received
     /// events (or lost some to an erasure) after its build, does not match and is read raw.
+    /// Engagement events count here (a build records how many it saw): one arriving after the
+    /// build may change its visit's bounce and duration.
     pub fn coverage(scope: &Scope<'_>) -> Statement {
         debug_assert!(scope.filters.is_empty());
         let mut s = Statement::default();
@@ -1276,7 +1394,7 @@ pub mod stats {
             .push(" GROUP BY day) AS r ANY INNER JOIN (SELECT ")
             .push(UTC_DAY)
             .push(" AS day, count() AS n FROM events");
-        push_event_where(&mut s, scope);
+        push_range_and_event_filters(&mut s, scope);
         s.push(" GROUP BY day) AS e USING day, n ORDER BY day");
         s
     }
@@ -1316,7 +1434,21 @@ pub mod stats {
         skip: &[u32],
         events: bool,
     ) {
-        s.push("SELECT visitor_hash, min(t) AS visit_start, max(t) AS visit_end, ")
+        // Each visit's engagement ([`push_engagement_join`]): `visit_engaged_ms`, and
+        // `visit_tail_ms` of the engagement after its last event.
+        s.push("SELECT *");
+        for (name, from) in [
+            ("visit_engaged_ms", "x >= visit_start"),
+            ("visit_tail_ms", "x > visit_end"),
+        ] {
+            s.push(", toUInt32(arraySum(arrayMap((x, m) -> if(")
+                .push(from)
+                .push(" AND x <= visit_end + ")
+                .push(&VISIT_GAP_SECS.to_string())
+                .push(", m, 0), eng_t, eng_ms))) AS ")
+                .push(name);
+        }
+        s.push(" FROM (SELECT visitor_hash, day, min(t) AS visit_start, max(t) AS visit_end, ")
             .push("toUInt32(count()) AS visit_events, toUInt32(sum(pv)) AS visit_pageviews");
         for (i, (name, _, exit)) in attrs.iter().enumerate() {
             let f = if *exit { "argMax" } else { "argMin" };
@@ -1359,7 +1491,8 @@ pub mod stats {
         push_where(s, scope);
         push_skip_days(s, skip);
         push_by_visitor_day(s);
-        s.push(") ARRAY JOIN evs AS e, vs AS v) GROUP BY visitor_hash, day, v");
+        s.push(") ARRAY JOIN evs AS e, vs AS v) GROUP BY visitor_hash, day, v)");
+        push_engagement_join(s, scope, "day", skip);
     }
 
     /// ` AND` the row belongs to one of the covered days' builds.
@@ -1584,7 +1717,7 @@ pub mod stats {
         attr: Option<(&str, &VisitAttribute)>,
         events: &[&str],
     ) {
-        s.push("SELECT visitor_hash, visit_start, visit_end, visit_events, visit_pageviews");
+        s.push("SELECT visitor_hash, ").push(VISIT_ROW_COLUMNS);
         if let Some((name, _)) = attr {
             s.push(", toString(").push(name).push(") AS attr");
         }
@@ -1597,9 +1730,8 @@ pub mod stats {
         if cover.complete {
             return;
         }
-        s.push(
-            " UNION ALL SELECT visitor_hash, visit_start, visit_end, visit_events, visit_pageviews",
-        );
+        s.push(" UNION ALL SELECT visitor_hash, ")
+            .push(VISIT_ROW_COLUMNS);
         if attr.is_some() {
             s.push(", attr");
         }
@@ -1619,13 +1751,30 @@ pub mod stats {
         s.push(")");
     }
 
+    /// What every visit row of [`push_visit_source_with`] has besides its visitor hash.
+    const VISIT_ROW_COLUMNS: &str = "visit_start, visit_end, visit_events, visit_pageviews, \
+         visit_engaged_ms, visit_tail_ms";
+
+    /// A visit row's bounce (0 or 1), as SQL.
+    fn row_bounce() -> String {
+        bounce_sql("toUInt8(visit_events = 1)", "visit_engaged_ms")
+    }
+
+    /// A visit row's duration (s), as SQL.
+    fn row_duration() -> String {
+        duration_sql("visit_start", "visit_end", "visit_tail_ms")
+    }
+
     /// [`aggregate`] of an unfiltered scope with some days rolled up.
     pub fn aggregate_rolled_up(scope: &Scope<'_>, cover: &Coverage) -> Statement {
         let mut s = Statement::default();
         s.push("SELECT toUInt64(uniqExact(visitor_hash)) AS visitors, toUInt64(count()) AS visits, ")
             .push("toUInt64(sum(visit_pageviews)) AS pageviews, toUInt64(sum(visit_events)) AS events, ")
-            .push("toUInt64(countIf(visit_events = 1)) AS bounces, ")
-            .push("toUInt64(sum(visit_end - visit_start)) AS duration, ")
+            .push("toUInt64(sum(")
+            .push(&row_bounce())
+            .push(")) AS bounces, toUInt64(sum(")
+            .push(&row_duration())
+            .push(")) AS duration, ")
             .push("toUInt64(sum(visit_events - visit_pageviews)) AS conversions, ")
             .push("toUInt64(uniqExactIf(visitor_hash, visit_events > visit_pageviews)) AS converted_visitors FROM (");
         push_visit_source(&mut s, scope, cover, None);
@@ -1643,8 +1792,11 @@ pub mod stats {
         let mut s = Statement::default();
         s.push("SELECT ");
         bucket.push_expr(&mut s, "toDateTime(visit_start)", tz);
-        s.push(" AS bucket, toUInt64(count()) AS visits, toUInt64(countIf(visit_events = 1)) AS bounces, ")
-            .push("toUInt64(sum(visit_end - visit_start)) AS duration FROM (");
+        s.push(" AS bucket, toUInt64(count()) AS visits, toUInt64(sum(")
+            .push(&row_bounce())
+            .push(")) AS bounces, toUInt64(sum(")
+            .push(&row_duration())
+            .push(")) AS duration FROM (");
         push_visit_source(&mut s, scope, cover, None);
         s.push(") GROUP BY bucket ORDER BY bucket");
         s
@@ -1662,8 +1814,11 @@ pub mod stats {
         let mut s = Statement::default();
         s.push("SELECT attr AS value, toUInt64(uniqExact(visitor_hash)) AS visitors, ")
             .push("toUInt64(count()) AS visits, toUInt64(sum(visit_pageviews)) AS pageviews, ")
-            .push("toUInt64(countIf(visit_events = 1)) AS bounces, ")
-            .push("toUInt64(sum(visit_end - visit_start)) AS duration FROM (");
+            .push("toUInt64(sum(")
+            .push(&row_bounce())
+            .push(")) AS bounces, toUInt64(sum(")
+            .push(&row_duration())
+            .push(")) AS duration FROM (");
         push_visit_source(&mut s, scope, cover, Some((name, attr)));
         s.push(")");
         page.push_group(&mut s, "visits");
@@ -1672,12 +1827,12 @@ pub mod stats {
 
     /// `INSERT` the visits of one site's UTC day into `visits` as build `build_id`.
     pub fn build_rollup(site_id: &str, day: u32, build_id: u64) -> Statement {
-        let columns =
-            std::iter::once("visitor_hash, visit_start, visit_end, visit_events, visit_pageviews")
-                .chain(ROLLUP_ATTRS.iter().map(|(name, _, _)| *name))
-                .chain(std::iter::once(VISIT_EVENT_COLUMNS))
-                .collect::<Vec<_>>()
-                .join(", ");
+        let columns = ["visitor_hash", VISIT_ROW_COLUMNS]
+            .into_iter()
+            .chain(ROLLUP_ATTRS.iter().map(|(name, _, _)| *name))
+            .chain(std::iter::once(VISIT_EVENT_COLUMNS))
+            .collect::<Vec<_>>()
+            .join(", ");
         let mut s = Statement::default();
         s.push("INSERT INTO visits (site_id, day, build_id, ")
             .push(&columns)
@@ -1709,14 +1864,18 @@ pub mod stats {
 }
 
 /// Closed UTC days in `[?, ?)` (Unix seconds) whose event count differs from their latest
-/// rollup build (or that have none): `site`, `day`, `n` (events, as a build counts them:
-/// without engagement events).
+/// rollup build (or that have none): `site`, `day`, `n` (events, engagement events included
+/// as a build counts them).
 pub const ROLLUP_PENDING: &str = "SELECT site, day, n FROM (\
      SELECT toString(site_id) AS site, intDiv(toUInt32(ts), 86400) AS day, count() AS n \
-     FROM events WHERE ts >= toDateTime(?) AND ts < toDateTime(?) AND event_name != 'engagement' \
-     GROUP BY site, day) AS e \
+     FROM events WHERE ts >= toDateTime(?) AND ts < toDateTime(?) GROUP BY site, day) AS e \
      ANY LEFT JOIN (SELECT site_id AS site, day, argMax(events, build_id) AS built FROM rollup_days \
      GROUP BY site, day) AS r USING site, day WHERE built != n ORDER BY site, day";
+/// Engagement events of one site's UTC day `[?, ?)` (Unix seconds), counted before a build:
+/// the build records them with the events it holds, so one arriving later makes the day
+/// stale.
+pub const ROLLUP_DAY_ENGAGEMENT: &str = "SELECT count() AS n FROM events \
+     WHERE site_id = ? AND ts >= toDateTime(?) AND ts < toDateTime(?) AND event_name = 'engagement'";
 /// Events a build holds.
 pub const ROLLUP_BUILD_EVENTS: &str = "SELECT toUInt64(sum(visit_events)) AS n FROM visits \
      WHERE site_id = ? AND day = ? AND build_id = ?";

@@ -142,20 +142,16 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
     )
     .await?;
     let complete = have.trim() == "1"
-        && ch(&http, &ch_url, db, "SELECT count() FROM events")
-            .await?
-            .trim()
+        && ch(
+            &http,
+            &ch_url,
+            db,
+            "SELECT count() FROM events WHERE event_name != 'engagement'",
+        )
+        .await?
+        .trim()
             == args.events.to_string();
-    if !(args.reuse && complete) {
-        for node in &nodes {
-            ch(
-                &http,
-                node,
-                "default",
-                &format!("DROP DATABASE IF EXISTS {db}"),
-            )
-            .await?;
-        }
+    let migrate = || -> anyhow::Result<()> {
         let status = Command::new(args.bin_dir.join("ta-loader"))
             .arg("migrate")
             .env("TA_CLICKHOUSE_URL", &args.clickhouse)
@@ -166,6 +162,19 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
             status.success(),
             "ta-loader migrate failed (build with `cargo build --release --bins`)"
         );
+        Ok(())
+    };
+    if !(args.reuse && complete) {
+        for node in &nodes {
+            ch(
+                &http,
+                node,
+                "default",
+                &format!("DROP DATABASE IF EXISTS {db}"),
+            )
+            .await?;
+        }
+        migrate()?;
         let t = Instant::now();
         // Event n belongs to visit n / 8; the visit starts at a hashed moment of the 90 days,
         // its events one minute apart.
@@ -208,6 +217,40 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
         );
     } else {
         println!("reusing {db} ({} events)", args.events);
+        // Brought to the current schema (a database made by an older build).
+        migrate()?;
+    }
+    // Engagement events, as the tracker sends them: for two of three pageviews, one 5 s to
+    // 10 min later with that engaged time and a scroll depth (none join a visit's count; they
+    // change bounce, duration, time on page). Added once, also to a database made before them.
+    let engaged = ch(
+        &http,
+        &ch_url,
+        db,
+        "SELECT count() FROM events WHERE event_name = 'engagement'",
+    )
+    .await?;
+    if engaged.trim() == "0" {
+        let t = Instant::now();
+        let sql = "INSERT INTO events (site_id, ts, event_id, event_name, visitor_hash, url, host, path, referrer_host, source, channel, \
+             utm_source, utm_campaign, browser, os, device, country, engaged_ms, scroll_depth, received_at, kafka_topic, kafka_partition, kafka_offset) \
+             SELECT site_id, ts + 5 + intHash32(kafka_offset * 13) % 600 AS t, concat('e', event_id), 'engagement', visitor_hash, url, host, path, \
+             referrer_host, source, channel, utm_source, utm_campaign, browser, os, device, country, \
+             toUInt32((5 + intHash32(kafka_offset * 13) % 600) * 1000 - intHash32(kafka_offset) % 4000), toUInt8(intHash32(kafka_offset * 17) % 101), \
+             t, 'bench', 1, kafka_offset FROM events WHERE event_name = 'pageview' AND intHash32(kafka_offset * 11) % 3 != 0";
+        ch(&http, &ch_url, db, sql).await?;
+        let n = ch(
+            &http,
+            &ch_url,
+            db,
+            "SELECT count() FROM events WHERE event_name = 'engagement'",
+        )
+        .await?;
+        println!(
+            "added {} engagement events in {:.1}s",
+            n.trim(),
+            t.elapsed().as_secs_f64()
+        );
     }
     // The visit rollups of the closed days, as loader 0 keeps them (a no-op when current).
     let t = Instant::now();

@@ -161,6 +161,7 @@ impl QueryState {
     }
 
     pub fn with_access(config: &QueryConfig, list: AccessList) -> Self {
+        crate::sql::stats::set_engaged_visit_secs(config.engaged_visit_secs);
         let metrics = QueryMetrics::new();
         // Every statement ta-query runs is bounded in time and memory by ClickHouse itself.
         let client = || {

@@ -62,6 +62,15 @@ pub async fn build_day(
 ) -> Result<u64, clickhouse::error::Error> {
     // Unique and increasing: the latest build of a day is the one with the largest id.
     let build_id = Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX) as u64;
+    // Engagement events are in no count the build can read back; counted first, so one that
+    // arrives during or after the build leaves the day stale (read raw, built again).
+    let engagement: Count = db
+        .query(sql::ROLLUP_DAY_ENGAGEMENT)
+        .bind(site_id)
+        .bind(i64::from(day) * 86_400)
+        .bind((i64::from(day) + 1) * 86_400)
+        .fetch_one()
+        .await?;
     for s in [
         sql::stats::build_rollup(site_id, day, build_id),
         sql::stats::build_day_values(site_id, day, build_id),
@@ -87,7 +96,7 @@ pub async fn build_day(
         // the day stays pending and is built again at the next run.
         return Ok(0);
     }
-    let events = held[0];
+    let events = held[0] + engagement.n;
     db.query(sql::RECORD_ROLLUP)
         .bind(site_id)
         .bind(day)

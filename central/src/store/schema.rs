@@ -361,6 +361,27 @@ pub const MIGRATIONS: &[Migration] = &[
             },
         ],
     },
+    Migration {
+        version: 13,
+        name: "engagement in the visit rollup",
+        // A visit's bounce and duration now depend on its engagement events: each visit row
+        // keeps their engaged time and the part after its last event. Builds recorded before
+        // have neither (and counted no engagement events): every day is built again.
+        statements: &[
+            Ddl::Mutation {
+                table: "rollup_days",
+                command: "DELETE WHERE 1 = 1",
+            },
+            Ddl::AddColumn {
+                table: "visits",
+                column: "visit_engaged_ms UInt32 AFTER visit_pageviews",
+            },
+            Ddl::AddColumn {
+                table: "visits",
+                column: "visit_tail_ms UInt32 AFTER visit_engaged_ms",
+            },
+        ],
+    },
 ];
 
 /// The gates leased loaders write through, one per table a loader writes: a `Null` table with

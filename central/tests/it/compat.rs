@@ -367,8 +367,16 @@ fn stats_steps() -> Vec<(String, String)> {
         "rollup_held_values".into(),
         bind_literals(sql::ROLLUP_BUILD_VALUE_EVENTS, &build),
     ));
+    out.push((
+        "rollup_day_engagement".into(),
+        bind_literals(
+            sql::ROLLUP_DAY_ENGAGEMENT,
+            &[s("site-1"), Value::Int(DAY), Value::Int(DAY + 86_400)],
+        ),
+    ));
+    // As `build_day` records it: the events the build holds and the engagement events.
     let mut record = build.to_vec();
-    record.push(Value::Int(3));
+    record.push(Value::Int(3 + 3));
     out.push((
         "rollup_record".into(),
         bind_literals(sql::RECORD_ROLLUP, &record),
@@ -1061,21 +1069,24 @@ async fn every_statement_answers_the_same_on_clickhouse_18_16_and_a_current_rele
         old["v2_events_page_entry"],
         "[]\t2\t3\t3\n['/a','/a']\t2\t2\t2\n['/b','/a']\t1\t1\t1\n"
     );
+    // Visitor 2's visit of one event has 10 s of engagement after it: no bounce (10 s is the
+    // default threshold), and 10 s longer.
     assert_eq!(
         old["v2_visits_entry"],
-        "[]\t2\t1\t20\t3\n['/a']\t2\t1\t20\t3\n"
+        "[]\t2\t0\t30\t3\n['/a']\t2\t0\t30\t3\n"
     );
-    // Only /a passes `contains A`; the visits keep their whole duration (visitor 1: 20 s).
+    // Only /a passes `contains A`; the visits keep their whole duration (visitor 1: 20 s,
+    // visitor 2: 10 s engaged after its one event, so also no bounce).
     assert_eq!(
         old["v2_visits_day_source"],
-        "[]\t2\t1\t20\t2\n['2025-11-30','']\t2\t1\t20\t2\n"
+        "[]\t2\t0\t30\t2\n['2025-11-30','']\t2\t0\t30\t2\n"
     );
     assert_eq!(
         old["v2_events_day_source"],
         "[]\t2\t2\t2\n['2025-11-30','']\t2\t2\t2\n"
     );
     assert_eq!(old["v2_events_total"], "[]\t3\t4\t4\n");
-    assert_eq!(old["v2_visits_total"], "[]\t3\t2\t20\t4\n");
+    assert_eq!(old["v2_visits_total"], "[]\t3\t1\t30\t4\n");
     // Through the visit rollup: the same rows.
     for (rolled, raw) in [
         ("v2_rolled_events_page_entry", "v2_events_page_entry"),
@@ -1112,7 +1123,8 @@ async fn every_statement_answers_the_same_on_clickhouse_18_16_and_a_current_rele
     assert_eq!(old["unique_users"], "2\n");
     assert_eq!(old["top_pages"], "/a\t2\n/b\t1\n");
     // visitors, visits, pageviews, events, bounces, duration, conversions, converted.
-    assert_eq!(old["stats_aggregate"], "3\t3\t4\t4\t2\t20\t0\t0\n");
+    // Visitor 3's visit is the one bounce; visitor 2's engaged 10 s after its one event.
+    assert_eq!(old["stats_aggregate"], "3\t3\t4\t4\t1\t30\t0\t0\n");
     // Goals /a, /**, /*, /[b](* (none), /b* with plan=pro, the signup event (none).
     assert_eq!(old["goal_totals"], "1\t2\t2\n2\t3\t4\n3\t3\t4\n5\t1\t1\n");
     assert_eq!(
@@ -1223,12 +1235,12 @@ async fn every_statement_answers_the_same_on_clickhouse_18_16_and_a_current_rele
     );
     assert_eq!(
         old["rollup_aggregate_complete"],
-        "2\t2\t3\t3\t1\t20\t0\t0\n"
+        "2\t2\t3\t3\t0\t30\t0\t0\n"
     );
     assert_eq!(old["rollup_coverage"], "20422\t7\n");
     assert_eq!(
         old["rollup_breakdown_entry"],
-        "/a\t2\t2\t3\t1\t20\n/c\t1\t1\t1\t1\t0\n"
+        "/a\t2\t2\t3\t0\t30\n/c\t1\t1\t1\t1\t0\n"
     );
     assert!(
         !old["rollup_pending_after"]
@@ -1241,12 +1253,14 @@ async fn every_statement_answers_the_same_on_clickhouse_18_16_and_a_current_rele
         old["rollup_pending"]
             .as_str()
             .unwrap()
-            .contains("site-1\t20422\t3\n")
+            .contains("site-1\t20422\t6\n"),
+        "three events and three engagement events"
     );
     assert_eq!(
         old["stats_ts_events_day"],
         "2025-11-30\t2\t3\t3\n2025-12-01\t1\t1\t1\n"
     );
+    assert_eq!(old["rollup_day_engagement"], "3\n");
     // Visitor 1 on /a: 3 + 2 s, deepest 70 %; visitor 2: 10 s, 20 %.
     assert_eq!(old["stats_engagement_totals"], "2\t15000\n");
     assert_eq!(old["stats_engagement_by_page"], "/a\t2\t15000\t90\n");

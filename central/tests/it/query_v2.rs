@@ -215,8 +215,8 @@ fn evaluate(events: &[Ev], q: &Q, dims: &[&str]) -> BTreeMap<Vec<String>, Counts
             // Visit dimensions are the same on every event of the visit; time is its start.
             let c = out.entry(key(first, &v, v.start)).or_default();
             c.visits += 1;
-            c.bounces += u64::from(v.events == 1);
-            c.duration += u64::from(v.end - v.start);
+            c.bounces += u64::from(v.bounce());
+            c.duration += v.duration();
             c.visit_pageviews += kept.iter().filter(|e| e.name == "pageview").count() as u64;
         }
     }

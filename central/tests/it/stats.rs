@@ -121,11 +121,13 @@ async fn timeseries_buckets_follow_the_time_zone_across_dst_and_fill_empty_ones(
                 b.0.insert(e.visitor);
                 b.1 += u64::from(e.name == "pageview");
             }
-            let mut visits_by_bucket: BTreeMap<String, u64> = BTreeMap::new();
+            // Visits by their start: count, bounces, duration (s).
+            let mut visits_by_bucket: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
             for v in model::visits(&events) {
-                *visits_by_bucket
+                let b = visits_by_bucket
                     .entry(bucket_label(v.start, berlin, interval))
-                    .or_default() += 1;
+                    .or_default();
+                (b.0, b.1, b.2) = (b.0 + 1, b.1 + u64::from(v.bounce()), b.2 + v.duration());
             }
             for row in rows {
                 let label = row["date"].as_str().unwrap();
@@ -135,11 +137,18 @@ async fn timeseries_buckets_follow_the_time_zone_across_dst_and_fill_empty_ones(
                     .unwrap_or((0, 0));
                 assert_eq!(row["visitors"], visitors, "{label}");
                 assert_eq!(row["pageviews"], pageviews, "{label}");
-                assert_eq!(
-                    row["visits"],
-                    visits_by_bucket.get(label).copied().unwrap_or(0),
-                    "{label}"
-                );
+                let (n, bounces, duration) =
+                    visits_by_bucket.get(label).copied().unwrap_or_default();
+                assert_eq!(row["visits"], n, "{label}");
+                let rate = |x: u64, scale: f64, dec: i32| {
+                    if n == 0 {
+                        0.0
+                    } else {
+                        model::round(x as f64 * scale / n as f64, dec)
+                    }
+                };
+                assert_eq!(row["bounce_rate"], rate(bounces, 100.0, 1), "{label}");
+                assert_eq!(row["visit_duration"], rate(duration, 1.0, 0), "{label}");
             }
             let labels: BTreeSet<&str> = rows.iter().map(|r| r["date"].as_str().unwrap()).collect();
             assert!(
@@ -381,8 +390,8 @@ fn expected_breakdown(events: &[model::Ev], dim: &str, engaged: &model::Engageme
         for (value, vs) in groups {
             let visitors = vs.iter().map(|v| v.visitor).collect::<BTreeSet<_>>().len() as u64;
             let n = vs.len() as u64;
-            let bounces = vs.iter().filter(|v| v.events == 1).count() as u64;
-            let duration: u64 = vs.iter().map(|v| u64::from(v.end - v.start)).sum();
+            let bounces = vs.iter().filter(|v| v.bounce()).count() as u64;
+            let duration: u64 = vs.iter().map(model::Visit::duration).sum();
             rows.push((
                 visitors,
                 n,
@@ -851,7 +860,11 @@ async fn queries_read_rollups_only_for_days_whose_build_holds_every_event() {
     let first = START / 86_400;
     let all = covered(START, END).await;
     let expected: Vec<u32> = (0..DAYS)
-        .filter(|d| !model::UNROLLED_DAYS.contains(d) && *d != model::STALE_DAY)
+        .filter(|d| {
+            !model::UNROLLED_DAYS.contains(d)
+                && *d != model::STALE_DAY
+                && *d != model::LATE_ENGAGEMENT_DAY
+        })
         .map(|d| first + d)
         .collect();
     assert_eq!(

@@ -698,11 +698,65 @@ pub(crate) struct Visit {
     pub(crate) pageviews: u64,
     pub(crate) events: u64,
     pub(crate) evs: Vec<Ev>,
+    /// Engaged ms of its engagement events: its visitor's of its UTC day from its start to
+    /// 30 minutes after its last event (every seed's [`all_engagement`]).
+    pub(crate) engaged_ms: u64,
+    /// Of those, the engaged ms reported after its last event.
+    pub(crate) tail_ms: u64,
+}
+
+/// Engaged seconds from which a visit of one event is no bounce (the default setting).
+pub(crate) const ENGAGED_VISIT_SECS: u64 = 10;
+
+impl Visit {
+    /// A visit of one event with less than [`ENGAGED_VISIT_SECS`] of engagement.
+    pub(crate) fn bounce(&self) -> bool {
+        self.events == 1 && self.engaged_ms < ENGAGED_VISIT_SECS * 1000
+    }
+
+    /// From its first to its last event, plus the whole seconds engaged after its last
+    /// event (the last page's).
+    pub(crate) fn duration(&self) -> u64 {
+        u64::from(self.end - self.start) + self.tail_ms / 1000
+    }
+}
+
+/// Every seed's engagement events: [`engagement_for`] the generated events, and one on a
+/// built day that a rolled-up seed inserts after its build ([`LATE_ENGAGEMENT_DAY`]).
+pub(crate) fn all_engagement() -> &'static [Ev] {
+    static ALL: std::sync::LazyLock<Vec<Ev>> = std::sync::LazyLock::new(|| {
+        let mut all = engagement_for(&generate(42));
+        let mut late = all[0].clone();
+        late.ts = START + LATE_ENGAGEMENT_DAY * 86_400 + 7_200;
+        all.push(late);
+        all
+    });
+    &ALL
 }
 
 /// Visits per the documented rule: one visitor's events of one UTC day in time order, split
-/// where the gap exceeds 30 minutes.
+/// where the gap exceeds 30 minutes; each with its engagement ([`Visit::engaged_ms`]).
 pub(crate) fn visits(events: &[Ev]) -> Vec<Visit> {
+    let mut out = visits_without_engagement(events);
+    for v in &mut out {
+        let site = &v.evs[0].site;
+        for g in all_engagement().iter().filter(|g| {
+            g.site == *site
+                && g.visitor == v.visitor
+                && g.ts / 86_400 == v.start / 86_400
+                && g.ts >= v.start
+                && g.ts <= v.end + GAP
+        }) {
+            v.engaged_ms += u64::from(g.engaged_ms);
+            if g.ts > v.end {
+                v.tail_ms += u64::from(g.engaged_ms);
+            }
+        }
+    }
+    out
+}
+
+fn visits_without_engagement(events: &[Ev]) -> Vec<Visit> {
     let mut by_visitor: BTreeMap<(u64, u32), Vec<Ev>> = BTreeMap::new();
     for e in events {
         by_visitor
@@ -726,6 +780,8 @@ pub(crate) fn visits(events: &[Ev]) -> Vec<Visit> {
                 pageviews: pv,
                 events: current.len() as u64,
                 evs: std::mem::take(current),
+                engaged_ms: 0,
+                tail_ms: 0,
             });
         };
         for e in evs {
@@ -825,8 +881,8 @@ pub(crate) fn totals(events: &[Ev]) -> Totals {
         visits: vs.len() as u64,
         pageviews: events.iter().filter(|e| e.name == "pageview").count() as u64,
         events: events.len() as u64,
-        bounces: vs.iter().filter(|v| v.events == 1).count() as u64,
-        duration: vs.iter().map(|v| u64::from(v.end - v.start)).sum(),
+        bounces: vs.iter().filter(|v| v.bounce()).count() as u64,
+        duration: vs.iter().map(Visit::duration).sum(),
         conversions: events.iter().filter(|e| e.name != "pageview").count() as u64,
         converted: events
             .iter()
@@ -925,7 +981,7 @@ pub(crate) async fn seeded_cluster() -> &'static Seeded {
 async fn seed(args: ta_central::config::ClickHouseArgs) -> Seeded {
     store::migrate(&args).await.unwrap();
     let events = generate(42);
-    let engagement = engagement_for(&events);
+    let engagement = all_engagement().to_vec();
     insert_events(&args.client(), &events, 0).await;
     insert_events(&args.client(), &engagement, events.len() as u64).await;
     Seeded::new(args, events, engagement)
@@ -946,6 +1002,9 @@ static ROLLED_UP_CLUSTER: OnceCell<Seeded> = OnceCell::const_new();
 /// Days of site-1 (from START) left without a rollup, and the one whose rollup goes stale.
 pub(crate) const UNROLLED_DAYS: [u32; 2] = [2, 5];
 pub(crate) const STALE_DAY: u32 = 8;
+/// The built day of site-1 that a rolled-up seed sends an engagement event after its build
+/// (stale too: the event may change a visit's bounce or duration).
+pub(crate) const LATE_ENGAGEMENT_DAY: u32 = 1;
 
 /// The same events in a second database with visit rollups: every day of both sites built
 /// except site-1's [`UNROLLED_DAYS`], and site-1's [`STALE_DAY`] built and then sent a late
@@ -966,10 +1025,11 @@ pub(crate) async fn seeded_rolled_up_cluster() -> &'static Seeded {
 async fn seed_rolled_up(args: ta_central::config::ClickHouseArgs) -> Seeded {
     store::migrate(&args).await.unwrap();
     let mut events = generate(42);
-    let mut engagement = engagement_for(&events);
+    let engagement = all_engagement().to_vec();
+    let (late_engagement, engagement_before) = engagement.split_last().unwrap();
     let db = args.store().await.unwrap();
     insert_events(&db, &events, 0).await;
-    insert_events(&db, &engagement, 1_000_000).await;
+    insert_events(&db, engagement_before, 1_000_000).await;
     for site in ["site-1", "site-2"] {
         for d in 0..DAYS {
             if site == "site-1" && UNROLLED_DAYS.contains(&d) {
@@ -984,12 +1044,9 @@ async fn seed_rolled_up(args: ta_central::config::ClickHouseArgs) -> Seeded {
     (late.site, late.ts, late.visitor) =
         ("site-1".into(), START + STALE_DAY * 86_400 + 3_600, 4_242);
     insert_events(&db, std::slice::from_ref(&late), events.len() as u64).await;
-    // A late engagement event on a built day: no event to count, so the day stays covered.
-    let mut late_engagement = engagement[0].clone();
-    late_engagement.ts = START + 86_400 + 7_200;
-    insert_events(&db, std::slice::from_ref(&late_engagement), 2_000_000).await;
+    // A late engagement event on a built day: it may change a visit, so the day goes stale.
+    insert_events(&db, std::slice::from_ref(late_engagement), 2_000_000).await;
     events.push(late);
-    engagement.push(late_engagement);
     Seeded::new(args, events, engagement)
 }
 

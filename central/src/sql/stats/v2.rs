@@ -12,9 +12,9 @@
 //! bucket of the visit's start); the caller merges their rows by the dimension values.
 
 use super::{
-    Bucket, Column, Coverage, ROLLUP_EVENT_ARRAYS, Scope, Statement, VisitAttribute, push_builds,
-    push_by_visitor_day, push_event_where, push_skip_days, push_visit_bounds, push_visit_split,
-    rollup_column,
+    Bucket, Column, Coverage, ROLLUP_EVENT_ARRAYS, Scope, Statement, VisitAttribute, bounce_sql,
+    duration_sql, push_builds, push_by_visitor_day, push_engagement_join, push_event_where,
+    push_skip_days, push_visit_bounds, push_visit_engagement, push_visit_split, rollup_column,
 };
 use crate::sql::Value;
 
@@ -134,8 +134,10 @@ impl<'a> Fields<'a> {
 
 /// One row per event of the range: `vh` (visitor hash), `day`, `visit` (its number in the
 /// visitor's day), `et` (Unix seconds), `pv` (1 for a pageview), the event columns `c<i>`,
-/// the visit attributes `a<i>`, and the visit's `vstart`, `vend` and `vsingle` (1 for a visit
-/// of one event). Visits are split by the one visit rule ([`push_visit_split`]). Each
+/// the visit attributes `a<i>`, and the visit's `vstart`, `vend`, `vsingle` (1 for a bounce,
+/// [`bounce_sql`]) and `vtail` (engaged ms after its last event, [`duration_sql`]). Visits are
+/// split by the one visit rule ([`push_visit_split`]) and take their engagement events
+/// ([`push_engagement_join`]). Each
 /// attribute is read from its own sort of the events by (time, value), so ties in time
 /// resolve as everywhere: entry = smallest value, exit = largest.
 fn push_enriched(s: &mut Statement, q: &Query<'_>, fields: &Fields<'_>, skip: &[u32]) {
@@ -147,8 +149,11 @@ fn push_enriched(s: &mut Statement, q: &Query<'_>, fields: &Fields<'_>, skip: &[
     for i in 0..fields.attrs.len() {
         s.push(&format!(", va{i}[v] AS a{i}"));
     }
-    s.push(", starts[v] AS vstart, ends[v] AS vend, single[v] AS vsingle FROM (")
-        .push("SELECT visitor_hash, ")
+    s.push(", starts[v] AS vstart, ends[v] AS vend, ")
+        .push(&bounce_sql("single[v]", "veng[v]"))
+        .push(" AS vsingle, vtail[v] AS vtail FROM (SELECT *");
+    push_visit_engagement(s);
+    s.push(" FROM (SELECT visitor_hash, ")
         .push(super::UTC_DAY)
         .push(" AS day, arraySort(groupArray((toUInt32(ts), toUInt8(event_name = 'pageview')");
     for c in &fields.columns {
@@ -176,6 +181,8 @@ fn push_enriched(s: &mut Statement, q: &Query<'_>, fields: &Fields<'_>, skip: &[
     );
     push_skip_days(s, skip);
     push_by_visitor_day(s);
+    s.push(")");
+    push_engagement_join(s, &q.scope, "day", skip);
     s.push(") ARRAY JOIN evs AS e, vs AS v");
 }
 
@@ -222,8 +229,9 @@ fn push_rows(s: &mut Statement, q: &Query<'_>, fields: &Fields<'_>) {
         let column = rollup_column(a).expect("rolled up (can_roll_up)");
         s.push(&format!(", toString({column}) AS a{i}"));
     }
-    s.push(", visit_start AS vstart, visit_end AS vend, toUInt8(visit_events = 1) AS vsingle ")
-        .push("FROM visits ARRAY JOIN ")
+    s.push(", visit_start AS vstart, visit_end AS vend, ")
+        .push(&bounce_sql("toUInt8(visit_events = 1)", "visit_engaged_ms"))
+        .push(" AS vsingle, visit_tail_ms AS vtail FROM visits ARRAY JOIN ")
         .push(&join.join(", "))
         .push(" WHERE site_id = ")
         .bind_str(q.scope.site_id);
@@ -392,8 +400,12 @@ pub fn visits(q: &Query<'_>) -> Statement {
     let mut s = Statement::default();
     let n = push_keys(&mut s, q);
     s.push(", toUInt64(count()) AS visits, toUInt64(sum(gsingle)) AS bounces, ")
-        .push("toUInt64(sum(gend - gstart)) AS duration, ")
-        .push("toUInt64(sum(gpv)) AS visit_pageviews FROM (SELECT gsingle, gend, gstart, gpv");
+        .push("toUInt64(sum(")
+        .push(&duration_sql("gstart", "gend", "gtail"))
+        .push(")) AS duration, ")
+        .push(
+            "toUInt64(sum(gpv)) AS visit_pageviews FROM (SELECT gsingle, gend, gstart, gtail, gpv",
+        );
     push_key_exprs(&mut s, q, |d| format!("g{}", fields.name(d)), "gstart");
     s.push(" FROM (");
     push_visit_rows(&mut s, q, &fields);
@@ -422,7 +434,8 @@ fn push_visit_rows(s: &mut Statement, q: &Query<'_>, fields: &Fields<'_>) {
 /// and the attributes `ga<i>`.
 fn push_visits_raw(s: &mut Statement, q: &Query<'_>, fields: &Fields<'_>, skip: &[u32]) {
     s.push("SELECT vh AS gvh, any(vstart) AS gstart, any(vend) AS gend, ")
-        .push("any(vsingle) AS gsingle, toUInt64(sum(pv)) AS gpv, toUInt64(count()) AS gev");
+        .push("any(vsingle) AS gsingle, any(vtail) AS gtail, toUInt64(sum(pv)) AS gpv, ")
+        .push("toUInt64(count()) AS gev");
     for i in 0..fields.attrs.len() {
         s.push(&format!(", any(a{i}) AS ga{i}"));
     }
@@ -466,12 +479,13 @@ fn push_visits_rolled(s: &mut Statement, q: &Query<'_>, fields: &Fields<'_>, cov
         other => fields.name(other),
     };
     // The columns of [`push_visits_raw`], in its order (`kept` stays inside).
-    s.push("SELECT gvh, gstart, gend, gsingle, gpv, gev");
+    s.push("SELECT gvh, gstart, gend, gsingle, gtail, gpv, gev");
     for i in 0..fields.attrs.len() {
         s.push(&format!(", ga{i}"));
     }
     s.push(" FROM (SELECT visitor_hash AS gvh, visit_start AS gstart, visit_end AS gend, ")
-        .push("toUInt8(visit_events = 1) AS gsingle, ");
+        .push(&bounce_sql("toUInt8(visit_events = 1)", "visit_engaged_ms"))
+        .push(" AS gsingle, visit_tail_ms AS gtail, ");
     if let Some(c) = q.filter {
         // `kept`: 1 for each event the tree keeps.
         s.push("arrayMap((et");
