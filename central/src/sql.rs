@@ -530,10 +530,10 @@ pub mod stats {
     /// pairs with engagement), `engaged_ms` (their engaged time). Only event filters apply
     /// (the caller answers nothing under visit filters): engagement events carry the page's
     /// attributes but are in no visit.
-    pub fn engagement_totals(scope: &Scope<'_>) -> Statement {
+    pub fn engagement_totals(scope: &Scope<'_>, cover: &Coverage) -> Statement {
         let mut s = Statement::default();
         s.push("SELECT toUInt64(count()) AS pages, toUInt64(sum(ms)) AS engaged_ms FROM (");
-        push_engagement_per_visitor(&mut s, scope, None);
+        push_engagement_per_visitor(&mut s, scope, None, cover);
         s.push(")");
         s
     }
@@ -541,26 +541,69 @@ pub mod stats {
     /// Engagement per page of `paths`: `value` (the path), `visitors` (with engagement on
     /// it), `engaged_ms` (their engaged time) and `scroll` (the sum of each visitor's deepest
     /// scroll on it, percent). Event filters only, as [`engagement_totals`].
-    pub fn engagement_by_page(scope: &Scope<'_>, paths: &[String]) -> Statement {
+    pub fn engagement_by_page(scope: &Scope<'_>, paths: &[String], cover: &Coverage) -> Statement {
         let mut s = Statement::default();
         s.push("SELECT path AS value, toUInt64(count()) AS visitors, ")
             .push("toUInt64(sum(ms)) AS engaged_ms, toUInt64(sum(depth)) AS scroll FROM (");
-        push_engagement_per_visitor(&mut s, scope, Some(paths));
+        push_engagement_per_visitor(&mut s, scope, Some(paths), cover);
         s.push(") GROUP BY value");
         s
     }
 
-    /// One row per page and visitor hash with engagement: `path`, `visitor_hash`, `ms` (engaged
-    /// time) and `depth` (deepest scroll), optionally only on `paths`.
-    fn push_engagement_per_visitor(s: &mut Statement, scope: &Scope<'_>, paths: Option<&[String]>) {
+    /// One row per UTC day, page and visitor hash with engagement (a visitor hash is one
+    /// day's: hashes rotate daily): `path`, `visitor_hash`, `ms` (engaged time) and `depth`
+    /// (deepest scroll), optionally only on `paths`. The covered days (of an unfiltered
+    /// scope) come from `day_engagement`, the others from events.
+    fn push_engagement_per_visitor(
+        s: &mut Statement,
+        scope: &Scope<'_>,
+        paths: Option<&[String]>,
+        cover: &Coverage,
+    ) {
+        if !cover.is_empty() {
+            debug_assert!(scope.filters.is_empty());
+            s.push("SELECT path, visitor_hash, engaged_ms AS ms, scroll_depth AS depth ")
+                .push("FROM day_engagement WHERE site_id = ")
+                .bind_str(scope.site_id);
+            push_builds(s, cover);
+            if let Some(paths) = paths {
+                s.push(" AND path");
+                push_in(s, paths);
+            }
+            if cover.complete {
+                return;
+            }
+            s.push(" UNION ALL ");
+        }
         s.push("SELECT path, visitor_hash, sum(engaged_ms) AS ms, max(scroll_depth) AS depth ")
             .push("FROM events");
         push_engagement_where(s, scope);
+        push_skip_days(s, &cover.days);
         if let Some(paths) = paths {
             s.push(" AND path");
             push_in(s, paths);
         }
+        s.push(" GROUP BY ")
+            .push(UTC_DAY)
+            .push(", path, visitor_hash");
+    }
+
+    /// `INSERT` one site's UTC day of engagement into `day_engagement` as build `build_id`:
+    /// per page and visitor hash, the engaged time, deepest scroll and engagement events.
+    pub fn build_day_engagement(site_id: &str, day: u32, build_id: u64) -> Statement {
+        let mut s = Statement::default();
+        s.push("INSERT INTO day_engagement (site_id, day, build_id, path, visitor_hash, ")
+            .push("engaged_ms, scroll_depth, engagement_events) SELECT ")
+            .bind_str(site_id)
+            .push(", ")
+            .bind(Value::Int(day.into()))
+            .push(", ")
+            .bind(Value::Int(build_id as i64))
+            .push(", path, visitor_hash, sum(engaged_ms), max(scroll_depth), toUInt32(count()) ")
+            .push("FROM events");
+        push_engagement_where(&mut s, &utc_day(site_id, day));
         s.push(" GROUP BY path, visitor_hash");
+        s
     }
 
     /// Which rows of a breakdown a statement returns: `limit` rows from `offset` in the
@@ -1876,6 +1919,9 @@ pub const ROLLUP_PENDING: &str = "SELECT site, day, n FROM (\
 /// stale.
 pub const ROLLUP_DAY_ENGAGEMENT: &str = "SELECT count() AS n FROM events \
      WHERE site_id = ? AND ts >= toDateTime(?) AND ts < toDateTime(?) AND event_name = 'engagement'";
+/// Engagement events a build holds in `day_engagement`.
+pub const ROLLUP_BUILD_ENGAGEMENT_EVENTS: &str = "SELECT toUInt64(sum(engagement_events)) AS n \
+     FROM day_engagement WHERE site_id = ? AND day = ? AND build_id = ?";
 /// Events a build holds.
 pub const ROLLUP_BUILD_EVENTS: &str = "SELECT toUInt64(sum(visit_events)) AS n FROM visits \
      WHERE site_id = ? AND day = ? AND build_id = ?";
@@ -1885,7 +1931,7 @@ pub const RECORD_ROLLUP: &str = "INSERT INTO rollup_days (site_id, day, build_id
 pub const ROLLUP_BUILD_VALUE_EVENTS: &str = "SELECT toUInt64(sum(events)) AS n FROM day_values \
      WHERE site_id = ? AND dimension = 'event_name' AND day = ? AND build_id = ?";
 /// Tables holding rollup rows per visitor hash, with `site_id`, `day` and `build_id`.
-pub const ROLLUP_TABLES: [&str; 2] = ["visits", "day_values"];
+pub const ROLLUP_TABLES: [&str; 3] = ["visits", "day_values", "day_engagement"];
 /// Earlier builds of a day in a rollup table, superseded by a new one.
 pub fn delete_old_rollups(table: &str) -> String {
     format!("ALTER TABLE {{alter:{table}}} DELETE WHERE site_id = ? AND day = ? AND build_id < ?")

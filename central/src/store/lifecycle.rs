@@ -303,7 +303,7 @@ pub async fn erase_visitor(
         wait_for_mutations(db, table).await?;
     }
     wait_for_mutations(db, "dead_letters").await?;
-    for table in ["events", "visits", "day_values"] {
+    for table in ["events", "visits", "day_values", "day_engagement"] {
         settled(db, &sql::count_visitor_rows(table), |q| {
             q.bind(site_id).bind(visitor_hash)
         })

@@ -74,13 +74,18 @@ pub async fn build_day(
     for s in [
         sql::stats::build_rollup(site_id, day, build_id),
         sql::stats::build_day_values(site_id, day, build_id),
+        sql::stats::build_day_engagement(site_id, day, build_id),
     ] {
         s.query(db).execute().await?;
     }
-    let mut held = [0u64; 2];
-    for (i, statement) in [sql::ROLLUP_BUILD_EVENTS, sql::ROLLUP_BUILD_VALUE_EVENTS]
-        .into_iter()
-        .enumerate()
+    let mut held = [0u64; 3];
+    for (i, statement) in [
+        sql::ROLLUP_BUILD_EVENTS,
+        sql::ROLLUP_BUILD_VALUE_EVENTS,
+        sql::ROLLUP_BUILD_ENGAGEMENT_EVENTS,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let c: Count = db
             .query(statement)
@@ -91,9 +96,10 @@ pub async fn build_day(
             .await?;
         held[i] = c.n;
     }
-    if held[0] != held[1] {
-        // Events arrived between the two inserts: leave the build unrecorded (never read);
-        // the day stays pending and is built again at the next run.
+    if held[0] != held[1] || held[2] != engagement.n {
+        // Events arrived between the inserts (or engagement events after they were counted):
+        // leave the build unrecorded (never read); the day stays pending and is built again
+        // at the next run.
         return Ok(0);
     }
     let events = held[0] + engagement.n;

@@ -382,6 +382,34 @@ pub const MIGRATIONS: &[Migration] = &[
             },
         ],
     },
+    Migration {
+        version: 14,
+        name: "engagement rollup",
+        // Time on page and scroll depth of closed days: one row per page and visitor hash of
+        // a day, so the aggregate and page breakdowns do not group every engagement event.
+        // Builds recorded before have none: every day is built again.
+        statements: &[
+            Ddl::Mutation {
+                table: "rollup_days",
+                command: "DELETE WHERE 1 = 1",
+            },
+            Ddl::Table {
+                name: "day_engagement",
+                columns: "site_id {lc},
+            day UInt32,
+            build_id UInt64,
+            path String{str_codec},
+            visitor_hash UInt64,
+            engaged_ms UInt64,
+            scroll_depth UInt8,
+            engagement_events UInt32",
+                engine: "MergeTree",
+                keys: "PARTITION BY site_id
+        ORDER BY (site_id, day, build_id, path, visitor_hash)",
+                shard_by: "visitor_hash",
+            },
+        ],
+    },
 ];
 
 /// The gates leased loaders write through, one per table a loader writes: a `Null` table with

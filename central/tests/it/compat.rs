@@ -210,13 +210,14 @@ fn stats_steps() -> Vec<(String, String)> {
             st::timeseries_visits(&filtered, b, "Asia/Kolkata").render(),
         ));
     }
+    let raw = st::Coverage::default();
     out.push((
         "stats_engagement_totals".into(),
-        st::engagement_totals(&scope).render(),
+        st::engagement_totals(&scope, &raw).render(),
     ));
     out.push((
         "stats_engagement_by_page".into(),
-        st::engagement_by_page(&scope, &["/a".into(), "/b".into()]).render(),
+        st::engagement_by_page(&scope, &["/a".into(), "/b".into()], &raw).render(),
     ));
     for (name, c) in [
         ("page", Column::Path),
@@ -368,6 +369,14 @@ fn stats_steps() -> Vec<(String, String)> {
         bind_literals(sql::ROLLUP_BUILD_VALUE_EVENTS, &build),
     ));
     out.push((
+        "rollup_build_engagement".into(),
+        st::build_day_engagement("site-1", day, 7).render(),
+    ));
+    out.push((
+        "rollup_held_engagement".into(),
+        bind_literals(sql::ROLLUP_BUILD_ENGAGEMENT_EVENTS, &build),
+    ));
+    out.push((
         "rollup_day_engagement".into(),
         bind_literals(
             sql::ROLLUP_DAY_ENGAGEMENT,
@@ -390,6 +399,15 @@ fn stats_steps() -> Vec<(String, String)> {
     ));
     out.push(("rollup_coverage".into(), st::coverage(&scope).render()));
     let cover = st::Coverage::of(&scope, &[(day, 7)]);
+    // Engagement of the built day from `day_engagement`, the other day from events.
+    out.push((
+        "rollup_engagement_totals".into(),
+        st::engagement_totals(&scope, &cover).render(),
+    ));
+    out.push((
+        "rollup_engagement_by_page".into(),
+        st::engagement_by_page(&scope, &["/a".into(), "/b".into()], &cover).render(),
+    ));
     // Conversions through the rollup's event arrays, beside the same read from events.
     let entry = VisitAttribute {
         column: Column::Path,
@@ -1261,6 +1279,15 @@ async fn every_statement_answers_the_same_on_clickhouse_18_16_and_a_current_rele
         "2025-11-30\t2\t3\t3\n2025-12-01\t1\t1\t1\n"
     );
     assert_eq!(old["rollup_day_engagement"], "3\n");
+    assert_eq!(old["rollup_held_engagement"], "3\n");
+    assert_eq!(
+        old["rollup_engagement_totals"],
+        old["stats_engagement_totals"]
+    );
+    assert_eq!(
+        old["rollup_engagement_by_page"],
+        old["stats_engagement_by_page"]
+    );
     // Visitor 1 on /a: 3 + 2 s, deepest 70 %; visitor 2: 10 s, 20 %.
     assert_eq!(old["stats_engagement_totals"], "2\t15000\n");
     assert_eq!(old["stats_engagement_by_page"], "/a\t2\t15000\t90\n");

@@ -532,14 +532,17 @@ pub(crate) fn engagement(
     {
         return Engagement::default();
     }
-    let mut per: BTreeMap<(String, u64), (u64, u8)> = BTreeMap::new();
+    // Per UTC day, page and visitor hash (a hash is one day's).
+    let mut per: BTreeMap<(u32, String, u64), (u64, u8)> = BTreeMap::new();
     for e in engagement.iter().filter(|e| {
         e.site == site
             && e.ts >= from
             && e.ts < to
             && filters.iter().all(|(d, op, v)| matches(&e.dim(d), op, v))
     }) {
-        let slot = per.entry((e.path.clone(), e.visitor)).or_default();
+        let slot = per
+            .entry((e.ts / 86_400, e.path.clone(), e.visitor))
+            .or_default();
         slot.0 += u64::from(e.engaged_ms);
         slot.1 = slot.1.max(e.scroll_depth);
     }
@@ -547,7 +550,7 @@ pub(crate) fn engagement(
     let total_ms: u64 = per.values().map(|v| v.0).sum();
     let overall = (!per.is_empty()).then(|| whole(total_ms as f64 / 1000.0 / per.len() as f64));
     let mut pages: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
-    for ((path, _), (ms, depth)) in &per {
+    for ((_, path, _), (ms, depth)) in &per {
         let p = pages.entry(path.clone()).or_default();
         (p.0, p.1, p.2) = (p.0 + 1, p.1 + ms, p.2 + u64::from(*depth));
     }

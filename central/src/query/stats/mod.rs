@@ -93,11 +93,12 @@ fn engagement_applies(scope: &sql::Scope<'_>) -> bool {
 async fn engagement_totals(
     db: &StatsDb,
     scope: &sql::Scope<'_>,
+    cover: &sql::Coverage,
 ) -> Result<Option<EngagementTotals>, ApiError> {
     if !engagement_applies(scope) {
         return Ok(None);
     }
-    let s = sql::engagement_totals(scope);
+    let s = sql::engagement_totals(scope, cover);
     Ok(Some(
         fetch_all::<EngagementTotals>(db, &s)
             .await?
@@ -111,6 +112,7 @@ async fn engagement_totals(
 async fn add_page_engagement(
     db: &StatsDb,
     scope: &sql::Scope<'_>,
+    cover: &sql::Coverage,
     rows: &mut [Vec<Json>],
 ) -> Result<(), ApiError> {
     let paths: Vec<String> = rows
@@ -119,7 +121,14 @@ async fn add_page_engagement(
         .collect();
     let mut found: HashMap<String, PageEngagement> = HashMap::new();
     if !paths.is_empty() && engagement_applies(scope) {
-        let s = sql::engagement_by_page(scope, &paths);
+        // The rollup's coverage applies to an unfiltered scope only.
+        let none = sql::Coverage::default();
+        let cover = if scope.filters.is_empty() {
+            cover
+        } else {
+            &none
+        };
+        let s = sql::engagement_by_page(scope, &paths, cover);
         for e in fetch_all::<PageEngagement>(db, &s).await? {
             found.insert(e.value.clone(), e);
         }
@@ -182,7 +191,7 @@ pub async fn aggregate(db: &StatsDb, req: &StatsRequest) -> Result<Json, ApiErro
             async {
                 Ok::<_, ApiError>(fetch_all::<Totals>(db, &s).await?.pop().unwrap_or_default())
             },
-            engagement_totals(db, &scope),
+            engagement_totals(db, &scope, &cover),
         )?;
         Ok::<_, ApiError>(totals.metrics_with(engagement.as_ref()))
     };
@@ -446,7 +455,7 @@ async fn grouped(
                 .collect();
             if *column == sql::Column::Path {
                 columns.extend(ENGAGEMENT_COLUMNS);
-                add_page_engagement(db, &scope, &mut rows).await?;
+                add_page_engagement(db, &scope, &cover, &mut rows).await?;
             }
             (columns, rows)
         }
