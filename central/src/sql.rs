@@ -532,7 +532,7 @@ pub mod stats {
     /// attributes but are in no visit.
     pub fn engagement_totals(scope: &Scope<'_>, cover: &Coverage) -> Statement {
         let mut s = Statement::default();
-        s.push("SELECT toUInt64(count()) AS pages, toUInt64(sum(ms)) AS engaged_ms FROM (");
+        s.push("SELECT toUInt64(sum(n)) AS pages, toUInt64(sum(ms)) AS engaged_ms FROM (");
         push_engagement_per_visitor(&mut s, scope, None, cover);
         s.push(")");
         s
@@ -543,17 +543,17 @@ pub mod stats {
     /// scroll on it, percent). Event filters only, as [`engagement_totals`].
     pub fn engagement_by_page(scope: &Scope<'_>, paths: &[String], cover: &Coverage) -> Statement {
         let mut s = Statement::default();
-        s.push("SELECT path AS value, toUInt64(count()) AS visitors, ")
+        s.push("SELECT path AS value, toUInt64(sum(n)) AS visitors, ")
             .push("toUInt64(sum(ms)) AS engaged_ms, toUInt64(sum(depth)) AS scroll FROM (");
         push_engagement_per_visitor(&mut s, scope, Some(paths), cover);
         s.push(") GROUP BY value");
         s
     }
 
-    /// One row per UTC day, page and visitor hash with engagement (a visitor hash is one
-    /// day's: hashes rotate daily): `path`, `visitor_hash`, `ms` (engaged time) and `depth`
-    /// (deepest scroll), optionally only on `paths`. The covered days (of an unfiltered
-    /// scope) come from `day_engagement`, the others from events.
+    /// Rows of `path`, `n` (visitors: a visitor hash is one UTC day's, hashes rotate daily),
+    /// `ms` (their engaged time) and `depth` (the sum of each one's deepest scroll),
+    /// optionally only on `paths`: per page for the covered days (of an unfiltered scope),
+    /// from `day_engagement`, and per day, page and visitor hash for the others, from events.
     fn push_engagement_per_visitor(
         s: &mut Statement,
         scope: &Scope<'_>,
@@ -562,7 +562,7 @@ pub mod stats {
     ) {
         if !cover.is_empty() {
             debug_assert!(scope.filters.is_empty());
-            s.push("SELECT path, visitor_hash, engaged_ms AS ms, scroll_depth AS depth ")
+            s.push("SELECT path, visitors AS n, engaged_ms AS ms, scroll_depth AS depth ")
                 .push("FROM day_engagement WHERE site_id = ")
                 .bind_str(scope.site_id);
             push_builds(s, cover);
@@ -575,8 +575,8 @@ pub mod stats {
             }
             s.push(" UNION ALL ");
         }
-        s.push("SELECT path, visitor_hash, sum(engaged_ms) AS ms, max(scroll_depth) AS depth ")
-            .push("FROM events");
+        s.push("SELECT path, toUInt32(1) AS n, sum(engaged_ms) AS ms, ")
+            .push("toUInt64(max(scroll_depth)) AS depth FROM events");
         push_engagement_where(s, scope);
         push_skip_days(s, &cover.days);
         if let Some(paths) = paths {
@@ -589,20 +589,22 @@ pub mod stats {
     }
 
     /// `INSERT` one site's UTC day of engagement into `day_engagement` as build `build_id`:
-    /// per page and visitor hash, the engaged time, deepest scroll and engagement events.
+    /// per page, its visitors with engagement, their engaged time, the sum of each one's
+    /// deepest scroll, and the engagement events.
     pub fn build_day_engagement(site_id: &str, day: u32, build_id: u64) -> Statement {
         let mut s = Statement::default();
-        s.push("INSERT INTO day_engagement (site_id, day, build_id, path, visitor_hash, ")
+        s.push("INSERT INTO day_engagement (site_id, day, build_id, path, visitors, ")
             .push("engaged_ms, scroll_depth, engagement_events) SELECT ")
             .bind_str(site_id)
             .push(", ")
             .bind(Value::Int(day.into()))
             .push(", ")
             .bind(Value::Int(build_id as i64))
-            .push(", path, visitor_hash, sum(engaged_ms), max(scroll_depth), toUInt32(count()) ")
-            .push("FROM events");
+            .push(", path, toUInt32(count()), sum(ms), sum(depth), toUInt32(sum(n)) FROM (")
+            .push("SELECT path, sum(engaged_ms) AS ms, toUInt64(max(scroll_depth)) AS depth, ")
+            .push("count() AS n FROM events");
         push_engagement_where(&mut s, &utc_day(site_id, day));
-        s.push(" GROUP BY path, visitor_hash");
+        s.push(" GROUP BY path, visitor_hash) GROUP BY path");
         s
     }
 
@@ -1932,6 +1934,8 @@ pub const ROLLUP_BUILD_VALUE_EVENTS: &str = "SELECT toUInt64(sum(events)) AS n F
      WHERE site_id = ? AND dimension = 'event_name' AND day = ? AND build_id = ?";
 /// Tables holding rollup rows per visitor hash, with `site_id`, `day` and `build_id`.
 pub const ROLLUP_TABLES: [&str; 3] = ["visits", "day_values", "day_engagement"];
+/// The rollup tables with a row per visitor hash (an erasure deletes its rows there).
+pub const VISITOR_ROLLUP_TABLES: [&str; 2] = ["visits", "day_values"];
 /// Earlier builds of a day in a rollup table, superseded by a new one.
 pub fn delete_old_rollups(table: &str) -> String {
     format!("ALTER TABLE {{alter:{table}}} DELETE WHERE site_id = ? AND day = ? AND build_id < ?")

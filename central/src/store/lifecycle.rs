@@ -288,7 +288,7 @@ pub async fn erase_visitor(
     site_id: &str,
     visitor_hash: u64,
 ) -> Result<(), clickhouse::error::Error> {
-    let rollups = sql::ROLLUP_TABLES.map(sql::delete_visitor_rollups);
+    let rollups = sql::VISITOR_ROLLUP_TABLES.map(sql::delete_visitor_rollups);
     for statement in
         std::iter::once(sql::DELETE_VISITOR_EVENTS).chain(rollups.iter().map(String::as_str))
     {
@@ -299,11 +299,11 @@ pub async fn erase_visitor(
     db.alter(sql::DELETE_DEAD_LETTERS_MENTIONING, |q| q.bind(&mention))
         .await?;
     wait_for_mutations(db, "events").await?;
-    for table in sql::ROLLUP_TABLES {
+    for table in sql::VISITOR_ROLLUP_TABLES {
         wait_for_mutations(db, table).await?;
     }
     wait_for_mutations(db, "dead_letters").await?;
-    for table in ["events", "visits", "day_values", "day_engagement"] {
+    for table in ["events", "visits", "day_values"] {
         settled(db, &sql::count_visitor_rows(table), |q| {
             q.bind(site_id).bind(visitor_hash)
         })

@@ -385,9 +385,11 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 14,
         name: "engagement rollup",
-        // Time on page and scroll depth of closed days: one row per page and visitor hash of
-        // a day, so the aggregate and page breakdowns do not group every engagement event.
-        // Builds recorded before have none: every day is built again.
+        // Time on page and scroll depth of closed days: one row per page of a day with its
+        // visitors' engagement summed, so the aggregate and page breakdowns do not group every
+        // engagement event. No visitor hash: an erased visitor's day is read from events
+        // until rebuilt (its counts no longer match), like every rollup's. Builds recorded
+        // before have none: every day is built again.
         statements: &[
             Ddl::Mutation {
                 table: "rollup_days",
@@ -399,14 +401,14 @@ pub const MIGRATIONS: &[Migration] = &[
             day UInt32,
             build_id UInt64,
             path String{str_codec},
-            visitor_hash UInt64,
+            visitors UInt32,
             engaged_ms UInt64,
-            scroll_depth UInt8,
+            scroll_depth UInt64,
             engagement_events UInt32",
                 engine: "MergeTree",
                 keys: "PARTITION BY site_id
-        ORDER BY (site_id, day, build_id, path, visitor_hash)",
-                shard_by: "visitor_hash",
+        ORDER BY (site_id, day, build_id, path)",
+                shard_by: "day",
             },
         ],
     },
