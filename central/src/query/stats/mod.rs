@@ -83,8 +83,9 @@ fn time_on_page(engaged_ms: u64, pages: u64) -> Json {
     ratio(engaged_ms, pages, 0.001, 0).into()
 }
 
-/// Whether engagement can be told for a scope: engagement events belong to no visit, so no
-/// answer is given under an entry or exit filter.
+/// Whether time on page and scroll depth are answered for a scope: not under an entry or
+/// exit filter, which keeps whole visits by their events, not the engagement events of the
+/// pages they saw (those count only in their visit's bounce and duration).
 fn engagement_applies(scope: &sql::Scope<'_>) -> bool {
     scope.filters.iter().all(|f| f.on == sql::FilterOn::Event)
 }
@@ -203,10 +204,9 @@ pub async fn aggregate(db: &StatsDb, req: &StatsRequest) -> Result<Json, ApiErro
         None => (load(req.from, req.to).await?, None),
     };
     let mut results = serde_json::Map::new();
-    let prev = before;
     for (i, (name, value)) in now.into_iter().enumerate() {
         let mut m = json!({ "value": value });
-        if let Some(prev) = &prev {
+        if let Some(prev) = &before {
             let p = &prev[i].1;
             m["previous"] = p.clone();
             m["change"] = match (value.as_f64(), p.as_f64()) {
