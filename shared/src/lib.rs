@@ -22,6 +22,7 @@ pub mod page;
 pub mod process;
 pub mod signature;
 pub mod site;
+pub mod snapshot;
 pub mod source;
 pub mod telemetry;
 pub mod testing;

@@ -33,7 +33,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 /// Longest accepted site id.
@@ -42,7 +42,7 @@ pub const MAX_SITE_ID_LEN: usize = 64;
 pub const MIN_HMAC_SECRET_LEN: usize = 32;
 
 /// One site as configured in the sites file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SiteConfig {
     pub id: String,
@@ -80,7 +80,7 @@ pub struct SiteConfig {
 
 /// A site's choice for events whose client address is in a data-centre network: people rarely
 /// browse from one, crawlers, scanners and headless browsers mostly do.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DatacenterTraffic {
     /// Counted as bot traffic (`ta_edge_bot_events_total{reason="datacenter"}`), not stored.
