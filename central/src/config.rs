@@ -296,12 +296,96 @@ pub struct QueryConfig {
     /// Log filter (tracing `EnvFilter` syntax).
     #[arg(long, env = "TA_LOG", default_value = "info,rskafka=warn")]
     pub log: String,
+
+    /// The central registry of sites and credentials: a SQLite file (created, mode 0600, when
+    /// missing). With it, tokens, share links and goals come from it (the admin API
+    /// `/v1/admin/*` changes them) and TA_QUERY_ACCESS_FILE must be unset; edges follow its
+    /// signed snapshot (`/v1/registry/snapshot`).
+    #[arg(long, env = "TA_QUERY_REGISTRY")]
+    pub registry: Option<std::path::PathBuf>,
+
+    /// Ed25519 private key (PKCS#8 file, `ta-query admin keygen`) that signs the registry
+    /// snapshots edges follow; without it `/v1/registry/snapshot` answers 503.
+    #[arg(long, env = "TA_QUERY_REGISTRY_SIGNING_KEY")]
+    pub registry_signing_key: Option<std::path::PathBuf>,
+
+    /// Serve HTTPS with this certificate chain (PEM), e.g. for edges fetching the registry
+    /// snapshot across regions; needs TA_QUERY_TLS_KEY.
+    #[arg(long, env = "TA_QUERY_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key (PEM) of TA_QUERY_TLS_CERT.
+    #[arg(long, env = "TA_QUERY_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Without a command: serve the stats API.
+    #[command(subcommand)]
+    pub command: Option<QueryCommand>,
+}
+
+/// ta-query's commands besides serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum QueryCommand {
+    /// Manage the central registry (TA_QUERY_REGISTRY) from the command line.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AdminCommand {
+    /// Make a snapshot signing key: writes the private key (mode 0600) and prints the public
+    /// key edges are given (TA_REGISTRY_PUBLIC_KEY).
+    Keygen {
+        /// Where to write the private key (PKCS#8); refused when the file exists.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Print the public key of TA_QUERY_REGISTRY_SIGNING_KEY.
+    PublicKey,
+    /// Copy a sites file (sites, keys, secrets, settings) and an access file (tokens, share
+    /// links, goals) into the registry; what it holds already is left alone.
+    Import {
+        /// The edges' sites file.
+        #[arg(long)]
+        sites: std::path::PathBuf,
+        /// ta-query's access file.
+        #[arg(long)]
+        access: Option<std::path::PathBuf>,
+    },
+    /// Create a credential and print its secret (the first admin token, an edge's token).
+    CreateCredential {
+        /// admin, read, edge or share.
+        #[arg(long)]
+        kind: String,
+        /// A site it reads (read: one or more; share: one).
+        #[arg(long = "site")]
+        sites: Vec<String>,
+        /// What it is for (shown in listings and the audit log).
+        #[arg(long, default_value = "")]
+        label: String,
+    },
 }
 
 /// The development access file, used by --dev when TA_QUERY_ACCESS_FILE is not set.
 pub const DEV_ACCESS_FILE: &str = "deploy/config/access.dev.toml";
 
 impl QueryConfig {
+    /// The snapshot signing key, when configured.
+    pub fn signing_key(&self) -> anyhow::Result<Option<ta_shared::snapshot::SigningKey>> {
+        let Some(path) = &self.registry_signing_key else {
+            return Ok(None);
+        };
+        let der = std::fs::read(path).map_err(|e| {
+            anyhow::anyhow!(
+                "reading TA_QUERY_REGISTRY_SIGNING_KEY {}: {e}",
+                path.display()
+            )
+        })?;
+        ta_shared::snapshot::SigningKey::from_pkcs8(&der)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("TA_QUERY_REGISTRY_SIGNING_KEY {}: {e}", path.display()))
+    }
+
     /// The access file: TA_QUERY_ACCESS_FILE, or the development file under --dev.
     pub fn access_file(&self) -> anyhow::Result<std::path::PathBuf> {
         match (&self.access_file, self.dev) {

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod loader;
 pub mod query;
+pub mod registry;
 pub mod sql;
 pub mod store;
 pub mod telemetry;

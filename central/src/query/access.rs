@@ -14,6 +14,12 @@
 //!
 //! Presented credentials are hashed (SHA-256) and compared with every configured hash in
 //! constant time, so neither timing nor length tells how close a guess was.
+//!
+//! With a central registry (`TA_QUERY_REGISTRY`, crate::registry) the same list is built from
+//! the registry instead of a file, and gains what only the registry can express: credentials
+//! that expire, share links with a password (PBKDF2, checked once and then remembered by the
+//! hash of link and password) or limited to a filter, and edge credentials (which read the
+//! signed snapshot and nothing else).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -66,28 +72,97 @@ struct AccessFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SiteAccess {
+pub(crate) struct SiteAccess {
     #[serde(default)]
     read_tokens: Vec<String>,
     #[serde(default)]
     share_links: Vec<String>,
     #[serde(default)]
-    goal: Vec<super::goals::GoalEntry>,
+    pub(crate) goal: Vec<super::goals::GoalEntry>,
     #[serde(default)]
-    funnel: Vec<super::goals::FunnelEntry>,
+    pub(crate) funnel: Vec<super::goals::FunnelEntry>,
 }
 
-type Digest32 = [u8; 32];
+pub(crate) type Digest32 = [u8; 32];
 
-fn digest(secret: &str) -> Digest32 {
+pub(crate) fn digest(secret: &str) -> Digest32 {
     Sha256::digest(secret.as_bytes()).into()
 }
 
+/// What a credential grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Grant {
+pub(crate) enum Grant {
     Admin,
     Read,
     Share,
+    /// Reads the registry's signed snapshot (an edge node or loader); no stats.
+    Edge,
+}
+
+/// A share link's password as the registry keeps it: PBKDF2-HMAC-SHA256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PasswordHash {
+    pub salt: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+/// PBKDF2 rounds of share-link passwords: slow enough that a stolen registry does not give
+/// short passwords away quickly, and checked once per link and password (then remembered).
+pub(crate) const PASSWORD_ROUNDS: u32 = 100_000;
+
+impl PasswordHash {
+    pub(crate) fn new(password: &str) -> Self {
+        let mut salt = vec![0u8; 16];
+        rand::Rng::fill(&mut rand::rng(), salt.as_mut_slice());
+        let mut hash = vec![0u8; 32];
+        ring::pbkdf2::derive(
+            ring::pbkdf2::PBKDF2_HMAC_SHA256,
+            std::num::NonZeroU32::new(PASSWORD_ROUNDS).expect("non-zero"),
+            &salt,
+            password.as_bytes(),
+            &mut hash,
+        );
+        Self { salt, hash }
+    }
+
+    fn verify(&self, password: &str) -> bool {
+        ring::pbkdf2::verify(
+            ring::pbkdf2::PBKDF2_HMAC_SHA256,
+            std::num::NonZeroU32::new(PASSWORD_ROUNDS).expect("non-zero"),
+            &self.salt,
+            password.as_bytes(),
+            &self.hash,
+        )
+        .is_ok()
+    }
+}
+
+/// One credential of the list.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub digest: Digest32,
+    pub grant: Grant,
+    /// The site it reads; empty for admin and edge credentials.
+    pub site: String,
+    /// Unix second from which it is refused.
+    pub expires_at: Option<i64>,
+    /// Share links only: the password it needs.
+    pub password: Option<PasswordHash>,
+    /// Share links only: a filter (`page:is:/blog`) every answer is limited to.
+    pub filter: Option<String>,
+}
+
+impl Entry {
+    pub(crate) fn new(digest: Digest32, grant: Grant, site: &str) -> Self {
+        Self {
+            digest,
+            grant,
+            site: site.to_owned(),
+            expires_at: None,
+            password: None,
+            filter: None,
+        }
+    }
 }
 
 /// What a request was authenticated as.
@@ -99,16 +174,21 @@ pub enum Principal {
     Reader(BTreeSet<String>),
     /// A share link: reads this one site.
     Share(String),
+    /// An edge node or loader: reads the registry snapshot only.
+    Edge,
 }
 
 /// The parsed access file.
 #[derive(Debug, Default)]
 pub struct AccessList {
-    /// (hash, grant, site or empty for admin)
-    entries: Vec<(Digest32, Grant, String)>,
+    entries: Vec<Entry>,
     sites: BTreeSet<String>,
     goals: BTreeMap<String, SiteGoals>,
+    /// The goal and funnel entries as written (for `ta-query admin import`).
+    pub(crate) goal_entries: BTreeMap<String, SiteAccess>,
     development_only: bool,
+    /// Share links whose password was checked: hash of (link, password). Cleared with the list.
+    verified_passwords: std::sync::Mutex<BTreeSet<Digest32>>,
 }
 
 impl AccessList {
@@ -143,7 +223,7 @@ impl AccessList {
                         .into(),
                 ));
             }
-            list.entries.push((d, grant, site.to_owned()));
+            list.entries.push(Entry::new(d, grant, site));
             Ok(())
         };
         for t in &file.admin_tokens {
@@ -154,13 +234,17 @@ impl AccessList {
                 return Err(invalid(format!("`{site}` is not a valid site id")));
             }
             list.sites.insert(site.clone());
-            let goals = super::goals::validate(
-                site,
-                std::mem::take(&mut access.goal),
-                std::mem::take(&mut access.funnel),
-            )
-            .map_err(invalid)?;
+            let goals = super::goals::validate(site, access.goal.clone(), access.funnel.clone())
+                .map_err(invalid)?;
             list.goals.insert(site.clone(), goals);
+            list.goal_entries.insert(
+                site.clone(),
+                SiteAccess {
+                    goal: std::mem::take(&mut access.goal),
+                    funnel: std::mem::take(&mut access.funnel),
+                    ..SiteAccess::default()
+                },
+            );
             for t in &access.read_tokens {
                 add(t, Grant::Read, site, &mut list)?;
             }
@@ -186,7 +270,7 @@ impl AccessList {
         if list
             .entries
             .iter()
-            .any(|(d, _, _)| public.entries.iter().any(|(p, _, _)| p == d))
+            .any(|e| public.entries.iter().any(|p| p.digest == e.digest))
         {
             return Err(AccessError::DevelopmentSecret(path.to_owned()));
         }
@@ -199,6 +283,25 @@ impl AccessList {
             source,
         })?;
         Self::parse(&text, path)
+    }
+
+    /// A list built by the registry (crate::registry): its credentials, sites and goals.
+    pub(crate) fn from_parts(
+        entries: Vec<Entry>,
+        sites: BTreeSet<String>,
+        goals: BTreeMap<String, SiteGoals>,
+    ) -> Self {
+        Self {
+            entries,
+            sites,
+            goals,
+            ..Self::default()
+        }
+    }
+
+    /// Every credential (for `ta-query admin import`).
+    pub(crate) fn entries(&self) -> &[Entry] {
+        &self.entries
     }
 
     /// Sites named in the file.
@@ -214,33 +317,90 @@ impl AccessList {
     /// Match a bearer token and/or share-link id against every entry, in constant time per
     /// entry and without stopping at the first match.
     pub fn authenticate(&self, bearer: Option<&str>, share: Option<&str>) -> Option<Principal> {
-        let bearer = bearer.map(digest);
-        let share = share.map(digest);
+        self.authenticate_at(bearer, share, None, chrono::Utc::now().timestamp())
+            .ok()
+            .flatten()
+    }
+
+    /// [`AccessList::authenticate`] at Unix second `now` (expired credentials match nothing),
+    /// with the share link's password when it has one: `Err` when the link matched but needs
+    /// a password that was not given or is wrong.
+    pub fn authenticate_at(
+        &self,
+        bearer: Option<&str>,
+        share: Option<&str>,
+        share_password: Option<&str>,
+        now: i64,
+    ) -> Result<Option<Principal>, ApiError> {
+        let bearer_digest = bearer.map(digest);
+        let share_digest = share.map(digest);
         let mut admin = subtle::Choice::from(0);
+        let mut edge = subtle::Choice::from(0);
         let mut read = BTreeSet::new();
-        let mut shared = None;
-        for (d, grant, site) in &self.entries {
-            let presented = match grant {
-                Grant::Admin | Grant::Read => bearer.as_ref(),
-                Grant::Share => share.as_ref(),
+        let mut shared: Option<&Entry> = None;
+        for e in &self.entries {
+            let presented = match e.grant {
+                Grant::Admin | Grant::Read | Grant::Edge => bearer_digest.as_ref(),
+                Grant::Share => share_digest.as_ref(),
             };
-            let hit: bool = presented.map(|p| p.ct_eq(d)).unwrap_or(0.into()).into();
-            match grant {
+            let hit: bool = presented
+                .map(|p| p.ct_eq(&e.digest))
+                .unwrap_or(0.into())
+                .into();
+            let hit = hit && e.expires_at.is_none_or(|t| now < t);
+            match e.grant {
                 Grant::Admin => admin |= subtle::Choice::from(u8::from(hit)),
+                Grant::Edge => edge |= subtle::Choice::from(u8::from(hit)),
                 Grant::Read if hit => {
-                    read.insert(site.clone());
+                    read.insert(e.site.clone());
                 }
-                Grant::Share if hit => shared = Some(site.clone()),
+                Grant::Share if hit => shared = Some(e),
                 _ => {}
             }
         }
         if bool::from(admin) {
-            Some(Principal::Admin)
-        } else if !read.is_empty() {
-            Some(Principal::Reader(read))
-        } else {
-            shared.map(Principal::Share)
+            return Ok(Some(Principal::Admin));
         }
+        if bool::from(edge) {
+            return Ok(Some(Principal::Edge));
+        }
+        if !read.is_empty() {
+            return Ok(Some(Principal::Reader(read)));
+        }
+        let Some(link) = shared else {
+            return Ok(None);
+        };
+        if let Some(hash) = &link.password {
+            let given = share_password.ok_or(ApiError::SharePasswordRequired)?;
+            let remembered = digest(&format!(
+                "{}\n{given}",
+                share.expect("a share link matched")
+            ));
+            let known = self
+                .verified_passwords
+                .lock()
+                .expect("password cache")
+                .contains(&remembered);
+            if !known {
+                if !hash.verify(given) {
+                    return Err(ApiError::SharePasswordRequired);
+                }
+                self.verified_passwords
+                    .lock()
+                    .expect("password cache")
+                    .insert(remembered);
+            }
+        }
+        Ok(Some(Principal::Share(link.site.clone())))
+    }
+
+    /// The filter a share link limits its answers to (`None`: the whole site).
+    pub fn share_filter(&self, share: &str) -> Option<String> {
+        let d = digest(share);
+        self.entries
+            .iter()
+            .find(|e| e.grant == Grant::Share && bool::from(e.digest.ct_eq(&d)))
+            .and_then(|e| e.filter.clone())
     }
 
     /// Whether `p` may read `site`: 404 for a site not in the file (admins), 403 for a site
@@ -255,6 +415,7 @@ impl AccessList {
             }
             Principal::Reader(sites) => sites.contains(site),
             Principal::Share(s) => s == site,
+            Principal::Edge => false,
         };
         if allowed {
             Ok(())
@@ -269,6 +430,7 @@ impl AccessList {
             Principal::Admin => self.sites.clone(),
             Principal::Reader(s) => s.clone(),
             Principal::Share(s) => BTreeSet::from([s.clone()]),
+            Principal::Edge => BTreeSet::new(),
         }
     }
 }

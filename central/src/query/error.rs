@@ -16,8 +16,20 @@ pub enum ApiError {
     Unauthorized,
     #[error("this credential does not grant access to the site")]
     Forbidden,
+    /// 403 with the reason (a credential that may not use this endpoint).
+    #[error("{0}")]
+    ForbiddenBecause(String),
     #[error("no such site")]
     UnknownSite,
+    /// The share link has a password and the request did not give it (`share_password`).
+    #[error("this share link needs its password (header X-Share-Password)")]
+    SharePasswordRequired,
+    /// An admin resource that does not exist (the text names it).
+    #[error("{0}")]
+    NotFound(String),
+    /// An admin change that contradicts what is stored (the text says what).
+    #[error("{0}")]
+    Conflict(String),
     #[error(
         "this credential sends more than {per_sec} requests/s; retry after {retry_after_secs} s"
     )]
@@ -38,9 +50,10 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             ApiError::BadParam { .. } | ApiError::BadQuery { .. } => 400,
-            ApiError::Unauthorized => 401,
-            ApiError::Forbidden => 403,
-            ApiError::UnknownSite => 404,
+            ApiError::Unauthorized | ApiError::SharePasswordRequired => 401,
+            ApiError::Forbidden | ApiError::ForbiddenBecause(_) => 403,
+            ApiError::UnknownSite | ApiError::NotFound(_) => 404,
+            ApiError::Conflict(_) => 409,
             ApiError::TooManyRequests { .. } | ApiError::TooManyInFlight { .. } => 429,
             ApiError::Store(_) | ApiError::Unavailable(_) => 503,
         }
@@ -79,7 +92,22 @@ impl IntoResponse for ApiError {
                 );
                 res
             }
-            ApiError::Forbidden => (
+            ApiError::SharePasswordRequired => (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(json!({"error": "share_password_required", "message": self.to_string()})),
+            )
+                .into_response(),
+            ApiError::NotFound(_) => (
+                StatusCode::NOT_FOUND,
+                axum::Json(json!({"error": "not_found", "message": self.to_string()})),
+            )
+                .into_response(),
+            ApiError::Conflict(_) => (
+                StatusCode::CONFLICT,
+                axum::Json(json!({"error": "conflict", "message": self.to_string()})),
+            )
+                .into_response(),
+            ApiError::Forbidden | ApiError::ForbiddenBecause(_) => (
                 StatusCode::FORBIDDEN,
                 axum::Json(json!({"error": "forbidden", "message": self.to_string()})),
             )

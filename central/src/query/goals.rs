@@ -39,10 +39,10 @@ pub const MAX_PATTERN_LEN: usize = 256;
 /// Most wildcards in one page pattern.
 pub const MAX_WILDCARDS: usize = 8;
 
-/// A goal as written in the access file.
-#[derive(Debug, Deserialize)]
+/// A goal as written in the access file (and kept by the registry).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct GoalEntry {
+pub struct GoalEntry {
     id: String,
     #[serde(default)]
     name: Option<String>,
@@ -54,10 +54,10 @@ pub(super) struct GoalEntry {
     props: BTreeMap<String, String>,
 }
 
-/// A funnel as written in the access file.
-#[derive(Debug, Deserialize)]
+/// A funnel as written in the access file (and kept by the registry).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FunnelEntry {
+pub struct FunnelEntry {
     id: String,
     #[serde(default)]
     name: Option<String>,
@@ -161,7 +161,7 @@ fn is_valid_name(s: &str) -> bool {
 }
 
 /// Validate the goals and funnels of `site` as read from the file.
-pub(super) fn validate(
+pub(crate) fn validate(
     site: &str,
     entries: Vec<GoalEntry>,
     funnels: Vec<FunnelEntry>,

@@ -12,6 +12,7 @@
 //! ```
 
 pub mod access;
+pub mod admin;
 pub mod bots;
 pub mod cache;
 pub mod dashboard;
@@ -35,7 +36,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Json, Router};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 use serde_json::json;
@@ -149,11 +150,32 @@ pub struct QueryState {
     /// Per-credential request rate and requests in progress.
     pub limits: std::sync::Arc<limits::CredentialLimits>,
     pub bots: bots::BotCounts,
+    /// The central registry of sites and credentials (`TA_QUERY_REGISTRY`); `None`: the
+    /// access file.
+    pub registry: Option<std::sync::Arc<crate::registry::Registry>>,
+    /// Signs the registry snapshots edges follow (`TA_QUERY_REGISTRY_SIGNING_KEY`).
+    pub signing_key: Option<std::sync::Arc<ta_shared::snapshot::SigningKey>>,
 }
 
 impl QueryState {
-    /// State for `config`; fails when the access file cannot be read.
+    /// State for `config`; fails when the registry or the access file cannot be read.
     pub fn new(config: &QueryConfig) -> anyhow::Result<Self> {
+        if let Some(path) = &config.registry {
+            if let Some(file) = &config.access_file {
+                anyhow::bail!(
+                    "TA_QUERY_ACCESS_FILE ({}) and TA_QUERY_REGISTRY are both set: with a registry, tokens and share links live in it; import the file once (`ta-query admin import --access FILE`) and unset TA_QUERY_ACCESS_FILE",
+                    file.display()
+                );
+            }
+            let registry = crate::registry::Registry::open(path)?;
+            let list = registry
+                .access_list()
+                .map_err(|e| anyhow::anyhow!("reading the registry {}: {e}", path.display()))?;
+            let mut state = Self::with_access(config, list);
+            state.registry = Some(std::sync::Arc::new(registry));
+            state.signing_key = config.signing_key()?.map(std::sync::Arc::new);
+            return Ok(state);
+        }
         let list = AccessList::load_for(&config.access_file()?, config.dev).map_err(|e| {
             anyhow::anyhow!("{e} (set TA_QUERY_ACCESS_FILE; format in central/src/query/access.rs)")
         })?;
@@ -198,6 +220,8 @@ impl QueryState {
                 config.credential_max_in_flight,
             ),
             bots: bots::BotCounts::new(config.prometheus_url.clone()),
+            registry: None,
+            signing_key: None,
         }
     }
 }
@@ -225,6 +249,14 @@ pub const ROUTES: &[&str] = &[
     "/v1/metrics/unique-users",
     "/v1/metrics/top-pages",
     "/v2/query",
+    "/v1/admin/sites",
+    "/v1/admin/sites/{id}",
+    "/v1/admin/sites/{id}/rotate-key",
+    "/v1/admin/sites/{id}/rotate-hmac-secret",
+    "/v1/admin/credentials",
+    "/v1/admin/credentials/{id}",
+    "/v1/admin/audit",
+    "/v1/registry/snapshot",
 ];
 
 fn route(path: &str) -> MethodRouter<QueryState> {
@@ -252,6 +284,23 @@ fn route(path: &str) -> MethodRouter<QueryState> {
         "/v1/metrics/unique-users" => get(|s, h, q| seed(s, h, q, SeedEndpoint::UniqueUsers)),
         "/v1/metrics/top-pages" => get(|s, h, q| seed(s, h, q, SeedEndpoint::TopPages)),
         "/v2/query" => post(query_v2).layer(DefaultBodyLimit::max(v2::MAX_BODY_BYTES)),
+        "/v1/admin/sites" => get(admin::sites)
+            .post(admin::sites)
+            .layer(DefaultBodyLimit::max(admin::MAX_BODY_BYTES)),
+        "/v1/admin/sites/{id}" => get(admin::site)
+            .patch(admin::site)
+            .delete(admin::site)
+            .layer(DefaultBodyLimit::max(admin::MAX_BODY_BYTES)),
+        "/v1/admin/sites/{id}/rotate-key" => {
+            post(admin::rotate_key).layer(DefaultBodyLimit::max(admin::MAX_BODY_BYTES))
+        }
+        "/v1/admin/sites/{id}/rotate-hmac-secret" => post(admin::rotate_hmac_secret),
+        "/v1/admin/credentials" => get(admin::credentials)
+            .post(admin::credentials)
+            .layer(DefaultBodyLimit::max(admin::MAX_BODY_BYTES)),
+        "/v1/admin/credentials/{id}" => delete(admin::credential),
+        "/v1/admin/audit" => get(admin::audit),
+        "/v1/registry/snapshot" => get(admin::snapshot),
         other => unreachable!("route {other} is in ROUTES but has no handler"),
     }
 }
@@ -307,13 +356,34 @@ fn principal(
     headers: &HeaderMap,
     pairs: &[(String, String)],
 ) -> Result<(Principal, limits::InFlight), ApiError> {
+    let (who, in_flight, filter) = principal_with_filter(state, list, headers, pairs)?;
+    if filter.is_some() {
+        return Err(ApiError::ForbiddenBecause(
+            "this share link is limited to a filter, which this endpoint cannot apply; use /v1/stats/*".into(),
+        ));
+    }
+    Ok((who, in_flight))
+}
+
+/// [`principal`], and the filter a share link limits its answers to (for endpoints that
+/// apply it: each of their answers is then computed with it).
+fn principal_with_filter(
+    state: &QueryState,
+    list: &AccessList,
+    headers: &HeaderMap,
+    pairs: &[(String, String)],
+) -> Result<(Principal, limits::InFlight, Option<String>), ApiError> {
     let (who, secret) = authenticate(list, headers, pairs)?;
+    let filter = match who {
+        Principal::Share(_) => list.share_filter(secret),
+        _ => None,
+    };
     let id: limits::CredentialId = sha2::Digest::finalize(sha2::Digest::chain_update(
         <sha2::Sha256 as sha2::Digest>::new(),
         secret.as_bytes(),
     ))
     .into();
-    Ok((who, state.limits.admit(id)?))
+    Ok((who, state.limits.admit(id)?, filter))
 }
 
 fn authenticate<'a>(
@@ -330,8 +400,11 @@ fn authenticate<'a>(
         .iter()
         .find(|(k, _)| k == "share")
         .map(|(_, v)| v.as_str());
+    let password = headers
+        .get("x-share-password")
+        .and_then(|v| v.to_str().ok());
     let who = list
-        .authenticate(bearer, share)
+        .authenticate_at(bearer, share, password, chrono::Utc::now().timestamp())?
         .ok_or(ApiError::Unauthorized)?;
     // What authenticated it: a share link grants a share principal, a token the others.
     let secret = match who {
@@ -430,9 +503,11 @@ async fn stats(
     let name = endpoint.name();
     let mut disposition = None;
     let result = async {
-        let pairs = pairs(raw.as_deref());
+        let mut pairs = pairs(raw.as_deref());
         let list = state.access.get();
-        let (who, _in_flight) = principal(&state, &list, &headers, &pairs)?;
+        let (who, _in_flight, limit) = principal_with_filter(&state, &list, &headers, &pairs)?;
+        // A share link limited to a filter: every answer also has it (filters are ANDed).
+        pairs.extend(limit.map(|f| ("filter".to_owned(), f)));
         let now = chrono::Utc::now();
         let mut req = StatsRequest::parse(endpoint, &pairs, now)?;
         list.authorize(&who, &req.site_id)?;
@@ -611,7 +686,8 @@ async fn goal_definitions(
     let result = (|| {
         let pairs = pairs(raw.as_deref());
         let list = state.access.get();
-        let (who, _in_flight) = principal(&state, &list, &headers, &pairs)?;
+        let (who, _in_flight, _names_only) =
+            principal_with_filter(&state, &list, &headers, &pairs)?;
         let mut site_id = None;
         for (k, v) in &pairs {
             match k.as_str() {
@@ -652,7 +728,8 @@ async fn sites(
     let result = (|| {
         let pairs = pairs(raw.as_deref());
         let list = state.access.get();
-        let (who, _in_flight) = principal(&state, &list, &headers, &pairs)?;
+        let (who, _in_flight, _names_only) =
+            principal_with_filter(&state, &list, &headers, &pairs)?;
         Ok(json_answer(&stats::sites_body(list.readable(&who))))
     })();
     observe(&state, "sites", started, &result);
@@ -719,19 +796,141 @@ pub fn watch_erasures(state: QueryState, every: Duration) -> tokio::task::JoinHa
     })
 }
 
+/// Rebuild the credential list whenever the registry's revision changes (a change another
+/// ta-query or an `admin` command made; this process's own changes apply at once). A registry
+/// that cannot be read keeps the list in force, and `stale` says so.
+pub fn watch_registry(
+    state: QueryState,
+    registry: std::sync::Arc<crate::registry::Registry>,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut seen = registry.revision().ok();
+        loop {
+            tokio::time::sleep(every).await;
+            let now = registry.revision().ok();
+            if now.is_none() || now == seen {
+                state
+                    .metrics
+                    .access_file_stale
+                    .set(i64::from(now.is_none()));
+                continue;
+            }
+            match registry.access_list() {
+                Ok(list) => {
+                    state.access.replace(list);
+                    state.cache.clear();
+                    state.metrics.access_file_stale.set(0);
+                    seen = now;
+                    tracing::info!(message = "Registry changed; credentials reloaded.", revision = ?now);
+                }
+                Err(error) => {
+                    state.metrics.access_file_stale.set(1);
+                    tracing::error!(message = "Registry unreadable; keeping the credentials in force.", %error);
+                }
+            }
+        }
+    })
+}
+
+/// The TLS set-up of `TA_QUERY_TLS_CERT`/`TA_QUERY_TLS_KEY`, when both are given.
+fn tls_config(
+    config: &QueryConfig,
+) -> anyhow::Result<Option<std::sync::Arc<rustls::ServerConfig>>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert, key) = match (&config.tls_cert, &config.tls_key) {
+        (None, None) => return Ok(None),
+        (Some(cert), Some(key)) => (cert, key),
+        (Some(_), None) => anyhow::bail!(
+            "TA_QUERY_TLS_CERT is set but TA_QUERY_TLS_KEY is not: give the certificate's private key"
+        ),
+        (None, Some(_)) => anyhow::bail!(
+            "TA_QUERY_TLS_KEY is set but TA_QUERY_TLS_CERT is not: give the certificate chain"
+        ),
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect())
+        .map_err(|e| anyhow::anyhow!("TA_QUERY_TLS_CERT {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("TA_QUERY_TLS_CERT {} holds no certificate", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("TA_QUERY_TLS_KEY {}: {e}", key.display()))?;
+    // ring, as for Kafka (ta_shared::kafka_security says why the deprecation is accepted).
+    #[allow(deprecated)]
+    let provider = rustls::crypto::ring::default_provider();
+    let mut tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(provider))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| anyhow::anyhow!("TA_QUERY_TLS_CERT/TA_QUERY_TLS_KEY: {e}"))?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(std::sync::Arc::new(tls)))
+}
+
+/// Serve `app` over TLS until `shutdown` completes: a handshake gets 10 s; connections in
+/// progress at shutdown are given 5 s to finish.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(error) => {
+                    tracing::warn!(message = "Accepting a connection failed.", %error);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+            // Reap finished connections (a JoinSet keeps them until joined).
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        connections.spawn(async move {
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+}
+
 /// Serve the stats API until the process is stopped.
 pub async fn run(config: QueryConfig) -> anyhow::Result<()> {
     let state = QueryState::new(&config)?;
-    let access_file = config.access_file()?;
-    let _watch = state.access.watch(
-        access_file.clone(),
-        Duration::from_secs(config.access_reload_secs.max(1)),
-        access::Reload {
-            dev: config.dev,
-            fail_closed: config.access_fail_closed,
-            stale: state.metrics.access_file_stale.clone(),
-        },
-    );
+    let tls = tls_config(&config)?;
+    let every = Duration::from_secs(config.access_reload_secs.max(1));
+    let _watch = match &state.registry {
+        Some(registry) => watch_registry(state.clone(), registry.clone(), every),
+        None => state.access.watch(
+            config.access_file()?,
+            every,
+            access::Reload {
+                dev: config.dev,
+                fail_closed: config.access_fail_closed,
+                stale: state.metrics.access_file_stale.clone(),
+            },
+        ),
+    };
     let _erasures = (config.erasure_check_secs > 0).then(|| {
         watch_erasures(
             state.clone(),
@@ -741,12 +940,123 @@ pub async fn run(config: QueryConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("binding {} (TA_QUERY_LISTEN): {e}", config.listen))?;
-    tracing::info!(message = "ta-query listening.", addr = %listener.local_addr()?, access_file = %access_file.display());
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async {
-            let signal = crate::telemetry::shutdown_signal().await;
-            tracing::info!(message = "Stopping: requests in progress finish.", signal);
-        })
-        .await?;
+    let source = match (&state.registry, config.access_file()) {
+        (Some(r), _) => format!("registry {}", r.path().display()),
+        (None, Ok(path)) => format!("access file {}", path.display()),
+        (None, Err(e)) => e.to_string(),
+    };
+    tracing::info!(message = "ta-query listening.", addr = %listener.local_addr()?, tls = tls.is_some(), access = %source, snapshot_signing = state.signing_key.is_some());
+    let shutdown = async {
+        let signal = crate::telemetry::shutdown_signal().await;
+        tracing::info!(message = "Stopping: requests in progress finish.", signal);
+    };
+    match tls {
+        Some(tls) => serve_tls(listener, app(state), tls, shutdown).await,
+        None => {
+            axum::serve(listener, app(state))
+                .with_graceful_shutdown(shutdown)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// `ta-query admin …`: registry work from the command line, printed for a person.
+pub fn admin_command(
+    config: &QueryConfig,
+    command: &crate::config::AdminCommand,
+) -> anyhow::Result<()> {
+    use crate::config::AdminCommand;
+    use ta_shared::snapshot::SigningKey;
+    let registry = || -> anyhow::Result<crate::registry::Registry> {
+        let path = config.registry.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("set TA_QUERY_REGISTRY (or --registry) to the registry file")
+        })?;
+        crate::registry::Registry::open(path)
+    };
+    let now = chrono::Utc::now().timestamp();
+    match command {
+        AdminCommand::Keygen { out } => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let der = SigningKey::generate_pkcs8();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(out)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "creating {}: {e} (an existing key is never overwritten)",
+                        out.display()
+                    )
+                })?;
+            file.write_all(&der)?;
+            file.sync_all()?;
+            let public = SigningKey::from_pkcs8(&der)?.verifying_key().to_base64();
+            println!(
+                "Signing key written to {} (give it to ta-query as TA_QUERY_REGISTRY_SIGNING_KEY).",
+                out.display()
+            );
+            println!("Public key (TA_REGISTRY_PUBLIC_KEY of every edge and loader):");
+            println!("{public}");
+        }
+        AdminCommand::PublicKey => {
+            let key = config.signing_key()?.ok_or_else(|| {
+                anyhow::anyhow!("set TA_QUERY_REGISTRY_SIGNING_KEY to the signing key file")
+            })?;
+            println!("{}", key.verifying_key().to_base64());
+        }
+        AdminCommand::Import { sites, access } => {
+            let registry = registry()?;
+            let site_list = ta_shared::SiteRegistry::load(sites)
+                .and_then(|r| r.for_mode(config.dev))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", sites.display()))?;
+            let access_list = access
+                .as_ref()
+                .map(|path| AccessList::load_for(path, config.dev))
+                .transpose()?;
+            let report = registry
+                .import("import", &site_list, access_list.as_ref(), now)
+                .map_err(|e| anyhow::anyhow!("import refused, nothing changed: {e}"))?;
+            println!(
+                "Imported {} site(s) and {} credential(s) into {}.",
+                report.sites.len(),
+                report.credentials,
+                registry.path().display()
+            );
+            if !report.sites_skipped.is_empty() || report.credentials_skipped > 0 {
+                println!(
+                    "Left alone (already in the registry): sites {:?}, {} credential(s).",
+                    report.sites_skipped, report.credentials_skipped
+                );
+            }
+        }
+        AdminCommand::CreateCredential { kind, sites, label } => {
+            let registry = registry()?;
+            let kind: crate::registry::Kind = serde_json::from_value(json!(kind))
+                .map_err(|_| anyhow::anyhow!("--kind must be admin, read, edge or share"))?;
+            let (view, secret) = registry
+                .create_credential(
+                    "cli",
+                    crate::registry::NewCredential {
+                        kind,
+                        sites: sites.clone(),
+                        label: label.clone(),
+                        password: None,
+                        expires_at: None,
+                        filter: None,
+                    },
+                    now,
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!(
+                "Created {} credential {} (shown once; keep it secret):",
+                json!(view.kind),
+                view.id
+            );
+            println!("{secret}");
+        }
+    }
     Ok(())
 }

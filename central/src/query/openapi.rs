@@ -244,9 +244,77 @@ fn query_filter_schema() -> Value {
 }
 
 /// The document.
+/// The admin API and the registry snapshot (only with `TA_QUERY_REGISTRY`; 503 without).
+fn admin_paths() -> Value {
+    let admin = json!([{"bearer": []}]);
+    let id = |what: &str| json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": what});
+    let body = |schema: Value| json!({"required": true, "content": {"application/json": {"schema": schema}}});
+    let errors = json!({
+        "400": {"description": "A field is invalid: `part` names it, `message` says why.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/QueryError"}}}},
+        "401": {"description": "No valid credential."},
+        "403": {"description": "Not an admin token (read tokens, share links and edge credentials are refused)."},
+        "404": {"description": "No such site or credential."},
+        "409": {"description": "The site exists already, or a key belongs to another site."},
+        "503": {"description": "ta-query runs without a registry (TA_QUERY_REGISTRY)."}
+    });
+    let with = |ok: Value| {
+        let mut r = errors.clone();
+        for (k, v) in ok.as_object().expect("object") {
+            r[k] = v.clone();
+        }
+        r
+    };
+    let settings = json!({"type": "object", "additionalProperties": false, "properties": {
+        "allowed_origins": {"type": "array", "items": {"type": "string"}, "description": "Browser origins (`https://example.com`) or `*`."},
+        "hostnames": {"type": "array", "items": {"type": "string"}, "description": "Page hosts events may come from (`example.com`, `*.example.com`); empty: any."},
+        "rate_limit_per_sec": {"type": ["integer", "null"]}, "rate_limit_burst": {"type": ["integer", "null"]},
+        "respect_dnt": {"type": "boolean"}, "require_signature": {"type": "boolean"},
+        "url_query_params": {"type": "array", "items": {"type": "string"}},
+        "datacenter_traffic": {"enum": ["drop", "flag", "allow"]},
+        "goals": {"type": "array", "items": {"type": "object"}, "description": "As in the access file: {id, name?, page | event, props?}."},
+        "funnels": {"type": "array", "items": {"type": "object"}, "description": "{id, name?, steps: [goal ids]}."}}});
+    let mut create = settings.clone();
+    create["properties"]["id"] =
+        json!({"type": "string", "description": "1-64 characters from [A-Za-z0-9._-]."});
+    create["properties"]["hmac_secret"] = json!({"type": "boolean", "description": "Generate an HMAC secret for server senders (returned once)."});
+    create["required"] = json!(["id"]);
+    json!({
+        "/v1/admin/sites": {
+            "get": {"summary": "Every site with its settings and ingest keys (never its HMAC secret: `has_hmac_secret`).", "security": admin, "responses": with(json!({"200": {"description": "`{sites: [{id, ...settings, ingest_keys: [{key, created_at, not_after}], has_hmac_secret, created_at, updated_at}]}`"}}))},
+            "post": {"summary": "Create a site with a new ingest key (and HMAC secret when asked). Edges following the registry accept its events within their poll interval.", "security": admin, "requestBody": body(create), "responses": with(json!({"201": {"description": "`{site, hmac_secret}`: the secret (or null) is shown this once."}}))}},
+        "/v1/admin/sites/{id}": {
+            "get": {"summary": "One site.", "security": admin, "parameters": [id("Site id.")], "responses": with(json!({"200": {"description": "`{site}`"}}))},
+            "patch": {"summary": "Change the settings given (the rest stay); id, keys and secret change only through their routes.", "security": admin, "parameters": [id("Site id.")], "requestBody": body(settings), "responses": with(json!({"200": {"description": "`{site}`"}}))},
+            "delete": {"summary": "Delete the site, its keys and share links, and its grant in read tokens (a token left with no site is deleted). Stored events stay (erase them with `ta-loader erase-site`).", "security": admin, "parameters": [id("Site id.")], "responses": with(json!({"204": {"description": "Deleted."}}))}},
+        "/v1/admin/sites/{id}/rotate-key": {"post": {"summary": "A new ingest key. The newest current key stays valid for `grace_secs` (default 86400, at most 30 days; 0: at once), older ones go now: never more than two keys. Edges drop the old key at its end themselves.", "security": admin, "parameters": [id("Site id.")],
+            "requestBody": {"required": false, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "properties": {"grace_secs": {"type": "integer", "minimum": 0, "maximum": crate::registry::MAX_GRACE_SECS}}}}}},
+            "responses": with(json!({"200": {"description": "`{site}` with both keys and the old one's `not_after`."}}))}},
+        "/v1/admin/sites/{id}/rotate-hmac-secret": {"post": {"summary": "A new HMAC secret in place of the old one (signed senders must switch), returned this once.", "security": admin, "parameters": [id("Site id.")], "responses": with(json!({"200": {"description": "`{site_id, hmac_secret}`"}}))}},
+        "/v1/admin/credentials": {
+            "get": {"summary": "Every credential (never a secret): admin, read and edge tokens, share links.", "security": admin, "responses": with(json!({"200": {"description": "`{credentials: [{id, kind, sites, label, expires_at, has_password, filter, created_at}]}`"}}))},
+            "post": {"summary": "Create a credential; its secret is in this answer only (a share link's secret is its `?share=` value).", "security": admin,
+                "requestBody": body(json!({"type": "object", "additionalProperties": false, "required": ["kind"], "properties": {
+                    "kind": {"enum": ["admin", "read", "edge", "share"]},
+                    "sites": {"type": "array", "items": {"type": "string"}, "description": "read: one or more; share: exactly one; admin, edge: none."},
+                    "label": {"type": "string", "maxLength": crate::registry::MAX_LABEL_CHARS},
+                    "password": {"type": "string", "minLength": 8, "description": "Share links: readers send it as `X-Share-Password`."},
+                    "expires_at": {"type": "integer", "description": "Unix second from which it is refused."},
+                    "filter": {"type": "string", "description": "Share links: a stats filter (`page:is:/blog`) every answer is limited to; such a link cannot use /v2/query, /v1/metrics/* or /v1/stats/bots."}}})),
+                "responses": with(json!({"201": {"description": "`{credential, secret}`"}}))}},
+        "/v1/admin/credentials/{id}": {"delete": {"summary": "Revoke: refused from the next request on (other ta-query processes within TA_QUERY_ACCESS_RELOAD_SECS).", "security": admin, "parameters": [id("Credential id (`cr_…`).")], "responses": with(json!({"204": {"description": "Revoked."}}))}},
+        "/v1/admin/audit": {"get": {"summary": "The registry's changes, newest first: who (credential id), what, when, on what; never a secret.", "security": admin,
+            "parameters": [{"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": crate::query::admin::MAX_AUDIT_ROWS, "default": 100}}],
+            "responses": with(json!({"200": {"description": "`{entries: [{seq, at, actor, action, target, detail}]}`"}}))}},
+        "/v1/registry/snapshot": {"get": {"summary": "What edges and loaders follow: every site with its valid ingest keys, their ends, HMAC secrets and settings, signed with Ed25519 (ta_shared::snapshot). Edge credentials only.", "security": admin,
+            "responses": {"200": {"description": "`{payload, signature}`: base64 of the snapshot JSON {revision, issued_at, sites}, and of its signature over `tiny-analytics registry snapshot v1\\n` + payload."},
+                "401": {"description": "No valid credential."}, "403": {"description": "Not an edge credential."},
+                "503": {"description": "No registry, or no signing key (TA_QUERY_REGISTRY_SIGNING_KEY)."}}}}
+    })
+}
+
 pub fn document() -> Value {
     let metric = json!({"type": "object", "properties": {"value": {"type": "number"}, "previous": {"type": "number"}, "change": {"type": ["number", "null"], "description": "percent; null when previous is 0"}}, "required": ["value"]});
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "Tiny Analytics stats API",
@@ -319,7 +387,11 @@ pub fn document() -> Value {
                     "413": {"description": "The body is over 64 KiB."},
                     "503": {"description": "ClickHouse did not answer; retry (Retry-After)."}}}},
         }
-    })
+    });
+    for (path, item) in admin_paths().as_object().expect("object") {
+        doc["paths"][path] = item.clone();
+    }
+    doc
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! `deploy/local/infra up` (or pointed to by `TA_CLICKHOUSE_URL` / `TA_KAFKA_BROKERS`).
 //! Every test uses its own database and topic, so tests run in parallel and re-run cleanly.
 
+mod admin;
 mod cluster;
 mod compat;
 mod dashboard;
