@@ -1,10 +1,14 @@
 //! The dashboard in headless Chromium (playwright-core, `ta_tests::browser`): what the screen
 //! shows equals the API's answers and the independent computation; filters, period changes,
-//! CSV, dark mode and share links work. Screenshots: target/test-artifacts/browser/.
+//! CSV, dark mode and share links work; the admin view manages a registry's sites and
+//! credentials. Screenshots: target/test-artifacts/browser/.
 
 use serde_json::{Value, json};
+use ta_central::QueryConfig;
+use ta_central::query::QueryState;
+use ta_central::registry::{Kind, NewCredential, Registry};
 
-use crate::stats_model::{START, admin, seeded, select, serve, totals};
+use crate::stats_model::{START, admin, get_as, seeded, select, serve, serve_state, totals};
 
 #[tokio::test]
 async fn the_dashboard_shows_the_apis_numbers_and_its_controls_work() {
@@ -482,4 +486,413 @@ async fn the_dashboard_shows_the_apis_numbers_and_its_controls_work() {
         "{}",
         screen["first_render_ms"]
     );
+}
+
+/// A registry-backed ta-query on `config`'s database (as `admin::central` starts one), with a
+/// bootstrap admin token and no site yet.
+struct Central {
+    base: String,
+    admin: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn central(config: &QueryConfig) -> Central {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("registry.db");
+    let bootstrap = NewCredential {
+        kind: Kind::Admin,
+        sites: Vec::new(),
+        label: "bootstrap".into(),
+        password: None,
+        expires_at: None,
+        filter: None,
+    };
+    let (_, admin) = Registry::open(&path)
+        .unwrap()
+        .create_credential("bootstrap", bootstrap, chrono::Utc::now().timestamp())
+        .unwrap();
+    let config = QueryConfig {
+        registry: Some(path),
+        access_file: None,
+        ..config.clone()
+    };
+    let base = serve_state(QueryState::new(&config).unwrap()).await;
+    Central {
+        base,
+        admin,
+        _dir: dir,
+    }
+}
+
+/// One phase of tests/browser/admin.js; what the screen showed. Fails on any page error,
+/// CSP refusal or request to another origin.
+async fn admin_phase(phase: &str, mut args: Value) -> Value {
+    args["phase"] = json!(phase);
+    args["screenshots"] = json!(ta_tests::browser::artifacts_dir().display().to_string());
+    let screen = tokio::task::spawn_blocking(move || ta_tests::browser::run("admin.js", &args))
+        .await
+        .unwrap();
+    assert_eq!(
+        screen["errors"],
+        json!([]),
+        "{phase}: page errors or third-party requests"
+    );
+    screen
+}
+
+/// A stats request with a share link and, optionally, its password: status and error code.
+async fn shared(url: &str, password: Option<&str>) -> (u16, Value) {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(p) = password {
+        req = req.header("X-Share-Password", p);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_admin_view_manages_sites_keys_and_credentials_that_the_api_then_honours() {
+    let s = seeded().await;
+    let c = central(&s.config).await;
+    let base = c.base.as_str();
+    let site = "site-1";
+    let origins = ["https://one.example", "https://app.one.example"];
+    let password = "open sesame 1";
+    let edge = "https://edge.one.example";
+    let args = json!({"base": base, "admin": c.admin, "site": site, "origins": origins,
+        "password": password, "edge": edge, "date": "2025-11-02"});
+    let registry_site = || async {
+        let (st, v) = get_as(&c.admin, &format!("{base}/v1/admin/sites")).await;
+        assert_eq!(st, 200, "{v}");
+        v["sites"].clone()
+    };
+
+    // Sites created through the form: a wrong origin is refused on its field; an HMAC secret
+    // is shown once; a deleted site is gone.
+    let setup = admin_phase("setup", args.clone()).await;
+    assert_eq!(setup["initial"]["views_shown"], true, "admin tab");
+    assert_eq!(setup["initial"]["admin_shown"], true);
+    assert_eq!(setup["initial"]["sites"], json!([]));
+    assert!(
+        setup["initial"]["url"]
+            .as_str()
+            .unwrap()
+            .contains("view=admin")
+    );
+    let error = &setup["create_error"];
+    assert_eq!(error["part"], "allowed_origins");
+    assert_eq!(error["marked"], true);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("`one.example` is not an origin"),
+        "{error}"
+    );
+    assert_eq!(
+        setup["created"]["sites"],
+        json!([{"id": site, "origins": origins[0], "selected": true}])
+    );
+    let scratch = &setup["scratch_secret"];
+    assert_eq!(scratch["value"].as_str().unwrap().len(), 64, "{scratch}");
+    assert!(scratch["once"].as_str().unwrap().starts_with("Shown once"));
+    assert_eq!(scratch["stored"], false);
+    assert_eq!(setup["scratch"]["selected"], "scratch");
+    assert!(
+        setup["delete_question"]
+            .as_str()
+            .unwrap()
+            .contains("Delete scratch")
+    );
+    assert_eq!(
+        setup["deleted"]["sites"],
+        json!([{"id": site, "origins": origins[0], "selected": true}])
+    );
+    let sites = registry_site().await;
+    assert_eq!(sites.as_array().unwrap().len(), 1, "{sites}");
+    assert_eq!(sites[0]["id"], site);
+    assert_eq!(sites[0]["allowed_origins"], json!([origins[0]]));
+    assert_eq!(sites[0]["hostnames"], json!(["one.example"]));
+    assert_eq!(sites[0]["has_hmac_secret"], false);
+    let first_key = sites[0]["ingest_keys"][0]["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Settings, key rotation, snippet, HMAC secret, a read token and a share link.
+    let manage = admin_phase("manage", args.clone()).await;
+    assert_eq!(manage["initial"]["selected"], site);
+    let error = &manage["settings_error"];
+    assert_eq!(
+        (error["part"].as_str(), &error["marked"]),
+        (Some("rate_limit_per_sec"), &json!(true)),
+        "{error}"
+    );
+    assert_eq!(manage["saved"], "Saved.");
+    assert_eq!(
+        manage["edited"]["sites"][0]["origins"],
+        json!(origins.join(" "))
+    );
+    assert_eq!(
+        manage["edge_url"],
+        format!("{edge}/"),
+        "the edge URL is remembered as typed"
+    );
+    assert_eq!(
+        manage["keys_before"],
+        json!([{"key": first_key, "not_after": null, "ends": "current"}])
+    );
+    let sites = registry_site().await;
+    let api = &sites[0];
+    assert_eq!(api["allowed_origins"], json!(origins));
+    assert_eq!(
+        (
+            &api["respect_dnt"],
+            &api["rate_limit_per_sec"],
+            &api["rate_limit_burst"]
+        ),
+        (&json!(true), &json!(50), &json!(100))
+    );
+    assert_eq!(api["has_hmac_secret"], true);
+    // Two keys: the old one ends two hours after the rotation, the new one is current.
+    let keys = api["ingest_keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2, "{api}");
+    let old = keys
+        .iter()
+        .find(|k| k["key"] == first_key.as_str())
+        .unwrap();
+    let new = keys.iter().find(|k| k["not_after"].is_null()).unwrap();
+    let new_key = new["key"].as_str().unwrap();
+    let ends = old["not_after"].as_i64().unwrap();
+    let rotated_at = new["created_at"].as_i64().unwrap();
+    assert_eq!(ends - rotated_at, 7200);
+    let shown = manage["rotated"]["keys"].as_array().unwrap();
+    assert_eq!(shown.len(), 2, "{shown:?}");
+    let shown_old = shown
+        .iter()
+        .find(|k| k["key"] == first_key.as_str())
+        .unwrap();
+    assert_eq!(shown_old["not_after"], ends);
+    assert!(
+        shown_old["ends"]
+            .as_str()
+            .unwrap()
+            .ends_with("(rotated out)")
+    );
+    assert!(
+        shown
+            .iter()
+            .any(|k| k["key"] == new_key && k["ends"] == "current")
+    );
+    let snippet = format!(
+        r#"<script defer src="{edge}/t.js" data-site="{site}" data-key="{new_key}"></script>"#
+    );
+    assert_eq!(manage["snippet"], snippet);
+    assert_eq!(manage["copied"], "true");
+    assert_eq!(manage["clipboard"], snippet);
+    for secret in [&manage["hmac_first"], &manage["hmac"]] {
+        assert_eq!(secret["value"].as_str().unwrap().len(), 64, "{secret}");
+        assert!(secret["once"].as_str().unwrap().starts_with("Shown once"));
+        assert_eq!(secret["stored"], false);
+    }
+    assert_ne!(manage["hmac"]["value"], manage["hmac_first"]["value"]);
+
+    // The read token reads the site.
+    let read = manage["read"]["value"].as_str().unwrap().to_owned();
+    let read_id = manage["read"]["credential"].as_str().unwrap().to_owned();
+    assert_eq!(manage["read"]["kind"], "read");
+    assert_eq!(manage["read"]["stored"], false);
+    let (st, v) = get_as(&read, &format!("{base}/v1/sites")).await;
+    assert_eq!((st, &v["sites"]), (200, &json!([site])), "{v}");
+    // The share link: its full dashboard URL; without its password 401, with it 200.
+    assert_eq!(manage["share_fields"], true);
+    let error = &manage["password_error"];
+    assert_eq!(
+        (error["part"].as_str(), &error["marked"]),
+        (Some("password"), &json!(true))
+    );
+    let share_url = manage["share"]["value"].as_str().unwrap().to_owned();
+    let share = share_url
+        .strip_prefix(&format!("{base}/?share="))
+        .unwrap_or_else(|| panic!("{share_url}"))
+        .to_owned();
+    let range = format!(
+        "{base}/v1/stats/aggregate?site_id={site}&period=30d&date=2025-11-02&timezone=UTC&share={share}"
+    );
+    let (st, v) = shared(&range, None).await;
+    assert_eq!((st, &v["error"]), (401, &json!("share_password_required")));
+    let (st, v) = shared(&range, Some("not the password")).await;
+    assert_eq!((st, &v["error"]), (401, &json!("share_password_required")));
+    let (st, agg) = shared(&range, Some(password)).await;
+    assert_eq!(st, 200, "{agg}");
+    let visitors = agg["results"]["visitors"]["value"].as_u64().unwrap();
+    assert!(visitors > 0);
+    // Listed by creation time, and the two created in one second by id: sorted here by kind.
+    let mut listed: Vec<Value> = manage["listed"]["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            json!([
+                c["kind"],
+                c["label"],
+                c["sites"],
+                c["password"],
+                c["expires_at"]
+            ])
+        })
+        .collect();
+    listed.sort_by_key(|c| c[0].as_str().unwrap_or_default().to_owned());
+    // 2099-01-01T00:00 in the browser's time zone (UTC).
+    assert_eq!(
+        listed,
+        vec![
+            json!(["admin", "bootstrap", "all", false, null]),
+            json!(["read", "ci reader", site, false, null]),
+            json!(["share", "board", site, true, 4_070_908_800u64]),
+        ]
+    );
+
+    // Light and dark both drawn from the palette; nothing overflows the window.
+    assert_eq!(manage["light"]["theme"], "light");
+    assert_eq!(manage["dark"]["theme"], "dark");
+    assert_eq!(manage["light"]["body"], "rgb(247, 247, 249)");
+    assert_eq!(manage["dark"]["body"], "rgb(17, 18, 22)");
+    assert_eq!(manage["dark"]["card"], "rgb(27, 28, 34)");
+    assert_eq!(manage["dark"]["text"], "rgb(232, 233, 238)");
+    assert_eq!(manage["dark"]["snippet"], "rgb(17, 18, 22)");
+    for mode in ["light", "dark"] {
+        assert_eq!(manage[mode]["overflow"], false, "{mode}");
+    }
+
+    // The share link in the browser: a password form, a refused password, then the KPIs
+    // (the API's numbers), the password sent with every request and kept for this tab only.
+    let mut share_args = args.clone();
+    share_args["share_url"] = json!(share_url);
+    share_args["read"] = json!(read);
+    let screen = admin_phase("share", share_args).await;
+    assert_eq!(
+        screen["prompted"],
+        json!({"main_hidden": true, "login_hidden": true})
+    );
+    assert_eq!(screen["refused"], "That password was not accepted.");
+    assert_eq!(screen["share_login_hidden"], true);
+    assert_eq!(screen["kpis"]["visitors"], visitors);
+    let sent = screen["sent_after"].as_array().unwrap();
+    assert!(sent.len() > 5, "{sent:?}");
+    assert!(sent.iter().all(|p| p == password), "{sent:?}");
+    assert_eq!(
+        screen["storage"]["session"],
+        json!([format!("ta-share-password:{share}")])
+    );
+    assert_eq!(screen["storage"]["local"], json!([]));
+    assert_eq!(screen["reload_prompted"], false);
+    // A read token: no Admin tab, and ?view=admin shows the stats.
+    let reader = &screen["reader"];
+    assert_eq!(
+        (
+            &reader["views_shown"],
+            &reader["admin_shown"],
+            &reader["stats_shown"]
+        ),
+        (&json!(false), &json!(false), &json!(true))
+    );
+    assert!(!reader["url"].as_str().unwrap().contains("view=admin"));
+
+    // Revoked in the UI: the token is refused from the next request on.
+    let mut revoke_args = args.clone();
+    revoke_args["read_id"] = json!(read_id);
+    let revoke = admin_phase("revoke", revoke_args).await;
+    let (st, _) = get_as(&read, &format!("{base}/v1/sites")).await;
+    assert_eq!(st, 401);
+    assert!(
+        revoke["after"]["credentials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["id"] != read_id.as_str())
+    );
+    // The Stats tab shows the registry's site; the Admin tab comes back to the admin view.
+    let stats = &revoke["stats_tab"];
+    assert_eq!(
+        (
+            &stats["stats_shown"],
+            &stats["admin_shown"],
+            &stats["views_shown"]
+        ),
+        (&json!(true), &json!(false), &json!(true))
+    );
+    assert_eq!(stats["site_options"], json!([site]));
+    assert!(!stats["url"].as_str().unwrap().contains("view=admin"));
+    assert_eq!(revoke["admin_tab"]["admin_shown"], true);
+    assert!(
+        revoke["admin_tab"]["url"]
+            .as_str()
+            .unwrap()
+            .contains("view=admin")
+    );
+    // The audit log, newest first, as the API lists it.
+    let (st, audit) = get_as(&c.admin, &format!("{base}/v1/admin/audit")).await;
+    assert_eq!(st, 200);
+    let api: Vec<Value> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| json!({"seq": e["seq"], "action": e["action"], "target": e["target"]}))
+        .collect();
+    assert_eq!(revoke["after"]["audit"], json!(api));
+    let actions: Vec<&str> = api.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    // The settings save sent only what it changed.
+    let update = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "site.update")
+        .unwrap();
+    let mut changed: Vec<&str> = update["detail"]["changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    changed.sort_unstable();
+    assert_eq!(
+        changed,
+        [
+            "allowed_origins",
+            "rate_limit_burst",
+            "rate_limit_per_sec",
+            "respect_dnt"
+        ]
+    );
+    assert_eq!(
+        actions,
+        [
+            "credential.delete",
+            "credential.create",
+            "credential.create",
+            "site.rotate_hmac_secret",
+            "site.rotate_hmac_secret",
+            "site.rotate_key",
+            "site.update",
+            "site.delete",
+            "site.create",
+            "site.create",
+            "credential.create",
+        ]
+    );
+
+    for name in [
+        "admin-light.png",
+        "admin-dark.png",
+        "share-password.png",
+        "admin-audit-light.png",
+    ] {
+        let path = ta_tests::browser::artifacts_dir().join(name);
+        let size = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .len();
+        assert!(size > 10_000, "{name}: {size} bytes");
+    }
 }

@@ -1,5 +1,6 @@
-// Tiny Analytics dashboard: plain JavaScript over this server's stats API. State lives in the
-// URL (?site&period&date&filter…&share), so a view can be bookmarked or shared.
+// Tiny Analytics dashboard: plain JavaScript over this server's stats API, and (for admin
+// tokens) the admin view over /v1/admin/*. State lives in the URL
+// (?site&period&date&filter…&share&view=admin), so a view can be bookmarked or shared.
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
@@ -7,7 +8,12 @@
   const q = url.searchParams;
   const state = {
     share: q.get("share") || "",
+    // A share link's password: this tab only (sessionStorage), sent as X-Share-Password.
+    sharePassword: q.get("share") ? sessionStorage.getItem("ta-share-password:" + q.get("share")) || "" : "",
     token: sessionStorage.getItem("ta-token") || "",
+    // "stats", or "admin" (admin tokens only: otherwise the stats view is shown).
+    view: q.get("view") === "admin" ? "admin" : "stats",
+    sites: [],
     site: q.get("site") || "",
     period: q.get("period") || "30d",
     date: q.get("date") || "",
@@ -55,10 +61,16 @@
     const p = new URLSearchParams();
     for (const [k, v] of params) p.append(k, v);
     if (state.share) p.append("share", state.share);
-    const headers = state.token && !state.share ? { Authorization: "Bearer " + state.token } : {};
+    const headers = {};
+    if (state.share && state.sharePassword) headers["X-Share-Password"] = state.sharePassword;
+    else if (state.token && !state.share) headers.Authorization = "Bearer " + state.token;
     return fetch(path + "?" + p.toString(), { headers }).then(async (r) => {
       if (r.status === 401 && !state.share) { showLogin("That token was not accepted."); throw new Error("unauthorized"); }
-      if (!r.ok) { const b = await r.json().catch(() => ({})); throw new Error(b.message || r.statusText); }
+      if (!r.ok) {
+        const b = await r.json().catch(() => ({}));
+        if (r.status === 401 && b.error === "share_password_required") { showSharePassword(); throw new Error("unauthorized"); }
+        throw new Error(b.message || r.statusText);
+      }
       return (r.headers.get("content-type") || "").includes("json") ? r.json() : r.text();
     });
   }
@@ -104,7 +116,8 @@
   function syncUrl() {
     const u = new URL(location.pathname, location.origin);
     if (state.share) u.searchParams.set("share", state.share);
-    u.searchParams.set("site", state.site);
+    if (state.view === "admin") u.searchParams.set("view", "admin");
+    if (state.site) u.searchParams.set("site", state.site);
     u.searchParams.set("period", state.period);
     if (state.date) u.searchParams.set("date", state.date);
     if (state.compare !== "previous_period") u.searchParams.set("compare", state.compare);
@@ -372,7 +385,7 @@
     }
   }
   async function realtime() {
-    if (!state.site) return;
+    if (!state.site || state.view !== "stats") return;
     try {
       const r = await api("/v1/stats/realtime", [["site_id", state.site]]);
       const b = $("realtime").querySelector("b");
@@ -394,13 +407,380 @@
     } catch (_) { $("bots").hidden = true; }
   }
 
+  // ---- admin view (admin tokens): sites, their keys and settings, credentials, the audit log.
+  // Secrets (tokens, share links, HMAC secrets) come in the answer that created them and are
+  // shown once, in a box the operator dismisses; nothing keeps them (no storage, no URL).
+  const admin = { sites: [], credentials: [], audit: [] };
+  // The HMAC secret just rotated, shown in its site's pane (which redraws after every change)
+  // until hidden or another site is picked; held in memory only.
+  let hmacSecret = null;
+  let adminLoads = 0;
+  const EDGE_URL_KEY = "ta-edge-url";
+  const dtf = new Intl.DateTimeFormat("en", { dateStyle: "medium", timeStyle: "short" });
+  const when = (secs) => (secs === null || secs === undefined ? "never" : dtf.format(new Date(secs * 1000)));
+  const lines = (text) => text.split(/[\s,]+/).map((v) => v.trim()).filter(Boolean);
+
+  // One admin request: the JSON answer, or an Error carrying the API's status, code, message
+  // and the field (`part`) it is about.
+  async function adminCall(method, path, body) {
+    const headers = { Authorization: "Bearer " + state.token };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    const data = r.status === 204 ? null : await r.json().catch(() => null);
+    if (r.ok) return data;
+    if (r.status === 401) { showLogin("That token was not accepted."); throw new Error("unauthorized"); }
+    const e = new Error((data && data.message) || r.status + " " + r.statusText);
+    e.status = r.status;
+    e.part = (data && (data.part || data.parameter)) || "";
+    throw e;
+  }
+  // Whether the signed-in token is an admin token (403: not one; 503: no registry).
+  function isAdminToken() {
+    if (state.share || !state.token) return Promise.resolve(false);
+    return fetch("/v1/admin/sites", { headers: { Authorization: "Bearer " + state.token } }).then((r) => r.ok, () => false);
+  }
+
+  // A form's error: the API's message beside the form, and the field it names marked.
+  function formError(form, e) {
+    const box = form.querySelector("[data-error]");
+    for (const f of form.querySelectorAll("[aria-invalid]")) f.removeAttribute("aria-invalid");
+    if (!e) { box.hidden = true; box.textContent = ""; delete box.dataset.part; return; }
+    if (e.message === "unauthorized") return;
+    box.hidden = false;
+    box.textContent = e.message;
+    box.dataset.part = e.part || "";
+    const field = e.part && form.querySelector(`[name="${CSS.escape(e.part)}"]`);
+    if (field) { field.setAttribute("aria-invalid", "true"); field.focus(); }
+  }
+  function adminError(e) {
+    if (e && e.message === "unauthorized") return;
+    $("admin-error").hidden = !e;
+    $("admin-error").textContent = e ? String(e.message || e) : "";
+  }
+
+  // Copy to the clipboard; where the Clipboard API is missing (plain http other than
+  // localhost) or refused, through a selected textarea.
+  async function copyText(text, button) {
+    let copied = false;
+    try { await navigator.clipboard.writeText(text); copied = true; } catch (_) {
+      const t = el("textarea", { readonly: "", class: "offscreen" });
+      t.value = text;
+      document.body.append(t);
+      t.select();
+      try { copied = document.execCommand("copy"); } catch (_) { copied = false; }
+      t.remove();
+    }
+    const label = button.dataset.label || (button.dataset.label = button.textContent);
+    button.textContent = copied ? "Copied" : "Copy failed: select the text";
+    button.dataset.copied = String(copied);
+    setTimeout(() => { button.textContent = label; }, 1500);
+  }
+
+  // A one-time secret in `box`, with a copy button and the note that it is not shown again.
+  function showSecret(box, title, value, note, onHide) {
+    box.replaceChildren(
+      el("div", { class: "head" }, el("h3", {}, title),
+        el("button", { type: "button", class: "link", onclick: () => { hideSecret(box); if (onHide) onHide(); } }, "Hide")),
+      el("p", { class: "once" }, "Shown once: copy it now. Only a hash (or the edges' copy) is kept; it cannot be shown again."),
+      el("div", { class: "copyable" }, el("code", { "data-secret": value }, value),
+        el("button", { type: "button", onclick: (ev) => copyText(value, ev.currentTarget) }, "Copy")),
+      ...(note ? [el("p", { class: "muted" }, note)] : []));
+    box.hidden = false;
+    box.scrollIntoView({ block: "nearest" });
+  }
+  function hideSecret(box) { box.hidden = true; box.replaceChildren(); }
+
+  // A button that asks before it acts: the question, then "yes" or "cancel".
+  function confirmButton(label, question, yes, action, attrs) {
+    const wrap = el("span", { class: "confirm" });
+    const ask = () => wrap.replaceChildren(el("span", { class: "question" }, question + " "),
+      el("button", { type: "button", class: "danger", "data-confirm": "yes", onclick: action }, yes), " ",
+      el("button", { type: "button", onclick: idle }, "Cancel"));
+    const idle = () => wrap.replaceChildren(el("button", Object.assign({ type: "button", onclick: ask }, attrs || {}), label));
+    idle();
+    return wrap;
+  }
+
+  async function loadAdmin() {
+    try {
+      const [sites, credentials, audit] = await Promise.all([
+        adminCall("GET", "/v1/admin/sites"),
+        adminCall("GET", "/v1/admin/credentials"),
+        adminCall("GET", "/v1/admin/audit?limit=100"),
+      ]);
+      admin.sites = sites.sites;
+      admin.credentials = credentials.credentials;
+      admin.audit = audit.entries;
+      adminError(null);
+      renderAdmin();
+    } catch (e) {
+      adminError(e);
+    } finally {
+      document.body.dataset.adminLoaded = String(++adminLoads);
+    }
+  }
+  function renderAdmin() {
+    if (!admin.sites.some((x) => x.id === state.site)) state.site = admin.sites.length ? admin.sites[0].id : "";
+    syncUrl();
+    $("admin-sites").replaceChildren(...(admin.sites.length ? admin.sites.map((x) => el("tr", {
+      "data-site": x.id, class: x.id === state.site ? "selected" : "",
+      onclick: () => { if (state.site !== x.id) hmacSecret = null; state.site = x.id; renderAdmin(); },
+    },
+    el("td", { class: "id", title: x.id }, x.id),
+    el("td", { "data-origins": x.allowed_origins.join(" ") }, x.allowed_origins.join(", ") || "–"),
+    el("td", { class: "n" }, String(x.ingest_keys.length)),
+    el("td", { class: "n" }, x.require_signature ? "required" : x.has_hmac_secret ? "optional" : "no")))
+      : [el("tr", {}, el("td", { class: "empty", colspan: "4" }, "No sites yet: create the first one below."))]));
+    renderSite(admin.sites.find((x) => x.id === state.site));
+    renderCredentials();
+    renderAudit();
+  }
+
+  // ---- one site: settings, ingest keys and the tracker snippet, HMAC secret, delete
+  function currentKey(site) {
+    const live = site.ingest_keys.filter((k) => k.not_after === null);
+    return (live.length ? live : site.ingest_keys).slice().sort((a, b) => b.created_at - a.created_at)[0];
+  }
+  // The tracker's script tag, as edge/tracker/t.js documents it.
+  function snippet(site) {
+    const edge = (localStorage.getItem(EDGE_URL_KEY) || "").trim().replace(/\/+$/, "") || "https://EDGE";
+    const key = currentKey(site);
+    return `<script defer src="${edge}/t.js" data-site="${site.id}" data-key="${key ? key.key : ""}"></script>`;
+  }
+  function renderSite(site) {
+    $("admin-site").hidden = !site;
+    if (!site) { $("admin-site-body").replaceChildren(); return; }
+    const field = (label, input) => el("label", {}, label + " ", input);
+    const check = (name, on, label) => { const c = el("input", { type: "checkbox", name }); c.checked = on; return el("label", { class: "check" }, c, " " + label); };
+    const number = (name, v) => { const i = el("input", { type: "number", name, min: "1", step: "1", placeholder: "edge default", "aria-label": name.replace(/_/g, " ") }); i.value = v === null ? "" : String(v); return i; };
+    const area = (name, list, placeholder) => { const t = el("textarea", { name, rows: "2", placeholder, "aria-label": name.replace(/_/g, " ") }); t.value = list.join("\n"); return t; };
+
+    const settings = el("form", { id: "site-settings", class: "form", novalidate: "" },
+      field("Allowed origins", area("allowed_origins", site.allowed_origins, "https://example.com (one per line, or *)")),
+      field("Hostnames", area("hostnames", site.hostnames, "example.com, *.example.com (empty: any)")),
+      el("div", { class: "row" },
+        field("Rate limit (events/s per visitor IP)", number("rate_limit_per_sec", site.rate_limit_per_sec)),
+        field("Burst", number("rate_limit_burst", site.rate_limit_burst))),
+      check("respect_dnt", site.respect_dnt, "Respect Do Not Track and Global Privacy Control"),
+      check("require_signature", site.require_signature, "Require an HMAC signature (server-side senders only)"),
+      el("div", { class: "actions" }, el("button", { type: "submit" }, "Save settings"), el("span", { class: "muted", "data-saved": "" })),
+      el("p", { class: "error", "data-error": "", hidden: "" }));
+    settings.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const f = settings.elements;
+      const limit = (v) => (v.trim() === "" ? null : Number(v));
+      formError(settings, null);
+      const form = {
+        allowed_origins: lines(f.allowed_origins.value), hostnames: lines(f.hostnames.value),
+        rate_limit_per_sec: limit(f.rate_limit_per_sec.value), rate_limit_burst: limit(f.rate_limit_burst.value),
+        respect_dnt: f.respect_dnt.checked, require_signature: f.require_signature.checked,
+      };
+      // Only what changed, so the audit log says what this save changed.
+      const patch = Object.fromEntries(Object.entries(form).filter(([k, v]) => JSON.stringify(v) !== JSON.stringify(site[k])));
+      const status = settings.querySelector("[data-saved]");
+      if (!Object.keys(patch).length) { status.textContent = "Nothing changed."; return; }
+      try {
+        await adminCall("PATCH", "/v1/admin/sites/" + encodeURIComponent(site.id), patch);
+        await loadAdmin();
+        const saved = document.querySelector("#site-settings [data-saved]");
+        if (saved) saved.textContent = "Saved.";
+      } catch (e) { formError(settings, e); }
+    });
+
+    const edge = el("input", { id: "edge-url", type: "url", placeholder: "https://edge.example.com", "aria-label": "Edge public URL" });
+    edge.value = localStorage.getItem(EDGE_URL_KEY) || "";
+    const code = el("pre", { id: "snippet", class: "snippet" }, snippet(site));
+    edge.addEventListener("input", () => { localStorage.setItem(EDGE_URL_KEY, edge.value.trim()); code.textContent = snippet(site); });
+    const keys = el("table", { "data-keys": site.id }, el("thead", {}, el("tr", {}, el("th", {}, "Ingest key"), el("th", {}, "Created"), el("th", {}, "Accepted until"))),
+      el("tbody", {}, ...site.ingest_keys.map((k) => el("tr", { "data-key": k.key, "data-not-after": k.not_after === null ? "" : String(k.not_after) },
+        el("td", {}, el("code", {}, k.key)), el("td", {}, when(k.created_at)),
+        el("td", { class: k.not_after === null ? "" : "ending" }, k.not_after === null ? "current" : when(k.not_after) + " (rotated out)")))));
+    const grace = el("input", { id: "grace-hours", name: "grace_secs", type: "number", min: "0", max: "720", step: "any", "aria-label": "Grace period in hours" });
+    grace.value = "24";
+    const rotate = el("form", { id: "rotate-key", class: "form inline", novalidate: "" },
+      el("label", {}, "Keep the old key for ", grace, " hours"), " ",
+      el("button", { type: "submit" }, "Rotate key"),
+      el("p", { class: "error", "data-error": "", hidden: "" }));
+    rotate.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      formError(rotate, null);
+      const hours = Number(grace.value);
+      if (grace.value.trim() === "" || !Number.isFinite(hours)) { formError(rotate, { message: "The grace period is a number of hours (0 to 720).", part: "grace_secs" }); return; }
+      try {
+        await adminCall("POST", "/v1/admin/sites/" + encodeURIComponent(site.id) + "/rotate-key", { grace_secs: Math.round(hours * 3600) });
+        await loadAdmin();
+      } catch (e) { formError(rotate, e); }
+    });
+
+    const hmacError = el("p", { class: "error", hidden: "" });
+    const rotateHmac = async () => {
+      hmacError.hidden = true;
+      try {
+        const r = await adminCall("POST", "/v1/admin/sites/" + encodeURIComponent(site.id) + "/rotate-hmac-secret");
+        hmacSecret = { site: r.site_id, value: r.hmac_secret };
+        await loadAdmin();
+      } catch (e) { if (e.message !== "unauthorized") { hmacError.hidden = false; hmacError.textContent = e.message; } }
+    };
+    const hmac = site.has_hmac_secret
+      ? confirmButton("Rotate HMAC secret", "Signed senders must switch to the new secret at once. Rotate?", "Rotate", rotateHmac, { id: "rotate-hmac" })
+      : el("button", { id: "rotate-hmac", type: "button", onclick: rotateHmac }, "Generate HMAC secret");
+    const hmacBox = el("div", { id: "hmac-secret", class: "secret", hidden: "" });
+    if (hmacSecret && hmacSecret.site === site.id) {
+      showSecret(hmacBox, "HMAC secret of " + site.id, hmacSecret.value,
+        "Server-side senders sign events with it; the previous secret no longer verifies.", () => { hmacSecret = null; });
+    }
+
+    const deleteError = el("p", { class: "error", hidden: "" });
+    const remove = confirmButton("Delete site", `Delete ${site.id}, its keys, share links and read grants? Its stored events stay.`, "Delete site", async () => {
+      try {
+        await adminCall("DELETE", "/v1/admin/sites/" + encodeURIComponent(site.id));
+        hmacSecret = null;
+        state.site = "";
+        await loadAdmin();
+      } catch (e) { if (e.message !== "unauthorized") { deleteError.hidden = false; deleteError.textContent = e.message; } }
+    }, { id: "delete-site", class: "danger" });
+
+    $("admin-site-body").replaceChildren(
+      el("div", { class: "head" }, el("h2", { "data-site-id": site.id }, site.id), el("span", { class: "muted" }, "created " + when(site.created_at))),
+      settings,
+      el("h3", {}, "Ingest keys and tracker snippet"),
+      keys,
+      el("label", { class: "stack" }, "Edge public URL (remembered in this browser)", edge),
+      el("div", { class: "copyable" }, code, el("button", { id: "copy-snippet", type: "button", onclick: (ev) => copyText(code.textContent, ev.currentTarget) }, "Copy")),
+      el("p", { class: "muted" }, "Paste it into every page of the site. The key is public by design; rotate it when it leaks into a site you do not run."),
+      rotate,
+      el("h3", {}, "HMAC secret"),
+      el("p", { class: "muted", "data-hmac": String(site.has_hmac_secret) }, site.has_hmac_secret
+        ? "This site has an HMAC secret" + (site.require_signature ? " and accepts signed events only." : "; unsigned browser events are accepted too.")
+        : "No HMAC secret: only browser events (no server-side signing)."),
+      hmac, hmacError, hmacBox,
+      el("h3", {}, "Delete"),
+      remove, deleteError);
+  }
+
+  // ---- credentials
+  const KIND_NAMES = { read: "Read token", share: "Share link", edge: "Edge credential", admin: "Admin token" };
+  function renderCredentials() {
+    const rows = admin.credentials.map((c) => el("tr", { "data-credential": c.id, "data-kind": c.kind, "data-label": c.label },
+      el("td", { title: c.id }, KIND_NAMES[c.kind] || c.kind),
+      el("td", {}, c.sites.length ? c.sites.join(", ") : "all"),
+      el("td", {}, c.label || "–"),
+      el("td", { "data-expires": c.expires_at === null ? "" : String(c.expires_at) }, when(c.expires_at)),
+      el("td", { "data-password": String(c.has_password) }, c.has_password ? "yes" : "no"),
+      el("td", {}, c.filter || "–"),
+      el("td", {}, when(c.created_at)),
+      el("td", { class: "act" }, confirmButton("Revoke", "Revoke it now?", "Revoke", async () => {
+        try { await adminCall("DELETE", "/v1/admin/credentials/" + encodeURIComponent(c.id)); await loadAdmin(); } catch (e) { adminError(e); }
+      }, { class: "danger", "data-revoke": c.id }))));
+    $("admin-credentials").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { class: "empty", colspan: "8" }, "No credentials"))]));
+    const select = $("credential-create").elements.sites;
+    const chosen = new Set([...select.selectedOptions].map((o) => o.value));
+    select.replaceChildren(...admin.sites.map((x) => { const o = el("option", { value: x.id }, x.id); o.selected = chosen.has(x.id); return o; }));
+    credentialKind();
+  }
+  // Show the fields the chosen kind takes: sites for read tokens (several) and share links
+  // (one); password and filter for share links.
+  function credentialKind() {
+    const form = $("credential-create");
+    const kind = form.elements.kind.value;
+    for (const l of form.querySelectorAll("[data-for]")) l.hidden = !l.dataset.for.split(" ").includes(kind);
+    form.elements.sites.multiple = kind === "read";
+    form.elements.sites.size = 3;
+  }
+  $("credential-create").elements.kind.addEventListener("change", credentialKind);
+  $("credential-create").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const form = ev.currentTarget;
+    const f = form.elements;
+    const kind = f.kind.value;
+    const body = { kind };
+    if (kind === "read" || kind === "share") body.sites = [...f.sites.selectedOptions].map((o) => o.value);
+    if (f.label.value.trim()) body.label = f.label.value.trim();
+    if (kind === "share" && f.password.value) body.password = f.password.value;
+    if (kind === "share" && f.filter.value.trim()) body.filter = f.filter.value.trim();
+    if (f.expires_at.value) body.expires_at = Math.floor(new Date(f.expires_at.value).getTime() / 1000);
+    formError(form, null);
+    hideSecret($("credential-secret"));
+    try {
+      const r = await adminCall("POST", "/v1/admin/credentials", body);
+      const c = r.credential;
+      const share = c.kind === "share";
+      const value = share ? location.origin + "/?share=" + encodeURIComponent(r.secret) : r.secret;
+      f.password.value = f.label.value = f.filter.value = f.expires_at.value = "";
+      await loadAdmin();
+      showSecret($("credential-secret"), (KIND_NAMES[c.kind] || c.kind) + (c.sites.length ? " for " + c.sites.join(", ") : "") + (c.label ? " (" + c.label + ")" : ""), value,
+        share ? (c.has_password ? "Readers also need the password you set; send it separately." : "Anyone with this link reads the site's stats.")
+          : c.kind === "read" ? "Sign in to this dashboard with it, or send it as Authorization: Bearer." : c.kind === "edge" ? "Give it to an edge or loader (it reads the signed registry snapshot)." : "It can change every site and credential.");
+      $("credential-secret").dataset.kind = c.kind;
+      $("credential-secret").dataset.credential = c.id;
+    } catch (e) { formError(form, e); }
+  });
+
+  // ---- audit log
+  function renderAudit() {
+    const labels = new Map(admin.credentials.map((c) => [c.id, c.label]));
+    const rows = admin.audit.map((a) => el("tr", { "data-seq": String(a.seq), "data-action": a.action, "data-target": a.target },
+      el("td", { class: "when" }, when(a.at)),
+      el("td", { title: a.actor, "data-actor": a.actor }, labels.get(a.actor) || a.actor),
+      el("td", {}, a.action),
+      el("td", {}, a.target),
+      el("td", { class: "detail" }, a.detail && Object.keys(a.detail).length ? JSON.stringify(a.detail) : "")));
+    $("admin-audit").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { class: "empty", colspan: "5" }, "No changes yet"))]));
+  }
+
+  $("site-create").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const form = ev.currentTarget;
+    const f = form.elements;
+    formError(form, null);
+    hideSecret($("site-create-secret"));
+    try {
+      const r = await adminCall("POST", "/v1/admin/sites", {
+        id: f.id.value.trim(), allowed_origins: lines(f.allowed_origins.value), hostnames: lines(f.hostnames.value),
+        hmac_secret: f.hmac_secret.checked,
+      });
+      form.reset();
+      state.site = r.site.id;
+      await loadAdmin();
+      if (r.hmac_secret) showSecret($("site-create-secret"), "HMAC secret of " + r.site.id, r.hmac_secret, "Server-side senders sign events with it.");
+    } catch (e) { formError(form, e); }
+  });
+
+  // ---- sign-in, share-link password, views
   function showLogin(message) {
+    document.body.dataset.view = "login";
     $("main").hidden = true;
+    $("admin").hidden = true;
+    $("views").hidden = true;
+    $("share-login").hidden = true;
     $("login").hidden = false;
     $("logout").hidden = true;
     $("login-error").hidden = !message;
     $("login-error").textContent = message || "";
+    stopRealtime();
   }
+  // The share link has a password: ask for it (again, when the one given was refused).
+  function showSharePassword() {
+    const refused = !!state.sharePassword;
+    if (refused) { sessionStorage.removeItem("ta-share-password:" + state.share); state.sharePassword = ""; }
+    document.body.dataset.view = "login";
+    $("main").hidden = true;
+    $("login").hidden = true;
+    const form = $("share-login");
+    if (!form.hidden && !refused) return;
+    form.hidden = false;
+    $("share-login-error").hidden = !refused;
+    $("share-login-error").textContent = refused ? "That password was not accepted." : "";
+    $("share-password").value = "";
+    $("share-password").focus();
+    stopRealtime();
+  }
+  $("share-login").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    state.sharePassword = $("share-password").value;
+    sessionStorage.setItem("ta-share-password:" + state.share, state.sharePassword);
+    start();
+  });
   $("login").addEventListener("submit", (ev) => {
     ev.preventDefault();
     state.token = $("token").value.trim();
@@ -418,23 +798,42 @@
   $("period").addEventListener("change", (e) => { state.period = e.target.value; load(); });
   $("compare").value = state.compare;
   $("compare").addEventListener("change", (e) => { state.compare = e.target.value; load(); });
+  for (const tab of document.querySelectorAll("#views [data-view]")) {
+    tab.addEventListener("click", () => { if (state.view !== tab.dataset.view) { state.view = tab.dataset.view; start(); } });
+  }
+
+  let realtimeTimer = 0;
+  function stopRealtime() { clearInterval(realtimeTimer); realtimeTimer = 0; }
 
   async function start() {
     if (!state.share && !state.token) { showLogin(); return; }
-    let sites;
-    try { sites = (await api("/v1/sites", [])).sites; } catch (e) { if (e.message !== "unauthorized") showLogin(String(e.message)); return; }
-    if (!sites.length) { showLogin("This credential reads no site."); return; }
+    let sites, isAdmin;
+    try {
+      [sites, isAdmin] = await Promise.all([api("/v1/sites", []).then((b) => b.sites), isAdminToken()]);
+    } catch (e) { if (e.message !== "unauthorized") showLogin(String(e.message)); return; }
+    if (!sites.length && !isAdmin) { showLogin("This credential reads no site."); return; }
+    if (!isAdmin) state.view = "stats";
+    // An admin of a registry with no site yet starts by creating one.
+    else if (!sites.length) state.view = "admin";
+    state.sites = sites;
+    $("views").hidden = !isAdmin;
+    for (const tab of document.querySelectorAll("#views [data-view]")) tab.setAttribute("aria-pressed", String(tab.dataset.view === state.view));
+    document.body.dataset.view = state.view;
+    $("login").hidden = true;
+    $("share-login").hidden = true;
+    $("logout").hidden = !!state.share;
+    $("main").hidden = state.view !== "stats";
+    $("admin").hidden = state.view !== "admin";
+    stopRealtime();
+    if (state.view === "admin") { loadAdmin(); return; }
     if (!sites.includes(state.site)) state.site = sites[0];
     $("site").replaceChildren(...sites.map((s) => el("option", { value: s }, s)));
     $("site").value = state.site;
     $("site").disabled = sites.length === 1;
     $("period").value = state.period;
-    $("login").hidden = true;
-    $("main").hidden = false;
-    $("logout").hidden = !!state.share;
     load();
     realtime();
-    setInterval(realtime, 10000);
+    realtimeTimer = setInterval(realtime, 10000);
   }
   start();
 })();
