@@ -335,7 +335,7 @@ pub fn document() -> Value {
             }
         },
         "paths": {
-            "/": plain("The dashboard (single page; `?share=<id>` opens a share link).", "text/html"),
+            "/": plain("The dashboard (single page; `?share=<id>` opens a share link and asks for its password when it has one; `?view=admin` opens the Admin view for admin tokens with a registry).", "text/html"),
             "/assets/dashboard.js": plain("Dashboard script.", "text/javascript"),
             "/assets/dashboard.css": plain("Dashboard styles.", "text/css"),
             "/openapi.json": plain("This document.", "application/json"),
