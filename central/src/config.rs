@@ -122,6 +122,12 @@ pub struct LoaderConfig {
     #[arg(long, env = "TA_ROLLUP_DAYS", default_value_t = 400)]
     pub rollup_days: u32,
 
+    /// Following central's registry (`TA_REGISTRY_*`, see `ta_shared::registry_follow`): a
+    /// record of a site the snapshot in force does not know becomes a dead letter
+    /// (`unknown_site`). Unset: every well-formed record is loaded.
+    #[command(flatten)]
+    pub registry: ta_shared::registry_follow::RegistryFollowConfig,
+
     /// Address of the loader's /metrics and /healthz endpoint.
     #[arg(long, env = "TA_LOADER_LISTEN", default_value = "127.0.0.1:9465")]
     pub listen: SocketAddr,

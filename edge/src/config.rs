@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use ta_shared::registry_follow::{FollowSettings, RegistryFollowConfig};
 
 use crate::forwarder::ForwarderSettings;
 use crate::readiness::ReadinessPolicy;
@@ -36,8 +37,10 @@ pub struct EdgeConfig {
     pub region: String,
 
     /// Path of the sites file (TOML) with ingest keys, secrets and allowed origins. Required,
-    /// except with --dev, where it defaults to the shipped development file.
-    #[arg(long, env = "TA_SITES_FILE")]
+    /// except with --dev, where it defaults to the shipped development file, and when the node
+    /// follows central's registry (TA_REGISTRY_URL): it is then only the bootstrap, serving
+    /// until the first snapshot is in force, and is not re-read.
+    #[arg(long, env = "TA_SITES_FILE", num_args = 0..=1, default_missing_value = "", value_parser = path_or_empty)]
     pub sites_file: Option<PathBuf>,
 
     /// Development mode (`make demo`, the tests): allows the shipped development sites file
@@ -238,13 +241,20 @@ pub struct EdgeConfig {
     pub signature_window_secs: i64,
 
     /// While the sites file is missing or does not parse, refuse every event (503
-    /// `sites_file_stale`) instead of serving the sites loaded before it broke.
+    /// `sites_file_stale`) instead of serving the sites loaded before it broke. No effect while
+    /// the node follows the registry (the sites file is not re-read then).
     #[arg(long, env = "TA_SITES_FAIL_CLOSED", default_value_t = false)]
     pub sites_fail_closed: bool,
 
-    /// How often the sites file is checked for changes, in seconds (0 = never reload).
+    /// How often the sites file (unless the node follows the registry) and the traffic lists
+    /// are checked for changes, in seconds (0 = never reload).
     #[arg(long, env = "TA_SITES_RELOAD_SECS", default_value_t = 5)]
     pub sites_reload_secs: u64,
+
+    /// Following central's registry (`TA_REGISTRY_*`, see `ta_shared::registry_follow`): the
+    /// sites come from its signed snapshots instead of the sites file.
+    #[command(flatten)]
+    pub registry: RegistryFollowConfig,
 
     /// Header a CDN in front of this node sets to the visitor's country (e.g. `CF-IPCountry`,
     /// `CloudFront-Viewer-Country`). Only set it when every request comes through that CDN:
@@ -314,15 +324,38 @@ pub const DEV_SALT_SECRET: &str = "dev-only-salt-secret";
 pub const DEV_SITES_FILE: &str = "deploy/config/sites.dev.toml";
 /// Shortest salt secret accepted (a guessable seed would let anyone recompute every salt).
 pub const MIN_SALT_SECRET_LEN: usize = 32;
+/// The registry cache file in the spool directory, when TA_REGISTRY_CACHE_FILE is not set.
+pub const REGISTRY_CACHE_FILE: &str = "registry-snapshot.json";
 
 impl EdgeConfig {
+    /// The settings of central's registry when the node follows it (TA_REGISTRY_URL set);
+    /// the cache file defaults to [`REGISTRY_CACHE_FILE`] in the spool directory, so a node
+    /// restarted while central is unreachable keeps its sites.
+    pub fn registry(&self) -> anyhow::Result<Option<FollowSettings>> {
+        let Some(mut settings) = self.registry.check(self.dev)? else {
+            return Ok(None);
+        };
+        settings
+            .cache_file
+            .get_or_insert_with(|| self.spool_dir.join(REGISTRY_CACHE_FILE));
+        Ok(Some(settings))
+    }
+
+    /// The sites file that serves until the registry's first snapshot is in force: only
+    /// TA_SITES_FILE (not the development file, which would serve public keys), if set.
+    pub fn bootstrap_sites_file(&self) -> Option<PathBuf> {
+        self.sites_file
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty())
+    }
+
     /// The sites file: TA_SITES_FILE, or the development file under --dev.
     pub fn sites_file(&self) -> anyhow::Result<PathBuf> {
-        match (&self.sites_file, self.dev) {
+        match (&self.bootstrap_sites_file(), self.dev) {
             (Some(path), _) => Ok(path.clone()),
             (None, true) => Ok(PathBuf::from(DEV_SITES_FILE)),
             (None, false) => anyhow::bail!(
-                "no sites file: set TA_SITES_FILE to the deployment's sites file (format in shared/src/site.rs); the development file is only for --dev"
+                "no sites file: set TA_SITES_FILE to the deployment's sites file (format in shared/src/site.rs), or follow central's registry (TA_REGISTRY_URL); the development file is only for --dev"
             ),
         }
     }
@@ -471,6 +504,52 @@ mod tests {
             c.datacenter_ranges.as_deref(),
             Some(std::path::Path::new(""))
         );
+    }
+
+    #[test]
+    fn following_the_registry_caches_its_snapshot_in_the_spool_directory_by_default() {
+        let key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+        let args = [
+            "ta-edge",
+            "--spool-dir",
+            "/var/lib/ta/spool",
+            "--registry-url",
+            "http://127.0.0.1:8081",
+            "--registry-public-key",
+            key,
+            "--registry-token-file",
+            "/run/secrets/edge",
+        ];
+        let config = EdgeConfig::try_parse_from(args).unwrap();
+        let settings = config.registry().unwrap().unwrap();
+        assert_eq!(
+            settings.cache_file.as_deref(),
+            Some(std::path::Path::new(
+                "/var/lib/ta/spool/registry-snapshot.json"
+            ))
+        );
+        assert!(EdgeConfig::default().registry().unwrap().is_none());
+        // Plain http across the network only with --dev; the error names the setting.
+        let mut remote = args;
+        remote[4] = "http://central:8081";
+        let err = EdgeConfig::try_parse_from(remote)
+            .unwrap()
+            .registry()
+            .unwrap_err();
+        assert!(err.to_string().contains("TA_REGISTRY_URL"), "{err}");
+        let mut dev = remote.to_vec();
+        dev.push("--dev");
+        assert!(EdgeConfig::try_parse_from(dev).unwrap().registry().is_ok());
+    }
+
+    #[test]
+    fn while_following_the_registry_only_an_explicit_sites_file_bootstraps() {
+        let dev = EdgeConfig::try_parse_from(["ta-edge", "--dev"]).unwrap();
+        assert_eq!(dev.bootstrap_sites_file(), None);
+        assert_eq!(dev.sites_file().unwrap(), PathBuf::from(DEV_SITES_FILE));
+        let empty = EdgeConfig::try_parse_from(["ta-edge", "--sites-file="]).unwrap();
+        assert_eq!(empty.bootstrap_sites_file(), None);
+        assert!(empty.sites_file().is_err());
     }
 
     #[test]

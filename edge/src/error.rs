@@ -29,6 +29,10 @@ pub enum CollectError {
         "this node's sites file is missing or invalid and it is set to fail closed; retry later"
     )]
     SitesFileStale,
+    #[error(
+        "this node has not received its sites from central's registry yet; retry later or on another node"
+    )]
+    AwaitingSites,
     #[error("this address sends more than {per_sec} requests/s to this node; slow down")]
     AddressRateLimited { per_sec: u32, retry_after_secs: u32 },
     #[error("this API key is used more than {per_sec} requests/s on this node")]
@@ -103,7 +107,11 @@ impl CollectError {
             Self::RateLimited { .. }
             | Self::AddressRateLimited { .. }
             | Self::KeyRateLimited { .. } => 429,
-            Self::SpoolFull | Self::ShuttingDown | Self::Unavailable | Self::SitesFileStale => 503,
+            Self::SpoolFull
+            | Self::ShuttingDown
+            | Self::Unavailable
+            | Self::SitesFileStale
+            | Self::AwaitingSites => 503,
         }
     }
 
@@ -119,6 +127,7 @@ impl CollectError {
             Self::RateLimited { .. } => "rate_limited",
             Self::AddressRateLimited { .. } => "address_rate_limited",
             Self::SitesFileStale => "sites_file_stale",
+            Self::AwaitingSites => "awaiting_sites",
             Self::KeyRateLimited { .. } => "key_rate_limited",
             Self::BatchTooLarge { .. } => "batch_too_large",
             Self::UnsupportedEncoding(_) => "unsupported_encoding",
@@ -159,7 +168,7 @@ impl CollectError {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
             Self::ShuttingDown | Self::Unavailable => Some(1),
-            Self::SitesFileStale => Some(5),
+            Self::SitesFileStale | Self::AwaitingSites => Some(5),
             _ => None,
         }
     }

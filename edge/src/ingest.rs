@@ -112,6 +112,9 @@ pub struct Ingest {
     /// Refuse every event while the sites file is stale (`TA_SITES_FAIL_CLOSED`).
     pub fail_closed: bool,
     stale: std::sync::atomic::AtomicBool,
+    /// No sites yet: the node follows the registry, has neither a sites file nor a cached
+    /// snapshot to start from, and waits for central's first snapshot.
+    awaiting_sites: std::sync::atomic::AtomicBool,
     pub salts: SaltSchedule,
     pub global_hmac_secret: Option<String>,
     pub region: String,
@@ -142,6 +145,7 @@ impl Ingest {
             key_rate_limit: (0, 1),
             fail_closed: false,
             stale: std::sync::atomic::AtomicBool::new(false),
+            awaiting_sites: std::sync::atomic::AtomicBool::new(false),
             salts,
             global_hmac_secret: None,
             region: region.into(),
@@ -221,8 +225,23 @@ impl Ingest {
             .store(stale, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// With fail-closed on and the sites file stale: the refusal every event gets.
+    /// Whether the node still waits for its first sites (see [`CollectError::AwaitingSites`]).
+    pub fn set_awaiting_sites(&self, awaiting: bool) {
+        self.awaiting_sites
+            .store(awaiting, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn awaiting_sites(&self) -> bool {
+        self.awaiting_sites
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// While the node waits for its first sites, or with fail-closed on and the sites file
+    /// stale: the refusal every event gets.
     pub fn check_fresh(&self) -> Result<(), CollectError> {
+        if self.awaiting_sites() {
+            return Err(CollectError::AwaitingSites);
+        }
         if self.fail_closed && self.stale.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(CollectError::SitesFileStale);
         }

@@ -21,6 +21,10 @@
 //! `TA_SHUTDOWN_DRAIN_SECS` to deliver; what is left is delivered after the next start.
 //! `/readyz` turns 503 when the spool is filling or Kafka has been unreachable too long.
 //!
+//! Sites (ingest keys, origins, limits) come from the sites file, re-read while running
+//! ([`reload`]), or, with `TA_REGISTRY_URL`, from central's signed registry snapshots, followed
+//! on a thread of their own ([`registry`]).
+//!
 //! Runtime: async-std (with its `tokio1` feature, which provides the tokio reactor rskafka
 //! needs) drives everything in this binary: tide handlers, the accept loop, the forwarder
 //! and rskafka calls. Blocking disk I/O runs off the executor: the spool writer is its own
@@ -44,6 +48,7 @@ pub mod limits;
 pub mod metrics;
 pub mod payload;
 pub mod readiness;
+pub mod registry;
 pub mod reload;
 pub mod salt;
 pub mod server;
@@ -117,6 +122,8 @@ pub struct EdgeNode {
     ops_server: JoinHandle<std::io::Result<()>>,
     /// The sites-file and traffic-list watchers.
     reloads: Vec<JoinHandle<()>>,
+    /// Following central's registry; its thread ends when this is dropped.
+    registry_follower: Option<ta_shared::registry_follow::Follower>,
     stop_accepting: Trigger,
     server: JoinHandle<std::io::Result<()>>,
     gate: Arc<RequestGate>,
@@ -152,8 +159,6 @@ pub struct ShutdownReport {
 impl EdgeNode {
     /// Open the spool, start the forwarder and listen on `config.listen` (port 0 picks one).
     pub async fn start(config: EdgeConfig) -> anyhow::Result<Self> {
-        // Parsed from the bytes the reload task compares with: a change after this read is
-        // seen by it.
         // Settings that cannot work stop the node before it takes any event (the files they name
         // are read here; the connection itself is checked once the node serves, below).
         config
@@ -161,18 +166,21 @@ impl EdgeNode {
             .tls_client_config()
             .and_then(|_| config.kafka_security.sasl())
             .context("Kafka security settings")?;
-        let sites_file = config.sites_file()?;
-        let (sites, sites_bytes) = SiteRegistry::read(&sites_file)
-            .and_then(|bytes| {
-                let registry = SiteRegistry::from_bytes(&bytes)?.for_mode(config.dev)?;
-                Ok((registry, bytes))
-            })
-            .with_context(|| {
-                format!(
-                    "loading sites file {} (TA_SITES_FILE)",
-                    sites_file.display()
-                )
-            })?;
+        let follow = config
+            .registry()
+            .context("registry settings (TA_REGISTRY_*)")?;
+        // Following the registry, the sites file is optional: it only bootstraps.
+        let sites_file = match &follow {
+            None => Some(config.sites_file()?),
+            Some(_) => config.bootstrap_sites_file(),
+        };
+        let (sites, sites_bytes) = match &sites_file {
+            Some(path) => {
+                let (sites, bytes) = load_sites_file(path, config.dev)?;
+                (sites, Some(bytes))
+            }
+            None => (SiteRegistry::default(), None),
+        };
         let seed = config.salt_seed()?;
         let global_hmac_secret = config.global_hmac_secret()?;
         let metrics = metrics::EdgeMetrics::new(&config.region);
@@ -219,17 +227,31 @@ impl EdgeNode {
 
         let state = server::AppState::new(ingest, Arc::new(spool.clone()), kafka, metrics, &config);
         let gate = state.gate.clone();
+        let registry_follower = follow
+            .map(|settings| {
+                registry::follow(
+                    settings,
+                    state.ingest.clone(),
+                    state.metrics.clone(),
+                    config.dev,
+                    sites_file.is_some(),
+                )
+            })
+            .transpose()?;
         let mut reloads = Vec::new();
         if config.sites_reload_secs > 0 {
             let every = Duration::from_secs(config.sites_reload_secs);
-            reloads.push(async_std::task::spawn(reload::watch_sites_file(
-                sites_file.clone(),
-                every,
-                Some(sites_bytes),
-                config.dev,
-                state.ingest.clone(),
-                state.metrics.clone(),
-            )));
+            // Following the registry, the sites file was only the bootstrap.
+            if let (None, Some(path)) = (&registry_follower, &sites_file) {
+                reloads.push(async_std::task::spawn(reload::watch_sites_file(
+                    path.clone(),
+                    every,
+                    sites_bytes,
+                    config.dev,
+                    state.ingest.clone(),
+                    state.metrics.clone(),
+                )));
+            }
             for (kind, path, bytes) in list_files {
                 reloads.push(async_std::task::spawn(reload::watch_list_file(
                     kind,
@@ -306,6 +328,7 @@ impl EdgeNode {
             ops_stop,
             ops_server,
             reloads,
+            registry_follower,
             stop_accepting,
             server,
             gate,
@@ -333,6 +356,8 @@ impl EdgeNode {
         for reload in self.reloads {
             reload.cancel().await;
         }
+        // Its thread ends with its handle (a fetch in progress is abandoned).
+        drop(self.registry_follower);
         self.stop_accepting.fire();
         self.server.await.context("the HTTP server failed")?;
         let unfinished_requests = self.gate.close(self.request_grace).await;
@@ -367,6 +392,17 @@ impl EdgeNode {
             spooled_events_left: self.spool.stats().events,
         })
     }
+}
+
+/// A sites file's sites for this mode, and the bytes they were parsed from (what the reload
+/// task compares with: a change after this read is seen by it).
+fn load_sites_file(path: &std::path::Path, dev: bool) -> anyhow::Result<(SiteRegistry, Vec<u8>)> {
+    SiteRegistry::read(path)
+        .and_then(|bytes| {
+            let registry = SiteRegistry::from_bytes(&bytes)?.for_mode(dev)?;
+            Ok((registry, bytes))
+        })
+        .with_context(|| format!("loading sites file {} (TA_SITES_FILE)", path.display()))
 }
 
 /// The forwarder's Kafka settings (also used by the start-up check).

@@ -1,6 +1,6 @@
 //! The edge node's Prometheus metrics. Every series carries the node's `region` as a constant
 //! label; other labels are bounded (routes, status codes, reason codes, and the site ids of the
-//! sites file).
+//! sites file or the registry snapshot in force).
 
 use std::collections::HashMap;
 
@@ -8,6 +8,7 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
 };
+use ta_shared::registry_follow::FollowMetrics;
 use ta_shared::telemetry::{BATCH_RECORDS_BUCKETS, LATENCY_SECONDS_BUCKETS};
 
 use crate::conn::ConnectionCounters;
@@ -39,6 +40,8 @@ pub struct EdgeMetrics {
     pub limited: IntCounterVec,
     pub address_limit_tracked: IntGauge,
     pub address_table_full: IntCounter,
+    /// `ta_edge_registry_*`: following central's registry (at 0 while the node follows none).
+    pub registry_follow: FollowMetrics,
     /// The forwarder's, the spool's and the ingest listener's own series.
     pub forwarder: ForwarderMetrics,
     pub spool: SpoolMetrics,
@@ -166,6 +169,7 @@ impl EdgeMetrics {
                 "Requests admitted untracked because the per-address table was full of busy addresses.",
             )
             .unwrap(),
+            registry_follow: FollowMetrics::new("ta_edge"),
             forwarder: ForwarderMetrics::new(),
             spool: SpoolMetrics::new(),
             connections: ConnectionCounters::new(),
@@ -191,6 +195,7 @@ impl EdgeMetrics {
             Box::new(m.replay_forgotten_early.clone()),
         ];
         ta_shared::telemetry::register_all(&m.registry, collectors);
+        m.registry_follow.register(&m.registry);
         m.forwarder.register(&m.registry);
         m.spool.register(&m.registry);
         m.connections.register(&m.registry);
@@ -271,5 +276,13 @@ mod tests {
             text.contains(r#"ta_edge_produce_errors_total{kind="connect",region="eu"} 0"#),
             "{text}"
         );
+        // The alert rules name these whether or not the node follows a registry.
+        for series in [
+            r#"ta_edge_registry_snapshot_stale{region="eu"} 0"#,
+            r#"ta_edge_registry_snapshot_age_seconds{region="eu"} 0"#,
+            r#"ta_edge_registry_fetches_total{outcome="bad_signature",region="eu"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series} in {text}");
+        }
     }
 }

@@ -1,6 +1,6 @@
-//! When the node says it is not ready (`/readyz` 503): the spool is filling up, or Kafka
-//! has been unreachable for too long. Either way a load balancer should prefer other nodes
-//! before this one has to refuse events.
+//! When the node says it is not ready (`/readyz` 503): the spool is filling up, Kafka has
+//! been unreachable for too long, or the node follows central's registry and has no sites yet.
+//! Either way a load balancer should prefer other nodes before this one has to refuse events.
 
 use std::time::Duration;
 
@@ -37,6 +37,10 @@ pub enum NotReady {
     KafkaUnreachable { for_secs: u64, limit_secs: u64 },
     #[error("the node is shutting down")]
     ShuttingDown,
+    #[error(
+        "no sites yet: waiting for the first snapshot of central's registry (TA_REGISTRY_URL); there is neither a cached snapshot (TA_REGISTRY_CACHE_FILE) nor a sites file (TA_SITES_FILE) to start from, and the log says why no snapshot has arrived"
+    )]
+    AwaitingSites,
 }
 
 impl NotReady {
@@ -46,6 +50,7 @@ impl NotReady {
             Self::SpoolFilling { .. } => "spool_filling",
             Self::KafkaUnreachable { .. } => "kafka_unreachable",
             Self::ShuttingDown => "shutting_down",
+            Self::AwaitingSites => "awaiting_sites",
         }
     }
 }

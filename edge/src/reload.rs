@@ -7,6 +7,9 @@
 //! `ta_edge_sites_file_stale` says so (alert `EdgeSitesFileStale`), and the sites in force stay:
 //! the node never runs without sites because of a typo. With `TA_SITES_FAIL_CLOSED` it refuses
 //! every event instead (503 `sites_file_stale`) until the file is good again.
+//!
+//! A node that follows central's registry ([`crate::registry`]) does not watch its sites file:
+//! the file only bootstraps it until the first snapshot is in force.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -89,6 +89,9 @@ impl AppState {
         if self.gate.is_closed() {
             return Some(NotReady::ShuttingDown);
         }
+        if self.ingest.awaiting_sites() {
+            return Some(NotReady::AwaitingSites);
+        }
         self.readiness
             .check(&self.sink.stats(), self.kafka.unreachable_for())
             .err()
@@ -720,6 +723,60 @@ async fn preflight(req: Request<AppState>) -> tide::Result {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A node on a fresh spool with no sites yet (following the registry, nothing cached).
+    fn awaiting_sites(dir: &std::path::Path) -> AppState {
+        let config = EdgeConfig {
+            spool_dir: dir.to_path_buf(),
+            ..EdgeConfig::default()
+        };
+        let metrics = EdgeMetrics::new("eu");
+        let (spool, _reader) =
+            crate::spool::Spool::open(config.spool(), metrics.spool.clone()).unwrap();
+        let ingest = Ingest::new(
+            ta_shared::SiteRegistry::default(),
+            ta_shared::SaltSchedule::new("salt"),
+            "eu",
+        );
+        ingest.set_awaiting_sites(true);
+        let kafka = Arc::new(KafkaStatus::new(metrics.forwarder.kafka_up.clone()));
+        AppState::new(ingest, Arc::new(spool), kafka, metrics, &config)
+    }
+
+    #[async_std::test]
+    async fn without_sites_yet_the_node_is_not_ready_and_refuses_events_for_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = awaiting_sites(dir.path());
+        let ready = tide::http::Request::new(tide::http::Method::Get, "http://edge/readyz");
+        let mut res: tide::http::Response = ops_app(state.clone()).respond(ready).await.unwrap();
+        assert_eq!(res.status(), 503);
+        let body: serde_json::Value = res.body_json().await.unwrap();
+        assert_eq!(body["reason"], "awaiting_sites");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("TA_REGISTRY_CACHE_FILE"),
+            "{body}"
+        );
+
+        let mut event =
+            tide::http::Request::new(tide::http::Method::Post, "http://edge/v1/collect");
+        event.insert_header("X-TA-API-Key", "any-key");
+        event.insert_header("Content-Type", "application/json");
+        event.set_body(r#"{"site_id":"site-1","name":"pageview","url":"https://a.example/"}"#);
+        let mut res: tide::http::Response = app(state.clone()).respond(event).await.unwrap();
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.header("Retry-After").unwrap().as_str(), "5");
+        let body: serde_json::Value = res.body_json().await.unwrap();
+        assert_eq!(body["error"], "awaiting_sites");
+
+        // The first snapshot arrives.
+        state.ingest.set_awaiting_sites(false);
+        let ready = tide::http::Request::new(tide::http::Method::Get, "http://edge/readyz");
+        let res: tide::http::Response = ops_app(state).respond(ready).await.unwrap();
+        assert_eq!(res.status(), 200);
+    }
 
     #[test]
     fn the_served_tracker_keeps_its_code_and_first_line_only() {

@@ -115,7 +115,7 @@ pub struct KafkaSecurity {
 }
 
 /// A path setting where an empty value means unset (clap's own path parser refuses "").
-fn path_or_empty() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+pub(crate) fn path_or_empty() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
     use clap::builder::TypedValueParser;
     clap::builder::OsStringValueParser::new().map(PathBuf::from)
 }
@@ -275,22 +275,7 @@ impl KafkaSecurity {
         else {
             return Ok(None);
         };
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in read_certs("TA_KAFKA_TLS_CA_FILE", ca_file)? {
-            roots.add(cert).map_err(|e| KafkaSecurityError::BadPem {
-                setting: "TA_KAFKA_TLS_CA_FILE",
-                path: ca_file.to_path_buf(),
-                detail: format!("not a usable CA certificate: {e}"),
-            })?;
-        }
-        // ring, the provider rskafka builds rustls with; named explicitly so that a crate
-        // enabling a second provider cannot make the default ambiguous. rustls deprecates it
-        // for lacking post-quantum key exchange, which aws-lc-rs (a C/assembly build) would add.
-        #[allow(deprecated)]
-        let provider = rustls::crypto::ring::default_provider();
-        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots);
+        let builder = client_config_trusting("TA_KAFKA_TLS_CA_FILE", ca_file)?;
         let config = match (&this.tls_cert_file, &this.tls_key_file) {
             (Some(cert), Some(key)) => builder.with_client_auth_cert(
                 read_certs("TA_KAFKA_TLS_CERT_FILE", cert)?,
@@ -347,6 +332,36 @@ impl KafkaSecurity {
         }
         s
     }
+}
+
+/// A TLS client configuration builder on ring that trusts exactly the CA certificates of the
+/// PEM file `ca_file` (the setting named `setting` in errors). Also the registry follower's
+/// (`TA_REGISTRY_CA_FILE`).
+pub(crate) fn client_config_trusting(
+    setting: &'static str,
+    ca_file: &Path,
+) -> Result<
+    rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    KafkaSecurityError,
+> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in read_certs(setting, ca_file)? {
+        roots.add(cert).map_err(|e| KafkaSecurityError::BadPem {
+            setting,
+            path: ca_file.to_path_buf(),
+            detail: format!("not a usable CA certificate: {e}"),
+        })?;
+    }
+    // ring, the provider rskafka builds rustls with; named explicitly so that a crate
+    // enabling a second provider cannot make the default ambiguous. rustls deprecates it
+    // for lacking post-quantum key exchange, which aws-lc-rs (a C/assembly build) would add.
+    #[allow(deprecated)]
+    let provider = rustls::crypto::ring::default_provider();
+    Ok(
+        rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots),
+    )
 }
 
 fn read_file(setting: &'static str, path: &Path) -> Result<Vec<u8>, KafkaSecurityError> {

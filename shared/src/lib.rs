@@ -5,12 +5,18 @@
 //!                                      │                         │ Kafka topic `events.enriched`
 //!  salt secret ─▶ SaltSchedule ──▶ VisitorHash                   ▼
 //!                                                       ta-loader ─▶ ClickHouse ─▶ ta-query
+//!
+//!  ta-query's registry ─▶ signed Snapshot ─▶ registry_follow ─▶ the edge's SiteRegistry (in
+//!                                                               place of the sites file), the
+//!                                                               loader's known sites
 //! ```
 //!
-//! This crate has no async runtime of its own and does no I/O beyond reading configuration
-//! files (the sites file, the Kafka TLS/SASL files), the Kafka calls of [`kafka`], whose
-//! futures run on the calling binary's runtime, and the process set-up of [`process`]; every
-//! rule in it is unit-testable and identical on every node.
+//! This crate does no I/O beyond reading configuration files (the sites file, the Kafka
+//! TLS/SASL files), the Kafka calls of [`kafka`], whose futures run on the calling binary's
+//! runtime, the process set-up of [`process`], and [`registry_follow`], which fetches central's
+//! signed registry snapshot on a thread (and tokio runtime) of its own so that the edge
+//! (async-std) and the loader (tokio) share it; every rule in it is unit-testable and identical
+//! on every node.
 
 pub mod backoff;
 pub mod config_error;
@@ -20,6 +26,7 @@ pub mod kafka;
 pub mod kafka_security;
 pub mod page;
 pub mod process;
+pub mod registry_follow;
 pub mod signature;
 pub mod site;
 pub mod snapshot;

@@ -1,9 +1,10 @@
-//! The loader's Prometheus metrics; the only label is the partition number (bounded by the
-//! topic's partition count).
+//! The loader's Prometheus metrics; the labels are the partition number (bounded by the
+//! topic's partition count) and fixed sets of reasons, kinds and outcomes.
 
 use prometheus::{
     GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
+use ta_shared::registry_follow::FollowMetrics;
 use ta_shared::telemetry::{BATCH_RECORDS_BUCKETS, LATENCY_SECONDS_BUCKETS};
 
 #[derive(Debug, Clone)]
@@ -24,6 +25,8 @@ pub struct LoaderMetrics {
     pub retention_dropped: IntCounter,
     pub rollup_days_built: IntCounter,
     pub rollup_failures: IntCounter,
+    /// `ta_loader_registry_*`: following central's registry (at 0 while the loader follows none).
+    pub registry_follow: FollowMetrics,
 }
 
 impl LoaderMetrics {
@@ -129,6 +132,7 @@ impl LoaderMetrics {
                 "Rollup runs that failed (retried at the next interval).",
             )
             .unwrap(),
+            registry_follow: FollowMetrics::new("ta_loader"),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.fetched.clone()),
@@ -148,6 +152,7 @@ impl LoaderMetrics {
             Box::new(m.rollup_failures.clone()),
         ];
         ta_shared::telemetry::register_all(&m.registry, collectors);
+        m.registry_follow.register(&m.registry);
         // Exported at 0 from the start, so rate() and the alert rules see 0, not "no data".
         for kind in super::ERROR_KINDS {
             m.errors.with_label_values(&[kind]);

@@ -22,8 +22,13 @@
 //! broker's ack and its spool checkpoint) carry the same `event_id` and land in the same
 //! partition (the key is the visitor); the loader drops an event whose id is among the last
 //! `TA_LOADER_DEDUP_WINDOW` ids of its partition, rebuilt from ClickHouse on start.
+//!
+//! With `TA_REGISTRY_URL` the loader follows central's registry and loads only the sites of its
+//! signed snapshot; a record of another site becomes a dead letter `unknown_site` (see
+//! [`known_sites`]). Without it, every well-formed record is loaded.
 
 pub mod batch;
+pub mod known_sites;
 pub mod lease;
 pub mod metrics;
 
@@ -72,6 +77,22 @@ pub fn decode<'a>(
         ),
         Err(e) => ("malformed", e.to_string()),
     };
+    Err(dead_letter(
+        raw,
+        pos,
+        now_secs,
+        format!("{}: {}", failure.0, failure.1),
+    ))
+}
+
+/// A record that is not loaded, with `reason` (`<one of DEAD_LETTER_REASONS>: <detail>`) and
+/// its raw text (cut at [`MAX_DEAD_LETTER_RAW_BYTES`]).
+fn dead_letter(
+    raw: &[u8],
+    pos: SourcePosition<'_>,
+    now_secs: u32,
+    reason: String,
+) -> DeadLetterRow {
     let mut raw_text = String::from_utf8_lossy(raw).into_owned();
     if raw_text.len() > MAX_DEAD_LETTER_RAW_BYTES {
         let mut cut = MAX_DEAD_LETTER_RAW_BYTES;
@@ -80,20 +101,22 @@ pub fn decode<'a>(
         }
         raw_text.truncate(cut);
     }
-    Err(DeadLetterRow {
+    DeadLetterRow {
         loaded_at: now_secs,
         kafka_topic: pos.topic.to_owned(),
         kafka_partition: pos.partition,
         kafka_offset: pos.offset,
-        reason: format!("{}: {}", failure.0, failure.1),
+        reason,
         raw: raw_text,
-    })
+    }
 }
 
 struct Ctx {
     config: LoaderConfig,
     db: store::Store,
     metrics: LoaderMetrics,
+    /// With `TA_REGISTRY_URL`: the sites loaded; records of others are dead letters.
+    sites: Option<known_sites::KnownSites>,
     /// Whether this loader runs the once-per-topic work (retention, rollups): loader 0 with
     /// static assignment; the first live member with leases.
     housekeeper: std::sync::atomic::AtomicBool,
@@ -159,6 +182,13 @@ pub async fn run(config: LoaderConfig, metrics: LoaderMetrics) -> anyhow::Result
     if config.kafka_startup_check_secs > 0 {
         check_kafka_at_start(&config).await?;
     }
+    // Started before ClickHouse and Kafka, so its first fetch runs beside their start-up.
+    let sites = config
+        .registry
+        .check(false)
+        .context("registry settings (TA_REGISTRY_*)")?
+        .map(|settings| known_sites::KnownSites::follow(settings, metrics.registry_follow.clone()))
+        .transpose()?;
     let mut backoff = backoff();
     let db = loop {
         let ready = async {
@@ -188,11 +218,15 @@ pub async fn run(config: LoaderConfig, metrics: LoaderMetrics) -> anyhow::Result
             }
         }
     };
+    if let Some(sites) = &sites {
+        sites.wait_in_force().await?;
+    }
     let ctx = Arc::new(Ctx {
         db,
         housekeeper: std::sync::atomic::AtomicBool::new(config.zookeeper.is_none()),
         config,
         metrics,
+        sites,
     });
     let mut tasks = tokio::task::JoinSet::new();
     if (ctx.config.zookeeper.is_some() || ctx.config.instance.is_multiple_of(ctx.config.of.max(1)))
@@ -475,8 +509,14 @@ async fn load_partition(ctx: Arc<Ctx>, pc: PartitionClient, held: Option<Held>) 
 /// Every value [`error_kind`] returns (label `kind` of `ta_loader_errors_total`).
 pub const ERROR_KINDS: [&str; 4] = ["clickhouse", "kafka", "lease", "other"];
 
-/// Every reason [`decode`] gives a dead letter (label `reason` of `ta_loader_dead_letters_total`).
-pub const DEAD_LETTER_REASONS: [&str; 3] = ["out_of_range", "unknown_version", "malformed"];
+/// Every reason a dead letter has: [`decode`]'s, and `unknown_site` from [`known_sites`]
+/// (label `reason` of `ta_loader_dead_letters_total`).
+pub const DEAD_LETTER_REASONS: [&str; 4] = [
+    "out_of_range",
+    "unknown_version",
+    "malformed",
+    "unknown_site",
+];
 
 fn error_kind(error: &anyhow::Error) -> &'static str {
     if error.downcast_ref::<LeaseLost>().is_some() {
@@ -666,7 +706,7 @@ impl<'a> PartitionLoader<'a> {
         let fetched_any = records.iter().any(|r| r.offset >= fetched_from);
         let cfg = &self.ctx.config;
         for record in records.iter().filter(|r| r.offset >= fetched_from) {
-            self.take_record(record, now, now_secs);
+            self.take_record(record, now, now_secs).await;
             if self.batch.is_full(cfg.batch_max_rows, cfg.batch_max_bytes) {
                 self.commit().await?;
             }
@@ -675,9 +715,10 @@ impl<'a> PartitionLoader<'a> {
     }
 
     /// One record: skipped when ClickHouse holds it already or its event id is a duplicate,
-    /// otherwise decoded into the batch as an event or a dead letter. The batch ends after it
-    /// either way.
-    fn take_record(&mut self, record: &RecordAndOffset, now: Instant, now_secs: u32) {
+    /// otherwise decoded into the batch as an event or a dead letter (also when the registry
+    /// is followed and does not know its site). The batch ends after it either way. `now`:
+    /// when the records were read.
+    async fn take_record(&mut self, record: &RecordAndOffset, now: Instant, now_secs: u32) {
         let ctx = self.ctx;
         ctx.metrics.fetched.inc();
         self.next = record.offset + 1;
@@ -693,7 +734,14 @@ impl<'a> PartitionLoader<'a> {
         };
         let raw = record.record.value.as_deref().unwrap_or_default();
         let size = record.record.approximate_size();
-        match decode(raw, pos, now_secs) {
+        let decoded = match (decode(raw, pos, now_secs), &ctx.sites) {
+            (Ok(row), Some(sites)) => match sites.check(&row.event.site_id, now).await {
+                Ok(()) => Ok(row),
+                Err(reason) => Err(dead_letter(raw, pos, now_secs, reason)),
+            },
+            (decoded, _) => decoded,
+        };
+        match decoded {
             Ok(row) if !self.recent.insert_uuid(row.event.event_id) => ctx.metrics.duplicates.inc(),
             Ok(row) => self.batch.push_event(&row, pos, size, now),
             Err(dead) => self.batch.push_dead_letter(dead, size, now),
