@@ -12,4 +12,5 @@ mod observability;
 mod pipeline;
 mod privacy;
 mod reconcile;
+mod registry;
 mod secrets;
