@@ -39,6 +39,8 @@ use ta_shared::snapshot::{Snapshot, SnapshotSite};
 use crate::query::access::{AccessList, Digest32, Entry, Grant, PasswordHash, digest};
 use crate::query::goals::{FunnelEntry, GoalEntry};
 
+/// Longest retention a site may have: 100 years.
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
 /// Longest grace period of a key rotation: 30 days.
 pub const MAX_GRACE_SECS: i64 = 30 * 86_400;
 /// Grace period of a rotation that does not give one: a day, so cached pages keep working.
@@ -88,6 +90,10 @@ pub struct SiteSettings {
     pub url_query_params: Vec<String>,
     #[serde(default)]
     pub datacenter_traffic: DatacenterTraffic,
+    /// Days its events are kept (loaders following the registry drop older months); `None`:
+    /// the loader's default.
+    #[serde(default)]
+    pub retention_days: Option<u32>,
     #[serde(default)]
     pub goals: Vec<GoalEntry>,
     #[serde(default)]
@@ -134,6 +140,15 @@ impl SiteSettings {
             return Err(invalid(
                 "allowed_origins",
                 format!("`{bad}` is not an origin (`https://example.com`) or `*`"),
+            ));
+        }
+        if self
+            .retention_days
+            .is_some_and(|d| !(1..=MAX_RETENTION_DAYS).contains(&d))
+        {
+            return Err(invalid(
+                "retention_days",
+                format!("must be 1-{MAX_RETENTION_DAYS}"),
             ));
         }
         crate::query::goals::validate(id, self.goals.clone(), self.funnels.clone())
@@ -752,6 +767,7 @@ impl Registry {
                     continue;
                 }
                 sites.push(SnapshotSite {
+                    retention_days: settings.retention_days,
                     config: settings.config(
                         &id,
                         keys.iter().map(|k| k.key.clone()).collect(),
@@ -849,6 +865,7 @@ impl Registry {
                     require_signature: site.require_signature,
                     url_query_params: site.url_query_params.clone(),
                     datacenter_traffic: site.datacenter_traffic,
+                    retention_days: None,
                     goals: raw.map(|r| r.goal.clone()).unwrap_or_default(),
                     funnels: raw.map(|r| r.funnel.clone()).unwrap_or_default(),
                 };
@@ -1131,6 +1148,21 @@ mod tests {
             r.create_site("cr_x", "s2", settings("example.com"), false, 100),
             Err(RegistryError::Invalid { field, .. }) if field == "allowed_origins"
         ));
+        let keep = SiteSettings {
+            retention_days: Some(0),
+            ..settings("*")
+        };
+        assert!(matches!(
+            r.create_site("cr_x", "s3", keep, false, 100),
+            Err(RegistryError::Invalid { field, .. }) if field == "retention_days"
+        ));
+        let patch = serde_json::json!({"retention_days": 90});
+        r.update_site("cr_x", "shop", patch.as_object().unwrap(), 100)
+            .unwrap();
+        assert_eq!(
+            r.snapshot(100).unwrap().retention_days(),
+            [("shop".to_owned(), 90)].into()
+        );
         // The snapshot carries the secret; the audit log never does.
         let snap = r.snapshot(100).unwrap();
         assert_eq!(

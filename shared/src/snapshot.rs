@@ -55,6 +55,10 @@ pub struct SnapshotSite {
     /// Parallel to `config.api_keys`: Unix second from which the key is refused (a key being
     /// rotated out), or `None`.
     pub key_not_after: Vec<Option<i64>>,
+    /// Days the site's events are kept (loaders following the registry apply it); `None`:
+    /// the loader's `TA_RETENTION_SITE_DAYS`/`TA_RETENTION_DAYS`.
+    #[serde(default)]
+    pub retention_days: Option<u32>,
 }
 
 /// Why a snapshot was refused.
@@ -228,6 +232,14 @@ impl Snapshot {
         Ok(SiteRegistry::from_sites(sites)?)
     }
 
+    /// The retention days set per site (loaders).
+    pub fn retention_days(&self) -> std::collections::BTreeMap<String, u32> {
+        self.sites
+            .iter()
+            .filter_map(|s| Some((s.config.id.clone(), s.retention_days?)))
+            .collect()
+    }
+
     /// Site ids in the snapshot (the loader's "known sites").
     pub fn site_ids(&self) -> BTreeSet<String> {
         self.sites.iter().map(|s| s.config.id.clone()).collect()
@@ -257,6 +269,7 @@ mod tests {
         SnapshotSite {
             config,
             key_not_after: not_after.to_vec(),
+            retention_days: None,
         }
     }
 

@@ -487,7 +487,23 @@ async fn sites_keys_and_share_links_follow_the_registry_to_two_edges_and_the_loa
     );
     assert_ne!(collect(&third.url, "forged", "forged-key-0000").await, 202);
 
-    // No secret in any log.
+    // No secret in any log or metrics.
+    for url in [
+        format!("{admin_url}/metrics"),
+        format!("{read_url}/metrics"),
+        format!("{}/metrics", edges[0].metrics),
+        format!("{}/metrics", third.metrics),
+        format!("http://127.0.0.1:{loader_port}/metrics"),
+    ] {
+        let text = ta_tests::get_text(&url).await;
+        assert!(
+            text.contains("_registry_") || text.contains("ta_query_"),
+            "{url}"
+        );
+        for secret in [&admin_token, &edge_token, &share] {
+            assert!(!text.contains(secret.as_str()), "a secret in {url}");
+        }
+    }
     let _ = central.terminate(Duration::from_secs(5));
     let logs: Vec<PathBuf> = [
         "query-tls",
@@ -514,6 +530,48 @@ async fn sites_keys_and_share_links_follow_the_registry_to_two_edges_and_the_loa
             );
         }
     }
+}
+
+#[test]
+fn admin_import_copies_today_s_files_once_and_refuses_development_files_outside_dev() {
+    let dir = artifacts_dir("registry-import");
+    let registry = dir.join("registry.db");
+    let _ = std::fs::remove_file(&registry);
+    let root = ta_tests::workspace_root();
+    let sites = root.join("deploy/config/sites.dev.toml");
+    let access = root.join("deploy/config/access.dev.toml");
+    let import = |dev: bool| {
+        Command::new(binary("ta-query"))
+            .args(["admin", "import", "--sites"])
+            .arg(&sites)
+            .arg("--access")
+            .arg(&access)
+            .env("TA_QUERY_REGISTRY", &registry)
+            .env("TA_DEV", dev.to_string())
+            .output()
+            .unwrap()
+    };
+    let refused = import(false);
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("development_only"), "{why}");
+    let first = import(true);
+    let out = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        out.contains("Imported 3 site(s) and 6 credential(s)"),
+        "{out}"
+    );
+    let again = import(true);
+    let out = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        out.contains("Imported 0 site(s) and 0 credential(s)") && out.contains("Left alone"),
+        "{out}"
+    );
 }
 
 /// A plain-HTTP server on loopback that fetches the real snapshot from `upstream` and serves it

@@ -28,6 +28,8 @@ use tracing::info;
 struct InForce {
     revision: u64,
     ids: HashSet<String>,
+    /// Retention days the registry sets per site.
+    retention: std::collections::BTreeMap<String, u32>,
 }
 
 /// Asks for one more fetch of the snapshot, started at or after the given instant, and waits
@@ -62,6 +64,7 @@ impl KnownSites {
             *written.write().unwrap_or_else(|e| e.into_inner()) = InForce {
                 revision: snapshot.revision,
                 ids: snapshot.site_ids().into_iter().collect(),
+                retention: snapshot.retention_days(),
             };
             Ok(())
         })
@@ -95,6 +98,15 @@ impl KnownSites {
             "the registry follower stopped before any snapshot was in force"
         );
         Ok(())
+    }
+
+    /// Retention days the registry sets per site (they override `TA_RETENTION_SITE_DAYS`).
+    pub fn retention_days(&self) -> std::collections::BTreeMap<String, u32> {
+        self.in_force
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .retention
+            .clone()
     }
 
     /// Whether the snapshot in force knows `site_id`.
@@ -136,6 +148,7 @@ mod tests {
         let in_force = Arc::new(RwLock::new(InForce {
             revision: 3,
             ids: ["a", "b"].map(str::to_owned).into(),
+            retention: [("a".to_owned(), 30)].into(),
         }));
         let refreshes = Arc::new(AtomicUsize::new(0));
         let (written, counted) = (in_force.clone(), refreshes.clone());
@@ -154,6 +167,12 @@ mod tests {
             follower: None,
         };
         (sites, refreshes)
+    }
+
+    #[test]
+    fn the_registry_s_retention_is_per_site() {
+        let (sites, _) = known(false);
+        assert_eq!(sites.retention_days(), [("a".to_owned(), 30)].into());
     }
 
     #[tokio::test]

@@ -278,12 +278,16 @@ pub async fn run(config: LoaderConfig, metrics: LoaderMetrics) -> anyhow::Result
 }
 
 async fn retention_loop(ctx: Arc<Ctx>) {
-    let policy = ctx.config.retention_policy();
     let mut tick = tokio::time::interval(Duration::from_secs(ctx.config.retention_interval_secs));
     loop {
         tick.tick().await;
         if !ctx.housekeeper.load(std::sync::atomic::Ordering::Relaxed) {
             continue;
+        }
+        // The registry's per-site retention, when following it, over TA_RETENTION_SITE_DAYS.
+        let mut policy = ctx.config.retention_policy();
+        if let Some(sites) = &ctx.sites {
+            policy.per_site.extend(sites.retention_days());
         }
         match store::lifecycle::apply_retention(&ctx.db, &policy, chrono::Utc::now()).await {
             Ok(dropped) if !dropped.is_empty() => {

@@ -271,6 +271,7 @@ fn admin_paths() -> Value {
         "respect_dnt": {"type": "boolean"}, "require_signature": {"type": "boolean"},
         "url_query_params": {"type": "array", "items": {"type": "string"}},
         "datacenter_traffic": {"enum": ["drop", "flag", "allow"]},
+        "retention_days": {"type": ["integer", "null"], "minimum": 1, "maximum": crate::registry::MAX_RETENTION_DAYS, "description": "Days its events are kept; loaders following the registry drop a month once all of it is older (over TA_RETENTION_SITE_DAYS). Null: the loader's default."},
         "goals": {"type": "array", "items": {"type": "object"}, "description": "As in the access file: {id, name?, page | event, props?}."},
         "funnels": {"type": "array", "items": {"type": "object"}, "description": "{id, name?, steps: [goal ids]}."}}});
     let mut create = settings.clone();

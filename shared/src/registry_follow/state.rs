@@ -151,6 +151,7 @@ pub(crate) mod tests {
         SnapshotSite {
             config,
             key_not_after: keys.iter().map(|(_, t)| *t).collect(),
+            retention_days: None,
         }
     }
 
