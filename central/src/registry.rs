@@ -265,6 +265,9 @@ pub struct AuditEntry {
     pub detail: Value,
 }
 
+/// Furthest expiry a credential may have: 10 years.
+pub const MAX_EXPIRY_SECS: i64 = 10 * 366 * 86_400;
+
 /// Most characters of a credential's label.
 pub const MAX_LABEL_CHARS: usize = 120;
 
@@ -346,13 +349,25 @@ type Tx<'a> = rusqlite::Transaction<'a>;
 impl Registry {
     /// Open (creating it, mode 0600) the registry at `path`.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let existed = path.exists();
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        // Created 0600 before SQLite opens it (SQLite would create it with the umask's mode).
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| anyhow::anyhow!("creating the registry {}: {e}", path.display()))?;
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            anyhow::bail!(
+                "the registry {} is readable by other users (mode {:o}); it holds HMAC secrets: chmod 600 it",
+                path.display(),
+                mode & 0o777
+            );
+        }
         let conn = Connection::open(path)
             .map_err(|e| anyhow::anyhow!("opening the registry {}: {e}", path.display()))?;
-        if !existed {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        }
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -955,16 +970,27 @@ fn check_credential(new: &NewCredential, now: i64) -> Result<(), RegistryError> 
             "only share links take a password or a filter",
         ));
     }
+    // Printable ASCII: readers send it in an HTTP header (`X-Share-Password`), where other
+    // characters do not travel reliably.
     if let Some(p) = &new.password
-        && !(8..=200).contains(&p.chars().count())
+        && (!(8..=200).contains(&p.len()) || !p.bytes().all(|b| (0x20..0x7f).contains(&b)))
     {
-        return Err(invalid("password", "must be 8-200 characters"));
+        return Err(invalid(
+            "password",
+            "must be 8-200 printable ASCII characters (it is sent in an HTTP header)",
+        ));
     }
     if let Some(f) = &new.filter {
         crate::query::filter::parse_filter(f).map_err(|e| invalid("filter", e.to_string()))?;
     }
     if new.expires_at.is_some_and(|t| t <= now) {
         return Err(invalid("expires_at", "is in the past"));
+    }
+    if new.expires_at.is_some_and(|t| t > now + MAX_EXPIRY_SECS) {
+        return Err(invalid(
+            "expires_at",
+            "is more than 10 years ahead; leave it out for a credential that does not expire",
+        ));
     }
     if new.label.chars().count() > MAX_LABEL_CHARS {
         return Err(invalid(
@@ -1283,6 +1309,23 @@ mod tests {
             list.share_filter(&share_secret).as_deref(),
             Some("page:is:/blog")
         );
+        // Guessing is slow: after MAX_PASSWORD_FAILURES wrong ones in a window, even the right
+        // password waits (429) unless this list checked it before.
+        let fresh = r.access_list().unwrap();
+        for _ in 0..crate::query::access::MAX_PASSWORD_FAILURES {
+            assert!(matches!(
+                fresh.authenticate_at(None, Some(&share_secret), Some("guess guess"), now),
+                Err(crate::query::error::ApiError::SharePasswordRequired)
+            ));
+        }
+        assert!(matches!(
+            fresh.authenticate_at(None, Some(&share_secret), Some("correct horse"), now),
+            Err(crate::query::error::ApiError::TooManyPasswordAttempts { .. })
+        ));
+        assert!(
+            list.authenticate_at(None, Some(&share_secret), Some("correct horse"), now)
+                .is_ok()
+        );
         assert_eq!(
             list.authenticate_at(None, Some(&share_secret), Some("correct horse"), now + 3600)
                 .unwrap(),
@@ -1337,6 +1380,22 @@ mod tests {
                 kind: Kind::Share,
                 sites: vec!["s".into()],
                 label: String::new(),
+                password: Some("contraseña".into()),
+                expires_at: None,
+                filter: None,
+            },
+            NewCredential {
+                kind: Kind::Read,
+                sites: vec!["s".into()],
+                label: String::new(),
+                password: None,
+                expires_at: Some(now + MAX_EXPIRY_SECS + 1),
+                filter: None,
+            },
+            NewCredential {
+                kind: Kind::Share,
+                sites: vec!["s".into()],
+                label: String::new(),
                 password: None,
                 expires_at: Some(now - 1),
                 filter: None,
@@ -1358,6 +1417,19 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_registry_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, r) = open();
+        let path = r.path().to_owned();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        drop(r);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Registry::open(&path).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
     }
 
     #[test]

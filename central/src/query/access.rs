@@ -189,7 +189,15 @@ pub struct AccessList {
     development_only: bool,
     /// Share links whose password was checked: hash of (link, password). Cleared with the list.
     verified_passwords: std::sync::Mutex<BTreeSet<Digest32>>,
+    /// Wrong passwords per share link in the current window: (window start, count). Bounded by
+    /// the number of links with a password (only a matching link gets this far).
+    password_failures: std::sync::Mutex<BTreeMap<Digest32, (std::time::Instant, u32)>>,
 }
+
+/// Wrong passwords one share link accepts per [`PASSWORD_WINDOW`] before answering 429: keeps
+/// guessing slow and bounds the PBKDF2 work a stranger with the link can cause.
+pub const MAX_PASSWORD_FAILURES: u32 = 10;
+pub const PASSWORD_WINDOW: Duration = Duration::from_secs(60);
 
 impl AccessList {
     pub fn parse(text: &str, path: &Path) -> Result<Self, AccessError> {
@@ -382,7 +390,26 @@ impl AccessList {
                 .expect("password cache")
                 .contains(&remembered);
             if !known {
+                let now = std::time::Instant::now();
+                {
+                    let failures = self.password_failures.lock().expect("failures");
+                    if let Some((since, n)) = failures.get(&link.digest)
+                        && now.duration_since(*since) < PASSWORD_WINDOW
+                        && *n >= MAX_PASSWORD_FAILURES
+                    {
+                        let left = PASSWORD_WINDOW.saturating_sub(now.duration_since(*since));
+                        return Err(ApiError::TooManyPasswordAttempts {
+                            retry_after_secs: left.as_secs().max(1) as u32,
+                        });
+                    }
+                }
                 if !hash.verify(given) {
+                    let mut failures = self.password_failures.lock().expect("failures");
+                    let slot = failures.entry(link.digest).or_insert((now, 0));
+                    if now.duration_since(slot.0) >= PASSWORD_WINDOW {
+                        *slot = (now, 0);
+                    }
+                    slot.1 += 1;
                     return Err(ApiError::SharePasswordRequired);
                 }
                 self.verified_passwords

@@ -21,6 +21,9 @@ pub enum ApiError {
     ForbiddenBecause(String),
     #[error("no such site")]
     UnknownSite,
+    /// Too many wrong passwords for one share link lately.
+    #[error("too many wrong passwords for this share link; retry after {retry_after_secs} s")]
+    TooManyPasswordAttempts { retry_after_secs: u32 },
     /// The share link has a password and the request did not give it (`share_password`).
     #[error("this share link needs its password (header X-Share-Password)")]
     SharePasswordRequired,
@@ -54,7 +57,9 @@ impl ApiError {
             ApiError::Forbidden | ApiError::ForbiddenBecause(_) => 403,
             ApiError::UnknownSite | ApiError::NotFound(_) => 404,
             ApiError::Conflict(_) => 409,
-            ApiError::TooManyRequests { .. } | ApiError::TooManyInFlight { .. } => 429,
+            ApiError::TooManyRequests { .. }
+            | ApiError::TooManyInFlight { .. }
+            | ApiError::TooManyPasswordAttempts { .. } => 429,
             ApiError::Store(_) | ApiError::Unavailable(_) => 503,
         }
     }
@@ -89,6 +94,18 @@ impl IntoResponse for ApiError {
                 res.headers_mut().insert(
                     "WWW-Authenticate",
                     axum::http::HeaderValue::from_static("Bearer realm=\"ta-query\""),
+                );
+                res
+            }
+            ApiError::TooManyPasswordAttempts { retry_after_secs } => {
+                let mut res = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    axum::Json(json!({"error": "too_many_password_attempts", "message": self.to_string()})),
+                )
+                    .into_response();
+                res.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from(*retry_after_secs),
                 );
                 res
             }

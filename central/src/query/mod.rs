@@ -506,7 +506,14 @@ async fn stats(
         let mut pairs = pairs(raw.as_deref());
         let list = state.access.get();
         let (who, _in_flight, limit) = principal_with_filter(&state, &list, &headers, &pairs)?;
-        // A share link limited to a filter: every answer also has it (filters are ANDed).
+        // A share link limited to a filter: every answer also has it (filters are ANDed). A
+        // funnel's filter picks visitors, then counts all their steps, which would show
+        // events outside the filter: refused.
+        if limit.is_some() && endpoint == StatsEndpoint::Funnel {
+            return Err(ApiError::ForbiddenBecause(
+                "this share link is limited to a filter; funnels count steps outside it, so they are not available to it".into(),
+            ));
+        }
         pairs.extend(limit.map(|f| ("filter".to_owned(), f)));
         let now = chrono::Utc::now();
         let mut req = StatsRequest::parse(endpoint, &pairs, now)?;
@@ -869,8 +876,12 @@ fn tls_config(
     Ok(Some(std::sync::Arc::new(tls)))
 }
 
-/// Serve `app` over TLS until `shutdown` completes: a handshake gets 10 s; connections in
-/// progress at shutdown are given 5 s to finish.
+/// Most TLS connections served at once; more wait in the listen backlog.
+const MAX_TLS_CONNECTIONS: usize = 1024;
+
+/// Serve `app` over TLS until `shutdown` completes: a handshake gets 10 s, a request's headers
+/// 30 s (slowloris), at most [`MAX_TLS_CONNECTIONS`] at once; connections in progress at
+/// shutdown are given 5 s to finish.
 async fn serve_tls(
     listener: tokio::net::TcpListener,
     app: Router,
@@ -879,8 +890,12 @@ async fn serve_tls(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let mut connections = tokio::task::JoinSet::new();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_TLS_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
         let (tcp, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -897,6 +912,7 @@ async fn serve_tls(
         let acceptor = acceptor.clone();
         let app = app.clone();
         connections.spawn(async move {
+            let _slot = slot;
             let Ok(Ok(stream)) =
                 tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
             else {
@@ -904,6 +920,8 @@ async fn serve_tls(
             };
             let service = hyper_util::service::TowerToHyperService::new(app);
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                 .await;
         });

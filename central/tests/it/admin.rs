@@ -462,6 +462,12 @@ async fn share_links_with_a_password_or_a_filter_read_only_what_they_grant() {
     assert!(v["message"].as_str().unwrap().contains("filter"), "{v}");
     let (st, _) = get(format!("{base}/v1/sites?share={blog}"), None).await;
     assert_eq!(st, 200);
+    // A funnel would count steps outside the filter: refused.
+    let funnel =
+        format!("{base}/v1/stats/funnel?site_id=site-1&period=30d&funnel=pro&share={blog}");
+    let (st, v) = get(funnel, None).await;
+    assert_eq!(st, 403, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("funnel"), "{v}");
     // Without a registry the admin API says how to get one.
     let plain = crate::stats_model::serve(&s.config).await;
     let (st, v) = call(
