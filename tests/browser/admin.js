@@ -206,7 +206,7 @@ const phases = {
     await page.click("#credential-create button[type=submit]");
     out.password_error = await formError(page, "#credential-create");
     await page.fill("#credential-create [name=password]", args.password);
-    await page.fill("#credential-create [name=expires_at]", "2099-01-01T00:00");
+    await page.fill("#credential-create [name=expires_at]", "2030-01-01T00:00");
     await adminStep(page, () => page.click("#credential-create button[type=submit]"));
     out.share = await secret(page, "#credential-secret");
     out.listed = await adminScreen(page);

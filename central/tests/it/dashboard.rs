@@ -744,13 +744,13 @@ async fn the_admin_view_manages_sites_keys_and_credentials_that_the_api_then_hon
         })
         .collect();
     listed.sort_by_key(|c| c[0].as_str().unwrap_or_default().to_owned());
-    // 2099-01-01T00:00 in the browser's time zone (UTC).
+    // 2030-01-01T00:00 in the browser's time zone (UTC).
     assert_eq!(
         listed,
         vec![
             json!(["admin", "bootstrap", "all", false, null]),
             json!(["read", "ci reader", site, false, null]),
-            json!(["share", "board", site, true, 4_070_908_800u64]),
+            json!(["share", "board", site, true, 1_893_456_000u64]),
         ]
     );
 

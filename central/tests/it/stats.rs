@@ -798,6 +798,11 @@ async fn the_openapi_document_lists_every_route_and_every_documented_route_answe
         .collect();
     assert_eq!(paths, routes);
     for path in &paths {
+        if path.starts_with("/v1/admin/") || path.starts_with("/v1/registry/") {
+            // They need a registry (this ta-query reads an access file): admin.rs calls each
+            // of them with every kind of credential.
+            continue;
+        }
         if doc["paths"][path]["post"].is_object() {
             // `POST /v2/query`: a body of its schema's required parts.
             let schema = &doc["components"]["schemas"]["Query"];

@@ -12,7 +12,13 @@ use crate::stats_model::{ACCESS, admin, get_as, seeded, serve, serve_state};
 fn data_routes(site: &str) -> Vec<String> {
     ROUTES
         .iter()
-        .filter(|r| r.starts_with("/v1/") && **r != "/v1/sites")
+        // The admin API and the snapshot have their own matrix (admin.rs).
+        .filter(|r| {
+            r.starts_with("/v1/")
+                && **r != "/v1/sites"
+                && !r.starts_with("/v1/admin/")
+                && !r.starts_with("/v1/registry/")
+        })
         .map(|r| {
             let extra = if r.ends_with("breakdown") {
                 "&property=page"
