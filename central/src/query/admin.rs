@@ -148,6 +148,24 @@ fn respond(
     }
 }
 
+/// One admin request: an admin token, only the `allowed` query parameters, then `work` with
+/// the registry and who asks; counted, timed and answered by [`respond`].
+fn handle(
+    state: &QueryState,
+    name: &'static str,
+    headers: &HeaderMap,
+    raw: Option<&str>,
+    allowed: &[&str],
+    work: impl FnOnce(&Registry, &str) -> Result<(StatusCode, Value), ApiError>,
+) -> Response {
+    let started = Instant::now();
+    let result = admin(state, headers, raw).and_then(|(registry, actor, _in_flight)| {
+        no_params(raw, allowed)?;
+        work(&registry, &actor)
+    });
+    respond(state, name, started, result)
+}
+
 /// `GET /v1/admin/sites`, `POST /v1/admin/sites`.
 pub async fn sites(
     State(state): State<QueryState>,
@@ -156,40 +174,43 @@ pub async fn sites(
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Response {
-    let started = Instant::now();
-    let result = (|| {
-        let (registry, actor, _in_flight) = admin(&state, &headers, raw.as_deref())?;
-        no_params(raw.as_deref(), &[])?;
-        if method == axum::http::Method::GET {
-            return Ok((StatusCode::OK, json!({"sites": registry.sites(now())?})));
-        }
-        let mut body = body_object(&body)?;
-        let id = match body.remove("id") {
-            Some(Value::String(id)) => id,
-            Some(_) => return Err(bad("id", "must be a string")),
-            None => return Err(bad("id", "is required")),
-        };
-        let hmac_secret = match body.remove("hmac_secret") {
-            None => false,
-            Some(Value::Bool(b)) => b,
-            Some(_) => {
-                return Err(bad(
-                    "hmac_secret",
-                    "must be true (generate one) or false; the secret itself is never sent in",
-                ));
+    handle(
+        &state,
+        "admin_sites",
+        &headers,
+        raw.as_deref(),
+        &[],
+        |registry, actor| {
+            if method == axum::http::Method::GET {
+                return Ok((StatusCode::OK, json!({"sites": registry.sites(now())?})));
             }
-        };
-        let settings: SiteSettings =
-            serde_json::from_value(Value::Object(body)).map_err(|e| bad("body", e.to_string()))?;
-        let (site, secret) = registry.create_site(&actor, &id, settings, hmac_secret, now())?;
-        applied(&state, &registry)?;
-        tracing::info!(message = "Site created.", site = %id, actor = %actor);
-        Ok((
-            StatusCode::CREATED,
-            json!({"site": site, "hmac_secret": secret}),
-        ))
-    })();
-    respond(&state, "admin_sites", started, result)
+            let mut body = body_object(&body)?;
+            let id = match body.remove("id") {
+                Some(Value::String(id)) => id,
+                Some(_) => return Err(bad("id", "must be a string")),
+                None => return Err(bad("id", "is required")),
+            };
+            let hmac_secret = match body.remove("hmac_secret") {
+                None => false,
+                Some(Value::Bool(b)) => b,
+                Some(_) => {
+                    return Err(bad(
+                        "hmac_secret",
+                        "must be true (generate one) or false; the secret itself is never sent in",
+                    ));
+                }
+            };
+            let settings: SiteSettings = serde_json::from_value(Value::Object(body))
+                .map_err(|e| bad("body", e.to_string()))?;
+            let (site, secret) = registry.create_site(actor, &id, settings, hmac_secret, now())?;
+            applied(&state, registry)?;
+            tracing::info!(message = "Site created.", site = %id, actor = %actor);
+            Ok((
+                StatusCode::CREATED,
+                json!({"site": site, "hmac_secret": secret}),
+            ))
+        },
+    )
 }
 
 /// `GET`, `PATCH`, `DELETE /v1/admin/sites/{id}`.
@@ -201,11 +222,13 @@ pub async fn site(
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Response {
-    let started = Instant::now();
-    let result = (|| {
-        let (registry, actor, _in_flight) = admin(&state, &headers, raw.as_deref())?;
-        no_params(raw.as_deref(), &[])?;
-        match method {
+    handle(
+        &state,
+        "admin_site",
+        &headers,
+        raw.as_deref(),
+        &[],
+        |registry, actor| match method {
             axum::http::Method::GET => {
                 Ok((StatusCode::OK, json!({"site": registry.site(&id, now())?})))
             }
@@ -220,19 +243,18 @@ pub async fn site(
                         "cannot be changed here (keys and secrets rotate through their own routes; a site's id is fixed)",
                     ));
                 }
-                let site = registry.update_site(&actor, &id, &patch, now())?;
-                applied(&state, &registry)?;
+                let site = registry.update_site(actor, &id, &patch, now())?;
+                applied(&state, registry)?;
                 Ok((StatusCode::OK, json!({"site": site})))
             }
             _ => {
-                registry.delete_site(&actor, &id, now())?;
-                applied(&state, &registry)?;
+                registry.delete_site(actor, &id, now())?;
+                applied(&state, registry)?;
                 tracing::info!(message = "Site deleted.", site = %id, actor = %actor);
                 Ok((StatusCode::NO_CONTENT, Value::Null))
             }
-        }
-    })();
-    respond(&state, "admin_site", started, result)
+        },
+    )
 }
 
 /// `POST /v1/admin/sites/{id}/rotate-key`: body `{"grace_secs": n}` (default a day).
@@ -243,25 +265,28 @@ pub async fn rotate_key(
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Response {
-    let started = Instant::now();
-    let result = (|| {
-        let (registry, actor, _in_flight) = admin(&state, &headers, raw.as_deref())?;
-        no_params(raw.as_deref(), &[])?;
-        let mut body = body_object(&body)?;
-        let grace = match body.remove("grace_secs") {
-            None => crate::registry::DEFAULT_GRACE_SECS,
-            Some(v) => v
-                .as_i64()
-                .ok_or_else(|| bad("grace_secs", "must be a whole number of seconds"))?,
-        };
-        if let Some(k) = body.keys().next() {
-            return Err(bad(k, "is not a field of a rotation (grace_secs)"));
-        }
-        let site = registry.rotate_key(&actor, &id, grace, now())?;
-        applied(&state, &registry)?;
-        Ok((StatusCode::OK, json!({"site": site})))
-    })();
-    respond(&state, "admin_rotate_key", started, result)
+    handle(
+        &state,
+        "admin_rotate_key",
+        &headers,
+        raw.as_deref(),
+        &[],
+        |registry, actor| {
+            let mut body = body_object(&body)?;
+            let grace = match body.remove("grace_secs") {
+                None => crate::registry::DEFAULT_GRACE_SECS,
+                Some(v) => v
+                    .as_i64()
+                    .ok_or_else(|| bad("grace_secs", "must be a whole number of seconds"))?,
+            };
+            if let Some(k) = body.keys().next() {
+                return Err(bad(k, "is not a field of a rotation (grace_secs)"));
+            }
+            let site = registry.rotate_key(actor, &id, grace, now())?;
+            applied(&state, registry)?;
+            Ok((StatusCode::OK, json!({"site": site})))
+        },
+    )
 }
 
 /// `POST /v1/admin/sites/{id}/rotate-hmac-secret`: a new secret, returned this once.
@@ -271,18 +296,22 @@ pub async fn rotate_hmac_secret(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let started = Instant::now();
-    let result = (|| {
-        let (registry, actor, _in_flight) = admin(&state, &headers, raw.as_deref())?;
-        no_params(raw.as_deref(), &[])?;
-        let secret = registry.rotate_hmac_secret(&actor, &id, now())?;
-        applied(&state, &registry)?;
-        Ok((
-            StatusCode::OK,
-            json!({"site_id": id, "hmac_secret": secret}),
-        ))
-    })();
-    respond(&state, "admin_rotate_hmac_secret", started, result)
+    let name = "admin_rotate_hmac_secret";
+    handle(
+        &state,
+        name,
+        &headers,
+        raw.as_deref(),
+        &[],
+        |registry, actor| {
+            let secret = registry.rotate_hmac_secret(actor, &id, now())?;
+            applied(&state, registry)?;
+            Ok((
+                StatusCode::OK,
+                json!({"site_id": id, "hmac_secret": secret}),
+            ))
+        },
+    )
 }
 
 /// `GET`, `POST /v1/admin/credentials`.
@@ -293,28 +322,29 @@ pub async fn credentials(
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Response {
-    let started = Instant::now();
-    let result = (|| {
-        let (registry, actor, _in_flight) = admin(&state, &headers, raw.as_deref())?;
-        no_params(raw.as_deref(), &[])?;
-        if method == axum::http::Method::GET {
-            return Ok((
-                StatusCode::OK,
-                json!({"credentials": registry.credentials()?}),
-            ));
-        }
-        let body = body_object(&body)?;
-        let new: NewCredential =
-            serde_json::from_value(Value::Object(body)).map_err(|e| bad("body", e.to_string()))?;
-        let (credential, secret) = registry.create_credential(&actor, new, now())?;
-        applied(&state, &registry)?;
-        tracing::info!(message = "Credential created.", id = %credential.id, kind = ?credential.kind, actor = %actor);
-        Ok((
-            StatusCode::CREATED,
-            json!({"credential": credential, "secret": secret}),
-        ))
-    })();
-    respond(&state, "admin_credentials", started, result)
+    handle(
+        &state,
+        "admin_credentials",
+        &headers,
+        raw.as_deref(),
+        &[],
+        |registry, actor| {
+            if method == axum::http::Method::GET {
+                let credentials = registry.credentials()?;
+                return Ok((StatusCode::OK, json!({"credentials": credentials})));
+            }
+            let body = body_object(&body)?;
+            let new: NewCredential = serde_json::from_value(Value::Object(body))
+                .map_err(|e| bad("body", e.to_string()))?;
+            let (credential, secret) = registry.create_credential(actor, new, now())?;
+            applied(&state, registry)?;
+            tracing::info!(message = "Credential created.", id = %credential.id, kind = ?credential.kind, actor = %actor);
+            Ok((
+                StatusCode::CREATED,
+                json!({"credential": credential, "secret": secret}),
+            ))
+        },
+    )
 }
 
 /// `DELETE /v1/admin/credentials/{id}`: revoke.
@@ -324,16 +354,19 @@ pub async fn credential(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let started = Instant::now();
-    let result = (|| {
-        let (registry, actor, _in_flight) = admin(&state, &headers, raw.as_deref())?;
-        no_params(raw.as_deref(), &[])?;
-        registry.delete_credential(&actor, &id, now())?;
-        applied(&state, &registry)?;
-        tracing::info!(message = "Credential revoked.", id = %id, actor = %actor);
-        Ok((StatusCode::NO_CONTENT, Value::Null))
-    })();
-    respond(&state, "admin_credential", started, result)
+    handle(
+        &state,
+        "admin_credential",
+        &headers,
+        raw.as_deref(),
+        &[],
+        |registry, actor| {
+            registry.delete_credential(actor, &id, now())?;
+            applied(&state, registry)?;
+            tracing::info!(message = "Credential revoked.", id = %id, actor = %actor);
+            Ok((StatusCode::NO_CONTENT, Value::Null))
+        },
+    )
 }
 
 /// `GET /v1/admin/audit?limit=`: the newest changes first.
@@ -342,26 +375,30 @@ pub async fn audit(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let started = Instant::now();
-    let result = (|| {
-        let (registry, _actor, _in_flight) = admin(&state, &headers, raw.as_deref())?;
-        no_params(raw.as_deref(), &["limit"])?;
-        let limit = match pairs(raw.as_deref()).iter().find(|(k, _)| k == "limit") {
-            None => 100,
-            Some((_, v)) => v
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (1..=MAX_AUDIT_ROWS).contains(n))
-                .ok_or_else(|| {
-                    ApiError::bad_param("limit", format!("must be 1-{MAX_AUDIT_ROWS}"))
-                })?,
-        };
-        Ok((
-            StatusCode::OK,
-            json!({"entries": registry.audit_log(limit)?}),
-        ))
-    })();
-    respond(&state, "admin_audit", started, result)
+    let raw = raw.as_deref();
+    handle(
+        &state,
+        "admin_audit",
+        &headers,
+        raw,
+        &["limit"],
+        |registry, _actor| {
+            let limit = match pairs(raw).iter().find(|(k, _)| k == "limit") {
+                None => 100,
+                Some((_, v)) => v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=MAX_AUDIT_ROWS).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::bad_param("limit", format!("must be 1-{MAX_AUDIT_ROWS}"))
+                    })?,
+            };
+            Ok((
+                StatusCode::OK,
+                json!({"entries": registry.audit_log(limit)?}),
+            ))
+        },
+    )
 }
 
 /// `GET /v1/registry/snapshot`: the signed snapshot, for edge credentials only (it holds HMAC
