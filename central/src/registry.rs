@@ -1143,6 +1143,18 @@ mod tests {
         (dir, r)
     }
 
+    /// A credential of `kind` for `sites`, nothing else set.
+    fn cred(kind: Kind, sites: &[&str]) -> NewCredential {
+        NewCredential {
+            kind,
+            sites: sites.iter().map(|s| s.to_string()).collect(),
+            label: String::new(),
+            password: None,
+            expires_at: None,
+            filter: None,
+        }
+    }
+
     fn settings(origin: &str) -> SiteSettings {
         SiteSettings {
             allowed_origins: vec![origin.into()],
@@ -1240,12 +1252,8 @@ mod tests {
             .create_credential(
                 "a",
                 NewCredential {
-                    kind: Kind::Read,
-                    sites: vec!["s".into()],
                     label: "ci".into(),
-                    password: None,
-                    expires_at: None,
-                    filter: None,
+                    ..cred(Kind::Read, &["s"])
                 },
                 now,
             )
@@ -1254,12 +1262,10 @@ mod tests {
             .create_credential(
                 "a",
                 NewCredential {
-                    kind: Kind::Share,
-                    sites: vec!["s".into()],
-                    label: String::new(),
                     password: Some("correct horse".into()),
                     expires_at: Some(now + 3600),
                     filter: Some("page:is:/blog".into()),
+                    ..cred(Kind::Share, &["s"])
                 },
                 now,
             )
@@ -1268,12 +1274,8 @@ mod tests {
             .create_credential(
                 "a",
                 NewCredential {
-                    kind: Kind::Edge,
-                    sites: vec![],
                     label: "eu-1".into(),
-                    password: None,
-                    expires_at: None,
-                    filter: None,
+                    ..cred(Kind::Edge, &[])
                 },
                 now,
             )
@@ -1344,69 +1346,28 @@ mod tests {
             assert!(!listed.contains(s.as_str()));
         }
         for bad in [
+            cred(Kind::Admin, &["s"]),
+            cred(Kind::Read, &[]),
+            cred(Kind::Read, &["zz"]),
             NewCredential {
-                kind: Kind::Admin,
-                sites: vec!["s".into()],
-                label: String::new(),
-                password: None,
-                expires_at: None,
-                filter: None,
-            },
-            NewCredential {
-                kind: Kind::Read,
-                sites: vec![],
-                label: String::new(),
-                password: None,
-                expires_at: None,
-                filter: None,
-            },
-            NewCredential {
-                kind: Kind::Read,
-                sites: vec!["zz".into()],
-                label: String::new(),
-                password: None,
-                expires_at: None,
-                filter: None,
-            },
-            NewCredential {
-                kind: Kind::Share,
-                sites: vec!["s".into()],
-                label: String::new(),
                 password: Some("short".into()),
-                expires_at: None,
-                filter: None,
+                ..cred(Kind::Share, &["s"])
             },
             NewCredential {
-                kind: Kind::Share,
-                sites: vec!["s".into()],
-                label: String::new(),
                 password: Some("contraseña".into()),
-                expires_at: None,
-                filter: None,
+                ..cred(Kind::Share, &["s"])
             },
             NewCredential {
-                kind: Kind::Read,
-                sites: vec!["s".into()],
-                label: String::new(),
-                password: None,
                 expires_at: Some(now + MAX_EXPIRY_SECS + 1),
-                filter: None,
+                ..cred(Kind::Read, &["s"])
             },
             NewCredential {
-                kind: Kind::Share,
-                sites: vec!["s".into()],
-                label: String::new(),
-                password: None,
                 expires_at: Some(now - 1),
-                filter: None,
+                ..cred(Kind::Share, &["s"])
             },
             NewCredential {
-                kind: Kind::Share,
-                sites: vec!["s".into()],
-                label: String::new(),
-                password: None,
-                expires_at: None,
                 filter: Some("nope".into()),
+                ..cred(Kind::Share, &["s"])
             },
         ] {
             assert!(
@@ -1437,14 +1398,6 @@ mod tests {
         let (_d, r) = open();
         r.create_site("a", "s", settings("*"), false, 100).unwrap();
         r.create_site("a", "t", settings("*"), false, 100).unwrap();
-        let cred = |kind, sites: &[&str]| NewCredential {
-            kind,
-            sites: sites.iter().map(|s| s.to_string()).collect(),
-            label: String::new(),
-            password: None,
-            expires_at: None,
-            filter: None,
-        };
         r.create_credential("a", cred(Kind::Read, &["s", "t"]), 100)
             .unwrap();
         r.create_credential("a", cred(Kind::Share, &["s"]), 100)

@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 
 use super::access::Principal;
 use super::error::ApiError;
-use super::{QueryState, json_answer, ok, pairs, principal};
+use super::{QueryState, count, json_answer, ok, pairs, principal};
 use crate::registry::{NewCredential, Registry, RegistryError, SiteSettings};
 
 /// Largest admin request body.
@@ -131,16 +131,7 @@ fn respond(
         Ok((status, _)) => status.as_u16(),
         Err(e) => e.status(),
     };
-    state
-        .metrics
-        .requests
-        .with_label_values(&[name, &status.to_string()])
-        .inc();
-    state
-        .metrics
-        .request_seconds
-        .with_label_values(&[name])
-        .observe(started.elapsed().as_secs_f64());
+    count(state, name, status, started);
     match result {
         Ok((StatusCode::NO_CONTENT, _)) => StatusCode::NO_CONTENT.into_response(),
         Ok((status, v)) => (status, ok(json_answer(&v))).into_response(),

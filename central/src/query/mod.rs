@@ -450,6 +450,11 @@ fn observe(
         Ok(_) => 200,
         Err(e) => e.status(),
     };
+    count(state, name, status, started);
+}
+
+/// Count one request of `name` that answered `status`, and its time since `started`.
+fn count(state: &QueryState, name: &'static str, status: u16, started: Instant) {
     state
         .metrics
         .requests

@@ -13,9 +13,10 @@ use crate::stats_model::{seeded, serve_state};
 
 /// A registry-backed ta-query on `config`'s database: its URL, the admin token and the
 /// public key that verifies its snapshots.
-struct Central {
-    base: String,
-    admin: String,
+pub(crate) struct Central {
+    pub(crate) base: String,
+    /// A bootstrap admin token (its audit actor is `bootstrap`).
+    pub(crate) admin: String,
     key: ta_shared::snapshot::VerifyingKey,
     _dir: tempfile::TempDir,
 }
@@ -24,14 +25,14 @@ fn credential(kind: Kind, sites: &[&str]) -> NewCredential {
     NewCredential {
         kind,
         sites: sites.iter().map(|s| s.to_string()).collect(),
-        label: "test".into(),
+        label: "bootstrap".into(),
         password: None,
         expires_at: None,
         filter: None,
     }
 }
 
-async fn central(config: &QueryConfig) -> Central {
+pub(crate) async fn central(config: &QueryConfig) -> Central {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("registry.db");
     let key_path = dir.path().join("signing.pk8");

@@ -4,11 +4,9 @@
 //! credentials. Screenshots: target/test-artifacts/browser/.
 
 use serde_json::{Value, json};
-use ta_central::QueryConfig;
-use ta_central::query::QueryState;
-use ta_central::registry::{Kind, NewCredential, Registry};
 
-use crate::stats_model::{START, admin, get_as, seeded, select, serve, serve_state, totals};
+use crate::admin::central;
+use crate::stats_model::{START, admin, get_as, seeded, select, serve, totals};
 
 #[tokio::test]
 async fn the_dashboard_shows_the_apis_numbers_and_its_controls_work() {
@@ -486,42 +484,6 @@ async fn the_dashboard_shows_the_apis_numbers_and_its_controls_work() {
         "{}",
         screen["first_render_ms"]
     );
-}
-
-/// A registry-backed ta-query on `config`'s database (as `admin::central` starts one), with a
-/// bootstrap admin token and no site yet.
-struct Central {
-    base: String,
-    admin: String,
-    _dir: tempfile::TempDir,
-}
-
-async fn central(config: &QueryConfig) -> Central {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("registry.db");
-    let bootstrap = NewCredential {
-        kind: Kind::Admin,
-        sites: Vec::new(),
-        label: "bootstrap".into(),
-        password: None,
-        expires_at: None,
-        filter: None,
-    };
-    let (_, admin) = Registry::open(&path)
-        .unwrap()
-        .create_credential("bootstrap", bootstrap, chrono::Utc::now().timestamp())
-        .unwrap();
-    let config = QueryConfig {
-        registry: Some(path),
-        access_file: None,
-        ..config.clone()
-    };
-    let base = serve_state(QueryState::new(&config).unwrap()).await;
-    Central {
-        base,
-        admin,
-        _dir: dir,
-    }
 }
 
 /// One phase of tests/browser/admin.js; what the screen showed. Fails on any page error,
