@@ -453,8 +453,10 @@ impl Worker {
         self.publish(now);
     }
 
-    /// Update the status and the gauges from the snapshot in force.
+    /// Update the gauges, then the status, from the snapshot in force: whoever wakes on the
+    /// status (a readiness check, a test) sees gauges that already agree with it.
     fn publish(&mut self, now: i64) {
+        self.observe(now);
         let snapshot = self.state.snapshot();
         self.last.revision = snapshot.map(|s| s.revision);
         self.last.issued_at = snapshot.map(|s| s.issued_at);
@@ -466,7 +468,6 @@ impl Worker {
             }
             changed
         });
-        self.observe(now);
     }
 
     fn observe(&self, now: i64) {
