@@ -718,6 +718,34 @@ struct VisitGroup {
     visit_pageviews: u64,
 }
 
+/// A group's event and visit metrics from one statement ([`sql::both`]).
+#[derive(Debug, Row, Deserialize)]
+struct Group {
+    dims: Vec<String>,
+    visitors: u64,
+    pageviews: u64,
+    events: u64,
+    visits: u64,
+    bounces: u64,
+    duration: u64,
+    visit_pageviews: u64,
+}
+
+impl Group {
+    fn split(self) -> (Vec<String>, Counts) {
+        let counts = Counts {
+            visitors: self.visitors,
+            pageviews: self.pageviews,
+            events: self.events,
+            visits: self.visits,
+            bounces: self.bounces,
+            duration: self.duration,
+            visit_pageviews: self.visit_pageviews,
+        };
+        (self.dims, counts)
+    }
+}
+
 /// One group's counts, from the two statements (zeros where one had no row).
 #[derive(Debug, Default, Clone, Copy)]
 struct Counts {
@@ -771,6 +799,14 @@ async fn groups(db: &StatsDb, q: &QueryV2) -> Result<BTreeMap<Vec<String>, Count
     }
     let need_events = q.metrics.iter().any(|m| !m.of_visits());
     let need_visits = q.metrics.iter().any(|m| m.of_visits());
+    if need_events && need_visits && sql::by_visit_rows(&sq) {
+        let rows = sql::both(&sq)
+            .query(&db.client)
+            .fetch_all::<Group>()
+            .await?;
+        check_group_count(rows.len())?;
+        return Ok(rows.into_iter().map(Group::split).collect());
+    }
     let by_event = async {
         if !need_events {
             return Ok(Vec::new());
@@ -790,13 +826,7 @@ async fn groups(db: &StatsDb, q: &QueryV2) -> Result<BTreeMap<Vec<String>, Count
             .await
     };
     let (events, visits) = tokio::try_join!(by_event, by_visit)?;
-    // The totals' row is one more.
-    if events.len() as u64 > MAX_GROUPS + 1 || visits.len() as u64 > MAX_GROUPS + 1 {
-        return Err(bad(
-            "dimensions",
-            format!("give more than {MAX_GROUPS} rows; add filters or fewer dimensions"),
-        ));
-    }
+    check_group_count(events.len().max(visits.len()))?;
     let mut out: BTreeMap<Vec<String>, Counts> = BTreeMap::new();
     for e in events {
         let c = out.entry(e.dims).or_default();
@@ -808,6 +838,17 @@ async fn groups(db: &StatsDb, q: &QueryV2) -> Result<BTreeMap<Vec<String>, Count
             (v.visits, v.bounces, v.duration, v.visit_pageviews);
     }
     Ok(out)
+}
+
+/// A statement's rows within [`MAX_GROUPS`] (the totals' row is one more).
+fn check_group_count(rows: usize) -> Result<(), ApiError> {
+    if rows as u64 > MAX_GROUPS + 1 {
+        return Err(bad(
+            "dimensions",
+            format!("give more than {MAX_GROUPS} rows; add filters or fewer dimensions"),
+        ));
+    }
+    Ok(())
 }
 
 /// A value compared as the order asks: metrics as numbers, minute and hour buckets (Unix

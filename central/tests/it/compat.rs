@@ -735,6 +735,15 @@ fn v2_steps(
             ordered(v2::events(&q(&day_source, Some(&contains)))),
         ),
         ("v2_events_total".into(), v2::events(&q(&[], None)).render()),
+        ("v2_both_total".into(), v2::both(&q(&[], None)).render()),
+        (
+            "v2_both_entry".into(),
+            ordered(v2::both(&q(&page_entry[1..], Some(&tree)))),
+        ),
+        (
+            "v2_rolled_both_source".into(),
+            ordered(v2::both(&rolled(&source, Some(&not_not)))),
+        ),
         ("v2_visits_total".into(), v2::visits(&q(&[], None)).render()),
         (
             "v2_raw_events_prop_day".into(),

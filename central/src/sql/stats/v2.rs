@@ -354,21 +354,14 @@ fn push_group(s: &mut Statement, n: usize) {
 /// Event metrics per group of the kept events: `dims`, `visitors`, `pageviews`, `events`;
 /// with dimensions, also the totals under `dims = []`.
 pub fn events(q: &Query<'_>) -> Statement {
+    if by_visit_rows(q) {
+        // Every event of a visit is in its visit's group, so the counts come from one row per
+        // visit (no event joined out of the rollup).
+        return per_visit(q, true, false);
+    }
     let fields = Fields::of(q);
     let mut s = Statement::default();
     let n = push_keys(&mut s, q);
-    if q.dims.iter().all(|d| matches!(d, Dim::Visit(_))) {
-        // Grouped by visit attributes only: every event of a visit is in its visit's group,
-        // so the counts come from one row per visit (no event joined out of the rollup).
-        s.push(", toUInt64(uniqExact(gvh)) AS visitors, toUInt64(sum(gpv)) AS pageviews, ")
-            .push("toUInt64(sum(gev)) AS events FROM (SELECT gvh, gpv, gev");
-        push_key_exprs(&mut s, q, |d| format!("g{}", fields.name(d)), "gstart");
-        s.push(" FROM (");
-        push_visit_rows(&mut s, q, &fields);
-        s.push("))");
-        push_group(&mut s, n);
-        return s;
-    }
     s.push(", toUInt64(uniqExact(vh)) AS visitors, toUInt64(sum(pv)) AS pageviews, ")
         .push("toUInt64(count()) AS events FROM (SELECT vh, pv");
     push_key_exprs(&mut s, q, |d| fields.name(d), "et");
@@ -396,16 +389,43 @@ fn push_where(s: &mut Statement, q: &Query<'_>, fields: &Fields<'_>) {
 /// cyclic to ClickHouse.
 pub fn visits(q: &Query<'_>) -> Statement {
     debug_assert!(!q.dims.iter().any(|d| matches!(d, Dim::Event(_))));
+    per_visit(q, false, true)
+}
+
+/// Whether every group is a group of whole visits (no dimension, or visit attributes only):
+/// then [`events`] counts from the same visit rows as [`visits`], and [`both`] answers the
+/// two at once. A time bucket does not qualify: events take their own time's, visits their
+/// start's.
+pub fn by_visit_rows(q: &Query<'_>) -> bool {
+    q.dims.iter().all(|d| matches!(d, Dim::Visit(_)))
+}
+
+/// [`events`] and [`visits`] in one statement, for a query [`by_visit_rows`]: `dims`,
+/// `visitors`, `pageviews`, `events`, `visits`, `bounces`, `duration`, `visit_pageviews`.
+/// The visit rows (and the tree's lambda over their events) are formed once instead of twice.
+pub fn both(q: &Query<'_>) -> Statement {
+    debug_assert!(by_visit_rows(q));
+    per_visit(q, true, true)
+}
+
+/// Metrics from one row per visit with a kept event ([`push_visit_rows`]): the event ones
+/// (`visitors`, `pageviews`, `events`), then the visit ones (`visits`, `bounces`, `duration`,
+/// `visit_pageviews`), as asked; time buckets are of the visit's start.
+fn per_visit(q: &Query<'_>, event_metrics: bool, visit_metrics: bool) -> Statement {
     let fields = Fields::of(q);
     let mut s = Statement::default();
     let n = push_keys(&mut s, q);
-    s.push(", toUInt64(count()) AS visits, toUInt64(sum(gsingle)) AS bounces, ")
-        .push("toUInt64(sum(")
-        .push(&duration_sql("gstart", "gend", "gtail"))
-        .push(")) AS duration, ")
-        .push(
-            "toUInt64(sum(gpv)) AS visit_pageviews FROM (SELECT gsingle, gend, gstart, gtail, gpv",
-        );
+    if event_metrics {
+        s.push(", toUInt64(uniqExact(gvh)) AS visitors, toUInt64(sum(gpv)) AS pageviews, ")
+            .push("toUInt64(sum(gev)) AS events");
+    }
+    if visit_metrics {
+        s.push(", toUInt64(count()) AS visits, toUInt64(sum(gsingle)) AS bounces, ")
+            .push("toUInt64(sum(")
+            .push(&duration_sql("gstart", "gend", "gtail"))
+            .push(")) AS duration, toUInt64(sum(gpv)) AS visit_pageviews");
+    }
+    s.push(" FROM (SELECT gvh, gpv, gev, gsingle, gend, gstart, gtail");
     push_key_exprs(&mut s, q, |d| format!("g{}", fields.name(d)), "gstart");
     s.push(" FROM (");
     push_visit_rows(&mut s, q, &fields);
