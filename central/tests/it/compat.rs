@@ -744,6 +744,14 @@ fn v2_steps(
             "v2_rolled_both_source".into(),
             ordered(v2::both(&rolled(&source, Some(&not_not)))),
         ),
+        (
+            // In UTC a day is a group of whole visits.
+            "v2_rolled_both_day_source_utc".into(),
+            ordered(v2::both(&v2::Query {
+                tz: "UTC",
+                ..rolled(&day_source, Some(&rollable))
+            })),
+        ),
         ("v2_visits_total".into(), v2::visits(&q(&[], None)).render()),
         (
             "v2_raw_events_prop_day".into(),

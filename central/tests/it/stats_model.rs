@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -939,6 +939,10 @@ pub(crate) fn bucket_label(ts: u32, tz: Tz, interval: &str) -> String {
                 .to_rfc3339()
         }
         "day" => local.date_naive().to_string(),
+        "week" => (local.date_naive()
+            - chrono::Days::new(u64::from(local.weekday().num_days_from_monday())))
+        .to_string(),
+        "month" => local.date_naive().with_day(1).unwrap().to_string(),
         _ => unreachable!(),
     }
 }

@@ -392,12 +392,18 @@ pub fn visits(q: &Query<'_>) -> Statement {
     per_visit(q, false, true)
 }
 
-/// Whether every group is a group of whole visits (no dimension, or visit attributes only):
-/// then [`events`] counts from the same visit rows as [`visits`], and [`both`] answers the
-/// two at once. A time bucket does not qualify: events take their own time's, visits their
-/// start's.
+/// Whether every group is a group of whole visits: no dimension, visit attributes, and in UTC
+/// a day, week or month (a visit never crosses a UTC midnight, [`push_visit_split`], so its
+/// events' bucket is its start's). Then [`events`] counts from the same visit rows as
+/// [`visits`], and [`both`] answers the two at once. Other buckets do not qualify: events
+/// take their own time's, visits their start's.
 pub fn by_visit_rows(q: &Query<'_>) -> bool {
-    q.dims.iter().all(|d| matches!(d, Dim::Visit(_)))
+    let utc = matches!(q.tz, "UTC" | "Etc/UTC");
+    q.dims.iter().all(|d| match d {
+        Dim::Visit(_) => true,
+        Dim::Time(Bucket::Day | Bucket::Week | Bucket::Month) => utc,
+        Dim::Time(Bucket::Minute | Bucket::Hour) | Dim::Event(_) => false,
+    })
 }
 
 /// [`events`] and [`visits`] in one statement, for a query [`by_visit_rows`]: `dims`,
