@@ -984,7 +984,7 @@ pub mod stats {
     /// [`funnel`] of an unfiltered scope with some days rolled up: the visits' event arrays,
     /// from the rollup for covered days and computed from the events for the others. Per
     /// visit the chain runs on the visit's arrays; per day on the day's visits' step events
-    /// joined. Each visitor's deepest step is taken first (one hash table), then counted.
+    /// joined. Visitors are counted straight from those rows ([`push_funnel_counts`]).
     pub fn funnel_rolled_up(
         scope: &Scope<'_>,
         steps: &[GoalTest],
@@ -993,16 +993,9 @@ pub mod stats {
     ) -> Statement {
         assert!((1..=8).contains(&steps.len()), "a funnel has 1-8 steps");
         let mut s = Statement::default();
-        s.push("SELECT toUInt64(count()) AS visitors");
-        for k in 1..=8 {
-            if k <= steps.len() {
-                s.push(&format!(", toUInt64(countIf(lvl >= {k})) AS s{k}"));
-            } else {
-                s.push(&format!(", toUInt64(0) AS s{k}"));
-            }
-        }
-        s.push(" FROM (SELECT visitor_hash, max(l) AS lvl FROM (SELECT visitor_hash, ");
-        push_funnel_chain(&mut s, steps.len(), "l");
+        push_funnel_counts(&mut s, steps.len());
+        s.push(" FROM (SELECT visitor_hash, ");
+        push_funnel_chain(&mut s, steps.len(), "lvl");
         s.push(" FROM (");
         let visit_rows = |s: &mut Statement| {
             s.push("SELECT visitor_hash, visit_start, ev_ts, ");
@@ -1027,14 +1020,14 @@ pub mod stats {
                 s.push(") GROUP BY visitor_hash, intDiv(visit_start, 86400)");
             }
         }
-        s.push(")) GROUP BY visitor_hash)");
+        s.push("))");
         s
     }
 
     /// [`goal_totals`] of an unfiltered scope with some days rolled up, in one row: the
     /// scope's visitors (`everyone`), and per goal (in order) its converting visitors and
-    /// conversions. Each visitor's conversions are summed first (one hash table for every
-    /// goal), then visitors are counted.
+    /// conversions. Visitors are counted straight from the visit rows, each goal's only from
+    /// its converting ones (cheaper than grouping every visit by visitor first).
     pub fn goal_totals_rolled_up(
         scope: &Scope<'_>,
         goals: &[GoalTest],
@@ -1051,15 +1044,13 @@ pub mod stats {
             }
             s.push("]");
         };
-        s.push("SELECT toUInt64(count()) AS everyone, ");
-        list(&mut s, &|i| format!("toUInt64(countIf(c{i} > 0))"));
+        s.push("SELECT toUInt64(uniqExact(visitor_hash)) AS everyone, ");
+        list(&mut s, &|i| {
+            format!("toUInt64(uniqExactIf(visitor_hash, v{i} > 0))")
+        });
         s.push(" AS visitors, ");
-        list(&mut s, &|i| format!("toUInt64(sum(c{i}))"));
+        list(&mut s, &|i| format!("toUInt64(sum(v{i}))"));
         s.push(" AS conversions FROM (SELECT visitor_hash");
-        for i in 0..goals.len() {
-            s.push(&format!(", sum(v{i}) AS c{i}"));
-        }
-        s.push(" FROM (SELECT visitor_hash");
         for (i, g) in goals.iter().enumerate() {
             s.push(", ");
             g.push_visit_count(&mut s);
@@ -1068,12 +1059,13 @@ pub mod stats {
         s.push(" FROM (");
         let all: Vec<&GoalTest> = goals.iter().collect();
         push_visit_source_with(&mut s, scope, cover, None, &visit_columns(&all, &[]));
-        s.push(")) GROUP BY visitor_hash)");
+        s.push("))");
         s
     }
 
     /// [`goal_breakdown_visits`] of an unfiltered scope with some days rolled up; `None` when
-    /// the attribute is not rolled up. Per (value, visitor) first, then visitors per value.
+    /// the attribute is not rolled up. Visitors are counted straight from the visit rows (a
+    /// (value, visitor) grouping first costs twice as much).
     pub fn goal_breakdown_visits_rolled_up(
         scope: &Scope<'_>,
         goal: &GoalTest,
@@ -1084,14 +1076,14 @@ pub mod stats {
     ) -> Option<Statement> {
         let name = rollup_column(attr)?;
         let mut s = Statement::default();
-        s.push("SELECT attr AS value, toUInt64(count()) AS visitors, ")
-            .push("toUInt64(countIf(c > 0)) AS converted, toUInt64(sum(c)) AS conversions FROM (")
-            .push("SELECT attr, visitor_hash, sum(v) AS c FROM (SELECT visitor_hash, attr, ");
+        s.push("SELECT attr AS value, toUInt64(uniqExact(visitor_hash)) AS visitors, ")
+            .push("toUInt64(uniqExactIf(visitor_hash, v > 0)) AS converted, ")
+            .push("toUInt64(sum(v)) AS conversions FROM (SELECT visitor_hash, attr, ");
         goal.push_visit_count(&mut s);
         s.push(" AS v FROM (");
         let columns = visit_columns(&[goal], &[]);
         push_visit_source_with(&mut s, scope, cover, Some((name, attr)), &columns);
-        s.push(")) GROUP BY attr, visitor_hash) GROUP BY value HAVING conversions > 0 ")
+        s.push(")) GROUP BY value HAVING conversions > 0 ")
             .push("ORDER BY converted DESC, conversions DESC, value ASC LIMIT ")
             .bind(Value::Int(offset as i64))
             .push(", ")
