@@ -9,7 +9,9 @@
 //! bounces, duration) describe the whole visits with at least one kept event, and their
 //! pageviews are the kept events' pageviews. Two statements answer a query: [`events`] for
 //! the event metrics, [`visits`] for the visit metrics (grouped by visit dimensions and by the
-//! bucket of the visit's start); the caller merges their rows by the dimension values.
+//! bucket of the visit's start); the caller merges their rows by the dimension values. When
+//! every group is a group of whole visits ([`by_visit_rows`]), [`both`] answers the two in one
+//! statement.
 
 use super::{
     Bucket, Column, Coverage, ROLLUP_EVENT_ARRAYS, Scope, Statement, VisitAttribute, bounce_sql,
@@ -393,7 +395,7 @@ pub fn visits(q: &Query<'_>) -> Statement {
 }
 
 /// Whether every group is a group of whole visits: no dimension, visit attributes, and in UTC
-/// a day, week or month (a visit never crosses a UTC midnight, [`push_visit_split`], so its
+/// a day, week or month (a visit never crosses a UTC midnight (the visit rule of `push_visit_split`), so its
 /// events' bucket is its start's). Then [`events`] counts from the same visit rows as
 /// [`visits`], and [`both`] answers the two at once. Other buckets do not qualify: events
 /// take their own time's, visits their start's.
