@@ -395,7 +395,7 @@ pub fn visits(q: &Query<'_>) -> Statement {
 }
 
 /// Whether every group is a group of whole visits: no dimension, visit attributes, and in UTC
-/// a day, week or month (a visit never crosses a UTC midnight (the visit rule of `push_visit_split`), so its
+/// a day, week or month (the visit rule never lets a visit cross a UTC midnight, so its
 /// events' bucket is its start's). Then [`events`] counts from the same visit rows as
 /// [`visits`], and [`both`] answers the two at once. Other buckets do not qualify: events
 /// take their own time's, visits their start's.
