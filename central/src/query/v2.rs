@@ -718,37 +718,11 @@ struct VisitGroup {
     visit_pageviews: u64,
 }
 
-/// A group's event and visit metrics from one statement ([`sql::both`]).
-#[derive(Debug, Row, Deserialize)]
-struct Group {
-    dims: Vec<String>,
-    visitors: u64,
-    pageviews: u64,
-    events: u64,
-    visits: u64,
-    bounces: u64,
-    duration: u64,
-    visit_pageviews: u64,
-}
-
-impl Group {
-    fn split(self) -> (Vec<String>, Counts) {
-        let counts = Counts {
-            visitors: self.visitors,
-            pageviews: self.pageviews,
-            events: self.events,
-            visits: self.visits,
-            bounces: self.bounces,
-            duration: self.duration,
-            visit_pageviews: self.visit_pageviews,
-        };
-        (self.dims, counts)
-    }
-}
-
-/// One group's counts, from the two statements (zeros where one had no row).
-#[derive(Debug, Default, Clone, Copy)]
+/// One group's counts: a row of [`sql::both`], or merged from the two statements' rows
+/// (zeros where one had no row; `dims` is then left empty: the map's key holds it).
+#[derive(Debug, Default, Clone, Row, Deserialize)]
 struct Counts {
+    dims: Vec<String>,
     visitors: u64,
     pageviews: u64,
     events: u64,
@@ -802,10 +776,13 @@ async fn groups(db: &StatsDb, q: &QueryV2) -> Result<BTreeMap<Vec<String>, Count
     if need_events && need_visits && sql::by_visit_rows(&sq) {
         let rows = sql::both(&sq)
             .query(&db.client)
-            .fetch_all::<Group>()
+            .fetch_all::<Counts>()
             .await?;
         check_group_count(rows.len())?;
-        return Ok(rows.into_iter().map(Group::split).collect());
+        return Ok(rows
+            .into_iter()
+            .map(|mut c| (std::mem::take(&mut c.dims), c))
+            .collect());
     }
     let by_event = async {
         if !need_events {
@@ -866,7 +843,7 @@ pub async fn run(db: &StatsDb, q: &QueryV2) -> Result<Json, ApiError> {
     // Without dimensions the one row is the totals; with them, the group `[]` (none when
     // nothing matched).
     let totals = if q.dimensions.is_empty() {
-        rows.values().next().copied().unwrap_or_default()
+        rows.values().next().cloned().unwrap_or_default()
     } else {
         rows.remove(&Vec::new()).unwrap_or_default()
     };
