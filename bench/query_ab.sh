@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bench/query_ab.sh — two ta-query builds side by side on the `ta-bench query` database: the
-# slow rows of issues 17 and 18 (conversions, v2) plus the aggregate as a gauge, each request
-# sent to the old and the new build in turn (so the machine's noise falls on both alike), with
-# curl as the outside clock; both answers are compared (minus timing fields).
+# slow rows of issues 17 and 18 (conversions, v2), the timeseries, plus the aggregate as a
+# gauge, each request sent to the old and the new build in turn (so the machine's noise falls
+# on both alike), with curl as the outside clock; both answers are compared (minus timing
+# fields).
 #
 #   target/release/ta-bench query --reuse      # once: generates ta_bench_query_10000000
 #   cp target/release/ta-query /tmp/ta-query-old; <change, cargo build --release -p ta-central>
@@ -56,6 +57,7 @@ VISIT_METRICS='["visitors","visits","bounce_rate","visit_duration"]'
 v2() { echo "$V,\"metrics\":$1,\"dimensions\":$2,\"filters\":$3}"; }
 ROWS=(
     "aggregate+compare (gauge)|/v1/stats/aggregate?$R&compare=previous_period|"
+    "timeseries by day + compare|/v1/stats/timeseries?$R&interval=day&compare=previous_period|"
     "goals (6, with revenue)|/v1/stats/goals?$R|"
     "goal signup by source|/v1/stats/goals?$R&goal=signup&property=source|"
     "revenue (purchase) by source|/v1/stats/goals?$R&goal=purchase&property=source|"

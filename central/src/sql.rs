@@ -400,6 +400,14 @@ pub mod stats {
     }
 
     impl Bucket {
+        /// Whether each of its buckets in `tz` holds whole visits: a visit never crosses a UTC
+        /// midnight (the visit rule), so in UTC a day, week or month bucket holds all of its
+        /// visits' events, and counts of events can come from one row per visit.
+        pub fn holds_whole_visits(self, tz: &str) -> bool {
+            matches!(self, Bucket::Day | Bucket::Week | Bucket::Month)
+                && matches!(tz, "UTC" | "Etc/UTC")
+        }
+
         fn push_expr(self, s: &mut Statement, time: &str, tz: &str) {
             let (open, close) = match self {
                 Bucket::Minute => ("toString(toUInt32(toStartOfMinute(", ")))"),
@@ -1819,17 +1827,28 @@ pub mod stats {
         s
     }
 
-    /// [`timeseries_visits`] of an unfiltered scope with some days rolled up.
+    /// [`timeseries_visits`] of an unfiltered scope with some days rolled up; with
+    /// `event_counts` (only for buckets that [hold whole visits](Bucket::holds_whole_visits))
+    /// also [`timeseries_events`]'s `visitors`, `pageviews` and `events`, from the same visit
+    /// rows instead of a pass over events.
     pub fn timeseries_visits_rolled_up(
         scope: &Scope<'_>,
         bucket: Bucket,
         tz: &str,
         cover: &Coverage,
+        event_counts: bool,
     ) -> Statement {
+        debug_assert!(!event_counts || bucket.holds_whole_visits(tz));
         let mut s = Statement::default();
         s.push("SELECT ");
         bucket.push_expr(&mut s, "toDateTime(visit_start)", tz);
-        s.push(" AS bucket, toUInt64(count()) AS visits, toUInt64(sum(")
+        s.push(" AS bucket, ");
+        if event_counts {
+            s.push("toUInt64(uniqExact(visitor_hash)) AS visitors, ")
+                .push("toUInt64(sum(visit_pageviews)) AS pageviews, ")
+                .push("toUInt64(sum(visit_events)) AS events, ");
+        }
+        s.push("toUInt64(count()) AS visits, toUInt64(sum(")
             .push(&row_bounce())
             .push(")) AS bounces, toUInt64(sum(")
             .push(&row_duration())

@@ -472,7 +472,12 @@ fn stats_steps() -> Vec<(String, String)> {
     ));
     out.push((
         "rollup_ts_visits".into(),
-        st::timeseries_visits_rolled_up(&scope, Bucket::Hour, "Europe/Berlin", &cover).render(),
+        st::timeseries_visits_rolled_up(&scope, Bucket::Hour, "Europe/Berlin", &cover, false)
+            .render(),
+    ));
+    out.push((
+        "rollup_ts_whole_visits".into(),
+        st::timeseries_visits_rolled_up(&scope, Bucket::Day, "UTC", &cover, true).render(),
     ));
     for (name, column) in [("page", Column::Path), ("device", Column::Device)] {
         out.push((

@@ -87,10 +87,11 @@ async fn comparison_uses_the_period_just_before() {
 async fn timeseries_buckets_follow_the_time_zone_across_dst_and_fill_empty_ones() {
     for s in every_seed().await {
         let base = serve(&s.config).await;
-        let berlin: Tz = "Europe/Berlin".parse().unwrap();
-        for (query, interval, from, to, buckets) in [
+        let two_weeks = "period=custom&from=2025-10-20&to=2025-11-02";
+        for (tz_name, query, interval, from, to, buckets) in [
             // Fall back: Sunday 26 October 2025 has 25 hours in Berlin.
             (
+                "Europe/Berlin",
                 "period=today&date=2025-10-26&interval=hour",
                 "hour",
                 ts("2025-10-25T22:00:00Z"),
@@ -98,45 +99,59 @@ async fn timeseries_buckets_follow_the_time_zone_across_dst_and_fill_empty_ones(
                 25,
             ),
             (
+                "Europe/Berlin",
                 "period=custom&from=2025-10-20&to=2025-11-02&interval=day",
                 "day",
                 ts("2025-10-19T22:00:00Z"),
                 ts("2025-11-02T23:00:00Z"),
                 14,
             ),
+            // In UTC, days, weeks and months hold whole visits: on rolled-up days their event
+            // counts come from the visit rows.
+            ("UTC", two_weeks, "day", START, START + DAYS * 86_400, 14),
+            ("UTC", two_weeks, "week", START, START + DAYS * 86_400, 2),
+            ("UTC", two_weeks, "month", START, START + DAYS * 86_400, 2),
         ] {
+            let tz: Tz = tz_name.parse().unwrap();
+            let query = if query == two_weeks {
+                format!("{query}&interval={interval}")
+            } else {
+                query.to_owned()
+            };
             let (status, body) = admin(&format!(
-                "{base}/v1/stats/timeseries?site_id=site-1&timezone=Europe/Berlin&{query}"
+                "{base}/v1/stats/timeseries?site_id=site-1&timezone={tz_name}&{query}"
             ))
             .await;
             assert_eq!(status, 200, "{body}");
             let rows = body["results"].as_array().unwrap();
             assert_eq!(rows.len(), buckets, "{query}");
             let events = select(&s.events, "site-1", from, to, &[]);
-            let mut by_bucket: BTreeMap<String, (BTreeSet<u64>, u64)> = BTreeMap::new();
+            let mut by_bucket: BTreeMap<String, (BTreeSet<u64>, u64, u64)> = BTreeMap::new();
             for e in &events {
                 let b = by_bucket
-                    .entry(bucket_label(e.ts, berlin, interval))
+                    .entry(bucket_label(e.ts, tz, interval))
                     .or_default();
                 b.0.insert(e.visitor);
                 b.1 += u64::from(e.name == "pageview");
+                b.2 += 1;
             }
             // Visits by their start: count, bounces, duration (s).
             let mut visits_by_bucket: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
             for v in model::visits(&events) {
                 let b = visits_by_bucket
-                    .entry(bucket_label(v.start, berlin, interval))
+                    .entry(bucket_label(v.start, tz, interval))
                     .or_default();
                 (b.0, b.1, b.2) = (b.0 + 1, b.1 + u64::from(v.bounce()), b.2 + v.duration());
             }
             for row in rows {
                 let label = row["date"].as_str().unwrap();
-                let (visitors, pageviews) = by_bucket
+                let (visitors, pageviews, evs) = by_bucket
                     .get(label)
-                    .map(|(v, p)| (v.len() as u64, *p))
-                    .unwrap_or((0, 0));
-                assert_eq!(row["visitors"], visitors, "{label}");
-                assert_eq!(row["pageviews"], pageviews, "{label}");
+                    .map(|(v, p, n)| (v.len() as u64, *p, *n))
+                    .unwrap_or((0, 0, 0));
+                assert_eq!(row["visitors"], visitors, "{tz_name} {label}");
+                assert_eq!(row["pageviews"], pageviews, "{tz_name} {label}");
+                assert_eq!(row["events"], evs, "{tz_name} {label}");
                 let (n, bounces, duration) =
                     visits_by_bucket.get(label).copied().unwrap_or_default();
                 assert_eq!(row["visits"], n, "{label}");

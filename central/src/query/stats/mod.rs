@@ -243,6 +243,18 @@ struct VisitBucket {
     duration: u64,
 }
 
+/// A bucket of whole visits: [`EventBucket`]'s counts and [`VisitBucket`]'s from one row.
+#[derive(Debug, Row, Deserialize)]
+struct WholeBucket {
+    bucket: String,
+    visitors: u64,
+    pageviews: u64,
+    events: u64,
+    visits: u64,
+    bounces: u64,
+    duration: u64,
+}
+
 pub async fn timeseries(db: &StatsDb, req: &StatsRequest) -> Result<Json, ApiError> {
     let mut body = req.head();
     body["interval"] = period::interval_name(req.interval).into();
@@ -274,17 +286,44 @@ async fn series(
     let slots: Vec<BucketSlot> = period::buckets(req.interval, req.tz, from, to)?;
     let tz = req.tz.name();
     let scope = req.scope_of(from, to);
-    let by_event = sql::timeseries_events(&scope, req.interval, tz);
-    let by_visit = async {
-        let cover = coverage(db, &scope).await;
-        let s = if cover.is_empty() {
-            sql::timeseries_visits(&scope, req.interval, tz)
-        } else {
-            sql::timeseries_visits_rolled_up(&scope, req.interval, tz, &cover)
+    let (events, visits) = if req.interval.holds_whole_visits(tz)
+        && let cover = coverage(db, &scope).await
+        && !cover.is_empty()
+    {
+        // Every bucket holds whole visits: one pass over the visit rows answers both kinds.
+        let s = sql::timeseries_visits_rolled_up(&scope, req.interval, tz, &cover, true);
+        fetch_all::<WholeBucket>(db, &s)
+            .await?
+            .into_iter()
+            .map(|b| {
+                let visits = VisitBucket {
+                    bucket: b.bucket.clone(),
+                    visits: b.visits,
+                    bounces: b.bounces,
+                    duration: b.duration,
+                };
+                let events = EventBucket {
+                    bucket: b.bucket,
+                    visitors: b.visitors,
+                    pageviews: b.pageviews,
+                    events: b.events,
+                };
+                (events, visits)
+            })
+            .unzip()
+    } else {
+        let by_event = sql::timeseries_events(&scope, req.interval, tz);
+        let by_visit = async {
+            let cover = coverage(db, &scope).await;
+            let s = if cover.is_empty() {
+                sql::timeseries_visits(&scope, req.interval, tz)
+            } else {
+                sql::timeseries_visits_rolled_up(&scope, req.interval, tz, &cover, false)
+            };
+            fetch_all::<VisitBucket>(db, &s).await
         };
-        fetch_all::<VisitBucket>(db, &s).await
+        tokio::try_join!(fetch_all::<EventBucket>(db, &by_event), by_visit)?
     };
-    let (events, visits) = tokio::try_join!(fetch_all::<EventBucket>(db, &by_event), by_visit)?;
     let events: HashMap<String, EventBucket> =
         events.into_iter().map(|e| (e.bucket.clone(), e)).collect();
     let visits: HashMap<String, VisitBucket> =

@@ -400,11 +400,10 @@ pub fn visits(q: &Query<'_>) -> Statement {
 /// [`visits`], and [`both`] answers the two at once. Other buckets do not qualify: events
 /// take their own time's, visits their start's.
 pub fn by_visit_rows(q: &Query<'_>) -> bool {
-    let utc = matches!(q.tz, "UTC" | "Etc/UTC");
     q.dims.iter().all(|d| match d {
         Dim::Visit(_) => true,
-        Dim::Time(Bucket::Day | Bucket::Week | Bucket::Month) => utc,
-        Dim::Time(Bucket::Minute | Bucket::Hour) | Dim::Event(_) => false,
+        Dim::Time(bucket) => bucket.holds_whole_visits(q.tz),
+        Dim::Event(_) => false,
     })
 }
 
