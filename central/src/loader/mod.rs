@@ -946,6 +946,19 @@ mod tests {
             panic!()
         };
         assert!(d.reason.starts_with("out_of_range:"), "{}", d.reason);
+
+        // Revenue on a pageview: the edge refuses it, and so does the loader.
+        let mut event = ta_shared::testing::event(0, 1_764_000_000_000);
+        (event.event_name, event.revenue_e4, event.revenue_currency) =
+            ("pageview".into(), 199_000, "EUR".into());
+        let Err(d) = decode(&event.to_json(), pos(10), 100) else {
+            panic!()
+        };
+        assert!(
+            d.reason.starts_with("out_of_range:") && d.reason.contains("revenue"),
+            "{}",
+            d.reason
+        );
     }
 
     #[test]

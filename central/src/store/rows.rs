@@ -23,6 +23,19 @@ pub enum RowError {
     InvalidSiteId(String),
     #[error("event time {0} ms is outside the DateTime range 1970..2106")]
     TimestampOutOfRange(i64),
+    #[error("a `{0}` event carries revenue: only custom events do")]
+    RevenueOnBuiltInEvent(String),
+}
+
+/// Revenue is only on custom events: the edge refuses it on pageviews and engagement events,
+/// and a record that carries it anyway is refused here too. So no stored pageview has revenue,
+/// and the goal statements leave page goals out of their revenue sums
+/// (`sql::stats::GoalTest::can_carry_revenue`).
+fn check_revenue(event_name: &str, currency: &str) -> Result<(), RowError> {
+    if !currency.is_empty() && matches!(event_name, "pageview" | "engagement") {
+        return Err(RowError::RevenueOnBuiltInEvent(event_name.to_owned()));
+    }
+    Ok(())
 }
 
 fn to_datetime(ms: i64) -> Result<u32, RowError> {
@@ -52,6 +65,7 @@ macro_rules! define_event_row {
                 if !ta_shared::site::is_valid_site_id(&e.site_id) {
                     return Err(RowError::InvalidSiteId(e.site_id));
                 }
+                check_revenue(&e.event_name, &e.revenue_currency)?;
                 $( let ($($col,)*) = column!(values $kind e.$name); )*
                 Ok(Self {
                     $( $( $col, )* )*
@@ -126,6 +140,7 @@ impl<'a> EventRowRef<'a> {
         if !ta_shared::site::is_valid_site_id(&event.site_id) {
             return Err(RowError::InvalidSiteId(event.site_id.into_owned()));
         }
+        check_revenue(&event.event_name, &event.revenue_currency)?;
         Ok(Self {
             ts: to_datetime(event.ts_ms)?,
             received_at: to_datetime(event.received_ms)?,
@@ -295,6 +310,18 @@ mod tests {
             *EVENT_COLUMNS,
             <EventRow as clickhouse::Row>::COLUMN_NAMES.join(",")
         );
+    }
+
+    #[test]
+    fn revenue_on_a_pageview_or_engagement_event_is_a_row_error() {
+        assert_eq!(check_revenue("purchase", "EUR"), Ok(()));
+        assert_eq!(check_revenue("pageview", ""), Ok(()));
+        for name in ["pageview", "engagement"] {
+            assert_eq!(
+                check_revenue(name, "EUR"),
+                Err(RowError::RevenueOnBuiltInEvent(name.into()))
+            );
+        }
     }
 
     #[test]
