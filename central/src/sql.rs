@@ -774,6 +774,13 @@ pub mod stats {
     }
 
     impl GoalTest {
+        /// Whether an event this goal counts can carry revenue: only custom events do (the
+        /// edge and the loader refuse revenue on pageviews and engagement events), so a page
+        /// goal's revenue is always none and no statement sums it.
+        pub fn can_carry_revenue(&self) -> bool {
+            !matches!(self.event.as_str(), "pageview" | "engagement")
+        }
+
         /// The goal as a condition on one `events` row.
         fn push(&self, s: &mut Statement) {
             self.push_on(s, &EVENT_ROW);
@@ -824,11 +831,14 @@ pub mod stats {
         }
     }
 
+    /// Goals with their 0-based index in the request's list.
+    type Indexed<'a> = [(usize, &'a GoalTest)];
+
     /// Each goal's 1-based position where an `events` row matches it, else 0 (comma-separated,
     /// for an array the caller filters and joins).
-    fn push_goal_positions(s: &mut Statement, goals: &[GoalTest]) {
-        for (i, g) in goals.iter().enumerate() {
-            if i > 0 {
+    fn push_goal_positions(s: &mut Statement, goals: &Indexed<'_>) {
+        for (k, (i, g)) in goals.iter().enumerate() {
+            if k > 0 {
                 s.push(", ");
             }
             s.push("toUInt16(if(");
@@ -838,9 +848,9 @@ pub mod stats {
     }
 
     /// Whether an `events` row matches any of `goals`.
-    fn push_any_goal(s: &mut Statement, goals: &[GoalTest]) {
-        for (i, g) in goals.iter().enumerate() {
-            if i > 0 {
+    fn push_any_goal(s: &mut Statement, goals: &Indexed<'_>) {
+        for (k, (_, g)) in goals.iter().enumerate() {
+            if k > 0 {
                 s.push(" OR ");
             }
             g.push(s);
@@ -851,15 +861,16 @@ pub mod stats {
     /// conversions (matching events) in the scope. Goals without a conversion have no row.
     /// One pass: each matching event yields the positions of the goals it matches.
     pub fn goal_totals(scope: &Scope<'_>, goals: &[GoalTest]) -> Statement {
+        let goals: Vec<(usize, &GoalTest)> = goals.iter().enumerate().collect();
         let mut s = Statement::default();
         s.push("SELECT toUInt32(g) AS goal, toUInt64(uniqExact(visitor_hash)) AS visitors, ")
             .push("toUInt64(count()) AS conversions FROM (SELECT visitor_hash, ")
             .push("arrayJoin(arrayFilter(x -> x > 0, [");
-        push_goal_positions(&mut s, goals);
+        push_goal_positions(&mut s, &goals);
         s.push("])) AS g FROM events");
         push_where(&mut s, scope);
         s.push(" AND (");
-        push_any_goal(&mut s, goals);
+        push_any_goal(&mut s, &goals);
         s.push(")) GROUP BY g ORDER BY g");
         s
     }
@@ -1127,20 +1138,30 @@ pub mod stats {
 
     /// Revenue of each goal of `goals` (`goal` = its 1-based position) per currency: the
     /// exact decimal sum (`total`, a `Decimal(38, 4)`: read as the i128 of 1/10,000 units) and
-    /// how many conversions carried revenue
-    /// (`events`). Goals without revenue have no row.
-    pub fn goal_revenue(scope: &Scope<'_>, goals: &[GoalTest]) -> Statement {
+    /// how many conversions carried revenue (`events`). Goals without revenue have no row;
+    /// `None` when none of `goals` [can carry revenue](GoalTest::can_carry_revenue).
+    pub fn goal_revenue(scope: &Scope<'_>, goals: &[GoalTest]) -> Option<Statement> {
+        // Only goals that can carry revenue: page goals would make the statement read every
+        // event's path for nothing.
+        let priced: Vec<(usize, &GoalTest)> = goals
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.can_carry_revenue())
+            .collect();
+        if priced.is_empty() {
+            return None;
+        }
         let mut s = Statement::default();
         s.push("SELECT toUInt32(g) AS goal, currency, sum(revenue_amount) AS total, ")
             .push("toUInt64(count()) AS events FROM (SELECT revenue_amount, ")
             .push("toString(revenue_currency) AS currency, arrayJoin(arrayFilter(x -> x > 0, [");
-        push_goal_positions(&mut s, goals);
+        push_goal_positions(&mut s, &priced);
         s.push("])) AS g FROM events");
         push_where(&mut s, scope);
         s.push(" AND revenue_currency != '' AND (");
-        push_any_goal(&mut s, goals);
+        push_any_goal(&mut s, &priced);
         s.push(")) GROUP BY goal, currency ORDER BY goal, currency");
-        s
+        Some(s)
     }
 
     /// One goal's revenue per value of an event column and currency, for `values` (a page of
@@ -2109,6 +2130,35 @@ mod tests {
             &[Value::Str("x'); DROP--\\".into()), Value::Int(-3)],
         );
         assert_eq!(sql, r"a = 'x\'); DROP--\\' AND b = -3");
+    }
+
+    #[test]
+    fn revenue_statements_leave_out_goals_whose_events_carry_no_revenue() {
+        use stats::{GoalTest, PageMatch, Scope};
+        let scope = Scope {
+            site_id: "s",
+            from: 0,
+            to: 86_400,
+            filters: &[],
+        };
+        let page = GoalTest {
+            event: "pageview".into(),
+            page: Some(PageMatch::Prefix("/blog/".into())),
+            props: Vec::new(),
+        };
+        let purchase = GoalTest {
+            event: "purchase".into(),
+            page: None,
+            props: Vec::new(),
+        };
+        assert!(!page.can_carry_revenue() && purchase.can_carry_revenue());
+        assert!(stats::goal_revenue(&scope, std::slice::from_ref(&page)).is_none());
+        let sql = stats::goal_revenue(&scope, &[page, purchase])
+            .expect("a custom-event goal")
+            .render();
+        // The purchase goal keeps its position (2); the page goal is not tested at all.
+        assert!(sql.contains("(event_name = 'purchase'), 2, 0))"), "{sql}");
+        assert!(!sql.contains("/blog/") && !sql.contains("path"), "{sql}");
     }
 
     #[test]

@@ -767,9 +767,9 @@ pub async fn goal_rows(
             Ok((counts, r.everyone))
         };
         let revenue = async {
-            match tests.is_empty() {
-                true => Ok(Vec::new()),
-                false => fetch_all::<GoalRevenue>(db, &sql::goal_revenue(&scope, &tests)).await,
+            match sql::goal_revenue(&scope, &tests) {
+                None => Ok(Vec::new()),
+                Some(s) => fetch_all::<GoalRevenue>(db, &s).await,
             }
         };
         let ((counts, visitors), revenue) = tokio::try_join!(totals, revenue)?;
@@ -826,7 +826,7 @@ pub async fn goal_rows(
         .map(|g| g.value.clone())
         .collect();
     let mut revenues: Revenues = vec![Vec::new(); values.len()];
-    if !values.is_empty() {
+    if !values.is_empty() && goal.can_carry_revenue() {
         let s = match property {
             Property::Event(column) => sql::goal_revenue_by_events(&scope, goal, column, &values),
             Property::Visit(attr) => match cover.is_empty() {
