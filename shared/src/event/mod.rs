@@ -111,7 +111,9 @@ macro_rules! with_event_fields {
             /// Revenue a custom event carried, in units of 1/10,000 of its currency (exact:
             /// the edge parses the sender's decimal text, never through a float); 0 without.
             revenue_e4: decimal4 = default => [revenue_amount "Decimal(18, 4)"],
-            /// ISO 4217 code of `revenue_e4`, empty when the event carries no revenue.
+            /// ISO 4217 code of `revenue_e4`, empty when the event carries no revenue (always
+            /// on `pageview` and `engagement` events: the edge refuses revenue on them, and the
+            /// loader dead-letters a record that has it).
             revenue_currency: str = default => [revenue_currency "{lc}"],
             /// On an `engagement` event: the page's engaged time (visible and active) since
             /// the page's previous engagement event, in milliseconds, at most
