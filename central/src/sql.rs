@@ -774,11 +774,11 @@ pub mod stats {
     }
 
     impl GoalTest {
-        /// Whether an event this goal counts can carry revenue: only custom events do (the
-        /// edge and the loader refuse revenue on pageviews and engagement events), so a page
-        /// goal's revenue is always none and no statement sums it.
+        /// Whether an event this goal counts can carry revenue
+        /// ([`ta_shared::event::may_carry_revenue`]): a page goal's revenue is always none,
+        /// and no statement sums it.
         pub fn can_carry_revenue(&self) -> bool {
-            !matches!(self.event.as_str(), "pageview" | "engagement")
+            ta_shared::event::may_carry_revenue(&self.event)
         }
 
         /// The goal as a condition on one `events` row.

@@ -27,12 +27,10 @@ pub enum RowError {
     RevenueOnBuiltInEvent(String),
 }
 
-/// Revenue is only on custom events: the edge refuses it on pageviews and engagement events,
-/// and a record that carries it anyway is refused here too. So no stored pageview has revenue,
-/// and the goal statements leave page goals out of their revenue sums
-/// (`sql::stats::GoalTest::can_carry_revenue`).
+/// Revenue is only on custom events ([`ta_shared::event::may_carry_revenue`]): a record that
+/// carries it on another is refused here as at the edge, so no stored pageview has revenue.
 fn check_revenue(event_name: &str, currency: &str) -> Result<(), RowError> {
-    if !currency.is_empty() && matches!(event_name, "pageview" | "engagement") {
+    if !currency.is_empty() && !ta_shared::event::may_carry_revenue(event_name) {
         return Err(RowError::RevenueOnBuiltInEvent(event_name.to_owned()));
     }
     Ok(())

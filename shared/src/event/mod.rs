@@ -27,6 +27,14 @@ pub const SCHEMA_VERSION: u16 = 1;
 /// or goal includes them.
 pub const ENGAGEMENT_EVENT: &str = "engagement";
 
+/// Whether an event of this name may carry revenue: custom events only, never a `pageview`
+/// or an [`ENGAGEMENT_EVENT`]. The edge refuses revenue on those, the loader dead-letters a
+/// record that has it anyway, and the goal statements rely on it (a page goal's revenue is
+/// never summed).
+pub fn may_carry_revenue(event_name: &str) -> bool {
+    !matches!(event_name, "pageview" | ENGAGEMENT_EVENT)
+}
+
 /// The most engaged time one engagement event reports: 30 minutes, the visit gap (a page
 /// engaged with for longer sends more than one).
 pub const MAX_ENGAGED_MS: u32 = 30 * 60 * 1000;
