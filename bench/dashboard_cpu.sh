@@ -14,32 +14,14 @@
 # else should run on ClickHouse meanwhile (the CPU is the whole server's).
 set -euo pipefail
 
-REPO_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/query-common.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/query-common.sh"
 BIN=${1:-$REPO_ROOT/target/release/ta-query}
 RUNS=${2:-10}
-CLICKHOUSE=${TA_CLICKHOUSE_URL:-http://127.0.0.1:8123}
-DATABASE=${TA_BENCH_DATABASE:-ta_bench_query_10000000}
 CH_PID=$(cat "$REPO_ROOT/.data/clickhouse.pid")
 [[ -r /proc/$CH_PID/stat ]] || { echo "ClickHouse (pid $CH_PID) is not running: deploy/local/infra up" >&2; exit 1; }
-END=$(date -u -d yesterday +%F)
 TICK=$(getconf CLK_TCK)
-WORK=$(mktemp -d)
-PID=
-cleanup() { [[ -n $PID ]] && kill "$PID" 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-TA_QUERY_LISTEN=127.0.0.1:$PORT TA_DEV=true TA_CLICKHOUSE_URL=$CLICKHOUSE \
-    TA_CLICKHOUSE_DATABASE=$DATABASE TA_QUERY_ACCESS_FILE=$REPO_ROOT/deploy/config/access.dev.toml \
-    TA_QUERY_CREDENTIAL_RATE_LIMIT=0 TA_QUERY_CREDENTIAL_MAX_IN_FLIGHT=0 TA_LOG=warn \
-    TA_QUERY_CACHE_RECENT_TTL_MS=0 TA_QUERY_CACHE_SETTLING_TTL_SECS=0 \
-    TA_QUERY_CACHE_PAST_TTL_SECS=0 TA_QUERY_CACHE_REALTIME_TTL_MS=0 \
-    "$BIN" >"$WORK/ta-query.log" 2>&1 &
-PID=$!
-for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
-    sleep 0.1
-done
+PORT=$(start_uncached_query "$BIN" ta-query)
 
 ch_ms() { awk -v t="$TICK" '{print int(($14 + $15) * 1000 / t)}' "/proc/$CH_PID/stat"; }
 now_ms() { date +%s%3N; }

@@ -17,36 +17,12 @@ set -euo pipefail
 OLD=${1:?usage: bench/query_ab.sh OLD_TA_QUERY NEW_TA_QUERY [runs]}
 NEW=${2:?usage: bench/query_ab.sh OLD_TA_QUERY NEW_TA_QUERY [runs]}
 RUNS=${3:-11}
-REPO_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
-CLICKHOUSE=${TA_CLICKHOUSE_URL:-http://127.0.0.1:8123}
-DATABASE=${TA_BENCH_DATABASE:-ta_bench_query_10000000}
+# shellcheck source=bench/query-common.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/query-common.sh"
 TOKEN=dev-admin-token
-END=$(date -u -d yesterday +%F)
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-start() {
-    local port
-    port=$(free_port)
-    TA_QUERY_LISTEN=127.0.0.1:$port TA_DEV=true TA_CLICKHOUSE_URL=$CLICKHOUSE \
-        TA_CLICKHOUSE_DATABASE=$DATABASE TA_QUERY_ACCESS_FILE=$REPO_ROOT/deploy/config/access.dev.toml \
-        TA_QUERY_CREDENTIAL_RATE_LIMIT=0 TA_QUERY_CREDENTIAL_MAX_IN_FLIGHT=0 TA_LOG=warn \
-        TA_QUERY_CACHE_RECENT_TTL_MS=0 TA_QUERY_CACHE_SETTLING_TTL_SECS=0 \
-        TA_QUERY_CACHE_PAST_TTL_SECS=0 TA_QUERY_CACHE_REALTIME_TTL_MS=0 \
-        "$1" >"$WORK/$2.log" 2>&1 &
-    PIDS+=($!)
-    for _ in $(seq 100); do
-        curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && { echo "$port"; return; }
-        sleep 0.1
-    done
-    echo "$1 did not start: $(cat "$WORK/$2.log")" >&2
-    exit 1
-}
-OLD_PORT=$(start "$OLD" old)
-NEW_PORT=$(start "$NEW" new)
+OLD_PORT=$(start_uncached_query "$OLD" old)
+NEW_PORT=$(start_uncached_query "$NEW" new)
 
 R="site_id=site-1&period=30d&date=$END&timezone=UTC"
 V="{\"site_id\":\"site-1\",\"date_range\":\"30d\",\"date\":\"$END\",\"timezone\":\"UTC\""
