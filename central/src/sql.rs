@@ -1450,19 +1450,83 @@ pub mod stats {
     pub fn coverage(scope: &Scope<'_>) -> Statement {
         debug_assert!(scope.filters.is_empty());
         let mut s = Statement::default();
-        s.push("SELECT day, build FROM (SELECT day, max(build_id) AS build, ")
-            .push("argMax(events, build_id) AS n FROM rollup_days WHERE site_id = ")
-            .bind_str(scope.site_id)
-            .push(" AND day >= ")
-            .bind(Value::Int((scope.from / 86_400).into()))
-            .push(" AND day <= ")
-            .bind(Value::Int((scope.to.saturating_sub(1) / 86_400).into()))
-            .push(" GROUP BY day) AS r ANY INNER JOIN (SELECT ")
+        s.push("SELECT day, build FROM (");
+        push_latest_builds(&mut s, scope);
+        s.push(") AS r ANY INNER JOIN (SELECT ")
             .push(UTC_DAY)
             .push(" AS day, count() AS n FROM events");
         push_range_and_event_filters(&mut s, scope);
         s.push(" GROUP BY day) AS e USING day, n ORDER BY day");
         s
+    }
+
+    /// The engine of the `events` table (one row): a `…MergeTree` holds its parts on the
+    /// server answering, which [`event_parts`] can then list; a `Distributed` one does not.
+    pub const EVENTS_ENGINE: &str = "SELECT engine FROM system.tables \
+         WHERE database = currentDatabase() AND name = 'events'";
+
+    /// The `events` partition of a site's month as `system.parts` writes it, e.g.
+    /// `('site-1',202611)`, for a site id that needs no quoting (see
+    /// [`partition_needs_no_quoting`]).
+    pub fn events_partition(site_id: &str, month: u32) -> String {
+        debug_assert!(partition_needs_no_quoting(site_id));
+        format!("('{site_id}',{month})")
+    }
+
+    /// Whether `site_id` is written as is inside [`events_partition`]'s quotes (a well-formed
+    /// site id always is).
+    pub fn partition_needs_no_quoting(site_id: &str) -> bool {
+        !site_id.is_empty()
+            && site_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    }
+
+    /// The active parts of `events` in `partitions` ([`events_partition`]): `name`, `rows`,
+    /// `mtime` (Unix seconds), `partition`. A part never changes: inserts, merges and
+    /// mutations (an erasure) all write new parts under new names.
+    pub fn event_parts(partitions: &[String]) -> Statement {
+        let mut s = Statement::default();
+        s.push("SELECT name, toUInt64(rows) AS rows, toUInt32(modification_time) AS mtime, ")
+            .push("partition FROM system.parts WHERE database = currentDatabase() ")
+            .push("AND table = 'events' AND active AND partition");
+        push_in(&mut s, partitions);
+        s.push(" ORDER BY name");
+        s
+    }
+
+    /// Each UTC day's events in each of `parts` (of `site_id`'s partitions): `part`, `day`,
+    /// `n`. Only those parts are read (ClickHouse prunes parts on `_part`).
+    pub fn part_day_counts(site_id: &str, parts: &[String]) -> Statement {
+        let mut s = Statement::default();
+        s.push("SELECT toString(_part) AS part, ")
+            .push(UTC_DAY)
+            .push(" AS day, count() AS n FROM events WHERE site_id = ")
+            .bind_str(site_id)
+            .push(" AND _part");
+        push_in(&mut s, parts);
+        s.push(" GROUP BY part, day ORDER BY part, day");
+        s
+    }
+
+    /// The latest rollup build of each UTC day of the scope's range: `day`, `build`, `n` (the
+    /// events it holds), to hold against the day's events as [`coverage`] does.
+    pub fn latest_builds(scope: &Scope<'_>) -> Statement {
+        let mut s = Statement::default();
+        push_latest_builds(&mut s, scope);
+        s.push(" ORDER BY day");
+        s
+    }
+
+    fn push_latest_builds(s: &mut Statement, scope: &Scope<'_>) {
+        s.push("SELECT day, max(build_id) AS build, argMax(events, build_id) AS n ")
+            .push("FROM rollup_days WHERE site_id = ")
+            .bind_str(scope.site_id)
+            .push(" AND day >= ")
+            .bind(Value::Int((scope.from / 86_400).into()))
+            .push(" AND day <= ")
+            .bind(Value::Int((scope.to.saturating_sub(1) / 86_400).into()))
+            .push(" GROUP BY day");
     }
 
     /// The `visits` columns holding each visit's events in time order (ties in a full order of

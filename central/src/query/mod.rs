@@ -61,6 +61,7 @@ pub struct QueryMetrics {
     pub cache_bytes: IntGauge,
     pub store_seconds: HistogramVec,
     pub rollup_checks: IntCounterVec,
+    pub rollup_check_parts: IntCounterVec,
     /// 1 while the access file is missing or does not parse.
     pub access_file_stale: IntGauge,
 }
@@ -113,6 +114,14 @@ impl QueryMetrics {
                 &["result"],
             )
             .unwrap(),
+            rollup_check_parts: IntCounterVec::new(
+                Opts::new(
+                    "ta_query_rollup_check_parts_total",
+                    "Parts of the events table that rollup coverage checks needed: counted (read once to count each day's events) or reused (counted before; a part never changes).",
+                ),
+                &["result"],
+            )
+            .unwrap(),
             access_file_stale: IntGauge::new(
                 "ta_query_access_file_stale",
                 "1 while the access file is missing or does not parse: ta-query serves the list it loaded before (or refuses every credential with TA_QUERY_ACCESS_FAIL_CLOSED).",
@@ -123,6 +132,7 @@ impl QueryMetrics {
             Box::new(m.requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(m.access_file_stale.clone()),
             Box::new(m.rollup_checks.clone()),
+            Box::new(m.rollup_check_parts.clone()),
             Box::new(m.request_seconds.clone()),
             Box::new(m.cache.clone()),
             Box::new(m.cache_bytes.clone()),
@@ -201,7 +211,11 @@ impl QueryState {
         };
         Self {
             db: client(),
-            stats_db: stats::StatsDb::new(client(), &metrics.rollup_checks),
+            stats_db: stats::StatsDb::new(
+                client(),
+                &metrics.rollup_checks,
+                &metrics.rollup_check_parts,
+            ),
             cache: AnswerCache::new(
                 config.cache_entries,
                 config.cache_max_bytes,

@@ -437,6 +437,30 @@ fn stats_steps() -> Vec<(String, String)> {
         ),
     ));
     out.push(("rollup_coverage".into(), st::coverage(&scope).render()));
+    // The check by parts: the engine, the site's parts of the range's two months (part
+    // names differ between servers: their count and rows), each day's events counted by
+    // part, and the latest builds.
+    out.push(("events_engine".into(), st::EVENTS_ENGINE.into()));
+    let partitions = [202_511, 202_512].map(|m| st::events_partition("site-1", m));
+    out.push((
+        "event_parts".into(),
+        format!(
+            "SELECT count() > 0, sum(rows) FROM ({})",
+            st::event_parts(&partitions).render()
+        ),
+    ));
+    let listed = "SELECT name FROM system.parts WHERE database = currentDatabase() \
+                  AND table = 'events' AND active";
+    out.push((
+        "part_day_counts".into(),
+        format!(
+            "SELECT day, sum(n) FROM ({}) GROUP BY day ORDER BY day",
+            st::part_day_counts("site-1", &["listed".into()])
+                .render()
+                .replace("_part IN ('listed')", &format!("_part IN ({listed})"))
+        ),
+    ));
+    out.push(("latest_builds".into(), st::latest_builds(&scope).render()));
     let cover = st::Coverage::of(&scope, &[(day, 7)]);
     // Engagement of the built day from `day_engagement`, the other day from events.
     out.push((
@@ -1318,6 +1342,12 @@ async fn every_statement_answers_the_same_on_clickhouse_18_16_and_a_current_rele
         "2\t2\t3\t3\t0\t30\t0\t0\n"
     );
     assert_eq!(old["rollup_coverage"], "20422\t7\n");
+    assert_eq!(old["events_engine"], "MergeTree\n");
+    // site-1: six events on 2025-11-30 (three engagement events among them, as the build
+    // recorded) and one on 2025-12-01.
+    assert_eq!(old["part_day_counts"], "20422\t6\n20423\t1\n");
+    assert_eq!(old["event_parts"], "1\t7\n");
+    assert_eq!(old["latest_builds"], "20422\t7\t6\n");
     assert_eq!(
         old["rollup_breakdown_entry"],
         "/a\t2\t2\t3\t0\t30\n/c\t1\t1\t1\t1\t0\n"

@@ -911,7 +911,9 @@ async fn concurrent_requests_for_one_range_share_one_rollup_check() {
     let checks =
         prometheus::IntCounterVec::new(prometheus::Opts::new("checks", "test"), &["result"])
             .unwrap();
-    let db = ta_central::query::stats::StatsDb::new(s.config.clickhouse.client(), &checks);
+    let parts = prometheus::IntCounterVec::new(prometheus::Opts::new("parts", "test"), &["result"])
+        .unwrap();
+    let db = ta_central::query::stats::StatsDb::new(s.config.clickhouse.client(), &checks, &parts);
     let scope = Scope {
         site_id: "site-1",
         from: START,
@@ -929,4 +931,158 @@ async fn concurrent_requests_for_one_range_share_one_rollup_check() {
     // Finished checks are not kept: the next request runs its own.
     ta_central::query::stats::coverage(&db, &scope).await;
     assert_eq!(count("run"), 3);
+}
+
+/// The coverage check counts each part of `events` once and follows what changes parts: a
+/// late insert (a new part), a merge (new names, same events) and an erasure (a mutation),
+/// always agreeing with the statement that counts every event of the range; on the cluster,
+/// where `events` is `Distributed`, it is that statement.
+#[tokio::test]
+async fn coverage_counts_each_part_of_events_once_and_follows_inserts_merges_and_erasures() {
+    use ta_central::query::stats::{StatsDb, coverage};
+    use ta_central::sql::stats::{self as sql, Coverage, Scope};
+    use ta_central::store;
+
+    let counters = |name: &str| {
+        prometheus::IntCounterVec::new(prometheus::Opts::new(name, "test"), &["result"]).unwrap()
+    };
+    // 2025-11-28 .. 2025-12-01 (three days, across a month: two partitions).
+    let first: u32 = 20_420;
+    let scope = Scope {
+        site_id: "site-1",
+        from: first * 86_400,
+        to: (first + 3) * 86_400,
+        filters: &[],
+    };
+    // What the single statement says for the same range, to hold every answer against.
+    let by_statement = |db: clickhouse::Client| async move {
+        let rows: Vec<Covered> = sql::coverage(&scope).query(&db).fetch_all().await.unwrap();
+        let pairs: Vec<(u32, u64)> = rows.iter().map(|r| (r.day, r.build)).collect();
+        Coverage::of(&scope, &pairs)
+    };
+
+    let args = crate::fresh_db("coverage_parts");
+    store::migrate(&args).await.unwrap();
+    let db = args.store().await.unwrap();
+    let client = args.client();
+    let insert = |rows: Vec<ta_central::store::EventRow>| {
+        let client = client.clone();
+        async move {
+            let mut insert = client
+                .insert::<ta_central::store::EventRow>("events")
+                .await
+                .unwrap();
+            for r in &rows {
+                insert.write(r).await.unwrap();
+            }
+            insert.end().await.unwrap();
+        }
+    };
+    let mut offset = 0;
+    let mut rows = |visitor: u64, ts: u32| {
+        offset += 1;
+        crate::sample_row("site-1", "/a", visitor, ts, offset)
+    };
+    // Two inserts: two parts per month to start with.
+    let (a, b) = (first * 86_400, (first + 2) * 86_400);
+    insert(vec![
+        rows(1, a + 10),
+        rows(1, a + 20),
+        rows(2, a + 86_400 + 5),
+    ])
+    .await;
+    insert(vec![rows(3, a + 30), rows(4, b + 40), rows(5, b + 50)]).await;
+    for d in 0..3 {
+        store::rollup::build_day(&db, "site-1", first + d)
+            .await
+            .unwrap();
+    }
+
+    let (checks, parts) = (counters("checks"), counters("parts"));
+    let stats = StatsDb::new(client.clone(), &checks, &parts);
+    let part_count = |r: &str| parts.with_label_values(&[r]).get();
+    let all: Vec<u32> = (first..first + 3).collect();
+    let checked = coverage(&stats, &scope).await;
+    assert_eq!(
+        (checked.days.clone(), checked.complete),
+        (all.clone(), true)
+    );
+    assert_eq!(checked, by_statement(client.clone()).await);
+    let counted = part_count("counted");
+    assert!(counted >= 2, "each month's parts counted once ({counted})");
+    assert_eq!(part_count("reused"), 0);
+
+    // Nothing changed: nothing is read again.
+    assert_eq!(coverage(&stats, &scope).await, checked);
+    assert_eq!(
+        (part_count("counted"), part_count("reused")),
+        (counted, counted)
+    );
+
+    // A late event on the middle day is a new part: only it is counted, and the day is read
+    // raw until built again.
+    insert(vec![rows(6, a + 86_400 + 600)]).await;
+    let late = coverage(&stats, &scope).await;
+    assert_eq!(late.days, vec![first, first + 2]);
+    assert_eq!(late, by_statement(client.clone()).await);
+    assert_eq!(part_count("counted"), counted + 1);
+
+    // A merge writes new parts holding the same events: counted again, same answer.
+    client
+        .query("OPTIMIZE TABLE events FINAL")
+        .execute()
+        .await
+        .unwrap();
+    let merged = coverage(&stats, &scope).await;
+    assert_eq!(merged, late);
+    assert!(
+        part_count("counted") > counted + 1,
+        "merged parts are new parts"
+    );
+
+    // Built again, the day is covered again.
+    store::rollup::build_day(&db, "site-1", first + 1)
+        .await
+        .unwrap();
+    let rebuilt = coverage(&stats, &scope).await;
+    assert_eq!(rebuilt.days, all);
+    assert_eq!(rebuilt, by_statement(client.clone()).await);
+
+    // An erasure rewrites the parts (a mutation); the erased visitor's day no longer matches
+    // the count its build recorded.
+    store::lifecycle::erase_visitor(&db, "site-1", 4)
+        .await
+        .unwrap();
+    let erased = coverage(&stats, &scope).await;
+    assert_eq!(erased.days, vec![first, first + 1]);
+    assert_eq!(erased, by_statement(client.clone()).await);
+
+    // A range that cuts a day reads that day raw.
+    let cut = Scope {
+        from: a + 43_200,
+        ..scope
+    };
+    assert_eq!(coverage(&stats, &cut).await.days, vec![first + 1]);
+
+    // On the cluster `events` is `Distributed`: the check is the single statement.
+    let s = model::seeded_rolled_up_cluster().await;
+    let (checks, parts) = (counters("checks"), counters("parts"));
+    let stats = StatsDb::new(s.config.clickhouse.client(), &checks, &parts);
+    let whole = Scope {
+        site_id: "site-1",
+        from: START,
+        to: END,
+        filters: &[],
+    };
+    let on_cluster = coverage(&stats, &whole).await;
+    assert!(!on_cluster.is_empty());
+    let rows: Vec<Covered> = sql::coverage(&whole)
+        .query(&s.config.clickhouse.client())
+        .fetch_all()
+        .await
+        .unwrap();
+    let pairs: Vec<(u32, u64)> = rows.iter().map(|r| (r.day, r.build)).collect();
+    assert_eq!(on_cluster, Coverage::of(&whole, &pairs));
+    assert_eq!(parts.with_label_values(&["counted"]).get(), 0);
+    assert_eq!(parts.with_label_values(&["reused"]).get(), 0);
 }
