@@ -75,6 +75,8 @@ struct PartCounts {
 /// alone identifies a part's content; rows and time guard against a name used again after
 /// a partition was dropped and the server restarted.
 type PartKey = (String, String, u64, u32);
+/// Parts whose counts are kept at most (each a few hundred bytes).
+const MAX_PARTS: usize = 50_000;
 /// A part's events per UTC day.
 type DayEvents = Arc<[(u32, u64)]>;
 
@@ -167,6 +169,11 @@ impl PartCounts {
                 counted.entry(&r.part).or_default().push((r.day, r.n));
             }
             let mut days = self.days.lock().unwrap_or_else(|e| e.into_inner());
+            // Parts of ranges no longer asked for stay until their partition is checked
+            // again: past a bound, everything goes (and is counted again when needed).
+            if days.len() + missing.len() > MAX_PARTS {
+                days.clear();
+            }
             for k in &missing {
                 let found = counted.remove(k.1.as_str()).unwrap_or_default();
                 // A part merged away between the listing and the count reads as fewer rows
