@@ -639,16 +639,26 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
     // the chart and the tables drawn (ten API requests, the browser's six connections), then
     // the conversions. Comparisons with the previous period are the dashboard's default; the
     // same view with them off is measured just before, as the baseline of what they cost.
+    // Each run also reports the CPU it took: Chromium's (with its driver), and the servers'
+    // (the local infra's ClickHouse when it is the one measured, and ta-query), since on one
+    // machine they share its cores.
     if args.dashboard_runs > 0 {
         let mut without_comparisons = None;
-        for (which, base, extra) in [
-            ("uncached, comparisons off", &uncached, "&compare=off"),
-            ("uncached", &uncached, ""),
-            ("cached", &cached, ""),
+        let clickhouse_pid = local_clickhouse_pid(&args.clickhouse);
+        for (which, base, extra, query_pid) in [
+            (
+                "uncached, comparisons off",
+                &uncached,
+                "&compare=off",
+                uncached_proc.pid(),
+            ),
+            ("uncached", &uncached, "", uncached_proc.pid()),
+            ("cached", &cached, "", cached_proc.pid()),
         ] {
+            let server_pids: Vec<u32> = clickhouse_pid.into_iter().chain([query_pid]).collect();
             let browser_args = serde_json::json!({
                 "base": base, "site": "site-1", "date": end.to_string(), "token": TOKEN,
-                "runs": args.dashboard_runs, "extra": extra,
+                "runs": args.dashboard_runs, "extra": extra, "server_pids": server_pids,
             });
             let result = tokio::task::spawn_blocking(move || {
                 crate::browser::run("first_render.js", &browser_args)
@@ -671,6 +681,19 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
                 lat.max,
                 runs.len()
             );
+            let median = |key: &str| -> anyhow::Result<f64> {
+                let mut v: Vec<f64> = serde_json::from_value(result[key].clone())?;
+                v.sort_by(f64::total_cmp);
+                Ok(v.get(v.len() / 2).copied().unwrap_or(0.0))
+            };
+            let (browser_cpu, server_cpu) = (median("browser_cpu")?, median("server_cpu")?);
+            let servers = match clickhouse_pid {
+                Some(_) => "ClickHouse and ta-query",
+                None => "ta-query (ClickHouse not local)",
+            };
+            println!(
+                "dashboard first render, {which} ta-query, CPU per render (median): Chromium and its driver {browser_cpu:.0} ms, {servers} {server_cpu:.0} ms"
+            );
             let mut row = Row::new(
                 format!("dashboard first render (30 days, Chromium), {which} ta-query"),
                 lat.p50,
@@ -688,6 +711,13 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
                 row = row.target("< 1 s, every run", lat.max < 1_000.0);
             }
             section.rows.push(row);
+            if which == "uncached" {
+                section.rows.push(Row::new(
+                    format!("CPU of one uncached first render: Chromium and its driver (beside it: {servers})"),
+                    browser_cpu,
+                    "ms",
+                ).baseline(servers, server_cpu));
+            }
         }
     }
     if args.quick_check {
@@ -710,4 +740,18 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<Section>> {
             "MiB",
         ));
     Ok(vec![section, memory])
+}
+
+/// The pid of the local infra's ClickHouse server (`deploy/local/infra`), when `url` is its
+/// address and it runs here: its CPU is read from /proc.
+fn local_clickhouse_pid(url: &str) -> Option<u32> {
+    let local = ["http://127.0.0.1:8123", "http://localhost:8123"];
+    if !local.contains(&url.trim_end_matches('/')) {
+        return None;
+    }
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.data/clickhouse.pid");
+    let pid: u32 = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
+    std::path::Path::new(&format!("/proc/{pid}"))
+        .exists()
+        .then_some(pid)
 }
