@@ -449,15 +449,15 @@ fn stats_steps() -> Vec<(String, String)> {
             st::event_parts(&partitions).render()
         ),
     ));
-    let listed = "SELECT name FROM system.parts WHERE database = currentDatabase() \
-                  AND table = 'events' AND active";
+    let listed = "(SELECT name FROM system.parts WHERE database = currentDatabase() \
+                  AND table = 'events' AND active)";
     out.push((
         "part_day_counts".into(),
         format!(
             "SELECT day, sum(n) FROM ({}) GROUP BY day ORDER BY day",
-            st::part_day_counts("site-1", &["listed".into()])
+            st::part_day_counts("site-1", "listed")
                 .render()
-                .replace("_part IN ('listed')", &format!("_part IN ({listed})"))
+                .replace("_part = 'listed'", &format!("_part IN {listed}"))
         ),
     ));
     out.push(("latest_builds".into(), st::latest_builds(&scope).render()));

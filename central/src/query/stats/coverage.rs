@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use clickhouse::Row;
-use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
@@ -75,6 +75,8 @@ struct PartCounts {
 /// alone identifies a part's content; rows and time guard against a name used again after
 /// a partition was dropped and the server restarted.
 type PartKey = (String, String, u64, u32);
+/// Parts counted at once (each its own statement).
+const PARALLEL_COUNTS: usize = 4;
 /// Parts whose counts are kept at most (each a few hundred bytes).
 const MAX_PARTS: usize = 50_000;
 /// A part's events per UTC day.
@@ -90,7 +92,6 @@ struct Part {
 
 #[derive(Debug, Row, Deserialize)]
 struct PartDay {
-    part: String,
     day: u32,
     n: u64,
 }
@@ -159,28 +160,33 @@ impl PartCounts {
         self.reused.inc_by((keys.len() - missing.len()) as u64);
         self.counted.inc_by(missing.len() as u64);
         if !missing.is_empty() {
-            let names: Vec<String> = missing.iter().map(|k| k.1.clone()).collect();
-            let rows: Vec<PartDay> = sql::part_day_counts(scope.site_id, &names)
-                .query(client)
-                .fetch_all()
+            // One statement per part, a few at a time (the first check of a range counts
+            // every part of its months).
+            let queries: Vec<_> = missing
+                .iter()
+                .map(|k| {
+                    sql::part_day_counts(scope.site_id, &k.1)
+                        .query(client)
+                        .fetch_all::<PartDay>()
+                })
+                .collect();
+            let counts: Vec<Vec<PartDay>> = futures::stream::iter(queries)
+                .buffered(PARALLEL_COUNTS)
+                .try_collect()
                 .await?;
-            let mut counted: HashMap<&str, Vec<(u32, u64)>> = HashMap::new();
-            for r in &rows {
-                counted.entry(&r.part).or_default().push((r.day, r.n));
-            }
             let mut days = self.days.lock().unwrap_or_else(|e| e.into_inner());
             // Parts of ranges no longer asked for stay until their partition is checked
             // again: past a bound, everything goes (and is counted again when needed).
             if days.len() + missing.len() > MAX_PARTS {
                 days.clear();
             }
-            for k in &missing {
-                let found = counted.remove(k.1.as_str()).unwrap_or_default();
+            for (k, found) in missing.iter().zip(counts) {
                 // A part merged away between the listing and the count reads as fewer rows
                 // than listed: nothing is kept, and this check counts with one statement.
-                if found.iter().map(|(_, n)| n).sum::<u64>() != k.2 {
+                if found.iter().map(|r| r.n).sum::<u64>() != k.2 {
                     return Ok(None);
                 }
+                let found: Vec<(u32, u64)> = found.iter().map(|r| (r.day, r.n)).collect();
                 days.insert((*k).clone(), found.into());
             }
         }
