@@ -176,13 +176,20 @@ pub mod stats {
                     s.push(if self.op == Match::Is { " = " } else { " != " });
                     s.bind_str(&self.value);
                 }
-                Match::Contains => {
-                    s.push("positionCaseInsensitive(");
-                    expr(s);
-                    s.push(", ").bind_str(&self.value).push(") > 0");
-                }
+                Match::Contains => push_contains(s, expr, &self.value),
             }
         }
+    }
+
+    /// `expr` contains `value` with ASCII letters in any case, as `positionCaseInsensitive`
+    /// compares (bytes outside ASCII as they are), written as `position(lower(expr), v)` with
+    /// `v` folded here: a quarter less time over 30 days of paths (18.16).
+    fn push_contains(s: &mut Statement, expr: impl FnOnce(&mut Statement), value: &str) {
+        s.push("position(lower(");
+        expr(s);
+        s.push("), ")
+            .bind_str(&value.to_ascii_lowercase())
+            .push(") > 0");
     }
 
     /// One site's events in `[from, to)` (Unix seconds) matching every filter.
